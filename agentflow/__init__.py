@@ -1,0 +1,3 @@
+"""agentflow: agentic computation graphs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,190 @@
+"""The agentflow error tree.
+
+Errors are split by who must act: a ``ConfigError`` is a mistake in what the user wrote (a workflow file,
+a command-line flag, a missing extra) and is fixed by editing it; a ``RunError`` is something that went wrong
+while a run executed and is recorded in the run's trace.
+
+::
+
+    AgentflowError
+    ├── ConfigError                 the user must change a file or a flag
+    │   ├── SpecError               a workflow file is malformed (file:line:col + fix)
+    │   ├── GraphValidationError    the template graph breaks a static rule (carries every Diagnostic)
+    │   ├── UnknownBackendError     a registry has no entry by that name (closest match, choices)
+    │   ├── MissingExtraError       an optional dependency is not installed (names the extra)
+    │   └── ToolLoadError           a tool plugin file is missing or raises on import
+    └── RunError                    something failed while running; recorded in the trace
+        ├── SandboxError            the sandbox backend failed (not the command inside it)
+        │   ├── SandboxUnavailableError   the backend cannot start here (names how to fix)
+        │   └── PathOutsideWorkdirError   a path escapes the sandbox workdir (also a PermissionError)
+        ├── ModelAPIError           the model provider failed (status code and body when HTTP)
+        ├── ModelScriptExhausted    a scripted model ran out of responses
+        ├── ToolError               a tool call failed; goes back to the model as a tool message
+        ├── LimitExceeded           a declared limit (steps, model calls, tokens, time) was hit
+        ├── RewardHookError         a reward hook failed or timed out (recorded, never fatal)
+        ├── NodeFailed              a node failed after its retries
+        └── TraceError              a trace is unreadable or its hashes do not match
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AgentflowError(Exception):
+    """Base class of every error agentflow raises on purpose."""
+
+
+class ConfigError(AgentflowError):
+    """The user must change a file or a flag; the message says what and how."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} (fix: {self.fix})" if self.fix else self.message
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """A position in a workflow file; line and column are 1-based."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class SpecError(ConfigError):
+    """A workflow file cannot be parsed or does not match the schema."""
+
+    def __init__(self, message: str, *, location: SourceLocation | None, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.location = location
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return where + super().__str__()
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding of static validation."""
+
+    code: str
+    message: str
+    location: SourceLocation | None
+    fix: str | None = None
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{where}{self.severity} [{self.code}] {self.message}{fix}"
+
+
+class GraphValidationError(ConfigError):
+    """The template graph breaks one or more static rules."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        errors = [d for d in diagnostics if d.severity == "error"]
+        first = errors[0] if errors else diagnostics[0]
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        super().__init__(str(first) + more)
+        self.diagnostics = diagnostics
+
+
+class UnknownBackendError(ConfigError):
+    """A registry has no entry by that name."""
+
+    def __init__(self, kind: str, name: str, choices: list[str], *, extra: str | None = None) -> None:
+        import difflib
+
+        close = difflib.get_close_matches(name, choices, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        choice_text = ", ".join(sorted(choices)) or "none registered"
+        install = f"; or install the extra: pip install 'agentflow[{extra}]'" if extra else ""
+        super().__init__(f"unknown {kind} {name!r}", fix=f"{hint}choices: {choice_text}{install}")
+        self.kind = kind
+        self.name = name
+        self.choices = choices
+
+
+class MissingExtraError(ConfigError):
+    """An optional dependency is needed but not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"this feature needs the package {package!r}, which is not installed",
+            fix=f"pip install 'agentflow[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+class ToolLoadError(ConfigError):
+    """A tool plugin cannot be loaded (missing file, import failure, not a function)."""
+
+
+class RunError(AgentflowError):
+    """Something failed while a run executed."""
+
+
+class SandboxError(RunError):
+    """The sandbox backend itself failed (not the command that ran inside it)."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """The sandbox backend cannot run on this machine; the message says how to make it available."""
+
+
+class PathOutsideWorkdirError(SandboxError, PermissionError):
+    """A path would escape the sandbox workdir (absolute, ``..`` or a symlink out)."""
+
+
+class ModelAPIError(RunError):
+    """A model provider call failed."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class ModelScriptExhausted(ModelAPIError):
+    """A scripted model was asked for more responses than its script holds."""
+
+
+class ToolError(RunError):
+    """A tool call failed; the message goes back to the model as the tool's result."""
+
+
+class LimitExceeded(RunError):
+    """A declared limit was reached; the run stops and the trace records which."""
+
+    def __init__(self, limit: str, value: float, observed: float) -> None:
+        super().__init__(f"limit {limit} = {value:g} exceeded (observed {observed:g})")
+        self.limit = limit
+        self.value = value
+        self.observed = observed
+
+
+class RewardHookError(RunError):
+    """A reward hook failed or timed out."""
+
+
+class NodeFailed(RunError):
+    """A node failed after all of its retries."""
+
+    def __init__(self, node: str, cause: BaseException) -> None:
+        super().__init__(f"node {node!r} failed: {type(cause).__name__}: {cause}")
+        self.node = node
+        self.cause = cause
+
+
+class TraceError(RunError):
+    """A stored trace is unreadable, truncated or tampered with."""

@@ -1,0 +1,130 @@
+"""The Sandbox contract every backend keeps."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandbox; the defaults are the embedded defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exec_timeout_s: float = Field(default=30.0, gt=0, description="wall-clock limit of one exec")
+    cpu_s: int = Field(default=60, gt=0, description="CPU seconds of one exec (RLIMIT_CPU)")
+    memory_mb: int = Field(default=1024, gt=0, description="address-space limit of one exec")
+    pids: int = Field(default=128, gt=0, description="processes/threads the sandbox user may run")
+    file_size_mb: int = Field(default=256, gt=0, description="largest file one exec may write (RLIMIT_FSIZE)")
+    output_bytes: int = Field(default=1_000_000, gt=0, description="cap on stdout and on stderr, each")
+    network: bool = Field(default=False, description="allow network access")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What one command did inside a sandbox."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "timed_out": self.timed_out,
+            "truncated": self.truncated,
+            "duration_s": self.duration_s,
+        }
+
+
+@dataclass(frozen=True)
+class IsolationReport:
+    """The isolation a sandbox actually obtained, recorded in the trace."""
+
+    backend: str
+    network_isolated: bool
+    filesystem_isolated: bool
+    pid_namespace: bool
+    resource_limits: bool
+    details: dict[str, Any] = field(default_factory=lambda: {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "network_isolated": self.network_isolated,
+            "filesystem_isolated": self.filesystem_isolated,
+            "pid_namespace": self.pid_namespace,
+            "resource_limits": self.resource_limits,
+            "details": self.details,
+        }
+
+
+class Sandbox(abc.ABC):
+    """An isolated place to run commands and keep files.
+
+    Every path argument is relative to the sandbox workdir (or absolute inside it, as the backend shows it);
+    a path that escapes the workdir raises ``PathOutsideWorkdirError``.
+
+    Implementations raise the built-in ``FileNotFoundError`` for a missing file, ``PermissionError``
+    (``PathOutsideWorkdirError``) for a path outside the workdir, ``IsADirectoryError`` when a file was expected,
+    and a ``SandboxError`` subclass when the backend itself fails. A command that fails or times out is not an
+    exception: it is an ``ExecResult`` with its exit code or ``timed_out``.
+    """
+
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    async def exec(
+        self,
+        cmd: list[str],
+        *,
+        stdin: str | bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``cmd`` (an argv list, no shell) and return what it did."""
+
+    @abc.abstractmethod
+    async def read_file(self, path: str) -> bytes:
+        """Return the bytes of a file inside the workdir."""
+
+    @abc.abstractmethod
+    async def write_file(self, path: str, data: str | bytes) -> None:
+        """Write a file inside the workdir, creating parent directories."""
+
+    @abc.abstractmethod
+    async def list_files(self, path: str = ".") -> list[str]:
+        """Return the relative paths of the regular files under ``path`` (recursive, sorted)."""
+
+    @abc.abstractmethod
+    async def copy_in(self, source_dir: str, dest: str = ".") -> None:
+        """Copy a host directory's contents into the workdir."""
+
+    @abc.abstractmethod
+    def isolation(self) -> IsolationReport:
+        """Report the isolation actually obtained on this machine."""
+
+    @property
+    @abc.abstractmethod
+    def workdir(self) -> str:
+        """The workdir path as commands inside the sandbox see it."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every resource (processes, files); safe to call twice."""
+
+    async def __aenter__(self) -> Sandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,131 @@
+"""The Tool contract: a typed Python function, validated by pydantic, run with a ToolContext."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from agentflow.errors import ToolError
+from agentflow.sandboxes._base import ExecResult, Sandbox
+
+ExecObserver = Callable[[list[str], ExecResult], None]
+
+
+@dataclass
+class ToolContext:
+    """What a tool may touch: the run's sandbox and a read-only view of the state."""
+
+    sandbox: Sandbox
+    run_id: str = ""
+    node: str = ""
+    state: Mapping[str, Any] = field(default_factory=lambda: {})
+    # Called after every sandbox exec a tool makes, so the trace records a sandbox_exec event.
+    on_exec: ExecObserver | None = None
+
+    async def exec(self, cmd: list[str], *, stdin: str | None = None, timeout: float | None = None) -> ExecResult:
+        """Run a command in the sandbox and report it to the recorder."""
+        result = await self.sandbox.exec(cmd, stdin=stdin, timeout=timeout)
+        if self.on_exec is not None:
+            self.on_exec(cmd, result)
+        return result
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """The result of one tool call: ``content`` is what the model reads; ``result`` is JSON for state and trace."""
+
+    ok: bool
+    content: str
+    result: Any = None
+    error: str | None = None
+
+
+class Tool:
+    """A function exposed to models and tool nodes.
+
+    The function's parameters (except a leading ``ctx: ToolContext``) become a pydantic model; its JSON Schema is
+    sent to the model, and arguments are validated against it before the function runs. The first paragraph of the
+    docstring is the description.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        doc = inspect.getdoc(fn) or ""
+        self.description = description or doc.split("\n\n")[0].strip() or self.name
+        hints = get_type_hints(fn)
+        params = list(inspect.signature(fn).parameters.values())
+        self.takes_context = bool(params) and hints.get(params[0].name) is ToolContext
+        if self.takes_context:
+            params = params[1:]
+        fields: dict[str, Any] = {}
+        for param in params:
+            if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise TypeError(f"tool {self.name}: *args/**kwargs cannot be described to a model")
+            annotation = hints.get(param.name, Any)
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[param.name] = (annotation, default)
+        self.arguments_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The OpenAI function-tool schema of this tool."""
+        parameters = self.arguments_model.model_json_schema()
+        parameters.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": parameters},
+        }
+
+    async def invoke(self, ctx: ToolContext, arguments: str | Mapping[str, Any]) -> ToolOutcome:
+        """Validate ``arguments`` (JSON text or a mapping) and run the tool; never raises for bad input."""
+        try:
+            raw = json.loads(arguments or "{}") if isinstance(arguments, str) else dict(arguments)
+        except json.JSONDecodeError as exc:
+            return _failure(f"arguments are not valid JSON ({exc.msg} at position {exc.pos}); send a JSON object")
+        if not isinstance(raw, dict):
+            return _failure("arguments must be a JSON object of named parameters")
+        try:
+            parsed = self.arguments_model.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+            )
+            return _failure(f"invalid arguments for {self.name}: {problems}")
+        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        try:
+            value = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        except ToolError as exc:
+            return _failure(str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure of tool code goes back to the model, never up
+            return _failure(f"{type(exc).__name__}: {exc}")
+        return ToolOutcome(ok=True, content=_render(value), result=_jsonable(value))
+
+
+def _failure(message: str) -> ToolOutcome:
+    return ToolOutcome(ok=False, content=f"error: {message}", error=message)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, ExecResult):
+        return value.to_dict()
+    return value
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+
+
+ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]

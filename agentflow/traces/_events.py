@@ -1,0 +1,45 @@
+"""The trace event model: what a run records, in order, each event content-hashed."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EventType(enum.StrEnum):
+    RUN_STARTED = "run_started"
+    RUN_FINISHED = "run_finished"
+    NODE_STARTED = "node_started"
+    NODE_FINISHED = "node_finished"
+    MODEL_REQUEST = "model_request"
+    MODEL_RESPONSE = "model_response"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    SANDBOX_EXEC = "sandbox_exec"
+    REWARD = "reward"
+    ROUTE = "route"
+    ERROR = "error"
+
+
+class Event(BaseModel):
+    """One trace event.
+
+    ``hash`` is the sha256 (hex) of the RFC 8785 canonical JSON of every other field, ``prev_hash`` chains each event
+    to the one before it so a removed or reordered event is detected. Payloads larger than the store's spill
+    threshold are replaced in ``data`` by ``{"$blob": "<sha256>", "size": n}`` before hashing; the blob file is
+    content-addressed, so the chain still covers its content.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    seq: int = Field(ge=0, description="0-based position in the run's trace")
+    type: EventType
+    ts: str = Field(description="UTC timestamp, ISO 8601 with microseconds")
+    node: str | None = None
+    parent: int | None = Field(default=None, description="seq of the enclosing event (node_started, tool_call, ...)")
+    data: dict[str, Any] = Field(default_factory=lambda: {})
+    prev_hash: str | None = None
+    hash: str = ""
