@@ -1,0 +1,43 @@
+"""Models: the ``Model`` contract, the provider registry, and the built-in providers.
+
+A model string is ``provider:model``: ``openai:gpt-4o-mini`` (any OpenAI-compatible server through
+``OPENAI_BASE_URL``) or ``scripted:fix_bug.script.yaml`` (deterministic responses from a script file, the offline
+default). Importing this package does not import the ``openai`` SDK; the OpenAI model loads it on first use.
+"""
+
+from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
+from agentflow.models._openai import OpenAIModel
+from agentflow.models._registry import ModelFactory, create_model, model_provider, model_providers, parse_model_string
+from agentflow.models._scripted import (
+    ScriptedError,
+    ScriptedModel,
+    ScriptedRequest,
+    ScriptedResponse,
+    ScriptedToolCall,
+    ScriptedUsage,
+    estimate_tokens,
+    resolve_script_path,
+)
+
+__all__ = [
+    "Message",
+    "Model",
+    "ModelFactory",
+    "ModelResponse",
+    "ModelSettings",
+    "OpenAIModel",
+    "ScriptedError",
+    "ScriptedModel",
+    "ScriptedRequest",
+    "ScriptedResponse",
+    "ScriptedToolCall",
+    "ScriptedUsage",
+    "ToolCall",
+    "Usage",
+    "create_model",
+    "estimate_tokens",
+    "model_provider",
+    "model_providers",
+    "parse_model_string",
+    "resolve_script_path",
+]

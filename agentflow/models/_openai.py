@@ -1,0 +1,177 @@
+"""OpenAI chat completions, for api.openai.com and any OpenAI-compatible server (vLLM, Ollama, llama.cpp)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentflow.errors import ConfigError, MissingExtraError, ModelAPIError
+from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
+from agentflow.models._registry import model_provider
+
+if TYPE_CHECKING:
+    # Type-only: `import agentflow.models` must not import the SDK.
+    from openai import AsyncOpenAI, OpenAIError
+    from openai.types.chat import ChatCompletion
+
+API_KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+
+
+class OpenAIModel(Model):
+    """A chat model served over the OpenAI chat-completions API by the official ``openai`` SDK.
+
+    The endpoint and key come from the arguments or else from ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``, so one
+    workflow runs against api.openai.com or a local vLLM, Ollama or llama.cpp server without edits. The SDK retries
+    429, 408, 409, 5xx and connection failures with exponential backoff (honouring ``Retry-After``) up to
+    ``ModelSettings.max_retries`` times; whatever still fails is raised as ``ModelAPIError``.
+
+    ``ModelSettings.max_tokens`` is sent as ``max_tokens``, which every OpenAI-compatible server accepts (OpenAI's
+    reasoning models want ``max_completion_tokens`` instead; leave ``max_tokens`` unset for them).
+    """
+
+    provider = "openai"
+
+    def __init__(self, name: str, *, api_key: str | None = None, base_url: str | None = None) -> None:
+        """Check the configuration; the SDK client itself is created on the first call.
+
+        Args:
+            name: The model name the server knows, e.g. ``gpt-4o-mini`` or ``Qwen/Qwen2.5-7B-Instruct``.
+            api_key: Overrides ``OPENAI_API_KEY``.
+            base_url: Overrides ``OPENAI_BASE_URL``; e.g. ``http://localhost:8000/v1`` for vLLM.
+
+        Raises:
+            ConfigError: No API key is given or set in the environment.
+        """
+        super().__init__(name)
+        key = api_key or os.environ.get(API_KEY_ENV)
+        if not key:
+            raise ConfigError(
+                f"the model 'openai:{name}' needs an API key and {API_KEY_ENV} is not set",
+                fix=f"export {API_KEY_ENV}=<your key> (a local server that ignores keys accepts any value, "
+                f"e.g. {API_KEY_ENV}=local with {BASE_URL_ENV}=http://localhost:8000/v1), "
+                "or use a 'scripted:' model to run offline",
+            )
+        self._api_key = key
+        # An empty OPENAI_BASE_URL means "unset" (as the SDK treats it), not "the empty URL".
+        self.base_url: str | None = base_url or os.environ.get(BASE_URL_ENV) or None
+        self._client: AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def _client_for_running_loop(self) -> AsyncOpenAI:
+        # The SDK's connection pool belongs to the event loop it first ran on; a model reused from another loop
+        # (one `asyncio.run` per benchmark task, pytest's loop per test) needs its own client or its requests fail.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            try:
+                from openai import AsyncOpenAI  # noqa: PLC0415 - the SDK loads on first use
+            except ImportError as exc:
+                raise MissingExtraError("openai", "openai") from exc
+            # Retries are configured per request (settings can differ per call); 0 here is never used.
+            self._client = AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0)
+            self._client_loop = loop
+        return self._client
+
+    async def complete(
+        self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
+    ) -> ModelResponse:
+        """Ask the server for the next assistant turn.
+
+        Raises:
+            ModelAPIError: The request failed after the SDK's retries, or the server answered with no choices.
+        """
+        client = self._client_for_running_loop().with_options(max_retries=settings.max_retries)
+        import openai  # noqa: PLC0415 - loaded by the client above; here for its exception types
+
+        request: dict[str, Any] = {"model": self.name, "messages": messages}
+        # OpenAI rejects `tools: []`, and unset sampling options must stay unset so the server's defaults apply.
+        if tools:
+            request["tools"] = tools
+        for option in ("temperature", "max_tokens", "seed"):
+            value = getattr(settings, option)
+            if value is not None:
+                request[option] = value
+        try:
+            completion = await client.chat.completions.create(**request, timeout=settings.timeout_s)
+        except openai.OpenAIError as exc:
+            raise _map_sdk_error(exc, self, settings) from exc
+        return _to_model_response(completion)
+
+    async def close(self) -> None:
+        """Close the HTTP connections of the SDK client, if one was created."""
+        if self._client is not None:
+            client, self._client, self._client_loop = self._client, None, None
+            await client.close()
+
+
+def _map_sdk_error(exc: OpenAIError, model: OpenAIModel, settings: ModelSettings) -> ModelAPIError:
+    """Translate an SDK exception into ``ModelAPIError`` with the HTTP status and body when there was a response."""
+    import openai  # noqa: PLC0415 - the SDK loads on first use
+
+    where = model.base_url or "api.openai.com"
+    retried = f"after {settings.max_retries} retries" if settings.max_retries else "without retries"
+    # Most specific first: the SDK's timeout error is a connection error, and both are APIErrors.
+    if isinstance(exc, openai.APIStatusError):
+        hint = f" (check {API_KEY_ENV})" if exc.status_code in (401, 403) else ""
+        return ModelAPIError(
+            f"{model.model_id}: HTTP {exc.status_code} from {where} {retried}: {exc.message}{hint}",
+            status_code=exc.status_code,
+            body=exc.response.text,
+        )
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ModelAPIError(
+            f"{model.model_id}: {where} sent a response that is not a chat completion: {exc.message}",
+            status_code=exc.status_code,
+            body=exc.response.text,
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelAPIError(f"{model.model_id}: no answer from {where} within {settings.timeout_s:g}s {retried}")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        return ModelAPIError(f"{model.model_id}: cannot connect to {where} {retried}{cause}")
+    return ModelAPIError(f"{model.model_id}: {type(exc).__name__}: {exc}")
+
+
+def _to_model_response(completion: ChatCompletion) -> ModelResponse:
+    from openai.types.chat import ChatCompletion  # noqa: PLC0415 - the SDK loads on first use
+
+    # Without strict validation the SDK hands back whatever JSON the server sent; a server that is not really
+    # OpenAI-compatible must fail here with its payload, not later with an AttributeError.
+    if not isinstance(completion, ChatCompletion):
+        raise ModelAPIError(
+            f"the server did not answer with a chat completion: {completion!r:.500}", body=str(completion)
+        )
+    raw = completion.model_dump(mode="json", exclude_unset=True)
+    if not completion.choices:
+        raise ModelAPIError(f"the server answered with no choices (model {completion.model!r})", body=str(raw))
+    choice_message = completion.choices[0].message
+
+    tool_calls: list[ToolCall] = []
+    for call in choice_message.tool_calls or []:
+        if call.type == "function":
+            tool_calls.append(ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments))
+        else:
+            # Custom (free-form) tools carry plain text; it stays the raw argument text for the tool layer.
+            tool_calls.append(ToolCall(id=call.id, name=call.custom.name, arguments=call.custom.input))
+
+    message: Message = {"role": "assistant", "content": choice_message.content}
+    if choice_message.refusal:
+        message["refusal"] = choice_message.refusal
+    if tool_calls:
+        message["tool_calls"] = [call.to_openai() for call in tool_calls]
+
+    usage = Usage()
+    if completion.usage is not None:
+        usage = Usage(
+            input_tokens=completion.usage.prompt_tokens or 0, output_tokens=completion.usage.completion_tokens or 0
+        )
+    return ModelResponse(message=message, tool_calls=tool_calls, usage=usage, model=completion.model, raw=raw)
+
+
+@model_provider("openai")
+def openai_provider(name: str, *, base_dir: Path | None) -> Model:
+    """Build ``openai:<name>``; the endpoint and key come from the environment."""
+    del base_dir  # an OpenAI model has no files to resolve
+    return OpenAIModel(name)

@@ -1,0 +1,374 @@
+"""The scripted model: deterministic responses from a script file, so workflows run offline and tests repeat.
+
+A script is a YAML (or ``.json``) file with one entry per model turn, served in order, one per ``complete()`` call::
+
+    responses:
+      - content: "Let me look at the tests."
+        tool_calls:
+          - {name: list_files, arguments: {path: "."}}
+      - tool_calls: [{name: read_file, arguments: {path: tests/test_calc.py}}]
+      # arguments_raw is sent verbatim, so a script can reproduce a model that writes broken JSON
+      - tool_calls: [{name: write_file, arguments_raw: '{"path": "x", '}]
+      # a provider failure, to exercise retries and error handling offline
+      - error: {status_code: 503, message: "overloaded"}
+      - "Done."                      # a bare string is shorthand for {content: "Done."}
+
+Each entry holds ``content`` and/or ``tool_calls``, or else ``error``; an optional ``usage: {input_tokens: N,
+output_tokens: M}`` replaces the estimate below. A tool call has a ``name`` and either ``arguments`` (a mapping,
+sent as JSON text) or ``arguments_raw`` (text, sent as is); its ``id`` defaults to ``call_<n>_<i>``, where ``n`` is
+the 1-based position of the response in the script and ``i`` the 1-based position of the call in that response.
+
+Token usage is estimated deterministically at one token per 4 characters, rounded up (the rule of thumb OpenAI
+gives for English text): input counts the text of every message (content, tool-call names and arguments) plus the
+compact JSON of the tool schemas; output counts the response's content, tool-call names and argument text.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agentflow.errors import ConfigError, ModelAPIError, ModelScriptExhausted, SourceLocation, SpecError
+from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
+from agentflow.models._registry import model_provider
+
+CHARS_PER_TOKEN = 4
+SCRIPT_SUFFIXES = (".script.yaml", ".script.yml", ".yaml", ".yml", ".json")
+_FORMAT_FIX = (
+    "a script is a mapping with a 'responses' list; each response holds 'content' and/or 'tool_calls' "
+    "(each {name, arguments | arguments_raw}), or 'error' {status_code, message}"
+)
+
+
+class ScriptedToolCall(BaseModel):
+    """One tool call of a scripted response."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] | None = None
+    arguments_raw: str | None = None
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_argument_form(self) -> ScriptedToolCall:
+        if self.arguments is not None and self.arguments_raw is not None:
+            raise ValueError("give either 'arguments' (a mapping) or 'arguments_raw' (text), not both")
+        return self
+
+    def argument_text(self) -> str:
+        """The argument JSON text the model 'produced'."""
+        if self.arguments_raw is not None:
+            return self.arguments_raw
+        # default=str keeps YAML scalars like dates (`2024-01-01`) as the text the author wrote.
+        return json.dumps(self.arguments or {}, ensure_ascii=False, default=str)
+
+
+class ScriptedUsage(BaseModel):
+    """Token counts that replace the estimate for one response."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+
+
+class ScriptedError(BaseModel):
+    """A provider failure the scripted model raises as ``ModelAPIError`` instead of answering."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message: str = "scripted model error"
+    status_code: int | None = None
+    body: str | None = None
+
+
+class ScriptedResponse(BaseModel):
+    """One scripted model turn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content: str | None = None
+    tool_calls: list[ScriptedToolCall] = Field(default_factory=lambda: [])
+    usage: ScriptedUsage | None = None
+    error: ScriptedError | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_shorthand(cls, value: Any) -> Any:
+        return {"content": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _has_a_turn(self) -> ScriptedResponse:
+        answers = self.content is not None or bool(self.tool_calls)
+        if self.error is not None and answers:
+            raise ValueError("a response with 'error' cannot also have 'content' or 'tool_calls'")
+        if self.error is None and not answers:
+            raise ValueError("a response needs 'content', 'tool_calls' or 'error' (write content: '' for silence)")
+        return self
+
+
+class _ScriptFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    responses: list[ScriptedResponse] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ScriptedRequest:
+    """What one ``complete()`` call received (deep copies, so later edits by the caller do not show)."""
+
+    messages: list[Message]
+    tools: list[dict[str, Any]]
+    settings: ModelSettings
+
+
+def estimate_tokens(text: str) -> int:
+    """Deterministic token estimate: one token per 4 characters, rounded up."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def _message_text(message: Message) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # multi-part content: only the text parts count
+        parts = [part.get("text", "") for part in content if isinstance(part, dict)]
+        content = "".join(part for part in parts if isinstance(part, str))
+    text = content if isinstance(content, str) else ""
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", {}) if isinstance(call, dict) else {}
+        text += str(function.get("name", "")) + str(function.get("arguments", ""))
+    return text
+
+
+class ScriptedModel(Model):
+    """A model that answers from a fixed list of responses, in order; the embedded default model.
+
+    Safe to share between threads and tasks: taking the next response is one step under a lock. Every call is
+    recorded in ``requests``.
+    """
+
+    provider = "scripted"
+
+    def __init__(self, name: str, responses: Sequence[ScriptedResponse], *, source: str | None = None) -> None:
+        """Serve ``responses`` in order.
+
+        Args:
+            name: The model name after ``scripted:`` (usually the script path as written in the workflow).
+            responses: The turns to serve.
+            source: Where the responses came from, for error messages; the script file when there is one.
+        """
+        super().__init__(name)
+        self.responses: tuple[ScriptedResponse, ...] = tuple(responses)
+        self.source = source or name
+        self.requests: list[ScriptedRequest] = []
+        self._next_index = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, name: str | None = None) -> ScriptedModel:
+        """Load a script file (YAML, or JSON when it ends in ``.json``).
+
+        Raises:
+            ConfigError: The file does not exist or cannot be read.
+            SpecError: The file is malformed; the error points at the line and says what a script looks like.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"model script {path} does not exist", fix="create it or fix the model string") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read model script {path}: {exc}") from exc
+        return cls(name or str(path), _parse_script(text, path), source=str(path))
+
+    @classmethod
+    def from_responses(
+        cls, responses: Sequence[str | Mapping[str, Any] | ScriptedResponse], *, name: str = "inline"
+    ) -> ScriptedModel:
+        """Build a model from responses given in Python, in the script-file format.
+
+        Example:
+            ```python
+            model = ScriptedModel.from_responses(
+                [{"tool_calls": [{"name": "read_file", "arguments": {"path": "a.py"}}]}, "Done."]
+            )
+            ```
+
+        Raises:
+            ConfigError: A response does not match the script format.
+        """
+        try:
+            parsed = [ScriptedResponse.model_validate(response) for response in responses]
+        except ValidationError as exc:
+            raise ConfigError(f"invalid scripted response: {_first_error(exc)[1]}", fix=_FORMAT_FIX) from None
+        return cls(name, parsed, source=f"<{name}>")
+
+    @property
+    def remaining(self) -> int:
+        """How many responses are left."""
+        with self._lock:
+            return len(self.responses) - self._next_index
+
+    def reset(self) -> None:
+        """Start again from the first response and forget recorded requests (e.g. before the next benchmark task)."""
+        with self._lock:
+            self._next_index = 0
+            self.requests.clear()
+
+    async def complete(
+        self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
+    ) -> ModelResponse:
+        """Serve the next response of the script.
+
+        Raises:
+            ModelScriptExhausted: Every response has been served already.
+            ModelAPIError: The response is a scripted ``error``.
+        """
+        request = ScriptedRequest(copy.deepcopy(messages), copy.deepcopy(tools), settings)
+        with self._lock:
+            self.requests.append(request)
+            index = self._next_index
+            if index >= len(self.responses):
+                raise ModelScriptExhausted(
+                    f"model script {self.source} is exhausted: it holds {len(self.responses)} responses and "
+                    f"call #{index + 1} asked for another; add responses to the script or lower the workflow's "
+                    "max_turns/loop limits"
+                )
+            self._next_index = index + 1
+        return self._build_response(index, self.responses[index], request)
+
+    def _build_response(self, index: int, scripted: ScriptedResponse, request: ScriptedRequest) -> ModelResponse:
+        if scripted.error is not None:
+            raise ModelAPIError(
+                f"{self.model_id}: scripted error at response {index + 1}: {scripted.error.message}",
+                status_code=scripted.error.status_code,
+                body=scripted.error.body,
+            )
+        number = index + 1
+        tool_calls = [
+            ToolCall(id=call.id or f"call_{number}_{position}", name=call.name, arguments=call.argument_text())
+            for position, call in enumerate(scripted.tool_calls, start=1)
+        ]
+        message: Message = {"role": "assistant", "content": scripted.content}
+        if tool_calls:
+            message["tool_calls"] = [call.to_openai() for call in tool_calls]
+
+        if scripted.usage is not None:
+            usage = Usage(input_tokens=scripted.usage.input_tokens, output_tokens=scripted.usage.output_tokens)
+        else:
+            input_text = "".join(_message_text(m) for m in request.messages)
+            if request.tools:
+                input_text += json.dumps(request.tools, separators=(",", ":"), sort_keys=True)
+            usage = Usage(
+                input_tokens=estimate_tokens(input_text), output_tokens=estimate_tokens(_message_text(message))
+            )
+
+        # Shaped like an OpenAI chat completion so traces and exporters treat every provider alike.
+        raw: dict[str, Any] = {
+            "id": f"scripted-{number}",
+            "object": "chat.completion",
+            "model": self.name,
+            "choices": [
+                {"index": 0, "message": copy.deepcopy(message), "finish_reason": "tool_calls" if tool_calls else "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+        return ModelResponse(message=message, tool_calls=tool_calls, usage=usage, model=self.name, raw=raw)
+
+
+def _first_error(exc: ValidationError) -> tuple[tuple[int | str, ...], str]:
+    error = exc.errors()[0]
+    location = tuple(error["loc"])
+    where = ".".join(str(part) for part in location)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return location, f"{where}: {error['msg']}{more}" if where else f"{error['msg']}{more}"
+
+
+def _parse_script(text: str, path: Path) -> list[ScriptedResponse]:
+    data: Any
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            f"model script is not valid JSON: {exc.msg}",
+            location=SourceLocation(str(path), exc.lineno, exc.colno),
+            fix=_FORMAT_FIX,
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        location = SourceLocation(str(path), mark.line + 1, mark.column + 1) if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(
+            f"model script {path} is not valid YAML: {problem}", location=location, fix=_FORMAT_FIX
+        ) from None
+    try:
+        return _ScriptFile.model_validate(data).responses
+    except ValidationError as exc:
+        error_path, message = _first_error(exc)
+        location = _locate(text, error_path, path)
+        where = "" if location else f"{path}: "
+        raise SpecError(f"{where}invalid model script: {message}", location=location, fix=_FORMAT_FIX) from None
+
+
+def _locate(text: str, error_path: Sequence[int | str], path: Path) -> SourceLocation:
+    """Find the line of the deepest YAML node along a validation error's path (JSON is YAML, so it works for both)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        node = None
+    if node is None:  # an empty file: point at its start
+        return SourceLocation(str(path), 1, 1)
+    for part in error_path:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+    return SourceLocation(str(path), node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def resolve_script_path(name: str, base_dir: Path | None) -> Path:
+    """Find the script file a ``scripted:<name>`` model string means.
+
+    ``name`` is a path relative to ``base_dir`` (the workflow's folder); when it names no file and has no script
+    suffix, ``<name>.script.yaml``, ``<name>.script.yml``, ``<name>.yaml``, ``<name>.yml`` and ``<name>.json`` are
+    tried in that order, so ``scripted:fix_bug`` finds ``fix_bug.script.yaml``.
+
+    Raises:
+        ConfigError: No candidate exists; the message lists the paths tried.
+    """
+    base = base_dir if base_dir is not None else Path.cwd()
+    given = Path(name).expanduser()
+    path = given if given.is_absolute() else base / given
+    candidates = [path]
+    if not path.name.endswith(SCRIPT_SUFFIXES):
+        candidates += [path.with_name(path.name + suffix) for suffix in SCRIPT_SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"model script for 'scripted:{name}' not found; tried {', '.join(str(c) for c in candidates)}",
+        fix="create the script next to the workflow file or fix the path after 'scripted:'",
+    )
+
+
+@model_provider("scripted")
+def scripted_provider(name: str, *, base_dir: Path | None) -> Model:
+    """Build ``scripted:<script path>``, loading the script now so a malformed one fails before the run."""
+    return ScriptedModel.from_file(resolve_script_path(name, base_dir), name=name)
