@@ -59,18 +59,6 @@ class SourceLocation:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-class SpecError(ConfigError):
-    """A workflow file cannot be parsed or does not match the schema."""
-
-    def __init__(self, message: str, *, location: SourceLocation | None, fix: str | None = None) -> None:
-        super().__init__(message, fix=fix)
-        self.location = location
-
-    def __str__(self) -> str:
-        where = f"{self.location}: " if self.location else ""
-        return where + super().__str__()
-
-
 @dataclass(frozen=True)
 class Diagnostic:
     """One finding of static validation."""
@@ -85,6 +73,29 @@ class Diagnostic:
         where = f"{self.location}: " if self.location else ""
         fix = f" (fix: {self.fix})" if self.fix else ""
         return f"{where}{self.severity} [{self.code}] {self.message}{fix}"
+
+
+class SpecError(ConfigError):
+    """A workflow file cannot be parsed or does not match the schema.
+
+    ``diagnostics`` holds every problem found when there are several; the message names the first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: SourceLocation | None,
+        fix: str | None = None,
+        diagnostics: list[Diagnostic] | None = None,
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.location = location
+        self.diagnostics = diagnostics or [Diagnostic("spec", message, location, fix)]
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return where + super().__str__()
 
 
 class GraphValidationError(ConfigError):

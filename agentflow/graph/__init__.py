@@ -1,0 +1,15 @@
+"""The template graph: build it from a spec, validate it, measure it, compile it to LangGraph."""
+
+from agentflow.graph._build import TemplateGraph, Transition, build_template_graph
+from agentflow.graph._metrics import CycleInfo, GraphMetrics, compute_metrics
+from agentflow.graph._validate import validate_template
+
+__all__ = [
+    "CycleInfo",
+    "GraphMetrics",
+    "TemplateGraph",
+    "Transition",
+    "build_template_graph",
+    "compute_metrics",
+    "validate_template",
+]

@@ -1,0 +1,11 @@
+"""Routers: CEL expression conditions (and, in their own issue, learned Q-table routing)."""
+
+from agentflow.routing._expr import (
+    ExpressionError,
+    check_syntax,
+    evaluate,
+    evaluate_condition,
+    state_keys_read,
+)
+
+__all__ = ["ExpressionError", "check_syntax", "evaluate", "evaluate_condition", "state_keys_read"]

@@ -1,0 +1,76 @@
+"""The RewardHook contract and its registry."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentflow._registry import Registry
+from agentflow.sandboxes._base import Sandbox
+from agentflow.traces._events import Event
+
+StepKind = Literal["step", "node", "run"]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a hook sees of the step it scores.
+
+    ``events`` are the trace events of the step: for ``step`` one tool call and its result (and the sandbox execs in
+    between), for ``node`` everything between node_started and node_finished, for ``run`` the whole trace.
+    ``sandbox`` is None when grading offline, where hooks must work from the events alone.
+    """
+
+    run_id: str
+    kind: StepKind
+    node: str | None
+    events: Sequence[Event]
+    state: Mapping[str, Any]
+    options: Mapping[str, Any] = field(default_factory=lambda: {})
+    sandbox: Sandbox | None = None
+
+    @property
+    def target_seq(self) -> int | None:
+        """The seq of the event the reward is attached to (the step's first event)."""
+        return self.events[0].seq if self.events else None
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A hook's score of one step; ``label`` is the ternary +1 / 0 / -1 when the hook gives one."""
+
+    value: float
+    label: int | None = None
+    explanation: str = ""
+    components: Mapping[str, Any] = field(default_factory=lambda: {})
+
+
+class RewardHook(abc.ABC):
+    """Scores steps. ``score`` returns None when the step is not one the hook judges (no reward is recorded)."""
+
+    name: str = "abstract"
+    version: str = "1"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    async def score(self, step: StepContext) -> Reward | None:
+        """Score one step."""
+
+
+HookFactory = Callable[..., RewardHook]
+reward_hooks: Registry[HookFactory] = Registry("reward_hook", extras={"lsp_diagnostics": "lsp"})
+
+
+def reward_hook(name: str) -> Callable[[type[RewardHook]], type[RewardHook]]:
+    """Register a RewardHook class under ``name``."""
+
+    def decorate(cls: type[RewardHook]) -> type[RewardHook]:
+        cls.name = name
+        reward_hooks.add(name, cls)
+        return cls
+
+    return decorate

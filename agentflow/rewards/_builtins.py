@@ -1,0 +1,78 @@
+"""The reward hooks that ship with the foundation: exit codes and test results of tool calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
+from agentflow.traces._events import EventType
+
+
+@reward_hook("exit_code")
+class ExitCodeHook(RewardHook):
+    """+1 when every tool call of the step succeeded and every sandbox command exited 0, else -1.
+
+    Value is the share of successful calls and commands, so a node with one failing call of four scores 0.75.
+    """
+
+    async def score(self, step: StepContext) -> Reward | None:
+        outcomes: list[bool] = []
+        failures: list[str] = []
+        for event in step.events:
+            if event.type is EventType.TOOL_RESULT:
+                ok = bool(event.data.get("ok"))
+                outcomes.append(ok)
+                if not ok:
+                    failures.append(f"{event.data.get('tool')}: {event.data.get('error')}")
+            elif event.type is EventType.SANDBOX_EXEC:
+                ok = event.data.get("exit_code") == 0 and not event.data.get("timed_out")
+                outcomes.append(ok)
+                if not ok:
+                    failures.append(f"exit {event.data.get('exit_code')}: {' '.join(event.data.get('cmd', []))}")
+        if not outcomes:
+            return None
+        share = sum(outcomes) / len(outcomes)
+        return Reward(
+            value=share,
+            label=1 if share == 1 else -1,
+            explanation="all succeeded" if not failures else "; ".join(failures)[:500],
+            components={"succeeded": sum(outcomes), "total": len(outcomes)},
+        )
+
+
+def _test_report(step: StepContext) -> dict[str, Any] | None:
+    """The last run_tests result in the step, if any."""
+    for event in reversed(step.events):
+        if event.type is EventType.TOOL_RESULT and event.data.get("tool") == "run_tests":
+            result = event.data.get("result")
+            if isinstance(result, dict):
+                return result
+    return None
+
+
+@reward_hook("tests_passed")
+class TestsPassedHook(RewardHook):
+    """The share of tests that passed in the step's last `run_tests` call; label +1 all green, -1 otherwise."""
+
+    async def score(self, step: StepContext) -> Reward | None:
+        report = _test_report(step)
+        if report is None:
+            return None
+        ran = int(report.get("tests_run") or 0)
+        passed = int(report.get("tests_passed") or 0)
+        all_green = bool(report.get("passed"))
+        value = passed / ran if ran else 0.0
+        return Reward(
+            value=value,
+            label=1 if all_green else -1,
+            explanation=f"{passed}/{ran} tests passed" + ("" if ran else " (no test ran)"),
+            components={"tests_run": ran, "tests_passed": passed, "tests_failed": report.get("tests_failed", 0)},
+        )
+
+
+@reward_hook("constant")
+class ConstantHook(RewardHook):
+    """Gives `options.value` (default 0) to every step: a no-op baseline for benchmarks and tests."""
+
+    async def score(self, step: StepContext) -> Reward | None:
+        return Reward(value=float(self.options.get("value", 0.0)), explanation="constant")

@@ -1,0 +1,190 @@
+"""Load a workflow file into a WorkflowSpec, keeping the source position of every value."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from agentflow.errors import Diagnostic, SourceLocation, SpecError
+from agentflow.spec import _models
+from agentflow.spec._models import WorkflowSpec
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedWorkflow:
+    """A validated spec plus where each of its values came from."""
+
+    spec: WorkflowSpec
+    path: Path
+    value_locations: dict[Path_, SourceLocation] = field(default_factory=lambda: {})
+    key_locations: dict[Path_, SourceLocation] = field(default_factory=lambda: {})
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the file (scripts, plugins, sandbox files, subgraphs) start from."""
+        return self.path.parent
+
+    @property
+    def template_hash(self) -> str:
+        """sha256 of the spec's canonical content: comments and formatting do not change it."""
+        from agentflow.traces._hashing import canonical_json
+
+        return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json", by_alias=True))).hexdigest()
+
+    def locate(self, *path: str | int, key: bool = False) -> SourceLocation:
+        """The location of the value (or, with ``key``, of the key) at ``path``, else of its nearest ancestor."""
+        table = self.key_locations if key else self.value_locations
+        current: Path_ = tuple(path)
+        while current:
+            if current in table:
+                return table[current]
+            if current in self.value_locations:
+                return self.value_locations[current]
+            current = current[:-1]
+        return SourceLocation(str(self.path), 1, 1)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that composes nodes only; duplicate keys are detected while walking them."""
+
+
+def _mark(node: yaml.Node, file: str) -> SourceLocation:
+    return SourceLocation(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _to_data(
+    node: yaml.Node, path: Path_, file: str, values: dict[Path_, SourceLocation], keys: dict[Path_, SourceLocation]
+) -> Any:
+    values[path] = _mark(node, file)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        loader = _UniqueKeyLoader("")
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                raise SpecError("mapping keys must be plain scalars", location=_mark(key_node, file))
+            if key in result:
+                first = keys[(*path, str(key))]
+                raise SpecError(
+                    f"duplicate key {key!r} (first defined at line {first.line})",
+                    location=_mark(key_node, file),
+                    fix="each name may appear once in a mapping: rename or merge the two entries",
+                )
+            child = (*path, str(key))
+            keys[child] = _mark(key_node, file)
+            result[str(key)] = _to_data(value_node, child, file, values, keys)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_data(item, (*path, i), file, values, keys) for i, item in enumerate(node.value)]
+    return _UniqueKeyLoader("").construct_object(node, deep=True)
+
+
+def _all_field_names() -> list[str]:
+    names: set[str] = set()
+    for value in vars(_models).values():
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            for name, info in value.model_fields.items():
+                names.add(info.alias or name)
+    return sorted(names)
+
+
+def _existing_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
+    """Drop the parts of a pydantic error location that are not in the data (discriminator tags, union arms)."""
+    result: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and str(part) in current:
+            current = current[str(part)]
+            result.append(str(part))
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            result.append(part)
+        elif isinstance(current, dict) and part not in current and isinstance(part, str) and part == loc[-1]:
+            result.append(part)  # the missing or extra key itself
+    return tuple(result)
+
+
+def _diagnostic_for(error: Any, data: Any, loaded: LoadedWorkflow) -> Diagnostic:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    path = _existing_path(data, loc)
+    dotted = ".".join(str(p) for p in path) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else "?"
+        close = difflib.get_close_matches(key, _all_field_names(), n=1)
+        fix = f"did you mean {close[0]!r}?" if close else "remove it; `agentflow schema` lists the allowed keys"
+        return Diagnostic("spec.unknown-key", f"unknown key {dotted!r}", loaded.locate(*path, key=True), fix)
+    if kind == "missing":
+        return Diagnostic("spec.missing", f"{dotted!r} is required", loaded.locate(*path[:-1]), f"add `{path[-1]}:`")
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return Diagnostic(
+            "spec.node-kind",
+            f"{dotted}: {error['msg']}",
+            loaded.locate(*path),
+            "set `kind:` to one of agent, tool, router, subgraph",
+        )
+    given = json.dumps(error.get("input"), default=str)[:60]
+    return Diagnostic(
+        "spec.type", f"{dotted}: {error['msg']} (got {given})", loaded.locate(*path), "see `agentflow schema`"
+    )
+
+
+def load_workflow(path: str | Path) -> LoadedWorkflow:
+    """Read and validate a workflow file.
+
+    Raises:
+        SpecError: the file is missing, is not YAML, or does not match the schema; ``diagnostics`` holds every
+            problem with its file:line:col and a fix.
+    """
+    file_path = Path(path)
+    file = str(file_path)
+    try:
+        text = file_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"workflow file not found: {file}", location=None, fix="check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read {file}: {exc}", location=None) from None
+    try:
+        root = yaml.compose(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = SourceLocation(file, mark.line + 1, mark.column + 1) if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(
+            f"invalid YAML: {problem}",
+            location=where,
+            fix="check indentation, colons and quotes around this position",
+        ) from None
+    if root is None or not isinstance(root, yaml.MappingNode):
+        raise SpecError(
+            "a workflow file must be a YAML mapping with at least name, start and nodes",
+            location=SourceLocation(file, 1, 1),
+            fix="see graphs/examples/ for a complete workflow",
+        )
+    loaded = LoadedWorkflow(spec=WorkflowSpec.model_construct(), path=file_path.resolve())
+    loaded.path = file_path  # keep the path as the user wrote it in diagnostics
+    data = _to_data(root, (), file, loaded.value_locations, loaded.key_locations)
+    try:
+        loaded.spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        diagnostics = [_diagnostic_for(error, data, loaded) for error in exc.errors()]
+        first = diagnostics[0]
+        raise SpecError(first.message, location=first.location, fix=first.fix, diagnostics=diagnostics) from None
+    return loaded
+
+
+def workflow_json_schema() -> dict[str, Any]:
+    """The JSON Schema of workflow files, for editors (`# yaml-language-server: $schema=...`)."""
+    schema = WorkflowSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "agentflow workflow"
+    return schema

@@ -1,0 +1,192 @@
+"""Pydantic models of a workflow template (the YAML a user writes)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentflow.models._base import ModelSettings
+from agentflow.sandboxes._base import SandboxLimits
+
+END = "END"
+"""The name of the terminal pseudo-node, usable as an edge or route target."""
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_identifier = re.compile(IDENTIFIER)
+
+StateType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StateKey(_Strict):
+    """One typed key of the run state (the LangGraph state schema)."""
+
+    type: StateType = "any"
+    default: Any = None
+    description: str | None = None
+
+
+class ModelConfig(ModelSettings):
+    """A named model: ``provider:model`` plus sampling settings."""
+
+    model: str = Field(description="provider:model, e.g. openai:gpt-4o-mini or scripted:fix.script.yaml")
+
+
+class SandboxSpec(_Strict):
+    """Where tool calls run."""
+
+    backend: str = Field(default="local", description="local | docker | e2b")
+    image: str | None = Field(default=None, description="image for container backends")
+    limits: SandboxLimits = Field(default_factory=SandboxLimits)
+    files: dict[str, str] = Field(
+        default_factory=lambda: {},
+        description="sandbox path -> host directory (relative to the workflow file) copied in before the run",
+    )
+
+
+class RetryPolicy(_Strict):
+    """Retries of a failing node, with exponential backoff."""
+
+    attempts: int = Field(default=1, ge=1, description="total attempts, 1 = no retry")
+    backoff_s: float = Field(default=1.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    max_backoff_s: float = Field(default=30.0, ge=0)
+
+
+class _NodeBase(_Strict):
+    description: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit of one visit")
+    retry: RetryPolicy | None = None
+
+
+class AgentNode(_NodeBase):
+    """A model with a system prompt and tools, looping model ↔ tools until it answers without tool calls."""
+
+    kind: Literal["agent"]
+    model: str = Field(description="a key of `models`")
+    prompt: str = Field(description="system prompt; {key} placeholders are filled from state")
+    input: str | None = Field(
+        default=None, description="the user message; {key} placeholders are filled from state (default: none)"
+    )
+    tools: list[str] = Field(default_factory=lambda: [])
+    max_turns: int = Field(default=10, ge=1, description="model calls in one visit")
+    output: dict[str, str] = Field(
+        default_factory=lambda: {},
+        description="state key -> CEL expression over `answer` (final text), `json` (answer parsed) and `state`",
+    )
+
+
+class ToolNode(_NodeBase):
+    """One deterministic tool call with arguments templated from state."""
+
+    kind: Literal["tool"]
+    tool: str
+    args: dict[str, Any] = Field(default_factory=lambda: {})
+    output: dict[str, str] = Field(
+        default_factory=lambda: {},
+        description="state key -> CEL expression over `result`, `ok`, `error` and `state`",
+    )
+    fail_on_error: bool = Field(default=False, description="a failed tool call fails the node (else recorded)")
+
+
+class Route(_Strict):
+    """One branch of a router: the first route whose `when` holds is taken; a route without `when` always holds."""
+
+    when: str | None = None
+    to: str
+
+
+class RouterNode(_NodeBase):
+    """Picks the next node from its routes; every target is declared here."""
+
+    kind: Literal["router"]
+    routes: list[Route] = Field(min_length=1)
+
+
+class SubgraphNode(_NodeBase):
+    """Runs another workflow file as one node."""
+
+    kind: Literal["subgraph"]
+    workflow: str = Field(description="path of the child workflow, relative to this file")
+    inputs: dict[str, str] = Field(
+        default_factory=lambda: {}, description="child state key -> CEL expression over the parent `state`"
+    )
+    outputs: dict[str, str] = Field(
+        default_factory=lambda: {}, description="parent state key -> CEL expression over the child's final `state`"
+    )
+
+
+NodeSpec = Annotated[AgentNode | ToolNode | RouterNode | SubgraphNode, Field(discriminator="kind")]
+
+
+class EdgeSpec(_Strict):
+    """A transition; several edges from one node are tried in order, the first whose `when` holds is taken."""
+
+    from_: str = Field(alias="from")
+    to: str
+    when: str | None = None
+
+
+class LoopSpec(_Strict):
+    """A bound on a cycle: no node of `nodes` runs more than `max_iterations` times in one run."""
+
+    nodes: list[str] = Field(min_length=1)
+    max_iterations: int = Field(ge=1)
+
+
+class RewardSpec(_Strict):
+    """A reward hook attached to some nodes, or to the whole run when `nodes` is empty."""
+
+    hook: str
+    on: Literal["step", "node", "run"] = "node"
+    nodes: list[str] = Field(default_factory=lambda: [])
+    options: dict[str, Any] = Field(default_factory=lambda: {})
+    weight: float = 1.0
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class LimitsSpec(_Strict):
+    """Run-wide limits; reaching one stops the run with LimitExceeded recorded in the trace."""
+
+    max_steps: int | None = Field(default=None, ge=1, description="node executions in one run")
+    max_model_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens over the run")
+    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit of the run")
+    node_timeout_s: float | None = Field(default=None, gt=0, description="default wall-clock limit of one visit")
+
+
+class WorkflowSpec(_Strict):
+    """A workflow template."""
+
+    name: str
+    version: int | str = 1
+    description: str | None = None
+    state: dict[str, StateKey] = Field(default_factory=lambda: {})
+    inputs: dict[str, Any] = Field(default_factory=lambda: {}, description="default input values of a run")
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {})
+    sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
+    tools: list[str] = Field(default_factory=lambda: [], description="built-in names and plugin paths file.py:func")
+    start: str
+    nodes: dict[str, NodeSpec] = Field(min_length=1)
+    edges: list[EdgeSpec] = Field(default_factory=lambda: [])
+    end: list[str] = Field(default_factory=lambda: [], description="nodes with an edge to END")
+    loops: list[LoopSpec] = Field(default_factory=lambda: [])
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [])
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+
+    @field_validator("nodes", "state")
+    @classmethod
+    def _identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not _identifier.match(key) or key == END:
+                raise ValueError(f"{key!r} is not a valid name: use letters, digits and _ (and not {END})")
+        return value
+
+    def tool_name(self, ref: str) -> str:
+        """The name a model sees for a tool reference (``tools/x.py:fn`` -> ``fn``)."""
+        return ref.rsplit(":", 1)[1] if ":" in ref else ref
