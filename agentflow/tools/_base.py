@@ -27,7 +27,7 @@ class ToolContext:
     # Called after every sandbox exec a tool makes, so the trace records a sandbox_exec event.
     on_exec: ExecObserver | None = None
 
-    async def exec(self, cmd: list[str], *, stdin: str | None = None, timeout: float | None = None) -> ExecResult:
+    async def exec(self, cmd: list[str], *, stdin: str | None = None, timeout: float | None = None) -> ExecResult:  # noqa: ASYNC109
         """Run a command in the sandbox and report it to the recorder."""
         result = await self.sandbox.exec(cmd, stdin=stdin, timeout=timeout)
         if self.on_exec is not None:
@@ -58,7 +58,7 @@ class Tool:
         self.name = name or fn.__name__
         doc = inspect.getdoc(fn) or ""
         self.description = description or doc.split("\n\n")[0].strip() or self.name
-        hints = get_type_hints(fn)
+        hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)] descriptions
         params = list(inspect.signature(fn).parameters.values())
         self.takes_context = bool(params) and hints.get(params[0].name) is ToolContext
         if self.takes_context:
@@ -70,7 +70,7 @@ class Tool:
             annotation = hints.get(param.name, Any)
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[param.name] = (annotation, default)
-        self.arguments_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        self.arguments_model: type[BaseModel] = create_model(
             f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
         )
 
