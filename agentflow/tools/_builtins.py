@@ -328,6 +328,11 @@ def _apply_hunks(path: str, original: _TextFile, patched: PatchedFile) -> _TextF
         found = _find_hunk(original.lines, old, expected, cursor)
         if found is None:
             label = _hunk_label(number, hunk)
+            if number > 1 and stated + drift < cursor:
+                raise ToolError(
+                    f"{path}: {label} starts at or before line {cursor}, where hunk {number - 1} ended; hunks must "
+                    "be in file order and must not overlap; nothing was changed"
+                )
             raise ToolError(
                 _mismatch_message(path, label, original.lines, old, max(expected, cursor))
                 + "; nothing was changed. Read the file again and resend the patch with context lines copied exactly"
@@ -345,7 +350,7 @@ def _apply_hunks(path: str, original: _TextFile, patched: PatchedFile) -> _TextF
 async def _read_optional(ctx: ToolContext, path: str) -> bytes | None:
     try:
         return await ctx.sandbox.read_file(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except IsADirectoryError:
         raise ToolError(f"{path!r} is a directory, a patch can only change files") from None
@@ -557,6 +562,20 @@ def parse_unittest_output(output: str) -> tuple[_Counts, list[str]]:
     return counts, list(dict.fromkeys(failed))
 
 
+async def _require_test_path(ctx: ToolContext, target: str) -> None:
+    """Refuse a missing path with a message the model can act on, instead of a runner's usage error."""
+    try:
+        await ctx.sandbox.read_file(target)
+    except IsADirectoryError:
+        return
+    except (FileNotFoundError, NotADirectoryError):
+        raise ToolError(
+            f"no test file or folder {target!r} in the workdir; call list_files to find the tests"
+        ) from None
+    except PathOutsideWorkdirError as exc:
+        raise ToolError(f"path {target!r} is outside the workdir: {exc}") from None
+
+
 async def _pytest_available(ctx: ToolContext) -> bool:
     probe = await ctx.exec([PYTHON, "-c", "import pytest"])
     return probe.exit_code == 0
@@ -588,6 +607,7 @@ async def run_tests(
     ``passed`` is true only when every test that ran passed (skips allowed) and at least one test ran.
     """
     target = _workdir_path(ctx, path)
+    await _require_test_path(ctx, target.split("::", 1)[0])
     chosen = framework
     if framework != "unittest":
         has_pytest = await _pytest_available(ctx)

@@ -1,0 +1,134 @@
+"""The built-in tools against a real sandbox directory and real processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentflow.tools import ToolContext, tool_registry
+
+
+async def call(ctx: ToolContext, name: str, **arguments: object) -> tuple[bool, object, str]:
+    outcome = await tool_registry.get(name).invoke(ctx, arguments)
+    return outcome.ok, outcome.result, outcome.content
+
+
+async def test_python_runs_code_in_the_workdir(ctx: ToolContext, workdir: Path, execs: list[list[str]]) -> None:
+    (workdir / "data.txt").write_text("hello")
+    ok, result, _ = await call(
+        ctx,
+        "python",
+        code="import os, sys\nprint(open('data.txt').read())\nprint('oops', file=sys.stderr)\nsys.exit(3)",
+    )
+    assert ok
+    assert isinstance(result, dict)
+    assert result["stdout"] == "hello\n"
+    assert result["stderr"] == "oops\n"
+    assert result["exit_code"] == 3
+    assert result["timed_out"] is False
+    assert "duration_s" not in result, "durations differ per run and must stay out of recorded results"
+    assert len(execs) == 1
+    assert execs[0][0] == "python3"
+
+
+async def test_python_reports_a_timeout(ctx: ToolContext) -> None:
+    ok, result, _ = await call(ctx, "python", code="import time\ntime.sleep(30)", timeout_s=0.5)
+    assert ok
+    assert isinstance(result, dict)
+    assert result["timed_out"] is True
+
+
+async def test_python_traceback_names_the_line(ctx: ToolContext) -> None:
+    ok, result, _ = await call(ctx, "python", code="x = 1\nraise ValueError('bad value')\n")
+    assert ok
+    assert isinstance(result, dict)
+    assert result["exit_code"] == 1
+    assert "line 2" in result["stderr"]
+    assert "ValueError: bad value" in result["stderr"]
+
+
+async def test_shell_runs_through_sh(ctx: ToolContext, workdir: Path, execs: list[list[str]]) -> None:
+    (workdir / "a.txt").write_text("1\n2\n3\n")
+    ok, result, _ = await call(ctx, "shell", command="wc -l < a.txt && echo done | tr a-z A-Z")
+    assert ok
+    assert isinstance(result, dict)
+    assert result["stdout"].split() == ["3", "DONE"]
+    assert execs == [["sh", "-c", "wc -l < a.txt && echo done | tr a-z A-Z"]]
+
+
+async def test_read_file_whole_and_line_range(ctx: ToolContext, workdir: Path) -> None:
+    (workdir / "src").mkdir()
+    (workdir / "src" / "m.py").write_text("one\ntwo\nthree\nfour\n")
+    ok, whole, _ = await call(ctx, "read_file", path="src/m.py")
+    assert ok
+    assert whole == "one\ntwo\nthree\nfour\n"
+    ok, middle, _ = await call(ctx, "read_file", path="src/m.py", start_line=2, end_line=3)
+    assert ok
+    assert middle == "two\nthree\n"
+    ok, tail, _ = await call(ctx, "read_file", path="./src/../src/m.py", start_line=4)
+    assert ok
+    assert tail == "four\n"
+
+
+async def test_read_file_range_past_the_end_is_an_error(ctx: ToolContext, workdir: Path) -> None:
+    (workdir / "m.py").write_text("one\ntwo\n")
+    ok, _, content = await call(ctx, "read_file", path="m.py", start_line=5)
+    assert not ok
+    assert "has 2 lines" in content
+
+
+async def test_read_file_refuses_paths_outside_the_workdir(ctx: ToolContext, workdir: Path) -> None:
+    secret = workdir.parent / "secret.txt"
+    secret.write_text("do not read")
+    for path in ("../secret.txt", str(secret), "a/../../secret.txt"):
+        ok, _, content = await call(ctx, "read_file", path=path)
+        assert not ok, path
+        assert "outside the workdir" in content
+        assert "do not read" not in content
+
+
+async def test_read_file_refuses_a_symlink_out_of_the_workdir(ctx: ToolContext, workdir: Path) -> None:
+    secret = workdir.parent / "secret.txt"
+    secret.write_text("do not read")
+    (workdir / "link.txt").symlink_to(secret)
+    ok, _, content = await call(ctx, "read_file", path="link.txt")
+    assert not ok
+    assert "outside the workdir" in content
+
+
+async def test_read_file_accepts_an_absolute_path_inside_the_workdir(ctx: ToolContext, workdir: Path) -> None:
+    (workdir / "x.txt").write_text("inside")
+    ok, text, _ = await call(ctx, "read_file", path=str(workdir / "x.txt"))
+    assert ok
+    assert text == "inside"
+
+
+async def test_write_file_creates_parents_and_overwrites(ctx: ToolContext, workdir: Path) -> None:
+    ok, _, content = await call(ctx, "write_file", path="pkg/sub/mod.py", content="x = 1\n")
+    assert ok
+    assert content == "wrote 6 bytes to pkg/sub/mod.py"
+    assert (workdir / "pkg" / "sub" / "mod.py").read_text() == "x = 1\n"
+    ok, _, _ = await call(ctx, "write_file", path="pkg/sub/mod.py", content="x = 2\n")
+    assert ok
+    assert (workdir / "pkg" / "sub" / "mod.py").read_text() == "x = 2\n"
+
+
+async def test_write_file_refuses_paths_outside_the_workdir(ctx: ToolContext, workdir: Path) -> None:
+    ok, _, content = await call(ctx, "write_file", path="../escape.txt", content="x")
+    assert not ok
+    assert "outside the workdir" in content
+    assert not (workdir.parent / "escape.txt").exists()
+
+
+async def test_list_files_recursive_and_subfolder(ctx: ToolContext, workdir: Path) -> None:
+    (workdir / "src" / "pkg").mkdir(parents=True)
+    (workdir / "src" / "pkg" / "a.py").write_text("")
+    (workdir / "README").write_text("")
+    ok, everything, _ = await call(ctx, "list_files")
+    assert ok
+    assert everything == ["README", "src/pkg/a.py"]
+    ok, sub, _ = await call(ctx, "list_files", path="src")
+    assert ok
+    assert sub == ["src/pkg/a.py"]
+    ok, _, content = await call(ctx, "list_files", path="nope")
+    assert not ok
+    assert "no folder 'nope'" in content
