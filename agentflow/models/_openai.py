@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
+_RETRIED_STATUSES = frozenset({408, 409, 429})  # and every 5xx, as the SDK does
 
 
 class OpenAIModel(Model):
@@ -114,9 +115,13 @@ def _map_sdk_error(exc: OpenAIError, model: OpenAIModel, settings: ModelSettings
     retried = f"after {settings.max_retries} retries" if settings.max_retries else "without retries"
     # Most specific first: the SDK's timeout error is a connection error, and both are APIErrors.
     if isinstance(exc, openai.APIStatusError):
+        # The SDK retries only these statuses; saying "after N retries" about a 400 would mislead.
+        retried_here = f" {retried}" if exc.status_code in _RETRIED_STATUSES or exc.status_code >= 500 else ""
+        server_message = exc.body.get("message") if isinstance(exc.body, dict) else None
         hint = f" (check {API_KEY_ENV})" if exc.status_code in (401, 403) else ""
         return ModelAPIError(
-            f"{model.model_id}: HTTP {exc.status_code} from {where} {retried}: {exc.message}{hint}",
+            f"{model.model_id}: HTTP {exc.status_code} from {where}{retried_here}: "
+            f"{server_message or exc.message}{hint}",
             status_code=exc.status_code,
             body=exc.response.text,
         )
