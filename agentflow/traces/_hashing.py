@@ -1,0 +1,326 @@
+"""Content hashing of trace events: RFC 8785 (JCS) canonical JSON and sha256.
+
+Two layers, on purpose:
+
+- :func:`canonical_json` is **strict**. It encodes exactly the JSON data model RFC 8785 defines and raises
+  :class:`~agentflow.errors.TraceError` (naming the JSON path of the offending value) for anything else: NaN and
+  infinities, integers outside the IEEE 754 safe range ``±(2**53 - 1)``, non-string object keys, lone surrogates and
+  non-JSON types. A hash must never silently depend on how a value happened to be coerced.
+- :func:`to_json_value` is what the recorder runs on every event payload before hashing. It **normalises** the
+  Python values a runtime naturally produces into that data model, with fixed, documented rules (see its docstring),
+  so recording a run never fails because a reward came out as ``nan`` or a tool returned a tuple.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import hashlib
+import json
+import json.encoder
+import math
+from collections.abc import Callable, Mapping
+from pathlib import PurePath
+from typing import Any
+
+import rfc8785
+
+from agentflow.errors import TraceError
+
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "canonical_json",
+    "encode_event",
+    "event_hash",
+    "normalise_json_value",
+    "sha256_hex",
+    "to_json_value",
+]
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer RFC 8785 encodes (the IEEE 754 double precision limit); larger ones are normalised to strings."""
+
+_NON_FINITE_FLOATS = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Encode ``obj`` as RFC 8785 canonical JSON (UTF-8, sorted keys, no whitespace, ECMAScript number format).
+
+    Args:
+        obj: JSON data: ``None``, ``bool``, ``int`` within ``±(2**53 - 1)``, finite ``float``, ``str`` (including
+            ``StrEnum`` members, encoded by value), ``list``/``tuple`` and ``dict`` with ``str`` keys.
+
+    Returns:
+        The canonical encoding; equal data gives equal bytes whatever the key order or float spelling.
+
+    Raises:
+        TraceError: ``obj`` holds a value RFC 8785 cannot encode; the message names its JSON path. Run
+            :func:`to_json_value` first to normalise runtime values instead.
+    """
+    try:
+        return rfc8785.dumps(obj)
+    except (rfc8785.CanonicalizationError, RecursionError) as exc:
+        # The library does not say where the bad value is; look for it only on this (rare) failure path.
+        where = _find_unencodable(obj, "$") or "$"
+        raise TraceError(f"cannot hash trace data: {exc} at {where}") from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the lowercase hex sha256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def event_hash(event_fields: Mapping[str, Any]) -> str:
+    """Hash one trace event: sha256 of the canonical JSON of every field except ``hash``.
+
+    Args:
+        event_fields: the event as a mapping (``Event.model_dump(mode="json")`` or the dict a recorder builds);
+            a ``hash`` key, if present, is ignored. Fields set to ``None`` are part of the hash (as ``null``).
+
+    Returns:
+        The hex sha256 digest.
+
+    Raises:
+        TraceError: a field holds a value RFC 8785 cannot encode.
+    """
+    without_hash = {key: value for key, value in event_fields.items() if key != "hash"}
+    return sha256_hex(canonical_json(without_hash))
+
+
+def to_json_value(value: Any) -> Any:
+    """Normalise a Python value into the JSON data model that :func:`canonical_json` accepts.
+
+    Rules (applied at any depth; JSON values pass through unchanged):
+
+    - ``float`` NaN and infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
+    - ``int`` beyond ``±(2**53 - 1)`` becomes its decimal string (JSON readers would lose precision);
+    - ``tuple``, ``set``, ``frozenset`` become lists (sets sorted by their canonical JSON, so the order is stable);
+    - non-string ``dict`` keys (``int``, ``float``, ``bool``, ``None``, enums) become strings;
+    - ``enum.Enum`` members become their value, pydantic models ``model_dump(mode="json")``, dataclasses their
+      fields, ``pathlib`` paths and ``datetime``/``date`` objects strings, ``bytes`` UTF-8 text (invalid bytes
+      replaced by U+FFFD);
+    - strings with lone surrogates (from ``surrogateescape`` decoding) get them replaced by U+FFFD.
+
+    Raises:
+        TraceError: any other type (a programming mistake of the emitter); the message names the JSON path.
+    """
+    return normalise_json_value(value, None)[0]
+
+
+class _UnsupportedValue(Exception):
+    """Raised inside the walk; collects the JSON path on the way out, so the hot path never builds path strings."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.path: list[str] = []
+
+
+def normalise_json_value(value: Any, on_str: Callable[[str], Any] | None) -> tuple[Any, bool]:
+    """:func:`to_json_value`, plus what the recorder needs to hash quickly.
+
+    Args:
+        value: the value to normalise.
+        on_str: called with every (normalised) string value, not keys; its result replaces the string (the
+            recorder spills large payloads to blobs this way, in the same walk).
+
+    Returns:
+        The normalised value, and whether it is *plain*: free of the two things on which the C JSON encoder with
+        sorted keys and RFC 8785 disagree (floats whose ECMAScript spelling differs from Python's, and keys outside
+        the Basic Multilingual Plane, which UTF-16 orders differently). Plain values are hashed with the C encoder.
+
+    Raises:
+        TraceError: ``value`` holds a type the rules of :func:`to_json_value` do not cover.
+    """
+    walker = _Normaliser(on_str)
+    try:
+        return walker.walk(value), walker.plain
+    except _UnsupportedValue as exc:
+        where = "$" + "".join(reversed(exc.path))
+        raise TraceError(
+            f"cannot record {exc.what} at {where} in a trace event; "
+            "convert it to JSON data (dict, list, str, int, float, bool, None) before emitting"
+        ) from None
+
+
+class _Normaliser:
+    __slots__ = ("on_str", "plain")
+
+    def __init__(self, on_str: Callable[[str], Any] | None) -> None:
+        self.on_str = on_str
+        self.plain = True
+
+    def walk(self, value: Any) -> Any:  # noqa: PLR0911 (one flat type dispatch)
+        # Exact type checks first: this runs for every value of every event, and the common cases must stay cheap.
+        kind = type(value)
+        if kind is str:
+            text = value if value.isascii() else _scrub_surrogates(value)
+            return text if self.on_str is None else self.on_str(text)
+        if kind is dict:
+            normalised: dict[str, Any] = {}
+            for key, item in value.items():
+                try:
+                    normalised[self.key(key)] = self.walk(item)
+                except _UnsupportedValue as exc:
+                    exc.path.append(f".{key}")
+                    raise
+            return normalised
+        if kind is list or kind is tuple:
+            items: list[Any] = []
+            for index, item in enumerate(value):
+                try:
+                    items.append(self.walk(item))
+                except _UnsupportedValue as exc:
+                    exc.path.append(f"[{index}]")
+                    raise
+            return items
+        if value is None or kind is bool:
+            return value
+        if kind is int:
+            return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return "NaN" if math.isnan(value) else _NON_FINITE_FLOATS[value]
+            # Python's repr and ECMAScript agree on non-integral floats in [1e-4, 1e16) (checked by the tests);
+            # integral floats (1.0 vs 1) and exponent forms differ, so those take the RFC 8785 encoder.
+            if self.plain and (value.is_integer() or not 1e-4 <= abs(value) < 1e16):
+                self.plain = False
+            return value
+        return self.other(value)
+
+    def key(self, key: Any) -> str:
+        if type(key) is not str:
+            key = _normalise_key(key)
+        if not key.isascii():
+            key = _scrub_surrogates(key)
+            if max(key) > "\uffff":
+                self.plain = False
+        return str(key)
+
+    def other(self, value: Any) -> Any:
+        """The uncommon types (subclasses, enums, models, ...), kept out of the hot path."""
+        for types, convert in _CONVERTERS:
+            if isinstance(value, types):
+                return self.walk(convert(value))
+        model_dump = getattr(value, "model_dump", None)
+        if callable(model_dump):  # a pydantic model, without importing pydantic's types here
+            return self.walk(model_dump(mode="json"))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self.walk({field.name: getattr(value, field.name) for field in dataclasses.fields(value)})
+        raise _UnsupportedValue(f"a value of type {type(value).__name__}")
+
+
+def _set_to_list(value: Any) -> list[Any]:
+    # Sets have no order; sort by canonical JSON so equal sets always record (and hash) the same.
+    return sorted((to_json_value(item) for item in value), key=canonical_json)
+
+
+# Checked in order: enum before int/str (IntEnum, StrEnum), bool before int (bool subclasses int).
+_CONVERTERS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Any]], ...] = (
+    (enum.Enum, lambda value: value.value),
+    (bool, bool),
+    (int, int),
+    (float, float),
+    (str, str),
+    (Mapping, dict),
+    ((list, tuple), list),
+    ((set, frozenset), _set_to_list),
+    ((bytes, bytearray, memoryview), lambda value: bytes(value).decode("utf-8", errors="replace")),
+    (PurePath, str),
+    ((_dt.datetime, _dt.date, _dt.time), lambda value: value.isoformat()),
+)
+
+
+def encode_event(
+    *,
+    run_id: str,
+    seq: int,
+    event_type: str,
+    ts: str,
+    node: str | None,
+    parent: int | None,
+    data: dict[str, Any],
+    prev_hash: str | None,
+    plain: bool,
+) -> tuple[str, bytes]:
+    """Hash one event and encode its trace line, serialising ``data`` once.
+
+    The hash is exactly :func:`event_hash` of the same fields (the canonical JSON is assembled from the canonical
+    encodings of its members, keys in RFC 8785 order); :meth:`TraceStore.load_trace` recomputes it with the
+    ``rfc8785`` library, so the two are checked against each other on every load.
+
+    Args:
+        run_id: the event's fields, already normalised (``data`` by :func:`normalise_json_value`; ``run_id``,
+            ``event_type``, ``ts`` and ``prev_hash`` ASCII).
+        seq: see ``run_id``.
+        event_type: see ``run_id``.
+        ts: see ``run_id``.
+        node: see ``run_id``.
+        parent: see ``run_id``.
+        data: see ``run_id``.
+        prev_hash: see ``run_id``.
+        plain: the flag :func:`normalise_json_value` returned for ``data``.
+
+    Returns:
+        The hex hash, and the JSON line (fields in reading order, newline-terminated) that the trace file stores.
+    """
+    data_json = _PLAIN_ENCODER.encode(data) if plain else canonical_json(data).decode("utf-8")
+    node_json = "null" if node is None else _encode_string(node if node.isascii() else _scrub_surrogates(node))
+    parent_json = "null" if parent is None else str(parent)
+    prev_json = "null" if prev_hash is None else f'"{prev_hash}"'
+    run_json, type_json, ts_json = _encode_string(run_id), _encode_string(event_type), _encode_string(ts)
+    canonical = (
+        f'{{"data":{data_json},"node":{node_json},"parent":{parent_json},"prev_hash":{prev_json},'
+        f'"run_id":{run_json},"seq":{seq},"ts":{ts_json},"type":{type_json}}}'
+    )
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    line = (
+        f'{{"run_id":{run_json},"seq":{seq},"type":{type_json},"ts":{ts_json},"node":{node_json},'
+        f'"parent":{parent_json},"data":{data_json},"prev_hash":{prev_json},"hash":"{digest}"}}\n'
+    )
+    return digest, line.encode("utf-8")
+
+
+# With sorted keys, no whitespace and ensure_ascii=False, the C encoder writes RFC 8785 for "plain" data: same
+# string escapes (\b \f \n \r \t, \u00xx for other controls, nothing else), same integers.
+_PLAIN_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _normalise_key(key: Any) -> str:
+    if isinstance(key, enum.Enum):
+        return str(key.value)
+    if isinstance(key, str | int | float | bool) or key is None:
+        return str(key)
+    raise _UnsupportedValue(f"a dict key of type {type(key).__name__}")
+
+
+def _scrub_surrogates(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
+def _find_unencodable(obj: Any, path: str) -> str:
+    """Return the JSON path of the first value RFC 8785 rejects, or ``""`` if there is none below ``path``."""
+    children: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for key in obj:
+            if not isinstance(key, str):
+                return f"{path} (key {key!r} is not a string)"
+        children = [(f"{path}.{key}", item) for key, item in obj.items()]
+    elif isinstance(obj, list | tuple):
+        children = [(f"{path}[{index}]", item) for index, item in enumerate(obj)]
+    else:
+        try:
+            rfc8785.dumps(obj)
+        except rfc8785.CanonicalizationError:
+            return path
+    for child_path, child in children:
+        found = _find_unencodable(child, child_path)
+        if found:
+            return found
+    return ""
