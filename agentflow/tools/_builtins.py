@@ -509,7 +509,9 @@ _UNITTEST_FAILED_LINE = re.compile(r"^(?:FAIL|ERROR|UNEXPECTED SUCCESS): (\S+) \
 
 
 @dataclass
-class _Counts:
+class RunCounts:
+    """Test counts read from a runner's output; ``found_summary`` is false when the output had no summary."""
+
     run: int = 0
     passed: int = 0
     failed: int = 0
@@ -518,9 +520,9 @@ class _Counts:
     found_summary: bool = False
 
 
-def parse_pytest_output(output: str) -> tuple[_Counts, list[str]]:
+def parse_pytest_output(output: str) -> tuple[RunCounts, list[str]]:
     """Read the counts from pytest's final summary line and the failing test ids from its short summary."""
-    counts = _Counts()
+    counts = RunCounts()
     summaries = list(_PYTEST_SUMMARY.finditer(output))
     if summaries:
         counts.found_summary = True
@@ -537,9 +539,9 @@ def parse_pytest_output(output: str) -> tuple[_Counts, list[str]]:
     return counts, failed
 
 
-def parse_unittest_output(output: str) -> tuple[_Counts, list[str]]:
+def parse_unittest_output(output: str) -> tuple[RunCounts, list[str]]:
     """Read ``Ran N tests`` and the ``OK`` / ``FAILED (failures=x, errors=y)`` verdict of a unittest run."""
-    counts = _Counts()
+    counts = RunCounts()
     ran = list(_UNITTEST_RAN.finditer(output))
     verdicts = list(_UNITTEST_VERDICT.finditer(output))
     if ran and verdicts:
