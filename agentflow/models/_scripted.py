@@ -206,10 +206,13 @@ class ScriptedModel(Model):
         Raises:
             ConfigError: A response does not match the script format.
         """
-        try:
-            parsed = [ScriptedResponse.model_validate(response) for response in responses]
-        except ValidationError as exc:
-            raise ConfigError(f"invalid scripted response: {_first_error(exc)[1]}", fix=_FORMAT_FIX) from None
+        parsed: list[ScriptedResponse] = []
+        for index, response in enumerate(responses):
+            try:
+                parsed.append(ScriptedResponse.model_validate(response))
+            except ValidationError as exc:
+                detail = _first_error(exc)[1]
+                raise ConfigError(f"invalid scripted response {index}: {detail}", fix=_FORMAT_FIX) from None
         return cls(name, parsed, source=f"<{name}>")
 
     @property
@@ -239,7 +242,7 @@ class ScriptedModel(Model):
             index = self._next_index
             if index >= len(self.responses):
                 raise ModelScriptExhausted(
-                    f"model script {self.source} is exhausted: it holds {len(self.responses)} responses and "
+                    f"model script {self.source} is exhausted: it holds {len(self.responses)} response(s) and "
                     f"call #{index + 1} asked for another; add responses to the script or lower the workflow's "
                     "max_turns/loop limits"
                 )
@@ -311,16 +314,24 @@ def _parse_script(text: str, path: Path) -> list[ScriptedResponse]:
         mark = getattr(exc, "problem_mark", None)
         location = SourceLocation(str(path), mark.line + 1, mark.column + 1) if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        where = "" if location else f"{path}: "
         raise SpecError(
-            f"model script {path} is not valid YAML: {problem}", location=location, fix=_FORMAT_FIX
+            f"{where}model script is not valid YAML: {problem}", location=location, fix=_FORMAT_FIX
         ) from None
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SpecError(
+            f"a model script must be a mapping with a 'responses' list, found {found}",
+            location=SourceLocation(str(path), 1, 1),
+            fix=_FORMAT_FIX,
+        )
     try:
         return _ScriptFile.model_validate(data).responses
     except ValidationError as exc:
         error_path, message = _first_error(exc)
-        location = _locate(text, error_path, path)
-        where = "" if location else f"{path}: "
-        raise SpecError(f"{where}invalid model script: {message}", location=location, fix=_FORMAT_FIX) from None
+        raise SpecError(
+            f"invalid model script: {message}", location=_locate(text, error_path, path), fix=_FORMAT_FIX
+        ) from None
 
 
 def _locate(text: str, error_path: Sequence[int | str], path: Path) -> SourceLocation:
@@ -331,10 +342,12 @@ def _locate(text: str, error_path: Sequence[int | str], path: Path) -> SourceLoc
         node = None
     if node is None:  # an empty file: point at its start
         return SourceLocation(str(path), 1, 1)
-    for part in error_path:
+    for depth, part in enumerate(error_path, start=1):
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
-            child = next((value for key, value in node.value if key.value == part), None)
+            # The last step of the path names the offending key itself (an unknown or mistyped field): point at it.
+            last = depth == len(error_path)
+            child = next((key if last else value for key, value in node.value if key.value == part), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             child = node.value[part]
         if child is None:
