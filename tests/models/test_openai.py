@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentflow.errors import ConfigError, ModelAPIError
+from agentflow.errors import ConfigError, MissingExtraError, ModelAPIError
 from agentflow.models import ModelResponse, ModelSettings, OpenAIModel, ToolCall, Usage, create_model
 from tests.support.openai_server import OpenAIServer, Reply
 
@@ -227,3 +227,14 @@ def test_importing_agentflow_models_does_not_import_the_sdk() -> None:
     code = "import sys, agentflow, agentflow.models; print('openai' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+async def test_missing_sdk_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` raise ImportError
+    model = OpenAIModel("test-model")
+
+    with pytest.raises(MissingExtraError) as caught:
+        await model.complete(USER_TURN, [], ModelSettings())
+
+    assert caught.value.package == "openai"
