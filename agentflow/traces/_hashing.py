@@ -20,6 +20,7 @@ import hashlib
 import json
 import json.encoder
 import math
+import re
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
@@ -265,13 +266,16 @@ def encode_event(
     Returns:
         The hex hash, and the JSON line (fields in reading order, newline-terminated) that the trace file stores.
     """
-    data_json = _PLAIN_ENCODER.encode(data) if plain else canonical_json(data).decode("utf-8")
+    # The line always holds Python's float spelling: RFC 8785 writes 2.5e16 as an integer, which would read back as
+    # an int outside the safe range. For plain data the two encodings are the same string, serialised once.
+    data_json = _PLAIN_ENCODER.encode(data)
+    canonical_data = data_json if plain else canonical_json(data).decode("utf-8")
     node_json = "null" if node is None else _encode_string(node if node.isascii() else _scrub_surrogates(node))
     parent_json = "null" if parent is None else str(parent)
     prev_json = "null" if prev_hash is None else f'"{prev_hash}"'
     run_json, type_json, ts_json = _encode_string(run_id), _encode_string(event_type), _encode_string(ts)
     canonical = (
-        f'{{"data":{data_json},"node":{node_json},"parent":{parent_json},"prev_hash":{prev_json},'
+        f'{{"data":{canonical_data},"node":{node_json},"parent":{parent_json},"prev_hash":{prev_json},'
         f'"run_id":{run_json},"seq":{seq},"ts":{ts_json},"type":{type_json}}}'
     )
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -297,11 +301,10 @@ def _normalise_key(key: Any) -> str:
 
 
 def _scrub_surrogates(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", errors="replace").decode("utf-8")
-    return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _find_unencodable(obj: Any, path: str) -> str:
