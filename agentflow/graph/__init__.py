@@ -1,10 +1,13 @@
 """The template graph: build it from a spec, validate it, measure it, compile it to LangGraph."""
 
 from agentflow.graph._build import TemplateGraph, Transition, build_template_graph
+from agentflow.graph._compile import CompiledWorkflow, compile_workflow
 from agentflow.graph._metrics import CycleInfo, GraphMetrics, compute_metrics
 from agentflow.graph._validate import validate_template
 
 __all__ = [
+    "CompiledWorkflow",
+    "compile_workflow",
     "CycleInfo",
     "GraphMetrics",
     "TemplateGraph",

@@ -67,21 +67,21 @@ def _to_data(
     values[path] = _mark(node, file)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
-        loader = _UniqueKeyLoader("")
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool):
+            # Keys are taken as written: YAML 1.1 would turn `on:` (a reward's trigger) into True.
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise SpecError("mapping keys must be plain scalars", location=_mark(key_node, file))
+            key = key_node.value
             if key in result:
-                first = keys[(*path, str(key))]
+                first = keys[(*path, key)]
                 raise SpecError(
                     f"duplicate key {key!r} (first defined at line {first.line})",
                     location=_mark(key_node, file),
                     fix="each name may appear once in a mapping: rename or merge the two entries",
                 )
-            child = (*path, str(key))
+            child = (*path, key)
             keys[child] = _mark(key_node, file)
-            result[str(key)] = _to_data(value_node, child, file, values, keys)
+            result[key] = _to_data(value_node, child, file, values, keys)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_data(item, (*path, i), file, values, keys) for i, item in enumerate(node.value)]
@@ -102,6 +102,8 @@ def _existing_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
     result: list[str | int] = []
     current = data
     for part in loc:
+        if isinstance(current, dict) and part == current.get("kind"):
+            continue  # pydantic names the discriminated-union arm (the node's kind) in the location
         if isinstance(current, dict) and str(part) in current:
             current = current[str(part)]
             result.append(str(part))

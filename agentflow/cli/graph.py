@@ -1,0 +1,128 @@
+"""`agentflow validate | inspect | schema`: static checks and structure of workflow files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentflow.errors import Diagnostic, GraphValidationError, SpecError
+from agentflow.graph import build_template_graph, compute_metrics, validate_template
+from agentflow.spec import load_workflow, workflow_json_schema
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
+
+
+def _diagnostic_dict(d: Diagnostic) -> dict[str, Any]:
+    loc = d.location
+    return {
+        "code": d.code,
+        "severity": d.severity,
+        "message": d.message,
+        "fix": d.fix,
+        "file": loc.file if loc else None,
+        "line": loc.line if loc else None,
+        "column": loc.column if loc else None,
+    }
+
+
+def check_file(path: Path) -> list[Diagnostic]:
+    """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors."""
+    try:
+        loaded = load_workflow(path)
+    except SpecError as exc:
+        return list(exc.diagnostics)
+    diagnostics = validate_template(build_template_graph(loaded))
+    if not any(d.severity == "error" for d in diagnostics):
+        from agentflow.graph import compile_workflow
+
+        try:
+            compile_workflow(loaded)
+        except (SpecError, GraphValidationError) as exc:
+            diagnostics += exc.diagnostics
+    return diagnostics
+
+
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="workflow files", show_default=False)],
+    json_output: JsonFlag = False,
+) -> int:
+    """Check workflow files statically; exit 1 when any has an error."""
+    console = Console(highlight=False)
+    reports = []
+    failed = False
+    for path in files:
+        diagnostics = check_file(path)
+        errors = [d for d in diagnostics if d.severity == "error"]
+        failed = failed or bool(errors)
+        reports.append({"file": str(path), "ok": not errors, "diagnostics": [_diagnostic_dict(d) for d in diagnostics]})
+        if not json_output:
+            for d in diagnostics:
+                console.print(str(d), style="red" if d.severity == "error" else "yellow", markup=False)
+            if not errors:
+                warnings = f" ({len(diagnostics)} warnings)" if diagnostics else ""
+                console.print(f"{path}: OK{warnings}", markup=False)
+    if json_output:
+        print(json.dumps({"ok": not failed, "files": reports}, indent=2))
+    return 1 if failed else 0
+
+
+def inspect(
+    file: Annotated[Path, typer.Argument(help="a workflow file", show_default=False)],
+    json_output: JsonFlag = False,
+) -> int:
+    """Print a workflow's nodes, edges, depth, width, cycles with their bounds, and critical path."""
+    loaded = load_workflow(file)
+    template = build_template_graph(loaded)
+    metrics = compute_metrics(template)
+    nodes = [
+        {"name": name, "kind": node.kind, "max_visits": template.max_visits(name)}
+        for name, node in loaded.spec.nodes.items()
+    ]
+    edges = [
+        {"from": t.source, "to": t.target, "when": t.when}
+        for transitions in template.transitions.values()
+        for t in transitions
+    ]
+    if json_output:
+        print(json.dumps({"workflow": loaded.spec.name, "nodes": nodes, "edges": edges, **metrics.to_dict()}, indent=2))
+        return 0
+    console = Console(highlight=False)
+    console.print(f"[bold]{loaded.spec.name}[/bold] v{loaded.spec.version} ({file})")
+    table = Table("node", "kind", "max visits", "ways out")
+    for node in nodes:
+        outs = ", ".join(
+            f"{t.target} if {t.when}" if t.when else t.target for t in template.transitions.get(node["name"], [])
+        )
+        table.add_row(node["name"], node["kind"], str(node["max_visits"]), outs)
+    console.print(table)
+    console.print(f"nodes {metrics.nodes}  edges {metrics.edges}  depth {metrics.depth}  width {metrics.width}")
+    for cycle in metrics.cycles:
+        bound = cycle.max_iterations if cycle.max_iterations is not None else "UNBOUNDED"
+        console.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
+    console.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
+    console.print(f"worst-case node executions {metrics.max_steps}")
+    return 0
+
+
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,
+    json_output: JsonFlag = False,
+) -> int:
+    """Print the JSON Schema of workflow files (for editor completion); it is JSON with or without --json."""
+    text = json.dumps(workflow_json_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(inspect)
+    app.command()(schema)

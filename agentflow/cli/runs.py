@@ -1,0 +1,215 @@
+"""`agentflow run | runs | show`: run a workflow, list stored runs, look at one run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from agentflow.errors import ConfigError
+from agentflow.traces import TraceStore, summarize
+from agentflow.traces._events import Event, EventType
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
+StoreOption = Annotated[Path, typer.Option("--store", help="the trace store folder")]
+DEFAULT_STORE = Path(".agentflow")
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--input {pair!r} is not key=value", fix="e.g. --input task='fix the bug'")
+        try:
+            inputs[key] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            inputs[key] = raw  # not YAML: take the text as it is
+    return inputs
+
+
+def run(
+    file: Annotated[Path, typer.Argument(help="a workflow file", show_default=False)],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="use this provider:model for every model (openai:gpt-4o-mini)")
+    ] = None,
+    sandbox: Annotated[str | None, typer.Option("--sandbox", help="sandbox backend (local, docker, e2b)")] = None,
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="initial state value key=value (YAML value)")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    json_output: JsonFlag = False,
+) -> int:
+    """Run a workflow once; print its summary. Exit 0 when it reached its end, 1 when it did not."""
+    from agentflow.runtime import run_workflow
+
+    trace_store = TraceStore(store)
+    result = asyncio.run(
+        run_workflow(file, inputs=_parse_inputs(inputs or []), model=model, sandbox=sandbox, store=trace_store)
+    )
+    trace = trace_store.load_trace(result.run_id)
+    summary = summarize(trace.events)
+    if json_output:
+        payload = {
+            "run_id": result.run_id,
+            "status": result.status,
+            "succeeded": result.succeeded,
+            "error": result.error,
+            "limit": result.limit,
+            "duration_s": result.duration_s,
+            "final_state": result.final_state,
+            "trace": str(trace.path),
+            "isolation": result.isolation,
+            "summary": summary.to_dict(),
+        }
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        _print_summary(summary.to_dict(), result.isolation, str(trace.path))
+    return 0 if result.succeeded else 1
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_path: str) -> None:
+    console = Console(highlight=False)
+    table = Table("node", "visits", "tool calls (failed)", "model calls", "tokens", "rewards", "time s", title="run")
+    for name, node in summary["nodes"].items():
+        by_hook: dict[str, list[float]] = {}
+        for reward in node["rewards"]:
+            if reward["value"] is not None:
+                by_hook.setdefault(reward["hook"], []).append(reward["value"])
+        rewards = ", ".join(f"{hook} {sum(v) / len(v):.2f} (n={len(v)})" for hook, v in by_hook.items()) or "-"
+        table.add_row(
+            name,
+            str(node["visits"]),
+            f"{node['tool_calls']} ({node['tool_failures']})",
+            str(node["model_calls"]),
+            str(node["tokens"]),
+            rewards,
+            f"{node['duration_s']:.2f}",
+        )
+    console.print(table)
+    status_style = "green" if summary["status"] == "succeeded" else "red"
+    console.print(
+        f"status [{status_style}]{summary['status']}[/{status_style}]  run {summary['run_id']}  "
+        f"steps {summary['steps']}  tool calls {summary['tool_calls']}  model calls {summary['model_calls']}  "
+        f"tokens {summary['tokens']}  reward mean {_fmt(summary['reward_mean'])}  "
+        f"duration {_fmt(summary['duration_s'])} s"
+    )
+    console.print(f"path {' -> '.join(summary['nodes_visited'])}", markup=False)
+    if summary.get("error"):
+        console.print(f"error {summary['error']}", style="red", markup=False)
+    if isolation:
+        got = [k for k in ("network_isolated", "filesystem_isolated", "pid_namespace", "resource_limits") if isolation[k]]
+        console.print(f"sandbox {isolation['backend']}: {', '.join(got) or 'no isolation'}", markup=False)
+    console.print(f"trace {trace_path}", markup=False)
+
+
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
+    status: Annotated[str | None, typer.Option("--status", help="only runs with this status")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    json_output: JsonFlag = False,
+) -> int:
+    """List stored runs, newest first."""
+    infos = TraceStore(store).list_runs(limit=limit, status=status)
+    if json_output:
+        print(json.dumps({"runs": [info.to_dict() for info in infos]}, indent=2))
+        return 0
+    table = Table("run id", "workflow", "status", "started", "s", "steps", "tools", "model", "tokens", "reward")
+    for info in infos:
+        table.add_row(
+            info.run_id,
+            info.workflow,
+            info.status,
+            info.started_at[:19],
+            _fmt(info.duration_s),
+            str(info.steps),
+            str(info.tool_calls),
+            str(info.model_calls),
+            str(info.tokens),
+            _fmt(info.reward_mean),
+        )
+    Console(highlight=False).print(table)
+    return 0
+
+
+def _describe(event: Event) -> str:
+    data = event.data
+    match event.type:
+        case EventType.NODE_STARTED:
+            return f"visit {data.get('visit')} attempt {data.get('attempt')}"
+        case EventType.NODE_FINISHED:
+            return f"{data.get('status')} updates={json.dumps(data.get('updates'), default=str)[:120]}"
+        case EventType.MODEL_REQUEST:
+            return f"{data.get('model')} ({len(data.get('messages') or [])} messages)"
+        case EventType.MODEL_RESPONSE:
+            calls = ", ".join(c.get("name", "?") for c in data.get("tool_calls") or [])
+            content = str((data.get("message") or {}).get("content") or "").strip().replace("\n", " ")
+            return f"tool calls: {calls}" if calls else f"answer: {content[:120]}"
+        case EventType.TOOL_CALL:
+            return f"{data.get('tool')}({str(data.get('arguments'))[:120]})"
+        case EventType.TOOL_RESULT:
+            text = str(data.get("error") if not data.get("ok") else data.get("content")).replace("\n", " ")
+            return f"{'ok' if data.get('ok') else 'ERROR'} {text[:120]}"
+        case EventType.SANDBOX_EXEC:
+            timed_out = " timed out" if data.get("timed_out") else ""
+            return f"exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
+        case EventType.REWARD:
+            return (
+                f"{data.get('hook')} = {data.get('value')} label {data.get('label')}: "
+                f"{str(data.get('explanation'))[:100]}"
+            )
+        case EventType.ROUTE:
+            return f"{data.get('from')} -> {data.get('to')}" + (
+                f" (when {data['condition']})" if data.get("condition") else ""
+            )
+        case EventType.ERROR:
+            return f"{data.get('kind')}: {data.get('message')}"
+        case EventType.RUN_FINISHED:
+            return f"{data.get('status')}" + (f": {data['error']}" if data.get("error") else "")
+        case _:
+            return ""
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="a run id (or a unique prefix)", show_default=False)],
+    store: StoreOption = DEFAULT_STORE,
+    json_output: JsonFlag = False,
+) -> int:
+    """Print one run's steps, tool calls and rewards."""
+    trace_store = TraceStore(store)
+    trace = trace_store.load_trace(run_id)
+    summary = summarize(trace.events)
+    if json_output:
+        payload = {
+            "run_id": trace.run_id,
+            "summary": summary.to_dict(),
+            "problems": [{"kind": p.kind, "line": p.line, "seq": p.seq, "message": p.message} for p in trace.problems],
+            "events": [event.model_dump(mode="json") for event in trace.events],
+        }
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    console = Console(highlight=False)
+    table = Table("seq", "node", "event", "detail", title=f"run {trace.run_id}")
+    for event in trace.events:
+        table.add_row(str(event.seq), event.node or "", event.type.value, _describe(event))
+    console.print(table)
+    for problem in trace.problems:
+        console.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
+    _print_summary(summary.to_dict(), {}, str(trace.path))
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(runs)
+    app.command()(show)

@@ -1,0 +1,157 @@
+"""Compile a validated template graph to a LangGraph StateGraph, plus its tools and reward hook bindings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import TypeAdapter, ValidationError
+
+from agentflow.errors import ConfigError, GraphValidationError, SpecError
+from agentflow.graph._build import TemplateGraph, build_template_graph
+from agentflow.graph._validate import validate_template
+from agentflow.runtime import _nodes
+from agentflow.runtime._context import RunContext
+from agentflow.runtime._hooks import RewardEngine
+from agentflow.spec._loader import LoadedWorkflow, load_workflow
+from agentflow.spec._models import END, StateKey, SubgraphNode
+from agentflow.tools._base import Tool
+
+_PYTHON_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+CONTEXT_KEY = "agentflow_run"
+
+
+@dataclass
+class CompiledWorkflow:
+    """A workflow ready to run any number of times: the LangGraph graph, its tools, hooks and child workflows."""
+
+    loaded: LoadedWorkflow
+    template: TemplateGraph
+    graph: Any  # langgraph CompiledStateGraph
+    tools: dict[str, Tool]
+    hooks: RewardEngine
+    recursion_limit: int
+    prefix: str = ""
+    children: dict[str, CompiledWorkflow] = field(default_factory=lambda: {})
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.name
+
+    def initial_state(self, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults, then the workflow's `inputs`, then ``inputs``; values are checked against the declared types."""
+        spec = self.loaded.spec
+        state = {key: declared.default for key, declared in spec.state.items()}
+        merged = {**spec.inputs, **(inputs or {})}
+        for key, value in merged.items():
+            if key not in spec.state:
+                raise ConfigError(
+                    f"input {key!r} is not a state key of {spec.name!r}",
+                    fix=f"state keys: {', '.join(spec.state) or 'none'}",
+                )
+            state[key] = _check_type(key, spec.state[key], value)
+        return state
+
+    def invoke_config(self, ctx: RunContext) -> RunnableConfig:
+        return {"configurable": {CONTEXT_KEY: ctx}, "recursion_limit": self.recursion_limit}
+
+
+def _check_type(key: str, declared: StateKey, value: Any) -> Any:
+    if declared.type == "any" or value is None:
+        return value
+    try:
+        return TypeAdapter(_PYTHON_TYPES[declared.type]).validate_python(value)
+    except ValidationError:
+        raise ConfigError(
+            f"input {key!r} should be {declared.type}, got {type(value).__name__} {value!r}",
+            fix=f"pass a {declared.type} value for {key}",
+        ) from None
+
+
+def compile_workflow(
+    workflow: LoadedWorkflow | str | Path, *, prefix: str = "", _parents: tuple[Path, ...] = ()
+) -> CompiledWorkflow:
+    """Load (if needed), validate and compile a workflow.
+
+    Raises:
+        SpecError: the file is malformed.
+        GraphValidationError: a static rule fails; ``diagnostics`` lists every finding.
+        ToolLoadError, UnknownBackendError: a tool or hook cannot be loaded.
+    """
+    from langgraph.graph import START, StateGraph
+    from langgraph.graph import END as LANGGRAPH_END
+
+    from agentflow.tools import resolve_tool
+
+    loaded = workflow if isinstance(workflow, LoadedWorkflow) else load_workflow(workflow)
+    template = build_template_graph(loaded)
+    diagnostics = validate_template(template)
+    if any(d.severity == "error" for d in diagnostics):
+        raise GraphValidationError(diagnostics)
+    spec = loaded.spec
+    tools: dict[str, Tool] = {}
+    for ref in spec.tools:
+        tools[spec.tool_name(ref)] = resolve_tool(ref, base_dir=loaded.base_dir)
+    children: dict[str, CompiledWorkflow] = {}
+    resolved = loaded.path.resolve()
+    for name, node in spec.nodes.items():
+        if isinstance(node, SubgraphNode):
+            child_path = (loaded.base_dir / node.workflow).resolve()
+            if child_path in (*_parents, resolved):
+                raise SpecError(
+                    f"subgraph {name!r} includes {node.workflow}, which includes this workflow again",
+                    location=loaded.locate("nodes", name, "workflow"),
+                    fix="break the cycle of subgraph files",
+                )
+            children[name] = compile_workflow(
+                child_path, prefix=f"{prefix}{name}/", _parents=(*_parents, resolved)
+            )
+    state_type = TypedDict(  # type: ignore[misc]
+        f"{spec.name}_state", {key: _PYTHON_TYPES.get(k.type, Any) for key, k in spec.state.items()}
+    )
+    compiled = CompiledWorkflow(
+        loaded=loaded,
+        template=template,
+        graph=None,
+        tools=tools,
+        hooks=RewardEngine(spec),
+        recursion_limit=sum(template.max_visits(n) for n in spec.nodes) * 2 + 10,
+        prefix=prefix,
+        children=children,
+    )
+    builder = StateGraph(state_type)
+    for name in spec.nodes:
+        builder.add_node(name, _node_function(compiled, name))
+    builder.add_edge(START, spec.start)
+    for name, transitions in template.transitions.items():
+        if len(transitions) == 1 and transitions[0].when is None:
+            target = transitions[0].target
+            builder.add_edge(name, LANGGRAPH_END if target == END else target)
+        else:
+            targets = {t.target: (LANGGRAPH_END if t.target == END else t.target) for t in transitions}
+            builder.add_conditional_edges(name, _route_function(compiled, name), targets)
+    compiled.graph = builder.compile()
+    return compiled
+
+
+NodeFunction = Callable[[dict[str, Any], RunnableConfig], Coroutine[Any, Any, Any]]
+
+
+def _node_function(compiled: CompiledWorkflow, name: str) -> NodeFunction:
+    async def run_node(state: dict[str, Any], config: RunnableConfig) -> Any:
+        ctx: RunContext = config.get("configurable", {})[CONTEXT_KEY]
+        return await _nodes.execute_node(ctx, compiled, name, state)
+
+    run_node.__name__ = f"node_{name}"
+    return run_node
+
+
+def _route_function(compiled: CompiledWorkflow, name: str) -> Callable[[dict[str, Any], RunnableConfig], str]:
+    def route(state: dict[str, Any], config: RunnableConfig) -> str:
+        ctx: RunContext = config.get("configurable", {})[CONTEXT_KEY]
+        return _nodes.choose_next(ctx, compiled, name, state)
+
+    return route

@@ -1,0 +1,57 @@
+"""Everything one run shares across its nodes (and its subgraphs' nodes)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentflow.models._base import Model
+from agentflow.runtime._limits import LimitTracker
+from agentflow.sandboxes._base import Sandbox
+from agentflow.traces._events import Event, EventType
+from agentflow.traces._store import RunRecorder
+
+
+@dataclass
+class RunContext:
+    """The recorder, sandbox, limits and model connections of one run.
+
+    ``events`` mirrors what the recorder wrote, so reward hooks can score a step from memory without re-reading
+    the trace; ``state`` is the latest state, kept so a failed run still records how far it got.
+    """
+
+    recorder: RunRecorder
+    sandbox: Sandbox
+    limits: LimitTracker
+    model_override: str | None = None
+    events: list[Event] = field(default_factory=lambda: [])
+    visits: Counter[str] = field(default_factory=Counter)
+    state: dict[str, Any] = field(default_factory=lambda: {})
+    _models: dict[tuple[str, str], Model] = field(default_factory=lambda: {})
+
+    @property
+    def run_id(self) -> str:
+        return self.recorder.run_id
+
+    def emit(
+        self, type: EventType, *, node: str | None = None, parent: int | None = None, data: dict[str, Any] | None = None
+    ) -> Event:
+        event = self.recorder.emit(type, node=node, parent=parent, data=data or {})
+        self.events.append(event)
+        return event
+
+    def model(self, model_string: str, base_dir: Path) -> Model:
+        """The run's connection for a model string (one per string and folder, created on first use)."""
+        from agentflow.models import create_model
+
+        chosen = self.model_override or model_string
+        key = (chosen, str(base_dir))
+        if key not in self._models:
+            self._models[key] = create_model(chosen, base_dir=base_dir)
+        return self._models[key]
+
+    async def close_models(self) -> None:
+        for model in self._models.values():
+            await model.close()

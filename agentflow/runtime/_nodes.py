@@ -1,0 +1,314 @@
+"""Node executors: what agent, tool, router and subgraph nodes do when LangGraph calls them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from agentflow.errors import LimitExceeded, NodeFailed, RunError
+from agentflow.models._base import ModelSettings, ToolCall
+from agentflow.routing import _expr
+from agentflow.runtime._context import RunContext
+from agentflow.sandboxes._base import ExecResult
+from agentflow.spec import _templating
+from agentflow.spec._models import AgentNode, NodeSpec, RetryPolicy, RouterNode, SubgraphNode, ToolNode
+from agentflow.tools._base import Tool, ToolContext, ToolOutcome
+from agentflow.traces._events import Event, EventType
+
+if TYPE_CHECKING:
+    from agentflow.graph._compile import CompiledWorkflow
+
+
+class NodeTimeout(RunError):
+    """One visit of a node ran past its wall-clock limit."""
+
+
+def request_hash(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], settings: Any) -> str:
+    """sha256 of a model request's canonical content; replay matches recorded responses by it."""
+    from agentflow.traces._hashing import canonical_json
+
+    content = {"model": model, "messages": messages, "tools": tools, "settings": settings}
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+async def execute_node(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: Mapping[str, Any]) -> Any:
+    """Run one visit of a node with its loop bound, step limit, timeout, retries, events and node rewards."""
+    spec = compiled.loaded.spec
+    node = spec.nodes[name]
+    label = compiled.prefix + name
+    ctx.visits[label] += 1
+    visit = ctx.visits[label]
+    bound = compiled.template.loop_bound(name)
+    if visit > compiled.template.max_visits(name):
+        limit = LimitExceeded(f"max_iterations of the loop through {label!r}", bound or 1, visit)
+        ctx.emit(EventType.ERROR, node=label, data=_error_data(limit))
+        raise limit
+    ctx.limits.start_step()
+    timeout = node.timeout_s or spec.limits.node_timeout_s
+    policy = node.retry or RetryPolicy()
+    attempt = 0
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential(multiplier=policy.backoff_s, exp_base=policy.multiplier, max=policy.max_backoff_s),
+        retry=retry_if_exception(lambda exc: not isinstance(exc, LimitExceeded | asyncio.CancelledError)),
+        reraise=True,
+    )
+    try:
+        async for attempt_state in retrying:
+            with attempt_state:
+                attempt += 1
+                return await _attempt(ctx, compiled, name, node, state, visit=visit, attempt=attempt, timeout=timeout)
+    except LimitExceeded:
+        raise
+    except NodeTimeout as exc:
+        raise LimitExceeded(f"timeout_s of node {label!r}", timeout or 0, timeout or 0) from exc
+    except Exception as exc:
+        raise NodeFailed(label, exc) from exc
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
+async def _attempt(
+    ctx: RunContext,
+    compiled: CompiledWorkflow,
+    name: str,
+    node: NodeSpec,
+    state: Mapping[str, Any],
+    *,
+    visit: int,
+    attempt: int,
+    timeout: float | None,
+) -> dict[str, Any]:
+    label = compiled.prefix + name
+    started = ctx.emit(EventType.NODE_STARTED, node=label, data={"visit": visit, "attempt": attempt})
+    first_index = len(ctx.events) - 1
+    clock = time.perf_counter()
+    try:
+        work = _dispatch(ctx, compiled, name, node, state, started)
+        updates = await asyncio.wait_for(work, timeout) if timeout else await work
+    except Exception as exc:
+        if isinstance(exc, TimeoutError):
+            exc = NodeTimeout(f"node {label!r} ran past its timeout of {timeout:g}s")
+        ctx.emit(EventType.ERROR, node=label, parent=started.seq, data=_error_data(exc))
+        ctx.emit(
+            EventType.NODE_FINISHED,
+            node=label,
+            parent=started.seq,
+            data={"status": "failed", "updates": {}, "duration_s": time.perf_counter() - clock, "error": str(exc)},
+        )
+        raise exc from None
+    ctx.state.update(updates)
+    ctx.emit(
+        EventType.NODE_FINISHED,
+        node=label,
+        parent=started.seq,
+        data={"status": "ok", "updates": updates, "duration_s": time.perf_counter() - clock},
+    )
+    if compiled.hooks.wants("node", name):
+        await compiled.hooks.score(
+            ctx.emit,
+            ctx.run_id,
+            kind="node",
+            node=name,
+            label=label,
+            events=ctx.events[first_index:],
+            state=ctx.state,
+            sandbox=ctx.sandbox,
+        )
+    return updates
+
+
+def _error_data(exc: BaseException) -> dict[str, Any]:
+    data: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, LimitExceeded):
+        data["limit"] = {"name": exc.limit, "value": exc.value, "observed": exc.observed}
+    return data
+
+
+async def _dispatch(
+    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: NodeSpec, state: Mapping[str, Any], started: Event
+) -> dict[str, Any]:
+    if isinstance(node, AgentNode):
+        return await _run_agent(ctx, compiled, name, node, state, started)
+    if isinstance(node, ToolNode):
+        return await _run_tool_node(ctx, compiled, name, node, state, started)
+    if isinstance(node, SubgraphNode):
+        return await _run_subgraph(ctx, compiled, name, node, state)
+    if isinstance(node, RouterNode):
+        return {}  # a router decides in its conditional edge; the node itself changes nothing
+    raise AssertionError(f"unknown node kind {node!r}")
+
+
+async def _call_tool(
+    ctx: RunContext, compiled: CompiledWorkflow, label: str, tool: Tool | None, call: ToolCall, parent: int
+) -> tuple[ToolOutcome, list[Event]]:
+    """Run one tool call with its events; an unknown tool or bad arguments become an error outcome."""
+    first_index = len(ctx.events)
+    call_event = ctx.emit(
+        EventType.TOOL_CALL,
+        node=label,
+        parent=parent,
+        data={"tool": call.name, "call_id": call.id, "arguments": call.arguments},
+    )
+
+    def record_exec(cmd: list[str], result: ExecResult) -> None:
+        ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data={"cmd": cmd, **result.to_dict()})
+
+    clock = time.perf_counter()
+    if tool is None:
+        choices = ", ".join(sorted(compiled.tools)) or "none"
+        message = f"unknown tool {call.name!r}; the tools you can call here are: {choices}"
+        outcome = ToolOutcome(ok=False, content=f"error: {message}", error=message)
+    else:
+        tool_ctx = ToolContext(
+            sandbox=ctx.sandbox, run_id=ctx.run_id, node=label, state=dict(ctx.state), on_exec=record_exec
+        )
+        outcome = await tool.invoke(tool_ctx, call.arguments)
+    ctx.emit(
+        EventType.TOOL_RESULT,
+        node=label,
+        parent=call_event.seq,
+        data={
+            "tool": call.name,
+            "call_id": call.id,
+            "ok": outcome.ok,
+            "content": outcome.content,
+            "result": _json_safe(outcome.result),
+            "error": outcome.error,
+            "duration_s": time.perf_counter() - clock,
+        },
+    )
+    return outcome, ctx.events[first_index:]
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=str, allow_nan=True).replace("NaN", "null"))
+    return value
+
+
+async def _run_agent(
+    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: AgentNode, state: Mapping[str, Any], started: Event
+) -> dict[str, Any]:
+    label = compiled.prefix + name
+    spec = compiled.loaded.spec
+    config = spec.models[node.model]
+    model = ctx.model(config.model, compiled.loaded.base_dir)
+    settings = ModelSettings.model_validate(config.model_dump(exclude={"model"}))
+    tools = {tool_name: compiled.tools[tool_name] for tool_name in node.tools}
+    schemas = [tool.openai_schema() for tool in tools.values()]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": _templating.render(node.prompt, state)}]
+    if node.input:
+        messages.append({"role": "user", "content": _templating.render(node.input, state)})
+    score_steps = compiled.hooks.wants("step", name)
+    for _turn in range(node.max_turns):
+        ctx.limits.start_model_call()
+        settings_data = settings.model_dump(exclude_none=True)
+        request = ctx.emit(
+            EventType.MODEL_REQUEST,
+            node=label,
+            parent=started.seq,
+            data={
+                "model": model.model_id,
+                "messages": messages,
+                "tools": schemas,
+                "settings": settings_data,
+                "request_hash": request_hash(model.model_id, messages, schemas, settings_data),
+            },
+        )
+        clock = time.perf_counter()
+        response = await model.complete(list(messages), schemas, settings)
+        reply = ctx.emit(
+            EventType.MODEL_RESPONSE,
+            node=label,
+            parent=request.seq,
+            data={
+                "model": response.model or model.model_id,
+                "message": response.message,
+                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
+                "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
+                "duration_s": time.perf_counter() - clock,
+            },
+        )
+        ctx.limits.add_tokens(response.usage.total_tokens)
+        messages = [*messages, response.message]
+        if not response.tool_calls:
+            if score_steps:
+                await _score_step(ctx, compiled, name, [reply])
+            answer = str(response.message.get("content") or "")
+            return _agent_outputs(node, answer, state)
+        for call in response.tool_calls:
+            outcome, step_events = await _call_tool(ctx, compiled, label, tools.get(call.name), call, reply.seq)
+            messages = [*messages, {"role": "tool", "tool_call_id": call.id, "content": outcome.content}]
+            if score_steps:
+                await _score_step(ctx, compiled, name, step_events)
+    raise LimitExceeded(f"max_turns of agent {label!r}", node.max_turns, node.max_turns + 1)
+
+
+async def _score_step(ctx: RunContext, compiled: CompiledWorkflow, name: str, events: list[Event]) -> None:
+    await compiled.hooks.score(
+        ctx.emit,
+        ctx.run_id,
+        kind="step",
+        node=name,
+        label=compiled.prefix + name,
+        events=events,
+        state=ctx.state,
+        sandbox=ctx.sandbox,
+    )
+
+
+def _agent_outputs(node: AgentNode, answer: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        parsed: Any = json.loads(answer)
+    except ValueError:
+        parsed = None
+    variables = {"answer": answer, "json": parsed, "state": dict(state)}
+    return {key: _expr.evaluate(expression, variables) for key, expression in node.output.items()}
+
+
+async def _run_tool_node(
+    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: ToolNode, state: Mapping[str, Any], started: Event
+) -> dict[str, Any]:
+    label = compiled.prefix + name
+    arguments = _templating.render_value(node.args, state)
+    call = ToolCall(id=f"{label}-{ctx.visits[label]}", name=node.tool, arguments=json.dumps(arguments))
+    outcome, events = await _call_tool(ctx, compiled, label, compiled.tools.get(node.tool), call, started.seq)
+    if compiled.hooks.wants("step", name):
+        await _score_step(ctx, compiled, name, events)
+    if not outcome.ok and node.fail_on_error:
+        raise RunError(f"tool {node.tool!r} failed: {outcome.error}")
+    variables = {"result": outcome.result, "ok": outcome.ok, "error": outcome.error, "state": dict(state)}
+    return {key: _expr.evaluate(expression, variables) for key, expression in node.output.items()}
+
+
+async def _run_subgraph(
+    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: SubgraphNode, state: Mapping[str, Any]
+) -> dict[str, Any]:
+    child = compiled.children[name]
+    child_inputs = {key: _expr.evaluate(expression, {"state": dict(state)}) for key, expression in node.inputs.items()}
+    child_state = {**child.initial_state(), **child_inputs}
+    final = await child.graph.ainvoke(child_state, config=child.invoke_config(ctx))
+    return {key: _expr.evaluate(expression, {"state": dict(final)}) for key, expression in node.outputs.items()}
+
+
+def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: Mapping[str, Any]) -> str:
+    """Evaluate a node's ways out in order and record the choice; the first that holds wins."""
+    label = compiled.prefix + name
+    for transition in compiled.template.transitions[name]:
+        if transition.when is None or _expr.evaluate_condition(transition.when, state):
+            ctx.emit(
+                EventType.ROUTE,
+                node=label,
+                data={"from": label, "to": transition.target, "condition": transition.when},
+            )
+            return transition.target
+    conditions = [t.when for t in compiled.template.transitions[name]]
+    raise RunError(f"no way out of node {label!r} holds: {conditions}; add a default edge without `when`")

@@ -1,0 +1,145 @@
+"""Run a compiled workflow once: sandbox, recorder, limits, and the run's final status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import agentflow
+from agentflow.errors import LimitExceeded, RunError, SandboxError
+from agentflow.graph._compile import CompiledWorkflow, compile_workflow
+from agentflow.runtime._context import RunContext
+from agentflow.runtime._limits import LimitTracker
+from agentflow.runtime._nodes import _error_data
+from agentflow.sandboxes import create_sandbox
+from agentflow.spec._loader import LoadedWorkflow
+from agentflow.traces import TraceStore
+from agentflow.traces._events import EventType
+
+DEFAULT_STORE = Path(".agentflow")
+
+
+@dataclass
+class RunResult:
+    """How a run ended. ``status`` is succeeded | failed | limit_exceeded | cancelled."""
+
+    run_id: str
+    status: str
+    final_state: dict[str, Any]
+    error: str | None
+    duration_s: float
+    store_root: Path
+    limit: dict[str, Any] | None = None
+    isolation: dict[str, Any] = field(default_factory=lambda: {})
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+async def run_workflow(
+    workflow: CompiledWorkflow | LoadedWorkflow | str | Path,
+    *,
+    inputs: dict[str, Any] | None = None,
+    model: str | None = None,
+    sandbox: str | None = None,
+    store: TraceStore | None = None,
+) -> RunResult:
+    """Run a workflow once and record its trace.
+
+    Args:
+        workflow: a compiled workflow (to run it many times cheaply), a loaded one, or a file path.
+        inputs: initial values of state keys, over the workflow's `inputs`.
+        model: a `provider:model` string used for every model of the workflow (e.g. `openai:gpt-4o-mini`).
+        sandbox: a sandbox backend name instead of the one the workflow declares.
+        store: where the trace goes (default: `.agentflow/` in the working directory).
+
+    Raises:
+        ConfigError: the workflow or the inputs are wrong; nothing was recorded.
+    """
+    compiled = workflow if isinstance(workflow, CompiledWorkflow) else compile_workflow(workflow)
+    spec = compiled.loaded.spec
+    initial = compiled.initial_state(inputs)
+    store = store or TraceStore(DEFAULT_STORE)
+    recorder = store.new_run(workflow=spec.name)
+    clock = time.perf_counter()
+    status, error, limit = "failed", None, None
+    ctx: RunContext | None = None
+    backend = sandbox or spec.sandbox.backend
+    try:
+        try:
+            box = await create_sandbox(
+                backend, limits=spec.sandbox.limits, files=spec.sandbox.files, base_dir=compiled.loaded.base_dir
+            )
+        except (SandboxError, OSError) as exc:
+            recorder.emit(EventType.ERROR, data=_error_data(exc))
+            error = f"sandbox {backend!r} could not start: {exc}"
+            raise
+        ctx = RunContext(recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model)
+        ctx.state.update(initial)
+        ctx.emit(
+            EventType.RUN_STARTED,
+            data={
+                "workflow": spec.name,
+                "workflow_file": str(compiled.loaded.path),
+                "template_hash": compiled.loaded.template_hash,
+                "inputs": initial,
+                "model_override": model,
+                "sandbox": {"backend": backend, "isolation": box.isolation().to_dict()},
+                "limits": spec.limits.model_dump(),
+                "agentflow_version": agentflow.__version__,
+            },
+        )
+        try:
+            final = await asyncio.wait_for(
+                compiled.graph.ainvoke(initial, config=compiled.invoke_config(ctx)), spec.limits.timeout_s
+            )
+            ctx.state.update(final)
+            status = "succeeded"
+        except LimitExceeded as exc:
+            status, error, limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
+        except TimeoutError:
+            exc = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, time.perf_counter() - clock)
+            ctx.emit(EventType.ERROR, data=_error_data(exc))
+            status, error, limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
+        except asyncio.CancelledError:
+            status, error = "cancelled", "the run was cancelled"
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure ends the run with a status and a readable trace
+            status, error = _classify(exc)
+            if status == "limit_exceeded":
+                limit = {"name": "recursion_limit", "value": compiled.recursion_limit, "observed": None}
+            if not isinstance(exc, RunError) or status == "limit_exceeded":
+                ctx.emit(EventType.ERROR, data=_error_data(exc))
+        if compiled.hooks.wants("run", None):
+            await compiled.hooks.score(
+                ctx.emit, ctx.run_id, kind="run", node=None, label=None, events=list(ctx.events), state=ctx.state,
+                sandbox=box,
+            )
+    finally:
+        final_state = ctx.state if ctx else initial
+        recorder.finish(status, final_state=final_state, error=error, duration_s=time.perf_counter() - clock)
+        if ctx is not None:
+            await ctx.close_models()
+            await ctx.sandbox.close()
+    return RunResult(
+        run_id=recorder.run_id,
+        status=status,
+        final_state=final_state,
+        error=error,
+        duration_s=time.perf_counter() - clock,
+        store_root=store.root,
+        limit=limit,
+        isolation=ctx.sandbox.isolation().to_dict() if ctx else {},
+    )
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    from langgraph.errors import GraphRecursionError
+
+    if isinstance(exc, GraphRecursionError):
+        return "limit_exceeded", f"the run took more steps than its loop bounds allow: {exc}"
+    return "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunError) else str(exc)

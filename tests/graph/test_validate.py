@@ -1,0 +1,187 @@
+"""Static validation: each rule reports file:line:col, a message and a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentflow.errors import Diagnostic, GraphValidationError, ToolLoadError
+from agentflow.graph import build_template_graph, compile_workflow, compute_metrics, validate_template
+from agentflow.spec import load_workflow
+
+EXAMPLES = Path(__file__).parents[2] / "graphs" / "examples"
+
+BASE = """\
+name: loop
+state:
+  done: {type: bool, default: false}
+  count: {type: int, default: 0}
+  note: {type: str}
+models:
+  m: {model: "scripted:script.yaml"}
+tools: [list_files, read_file]
+start: work
+nodes:
+  work: {kind: agent, model: m, prompt: "go", tools: [read_file]}
+  check: {kind: tool, tool: list_files, output: {done: "ok"}}
+  decide:
+    kind: router
+    routes:
+      - {when: state.done, to: END}
+      - {to: work}
+edges:
+  - {from: work, to: check}
+  - {from: check, to: decide}
+loops:
+  - {nodes: [work, check, decide], max_iterations: 2}
+"""
+
+
+def diagnose(tmp_path: Path, text: str) -> list[Diagnostic]:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    return validate_template(build_template_graph(load_workflow(path)))
+
+
+def codes(diagnostics: list[Diagnostic]) -> list[str]:
+    return [d.code for d in diagnostics if d.severity == "error"]
+
+
+def test_base_is_valid(tmp_path: Path) -> None:
+    assert codes(diagnose(tmp_path, BASE)) == []
+
+
+def test_example_workflows_are_valid() -> None:
+    for path in EXAMPLES.glob("*.yaml"):
+        diagnostics = validate_template(build_template_graph(load_workflow(path)))
+        assert [d for d in diagnostics if d.severity == "error"] == [], path
+
+
+def test_unbounded_cycle(tmp_path: Path) -> None:
+    found = diagnose(tmp_path, BASE.replace("loops:\n  - {nodes: [work, check, decide], max_iterations: 2}\n", ""))
+    cycle = next(d for d in found if d.code == "graph.unbounded-cycle")
+    assert "work -> check -> decide -> work" in cycle.message or "decide -> work" in cycle.message
+    assert cycle.fix is not None and "max_iterations" in cycle.fix
+    assert cycle.location is not None and cycle.location.line in (17, 19, 20)  # a transition of the cycle
+
+
+def test_loop_that_covers_part_of_the_cycle_is_not_enough(tmp_path: Path) -> None:
+    found = diagnose(tmp_path, BASE.replace("nodes: [work, check, decide]", "nodes: [work, check]"))
+    assert "graph.unbounded-cycle" in codes(found)
+
+
+def test_unreachable_node(tmp_path: Path) -> None:
+    text = BASE.replace("edges:", "  orphan: {kind: tool, tool: list_files}\nedges:") + "end: [orphan]\n"
+    found = diagnose(tmp_path, text)
+    unreachable = next(d for d in found if d.code == "graph.unreachable")
+    assert "'orphan'" in unreachable.message
+    assert unreachable.location is not None and unreachable.location.line == 18
+
+
+def test_node_that_cannot_reach_end(tmp_path: Path) -> None:
+    text = BASE.replace("      - {to: work}", "      - {to: work}\n  sink: {kind: tool, tool: list_files}")
+    text = text.replace("  - {from: check, to: decide}", "  - {from: check, to: decide, when: state.done}\n  - {from: check, to: sink}")
+    found = diagnose(tmp_path, text)
+    assert any(d.code == "graph.no-end" and "'sink'" in d.message for d in found)
+
+
+def test_unknown_names_suggest_the_closest(tmp_path: Path) -> None:
+    text = (
+        BASE.replace("model: m,", "model: mm,")
+        .replace("tools: [read_file]}", "tools: [read_fil]}")
+        .replace("to: END}", "to: ENDD}")
+        .replace("start: work", "start: wrk")
+    )
+    found = {d.code: d for d in diagnose(tmp_path, text + "rewards:\n  - {hook: exit_cod}\n")}
+    assert found["model.unknown"].fix is not None and "did you mean 'm'?" in found["model.unknown"].fix
+    assert found["tool.unknown"].fix is not None and "did you mean 'read_file'?" in found["tool.unknown"].fix
+    assert found["reward.unknown-hook"].fix is not None and "'exit_code'" in found["reward.unknown-hook"].fix
+    unknown_nodes = [d for d in diagnose(tmp_path, text) if d.code == "graph.unknown-node"]
+    assert {d.message for d in unknown_nodes} == {"unknown start node 'wrk'", "unknown route target 'ENDD'"}
+
+
+def test_unknown_builtin_tool_and_missing_plugin_file(tmp_path: Path) -> None:
+    text = BASE.replace("tools: [list_files, read_file]", "tools: [list_files, read_file, reed_file, plug/x.py:f]")
+    found = diagnose(tmp_path, text)
+    assert any(d.code == "tool.unknown" and "reed_file" in d.message for d in found)
+    missing = next(d for d in found if d.code == "tool.missing-file")
+    assert "plug/x.py" in missing.message
+
+
+def test_router_edges_must_be_routes(tmp_path: Path) -> None:
+    text = BASE.replace("  - {from: check, to: decide}", "  - {from: check, to: decide}\n  - {from: decide, to: check}")
+    found = diagnose(tmp_path, text)
+    assert "graph.router-edge" in codes(found)
+
+
+def test_state_key_read_but_never_written(tmp_path: Path) -> None:
+    found = diagnose(tmp_path, BASE.replace('prompt: "go"', 'prompt: "go {note}"'))
+    never = next(d for d in found if d.code == "state.never-written")
+    assert "'note'" in never.message
+    assert never.location is not None and never.location.line == 11
+
+
+def test_unknown_state_key_in_output_and_condition(tmp_path: Path) -> None:
+    text = BASE.replace('output: {done: "ok"}', 'output: {dne: "ok"}').replace("state.done", "state.don")
+    found = [d for d in diagnose(tmp_path, text) if d.code == "state.unknown-key"]
+    assert len(found) == 2
+    assert all(d.fix and "'done'" in d.fix for d in found)
+
+
+def test_condition_type_error_detected(tmp_path: Path) -> None:
+    found = diagnose(tmp_path, BASE.replace("when: state.done", 'when: state.count + "x" == "1x"'))
+    assert "expr.type" in codes(found)
+    found = diagnose(tmp_path, BASE.replace("when: state.done", "when: state.count"))
+    assert any(d.code == "expr.type" and "not a boolean" in d.message for d in found)
+
+
+def test_condition_syntax_error(tmp_path: Path) -> None:
+    assert "expr.syntax" in codes(diagnose(tmp_path, BASE.replace("when: state.done", "when: state.done &&")))
+
+
+def test_compile_rejects_invalid_and_reports_all(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(BASE.replace("start: work", "start: wrk").replace("model: m,", "model: mm,"))
+    with pytest.raises(GraphValidationError) as caught:
+        compile_workflow(path)
+    assert {"graph.unknown-node", "model.unknown"} <= set(codes(caught.value.diagnostics))
+    assert "and 1 more" in str(caught.value)
+
+
+def test_tool_module_raising_on_import(tmp_path: Path) -> None:
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "bad.py").write_text("raise RuntimeError('boom at import')\n")
+    path = tmp_path / "wf.yaml"
+    path.write_text(BASE.replace("tools: [list_files, read_file]", "tools: [list_files, read_file, plug/bad.py:f]"))
+    with pytest.raises(ToolLoadError, match="boom at import"):
+        compile_workflow(path)
+
+
+def test_metrics_of_example() -> None:
+    template = build_template_graph(load_workflow(EXAMPLES / "fix_failing_test.yaml"))
+    metrics = compute_metrics(template)
+    assert metrics.nodes == 4
+    assert metrics.critical_path == ["plan", "code", "test", "check", "END"]
+    assert metrics.depth == 4
+    assert [(sorted(c.nodes), c.max_iterations) for c in metrics.cycles] == [(["check", "code", "test"], 3)]
+    assert metrics.max_steps == 1 + 3 * 3
+
+
+def test_width_counts_parallel_branches(tmp_path: Path) -> None:
+    text = """\
+name: fan
+tools: [list_files]
+start: a
+nodes:
+  a: {kind: router, routes: [{when: "true", to: b}, {to: c}]}
+  b: {kind: tool, tool: list_files}
+  c: {kind: tool, tool: list_files}
+end: [b, c]
+"""
+    path = tmp_path / "fan.yaml"
+    path.write_text(text)
+    metrics = compute_metrics(build_template_graph(load_workflow(path)))
+    assert metrics.width == 2
+    assert metrics.depth == 2
+    assert metrics.cycles == []
