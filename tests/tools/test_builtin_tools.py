@@ -1,10 +1,12 @@
-"""The built-in tools against a real sandbox directory and real processes."""
+"""The built-in tools against a real sandbox and real processes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from agentflow.sandboxes._base import Sandbox
 from agentflow.tools import ToolContext, tool_registry
+from tests.tools._support import SandboxFiles
 
 
 async def call(ctx: ToolContext, name: str, **arguments: object) -> tuple[bool, object, str]:
@@ -12,13 +14,10 @@ async def call(ctx: ToolContext, name: str, **arguments: object) -> tuple[bool, 
     return outcome.ok, outcome.result, outcome.content
 
 
-async def test_python_runs_code_in_the_workdir(ctx: ToolContext, workdir: Path, execs: list[list[str]]) -> None:
-    (workdir / "data.txt").write_text("hello")
-    ok, result, _ = await call(
-        ctx,
-        "python",
-        code="import os, sys\nprint(open('data.txt').read())\nprint('oops', file=sys.stderr)\nsys.exit(3)",
-    )
+async def test_python_runs_code_in_the_workdir(ctx: ToolContext, files: SandboxFiles, execs: list[list[str]]) -> None:
+    await files.put("data.txt", "hello")
+    code = "import sys\nprint(open('data.txt').read())\nprint('oops', file=sys.stderr)\nsys.exit(3)"
+    ok, result, _ = await call(ctx, "python", code=code)
     assert ok
     assert isinstance(result, dict)
     assert result["stdout"] == "hello\n"
@@ -26,8 +25,7 @@ async def test_python_runs_code_in_the_workdir(ctx: ToolContext, workdir: Path, 
     assert result["exit_code"] == 3
     assert result["timed_out"] is False
     assert "duration_s" not in result, "durations differ per run and must stay out of recorded results"
-    assert len(execs) == 1
-    assert execs[0][0] == "python3"
+    assert execs == [["python3", "-"]]
 
 
 async def test_python_reports_a_timeout(ctx: ToolContext) -> None:
@@ -46,8 +44,8 @@ async def test_python_traceback_names_the_line(ctx: ToolContext) -> None:
     assert "ValueError: bad value" in result["stderr"]
 
 
-async def test_shell_runs_through_sh(ctx: ToolContext, workdir: Path, execs: list[list[str]]) -> None:
-    (workdir / "a.txt").write_text("1\n2\n3\n")
+async def test_shell_runs_through_sh(ctx: ToolContext, files: SandboxFiles, execs: list[list[str]]) -> None:
+    await files.put("a.txt", "1\n2\n3\n")
     ok, result, _ = await call(ctx, "shell", command="wc -l < a.txt && echo done | tr a-z A-Z")
     assert ok
     assert isinstance(result, dict)
@@ -55,9 +53,8 @@ async def test_shell_runs_through_sh(ctx: ToolContext, workdir: Path, execs: lis
     assert execs == [["sh", "-c", "wc -l < a.txt && echo done | tr a-z A-Z"]]
 
 
-async def test_read_file_whole_and_line_range(ctx: ToolContext, workdir: Path) -> None:
-    (workdir / "src").mkdir()
-    (workdir / "src" / "m.py").write_text("one\ntwo\nthree\nfour\n")
+async def test_read_file_whole_and_line_range(ctx: ToolContext, files: SandboxFiles) -> None:
+    await files.put("src/m.py", "one\ntwo\nthree\nfour\n")
     ok, whole, _ = await call(ctx, "read_file", path="src/m.py")
     assert ok
     assert whole == "one\ntwo\nthree\nfour\n"
@@ -69,60 +66,82 @@ async def test_read_file_whole_and_line_range(ctx: ToolContext, workdir: Path) -
     assert tail == "four\n"
 
 
-async def test_read_file_range_past_the_end_is_an_error(ctx: ToolContext, workdir: Path) -> None:
-    (workdir / "m.py").write_text("one\ntwo\n")
+async def test_read_file_range_past_the_end_is_an_error(ctx: ToolContext, files: SandboxFiles) -> None:
+    await files.put("m.py", "one\ntwo\n")
     ok, _, content = await call(ctx, "read_file", path="m.py", start_line=5)
     assert not ok
     assert "has 2 lines" in content
 
 
-async def test_read_file_refuses_paths_outside_the_workdir(ctx: ToolContext, workdir: Path) -> None:
-    secret = workdir.parent / "secret.txt"
-    secret.write_text("do not read")
-    for path in ("../secret.txt", str(secret), "a/../../secret.txt"):
+async def test_read_file_refuses_paths_outside_the_workdir(ctx: ToolContext) -> None:
+    for path in ("../secret.txt", "/etc/hostname", "a/../../secret.txt"):
         ok, _, content = await call(ctx, "read_file", path=path)
         assert not ok, path
         assert "outside the workdir" in content
-        assert "do not read" not in content
 
 
-async def test_read_file_refuses_a_symlink_out_of_the_workdir(ctx: ToolContext, workdir: Path) -> None:
-    secret = workdir.parent / "secret.txt"
+async def test_read_file_refuses_a_symlink_out_of_the_workdir(
+    ctx: ToolContext, files: SandboxFiles, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
     secret.write_text("do not read")
-    (workdir / "link.txt").symlink_to(secret)
+    await files.link("link.txt", str(secret))
     ok, _, content = await call(ctx, "read_file", path="link.txt")
     assert not ok
     assert "outside the workdir" in content
+    assert "do not read" not in content
 
 
-async def test_read_file_accepts_an_absolute_path_inside_the_workdir(ctx: ToolContext, workdir: Path) -> None:
-    (workdir / "x.txt").write_text("inside")
-    ok, text, _ = await call(ctx, "read_file", path=str(workdir / "x.txt"))
+async def test_read_file_accepts_an_absolute_path_inside_the_workdir(
+    ctx: ToolContext, files: SandboxFiles, sandbox: Sandbox
+) -> None:
+    await files.put("x.txt", "inside")
+    ok, text, _ = await call(ctx, "read_file", path=f"{sandbox.workdir}/x.txt")
     assert ok
     assert text == "inside"
 
 
-async def test_write_file_creates_parents_and_overwrites(ctx: ToolContext, workdir: Path) -> None:
+async def test_read_file_caps_a_huge_file(ctx: ToolContext, files: SandboxFiles) -> None:
+    await files.put("big.txt", "x" * 99 + "\n" + ("y" * 99 + "\n") * 2000)
+    ok, text, _ = await call(ctx, "read_file", path="big.txt")
+    assert ok
+    assert isinstance(text, str)
+    assert text.startswith("x" * 99 + "\n")
+    assert text.endswith("call read_file again with start_line/end_line to read the rest]")
+    assert len(text) < 100_000 + 200
+
+
+async def test_write_file_creates_parents_and_overwrites(ctx: ToolContext, files: SandboxFiles) -> None:
     ok, _, content = await call(ctx, "write_file", path="pkg/sub/mod.py", content="x = 1\n")
     assert ok
     assert content == "wrote 6 bytes to pkg/sub/mod.py"
-    assert (workdir / "pkg" / "sub" / "mod.py").read_text() == "x = 1\n"
+    assert await files.text("pkg/sub/mod.py") == "x = 1\n"
     ok, _, _ = await call(ctx, "write_file", path="pkg/sub/mod.py", content="x = 2\n")
     assert ok
-    assert (workdir / "pkg" / "sub" / "mod.py").read_text() == "x = 2\n"
+    assert await files.text("pkg/sub/mod.py") == "x = 2\n"
+    # Commands in the sandbox can use what the tool wrote.
+    ok, result, _ = await call(ctx, "python", code="import pkg.sub.mod as m; print(m.x)")
+    assert ok
+    assert isinstance(result, dict)
+    assert result["stdout"] == "2\n"
 
 
-async def test_write_file_refuses_paths_outside_the_workdir(ctx: ToolContext, workdir: Path) -> None:
-    ok, _, content = await call(ctx, "write_file", path="../escape.txt", content="x")
-    assert not ok
-    assert "outside the workdir" in content
-    assert not (workdir.parent / "escape.txt").exists()
+async def test_write_file_refuses_a_symlink_out_of_the_workdir(
+    ctx: ToolContext, files: SandboxFiles, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("safe")
+    await files.link("link.txt", str(victim))
+    for path in ("../escape.txt", "link.txt"):
+        ok, _, content = await call(ctx, "write_file", path=path, content="owned")
+        assert not ok, path
+        assert "outside the workdir" in content
+    assert victim.read_text() == "safe"
 
 
-async def test_list_files_recursive_and_subfolder(ctx: ToolContext, workdir: Path) -> None:
-    (workdir / "src" / "pkg").mkdir(parents=True)
-    (workdir / "src" / "pkg" / "a.py").write_text("")
-    (workdir / "README").write_text("")
+async def test_list_files_recursive_and_subfolder(ctx: ToolContext, files: SandboxFiles) -> None:
+    await files.put("src/pkg/a.py", "")
+    await files.put("README", "")
     ok, everything, _ = await call(ctx, "list_files")
     assert ok
     assert everything == ["README", "src/pkg/a.py"]

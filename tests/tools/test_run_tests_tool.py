@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentflow.tools import ToolContext, parse_pytest_output, parse_unittest_output, tool_registry
+from tests.tools._support import SandboxFiles
 
 CALC = "def add(a, b):\n    return a + b\n"
 
@@ -47,12 +47,11 @@ class CalcTest(unittest.TestCase):
 """
 
 
-def make_project(root: Path, tests: str, *, package: bool = False) -> None:
-    (root / "calc.py").write_text(CALC)
-    (root / "tests").mkdir()
-    (root / "tests" / "test_calc.py").write_text(tests)
+async def make_project(files: SandboxFiles, tests: str, *, package: bool = False) -> None:
+    await files.put("calc.py", CALC)
+    await files.put("tests/test_calc.py", tests)
     if package:
-        (root / "tests" / "__init__.py").write_text("")
+        await files.put("tests/__init__.py", "")
 
 
 async def run_tests(ctx: ToolContext, **arguments: Any) -> dict[str, Any]:
@@ -62,8 +61,8 @@ async def run_tests(ctx: ToolContext, **arguments: Any) -> dict[str, Any]:
     return outcome.result
 
 
-async def test_pytest_run_with_a_failure_and_an_error(ctx: ToolContext, workdir: Path) -> None:
-    make_project(workdir, MIXED_TESTS)
+async def test_pytest_run_with_a_failure_and_an_error(ctx: ToolContext, files: SandboxFiles) -> None:
+    await make_project(files, MIXED_TESTS)
     report = await run_tests(ctx, framework="pytest")
     assert report["framework"] == "pytest"
     assert report["passed"] is False
@@ -80,12 +79,12 @@ async def test_pytest_run_with_a_failure_and_an_error(ctx: ToolContext, workdir:
         "tests/test_calc.py::CalcTest::test_crashes",
     ]
     assert "2 failed, 1 passed" in report["output"]
-    assert not (workdir / ".pytest_cache").exists()
+    assert not await files.exists(".pytest_cache/README.md")
 
 
 @pytest.mark.parametrize("package", [False, True])
-async def test_unittest_run_with_a_failure_and_an_error(ctx: ToolContext, workdir: Path, package: bool) -> None:
-    make_project(workdir, MIXED_TESTS, package=package)
+async def test_unittest_run_with_a_failure_and_an_error(ctx: ToolContext, files: SandboxFiles, package: bool) -> None:
+    await make_project(files, MIXED_TESTS, package=package)
     report = await run_tests(ctx, framework="unittest")
     assert report["framework"] == "unittest"
     assert report["passed"] is False
@@ -101,8 +100,8 @@ async def test_unittest_run_with_a_failure_and_an_error(ctx: ToolContext, workdi
 
 
 @pytest.mark.parametrize("framework", ["pytest", "unittest"])
-async def test_all_green_run_passes(ctx: ToolContext, workdir: Path, framework: str) -> None:
-    make_project(workdir, GREEN_TESTS)
+async def test_all_green_run_passes(ctx: ToolContext, files: SandboxFiles, framework: str) -> None:
+    await make_project(files, GREEN_TESTS)
     report = await run_tests(ctx, framework=framework)
     assert report["passed"] is True
     assert report["exit_code"] == 0
@@ -114,9 +113,9 @@ async def test_all_green_run_passes(ctx: ToolContext, workdir: Path, framework: 
 
 
 async def test_auto_uses_pytest_when_the_sandbox_has_it(
-    ctx: ToolContext, workdir: Path, execs: list[list[str]]
+    ctx: ToolContext, files: SandboxFiles, execs: list[list[str]]
 ) -> None:
-    make_project(workdir, GREEN_TESTS)
+    await make_project(files, GREEN_TESTS)
     report = await run_tests(ctx)
     assert report["framework"] == "pytest"
     assert report["passed"] is True
@@ -124,15 +123,15 @@ async def test_auto_uses_pytest_when_the_sandbox_has_it(
     assert any(cmd[:3] == ["python3", "-m", "pytest"] for cmd in execs)
 
 
-async def test_a_single_test_file_with_unittest(ctx: ToolContext, workdir: Path) -> None:
-    make_project(workdir, GREEN_TESTS, package=True)
+async def test_a_single_test_file_with_unittest(ctx: ToolContext, files: SandboxFiles) -> None:
+    await make_project(files, GREEN_TESTS, package=True)
     report = await run_tests(ctx, path="tests/test_calc.py", framework="unittest")
     assert report["passed"] is True
     assert report["tests_passed"] == 2
 
 
-async def test_collection_error_is_not_a_pass(ctx: ToolContext, workdir: Path) -> None:
-    make_project(workdir, "import calc\nimport no_such_module\n\ndef test_x():\n    assert True\n")
+async def test_collection_error_is_not_a_pass(ctx: ToolContext, files: SandboxFiles) -> None:
+    await make_project(files, "import calc\nimport no_such_module\n\ndef test_x():\n    assert True\n")
     report = await run_tests(ctx, framework="pytest")
     assert report["passed"] is False
     assert report["tests_errored"] == 1
@@ -140,15 +139,15 @@ async def test_collection_error_is_not_a_pass(ctx: ToolContext, workdir: Path) -
 
 
 @pytest.mark.parametrize("framework", ["pytest", "unittest"])
-async def test_no_tests_is_not_a_pass(ctx: ToolContext, workdir: Path, framework: str) -> None:
-    make_project(workdir, "# nothing here yet\n")
+async def test_no_tests_is_not_a_pass(ctx: ToolContext, files: SandboxFiles, framework: str) -> None:
+    await make_project(files, "# nothing here yet\n")
     report = await run_tests(ctx, framework=framework)
     assert report["passed"] is False
     assert report["tests_run"] == 0
 
 
-async def test_timeout_is_not_a_pass(ctx: ToolContext, workdir: Path) -> None:
-    make_project(workdir, "import time\n\ndef test_slow():\n    time.sleep(30)\n")
+async def test_timeout_is_not_a_pass(ctx: ToolContext, files: SandboxFiles) -> None:
+    await make_project(files, "import time\n\ndef test_slow():\n    time.sleep(30)\n")
     report = await run_tests(ctx, framework="pytest", timeout_s=1)
     assert report["timed_out"] is True
     assert report["passed"] is False

@@ -9,6 +9,7 @@ import pytest
 
 from agentflow.errors import ToolLoadError, UnknownBackendError
 from agentflow.tools import Tool, ToolContext, resolve_tool, tool, tool_registry
+from tests.tools._support import SandboxFiles
 
 
 def write_plugin(base: Path, name: str, source: str) -> None:
@@ -54,7 +55,7 @@ async def test_good_plugin_is_loaded_and_runs(tmp_path: Path, ctx: ToolContext) 
     assert again.fn is loaded.fn
 
 
-async def test_plugin_with_ctx_param_runs_in_the_sandbox(tmp_path: Path, ctx: ToolContext, workdir: Path) -> None:
+async def test_plugin_with_ctx_param_runs_in_the_sandbox(tmp_path: Path, ctx: ToolContext, files: SandboxFiles) -> None:
     write_plugin(
         tmp_path,
         "counting.py",
@@ -67,7 +68,7 @@ async def test_plugin_with_ctx_param_runs_in_the_sandbox(tmp_path: Path, ctx: To
             return int(result.stdout.split()[0])
         ''',
     )
-    (workdir / "f.txt").write_text("a\nb\nc\n")
+    await files.put("f.txt", "a\nb\nc\n")
     loaded = resolve_tool("tools/counting.py:count_lines", base_dir=tmp_path)
     assert loaded.takes_context
     assert list(loaded.openai_schema()["function"]["parameters"]["properties"]) == ["path"]
