@@ -1,0 +1,671 @@
+"""The local sandbox: the embedded default, a child process in a private workdir on this machine.
+
+Two modes, chosen once per process by a probe and reported by ``isolation()``:
+
+* ``namespaces`` (Linux with user namespaces): every exec runs in fresh user, mount, pid, network, UTS and IPC
+  namespaces as an unprivileged uid; it sees the system directories and the Python runtime read-only, its workdir
+  at ``/workspace``, a private ``/tmp``, and nothing else of the host (no home directories, no project, no other
+  sandbox). A timeout kills the pid namespace, so no process of the exec survives it.
+* ``process`` (anything else, or ``AGENTFLOW_LOCAL_SANDBOX_MODE=process``): a plain child process in its own
+  process group with the same resource limits and a scrubbed environment; when agentflow runs as root the command
+  still drops to a per-sandbox unprivileged uid. The network and the host's files stay reachable, and a process
+  that leaves the process group (``setsid``) survives a timeout until ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from agentflow.errors import PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
+from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.sandboxes._registry import sandbox
+
+LocalMode = Literal["auto", "namespaces", "process"]
+
+MODE_ENV_VAR = "AGENTFLOW_LOCAL_SANDBOX_MODE"
+WORKSPACE = "/workspace"
+"""Where commands see the workdir in namespaces mode; file operations accept it as the workdir in every mode."""
+
+TIMEOUT_EXIT_CODE = -signal.SIGKILL
+"""``ExecResult.exit_code`` of a command killed on timeout (``timed_out`` is True): -9, as for SIGKILL."""
+
+_LAUNCHER = str(Path(__file__).with_name("_nsinit.py"))
+_CONFIG_ENV_VAR = "AGENTFLOW_SANDBOX_LAUNCH"
+_INNER_UID = 1000
+_SANDBOX_UID_BASE = 1_600_000_000  # far above any real account, below the 32-bit "no uid" value
+_SANDBOX_UID_SPAN = 100_000_000
+_OUTPUT_GRACE_S = 1.0  # how long output may still flow once the command has ended or was killed
+_READ_CHUNK = 65536
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+_PROCESS_KNOWN_FAILURES = ("kill_process_tree_on_timeout",)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What this machine allows, found once per process."""
+
+    namespaces: bool
+    reason: str
+
+
+_probe_lock = threading.Lock()
+_probe_result: _Probe | None = None
+
+
+def _python_paths() -> list[str]:
+    """The directories of the Python runtime that runs agentflow, so ``python`` works inside the sandbox."""
+    paths = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}
+    return sorted(p for p in paths if not any(p == d or p.startswith(d + "/") for d in _SYSTEM_DIRS))
+
+
+def _system_layout() -> tuple[dict[str, str], dict[str, str]]:
+    """Return (symlinks, read-only binds) that give the sandbox the host's system directories."""
+    symlinks: dict[str, str] = {}
+    binds: dict[str, str] = {}
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            symlinks[path] = os.readlink(path)  # merged /usr: /bin -> usr/bin; the target is bound itself
+        elif os.path.isdir(path):
+            binds[path] = path
+    for path in _python_paths():
+        binds[path] = path
+    return symlinks, binds
+
+
+def _search_path() -> str:
+    return ":".join([str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"])
+
+
+class _LaunchFailed(Exception):
+    pass
+
+
+def _run_probe() -> _Probe:
+    if not sys.platform.startswith("linux"):
+        return _Probe(False, f"Linux namespaces are not available on {sys.platform}")
+    root = Path(tempfile.mkdtemp(prefix="agentflow-probe-"))
+    try:
+        sandbox = LocalSandbox(_root=root, _mode="namespaces", limits=SandboxLimits())
+        config = sandbox._launch_config(["true"], cwd=WORKSPACE, env=None)
+        status_read, status_write = os.pipe()
+        config["status_fd"] = status_write
+        try:
+            completed = subprocess.run(
+                [sys.executable, "-I", "-S", _LAUNCHER],
+                env={_CONFIG_ENV_VAR: json.dumps(config)},
+                pass_fds=(status_write,),
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            os.close(status_write)
+        status = _read_status(status_read)
+        if status.setup_error:
+            return _Probe(False, status.setup_error)
+        if status.exit_code != 0:
+            return _Probe(False, f"a trial command exited {status.exit_code}: {completed.stderr.decode()[-300:]}")
+        return _Probe(True, "user, mount, pid, network, UTS and IPC namespaces work")
+    except (OSError, subprocess.SubprocessError) as exc:
+        return _Probe(False, f"namespaces probe failed: {exc}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def probe_namespaces() -> tuple[bool, str]:
+    """Whether the local sandbox can use Linux namespaces here, and why (probed once per process).
+
+    Returns:
+        ``(available, reason)``.
+    """
+    global _probe_result  # noqa: PLW0603 - one probe per process, shared by every sandbox
+    with _probe_lock:
+        if _probe_result is None:
+            _probe_result = _run_probe()
+        return _probe_result.namespaces, _probe_result.reason
+
+
+@dataclass
+class _Status:
+    setup_error: str | None = None
+    exec_error: str | None = None
+    exit_code: int | None = None
+
+
+def _read_status(status_read: int) -> _Status:
+    """Parse the launcher's status lines; every writer has exited, so this reads to end of file."""
+    chunks = []
+    try:
+        os.set_blocking(status_read, False)
+        while True:
+            try:
+                chunk = os.read(status_read, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(status_read)
+    status = _Status()
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "setup-error":
+            status.setup_error = rest
+        elif kind == "exec-error":
+            status.exec_error = rest.partition(" ")[2]
+        elif kind == "exit":
+            status.exit_code = int(rest)
+        elif kind == "signal":
+            status.exit_code = -int(rest)
+    return status
+
+
+class _CappedBuffer:
+    """Keeps the first ``cap`` bytes of a stream and drains the rest, so a flood neither hangs nor eats memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.truncated = False
+
+    async def drain(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_READ_CHUNK):
+            room = self.cap - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            if len(chunk) > room:
+                self.truncated = True
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+async def _feed_stdin(stream: asyncio.StreamWriter | None, data: bytes | None) -> None:
+    if stream is None:
+        return
+    try:
+        if data:
+            stream.write(data)
+            await stream.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the command exited or closed stdin without reading everything; not an error of the sandbox
+    finally:
+        stream.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await stream.wait_closed()
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process itself exits: ``Process.wait()`` also waits for its pipes to close, which never
+    happens while a process that escaped the group (process mode) still holds them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process of a sandbox uid (process mode as root: catches what left the process group)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                break
+
+
+@sandbox("local")
+class LocalSandbox(Sandbox):
+    """A sandbox made of child processes on this machine; see the module docstring for what each mode isolates.
+
+    Create it with ``await LocalSandbox.create(limits)`` (or ``create_sandbox("local")``), which probes what the
+    kernel allows. Commands see the workdir at ``/workspace`` in namespaces mode and at its host path otherwise
+    (``workdir`` says which); their environment holds only ``PATH`` (the Python runtime's ``bin`` first),
+    ``HOME`` (the workdir), ``LANG``, ``TMPDIR`` and what ``exec`` is given. A timeout kills the command and
+    returns ``timed_out=True`` with ``exit_code`` -9 (``TIMEOUT_EXIT_CODE``); a command that cannot be started
+    returns exit code 127 (not found) or 126 (not executable) with the reason on stderr.
+    """
+
+    backend = "local"
+
+    def __init__(self, *, limits: SandboxLimits, _root: Path, _mode: Literal["namespaces", "process"]) -> None:
+        self.limits = limits
+        self.mode = _mode
+        self._root = _root
+        self._host_workdir = _root / "work"
+        self._host_tmp = _root / "tmp"
+        self._rootfs = _root / "rootfs"
+        self._is_root = os.geteuid() == 0
+        # As root every sandbox gets its own unprivileged host uid: its files and processes are its own, and
+        # RLIMIT_NPROC (which the kernel does not apply to root) limits it.
+        self._sandbox_uid = _SANDBOX_UID_BASE + secrets.randbelow(_SANDBOX_UID_SPAN) if self._is_root else os.getuid()
+        self._sandbox_gid = self._sandbox_uid if self._is_root else os.getgid()
+        self._probe_reason = ""
+        self._running: set[asyncio.subprocess.Process] = set()
+        self._closed = False
+        for directory in (self._host_workdir, self._host_tmp, self._rootfs):
+            directory.mkdir(mode=0o700)
+        # The sandbox uid must traverse the root to reach its workdir; nobody else may list or read it.
+        _root.chmod(0o711)
+        self._give_to_sandbox(self._host_workdir)
+        self._give_to_sandbox(self._host_tmp)
+
+    @classmethod
+    async def create(cls, limits: SandboxLimits | None = None, *, mode: LocalMode | None = None) -> LocalSandbox:
+        """Create a sandbox with a fresh private workdir.
+
+        Args:
+            limits: resource limits; the embedded defaults when omitted.
+            mode: ``"auto"`` (namespaces when the probe succeeds), ``"namespaces"`` (fail when unavailable) or
+                ``"process"``; defaults to the ``AGENTFLOW_LOCAL_SANDBOX_MODE`` environment variable, else auto.
+
+        Raises:
+            SandboxUnavailableError: ``mode="namespaces"`` was asked for and the kernel does not allow it.
+        """
+        requested = mode or os.environ.get(MODE_ENV_VAR, "auto")
+        if requested not in ("auto", "namespaces", "process"):
+            raise SandboxUnavailableError(
+                f"{MODE_ENV_VAR}={requested!r} is not a local sandbox mode; use auto, namespaces or process"
+            )
+        available, reason = (False, "process mode was requested")
+        if requested != "process":
+            available, reason = await asyncio.to_thread(probe_namespaces)
+            if requested == "namespaces" and not available:
+                raise SandboxUnavailableError(
+                    f"the local sandbox cannot use Linux namespaces here: {reason}; enable unprivileged user "
+                    f"namespaces (sysctl kernel.unprivileged_userns_clone=1) or use mode 'process'"
+                )
+        root = Path(tempfile.mkdtemp(prefix="agentflow-sandbox-"))
+        sandbox = cls(limits=limits or SandboxLimits(), _root=root, _mode="namespaces" if available else "process")
+        sandbox._probe_reason = reason
+        return sandbox
+
+    # -- what commands see ------------------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> str:
+        """The workdir as commands see it: ``/workspace`` in namespaces mode, the host path otherwise."""
+        return WORKSPACE if self.mode == "namespaces" else str(self._host_workdir)
+
+    def _give_to_sandbox(self, path: Path) -> None:
+        if self._is_root:
+            os.chown(path, self._sandbox_uid, self._sandbox_gid, follow_symlinks=False)
+
+    def _environment(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        scrubbed = {
+            "PATH": _search_path(),
+            "HOME": self.workdir,
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp" if self.mode == "namespaces" else str(self._host_tmp),  # noqa: S108 - private /tmp
+        }
+        scrubbed.update(env or {})
+        return scrubbed
+
+    def _limits_for_launcher(self) -> dict[str, int]:
+        # In namespaces mode every exec has its own user namespace, where the kernel counts processes per
+        # (namespace, uid): the pids limit holds per exec. In process mode it needs a uid of our own (as root).
+        enforce_pids = self.mode == "namespaces" or self._is_root
+        return {
+            "cpu_s": self.limits.cpu_s,
+            "memory_bytes": self.limits.memory_mb * 1024 * 1024,
+            "fsize_bytes": self.limits.file_size_mb * 1024 * 1024,
+            "nproc": self.limits.pids if enforce_pids else 0,
+        }
+
+    def _launch_config(self, cmd: list[str], *, cwd: str, env: Mapping[str, str] | None) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "mode": self.mode,
+            "argv": list(cmd),
+            "env": self._environment(env),
+            "cwd": cwd,
+            "limits": self._limits_for_launcher(),
+            "network": self.limits.network,
+        }
+        if self.mode == "namespaces":
+            symlinks, binds = _system_layout()
+            binds[WORKSPACE] = str(self._host_workdir)
+            binds["/tmp"] = str(self._host_tmp)  # noqa: S108 - the sandbox's own directory, shown as /tmp
+            config.update(
+                inner_uid=_INNER_UID,
+                host_uid=self._sandbox_uid,
+                host_gid=self._sandbox_gid,
+                mounts={
+                    "rootfs": str(self._rootfs),
+                    "symlinks": symlinks,
+                    "binds": binds,
+                    "writable": [WORKSPACE, "/tmp"],  # noqa: S108
+                },
+            )
+        elif self._is_root:
+            config.update(drop_to_uid=self._sandbox_uid, drop_to_gid=self._sandbox_gid)
+        return config
+
+    # -- exec -------------------------------------------------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise SandboxError("this local sandbox is closed")
+
+    def _command_cwd(self, cwd: str | None) -> str:
+        if cwd is None:
+            return self.workdir
+        host = self._host_path(cwd)
+        if not host.is_dir():
+            raise FileNotFoundError(f"working directory {cwd!r} does not exist in the sandbox")
+        relative = host.relative_to(self._host_workdir.resolve())
+        return str(PurePosixPath(self.workdir) / relative)
+
+    async def exec(
+        self,
+        cmd: list[str],
+        *,
+        stdin: str | bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the Sandbox contract's parameter
+    ) -> ExecResult:
+        """Run ``cmd`` (an argv list, no shell) in the sandbox and return what it did.
+
+        Args:
+            cmd: the program and its arguments; the program is looked up on the sandbox's ``PATH``.
+            stdin: text or bytes fed to the command's standard input (empty input when omitted).
+            cwd: working directory, relative to the workdir or absolute inside it.
+            env: variables added to the scrubbed environment.
+            timeout: wall-clock seconds; ``limits.exec_timeout_s`` when omitted.
+
+        Raises:
+            PathOutsideWorkdirError: ``cwd`` is outside the workdir.
+            FileNotFoundError: ``cwd`` does not exist.
+            SandboxError: the sandbox is closed, or isolation could not be set up for this command.
+        """
+        self._ensure_open()
+        if not cmd:
+            raise ValueError("exec needs a command: cmd is an empty list")
+        config = self._launch_config(cmd, cwd=self._command_cwd(cwd), env=env)
+        status_read, status_write = os.pipe()
+        config["status_fd"] = status_write
+        stdin_bytes = stdin.encode() if isinstance(stdin, str) else stdin
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(loop),
+                sys.executable,
+                "-I",
+                "-S",
+                _LAUNCHER,
+                # The environment, not argv, carries the config: a root process's environment is unreadable to
+                # the sandbox uid, while argv would show the command's env in any `ps`.
+                env={_CONFIG_ENV_VAR: json.dumps(config)},
+                stdin=asyncio.subprocess.PIPE if stdin_bytes is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(status_write,),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            os.close(status_read)
+            raise SandboxError(f"could not start the local sandbox launcher: {exc}") from exc
+        finally:
+            os.close(status_write)
+        process = asyncio.subprocess.Process(transport, protocol, loop)
+        self._running.add(process)
+        try:
+            timed_out, stdout, stderr = await self._collect(process, protocol.exited, stdin_bytes, timeout)
+        finally:
+            self._running.discard(process)
+        status = _read_status(status_read)
+        if status.setup_error and not timed_out:
+            raise SandboxError(f"the local sandbox could not isolate the command: {status.setup_error}")
+        if timed_out:
+            exit_code = TIMEOUT_EXIT_CODE
+        elif status.exit_code is not None:
+            exit_code = status.exit_code
+        else:
+            exit_code = process.returncode if process.returncode is not None else TIMEOUT_EXIT_CODE
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            timed_out=timed_out,
+            truncated=stdout.truncated or stderr.truncated,
+            duration_s=time.monotonic() - started,
+        )
+
+    async def _collect(
+        self,
+        process: asyncio.subprocess.Process,
+        exited: asyncio.Future[None],
+        stdin: bytes | None,
+        timeout: float | None,  # noqa: ASYNC109 - enforced here with asyncio.wait, which kills on expiry
+    ) -> tuple[bool, _CappedBuffer, _CappedBuffer]:
+        """Wait for the command within its timeout while draining its output; kill its processes on expiry."""
+        assert process.stdout is not None
+        assert process.stderr is not None
+        stdout, stderr = _CappedBuffer(self.limits.output_bytes), _CappedBuffer(self.limits.output_bytes)
+        io_tasks = [
+            asyncio.create_task(stdout.drain(process.stdout)),
+            asyncio.create_task(stderr.drain(process.stderr)),
+            asyncio.create_task(_feed_stdin(process.stdin, stdin)),
+        ]
+        try:
+            done, _ = await asyncio.wait({exited}, timeout=timeout or self.limits.exec_timeout_s)
+            timed_out = not done
+            if timed_out or self.mode == "process":
+                # In namespaces mode the launcher's exit already ended the pid namespace; in process mode this
+                # takes what the command left behind in its process group.
+                _kill_group(process.pid)
+            await exited
+            _, pending = await asyncio.wait(io_tasks, timeout=_OUTPUT_GRACE_S)
+            for task in pending:  # a process that escaped the group still holds the pipe (process mode only)
+                task.cancel()
+            await asyncio.gather(*io_tasks, return_exceptions=True)
+        except BaseException:
+            _kill_group(process.pid)
+            for task in io_tasks:
+                task.cancel()
+            raise
+        return timed_out, stdout, stderr
+
+    # -- files ------------------------------------------------------------------------------------------------
+
+    def _host_path(self, path: str) -> Path:
+        """Map a sandbox path to the host, refusing anything that resolves outside the workdir."""
+        root = self._host_workdir.resolve()
+        pure = PurePosixPath(path or ".")
+        if pure.is_absolute():
+            for base in (self.workdir, WORKSPACE, str(self._host_workdir), str(root)):
+                if pure == PurePosixPath(base) or PurePosixPath(base) in pure.parents:
+                    pure = pure.relative_to(base)
+                    break
+            else:
+                raise PathOutsideWorkdirError(f"{path!r} is outside the sandbox workdir {self.workdir}")
+        resolved = Path(os.path.realpath(root / pure))
+        if resolved != root and root not in resolved.parents:
+            raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {self.workdir}")
+        return resolved
+
+    def _relative(self, host: Path) -> str:
+        return host.relative_to(self._host_workdir.resolve()).as_posix()
+
+    async def read_file(self, path: str) -> bytes:
+        """Return the bytes of a file inside the workdir.
+
+        Raises:
+            PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
+            FileNotFoundError: no such file.
+            IsADirectoryError: the path is a directory.
+        """
+        self._ensure_open()
+        host = self._host_path(path)
+        return await asyncio.to_thread(host.read_bytes)
+
+    async def write_file(self, path: str, data: str | bytes) -> None:
+        """Write a file inside the workdir, creating parent directories; the sandbox's user owns what is made.
+
+        Raises:
+            PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
+            IsADirectoryError: the path is a directory.
+        """
+        self._ensure_open()
+        host = self._host_path(path)
+        payload = data.encode() if isinstance(data, str) else data
+        await asyncio.to_thread(self._write_host_file, host, payload)
+
+    def _write_host_file(self, host: Path, payload: bytes) -> None:
+        root = self._host_workdir.resolve()
+        directory = root
+        for part in host.parent.relative_to(root).parts:
+            directory = directory / part
+            if not directory.exists():
+                directory.mkdir()
+                self._give_to_sandbox(directory)
+        if host.is_dir():
+            raise IsADirectoryError(f"{self._relative(host)!r} is a directory")
+        # O_NOFOLLOW: a symlink put in place after the path was checked is refused, not followed out.
+        fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        self._give_to_sandbox(host)
+
+    async def list_files(self, path: str = ".") -> list[str]:
+        """Return the regular files under ``path``, recursively, as sorted paths relative to the workdir.
+
+        Symlinks are not followed and not listed.
+
+        Raises:
+            PathOutsideWorkdirError: the path leads outside the workdir.
+            FileNotFoundError: the path does not exist.
+        """
+        self._ensure_open()
+        host = self._host_path(path)
+        return await asyncio.to_thread(self._list_host_files, host)
+
+    def _list_host_files(self, host: Path) -> list[str]:
+        if not host.exists():
+            raise FileNotFoundError(f"{self._relative(host)!r} does not exist in the sandbox")
+        if host.is_file():
+            return [self._relative(host)]
+        found: list[str] = []
+        for directory, _, files in os.walk(host):
+            for name in files:
+                candidate = Path(directory) / name
+                if candidate.is_file() and not candidate.is_symlink():
+                    found.append(self._relative(candidate))
+        return sorted(found)
+
+    async def copy_in(self, source_dir: str, dest: str = ".") -> None:
+        """Copy a host directory's contents into the workdir (symlinks are copied as symlinks).
+
+        Raises:
+            FileNotFoundError: ``source_dir`` is not a directory.
+            PathOutsideWorkdirError: ``dest`` is outside the workdir.
+        """
+        self._ensure_open()
+        target = self._host_path(dest)
+        await asyncio.to_thread(self._copy_tree, Path(source_dir), target)
+
+    def _copy_tree(self, source: Path, target: Path) -> None:
+        if not source.is_dir():
+            raise FileNotFoundError(f"cannot copy into the sandbox: {str(source)!r} is not a directory")
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        self._give_to_sandbox(target)
+        for directory, dirs, files in os.walk(target):
+            for name in [*dirs, *files]:
+                self._give_to_sandbox(Path(directory) / name)
+
+    # -- report and lifecycle ---------------------------------------------------------------------------------
+
+    def isolation(self) -> IsolationReport:
+        """Report what this sandbox obtained on this machine, and why not the rest."""
+        namespaces = self.mode == "namespaces"
+        details: dict[str, Any] = {
+            "mode": self.mode,
+            "probe": self._probe_reason,
+            "workdir": self.workdir,
+            "limits": self.limits.model_dump(),
+            "environment": "scrubbed: PATH, HOME, LANG, TMPDIR and the variables given to exec",
+            "known_conformance_failures": [] if namespaces else list(_PROCESS_KNOWN_FAILURES),
+        }
+        if self._is_root:
+            details["user"] = f"commands run as unprivileged host uid {self._sandbox_uid}" + (
+                f" (uid {_INNER_UID} inside its user namespace)" if namespaces else ""
+            )
+        else:
+            details["user"] = f"commands run as the calling user (uid {os.getuid()})"
+        if namespaces:
+            details["network"] = (
+                "allowed by limits.network" if self.limits.network else "private network namespace, no interfaces up"
+            )
+            details["filesystem"] = (
+                f"private mount namespace: read-only {', '.join(_system_layout()[1])}; workdir at {WORKSPACE}; "
+                "private /tmp and /dev; nothing else of the host"
+            )
+            details["pids"] = f"RLIMIT_NPROC {self.limits.pids} per exec (counted in the exec's user namespace)"
+            details["timeout_kill"] = "the exec's pid namespace: every process it started"
+        else:
+            details["network"] = "not isolated: " + self._probe_reason
+            details["filesystem"] = "not isolated: the command can read whatever its uid may read on the host"
+            details["pids"] = (
+                f"RLIMIT_NPROC {self.limits.pids} for the sandbox uid"
+                if self._is_root
+                else "not enforced: RLIMIT_NPROC would count every process of the calling user"
+            )
+            details["timeout_kill"] = (
+                "the process group only: a process that calls setsid survives a timeout until close()"
+            )
+        return IsolationReport(
+            backend=self.backend,
+            network_isolated=namespaces and not self.limits.network,
+            filesystem_isolated=namespaces,
+            pid_namespace=namespaces,
+            resource_limits=True,
+            details=details,
+        )
+
+    async def close(self) -> None:
+        """Kill whatever still runs and remove the workdir; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for process in list(self._running):
+            _kill_group(process.pid)
+        if self.mode == "process" and self._is_root:
+            await asyncio.to_thread(_kill_uid, self._sandbox_uid)
+        await asyncio.to_thread(shutil.rmtree, self._root, True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.mode
+        return f"<LocalSandbox {state} workdir={self.workdir} host={self._host_workdir}>"
