@@ -4,7 +4,7 @@ Layout under the store root (``.agentflow/`` in the working directory by default
 
     runs/<run_id>/trace.jsonl    one event per line, in seq order, each line one JSON object with its hash
     blobs/<ab>/<sha256>          payload strings larger than the spill threshold, named by their sha256
-    index.sqlite                 one row per run (WAL mode) for ``agentflow runs``; rebuilt facts, never the truth
+    index.sqlite                 one row per run (WAL mode) for ``agentflow runs``; derived, see ``reindex()``
 
 The JSONL files are the source of truth: the index only makes listing fast and is checked against the trace on load.
 
@@ -220,8 +220,6 @@ class TraceStore:
         self.root = Path(root)
         self.fsync: FsyncPolicy = fsync
         self.spill_threshold = spill_threshold
-        self._schema_ready = False
-        self._schema_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TraceStore({str(self.root)!r})"
@@ -269,11 +267,9 @@ class TraceStore:
             connection.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
             # synchronous=NORMAL is durable enough in WAL mode: the index is derived data, rebuilt from traces.
             connection.execute("PRAGMA synchronous = NORMAL")
-            with self._schema_lock:
-                if not self._schema_ready:
-                    connection.execute("PRAGMA journal_mode = WAL")
-                    connection.executescript(_SCHEMA)
-                    self._schema_ready = True
+            # Every time, not once per store object: cheap, and survives the index file being deleted meanwhile.
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(_SCHEMA)
         except BaseException:
             connection.close()
             raise
@@ -318,6 +314,42 @@ class TraceStore:
         # No index (deleted, or a copied runs/ folder): run ids sort by start time.
         names = self._run_names()
         return names[-1] if names else None
+
+    def reindex(self) -> list[str]:
+        """Add index rows for runs whose trace exists but that the index does not list.
+
+        For a ``runs/`` folder copied from elsewhere, or after the index file was deleted: the traces are the source
+        of truth, and each missing row is rebuilt from its trace (status from ``run_finished``, else
+        ``interrupted``).
+
+        Returns:
+            The ids of the runs added, in id order.
+        """
+        added: list[str] = []
+        with self._connect() as connection:
+            known = {row[0] for row in connection.execute("SELECT run_id FROM runs")}
+            for run_id in self._run_names():
+                if run_id in known:
+                    continue
+                trace = self.load_trace(run_id)
+                summary = trace.summary()
+                status = summary.status if summary.status in FINISHED_STATUSES else "interrupted"
+                started_at = summary.started_at or (trace.events[0].ts if trace.events else _utc_now())
+                connection.execute(
+                    "INSERT INTO runs (run_id, workflow, status, started_at) VALUES (?, ?, ?, ?)",
+                    (run_id, summary.workflow or "unknown", status, started_at),
+                )
+                last_hash = trace.events[-1].hash if trace.events else None
+                _write_counts(
+                    connection,
+                    run_id,
+                    status=status,
+                    summary=summary,
+                    events=len(trace.events),
+                    last_hash=last_hash,
+                )
+                added.append(run_id)
+        return added
 
     def _mark_dead_runs_interrupted(self, connection: sqlite3.Connection) -> None:
         rows = connection.execute(
@@ -592,6 +624,7 @@ class RunRecorder:
         self._last_hash: str | None = None
         self._summary = SummaryBuilder()
         self._started = time.monotonic()
+        self._finishing = False
         self._finished = False
         self._closed = False
         self._fsync_every_event = store.fsync == "always"
@@ -604,12 +637,19 @@ class RunRecorder:
             if self._fsync_boundaries:
                 _fsync_directory(self.trace_path.parent)
             self._index = store._open_index()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        try:
+            # REPLACE: a row left behind by a run whose directory was deleted must not block reusing its id.
             self._index.execute(
-                "INSERT INTO runs (run_id, workflow, status, started_at, host, pid) VALUES (?, ?, 'running', ?, ?, ?)",
+                "INSERT OR REPLACE INTO runs (run_id, workflow, status, started_at, host, pid)"
+                " VALUES (?, ?, 'running', ?, ?, ?)",
                 (run_id, workflow, _utc_now(), socket.gethostname(), os.getpid()),
             )
         except BaseException:
             os.close(self._fd)
+            self._index.close()
             raise
 
     def __repr__(self) -> str:
@@ -657,7 +697,10 @@ class RunRecorder:
             TraceError: the recorder is closed, ``data`` holds a value that cannot be recorded, ``parent`` names no
                 earlier event, or the trace file cannot be written.
         """
-        event_type = EventType(type)
+        try:
+            event_type = EventType(type)
+        except ValueError:
+            raise TraceError(f"unknown event type {type!r}; use an EventType") from None
         payload: dict[str, Any] = {}
         plain = True
         if data:
@@ -738,11 +781,18 @@ class RunRecorder:
         """
         if status not in FINISHED_STATUSES:
             raise TraceError(f"unknown run status {status!r}; use one of {', '.join(sorted(FINISHED_STATUSES))}")
-        if self._finished:
-            raise TraceError(f"run {self.run_id} is already finished")
+        with self._lock:
+            # Claimed under the lock so two threads cannot both record run_finished.
+            if self._finishing:
+                raise TraceError(f"run {self.run_id} is already finished")
+            self._finishing = True
         data.setdefault("duration_s", round(time.monotonic() - self._started, 6))
         data.setdefault("error", None)
-        event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
+        try:
+            event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
+        except BaseException:
+            self._finishing = False
+            raise
         with self._lock:
             self._finished = True
             self._update_index(status)

@@ -69,7 +69,7 @@ def test_same_content_same_hash_whatever_the_key_order() -> None:
 
 def test_every_field_changes_the_hash() -> None:
     base = _event_fields({"tool": "read_file"})
-    changed = [
+    changed: list[dict[str, Any]] = [
         {"run_id": "other"},
         {"seq": 4},
         {"type": "tool_result"},

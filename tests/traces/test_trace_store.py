@@ -17,7 +17,6 @@ import pytest
 
 from agentflow.errors import TraceError
 from agentflow.traces import EventType, RunRecorder, TraceStore, event_hash
-from agentflow.traces import _store as store_module
 
 
 @pytest.fixture
@@ -289,6 +288,28 @@ def test_index_lists_runs_newest_first_with_counts_and_filters_by_status(store: 
     assert json.loads(json.dumps(runs[0].to_dict()))["run_id"] == "r3"
 
 
+def test_reindex_rebuilds_rows_from_the_traces(store: TraceStore) -> None:
+    with store.new_run(workflow="alpha", run_id="r1") as recorder:
+        _record_small_run(recorder)
+        recorder.finish("succeeded")
+    with store.new_run(workflow="beta", run_id="r2") as recorder:
+        _record_small_run(recorder, tool_ok=False, reward=0.25)
+    before = {run.run_id: run for run in store.list_runs()}
+    for path in store.root.glob("index.sqlite*"):
+        path.unlink()
+
+    assert store.list_runs() == []
+    assert store.reindex() == ["r1", "r2"]
+    assert store.reindex() == []
+    after = {run.run_id: run for run in store.list_runs()}
+    assert after["r1"].status == "succeeded"
+    assert after["r2"].status == "interrupted"  # closed without finishing
+    for run_id in ("r1", "r2"):
+        fields = ("steps", "tool_calls", "model_calls", "tokens", "reward_mean", "duration_s", "finished_at")
+        assert [getattr(after[run_id], name) for name in fields] == [getattr(before[run_id], name) for name in fields]
+    assert store.load_trace("r1").ok
+
+
 def test_index_uses_wal_mode(store: TraceStore) -> None:
     store.new_run(workflow="demo").close()
     with sqlite3.connect(store.index_path) as connection:
@@ -327,6 +348,8 @@ def test_context_manager_records_a_failure_when_the_body_raises(store: TraceStor
 
 def test_recorder_rejects_misuse(store: TraceStore) -> None:
     recorder = store.new_run(workflow="demo")
+    with pytest.raises(TraceError, match="unknown event type"):
+        recorder.emit("tool_called")
     with pytest.raises(TraceError, match="not an earlier event"):
         recorder.emit(EventType.TOOL_CALL, parent=0)
     with pytest.raises(TraceError, match="unknown run status"):
@@ -360,7 +383,12 @@ def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: A
     recorder = store.new_run(workflow="demo")
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(store_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
     node = recorder.emit(EventType.NODE_STARTED, node="a", data={"visit": 1, "attempt": 1})
     recorder.emit(EventType.TOOL_CALL, node="a", parent=node.seq)
     recorder.emit(EventType.TOOL_RESULT, node="a", parent=node.seq + 1, data={"ok": True})
