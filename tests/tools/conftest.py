@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from agentflow.sandboxes._base import Sandbox
+from agentflow.sandboxes import Sandbox, create_sandbox
 from agentflow.tools import ToolContext
-from tests.tools._support import SandboxFiles, SubprocessSandbox
+from tests.tools._support import SandboxFiles
 
 
 @pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    box = await _real_or_fake_sandbox(tmp_path)
+async def sandbox() -> AsyncIterator[Sandbox]:
+    box = await create_sandbox("local")
     yield box
     await box.close()
-
-
-async def _real_or_fake_sandbox(tmp_path: Path) -> Sandbox:
-    try:
-        from agentflow.sandboxes._local import LocalSandbox  # noqa: PLC0415 - lands separately; see the report
-    except ImportError:
-        root = tmp_path / "work"
-        root.mkdir()
-        return SubprocessSandbox(root)
-    return await LocalSandbox.create()
 
 
 @pytest.fixture
