@@ -1,0 +1,525 @@
+"""The conformance suite every sandbox backend passes, shipped in the package so a backend's author can run it.
+
+Each check is an async function over a *factory* (``Callable[[], Awaitable[Sandbox]]``) that makes a fresh sandbox;
+a check creates what it needs, closes it, and raises ``CheckFailed`` (or any exception) when the backend misbehaves,
+or ``CheckSkipped`` when the backend honestly reports it does not offer what the check tests (for example network
+isolation when the limits allow network). ``run_conformance`` runs them all and returns printable results::
+
+    from agentflow.sandboxes import LocalSandbox
+    from agentflow.sandboxes.conformance import run_conformance
+
+    for result in await run_conformance(LocalSandbox.create):
+        print(result)
+
+The checks need ``sh``, the POSIX utilities and ``python3`` inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agentflow.sandboxes._base import IsolationReport, Sandbox
+
+SandboxFactory = Callable[[], Awaitable[Sandbox]]
+Check = Callable[[SandboxFactory], Awaitable[None]]
+CheckStatus = Literal["passed", "failed", "known_failure", "skipped"]
+
+CHECK_TIMEOUT_S = 120.0
+"""A check that has not finished by then fails: a hanging backend must not hang the suite."""
+
+
+class CheckFailed(AssertionError):
+    """The backend did not behave as the contract says; the message says what happened instead."""
+
+
+class CheckSkipped(Exception):
+    """The check does not apply: the backend reports it does not offer the tested property."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check, printable as one line."""
+
+    name: str
+    status: CheckStatus
+    detail: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True unless the check failed without being a known failure."""
+        return self.status != "failed"
+
+    def __str__(self) -> str:
+        detail = f"  {self.detail}" if self.detail else ""
+        return f"{self.status.upper():<13} {self.name}{detail}"
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+@contextlib.asynccontextmanager
+async def _fresh(factory: SandboxFactory) -> AsyncIterator[Sandbox]:
+    created = await factory()
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- exec -----------------------------------------------------------------------------------------------------------
+
+
+async def check_exec_exit_codes(factory: SandboxFactory) -> None:
+    """``exit_code`` is the command's: 0, 1 and an arbitrary code, with stdout and stderr kept apart."""
+    async with _fresh(factory) as box:
+        for cmd, expected in ((["true"], 0), (["false"], 1), (["sh", "-c", "exit 42"], 42)):
+            result = await box.exec(cmd)
+            _expect(result.exit_code == expected, f"{cmd} exited {result.exit_code}, expected {expected}")
+        result = await box.exec(["sh", "-c", "echo out; echo err >&2"])
+        _expect(result.stdout == "out\n", f"stdout {result.stdout!r}, expected 'out\\n'")
+        _expect(result.stderr == "err\n", f"stderr {result.stderr!r}, expected 'err\\n'")
+
+
+async def check_stdin(factory: SandboxFactory) -> None:
+    """Text and bytes given as ``stdin`` reach the command intact."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["cat"], stdin="line one\nline two\n")
+        _expect(result.stdout == "line one\nline two\n", f"cat echoed {result.stdout!r}")
+        result = await box.exec(["wc", "-c"], stdin=b"\x00\x01\x02" * 1000)
+        _expect(result.stdout.strip() == "3000", f"wc -c counted {result.stdout.strip()!r} of 3000 bytes")
+
+
+async def check_env(factory: SandboxFactory) -> None:
+    """Variables given to ``exec`` are visible to the command."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["sh", "-c", 'printf %s "$AGENTFLOW_CHECK"'], env={"AGENTFLOW_CHECK": "a b=c"})
+        _expect(result.stdout == "a b=c", f"the command saw {result.stdout!r}")
+
+
+async def check_cwd(factory: SandboxFactory) -> None:
+    """Commands start in the workdir, or in ``cwd`` (relative to it) when given."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["pwd"])
+        _expect(result.stdout.strip() == box.workdir, f"pwd is {result.stdout.strip()!r}, workdir {box.workdir!r}")
+        await box.write_file("sub/dir/marker.txt", "here")
+        result = await box.exec(["cat", "marker.txt"], cwd="sub/dir")
+        _expect(result.stdout == "here", f"cat in cwd sub/dir gave {result.stdout!r} {result.stderr!r}")
+
+
+async def check_large_output_capped(factory: SandboxFactory) -> None:
+    """A 30 MB flood is capped, flagged ``truncated`` and the exec still returns the exit code."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["sh", "-c", "head -c 30000000 /dev/zero | tr '\\0' x; echo done >&2"])
+        _expect(result.truncated, "30 MB of output was not flagged truncated")
+        _expect(0 < len(result.stdout) < 30_000_000, f"kept {len(result.stdout)} characters of 30 MB")
+        _expect(set(result.stdout) == {"x"}, "the kept output is not the start of what was written")
+        _expect(result.exit_code == 0, f"exit code {result.exit_code} after the flood")
+
+
+async def check_timeout(factory: SandboxFactory) -> None:
+    """A command that outlives ``timeout`` is killed, even one that ignores SIGTERM."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["sh", "-c", "trap '' TERM; echo started; sleep 60"], timeout=1)
+        _expect(result.timed_out, f"not flagged timed_out: exit {result.exit_code}")
+        _expect(result.exit_code != 0, "a killed command reported exit code 0")
+        _expect(result.stdout == "started\n", f"output before the timeout was lost: {result.stdout!r}")
+        after = await box.exec(["echo", "alive"])
+        _expect(after.stdout == "alive\n", "the sandbox does not work after a timeout")
+
+
+async def _ticks(box: Sandbox, path: str) -> str:
+    try:
+        return (await box.read_file(path)).decode()
+    except FileNotFoundError:
+        return ""
+
+
+async def check_kill_process_tree_on_timeout(factory: SandboxFactory) -> None:
+    """On timeout, children and grandchildren die too, even one that left the process group with ``setsid``."""
+    ticker = "i=0; while true; do i=$((i+1)); echo $i > {name}; sleep 0.1; done"
+    script = (
+        "trap '' TERM; "
+        f"(sh -c '{ticker.format(name='child.tick')}' &); "
+        f"(setsid sh -c '{ticker.format(name='escaped.tick')}' &); "
+        "sleep 60"
+    )
+    async with _fresh(factory) as box:
+        result = await box.exec(["sh", "-c", script], timeout=1.5)
+        _expect(result.timed_out, "the command was not timed out")
+        for name in ("child.tick", "escaped.tick"):
+            before = await _ticks(box, name)
+            _expect(before != "", f"{name}: the background process never ran")
+            await asyncio.sleep(0.6)
+            after = await _ticks(box, name)
+            _expect(before == after, f"{name}: still running after the timeout ({before.strip()} -> {after.strip()})")
+
+
+async def check_command_not_found(factory: SandboxFactory) -> None:
+    """A missing program is a non-zero result with a reason, not an exception."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["agentflow-no-such-command-" + secrets.token_hex(4)])
+        _expect(result.exit_code != 0, "a missing command exited 0")
+        _expect(not result.timed_out, "a missing command was reported as timed out")
+        _expect(result.stderr.strip() != "", "a missing command gave no message on stderr")
+
+
+async def check_binary_output(factory: SandboxFactory) -> None:
+    """Bytes that are not UTF-8 come back decoded with replacement characters, the rest intact."""
+    async with _fresh(factory) as box:
+        result = await box.exec(["sh", "-c", "printf 'ok\\377\\376end'"])
+        _expect(result.exit_code == 0, f"printf failed: {result.stderr!r}")
+        _expect(result.stdout.startswith("ok") and result.stdout.endswith("end"), f"got {result.stdout!r}")
+        _expect("\ufffd" in result.stdout, f"invalid UTF-8 was not replaced: {result.stdout!r}")
+
+
+async def check_parallel_execs(factory: SandboxFactory) -> None:
+    """Concurrent execs in one sandbox each get their own output."""
+    async with _fresh(factory) as box:
+        results = await asyncio.gather(
+            *(box.exec(["sh", "-c", f"sleep 0.3; echo {n}"]) for n in range(6)),
+        )
+        for n, result in enumerate(results):
+            _expect(result.stdout == f"{n}\n", f"exec {n} returned {result.stdout!r}")
+
+
+# -- files ----------------------------------------------------------------------------------------------------------
+
+
+async def check_files_text_and_binary(factory: SandboxFactory) -> None:
+    """Text and every byte value round-trip through write_file/read_file and are visible to commands."""
+    async with _fresh(factory) as box:
+        await box.write_file("notes/hello.txt", "héllo\n")
+        _expect(await box.read_file("notes/hello.txt") == "héllo\n".encode(), "text did not round-trip")
+        shown = await box.exec(["cat", "notes/hello.txt"])
+        _expect(shown.stdout == "héllo\n", f"the command read {shown.stdout!r}")
+        every_byte = bytes(range(256)) * 4
+        await box.write_file("blob.bin", every_byte)
+        _expect(await box.read_file("blob.bin") == every_byte, "binary data did not round-trip")
+        await box.exec(["sh", "-c", "printf 'from\\0cmd' > made.bin"])
+        _expect(await box.read_file("made.bin") == b"from\x00cmd", "a file made by a command did not read back")
+        _expect(
+            await box.list_files() == ["blob.bin", "made.bin", "notes/hello.txt"],
+            f"list_files gave {await box.list_files()}",
+        )
+        absolute = f"{box.workdir.rstrip('/')}/notes/hello.txt"
+        _expect(await box.read_file(absolute) == "héllo\n".encode(), f"absolute path {absolute} inside was refused")
+
+
+async def check_files_big(factory: SandboxFactory) -> None:
+    """A 20 MB file round-trips."""
+    async with _fresh(factory) as box:
+        big = os.urandom(1 << 20) * 20
+        await box.write_file("big.bin", big)
+        _expect(await box.read_file("big.bin") == big, "a 20 MB file did not round-trip")
+        size = await box.exec(["wc", "-c", "big.bin"])
+        _expect(size.stdout.split()[0] == str(len(big)), f"the command saw {size.stdout.strip()}")
+
+
+async def check_files_missing(factory: SandboxFactory) -> None:
+    """Reading or listing a missing path raises FileNotFoundError."""
+    async with _fresh(factory) as box:
+        for operation in (box.read_file("absent.txt"), box.list_files("absent_dir")):
+            try:
+                await operation
+            except FileNotFoundError:
+                continue
+            raise CheckFailed("a missing path did not raise FileNotFoundError")
+
+
+async def _expect_refused(operation: Awaitable[object], what: str) -> None:
+    try:
+        await operation
+    except PermissionError:
+        return  # PathOutsideWorkdirError is a PermissionError
+    raise CheckFailed(f"{what} was not refused with PermissionError (PathOutsideWorkdirError)")
+
+
+async def check_files_outside_workdir(factory: SandboxFactory) -> None:
+    """``..``, absolute paths outside the workdir and symlinks out are refused for read, write and list."""
+    async with _fresh(factory) as box:
+        await _expect_refused(box.read_file("../../../../etc/passwd"), "reading ../../../../etc/passwd")
+        await _expect_refused(box.write_file("sub/../../escape.txt", "x"), "writing sub/../../escape.txt")
+        await _expect_refused(box.read_file("/etc/passwd"), "reading /etc/passwd")
+        outside = "/tmp/agentflow-escape.txt"  # noqa: S108 - a path the sandbox must refuse, never written
+        await _expect_refused(box.write_file(outside, "x"), f"writing {outside}")
+        await _expect_refused(box.list_files("/"), "listing /")
+        linked = await box.exec(["sh", "-c", "ln -s /etc/passwd link_file && ln -s / link_root"])
+        _expect(linked.exit_code == 0, f"could not make symlinks: {linked.stderr!r}")
+        await _expect_refused(box.read_file("link_file"), "reading a symlink to /etc/passwd")
+        await _expect_refused(box.read_file("link_root/etc/passwd"), "reading through a symlink to /")
+        await _expect_refused(box.write_file("link_root/tmp/escape.txt", "x"), "writing through a symlink to /")
+        _expect("link_file" not in await box.list_files(), "list_files listed a symlink out of the workdir")
+
+
+async def check_fresh_sandbox_is_empty(factory: SandboxFactory) -> None:
+    """A new sandbox sees neither the files of a closed one nor those of one still open."""
+    first = await factory()
+    marker = f"marker-{secrets.token_hex(4)}.txt"
+    try:
+        await first.write_file(marker, "first")
+        first_path = f"{first.workdir.rstrip('/')}/{marker}"
+        async with _fresh(factory) as second:
+            _expect(marker not in await second.list_files(), "a second sandbox lists the first one's file")
+            seen = await second.exec(["cat", first_path])
+            _expect("first" not in seen.stdout, f"a second sandbox read the open first one's {first_path}")
+    finally:
+        await first.close()
+    async with _fresh(factory) as third:
+        _expect(await third.list_files() == [], f"a new sandbox is not empty: {await third.list_files()}")
+        seen = await third.exec(["cat", first_path])
+        _expect("first" not in seen.stdout, f"a new sandbox read a closed one's {first_path}")
+
+
+# -- isolation ------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _loopback_listener() -> Iterator[tuple[int, threading.Event]]:
+    """A TCP server on the host's 127.0.0.1 that flags any connection it accepts."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(0.2)
+    connected = threading.Event()
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            connected.set()
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], connected
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+async def check_network_egress_blocked(factory: SandboxFactory) -> None:
+    """With network off, a command cannot reach a server on the host's loopback (nor resolve a name)."""
+    async with _fresh(factory) as box:
+        if not box.isolation().network_isolated:
+            raise CheckSkipped("the backend reports network access (limits.network or no isolation)")
+        with _loopback_listener() as (port, connected):
+            probe = (
+                "import socket\n"
+                "s = socket.socket(); s.settimeout(3)\n"
+                f"try:\n    s.connect(('127.0.0.1', {port})); print('CONNECTED')\n"
+                "except OSError as e:\n    print('BLOCKED', e)\n"
+            )
+            result = await box.exec(["python3", "-c", probe], timeout=20)
+            _expect("BLOCKED" in result.stdout, f"the connect was not refused: {_short(result.stdout + result.stderr)}")
+            _expect(not connected.is_set(), "the host's loopback server accepted a connection from the sandbox")
+
+
+async def check_host_secret_env_not_visible(factory: SandboxFactory) -> None:
+    """Variables of the host process (API keys) are not in a command's environment."""
+    name = "AGENTFLOW_CONFORMANCE_SECRET"
+    token = secrets.token_hex(16)
+    previous = os.environ.get(name)
+    os.environ[name] = token
+    try:
+        async with _fresh(factory) as box:
+            result = await box.exec(["sh", "-c", "env; cat /proc/self/environ /proc/1/environ 2>/dev/null"])
+            _expect(token not in result.stdout + result.stderr, f"the host's {name} is visible inside")
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _world_readable_file(directory: Path, content: str) -> Path:
+    # Readable by anyone, so only isolation (not file permissions) can keep the sandbox from reading it.
+    directory.chmod(0o755)
+    path = directory / "host-secret.txt"
+    path.write_text(content)
+    path.chmod(0o644)
+    return path
+
+
+async def check_host_files_not_visible(factory: SandboxFactory) -> None:
+    """A world-readable host file outside the sandbox cannot be read from inside."""
+    async with _fresh(factory) as box:
+        if not box.isolation().filesystem_isolated:
+            raise CheckSkipped("the backend reports no filesystem isolation")
+        with tempfile.TemporaryDirectory(prefix="agentflow-host-") as host_dir:
+            token = secrets.token_hex(16)
+            secret = await asyncio.to_thread(_world_readable_file, Path(host_dir), token)
+            result = await box.exec(["cat", str(secret)])
+            _expect(token not in result.stdout, f"the sandbox read the host file {secret}")
+
+
+async def check_memory_bomb_contained(factory: SandboxFactory) -> None:
+    """Allocating without bound stops at a limit well under 4 GiB; the sandbox keeps working."""
+    bomb = (
+        "chunks = []\n"
+        "try:\n"
+        "    for _ in range(64):\n"
+        "        chunks.append(bytearray(64 * 1024 * 1024))\n"
+        "    print('ALLOCATED 4 GiB')\n"
+        "except MemoryError:\n"
+        "    print('STOPPED at', len(chunks) * 64, 'MiB')\n"
+    )
+    async with _fresh(factory) as box:
+        result = await box.exec(["python3", "-c", bomb], timeout=60)
+        _expect("ALLOCATED" not in result.stdout, "4 GiB were allocated without hitting a memory limit")
+        _expect(result.exit_code != 0 or "STOPPED" in result.stdout, f"unexpected result {result}")
+        after = await box.exec(["echo", "alive"])
+        _expect(after.stdout == "alive\n", "the sandbox does not work after the memory bomb")
+
+
+async def check_fork_bomb_contained(factory: SandboxFactory) -> None:
+    """Spawning processes without bound fails at a limit under 2000; the sandbox keeps working."""
+    bomb = (
+        "import os, time\n"
+        "count = 0\n"
+        "try:\n"
+        "    while count < 2000:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30); os._exit(0)\n"
+        "        count += 1\n"
+        "    print('FORKED', count)\n"
+        "except OSError as e:\n"
+        "    print('STOPPED at', count, e)\n"
+    )
+    async with _fresh(factory) as box:
+        result = await box.exec(["python3", "-c", bomb], timeout=60)
+        _expect("STOPPED" in result.stdout, f"2000 processes were started: {_short(result.stdout + result.stderr)}")
+        after = await box.exec(["echo", "alive"])
+        _expect(after.stdout == "alive\n", "the sandbox does not work after the fork bomb")
+
+
+async def check_disk_fill_bounded(factory: SandboxFactory) -> None:
+    """Writing one ever-growing file stops at the file size limit, well under 2 GiB."""
+    fill = (
+        "import signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "block = b'x' * (1024 * 1024)\n"
+        "written = 0\n"
+        "try:\n"
+        "    with open('fill.bin', 'wb') as f:\n"
+        "        while written < 2048:\n"
+        "            f.write(block); f.flush(); written += 1\n"
+        "    print('WROTE 2 GiB')\n"
+        "except OSError as e:\n"
+        "    print('STOPPED at', written, 'MiB', e)\n"
+    )
+    async with _fresh(factory) as box:
+        result = await box.exec(["python3", "-c", fill], timeout=90)
+        _expect("WROTE" not in result.stdout, "a 2 GiB file was written without hitting a size limit")
+        _expect("STOPPED" in result.stdout, f"unexpected result: {_short(result.stdout + result.stderr)}")
+        await box.exec(["rm", "-f", "fill.bin"])
+
+
+CHECKS: dict[str, Check] = {
+    "exec_exit_codes": check_exec_exit_codes,
+    "stdin": check_stdin,
+    "env": check_env,
+    "cwd": check_cwd,
+    "large_output_capped": check_large_output_capped,
+    "timeout": check_timeout,
+    "kill_process_tree_on_timeout": check_kill_process_tree_on_timeout,
+    "command_not_found": check_command_not_found,
+    "binary_output": check_binary_output,
+    "parallel_execs": check_parallel_execs,
+    "files_text_and_binary": check_files_text_and_binary,
+    "files_big": check_files_big,
+    "files_missing": check_files_missing,
+    "files_outside_workdir": check_files_outside_workdir,
+    "fresh_sandbox_is_empty": check_fresh_sandbox_is_empty,
+    "network_egress_blocked": check_network_egress_blocked,
+    "host_secret_env_not_visible": check_host_secret_env_not_visible,
+    "host_files_not_visible": check_host_files_not_visible,
+    "memory_bomb_contained": check_memory_bomb_contained,
+    "fork_bomb_contained": check_fork_bomb_contained,
+    "disk_fill_bounded": check_disk_fill_bounded,
+}
+"""Every check by name, in the order ``run_conformance`` runs them."""
+
+
+def known_failures_from(report: IsolationReport) -> tuple[str, ...]:
+    """The checks a backend declares it fails, from ``details["known_conformance_failures"]`` of its report."""
+    declared = report.details.get("known_conformance_failures", ())
+    return tuple(str(name) for name in declared)
+
+
+async def run_check(name: str, check: Check, factory: SandboxFactory, *, known_failure: bool = False) -> CheckResult:
+    """Run one check and classify its outcome; never raises for a failing backend."""
+    started = time.monotonic()
+    status: CheckStatus
+    try:
+        await asyncio.wait_for(check(factory), CHECK_TIMEOUT_S)
+    except CheckSkipped as skipped:
+        status, detail = "skipped", str(skipped)
+    except TimeoutError:
+        status = "known_failure" if known_failure else "failed"
+        detail = f"did not finish within {CHECK_TIMEOUT_S:g} s"
+    except Exception as exc:  # noqa: BLE001 - a check's failure of any kind is a result to report
+        status = "known_failure" if known_failure else "failed"
+        detail = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
+    else:
+        status, detail = "passed", "(listed as a known failure, but passed)" if known_failure else ""
+    return CheckResult(name, status, detail, time.monotonic() - started)
+
+
+async def run_conformance(
+    factory: SandboxFactory,
+    *,
+    known_failures: Collection[str] | None = None,
+    only: Collection[str] | None = None,
+) -> list[CheckResult]:
+    """Run the conformance checks against a backend, one after another.
+
+    Args:
+        factory: makes a fresh sandbox of the backend under test (``LocalSandbox.create``, a lambda around
+            ``create_sandbox("docker", limits=...)``).
+        known_failures: names of checks expected to fail; their failures are reported as ``known_failure``.
+            When omitted, the backend's own declaration in its isolation report is used.
+        only: run just these checks (names from ``CHECKS``).
+
+    Returns:
+        One ``CheckResult`` per check, in ``CHECKS`` order.
+
+    Raises:
+        KeyError: ``only`` or ``known_failures`` names a check that does not exist.
+    """
+    unknown = sorted((set(only or ()) | set(known_failures or ())) - set(CHECKS))
+    if unknown:
+        raise KeyError(f"unknown conformance checks {unknown}; choices: {sorted(CHECKS)}")
+    if known_failures is None:
+        async with _fresh(factory) as probe:
+            known_failures = known_failures_from(probe.isolation())
+    results = []
+    for name, check in CHECKS.items():
+        if only is not None and name not in only:
+            continue
+        results.append(await run_check(name, check, factory, known_failure=name in known_failures))
+    return results
