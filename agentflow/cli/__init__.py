@@ -71,7 +71,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("AGENTFLOW_DEBUG"):
             raise
-        return _fail(f"internal error {type(exc).__name__}: {exc} (AGENTFLOW_DEBUG=1 shows the traceback)", EXIT_INTERNAL)
+        return _fail(
+            f"internal error {type(exc).__name__}: {exc} (AGENTFLOW_DEBUG=1 shows the traceback)", EXIT_INTERNAL
+        )
     return result if isinstance(result, int) else EXIT_OK
 
 

@@ -79,7 +79,7 @@ def inspect(
     loaded = load_workflow(file)
     template = build_template_graph(loaded)
     metrics = compute_metrics(template)
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"name": name, "kind": node.kind, "max_visits": template.max_visits(name)}
         for name, node in loaded.spec.nodes.items()
     ]

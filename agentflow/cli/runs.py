@@ -34,7 +34,7 @@ def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
     return inputs
 
 
-def run(
+def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     file: Annotated[Path, typer.Argument(help="a workflow file", show_default=False)],
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="use this provider:model for every model (openai:gpt-4o-mini)")
@@ -108,7 +108,9 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
     if summary.get("error"):
         console.print(f"error {summary['error']}", style="red", markup=False)
     if isolation:
-        got = [k for k in ("network_isolated", "filesystem_isolated", "pid_namespace", "resource_limits") if isolation[k]]
+        got = [
+            k for k in ("network_isolated", "filesystem_isolated", "pid_namespace", "resource_limits") if isolation[k]
+        ]
         console.print(f"sandbox {isolation['backend']}: {', '.join(got) or 'no isolation'}", markup=False)
     console.print(f"trace {trace_path}", markup=False)
 

@@ -12,9 +12,7 @@ from rich.console import Console
 app = typer.Typer(help="Sandboxes: run a command in one, check a backend.", no_args_is_help=True)
 
 
-@app.command(
-    "exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
-)
+@app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
 def exec_command(
     cmd: Annotated[list[str], typer.Argument(help="the command and its arguments, after --", show_default=False)],
     backend: Annotated[str, typer.Option("--backend", help="local, docker or e2b")] = "local",

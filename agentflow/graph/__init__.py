@@ -7,12 +7,12 @@ from agentflow.graph._validate import validate_template
 
 __all__ = [
     "CompiledWorkflow",
-    "compile_workflow",
     "CycleInfo",
     "GraphMetrics",
     "TemplateGraph",
     "Transition",
     "build_template_graph",
+    "compile_workflow",
     "compute_metrics",
     "validate_template",
 ]

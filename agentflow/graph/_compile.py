@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -81,8 +81,8 @@ def compile_workflow(
         GraphValidationError: a static rule fails; ``diagnostics`` lists every finding.
         ToolLoadError, UnknownBackendError: a tool or hook cannot be loaded.
     """
-    from langgraph.graph import START, StateGraph
     from langgraph.graph import END as LANGGRAPH_END
+    from langgraph.graph import START, StateGraph
 
     from agentflow.tools import resolve_tool
 
@@ -106,9 +106,7 @@ def compile_workflow(
                     location=loaded.locate("nodes", name, "workflow"),
                     fix="break the cycle of subgraph files",
                 )
-            children[name] = compile_workflow(
-                child_path, prefix=f"{prefix}{name}/", _parents=(*_parents, resolved)
-            )
+            children[name] = compile_workflow(child_path, prefix=f"{prefix}{name}/", _parents=(*_parents, resolved))
     state_type = TypedDict(  # type: ignore[misc]
         f"{spec.name}_state", {key: _PYTHON_TYPES.get(k.type, Any) for key, k in spec.state.items()}
     )
@@ -122,7 +120,7 @@ def compile_workflow(
         prefix=prefix,
         children=children,
     )
-    builder = StateGraph(state_type)
+    builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing
     for name in spec.nodes:
         builder.add_node(name, _node_function(compiled, name))
     builder.add_edge(START, spec.start)
@@ -131,7 +129,9 @@ def compile_workflow(
             target = transitions[0].target
             builder.add_edge(name, LANGGRAPH_END if target == END else target)
         else:
-            targets = {t.target: (LANGGRAPH_END if t.target == END else t.target) for t in transitions}
+            targets: dict[Hashable, str] = {
+                t.target: (LANGGRAPH_END if t.target == END else t.target) for t in transitions
+            }
             builder.add_conditional_edges(name, _route_function(compiled, name), targets)
     compiled.graph = builder.compile()
     return compiled

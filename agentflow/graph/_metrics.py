@@ -96,7 +96,5 @@ def compute_metrics(template: TemplateGraph) -> GraphMetrics:
 
 
 def _cycle_bound(template: TemplateGraph, cycle: list[str]) -> int | None:
-    bounds = [
-        loop.max_iterations for loop in template.workflow.spec.loops if set(cycle) <= set(loop.nodes)
-    ]
+    bounds = [loop.max_iterations for loop in template.workflow.spec.loops if set(cycle) <= set(loop.nodes)]
     return min(bounds) if bounds else None

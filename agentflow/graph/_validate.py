@@ -17,7 +17,7 @@ from agentflow.errors import Diagnostic, SourceLocation
 from agentflow.graph._build import TemplateGraph
 from agentflow.routing import _expr
 from agentflow.spec import _templating
-from agentflow.spec._models import END, AgentNode, RouterNode, SubgraphNode, ToolNode
+from agentflow.spec._models import END, AgentNode, NodeSpec, RouterNode, SubgraphNode, ToolNode
 
 _ZERO: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
 
@@ -304,33 +304,44 @@ def _safe_value_placeholders(value: Any) -> list[str]:
         return []
 
 
-def _check_state(template: TemplateGraph) -> Iterator[Diagnostic]:
+def _node_outputs(node: NodeSpec) -> tuple[str, dict[str, str]]:
+    """The YAML key of a node's state writes and the writes themselves (state key -> CEL expression)."""
+    if isinstance(node, AgentNode | ToolNode):
+        return "output", node.output
+    if isinstance(node, SubgraphNode):
+        return "outputs", node.outputs
+    return "output", {}
+
+
+def _check_node_writes(template: TemplateGraph) -> Iterator[Diagnostic]:
+    """Output mappings name declared state keys and parse; prompt templates parse."""
     workflow = template.workflow
     spec = workflow.spec
-    writers: set[str] = set(spec.inputs)
     for name, node in spec.nodes.items():
-        outputs: dict[str, str] = {}
-        if isinstance(node, AgentNode | ToolNode):
-            outputs = node.output
-        elif isinstance(node, SubgraphNode):
-            outputs = node.outputs
-        for key in outputs:
+        part, outputs = _node_outputs(node)
+        for key, expression in outputs.items():
             if key not in spec.state:
-                where = workflow.locate("nodes", name, "output" if not isinstance(node, SubgraphNode) else "outputs")
-                yield _unknown("state key", key, spec.state, where, "state.unknown-key")
-            writers.add(key)
-        for field, expression in outputs.items():
+                yield _unknown("state key", key, spec.state, workflow.locate("nodes", name, part), "state.unknown-key")
             try:
                 _expr.check_syntax(expression)
             except _expr.ExpressionError as exc:
-                where = workflow.locate("nodes", name, "outputs" if isinstance(node, SubgraphNode) else "output", field)
+                where = workflow.locate("nodes", name, part, key)
                 yield Diagnostic("expr.syntax", str(exc), where, "see the CEL language definition")
         if isinstance(node, AgentNode):
-            for text, part in [(node.prompt, "prompt"), (node.input or "", "input")]:
+            for text, field in [(node.prompt, "prompt"), (node.input or "", "input")]:
                 try:
                     _templating.placeholders(text)
                 except _templating.TemplateError as exc:
-                    yield Diagnostic("template.syntax", str(exc), workflow.locate("nodes", name, part), None)
+                    yield Diagnostic("template.syntax", str(exc), workflow.locate("nodes", name, field), None)
+
+
+def _check_state(template: TemplateGraph) -> Iterator[Diagnostic]:
+    workflow = template.workflow
+    spec = workflow.spec
+    yield from _check_node_writes(template)
+    writers: set[str] = set(spec.inputs)
+    for node in spec.nodes.values():
+        writers.update(_node_outputs(node)[1])
     for key in spec.inputs:
         if key not in spec.state:
             yield _unknown("state key", key, spec.state, workflow.locate("inputs", key, key=True), "state.unknown-key")

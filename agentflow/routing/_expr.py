@@ -9,6 +9,9 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 
 
 class ExpressionError(ValueError):
@@ -23,7 +26,7 @@ _STATE_REF = re.compile(r"\bstate\.([A-Za-z_][A-Za-z0-9_]*)")
 def _program(source: str) -> Any:
     try:
         ast = _environment.compile(source)
-    except celpy.CELParseError as exc:
+    except CELParseError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
         raise ExpressionError(f"cannot parse CEL expression {source!r}: {first_line}") from None
     return _environment.program(ast)
@@ -63,13 +66,13 @@ def evaluate(source: str, variables: Mapping[str, Any]) -> Any:
     """Evaluate a CEL expression over JSON-like variables and return a plain Python value."""
     program = _program(source)
     try:
-        activation = {name: celpy.json_to_cel(value) for name, value in variables.items()}
+        activation = {name: json_to_cel(value) for name, value in variables.items()}
         result = program.evaluate(activation)
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         raise ExpressionError(f"{source!r}: {exc.args[0] if exc.args else exc}") from None
     except (TypeError, ValueError) as exc:
         raise ExpressionError(f"{source!r}: {exc}") from None
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         raise ExpressionError(f"{source!r}: {result.args[0] if result.args else result}")
     return _to_python(result)
 

@@ -54,13 +54,11 @@ class RewardEngine:
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]
         if not bindings:
             return []
-        step = StepContext(
-            run_id=run_id, kind=kind, node=label, events=events, state=state, sandbox=sandbox
-        )
+        step = StepContext(run_id=run_id, kind=kind, node=label, events=events, state=state, sandbox=sandbox)
         results = await asyncio.gather(*(self._score_one(b, step) for b in bindings))
         recorded: list[Event] = []
         for binding, (reward, error, duration) in zip(bindings, results, strict=True):
-            common = {"hook": binding.spec.hook, "hook_version": binding.hook.version, "on": kind}
+            common: dict[str, Any] = {"hook": binding.spec.hook, "hook_version": binding.hook.version, "on": kind}
             if error is not None:
                 data = {**common, "kind": "RewardHookError", "message": error, "target_seq": step.target_seq}
                 recorded.append(emit(EventType.ERROR, node=label, parent=step.target_seq, data=data))

@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -27,6 +28,22 @@ if TYPE_CHECKING:
 
 class NodeTimeout(RunError):
     """One visit of a node ran past its wall-clock limit."""
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One attempt at one node: what every executor needs, in one place."""
+
+    ctx: RunContext
+    compiled: CompiledWorkflow
+    name: str
+    state: Mapping[str, Any]
+    started: Event
+
+    @property
+    def label(self) -> str:
+        """The node's name in the trace (prefixed by its subgraph path)."""
+        return self.compiled.prefix + self.name
 
 
 def request_hash(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], settings: Any) -> str:
@@ -89,7 +106,7 @@ async def _attempt(
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
     try:
-        work = _dispatch(ctx, compiled, name, node, state, started)
+        work = _dispatch(Visit(ctx, compiled, name, state, started), node)
         updates = await asyncio.wait_for(work, timeout) if timeout else await work
     except Exception as exc:
         if isinstance(exc, TimeoutError):
@@ -130,24 +147,21 @@ def _error_data(exc: BaseException) -> dict[str, Any]:
     return data
 
 
-async def _dispatch(
-    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: NodeSpec, state: Mapping[str, Any], started: Event
-) -> dict[str, Any]:
+async def _dispatch(visit: Visit, node: NodeSpec) -> dict[str, Any]:
     if isinstance(node, AgentNode):
-        return await _run_agent(ctx, compiled, name, node, state, started)
+        return await _run_agent(visit, node)
     if isinstance(node, ToolNode):
-        return await _run_tool_node(ctx, compiled, name, node, state, started)
+        return await _run_tool_node(visit, node)
     if isinstance(node, SubgraphNode):
-        return await _run_subgraph(ctx, compiled, name, node, state)
+        return await _run_subgraph(visit, node)
     if isinstance(node, RouterNode):
         return {}  # a router decides in its conditional edge; the node itself changes nothing
     raise AssertionError(f"unknown node kind {node!r}")
 
 
-async def _call_tool(
-    ctx: RunContext, compiled: CompiledWorkflow, label: str, tool: Tool | None, call: ToolCall, parent: int
-) -> tuple[ToolOutcome, list[Event]]:
+async def _call_tool(visit: Visit, tool: Tool | None, call: ToolCall, parent: int) -> tuple[ToolOutcome, list[Event]]:
     """Run one tool call with its events; an unknown tool or bad arguments become an error outcome."""
+    ctx, compiled, label = visit.ctx, visit.compiled, visit.label
     first_index = len(ctx.events)
     call_event = ctx.emit(
         EventType.TOOL_CALL,
@@ -194,10 +208,15 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-async def _run_agent(
-    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: AgentNode, state: Mapping[str, Any], started: Event
-) -> dict[str, Any]:
-    label = compiled.prefix + name
+async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
+    ctx, compiled, name, state, started, label = (
+        visit.ctx,
+        visit.compiled,
+        visit.name,
+        visit.state,
+        visit.started,
+        visit.label,
+    )
     spec = compiled.loaded.spec
     config = spec.models[node.model]
     model = ctx.model(config.model, compiled.loaded.base_dir)
@@ -245,7 +264,7 @@ async def _run_agent(
             answer = str(response.message.get("content") or "")
             return _agent_outputs(node, answer, state)
         for call in response.tool_calls:
-            outcome, step_events = await _call_tool(ctx, compiled, label, tools.get(call.name), call, reply.seq)
+            outcome, step_events = await _call_tool(visit, tools.get(call.name), call, reply.seq)
             messages = [*messages, {"role": "tool", "tool_call_id": call.id, "content": outcome.content}]
             if score_steps:
                 await _score_step(ctx, compiled, name, step_events)
@@ -274,13 +293,11 @@ def _agent_outputs(node: AgentNode, answer: str, state: Mapping[str, Any]) -> di
     return {key: _expr.evaluate(expression, variables) for key, expression in node.output.items()}
 
 
-async def _run_tool_node(
-    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: ToolNode, state: Mapping[str, Any], started: Event
-) -> dict[str, Any]:
-    label = compiled.prefix + name
+async def _run_tool_node(visit: Visit, node: ToolNode) -> dict[str, Any]:
+    ctx, compiled, name, state, label = visit.ctx, visit.compiled, visit.name, visit.state, visit.label
     arguments = _templating.render_value(node.args, state)
     call = ToolCall(id=f"{label}-{ctx.visits[label]}", name=node.tool, arguments=json.dumps(arguments))
-    outcome, events = await _call_tool(ctx, compiled, label, compiled.tools.get(node.tool), call, started.seq)
+    outcome, events = await _call_tool(visit, compiled.tools.get(node.tool), call, visit.started.seq)
     if compiled.hooks.wants("step", name):
         await _score_step(ctx, compiled, name, events)
     if not outcome.ok and node.fail_on_error:
@@ -289,10 +306,9 @@ async def _run_tool_node(
     return {key: _expr.evaluate(expression, variables) for key, expression in node.output.items()}
 
 
-async def _run_subgraph(
-    ctx: RunContext, compiled: CompiledWorkflow, name: str, node: SubgraphNode, state: Mapping[str, Any]
-) -> dict[str, Any]:
-    child = compiled.children[name]
+async def _run_subgraph(visit: Visit, node: SubgraphNode) -> dict[str, Any]:
+    ctx, state = visit.ctx, visit.state
+    child = visit.compiled.children[visit.name]
     child_inputs = {key: _expr.evaluate(expression, {"state": dict(state)}) for key, expression in node.inputs.items()}
     child_state = {**child.initial_state(), **child_inputs}
     final = await child.graph.ainvoke(child_state, config=child.invoke_config(ctx))

@@ -102,9 +102,9 @@ async def run_workflow(
         except LimitExceeded as exc:
             status, error, limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
         except TimeoutError:
-            exc = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, time.perf_counter() - clock)
-            ctx.emit(EventType.ERROR, data=_error_data(exc))
-            status, error, limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
+            run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, time.perf_counter() - clock)
+            ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
+            status, error, limit = "limit_exceeded", str(run_timeout), _error_data(run_timeout)["limit"]
         except asyncio.CancelledError:
             status, error = "cancelled", "the run was cancelled"
             raise
@@ -116,7 +116,13 @@ async def run_workflow(
                 ctx.emit(EventType.ERROR, data=_error_data(exc))
         if compiled.hooks.wants("run", None):
             await compiled.hooks.score(
-                ctx.emit, ctx.run_id, kind="run", node=None, label=None, events=list(ctx.events), state=ctx.state,
+                ctx.emit,
+                ctx.run_id,
+                kind="run",
+                node=None,
+                label=None,
+                events=list(ctx.events),
+                state=ctx.state,
                 sandbox=box,
             )
     finally:

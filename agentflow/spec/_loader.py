@@ -127,7 +127,7 @@ def _diagnostic_for(error: Any, data: Any, loaded: LoadedWorkflow) -> Diagnostic
         return Diagnostic("spec.unknown-key", f"unknown key {dotted!r}", loaded.locate(*path, key=True), fix)
     if kind == "missing":
         return Diagnostic("spec.missing", f"{dotted!r} is required", loaded.locate(*path[:-1]), f"add `{path[-1]}:`")
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
         return Diagnostic(
             "spec.node-kind",
             f"{dotted}: {error['msg']}",

@@ -27,9 +27,16 @@ class ToolContext:
     # Called after every sandbox exec a tool makes, so the trace records a sandbox_exec event.
     on_exec: ExecObserver | None = None
 
-    async def exec(self, cmd: list[str], *, stdin: str | None = None, timeout: float | None = None) -> ExecResult:  # noqa: ASYNC109
+    async def exec(
+        self,
+        cmd: list[str],
+        *,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
         """Run a command in the sandbox and report it to the recorder."""
-        result = await self.sandbox.exec(cmd, stdin=stdin, timeout=timeout)
+        result = await self.sandbox.exec(cmd, stdin=stdin, env=env, timeout=timeout)
         if self.on_exec is not None:
             self.on_exec(cmd, result)
         return result

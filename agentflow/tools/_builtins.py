@@ -603,6 +603,12 @@ async def run_tests(
         Field(description="'auto' uses pytest when it is installed in the sandbox, else unittest"),
     ] = "auto",
     timeout_s: TimeoutSeconds = None,
+    plugins: Annotated[
+        bool,
+        Field(
+            description="let pytest load every installed plugin package (slower; plugins named in conftest load anyway)"
+        ),
+    ] = False,
 ) -> RunTestsResult:
     """Run the project's tests in the sandbox and report how many passed and which failed.
 
@@ -619,7 +625,10 @@ async def run_tests(
     is_package = False
     if chosen == "unittest" and not target.endswith(".py"):
         is_package = await _read_optional(ctx, posixpath.join(target, "__init__.py")) is not None
-    result = await ctx.exec(_test_command(chosen, target, is_package), timeout=timeout_s)
+    # Installed plugin packages (langsmith, anyio, ...) cost seconds of start-up per run and make results depend on
+    # whatever the environment holds; conftest's `pytest_plugins` still load.
+    env = {} if plugins else {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = await ctx.exec(_test_command(chosen, target, is_package), env=env, timeout=timeout_s)
     output = result.stdout + ("\n" if result.stdout and result.stderr else "") + result.stderr
     counts, failed_tests = parse_pytest_output(output) if chosen == "pytest" else parse_unittest_output(output)
     all_green = counts.failed == 0 and counts.errored == 0 and counts.passed > 0

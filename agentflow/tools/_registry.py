@@ -78,7 +78,7 @@ def resolve_tool(ref: str, *, base_dir: Path) -> Tool:
     """
     if ":" not in ref:
         # Imported here: the built-ins register themselves through this module's decorator.
-        from agentflow.tools import _builtins  # noqa: F401, PLC0415
+        from agentflow.tools import _builtins  # noqa: F401
 
         return _as_tool(tool_registry.get(ref), ref)
     location, _, attribute = ref.rpartition(":")

@@ -152,7 +152,7 @@ class _Normaliser:
         self.on_str = on_str
         self.plain = True
 
-    def walk(self, value: Any) -> Any:  # noqa: PLR0911 (one flat type dispatch)
+    def walk(self, value: Any) -> Any:
         # Exact type checks first: this runs for every value of every event, and the common cases must stay cheap.
         kind = type(value)
         if kind is str:

@@ -13,8 +13,10 @@ Durability (``fsync`` policy of :class:`TraceStore`):
 - every event is written to the trace file with a single ``write(2)`` as soon as it is emitted (no user-space
   buffering), so a process killed with SIGKILL leaves every event it emitted readable, except at worst a partial
   last line, which :meth:`TraceStore.load_trace` skips and reports;
-- ``"boundary"`` (default) also calls ``fsync`` after the events that close a unit of work (``node_finished``,
-  ``run_finished``, ``error``), so a power loss or kernel crash loses at most the events of the node in progress;
+- ``"boundary"`` (default) also calls ``fsync`` after the events that end a run or report a failure
+  (``run_finished``, ``error``); a power loss or kernel crash can lose the events since the last of those. Not after
+  every node: an fsync costs about as much as LangGraph's whole per-node work, and a killed process (the common
+  failure) loses nothing without it;
 - ``"always"`` fsyncs after every event (and every blob); ``"never"`` leaves flushing to the OS entirely.
 
 Run status in the index: ``running`` from :meth:`TraceStore.new_run` until :meth:`RunRecorder.finish` records
@@ -69,7 +71,9 @@ FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "cancell
 TRACE_FILE = "trace.jsonl"
 INDEX_FILE = "index.sqlite"
 
-_BOUNDARY_EVENTS = frozenset({EventType.NODE_FINISHED, EventType.RUN_FINISHED, EventType.ERROR})
+_BOUNDARY_EVENTS = frozenset({EventType.RUN_FINISHED, EventType.ERROR})
+# How often a run in progress refreshes its index row (counts for `agentflow runs`), at most.
+_INDEX_REFRESH_S = 1.0
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 _BUSY_TIMEOUT_S = 10.0
@@ -629,6 +633,7 @@ class RunRecorder:
         self._closed = False
         self._fsync_every_event = store.fsync == "always"
         self._fsync_boundaries = store.fsync != "never"
+        self._index_refreshed = time.monotonic()
         self._spill_threshold = store.spill_threshold
         # O_APPEND + one os.write per event: no user-space buffer to lose, and each line lands whole or not at all
         # (short of the process dying inside the write call).
@@ -742,8 +747,9 @@ class RunRecorder:
             self._next_seq = seq + 1
             self._last_hash = digest
             self._summary.add(event)
-            if event_type is EventType.NODE_FINISHED:
-                # Keep `agentflow runs` current for a run in progress, at node granularity (cheap: WAL, no fsync).
+            if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= _INDEX_REFRESH_S:
+                # Keep `agentflow runs` current for a run in progress, throttled: a SQLite commit per node would
+                # cost more than the node's own bookkeeping.
                 self._update_index("running")
         return event
 
@@ -758,6 +764,7 @@ class RunRecorder:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
 
     def _update_index(self, status: str) -> None:
+        self._index_refreshed = time.monotonic()
         summary = self._summary.build(snapshot=False)
         _write_counts(
             self._index, self.run_id, status=status, summary=summary, events=self._next_seq, last_hash=self._last_hash

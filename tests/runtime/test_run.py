@@ -37,9 +37,7 @@ async def test_example_fixes_the_bug_and_loops_back_once(tmp_path: Path) -> None
     # the stale patch went back to the model as an error, and the run went on
     failed = [e for e in trace.events if e.type is EventType.TOOL_RESULT and not e.data["ok"]]
     assert len(failed) == 1 and failed[0].data["tool"] == "apply_patch"
-    request_after = [
-        e for e in trace.events if e.type is EventType.MODEL_REQUEST and e.seq > failed[0].seq
-    ][0]
+    request_after = next(e for e in trace.events if e.type is EventType.MODEL_REQUEST and e.seq > failed[0].seq)
     assert request_after.data["messages"][-1]["role"] == "tool"
     assert request_after.data["messages"][-1]["content"].startswith("error:")
     # the original workspace is untouched: the agent edited a copy inside the sandbox
@@ -51,7 +49,9 @@ async def test_example_fixes_the_bug_and_loops_back_once(tmp_path: Path) -> None
 
 
 async def test_exhausted_script_fails_the_run_with_a_readable_trace(ws: Workspace) -> None:
-    path = ws.workflow(agent_workflow(["list_files"]), script=[{"tool_calls": [{"name": "list_files", "arguments": {}}]}])
+    path = ws.workflow(
+        agent_workflow(["list_files"]), script=[{"tool_calls": [{"name": "list_files", "arguments": {}}]}]
+    )
     result = await run_workflow(path, store=ws.store)
     assert result.status == "failed"
     assert result.error is not None and "script" in result.error
@@ -117,7 +117,12 @@ def looping_workflow(max_iterations: int) -> dict[str, Any]:
         "tools": ["shell"],
         "start": "attempt",
         "nodes": {
-            "attempt": {"kind": "tool", "tool": "shell", "args": {"command": "exit 1"}, "output": {"green": "result.exit_code == 0"}},
+            "attempt": {
+                "kind": "tool",
+                "tool": "shell",
+                "args": {"command": "exit 1"},
+                "output": {"green": "result.exit_code == 0"},
+            },
             "check": {"kind": "router", "routes": [{"when": "state.green", "to": "END"}, {"to": "attempt"}]},
         },
         "edges": [{"from": "attempt", "to": "check"}],
