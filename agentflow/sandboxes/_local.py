@@ -87,6 +87,18 @@ def _system_layout() -> tuple[dict[str, str], dict[str, str]]:
     return symlinks, binds
 
 
+def _reachable_by_others(path: str) -> bool:
+    """Whether a uid that owns nothing on the way (the sandbox uid) can reach ``path``: every directory o+x."""
+    current = Path(path)
+    for directory in [current, *current.parents]:
+        try:
+            if not directory.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def _search_path() -> str:
     return ":".join([str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"])
 
@@ -394,7 +406,7 @@ class LocalSandbox(Sandbox):
         stdin: str | bytes | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the Sandbox contract's parameter
+        timeout: float | None = None,
     ) -> ExecResult:
         """Run ``cmd`` (an argv list, no shell) in the sandbox and return what it did.
 
@@ -469,7 +481,7 @@ class LocalSandbox(Sandbox):
         process: asyncio.subprocess.Process,
         exited: asyncio.Future[None],
         stdin: bytes | None,
-        timeout: float | None,  # noqa: ASYNC109 - enforced here with asyncio.wait, which kills on expiry
+        timeout: float | None,
     ) -> tuple[bool, _CappedBuffer, _CappedBuffer]:
         """Wait for the command within its timeout while draining its output; kill its processes on expiry."""
         assert process.stdout is not None
@@ -646,6 +658,12 @@ class LocalSandbox(Sandbox):
             details["timeout_kill"] = (
                 "the process group only: a process that calls setsid survives a timeout until close()"
             )
+            unreachable = [p for p in _python_paths() if self._is_root and not _reachable_by_others(p)]
+            if unreachable:
+                details["python_runtime"] = (
+                    f"not reachable by the sandbox uid ({', '.join(unreachable)} is in a directory others may not "
+                    "enter); commands fall back to the python3 on the system PATH, if any"
+                )
         return IsolationReport(
             backend=self.backend,
             network_isolated=namespaces and not self.limits.network,

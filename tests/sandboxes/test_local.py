@@ -32,7 +32,7 @@ TICKER = "i=0; while true; do i=$((i+1)); echo $i > {name}; sleep 0.1; done"
 async def test_host_openai_key_is_not_visible_inside(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret-do-not-leak")
     async with await LocalSandbox.create() as box:
-        result = await box.exec(["python", "-c", "import json, os; print(json.dumps(sorted(os.environ)))"])
+        result = await box.exec(["python3", "-c", "import json, os; print(json.dumps(sorted(os.environ)))"])
         shell = await box.exec(["sh", "-c", "env"])
     assert result.exit_code == 0, result.stderr
     assert "OPENAI_API_KEY" not in result.stdout
@@ -226,7 +226,7 @@ async def test_pids_limit_stops_a_fork_bomb() -> None:
         "print(n)\n"
     )
     async with await LocalSandbox.create(SandboxLimits(pids=20)) as box:
-        result = await box.exec(["python", "-c", bomb], timeout=30)
+        result = await box.exec(["python3", "-c", bomb], timeout=30)
     assert result.exit_code == 0, result.stderr
     assert int(result.stdout) < 20
 
@@ -234,7 +234,7 @@ async def test_pids_limit_stops_a_fork_bomb() -> None:
 async def test_memory_limit_stops_an_allocation() -> None:
     grab = "b = bytearray(400 * 1024 * 1024); print('GOT IT')"
     async with await LocalSandbox.create(SandboxLimits(memory_mb=200)) as box:
-        result = await box.exec(["python", "-c", grab])
+        result = await box.exec(["python3", "-c", grab])
     assert "GOT IT" not in result.stdout
     assert "MemoryError" in result.stderr
 
@@ -250,7 +250,7 @@ async def test_file_size_limit_bounds_a_disk_fill() -> None:
 
 async def test_cpu_limit_stops_a_busy_loop() -> None:
     async with await LocalSandbox.create(SandboxLimits(cpu_s=1)) as box:
-        result = await box.exec(["python", "-c", "while True: pass"], timeout=30)
+        result = await box.exec(["python3", "-c", "while True: pass"], timeout=30)
     assert not result.timed_out
     assert result.exit_code in (-24, -9)  # SIGXCPU at the soft limit, SIGKILL at the hard one
 
