@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import marshal
 import os
 import secrets
 import shutil
@@ -99,6 +99,11 @@ def _reachable_by_others(path: str) -> bool:
     return True
 
 
+def _encode_config(config: dict[str, Any]) -> str:
+    # marshal, because the launcher decodes it without importing json (and re, which json needs)
+    return marshal.dumps(config).hex()
+
+
 def _search_path() -> str:
     return ":".join([str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"])
 
@@ -119,7 +124,7 @@ def _run_probe() -> _Probe:
         try:
             completed = subprocess.run(
                 [sys.executable, "-I", "-S", _LAUNCHER],
-                env={_CONFIG_ENV_VAR: json.dumps(config)},
+                env={_CONFIG_ENV_VAR: _encode_config(config)},
                 pass_fds=(status_write,),
                 capture_output=True,
                 timeout=30,
@@ -440,7 +445,7 @@ class LocalSandbox(Sandbox):
                 _LAUNCHER,
                 # The environment, not argv, carries the config: a root process's environment is unreadable to
                 # the sandbox uid, while argv would show the command's env in any `ps`.
-                env={_CONFIG_ENV_VAR: json.dumps(config)},
+                env={_CONFIG_ENV_VAR: _encode_config(config)},
                 stdin=asyncio.subprocess.PIPE if stdin_bytes is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

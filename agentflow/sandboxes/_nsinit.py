@@ -1,8 +1,8 @@
 """The launcher the local sandbox runs (as a script, ``python -I -S _nsinit.py``) for every exec.
 
 It must import nothing from agentflow and stay small: the interpreter starts once per exec and its start-up time
-is most of an exec's latency. It reads one JSON config from the ``AGENTFLOW_SANDBOX_LAUNCH`` environment variable
-(the command's own environment is in the config) and then either
+is most of an exec's latency. It reads its config (``marshal``-encoded, as hex) from the ``AGENTFLOW_SANDBOX_LAUNCH``
+environment variable (the command's own environment is in the config) and then either
 
 * ``mode == "process"``: applies resource limits, drops to the sandbox's host uid when it runs as root, and execs the
   command in place; or
@@ -20,13 +20,18 @@ be started, ``exit CODE`` or ``signal NUMBER`` when it ended.
 
 from __future__ import annotations
 
-import contextlib
+# Only modules that are cheap to import: json, contextlib, signal and typing would pull in re, enum and
+# functools and double the launcher's start-up time.
 import ctypes
-import json
+import marshal
 import os
 import resource
-import signal
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SIGKILL = 9
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -79,12 +84,14 @@ def _check(result: int, what: str) -> None:
 
 
 def _report(status_fd: int, line: str) -> None:
-    with contextlib.suppress(OSError):  # the host stopped listening (killed on timeout); nothing to tell
+    try:  # noqa: SIM105 - contextlib costs start-up time
         os.write(status_fd, (line.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass  # the host stopped listening (killed on timeout); nothing to tell
 
 
 def _die_with_parent() -> None:
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -124,13 +131,30 @@ def _drop_to(uid: int, gid: int) -> None:
     os.setresuid(uid, uid, uid)  # a non-zero uid on every slot clears every capability
 
 
+def _execvpe(argv: list[str], env: dict[str, str]) -> None:
+    """Search ``PATH`` like execvp(3). Not ``os.execvpe``: it imports modules lazily, which fails once this
+    process runs as a uid that cannot read the Python runtime (process mode under /root)."""
+    if "/" in argv[0]:
+        os.execve(argv[0], argv, env)  # noqa: S606 - an argv list by design, never a shell string
+    first_error: OSError | None = None
+    for directory in env.get("PATH", "/usr/bin:/bin").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", argv[0]), argv, env)  # noqa: S606
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:  # not runnable here (EACCES...): keep looking, report this if nothing else runs
+            if first_error is None:
+                first_error = exc
+    raise first_error or FileNotFoundError(2, "No such file or directory", argv[0])
+
+
 def _exec_command(config: dict[str, Any], status_fd: int) -> None:
     """Exec the command in this process; on failure report and exit 127 (not found) or 126 (not runnable)."""
     argv: list[str] = config["argv"]
     env: dict[str, str] = config["env"]
     try:
         os.chdir(config["cwd"])
-        os.execvpe(argv[0], argv, env)  # noqa: S606 - an argv list by design, never a shell string
+        _execvpe(argv, env)
     except OSError as exc:
         not_found = isinstance(exc, FileNotFoundError)
         message = "command not found" if not_found else (exc.strerror or str(exc))
@@ -281,7 +305,7 @@ def _run_in_namespaces(config: dict[str, Any], status_fd: int) -> None:
             gid_map.write(f"{inner} {config['host_gid']} 1\n")
     except OSError as exc:
         _report(status_fd, f"setup-error uid/gid map: {exc}")
-        os.kill(child, signal.SIGKILL)
+        os.kill(child, SIGKILL)
         os.waitpid(child, 0)
         os._exit(125)
     os.write(maps_written_write, b"m")
@@ -290,7 +314,8 @@ def _run_in_namespaces(config: dict[str, Any], status_fd: int) -> None:
 
 
 def main() -> None:
-    config: dict[str, Any] = json.loads(os.environ.pop("AGENTFLOW_SANDBOX_LAUNCH"))
+    launch = os.environ.pop("AGENTFLOW_SANDBOX_LAUNCH")
+    config: dict[str, Any] = marshal.loads(bytes.fromhex(launch))  # noqa: S302 - written by our parent process
     status_fd: int = config["status_fd"]
     os.set_blocking(status_fd, True)
     _die_with_parent()
