@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -29,6 +29,7 @@ class TemplateGraph:
     workflow: LoadedWorkflow
     graph: Any  # networkx.DiGraph; networkx ships no type hints
     transitions: dict[str, list[Transition]]
+    _bounds: dict[str, int | None] = field(default_factory=lambda: {})
 
     @property
     def start(self) -> str:
@@ -36,8 +37,10 @@ class TemplateGraph:
 
     def loop_bound(self, node: str) -> int | None:
         """The smallest max_iterations of the loops that contain ``node`` (None when it is in none)."""
-        bounds = [loop.max_iterations for loop in self.workflow.spec.loops if node in loop.nodes]
-        return min(bounds) if bounds else None
+        if node not in self._bounds:  # asked at every node visit: computed once per node
+            bounds = [loop.max_iterations for loop in self.workflow.spec.loops if node in loop.nodes]
+            self._bounds[node] = min(bounds) if bounds else None
+        return self._bounds[node]
 
     def max_visits(self, node: str) -> int:
         return self.loop_bound(node) or 1

@@ -67,7 +67,7 @@ class OpenAIModel(Model):
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             try:
-                from openai import AsyncOpenAI  # noqa: PLC0415 - the SDK loads on first use
+                from openai import AsyncOpenAI
             except ImportError as exc:
                 raise MissingExtraError("openai", "openai") from exc
             # Retries are configured per request (settings can differ per call); 0 here is never used.
@@ -84,7 +84,7 @@ class OpenAIModel(Model):
             ModelAPIError: The request failed after the SDK's retries, or the server answered with no choices.
         """
         client = self._client_for_running_loop().with_options(max_retries=settings.max_retries)
-        import openai  # noqa: PLC0415 - loaded by the client above; here for its exception types
+        import openai
 
         request: dict[str, Any] = {"model": self.name, "messages": messages}
         # OpenAI rejects `tools: []`, and unset sampling options must stay unset so the server's defaults apply.
@@ -109,7 +109,7 @@ class OpenAIModel(Model):
 
 def _map_sdk_error(exc: OpenAIError, model: OpenAIModel, settings: ModelSettings) -> ModelAPIError:
     """Translate an SDK exception into ``ModelAPIError`` with the HTTP status and body when there was a response."""
-    import openai  # noqa: PLC0415 - the SDK loads on first use
+    import openai
 
     where = model.base_url or "api.openai.com"
     retried = f"after {settings.max_retries} retries" if settings.max_retries else "without retries"
@@ -140,7 +140,7 @@ def _map_sdk_error(exc: OpenAIError, model: OpenAIModel, settings: ModelSettings
 
 
 def _to_model_response(completion: ChatCompletion) -> ModelResponse:
-    from openai.types.chat import ChatCompletion  # noqa: PLC0415 - the SDK loads on first use
+    from openai.types.chat import ChatCompletion
 
     # Without strict validation the SDK hands back whatever JSON the server sent; a server that is not really
     # OpenAI-compatible must fail here with its payload, not later with an AttributeError.

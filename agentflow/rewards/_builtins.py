@@ -76,3 +76,11 @@ class ConstantHook(RewardHook):
 
     async def score(self, step: StepContext) -> Reward | None:
         return Reward(value=float(self.options.get("value", 0.0)), explanation="constant")
+
+
+@reward_hook("noop")
+class NoopHook(RewardHook):
+    """Scores nothing (records no reward): measures what the hook engine itself costs per step."""
+
+    async def score(self, step: StepContext) -> Reward | None:
+        return None

@@ -11,7 +11,7 @@ from typing import Any
 from agentflow.errors import RewardHookError
 from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
 from agentflow.spec._models import RewardSpec, WorkflowSpec
-from agentflow.traces._events import Event, EventType
+from agentflow.traces._events import Event, EventType, seconds_since
 
 Emit = Callable[..., Event]
 
@@ -55,7 +55,10 @@ class RewardEngine:
         if not bindings:
             return []
         step = StepContext(run_id=run_id, kind=kind, node=label, events=events, state=state, sandbox=sandbox)
-        results = await asyncio.gather(*(self._score_one(b, step) for b in bindings))
+        if len(bindings) == 1:  # one hook (the usual case) needs no task of its own
+            results = [await self._score_one(bindings[0], step)]
+        else:
+            results = list(await asyncio.gather(*(self._score_one(b, step) for b in bindings)))
         recorded: list[Event] = []
         for binding, (reward, error, duration) in zip(bindings, results, strict=True):
             common: dict[str, Any] = {"hook": binding.spec.hook, "hook_version": binding.hook.version, "on": kind}
@@ -80,10 +83,11 @@ class RewardEngine:
     async def _score_one(binding: HookBinding, step: StepContext) -> tuple[Any, str | None, float]:
         started = time.perf_counter()
         try:
-            reward = await asyncio.wait_for(binding.hook.score(step), timeout=binding.spec.timeout_s)
+            async with asyncio.timeout(binding.spec.timeout_s):
+                reward = await binding.hook.score(step)
         except TimeoutError:
             return None, f"hook {binding.spec.hook!r} timed out after {binding.spec.timeout_s:g}s", 0.0
         except Exception as exc:  # noqa: BLE001 - a failing hook is recorded and never fails the run
             error = RewardHookError(f"hook {binding.spec.hook!r} raised {type(exc).__name__}: {exc}")
-            return None, str(error), time.perf_counter() - started
-        return reward, None, time.perf_counter() - started
+            return None, str(error), seconds_since(started)
+        return reward, None, seconds_since(started)

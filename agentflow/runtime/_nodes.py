@@ -20,10 +20,13 @@ from agentflow.sandboxes._base import ExecResult
 from agentflow.spec import _templating
 from agentflow.spec._models import AgentNode, NodeSpec, RetryPolicy, RouterNode, SubgraphNode, ToolNode
 from agentflow.tools._base import Tool, ToolContext, ToolOutcome
-from agentflow.traces._events import Event, EventType
+from agentflow.traces._events import Event, EventType, seconds_since
 
 if TYPE_CHECKING:
     from agentflow.graph._compile import CompiledWorkflow
+
+
+_NO_RETRY = RetryPolicy()
 
 
 class NodeTimeout(RunError):
@@ -68,15 +71,17 @@ async def execute_node(ctx: RunContext, compiled: CompiledWorkflow, name: str, s
         raise limit
     ctx.limits.start_step()
     timeout = node.timeout_s or spec.limits.node_timeout_s
-    policy = node.retry or RetryPolicy()
-    attempt = 0
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential(multiplier=policy.backoff_s, exp_base=policy.multiplier, max=policy.max_backoff_s),
-        retry=retry_if_exception(lambda exc: not isinstance(exc, LimitExceeded | asyncio.CancelledError)),
-        reraise=True,
-    )
+    policy = node.retry or _NO_RETRY
     try:
+        if policy.attempts == 1:  # the common case skips the retry machinery
+            return await _attempt(ctx, compiled, name, node, state, visit=visit, attempt=1, timeout=timeout)
+        attempt = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait_exponential(multiplier=policy.backoff_s, exp_base=policy.multiplier, max=policy.max_backoff_s),
+            retry=retry_if_exception(lambda exc: not isinstance(exc, LimitExceeded | asyncio.CancelledError)),
+            reraise=True,
+        )
         async for attempt_state in retrying:
             with attempt_state:
                 attempt += 1
@@ -106,8 +111,8 @@ async def _attempt(
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
     try:
-        work = _dispatch(Visit(ctx, compiled, name, state, started), node)
-        updates = await asyncio.wait_for(work, timeout) if timeout else await work
+        async with asyncio.timeout(timeout):  # no task per node, unlike wait_for
+            updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
     except Exception as exc:
         if isinstance(exc, TimeoutError):
             exc = NodeTimeout(f"node {label!r} ran past its timeout of {timeout:g}s")
@@ -116,7 +121,7 @@ async def _attempt(
             EventType.NODE_FINISHED,
             node=label,
             parent=started.seq,
-            data={"status": "failed", "updates": {}, "duration_s": time.perf_counter() - clock, "error": str(exc)},
+            data={"status": "failed", "updates": {}, "duration_s": seconds_since(clock), "error": str(exc)},
         )
         raise exc from None
     ctx.state.update(updates)
@@ -124,7 +129,7 @@ async def _attempt(
         EventType.NODE_FINISHED,
         node=label,
         parent=started.seq,
-        data={"status": "ok", "updates": updates, "duration_s": time.perf_counter() - clock},
+        data={"status": "ok", "updates": updates, "duration_s": seconds_since(clock)},
     )
     if compiled.hooks.wants("node", name):
         await compiled.hooks.score(
@@ -159,8 +164,13 @@ async def _dispatch(visit: Visit, node: NodeSpec) -> dict[str, Any]:
     raise AssertionError(f"unknown node kind {node!r}")
 
 
-async def _call_tool(visit: Visit, tool: Tool | None, call: ToolCall, parent: int) -> tuple[ToolOutcome, list[Event]]:
-    """Run one tool call with its events; an unknown tool or bad arguments become an error outcome."""
+async def _call_tool(
+    visit: Visit, tool: Tool | None, call: ToolCall, parent: int, parsed: Mapping[str, Any] | None = None
+) -> tuple[ToolOutcome, list[Event]]:
+    """Run one tool call with its events; an unknown tool or bad arguments become an error outcome.
+
+    ``parsed`` is the arguments as data when the caller built them (tool nodes), saving a JSON round trip.
+    """
     ctx, compiled, label = visit.ctx, visit.compiled, visit.label
     first_index = len(ctx.events)
     call_event = ctx.emit(
@@ -182,7 +192,7 @@ async def _call_tool(visit: Visit, tool: Tool | None, call: ToolCall, parent: in
         tool_ctx = ToolContext(
             sandbox=ctx.sandbox, run_id=ctx.run_id, node=label, state=dict(ctx.state), on_exec=record_exec
         )
-        outcome = await tool.invoke(tool_ctx, call.arguments)
+        outcome = await tool.invoke(tool_ctx, call.arguments if parsed is None else parsed)
     ctx.emit(
         EventType.TOOL_RESULT,
         node=label,
@@ -194,13 +204,15 @@ async def _call_tool(visit: Visit, tool: Tool | None, call: ToolCall, parent: in
             "content": outcome.content,
             "result": _json_safe(outcome.result),
             "error": outcome.error,
-            "duration_s": time.perf_counter() - clock,
+            "duration_s": seconds_since(clock),
         },
     )
     return outcome, ctx.events[first_index:]
 
 
 def _json_safe(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):
+        return value
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -253,7 +265,7 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
                 "message": response.message,
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
                 "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
-                "duration_s": time.perf_counter() - clock,
+                "duration_s": seconds_since(clock),
             },
         )
         ctx.limits.add_tokens(response.usage.total_tokens)
@@ -297,7 +309,7 @@ async def _run_tool_node(visit: Visit, node: ToolNode) -> dict[str, Any]:
     ctx, compiled, name, state, label = visit.ctx, visit.compiled, visit.name, visit.state, visit.label
     arguments = _templating.render_value(node.args, state)
     call = ToolCall(id=f"{label}-{ctx.visits[label]}", name=node.tool, arguments=json.dumps(arguments))
-    outcome, events = await _call_tool(visit, compiled.tools.get(node.tool), call, visit.started.seq)
+    outcome, events = await _call_tool(visit, compiled.tools.get(node.tool), call, visit.started.seq, arguments)
     if compiled.hooks.wants("step", name):
         await _score_step(ctx, compiled, name, events)
     if not outcome.ok and node.fail_on_error:

@@ -17,7 +17,7 @@ from agentflow.runtime._nodes import _error_data
 from agentflow.sandboxes import create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
 from agentflow.traces import TraceStore
-from agentflow.traces._events import EventType
+from agentflow.traces._events import EventType, seconds_since
 
 DEFAULT_STORE = Path(".agentflow")
 
@@ -102,7 +102,7 @@ async def run_workflow(
         except LimitExceeded as exc:
             status, error, limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
         except TimeoutError:
-            run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, time.perf_counter() - clock)
+            run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, seconds_since(clock))
             ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
             status, error, limit = "limit_exceeded", str(run_timeout), _error_data(run_timeout)["limit"]
         except asyncio.CancelledError:
@@ -127,7 +127,7 @@ async def run_workflow(
             )
     finally:
         final_state = ctx.state if ctx else initial
-        recorder.finish(status, final_state=final_state, error=error, duration_s=time.perf_counter() - clock)
+        recorder.finish(status, final_state=final_state, error=error, duration_s=seconds_since(clock))
         if ctx is not None:
             await ctx.close_models()
             await ctx.sandbox.close()
@@ -136,7 +136,7 @@ async def run_workflow(
         status=status,
         final_state=final_state,
         error=error,
-        duration_s=time.perf_counter() - clock,
+        duration_s=seconds_since(clock),
         store_root=store.root,
         limit=limit,
         isolation=ctx.sandbox.isolation().to_dict() if ctx else {},

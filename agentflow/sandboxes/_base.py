@@ -42,7 +42,7 @@ class ExecResult:
             "stderr": self.stderr,
             "timed_out": self.timed_out,
             "truncated": self.truncated,
-            "duration_s": self.duration_s,
+            "duration_s": round(self.duration_s, 4),  # 0.1 ms, as seconds_since() records durations
         }
 
 

@@ -77,7 +77,7 @@ async def exec_once(
     cmd: list[str],
     *,
     backend: str = "local",
-    timeout: float | None = None,  # noqa: ASYNC109 - passed on to Sandbox.exec, which enforces it
+    timeout: float | None = None,
     limits: SandboxLimits | None = None,
 ) -> tuple[ExecResult, IsolationReport]:
     """Run one command in a fresh sandbox, close it, and return what it did and the isolation obtained.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class LoadedWorkflow:
         """The folder relative paths in the file (scripts, plugins, sandbox files, subgraphs) start from."""
         return self.path.parent
 
-    @property
+    @functools.cached_property
     def template_hash(self) -> str:
         """sha256 of the spec's canonical content: comments and formatting do not change it."""
         from agentflow.traces._hashing import canonical_json

@@ -6,6 +6,7 @@ placeholder is a dotted path of mapping keys and nothing else.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
@@ -20,10 +21,16 @@ class TemplateError(ValueError):
     """A placeholder is malformed or names a missing state key."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(template: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+    # Templates come from workflow files and are filled at every visit: parse each once.
+    return tuple(_formatter.parse(template))
+
+
 def placeholders(template: str) -> list[str]:
     """The dotted paths a template reads, in order; raises TemplateError on malformed braces."""
     try:
-        parsed = list(_formatter.parse(template))
+        parsed = _parse(template)
     except ValueError as exc:
         raise TemplateError(f"{exc}; write {{{{ and }}}} for literal braces") from None
     fields: list[str] = []
@@ -59,7 +66,7 @@ def _text(value: Any) -> str:
 def render(template: str, state: Mapping[str, Any]) -> str:
     """Fill a text template from state; non-text values are written as JSON."""
     out: list[str] = []
-    for literal, field, _, _ in _formatter.parse(template):
+    for literal, field, _, _ in _parse(template):
         out.append(literal)
         if field is not None:
             out.append(_text(lookup(state, field)))

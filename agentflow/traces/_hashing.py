@@ -183,9 +183,13 @@ class _Normaliser:
         if kind is float:
             if not math.isfinite(value):
                 return "NaN" if math.isnan(value) else _NON_FINITE_FLOATS[value]
+            if value.is_integer() and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                # JSON has one number type and RFC 8785 writes 1.0 as 1: recording it as 1 changes nothing a reader
+                # or a hash can see, and keeps the event on the fast path (rewards of 0.0 and 1.0 are common).
+                return int(value)
             # Python's repr and ECMAScript agree on non-integral floats in [1e-4, 1e16) (checked by the tests);
-            # integral floats (1.0 vs 1) and exponent forms differ, so those take the RFC 8785 encoder.
-            if self.plain and (value.is_integer() or not 1e-4 <= abs(value) < 1e16):
+            # exponent forms differ, so those take the RFC 8785 encoder.
+            if self.plain and not 1e-4 <= abs(value) < 1e16:
                 self.plain = False
             return value
         return self.other(value)
@@ -244,6 +248,7 @@ def encode_event(
     data: dict[str, Any],
     prev_hash: str | None,
     plain: bool,
+    encoded: str | None = None,
 ) -> tuple[str, bytes]:
     """Hash one event and encode its trace line, serialising ``data`` once.
 
@@ -262,13 +267,14 @@ def encode_event(
         data: see ``run_id``.
         prev_hash: see ``run_id``.
         plain: the flag :func:`normalise_json_value` returned for ``data``.
+        encoded: ``data`` already encoded by :func:`encode_if_plain`, if it was.
 
     Returns:
         The hex hash, and the JSON line (fields in reading order, newline-terminated) that the trace file stores.
     """
     # The line always holds Python's float spelling: RFC 8785 writes 2.5e16 as an integer, which would read back as
     # an int outside the safe range. For plain data the two encodings are the same string, serialised once.
-    data_json = _PLAIN_ENCODER.encode(data)
+    data_json = _PLAIN_ENCODER.encode(data) if encoded is None else encoded
     canonical_data = data_json if plain else canonical_json(data).decode("utf-8")
     node_json = "null" if node is None else _encode_string(node if node.isascii() else _scrub_surrogates(node))
     parent_json = "null" if parent is None else str(parent)
@@ -286,10 +292,52 @@ def encode_event(
     return digest, line.encode("utf-8")
 
 
+# Spellings in the C encoder's output that only a walk can settle: an integral float ("1.0"), an exponent form
+# ("1e-05", "2.5e+16"), a digit run as long as an unsafe integer. A match inside a string is a false alarm that
+# only costs the walk.
+_NEEDS_WALK = re.compile(r"[0-9](?:\.0(?![0-9])|e[-+]?[0-9]|[0-9]{15})")
+
+
+def encode_if_plain(data: dict[str, Any], spill_threshold: int) -> str | None:
+    """The data's JSON when the data is already normal and plain and holds no string to spill, else None.
+
+    One pass of the C encoder replaces the Python walk of :func:`normalise_json_value` for the usual event (plain
+    text, ints, rounded durations). Anything it cannot vouch for returns None and takes the walk.
+    """
+    try:
+        text = "".join(_plain_chunks(data, 0))
+    except (TypeError, ValueError, RecursionError):  # a type JSON lacks, NaN, unorderable keys, a cycle
+        return None
+    if len(text) * 4 > spill_threshold or _NEEDS_WALK.search(text):
+        return None
+    if not text.isascii():
+        if max(text) > "\uffff":  # keys outside the BMP sort differently in UTF-16
+            return None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates, which the walk replaces
+            return None
+    return text
+
+
 # With sorted keys, no whitespace and ensure_ascii=False, the C encoder writes RFC 8785 for "plain" data: same
 # string escapes (\b \f \n \r \t, \u00xx for other controls, nothing else), same integers.
 _PLAIN_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+# The C encoder behind _PLAIN_ENCODER, made once: JSONEncoder.encode builds a new one on every call, which costs
+# as much as the encoding of a small event. No circular-reference markers: a cycle ends in RecursionError.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_plain_chunks: Callable[[Any, int], Any] = (
+    _c_make_encoder(None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+    if _c_make_encoder is not None
+    else lambda value, _level: (_PLAIN_ENCODER.encode(value),)
+)
 
 
 def _normalise_key(key: Any) -> str:

@@ -51,7 +51,7 @@ from pydantic import ValidationError
 
 from agentflow.errors import ConfigError, TraceError
 from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import encode_event, event_hash, normalise_json_value, sha256_hex
+from agentflow.traces._hashing import encode_event, encode_if_plain, event_hash, normalise_json_value, sha256_hex
 from agentflow.traces._summary import RunSummary, SummaryBuilder, summarize
 
 __all__ = [
@@ -101,8 +101,17 @@ CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
 """
 
 
+_second_prefix: tuple[int, str] = (-1, "")
+
+
 def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with microseconds; formats the date part once per second (this runs for every event)."""
+    global _second_prefix  # noqa: PLW0603 - a one-entry cache of the formatted second
+    now_us = time.time_ns() // 1000
+    second, micro = divmod(now_us, 1_000_000)
+    if _second_prefix[0] != second:
+        _second_prefix = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_prefix[1]}.{micro:06d}Z"
 
 
 def _new_run_id() -> str:
@@ -627,6 +636,8 @@ class RunRecorder:
         self._next_seq = 0
         self._last_hash: str | None = None
         self._summary = SummaryBuilder()
+        # Events wait here until a summary is needed (index refresh, finish): summarising is not on emit's hot path.
+        self._unsummarized: list[Event] = []
         self._started = time.monotonic()
         self._finishing = False
         self._finished = False
@@ -690,7 +701,8 @@ class RunRecorder:
         """Append one event to the trace and return it (with its seq, timestamp and hashes).
 
         ``data`` is normalised to JSON (see :func:`agentflow.traces.to_json_value`) and large strings are spilled
-        to blobs before hashing, so the returned event's ``data`` is what the trace holds.
+        to blobs before hashing, so the returned event's ``data`` is what the trace holds. When ``data`` is already
+        plain JSON the event keeps that very dict: do not change it after emitting.
 
         Args:
             type: the event type.
@@ -702,16 +714,26 @@ class RunRecorder:
             TraceError: the recorder is closed, ``data`` holds a value that cannot be recorded, ``parent`` names no
                 earlier event, or the trace file cannot be written.
         """
-        try:
-            event_type = EventType(type)
-        except ValueError:
-            raise TraceError(f"unknown event type {type!r}; use an EventType") from None
+        if type.__class__ is EventType:
+            event_type = type
+        else:
+            try:
+                event_type = EventType(type)
+            except ValueError:
+                raise TraceError(f"unknown event type {type!r}; use an EventType") from None
         payload: dict[str, Any] = {}
         plain = True
+        encoded: str | None = None
         if data:
             if not isinstance(data, dict):
                 raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
-            payload, plain = normalise_json_value(data, self._spill)
+            encoded = encode_if_plain(data, self._spill_threshold)
+            if encoded is None:
+                payload, plain = normalise_json_value(data, self._spill)
+            else:
+                # Already plain JSON: the event holds the caller's dict itself, so emitters must not change `data`
+                # after emitting (the runtime builds a fresh dict per event). The file and hash are fixed either way.
+                payload = data
         if node is not None and not isinstance(node, str):
             raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
         with self._lock:
@@ -719,21 +741,22 @@ class RunRecorder:
                 raise TraceError(f"run {self.run_id} is closed; no more events can be recorded")
             seq = self._next_seq
             if parent is not None and not 0 <= parent < seq:
-                raise TraceError(f"parent {parent} of a {event_type.value} event is not an earlier event's seq")
+                raise TraceError(f"parent {parent} of a {event_type} event is not an earlier event's seq")
             ts = _utc_now()
             digest, line = encode_event(
                 run_id=self.run_id,
                 seq=seq,
-                event_type=event_type.value,
+                event_type=str(event_type),
                 ts=ts,
                 node=node,
                 parent=parent,
                 data=payload,
                 prev_hash=self._last_hash,
                 plain=plain,
+                encoded=encoded,
             )
             self._write(line, boundary=event_type in _BOUNDARY_EVENTS)
-            event = Event.model_construct(
+            event = Event.trusted(
                 run_id=self.run_id,
                 seq=seq,
                 type=event_type,
@@ -746,7 +769,7 @@ class RunRecorder:
             )
             self._next_seq = seq + 1
             self._last_hash = digest
-            self._summary.add(event)
+            self._unsummarized.append(event)
             if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= _INDEX_REFRESH_S:
                 # Keep `agentflow runs` current for a run in progress, throttled: a SQLite commit per node would
                 # cost more than the node's own bookkeeping.
@@ -763,9 +786,15 @@ class RunRecorder:
         except OSError as exc:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
 
+    def _catch_up_summary(self) -> SummaryBuilder:
+        for event in self._unsummarized:
+            self._summary.add(event)
+        self._unsummarized.clear()
+        return self._summary
+
     def _update_index(self, status: str) -> None:
         self._index_refreshed = time.monotonic()
-        summary = self._summary.build(snapshot=False)
+        summary = self._catch_up_summary().build(snapshot=False)
         _write_counts(
             self._index, self.run_id, status=status, summary=summary, events=self._next_seq, last_hash=self._last_hash
         )
@@ -773,7 +802,7 @@ class RunRecorder:
     def summary(self) -> RunSummary:
         """Summarise the events recorded so far (without re-reading the trace)."""
         with self._lock:
-            return self._summary.build()
+            return self._catch_up_summary().build()
 
     def finish(self, status: str, **data: Any) -> Event:
         """Record ``run_finished`` and store the run's final counts in the index.

@@ -131,7 +131,13 @@ def test_inspect_json(examples: Path, tmp_path: Path) -> None:
 
 def test_sandbox_exec(tmp_path: Path) -> None:
     result = agentflow(
-        "sandbox", "exec", "--json", "--", "sh", "-c", "echo out; echo err >&2; echo $OPENAI_API_KEY; exit 3",
+        "sandbox",
+        "exec",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; echo $OPENAI_API_KEY; exit 3",
         cwd=tmp_path,
         env={"OPENAI_API_KEY": "sk-host-secret"},
     )

@@ -81,7 +81,9 @@ def test_unreachable_node(tmp_path: Path) -> None:
 
 def test_node_that_cannot_reach_end(tmp_path: Path) -> None:
     text = BASE.replace("      - {to: work}", "      - {to: work}\n  sink: {kind: tool, tool: list_files}")
-    text = text.replace("  - {from: check, to: decide}", "  - {from: check, to: decide, when: state.done}\n  - {from: check, to: sink}")
+    text = text.replace(
+        "  - {from: check, to: decide}", "  - {from: check, to: decide, when: state.done}\n  - {from: check, to: sink}"
+    )
     found = diagnose(tmp_path, text)
     assert any(d.code == "graph.no-end" and "'sink'" in d.message for d in found)
 

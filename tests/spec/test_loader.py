@@ -73,7 +73,9 @@ def test_duplicate_node_ids_are_refused(tmp_path: Path) -> None:
 
 
 def test_duplicate_node_inside_nodes(tmp_path: Path) -> None:
-    text = MINIMAL.replace("  a: {kind: tool, tool: list_files}", "  a: {kind: tool, tool: list_files}\n  a: {kind: tool, tool: x}")
+    text = MINIMAL.replace(
+        "  a: {kind: tool, tool: list_files}", "  a: {kind: tool, tool: list_files}\n  a: {kind: tool, tool: x}"
+    )
     with pytest.raises(SpecError, match="duplicate key 'a' \\(first defined at line 4\\)"):
         load_workflow(write(tmp_path, text))
 
