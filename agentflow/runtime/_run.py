@@ -68,6 +68,7 @@ async def run_workflow(
     clock = time.perf_counter()
     status, error, limit = "failed", None, None
     ctx: RunContext | None = None
+    isolation: dict[str, Any] = {}
     backend = sandbox or spec.sandbox.backend
     try:
         try:
@@ -79,6 +80,7 @@ async def run_workflow(
             error = f"sandbox {backend!r} could not start: {exc}"
             raise
         ctx = RunContext(recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model)
+        isolation = box.isolation().to_dict()
         ctx.state.update(initial)
         ctx.emit(
             EventType.RUN_STARTED,
@@ -88,7 +90,7 @@ async def run_workflow(
                 "template_hash": compiled.loaded.template_hash,
                 "inputs": initial,
                 "model_override": model,
-                "sandbox": {"backend": backend, "isolation": box.isolation().to_dict()},
+                "sandbox": {"backend": backend, "isolation": isolation},
                 "limits": spec.limits.model_dump(),
                 "agentflow_version": agentflow.__version__,
             },
@@ -139,7 +141,7 @@ async def run_workflow(
         duration_s=seconds_since(clock),
         store_root=store.root,
         limit=limit,
-        isolation=ctx.sandbox.isolation().to_dict() if ctx else {},
+        isolation=isolation,
     )
 
 

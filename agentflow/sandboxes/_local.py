@@ -15,6 +15,7 @@ Two modes, chosen once per process by a probe and reported by ``isolation()``:
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import marshal
 import os
@@ -67,12 +68,14 @@ _probe_lock = threading.Lock()
 _probe_result: _Probe | None = None
 
 
+@functools.cache  # the host's layout does not change while agentflow runs; every exec and report asks
 def _python_paths() -> list[str]:
     """The directories of the Python runtime that runs agentflow, so ``python`` works inside the sandbox."""
     paths = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}
     return sorted(p for p in paths if not any(p == d or p.startswith(d + "/") for d in _SYSTEM_DIRS))
 
 
+@functools.cache
 def _system_layout() -> tuple[dict[str, str], dict[str, str]]:
     """Return (symlinks, read-only binds) that give the sandbox the host's system directories."""
     symlinks: dict[str, str] = {}
@@ -318,7 +321,12 @@ class LocalSandbox(Sandbox):
             )
         available, reason = (False, "process mode was requested")
         if requested != "process":
-            available, reason = await asyncio.to_thread(probe_namespaces)
+            # The probe runs once per process; after that the answer is at hand, with no thread hop.
+            cached = _probe_result
+            if cached is not None:
+                available, reason = cached.namespaces, cached.reason
+            else:
+                available, reason = await asyncio.to_thread(probe_namespaces)
             if requested == "namespaces" and not available:
                 raise SandboxUnavailableError(
                     f"the local sandbox cannot use Linux namespaces here: {reason}; enable unprivileged user "
@@ -371,9 +379,9 @@ class LocalSandbox(Sandbox):
             "network": self.limits.network,
         }
         if self.mode == "namespaces":
-            symlinks, binds = _system_layout()
-            binds[WORKSPACE] = str(self._host_workdir)
-            binds["/tmp"] = str(self._host_tmp)  # noqa: S108 - the sandbox's own directory, shown as /tmp
+            symlinks, system_binds = _system_layout()
+            # a copy: the layout is cached and shared by every sandbox
+            binds = {**system_binds, WORKSPACE: str(self._host_workdir), "/tmp": str(self._host_tmp)}  # noqa: S108
             config.update(
                 inner_uid=_INNER_UID,
                 host_uid=self._sandbox_uid,
