@@ -66,9 +66,8 @@ async def run_workflow(
     store = store or TraceStore(DEFAULT_STORE)
     recorder = store.new_run(workflow=spec.name)
     clock = time.perf_counter()
-    status, error, limit = "failed", None, None
+    outcome = _Outcome()
     ctx: RunContext | None = None
-    isolation: dict[str, Any] = {}
     backend = sandbox or spec.sandbox.backend
     try:
         try:
@@ -77,10 +76,10 @@ async def run_workflow(
             )
         except (SandboxError, OSError) as exc:
             recorder.emit(EventType.ERROR, data=_error_data(exc))
-            error = f"sandbox {backend!r} could not start: {exc}"
+            outcome.error = f"sandbox {backend!r} could not start: {exc}"
             raise
         ctx = RunContext(recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model)
-        isolation = box.isolation().to_dict()
+        outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)
         ctx.emit(
             EventType.RUN_STARTED,
@@ -90,32 +89,12 @@ async def run_workflow(
                 "template_hash": compiled.loaded.template_hash,
                 "inputs": initial,
                 "model_override": model,
-                "sandbox": {"backend": backend, "isolation": isolation},
+                "sandbox": {"backend": backend, "isolation": outcome.isolation},
                 "limits": spec.limits.model_dump(),
                 "agentflow_version": agentflow.__version__,
             },
         )
-        try:
-            final = await asyncio.wait_for(
-                compiled.graph.ainvoke(initial, config=compiled.invoke_config(ctx)), spec.limits.timeout_s
-            )
-            ctx.state.update(final)
-            status = "succeeded"
-        except LimitExceeded as exc:
-            status, error, limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
-        except TimeoutError:
-            run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, seconds_since(clock))
-            ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
-            status, error, limit = "limit_exceeded", str(run_timeout), _error_data(run_timeout)["limit"]
-        except asyncio.CancelledError:
-            status, error = "cancelled", "the run was cancelled"
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure ends the run with a status and a readable trace
-            status, error = _classify(exc)
-            if status == "limit_exceeded":
-                limit = {"name": "recursion_limit", "value": compiled.recursion_limit, "observed": None}
-            if not isinstance(exc, RunError) or status == "limit_exceeded":
-                ctx.emit(EventType.ERROR, data=_error_data(exc))
+        await _execute(compiled, ctx, initial, outcome, clock)
         if compiled.hooks.wants("run", None):
             await compiled.hooks.score(
                 ctx.emit,
@@ -129,20 +108,62 @@ async def run_workflow(
             )
     finally:
         final_state = ctx.state if ctx else initial
-        recorder.finish(status, final_state=final_state, error=error, duration_s=seconds_since(clock))
+        recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=seconds_since(clock))
         if ctx is not None:
             await ctx.close_models()
             await ctx.sandbox.close()
     return RunResult(
         run_id=recorder.run_id,
-        status=status,
+        status=outcome.status,
         final_state=final_state,
-        error=error,
+        error=outcome.error,
         duration_s=seconds_since(clock),
         store_root=store.root,
-        limit=limit,
-        isolation=isolation,
+        limit=outcome.limit,
+        isolation=outcome.isolation,
     )
+
+
+@dataclass
+class _Outcome:
+    """How the run is ending, filled in as it goes (the `finally` of run_workflow records whatever it holds)."""
+
+    status: str = "failed"
+    error: str | None = None
+    limit: dict[str, Any] | None = None
+    isolation: dict[str, Any] = field(default_factory=lambda: {})
+
+
+async def _execute(
+    compiled: CompiledWorkflow, ctx: RunContext, initial: dict[str, Any], outcome: _Outcome, clock: float
+) -> None:
+    """Invoke the LangGraph graph under the run's time limit and turn how it ended into the outcome."""
+    spec = compiled.loaded.spec
+    try:
+        async with asyncio.timeout(spec.limits.timeout_s):
+            final = await compiled.graph.ainvoke(initial, config=compiled.invoke_config(ctx))
+        ctx.state.update(final)
+        outcome.status = "succeeded"
+    except LimitExceeded as exc:  # already recorded where it was raised
+        outcome.status, outcome.error, outcome.limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
+    except TimeoutError:
+        run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, seconds_since(clock))
+        ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
+        outcome.status, outcome.error, outcome.limit = (
+            "limit_exceeded",
+            str(run_timeout),
+            _error_data(run_timeout)["limit"],
+        )
+    except asyncio.CancelledError:
+        outcome.status, outcome.error = "cancelled", "the run was cancelled"
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure ends the run with a status and a readable trace
+        outcome.status, outcome.error = _classify(exc)
+        if outcome.status == "limit_exceeded":
+            outcome.limit = {"name": "recursion_limit", "value": compiled.recursion_limit, "observed": None}
+        if not isinstance(exc, RunError) or outcome.status == "limit_exceeded":
+            # node failures were recorded by the node; anything else (a routing error, a bug) is recorded here
+            ctx.emit(EventType.ERROR, data=_error_data(exc))
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:

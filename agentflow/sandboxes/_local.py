@@ -15,8 +15,8 @@ Two modes, chosen once per process by a probe and reported by ``isolation()``:
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import marshal
 import os
 import secrets

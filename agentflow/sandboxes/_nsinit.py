@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGKILL = 9
+SIGTERM = 15
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -88,6 +89,16 @@ def _report(status_fd: int, line: str) -> None:
         os.write(status_fd, (line.replace("\n", " ") + "\n").encode())
     except OSError:
         pass  # the host stopped listening (killed on timeout); nothing to tell
+
+
+def _exit_on_parent_death(_signum: int, _frame: object) -> None:
+    os._exit(137)
+
+
+def _signal_handler(signum: int, handler: Any) -> None:
+    import signal  # only pid 1 of a namespace needs it; the other launch paths skip its import cost
+
+    signal.signal(signum, handler)
 
 
 def _die_with_parent() -> None:
@@ -244,12 +255,17 @@ def _report_status(status_fd: int, status: int) -> None:
 
 def _namespace_init(config: dict[str, Any], status_fd: int) -> None:
     """Pid 1 of the sandbox: build the root, start the command, relay how it ended."""
-    _die_with_parent()
     try:
         _build_root(config)
     except (SetupError, OSError) as exc:
         _report(status_fd, f"setup-error {exc}")
         os._exit(125)
+    # The kernel drops signals to a pid namespace's init that it has no handler for, SIGKILL from its parent's
+    # death included. So init asks for SIGTERM on that death and handles it by exiting, which makes the kernel
+    # kill everything in the namespace: nothing outlives an agentflow process that was killed. Asked only now:
+    # _build_root changes the filesystem uid, and any credential change clears the request.
+    _signal_handler(SIGTERM, _exit_on_parent_death)
+    libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)
     command_pid = os.fork()
     if command_pid == 0:
         try:
