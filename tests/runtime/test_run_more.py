@@ -28,21 +28,20 @@ async def test_example_runs_on_the_openai_sdk_over_http(
     for key, value in openai_server.env.items():
         monkeypatch.setenv(key, value)
     shutil.copytree(EXAMPLES, tmp_path / "examples")
-    fix_mean = "--- a/calc/stats.py\n+++ b/calc/stats.py\n@@ -8 +8 @@\n-    return sum(values) / (len(values) - 1)\n+    return sum(values) / len(values)\n"
-    fix_median = (
-        "--- a/calc/stats.py\n+++ b/calc/stats.py\n@@ -19 +19 @@\n-    return ordered[middle]\n"
+    patch = (
+        "--- a/calc/stats.py\n+++ b/calc/stats.py\n"
+        "@@ -8 +8 @@\n"
+        "-    return sum(values) / (len(values) - 1)\n"
+        "+    return sum(values) / len(values)\n"
+        "@@ -19 +19 @@\n"
+        "-    return ordered[middle]\n"
         "+    return (ordered[middle - 1] + ordered[middle]) / 2\n"
     )
     openai_server.queue(
         Reply.tool_calls(("read_file", json.dumps({"path": "calc/stats.py"}))),
         Reply.error(429, "slow down"),  # the SDK retries this one
         Reply.text("Fix mean and median."),
-        Reply.tool_calls(
-            (
-                "apply_patch",
-                json.dumps({"patch": fix_mean + fix_median[len("--- a/calc/stats.py\n+++ b/calc/stats.py\n") :]}),
-            )
-        ),
+        Reply.tool_calls(("apply_patch", json.dumps({"patch": patch}))),
         Reply.text("Fixed both."),
     )
     store = TraceStore(tmp_path / ".agentflow")
