@@ -1,0 +1,28 @@
+"""Package-level promises: a light `import agentflow`, a current JSON Schema file, a complete error tree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agentflow.spec import workflow_json_schema
+
+ROOT = Path(__file__).parents[1]
+VENDOR_SDKS = ("openai", "docker", "e2b", "ray", "psycopg", "opentelemetry", "pygls")
+
+
+def test_import_agentflow_loads_no_vendor_sdk() -> None:
+    code = (
+        "import sys, agentflow, agentflow.spec, agentflow.graph, agentflow.runtime, agentflow.models, "
+        "agentflow.tools, agentflow.sandboxes, agentflow.traces, agentflow.rewards, agentflow.cli\n"
+        f"print([m for m in {VENDOR_SDKS!r} if m in sys.modules])"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_committed_schema_matches_the_models() -> None:
+    committed = json.loads((ROOT / "agentflow.schema.json").read_text())
+    assert committed == workflow_json_schema(), "run `make schema` and commit agentflow.schema.json"
