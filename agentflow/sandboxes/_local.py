@@ -371,6 +371,7 @@ class LocalSandbox(Sandbox):
 
     def _launch_config(self, cmd: list[str], *, cwd: str, env: Mapping[str, str] | None) -> dict[str, Any]:
         config: dict[str, Any] = {
+            "parent_pid": os.getpid(),
             "mode": self.mode,
             "argv": list(cmd),
             "env": self._environment(env),

@@ -91,6 +91,14 @@ def _report(status_fd: int, line: str) -> None:
         pass  # the host stopped listening (killed on timeout); nothing to tell
 
 
+def _closed(fd: int) -> bool:
+    """Whether every writer of a pipe is gone (a read would return end-of-file at once)."""
+    import select  # pid 1 of a namespace only
+
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
 def _exit_on_parent_death(_signum: int, _frame: object) -> None:
     os._exit(137)
 
@@ -253,7 +261,7 @@ def _report_status(status_fd: int, status: int) -> None:
         _report(status_fd, f"exit {os.waitstatus_to_exitcode(status)}")
 
 
-def _namespace_init(config: dict[str, Any], status_fd: int) -> None:
+def _namespace_init(config: dict[str, Any], status_fd: int, parent_alive: int) -> None:
     """Pid 1 of the sandbox: build the root, start the command, relay how it ended."""
     try:
         _build_root(config)
@@ -266,6 +274,9 @@ def _namespace_init(config: dict[str, Any], status_fd: int) -> None:
     # _build_root changes the filesystem uid, and any credential change clears the request.
     _signal_handler(SIGTERM, _exit_on_parent_death)
     libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)
+    if _closed(parent_alive):  # the parent died before the request was in place
+        os._exit(137)
+    os.close(parent_alive)
     command_pid = os.fork()
     if command_pid == 0:
         try:
@@ -287,9 +298,12 @@ def _namespace_init(config: dict[str, Any], status_fd: int) -> None:
 def _run_in_namespaces(config: dict[str, Any], status_fd: int) -> None:
     child_ready_read, child_ready_write = os.pipe()
     maps_written_read, maps_written_write = os.pipe()
+    launcher = os.getpid()
     child = os.fork()
     if child == 0:
         _die_with_parent()
+        if os.getppid() != launcher:
+            os._exit(137)  # the launcher is already gone
         os.close(child_ready_read)
         os.close(maps_written_write)
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
@@ -302,9 +316,13 @@ def _run_in_namespaces(config: dict[str, Any], status_fd: int) -> None:
         os.write(child_ready_write, b"u")
         if os.read(maps_written_read, 1) != b"m":
             os._exit(125)
+        # Held open by this process only: pid 1 sees end-of-file on it once this process is gone.
+        parent_alive_read, parent_alive_write = os.pipe()
         init = os.fork()  # the first child after unshare(CLONE_NEWPID) is pid 1 of the new namespace
         if init == 0:
-            _namespace_init(config, status_fd)
+            os.close(parent_alive_write)
+            _namespace_init(config, status_fd, parent_alive_read)
+        os.close(parent_alive_read)
         _, status = os.waitpid(init, 0)
         os._exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 125)
     os.close(child_ready_write)
@@ -335,6 +353,8 @@ def main() -> None:
     status_fd: int = config["status_fd"]
     os.set_blocking(status_fd, True)
     _die_with_parent()
+    if os.getppid() != config.get("parent_pid", os.getppid()):
+        os._exit(137)  # agentflow died while this interpreter started, before the request above was in place
     os.set_inheritable(status_fd, False)  # the command must not hold the status pipe: exec closes it
     try:
         if config["mode"] == "process":

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 EXAMPLES = Path(__file__).parents[2] / "graphs" / "examples"
 AGENTFLOW = str(Path(sys.executable).with_name("agentflow"))
@@ -34,12 +31,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
     assert "Traceback" not in result.stderr
     assert lines[0].startswith("agentflow: error: ")
     return lines[0]
-
-
-@pytest.fixture
-def examples(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLES, tmp_path / "examples")
-    return tmp_path / "examples"
 
 
 def test_run_json_then_runs_and_show(examples: Path, tmp_path: Path) -> None:

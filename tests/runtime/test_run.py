@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ def events_of(store: TraceStore, run_id: str, kind: EventType) -> list[Any]:
     return [e for e in store.load_trace(run_id).events if e.type is kind]
 
 
-async def test_example_fixes_the_bug_and_loops_back_once(tmp_path: Path) -> None:
-    shutil.copytree(EXAMPLES, tmp_path / "examples")
+async def test_example_fixes_the_bug_and_loops_back_once(tmp_path: Path, examples: Path) -> None:
     store = TraceStore(tmp_path / ".agentflow")
-    result = await run_workflow(tmp_path / "examples" / "fix_failing_test.yaml", store=store)
+    result = await run_workflow(examples / "fix_failing_test.yaml", store=store)
     assert result.status == "succeeded", result.error
     assert result.final_state["tests_passed"] is True
     trace = store.load_trace(result.run_id)
@@ -41,7 +39,7 @@ async def test_example_fixes_the_bug_and_loops_back_once(tmp_path: Path) -> None
     assert request_after.data["messages"][-1]["role"] == "tool"
     assert request_after.data["messages"][-1]["content"].startswith("error:")
     # the original workspace is untouched: the agent edited a copy inside the sandbox
-    assert "len(values) - 1" in (tmp_path / "examples/fix_failing_test/workspace/calc/stats.py").read_text()
+    assert "len(values) - 1" in (examples / "fix_failing_test/workspace/calc/stats.py").read_text()
     started = trace.events[0]
     assert started.type is EventType.RUN_STARTED
     assert started.data["sandbox"]["backend"] == "local"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,11 +22,10 @@ EXAMPLES = Path(__file__).parents[2] / "graphs" / "examples"
 
 
 async def test_example_runs_on_the_openai_sdk_over_http(
-    tmp_path: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, examples: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for key, value in openai_server.env.items():
         monkeypatch.setenv(key, value)
-    shutil.copytree(EXAMPLES, tmp_path / "examples")
     patch = (
         "--- a/calc/stats.py\n+++ b/calc/stats.py\n"
         "@@ -8 +8 @@\n"
@@ -45,13 +43,13 @@ async def test_example_runs_on_the_openai_sdk_over_http(
         Reply.text("Fixed both."),
     )
     store = TraceStore(tmp_path / ".agentflow")
-    result = await run_workflow(tmp_path / "examples" / "fix_failing_test.yaml", model="openai:test-model", store=store)
+    result = await run_workflow(examples / "fix_failing_test.yaml", model="openai:test-model", store=store)
     assert result.status == "succeeded", result.error
     assert openai_server.pending == 0
     bodies = openai_server.requests
     assert len(bodies) == 5  # four answers plus the retried 429
     assert bodies[0]["model"] == "test-model"
-    assert {t["function"]["name"] for t in bodies[0]["tools"]} == {"list_files", "read_file"}
+    assert {t["function"]["name"] for t in bodies[0]["tools"]} == {"list_files", "read_file", "search_code"}
     assert bodies[0]["messages"][0]["role"] == "system"
     # the tool result went back to the model as a tool message with the call's id
     tool_message = bodies[2]["messages"][-1]
