@@ -212,7 +212,9 @@ def _build_root(config: dict[str, Any]) -> None:
     _mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
     for inside, link_target in mounts["symlinks"].items():
         os.symlink(link_target, new_root + inside)
-    for inside, fd in sources.items():
+    # Outer directories first: a runtime under /tmp (a checkout in /tmp/x/.venv) must land on the sandbox's /tmp,
+    # not be hidden by it.
+    for inside, fd in sorted(sources.items(), key=lambda item: item[0].rstrip("/").count("/")):
         os.makedirs(new_root + inside, exist_ok=True)
         _bind(f"/proc/self/fd/{fd}", new_root + inside, read_only=inside not in mounts["writable"])
         os.close(fd)

@@ -337,3 +337,29 @@ async def test_forced_mode_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AGENTFLOW_LOCAL_SANDBOX_MODE", "containers")
     with pytest.raises(SandboxError, match="not a local sandbox mode"):
         await LocalSandbox.create()
+
+
+async def test_a_python_runtime_under_tmp_stays_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout in /tmp (CI clones there) keeps its .venv visible although the sandbox has its own /tmp."""
+    require_namespaces()
+    import tempfile
+
+    from agentflow.sandboxes import _local
+
+    runtime = Path(tempfile.mkdtemp(prefix="agentflow-runtime-", dir="/tmp"))
+    try:
+        (runtime / "marker").write_text("runtime files\n")
+        runtime.chmod(0o755)
+        (runtime / "marker").chmod(0o644)
+        symlinks, binds = _local._system_layout()
+        monkeypatch.setattr(_local, "_system_layout", lambda: (symlinks, {**binds, str(runtime): str(runtime)}))
+        async with await LocalSandbox.create(mode="namespaces") as box:
+            seen = await box.exec(["cat", str(runtime / "marker")])
+            tmp_is_private = await box.exec(["sh", "-c", "ls /tmp"])
+        assert seen.exit_code == 0, seen.stderr
+        assert seen.stdout == "runtime files\n"
+        assert "agentflow-sandbox-" not in tmp_is_private.stdout  # other sandboxes' dirs stay hidden
+    finally:
+        import shutil
+
+        shutil.rmtree(runtime)
