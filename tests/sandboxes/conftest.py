@@ -1,8 +1,7 @@
-"""Fixtures for the sandbox tests, and ``require``: a skip that becomes a failure under AGENTFLOW_REQUIRE_ALL=1."""
+"""Fixtures for the sandbox tests."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -11,18 +10,7 @@ import pytest
 
 from agentflow.sandboxes import LocalSandbox, SandboxLimits
 from agentflow.sandboxes._local import probe_namespaces
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip the test unless ``condition`` holds; with ``AGENTFLOW_REQUIRE_ALL=1`` fail instead of skipping.
-
-    CI sets the flag on machines that must offer everything, so a missing capability cannot hide as a skip.
-    """
-    if condition:
-        return
-    if os.environ.get("AGENTFLOW_REQUIRE_ALL") == "1":
-        pytest.fail(f"required by AGENTFLOW_REQUIRE_ALL=1 but unavailable: {reason}")
-    pytest.skip(reason)
+from tests.support.require import require
 
 
 def require_namespaces() -> None:
