@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentflow.errors import RewardHookError
 from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
 from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
 
-Emit = Callable[..., Event]
+if TYPE_CHECKING:
+    from agentflow.runtime._context import RunContext
 
 
 @dataclass(frozen=True)
@@ -39,22 +40,15 @@ class RewardEngine:
         return any(binding.applies_to(kind, node) for binding in self.bindings)
 
     async def score(
-        self,
-        emit: Emit,
-        run_id: str,
-        *,
-        kind: StepKind,
-        node: str | None,
-        label: str | None,
-        events: Sequence[Event],
-        state: Mapping[str, Any],
-        sandbox: Any,
+        self, ctx: RunContext, *, kind: StepKind, node: str | None, label: str | None, events: Sequence[Event]
     ) -> list[Event]:
         """Run the hooks bound to this step concurrently; record each reward, or the hook's failure, in the trace."""
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]
         if not bindings:
             return []
-        step = StepContext(run_id=run_id, kind=kind, node=label, events=events, state=state, sandbox=sandbox)
+        step = StepContext(
+            run_id=ctx.run_id, kind=kind, node=label, events=events, state=ctx.state, sandbox=ctx.sandbox
+        )
         if len(bindings) == 1:  # one hook (the usual case) needs no task of its own
             results = [await self._score_one(bindings[0], step)]
         else:
@@ -64,7 +58,7 @@ class RewardEngine:
             common: dict[str, Any] = {"hook": binding.spec.hook, "hook_version": binding.hook.version, "on": kind}
             if error is not None:
                 data = {**common, "kind": "RewardHookError", "message": error, "target_seq": step.target_seq}
-                recorded.append(emit(EventType.ERROR, node=label, parent=step.target_seq, data=data))
+                recorded.append(ctx.emit(EventType.ERROR, node=label, parent=step.target_seq, data=data))
             elif reward is not None:
                 data = {
                     **common,
@@ -76,7 +70,7 @@ class RewardEngine:
                     "target_seq": step.target_seq,
                     "duration_s": duration,
                 }
-                recorded.append(emit(EventType.REWARD, node=label, parent=step.target_seq, data=data))
+                recorded.append(ctx.emit(EventType.REWARD, node=label, parent=step.target_seq, data=data))
         return recorded
 
     @staticmethod

@@ -132,16 +132,7 @@ async def _attempt(
         data={"status": "ok", "updates": updates, "duration_s": seconds_since(clock)},
     )
     if compiled.hooks.wants("node", name):
-        await compiled.hooks.score(
-            ctx.emit,
-            ctx.run_id,
-            kind="node",
-            node=name,
-            label=label,
-            events=ctx.events[first_index:],
-            state=ctx.state,
-            sandbox=ctx.sandbox,
-        )
+        await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events[first_index:])
     return updates
 
 
@@ -284,16 +275,7 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
 
 
 async def _score_step(ctx: RunContext, compiled: CompiledWorkflow, name: str, events: list[Event]) -> None:
-    await compiled.hooks.score(
-        ctx.emit,
-        ctx.run_id,
-        kind="step",
-        node=name,
-        label=compiled.prefix + name,
-        events=events,
-        state=ctx.state,
-        sandbox=ctx.sandbox,
-    )
+    await compiled.hooks.score(ctx, kind="step", node=name, label=compiled.prefix + name, events=events)
 
 
 def _agent_outputs(node: AgentNode, answer: str, state: Mapping[str, Any]) -> dict[str, Any]:

@@ -96,16 +96,7 @@ async def run_workflow(
         )
         await _execute(compiled, ctx, initial, outcome, clock)
         if compiled.hooks.wants("run", None):
-            await compiled.hooks.score(
-                ctx.emit,
-                ctx.run_id,
-                kind="run",
-                node=None,
-                label=None,
-                events=list(ctx.events),
-                state=ctx.state,
-                sandbox=box,
-            )
+            await compiled.hooks.score(ctx, kind="run", node=None, label=None, events=list(ctx.events))
     finally:
         final_state = ctx.state if ctx else initial
         recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=seconds_since(clock))
