@@ -74,6 +74,8 @@ def run_cli(argv: list[str] | None = None) -> int:
         return _fail(
             f"internal error {type(exc).__name__}: {exc} (AGENTFLOW_DEBUG=1 shows the traceback)", EXIT_INTERNAL
         )
+    if result == EXIT_INTERRUPTED:  # typer turns Ctrl-C into a plain exit code 130
+        return _fail("interrupted", EXIT_INTERRUPTED)
     return result if isinstance(result, int) else EXIT_OK
 
 

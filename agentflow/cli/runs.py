@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -80,7 +81,9 @@ def _fmt(value: float | None) -> str:
 
 def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_path: str) -> None:
     console = Console(highlight=False)
-    table = Table("node", "visits", "tool calls (failed)", "model calls", "tokens", "rewards", "time s", title="run")
+    table = Table(
+        "node", "visits", "tool calls (failed)", "model calls", "tokens", "rewards", "time s", box=box.SIMPLE_HEAD
+    )
     for name, node in summary["nodes"].items():
         by_hook: dict[str, list[float]] = {}
         for reward in node["rewards"]:
@@ -126,21 +129,29 @@ def runs(
     if json_output:
         print(json.dumps({"runs": [info.to_dict() for info in infos]}, indent=2))
         return 0
-    table = Table("run id", "workflow", "status", "started", "s", "steps", "tools", "model", "tokens", "reward")
+    console = Console(highlight=False)
+    # The run id starts with its start time, so no separate column. The id (the handle users copy into `show`)
+    # and the status must stay whole, so a narrow terminal gets fewer columns rather than cut ones.
+    columns = ["run id", "workflow", "status", "time s", "steps", "tools", "model", "tokens", "reward"]
+    if console.width < 110:
+        columns = ["run id", "workflow", "status", "time s", "reward"]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for header in columns:
+        table.add_column(header, no_wrap=header != "workflow", overflow="fold")
     for info in infos:
-        table.add_row(
-            info.run_id,
-            info.workflow,
-            info.status,
-            info.started_at[:19],
-            _fmt(info.duration_s),
-            str(info.steps),
-            str(info.tool_calls),
-            str(info.model_calls),
-            str(info.tokens),
-            _fmt(info.reward_mean),
-        )
-    Console(highlight=False).print(table)
+        cells = {
+            "run id": info.run_id,
+            "workflow": info.workflow,
+            "status": info.status,
+            "time s": _fmt(info.duration_s),
+            "steps": str(info.steps),
+            "tools": str(info.tool_calls),
+            "model": str(info.model_calls),
+            "tokens": str(info.tokens),
+            "reward": _fmt(info.reward_mean),
+        }
+        table.add_row(*(cells[header] for header in columns))
+    console.print(table)
     return 0
 
 
@@ -201,7 +212,7 @@ def show(
         print(json.dumps(payload, indent=2, default=str))
         return 0
     console = Console(highlight=False)
-    table = Table("seq", "node", "event", "detail", title=f"run {trace.run_id}")
+    table = Table("seq", "node", "event", "detail", title=f"run {trace.run_id}", box=box.SIMPLE_HEAD)
     for event in trace.events:
         table.add_row(str(event.seq), event.node or "", event.type.value, _describe(event))
     console.print(table)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 EXAMPLES = Path(__file__).parents[2] / "graphs" / "examples"
@@ -144,3 +146,29 @@ def test_sandbox_exec(tmp_path: Path) -> None:
     assert json.loads(slow.stdout)["timed_out"] is True
     ok = agentflow("sandbox", "exec", "--", "echo", "hello", cwd=tmp_path)
     assert ok.returncode == 0 and "hello" in ok.stdout
+
+
+def test_ctrl_c_cancels_the_run_records_it_and_exits_130(tmp_path: Path) -> None:
+    workflow = tmp_path / "slow.yaml"
+    workflow.write_text(
+        "name: slow\ntools: [shell]\nstart: wait\n"
+        "nodes:\n  wait: {kind: tool, tool: shell, args: {command: 'sleep 41.5', timeout_s: 60}}\nend: [wait]\n"
+    )
+    process = subprocess.Popen(
+        [AGENTFLOW, "run", str(workflow)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    trace_dir = tmp_path / ".agentflow" / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        traces = list(trace_dir.glob("*/trace.jsonl"))
+        if traces and '"tool_call"' in traces[0].read_text():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["agentflow: error: interrupted"]
+    shown = json.loads(agentflow("show", traces[0].parent.name, "--json", cwd=tmp_path).stdout)
+    assert shown["problems"] == []
+    assert shown["events"][-1]["type"] == "run_finished"
+    assert shown["events"][-1]["data"]["status"] == "cancelled"
