@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The extras the test suite exercises (each optional backend is tested against the real thing where it runs).
+EXTRAS ?= dev
 
 .PHONY: run test lint typecheck unit schema clean
 
@@ -10,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 # The main job on embedded defaults: scripted model, local sandbox, store in .agentflow/.
