@@ -172,3 +172,15 @@ def test_ctrl_c_cancels_the_run_records_it_and_exits_130(tmp_path: Path) -> None
     assert shown["problems"] == []
     assert shown["events"][-1]["type"] == "run_finished"
     assert shown["events"][-1]["data"]["status"] == "cancelled"
+
+
+def test_run_with_a_missing_tool_file_or_a_tool_raising_on_import(tmp_path: Path) -> None:
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text("name: t\ntools: [plugins/gone.py:f]\nstart: a\nnodes:\n  a: {kind: tool, tool: f}\nend: [a]\n")
+    line = assert_one_line_error(agentflow("run", str(workflow), cwd=tmp_path), 2)
+    assert f"{workflow}:2:" in line and "plugins/gone.py" in line
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "gone.py").write_text("import no_such_module_here\n\ndef f() -> int:\n    return 1\n")
+    line = assert_one_line_error(agentflow("run", str(workflow), cwd=tmp_path), 2)
+    assert "no_such_module_here" in line
+    assert not (tmp_path / ".agentflow").exists()  # nothing ran, nothing was recorded
