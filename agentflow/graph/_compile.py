@@ -115,7 +115,7 @@ def compile_workflow(
         template=template,
         graph=None,
         tools=tools,
-        hooks=RewardEngine(spec),
+        hooks=RewardEngine(spec, loaded.base_dir),
         recursion_limit=sum(template.max_visits(n) for n in spec.nodes) * 2 + 10,
         prefix=prefix,
         children=children,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from agentflow._registry import Registry
 from agentflow.sandboxes._base import Sandbox
@@ -48,17 +49,35 @@ class Reward:
 
 
 class RewardHook(abc.ABC):
-    """Scores steps. ``score`` returns None when the step is not one the hook judges (no reward is recorded)."""
+    """Scores steps. ``score`` returns None when the step is not one the hook judges (no reward is recorded).
+
+    A hook that reads the sandbox must see it as the step left it, so by default the engine awaits ``score`` before
+    the next step starts. A hook that works from the events alone (a judge model, a re-execution in a fresh
+    sandbox) sets ``blocking = False``: the engine then scores in the background and the run goes on; every
+    background reward is recorded before the run ends.
+
+    ``start_run`` and ``finish_run`` bracket one run (the LSP hook keeps a warm language server per run between
+    them); both do nothing by default, and offline grading never calls them, so ``score`` must not depend on them.
+    """
 
     name: str = "abstract"
     version: str = "1"
+    blocking: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+        self.base_dir: Path | None = None  # the workflow's folder, for relative paths in options (set by the engine)
+        self.models: Mapping[str, str] = {}  # the workflow's model names -> provider:model (set by the engine)
 
     @abc.abstractmethod
     async def score(self, step: StepContext) -> Reward | None:
         """Score one step."""
+
+    async def start_run(self, step: StepContext) -> None:  # noqa: B027 - optional, most hooks keep no run state
+        """Called once when a run starts (``step.kind == "run"``, no events yet), before its first step."""
+
+    async def finish_run(self, run_id: str) -> None:  # noqa: B027 - optional, most hooks keep no run state
+        """Called once when a run ends, after its last reward; release what ``start_run`` or ``score`` kept."""
 
 
 HookFactory = Callable[..., RewardHook]

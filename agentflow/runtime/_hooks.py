@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentflow.errors import RewardHookError
+from agentflow.errors import ConfigError, RewardHookError
 from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
+from agentflow.rewards._aggregate import NEEDS_OUTCOME, aggregate_trace
 from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
 
 if TYPE_CHECKING:
+    from agentflow.graph._compile import CompiledWorkflow
     from agentflow.runtime._context import RunContext
 
 
@@ -29,48 +33,176 @@ class HookBinding:
 
 
 class RewardEngine:
-    """The hooks a workflow declares, instantiated once per compiled workflow."""
+    """The hooks a workflow declares, instantiated once per compiled workflow.
 
-    def __init__(self, spec: WorkflowSpec) -> None:
+    Blocking hooks (the default: they may read the sandbox) are awaited after each step, concurrently with each
+    other; non-blocking ones (``RewardHook.blocking = False``) score in background tasks while the run goes on, and
+    are awaited before the run-level hooks and before the run ends, so every reward lands in the trace.
+    """
+
+    def __init__(self, spec: WorkflowSpec, base_dir: Path | None = None) -> None:
         self.bindings = [
             HookBinding(reward, reward_hooks.get(reward.hook)(**reward.options)) for reward in spec.rewards
         ]
+        models = {name: config.model for name, config in spec.models.items()}
+        for binding in self.bindings:
+            binding.hook.base_dir = base_dir
+            binding.hook.models = models
+        run_hooks = {b.spec.hook for b in self.bindings if b.spec.on == "run"}
+        for reward in spec.rewards:
+            needs = sorted(NEEDS_OUTCOME.intersection(reward.aggregate))
+            if needs and reward.outcome is None:
+                raise ConfigError(
+                    f"reward {reward.hook!r}: aggregate {', '.join(needs)} needs the run's outcome",
+                    fix="add `outcome: HOOK` naming a hook declared with `on: run` (e.g. an outcome scorer)",
+                )
+            if reward.outcome is not None and reward.outcome not in run_hooks:
+                raise ConfigError(
+                    f"reward {reward.hook!r}: outcome {reward.outcome!r} is not a hook declared with `on: run`",
+                    fix=f"declare {{hook: {reward.outcome}, on: run}} under rewards",
+                )
+        self._pending: dict[str, set[asyncio.Task[list[Event]]]] = {}
 
     def wants(self, kind: StepKind, node: str | None) -> bool:
+        if kind == "run" and any(binding.spec.aggregate for binding in self.bindings):
+            return True
         return any(binding.applies_to(kind, node) for binding in self.bindings)
+
+    async def start_run(self, ctx: RunContext) -> None:
+        """Let each hook prepare for a run (e.g. snapshot the workspace); a failure is recorded, never raised."""
+        step = StepContext(run_id=ctx.run_id, kind="run", node=None, events=(), state=ctx.state, sandbox=ctx.sandbox)
+        for binding in self.bindings:
+            try:
+                async with asyncio.timeout(binding.spec.timeout_s):
+                    await binding.hook.start_run(step)
+            except Exception as exc:  # noqa: BLE001 - a failing hook is recorded and never fails the run
+                message = f"hook {binding.spec.hook!r} could not start: {type(exc).__name__}: {exc}"
+                self._record_failure(ctx, binding, "run", None, target=None, message=message)
+
+    async def finish_run(self, ctx: RunContext, *, cancel: bool = False) -> None:
+        """Record every background reward still pending (or cancel them), then let each hook release its state."""
+        await self._drain(ctx.run_id, cancel=cancel)
+        for binding in self.bindings:
+            with contextlib.suppress(Exception):  # releasing resources must not mask how the run ended
+                await binding.hook.finish_run(ctx.run_id)
+
+    async def _drain(self, run_id: str, *, cancel: bool = False) -> None:
+        pending = self._pending.pop(run_id, set())
+        if cancel:
+            for task in pending:
+                task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def score(
         self, ctx: RunContext, *, kind: StepKind, node: str | None, label: str | None, events: Sequence[Event]
     ) -> list[Event]:
-        """Run the hooks bound to this step concurrently; record each reward, or the hook's failure, in the trace."""
+        """Score this step with its hooks; record each reward, or the hook's failure, in the trace.
+
+        Returns the events recorded before returning (background hooks record theirs later).
+        """
+        if kind == "run":
+            await self._drain(ctx.run_id)  # run hooks and aggregates see every step reward
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]
-        if not bindings:
-            return []
-        step = StepContext(
-            run_id=ctx.run_id, kind=kind, node=label, events=events, state=ctx.state, sandbox=ctx.sandbox
-        )
-        if len(bindings) == 1:  # one hook (the usual case) needs no task of its own
-            results = [await self._score_one(bindings[0], step)]
-        else:
-            results = list(await asyncio.gather(*(self._score_one(b, step) for b in bindings)))
         recorded: list[Event] = []
-        for binding, (reward, error, duration) in zip(bindings, results, strict=True):
-            common: dict[str, Any] = {"hook": binding.spec.hook, "hook_version": binding.hook.version, "on": kind}
-            if error is not None:
-                data = {**common, "kind": "RewardHookError", "message": error, "target_seq": step.target_seq}
-                recorded.append(ctx.emit(EventType.ERROR, node=label, parent=step.target_seq, data=data))
-            elif reward is not None:
-                data = {
-                    **common,
-                    "value": reward.value,
-                    "weight": binding.spec.weight,
-                    "label": reward.label,
-                    "explanation": reward.explanation,
-                    "components": dict(reward.components),
-                    "target_seq": step.target_seq,
-                    "duration_s": duration,
-                }
-                recorded.append(ctx.emit(EventType.REWARD, node=label, parent=step.target_seq, data=data))
+        if bindings:
+            step = StepContext(
+                run_id=ctx.run_id, kind=kind, node=label, events=events, state=ctx.state, sandbox=ctx.sandbox
+            )
+            background = [b for b in bindings if not b.hook.blocking]
+            if background:
+                # the run goes on and changes state: the background hooks get a snapshot of this step
+                snapshot = StepContext(
+                    run_id=ctx.run_id,
+                    kind=kind,
+                    node=label,
+                    events=tuple(events),
+                    state=dict(ctx.state),
+                    sandbox=ctx.sandbox,
+                )
+                tasks = self._pending.setdefault(ctx.run_id, set())
+                for binding in background:
+                    task = asyncio.create_task(self._score_and_record(ctx, binding, snapshot))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            blocking = [b for b in bindings if b.hook.blocking]
+            if len(blocking) == 1:  # one hook (the usual case) needs no task of its own
+                recorded.extend(await self._score_and_record(ctx, blocking[0], step))
+            elif blocking:
+                for events_of_hook in await asyncio.gather(*(self._score_and_record(ctx, b, step) for b in blocking)):
+                    recorded.extend(events_of_hook)
+        if kind == "run":
+            recorded.extend(self._record_aggregates(ctx))
+        return recorded
+
+    async def _score_and_record(self, ctx: RunContext, binding: HookBinding, step: StepContext) -> list[Event]:
+        reward, error, duration = await self._score_one(binding, step)
+        label = step.node
+        if error is not None:
+            return [self._record_failure(ctx, binding, step.kind, label, target=step.target_seq, message=error)]
+        if reward is None:
+            return []
+        data = {
+            "hook": binding.spec.hook,
+            "hook_version": binding.hook.version,
+            "on": step.kind,
+            "value": reward.value,
+            "weight": binding.spec.weight,
+            "label": reward.label,
+            "explanation": reward.explanation,
+            "components": dict(reward.components),
+            "target_seq": step.target_seq,
+            "duration_s": duration,
+        }
+        return [ctx.emit(EventType.REWARD, node=label, parent=step.target_seq, data=data)]
+
+    @staticmethod
+    def _record_failure(
+        ctx: RunContext,
+        binding: HookBinding,
+        kind: StepKind,
+        label: str | None,
+        *,
+        target: int | None,
+        message: str,
+    ) -> Event:
+        data = {
+            "hook": binding.spec.hook,
+            "hook_version": binding.hook.version,
+            "on": kind,
+            "kind": "RewardHookError",
+            "message": message,
+            "target_seq": target,
+        }
+        return ctx.emit(EventType.ERROR, node=label, parent=target, data=data)
+
+    def _record_aggregates(self, ctx: RunContext) -> list[Event]:
+        """One reward event per hook with `aggregate:` settings; value None so run means do not count it twice."""
+        recorded: list[Event] = []
+        for binding in self.bindings:
+            if not binding.spec.aggregate:
+                continue
+            figures = aggregate_trace(
+                ctx.events,
+                binding.spec.hook,
+                binding.spec.aggregate,
+                discount=binding.spec.discount,
+                outcome_hook=binding.spec.outcome,
+                prof_baseline=binding.spec.prof_baseline,
+            )
+            data = {
+                "hook": binding.spec.hook,
+                "hook_version": binding.hook.version,
+                "on": "run",
+                "value": None,
+                "label": None,
+                "aggregate": figures,
+                "explanation": f"aggregates of {figures['steps']} step rewards",
+                "components": {"discount": binding.spec.discount, "outcome_hook": binding.spec.outcome},
+                "target_seq": None,
+                "duration_s": 0.0,
+            }
+            recorded.append(ctx.emit(EventType.REWARD, data=data))
         return recorded
 
     @staticmethod
@@ -80,8 +212,31 @@ class RewardEngine:
             async with asyncio.timeout(binding.spec.timeout_s):
                 reward = await binding.hook.score(step)
         except TimeoutError:
-            return None, f"hook {binding.spec.hook!r} timed out after {binding.spec.timeout_s:g}s", 0.0
+            message = f"hook {binding.spec.hook!r} timed out after {binding.spec.timeout_s:g}s"
+            return None, message, seconds_since(started)
         except Exception as exc:  # noqa: BLE001 - a failing hook is recorded and never fails the run
             error = RewardHookError(f"hook {binding.spec.hook!r} raised {type(exc).__name__}: {exc}")
             return None, str(error), seconds_since(started)
         return reward, None, seconds_since(started)
+
+
+def _engines(compiled: CompiledWorkflow) -> list[RewardEngine]:
+    """The reward engines of a workflow and of its subgraphs, depth first."""
+    found = [compiled.hooks]
+    for child in compiled.children.values():
+        found.extend(_engines(child))
+    return found
+
+
+async def start_run_hooks(compiled: CompiledWorkflow, ctx: RunContext) -> None:
+    """Call ``start_run`` of every hook of the workflow and its subgraphs."""
+    for engine in _engines(compiled):
+        if engine.bindings:
+            await engine.start_run(ctx)
+
+
+async def finish_run_hooks(compiled: CompiledWorkflow, ctx: RunContext, *, cancel: bool = False) -> None:
+    """Record pending background rewards (or cancel them) and release every hook's run state."""
+    for engine in _engines(compiled):
+        if engine.bindings:
+            await engine.finish_run(ctx, cancel=cancel)

@@ -6,18 +6,22 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import agentflow
 from agentflow.errors import LimitExceeded, RunError, SandboxError
 from agentflow.graph._compile import CompiledWorkflow, compile_workflow
 from agentflow.runtime._context import RunContext
+from agentflow.runtime._hooks import finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _error_data
 from agentflow.sandboxes import create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
-from agentflow.traces import TraceStore
+from agentflow.traces import Store, TraceStore
 from agentflow.traces._events import EventType, seconds_since
+
+if TYPE_CHECKING:
+    from agentflow.traces._replay import Tape
 
 DEFAULT_STORE = Path(".agentflow")
 
@@ -46,7 +50,8 @@ async def run_workflow(
     inputs: dict[str, Any] | None = None,
     model: str | None = None,
     sandbox: str | None = None,
-    store: TraceStore | None = None,
+    store: Store | None = None,
+    tape: Tape | None = None,
 ) -> RunResult:
     """Run a workflow once and record its trace.
 
@@ -56,6 +61,8 @@ async def run_workflow(
         model: a `provider:model` string used for every model of the workflow (e.g. `openai:gpt-4o-mini`).
         sandbox: a sandbox backend name instead of the one the workflow declares.
         store: where the trace goes (default: `.agentflow/` in the working directory).
+        tape: replay a recorded run (see `agentflow.traces.replay_run`): model responses, and in tape mode tool
+            results, come from it; in tape mode the sandbox is one that refuses every operation.
 
     Raises:
         ConfigError: the workflow or the inputs are wrong; nothing was recorded.
@@ -71,14 +78,20 @@ async def run_workflow(
     backend = sandbox or spec.sandbox.backend
     try:
         try:
-            box = await create_sandbox(
-                backend, limits=spec.sandbox.limits, files=spec.sandbox.files, base_dir=compiled.loaded.base_dir
+            box = (
+                tape.sandbox()
+                if tape is not None and tape.serves_tools
+                else await create_sandbox(
+                    backend, limits=spec.sandbox.limits, files=spec.sandbox.files, base_dir=compiled.loaded.base_dir
+                )
             )
         except (SandboxError, OSError) as exc:
             recorder.emit(EventType.ERROR, data=_error_data(exc))
             outcome.error = f"sandbox {backend!r} could not start: {exc}"
             raise
-        ctx = RunContext(recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model)
+        ctx = RunContext(
+            recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model, tape=tape
+        )
         outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)
         ctx.emit(
@@ -92,12 +105,16 @@ async def run_workflow(
                 "sandbox": {"backend": backend, "isolation": outcome.isolation},
                 "limits": spec.limits.model_dump(),
                 "agentflow_version": agentflow.__version__,
+                **({} if tape is None else {"replay_of": tape.run_id, "replay_mode": tape.mode}),
             },
         )
+        await start_run_hooks(compiled, ctx)
         await _execute(compiled, ctx, initial, outcome, clock)
         if compiled.hooks.wants("run", None):
             await compiled.hooks.score(ctx, kind="run", node=None, label=None, events=list(ctx.events))
     finally:
+        if ctx is not None:  # background rewards land before run_finished
+            await finish_run_hooks(compiled, ctx, cancel=outcome.status == "cancelled")
         final_state = ctx.state if ctx else initial
         recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=seconds_since(clock))
         if ctx is not None:
@@ -109,7 +126,7 @@ async def run_workflow(
         final_state=final_state,
         error=outcome.error,
         duration_s=seconds_since(clock),
-        store_root=store.root,
+        store_root=Path(store.location),
         limit=outcome.limit,
         isolation=outcome.isolation,
     )

@@ -148,6 +148,16 @@ class RewardSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=lambda: {})
     weight: float = 1.0
     timeout_s: float = Field(default=60.0, gt=0)
+    aggregate: list[Literal["mean", "min", "first_error", "discounted", "grounded", "hybrid", "prof"]] = Field(
+        default_factory=lambda: [],
+        description="run-level aggregates of this hook's step rewards, recorded at the end of the run "
+        "(grounded, hybrid and prof also need `outcome`)",
+    )
+    discount: float = Field(default=0.9, gt=0, le=1, description="gamma of the `discounted` aggregate")
+    outcome: str | None = Field(
+        default=None, description="a hook declared with `on: run` whose reward is the run's outcome (>= 0.5 = success)"
+    )
+    prof_baseline: float = Field(default=0.5, ge=0, le=1, description="v-bar of the `prof` consistency in one run")
 
 
 class LimitsSpec(_Strict):
