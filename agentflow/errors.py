@@ -16,14 +16,16 @@ while a run executed and is recorded in the run's trace.
     └── RunError                    something failed while running; recorded in the trace
         ├── SandboxError            the sandbox backend failed (not the command inside it)
         │   ├── SandboxUnavailableError   the backend cannot start here (names how to fix)
-        │   └── PathOutsideWorkdirError   a path escapes the sandbox workdir (also a PermissionError)
+        │   ├── PathOutsideWorkdirError   a path escapes the sandbox workdir (also a PermissionError)
+        │   └── PoolExhaustedError        a sandbox pool stayed fully in use for the wait (also a TimeoutError)
         ├── ModelAPIError           the model provider failed (status code and body when HTTP)
         ├── ModelScriptExhausted    a scripted model ran out of responses
         ├── ToolError               a tool call failed; goes back to the model as a tool message
         ├── LimitExceeded           a declared limit (steps, model calls, tokens, time) was hit
         ├── RewardHookError         a reward hook failed or timed out (recorded, never fatal)
         ├── NodeFailed              a node failed after its retries
-        └── TraceError              a trace is unreadable or its hashes do not match
+        ├── TraceError              a trace is unreadable or its hashes do not match
+        └── ReplayDivergence        a replay asked for a model turn or tool result the tape does not hold
 """
 
 from __future__ import annotations
@@ -157,6 +159,10 @@ class PathOutsideWorkdirError(SandboxError, PermissionError):
     """A path would escape the sandbox workdir (absolute, ``..`` or a symlink out)."""
 
 
+class PoolExhaustedError(SandboxError, TimeoutError):
+    """Every sandbox of a pool stayed in use for the whole acquire timeout."""
+
+
 class ModelAPIError(RunError):
     """A model provider call failed."""
 
@@ -199,3 +205,7 @@ class NodeFailed(RunError):
 
 class TraceError(RunError):
     """A stored trace is unreadable, truncated or tampered with."""
+
+
+class ReplayDivergence(RunError):
+    """A replayed run asked for a model response or a tool result that the recorded tape does not hold."""

@@ -8,6 +8,7 @@ default). Importing this package does not import the ``openai`` SDK; the OpenAI 
 from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
 from agentflow.models._openai import OpenAIModel
 from agentflow.models._registry import ModelFactory, create_model, model_provider, model_providers, parse_model_string
+from agentflow.models._replay import ReplayModel
 from agentflow.models._scripted import (
     ScriptedError,
     ScriptedModel,
@@ -26,6 +27,7 @@ __all__ = [
     "ModelResponse",
     "ModelSettings",
     "OpenAIModel",
+    "ReplayModel",
     "ScriptedError",
     "ScriptedModel",
     "ScriptedRequest",

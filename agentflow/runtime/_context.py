@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentflow.models._base import Model
 from agentflow.runtime._limits import LimitTracker
 from agentflow.sandboxes._base import Sandbox
 from agentflow.traces._events import Event, EventType
-from agentflow.traces._store import RunRecorder
+from agentflow.traces._protocol import Recorder
+
+if TYPE_CHECKING:
+    from agentflow.traces._replay import Tape
 
 
 @dataclass
@@ -22,10 +25,11 @@ class RunContext:
     the trace; ``state`` is the latest state, kept so a failed run still records how far it got.
     """
 
-    recorder: RunRecorder
+    recorder: Recorder
     sandbox: Sandbox
     limits: LimitTracker
     model_override: str | None = None
+    tape: Tape | None = None  # replay: model responses (and in tape mode tool results) come from a recorded run
     events: list[Event] = field(default_factory=lambda: [])
     visits: Counter[str] = field(default_factory=Counter)
     state: dict[str, Any] = field(default_factory=lambda: {})
@@ -49,7 +53,9 @@ class RunContext:
         chosen = self.model_override or model_string
         key = (chosen, str(base_dir))
         if key not in self._models:
-            self._models[key] = create_model(chosen, base_dir=base_dir)
+            self._models[key] = (
+                create_model(chosen, base_dir=base_dir) if self.tape is None else self.tape.model(chosen)
+            )
         return self._models[key]
 
     async def close_models(self) -> None:

@@ -175,7 +175,12 @@ async def _call_tool(
         ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data={"cmd": cmd, **result.to_dict()})
 
     clock = time.perf_counter()
-    if tool is None:
+    served = None if ctx.tape is None else ctx.tape.tool_outcome(call.name, call.id, call.arguments)
+    if served is not None:  # replay in tape mode: the recorded result and sandbox commands, nothing executes
+        for exec_data in served.execs:
+            ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data=exec_data)
+        outcome = served.outcome
+    elif tool is None:
         choices = ", ".join(sorted(compiled.tools)) or "none"
         message = f"unknown tool {call.name!r}; the tools you can call here are: {choices}"
         outcome = ToolOutcome(ok=False, content=f"error: {message}", error=message)

@@ -16,6 +16,9 @@ Read it back::
 
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to_json_value
+from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
+from agentflow.traces._protocol import GradingPass, Recorder, Store, StoredReward, open_store
+from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
 from agentflow.traces._store import (
     DEFAULT_SPILL_THRESHOLD,
     FINISHED_STATUSES,
@@ -40,23 +43,37 @@ from agentflow.traces._summary import (
 __all__ = [
     "DEFAULT_SPILL_THRESHOLD",
     "FINISHED_STATUSES",
+    "Divergence",
     "ErrorInfo",
     "Event",
     "EventType",
     "FsyncPolicy",
+    "GradingPass",
     "HookRewards",
     "LimitInfo",
     "NodeSummary",
+    "PostgresRecorder",
+    "PostgresStore",
+    "Recorder",
+    "ReplayReport",
     "RewardInfo",
     "RunInfo",
     "RunRecorder",
     "RunSummary",
+    "Store",
+    "StoredReward",
+    "Tape",
     "Trace",
     "TraceProblem",
     "TraceStore",
     "canonical_json",
+    "content_digest",
     "event_hash",
+    "first_divergence",
+    "open_store",
     "realized_graph",
+    "redact_url",
+    "replay_run",
     "sha256_hex",
     "summarize",
     "to_json_value",

@@ -5,6 +5,7 @@ Layout under the store root (``.agentflow/`` in the working directory by default
     runs/<run_id>/trace.jsonl    one event per line, in seq order, each line one JSON object with its hash
     blobs/<ab>/<sha256>          payload strings larger than the spill threshold, named by their sha256
     index.sqlite                 one row per run (WAL mode) for ``agentflow runs``; derived, see ``reindex()``
+                                 plus grading passes, rewards and realized graphs (not derived: back it up)
 
 The JSONL files are the source of truth: the index only makes listing fast and is checked against the trace on load.
 
@@ -45,14 +46,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from agentflow.errors import ConfigError, TraceError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import encode_event, encode_if_plain, event_hash, normalise_json_value, sha256_hex
+from agentflow.traces._migrations import migrate_sqlite
+from agentflow.traces._sqlite_grading import SQLiteGradingMixin
 from agentflow.traces._summary import RunSummary, SummaryBuilder, summarize
+
+if TYPE_CHECKING:
+    from agentflow.traces._protocol import Store
 
 __all__ = [
     "DEFAULT_SPILL_THRESHOLD",
@@ -67,7 +73,8 @@ __all__ = [
 
 FsyncPolicy = Literal["always", "boundary", "never"]
 DEFAULT_SPILL_THRESHOLD = 64 * 1024
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "cancelled"})
+# "imported": a trajectory recorded elsewhere and imported (agentflow traces import), complete as it stands.
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "cancelled", "imported"})
 TRACE_FILE = "trace.jsonl"
 INDEX_FILE = "index.sqlite"
 
@@ -77,28 +84,6 @@ _INDEX_REFRESH_S = 1.0
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 _BUSY_TIMEOUT_S = 10.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    workflow    TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT,
-    duration_s  REAL,
-    steps       INTEGER NOT NULL DEFAULT 0,
-    tool_calls  INTEGER NOT NULL DEFAULT 0,
-    model_calls INTEGER NOT NULL DEFAULT 0,
-    tokens      INTEGER NOT NULL DEFAULT 0,
-    reward_mean REAL,
-    error       TEXT,
-    events      INTEGER NOT NULL DEFAULT 0,
-    last_hash   TEXT,
-    host        TEXT,
-    pid         INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
-"""
 
 
 _second_prefix: tuple[int, str] = (-1, "")
@@ -186,7 +171,7 @@ class Trace:
     path: Path
     events: list[Event]
     problems: list[TraceProblem]
-    store: TraceStore = field(repr=False)
+    store: Store = field(repr=False)
 
     @property
     def ok(self) -> bool:
@@ -208,7 +193,7 @@ class Trace:
         return summarize(self.events)
 
 
-class TraceStore:
+class TraceStore(SQLiteGradingMixin):
     """Runs recorded as JSONL traces under ``root``, listed through a SQLite index.
 
     Args:
@@ -282,7 +267,7 @@ class TraceStore:
             connection.execute("PRAGMA synchronous = NORMAL")
             # Every time, not once per store object: cheap, and survives the index file being deleted meanwhile.
             connection.execute("PRAGMA journal_mode = WAL")
-            connection.executescript(_SCHEMA)
+            migrate_sqlite(connection)  # versioned schema (agentflow/traces/_migrations.py)
         except BaseException:
             connection.close()
             raise

@@ -1,0 +1,76 @@
+"""The replay model: answers from a recorded run's tape instead of calling a provider.
+
+``replay:<run_id>`` (for example ``agentflow run wf.yaml --model replay:20260101-120000-ab12cd34``) serves the
+responses of that run from the store in ``AGENTFLOW_STORE`` (default ``.agentflow``): each request is matched by the
+hash of its content (messages, tools, settings, under the model the run used), in order, and a request the run never
+made fails with ``ReplayDivergence``. ``agentflow replay`` uses the same model, impersonating each recorded model so
+the replayed events are the recorded ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
+from agentflow.models._registry import model_provider, parse_model_string
+
+if TYPE_CHECKING:
+    from agentflow.traces._replay import Tape
+
+STORE_ENV = "AGENTFLOW_STORE"
+
+
+class ReplayModel(Model):
+    """Serves recorded model responses from a :class:`~agentflow.traces._replay.Tape`.
+
+    Args:
+        tape: the recorded run.
+        impersonate: the model string this model stands in for (its ``model_id`` becomes that string, so requests
+            and their hashes are the recorded ones); None matches requests made under any recorded model.
+    """
+
+    provider = "replay"
+
+    def __init__(self, tape: Tape, *, impersonate: str | None = None) -> None:
+        super().__init__(tape.run_id)
+        self.tape = tape
+        self.impersonate = impersonate
+        if impersonate is not None:
+            self.provider, self.name = parse_model_string(impersonate)
+
+    async def complete(
+        self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
+    ) -> ModelResponse:
+        """Return the recorded response to this request.
+
+        Raises:
+            ReplayDivergence: the tape holds no (more) response to a request with this content.
+        """
+        from agentflow.runtime._nodes import request_hash
+
+        settings_data = settings.model_dump(exclude_none=True)
+        candidates = [self.model_id] if self.impersonate is not None else self.tape.model_ids
+        hashes = [request_hash(model_id, messages, tools, settings_data) for model_id in candidates]
+        recorded = self.tape.next_response(hashes)
+        usage = recorded.get("usage") or {}
+        calls = recorded.get("tool_calls") or []
+        return ModelResponse(
+            message=dict(recorded.get("message") or {"role": "assistant", "content": ""}),
+            tool_calls=[ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=str(c["arguments"])) for c in calls],
+            usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+            model=str(recorded.get("model") or self.model_id),
+        )
+
+
+@model_provider("replay")
+def replay_provider(name: str, *, base_dir: Path | None) -> Model:
+    """``replay:<run_id>``: the responses of a stored run (store from ``AGENTFLOW_STORE``, else ``.agentflow``)."""
+    from agentflow.traces._protocol import open_store
+    from agentflow.traces._replay import Tape
+
+    store = open_store(os.environ.get(STORE_ENV) or ".agentflow")
+    trace = store.load_trace(name)
+    trace.raise_for_problems()
+    return ReplayModel(Tape(trace, "model"))

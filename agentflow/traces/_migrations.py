@@ -1,0 +1,159 @@
+"""Versioned schema migrations of the stores: the SQLite index and the PostgreSQL database.
+
+Each store applies, in order, the migrations its database has not seen yet, inside one transaction that holds a
+lock (``BEGIN IMMEDIATE`` in SQLite, an advisory lock in PostgreSQL), so several processes opening the same store
+at once migrate it exactly once. SQLite records the version in ``PRAGMA user_version``, PostgreSQL in the table
+``agentflow_schema_migrations``. A migration is never edited once released: a schema change is a new entry.
+
+Both stores keep the same tables for what grading adds (grading passes, rewards, realized graphs); PostgreSQL also
+holds the runs' events and blobs, which the embedded store keeps as JSONL files and blob files.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+# -- SQLite (the index of the embedded store) ---------------------------------------------------------------------
+
+_SQLITE_RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    duration_s  REAL,
+    steps       INTEGER NOT NULL DEFAULT 0,
+    tool_calls  INTEGER NOT NULL DEFAULT 0,
+    model_calls INTEGER NOT NULL DEFAULT 0,
+    tokens      INTEGER NOT NULL DEFAULT 0,
+    reward_mean REAL,
+    error       TEXT,
+    events      INTEGER NOT NULL DEFAULT 0,
+    last_hash   TEXT,
+    host        TEXT,
+    pid         INTEGER
+)"""
+
+_GRADING_TABLES = [
+    """CREATE TABLE IF NOT EXISTS grading_passes (
+        pass_id     TEXT PRIMARY KEY,
+        created_at  TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        hooks       TEXT NOT NULL,
+        checkpoints TEXT,
+        run_ids     TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS rewards (
+        id            {serial},
+        pass_id       TEXT NOT NULL REFERENCES grading_passes (pass_id),
+        run_id        TEXT NOT NULL,
+        hook          TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        node          TEXT,
+        target_seq    INTEGER,
+        value         {real},
+        label         INTEGER,
+        explanation   TEXT NOT NULL DEFAULT '',
+        components    TEXT NOT NULL DEFAULT '{{}}',
+        superseded_by TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS rewards_by_run ON rewards (run_id, pass_id)",
+    """CREATE TABLE IF NOT EXISTS realized_graphs (
+        run_id TEXT PRIMARY KEY,
+        graph  TEXT NOT NULL
+    )""",
+]
+
+SQLITE_MIGRATIONS: list[list[str]] = [
+    # 1: the run index of the foundation.
+    [_SQLITE_RUNS, "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"],
+    # 2: offline grading (passes and their rewards) and realized graphs.
+    [statement.format(serial="INTEGER PRIMARY KEY", real="REAL") for statement in _GRADING_TABLES],
+]
+
+
+def migrate_sqlite(connection: sqlite3.Connection) -> None:
+    """Bring an SQLite index (opened in autocommit mode) to the latest schema version.
+
+    The fast path, taken by every connection of an up-to-date store, is one ``PRAGMA user_version`` read.
+    """
+    latest = len(SQLITE_MIGRATIONS)
+    if _sqlite_version(connection) >= latest:
+        return
+    connection.execute("BEGIN IMMEDIATE")  # one migrator at a time; the others wait on the busy timeout
+    try:
+        current = _sqlite_version(connection)  # another process may have migrated while we waited
+        for version in range(current + 1, latest + 1):
+            for statement in SQLITE_MIGRATIONS[version - 1]:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _sqlite_version(connection: sqlite3.Connection) -> int:
+    row = connection.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------------
+
+POSTGRES_MIGRATIONS: list[list[str]] = [
+    # 1: runs, their events (each stored as its exact trace line, so verification is the JSONL store's) and blobs.
+    [
+        """CREATE TABLE runs (
+            run_id      TEXT PRIMARY KEY,
+            workflow    TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            started_at  TEXT NOT NULL,
+            finished_at TEXT,
+            duration_s  DOUBLE PRECISION,
+            steps       INTEGER NOT NULL DEFAULT 0,
+            tool_calls  INTEGER NOT NULL DEFAULT 0,
+            model_calls INTEGER NOT NULL DEFAULT 0,
+            tokens      INTEGER NOT NULL DEFAULT 0,
+            reward_mean DOUBLE PRECISION,
+            error       TEXT,
+            events      INTEGER NOT NULL DEFAULT 0,
+            last_hash   TEXT,
+            host        TEXT,
+            pid         INTEGER
+        )""",
+        "CREATE INDEX runs_by_start ON runs (started_at)",
+        """CREATE TABLE events (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            seq    INTEGER NOT NULL,
+            type   TEXT NOT NULL,
+            node   TEXT,
+            hash   TEXT NOT NULL,
+            line   TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )""",
+        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, content BYTEA NOT NULL)",
+    ],
+    # 2: the same grading tables as the SQLite index.
+    [statement.format(serial="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION") for statement in _GRADING_TABLES],
+]
+
+_POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators
+
+
+def migrate_postgres(connection: Any) -> None:
+    """Bring a PostgreSQL database to the latest schema version (``connection`` is a psycopg 3 connection)."""
+    with connection.transaction():
+        # Locked before anything else: two first openings at once must not both create the version table.
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_POSTGRES_LOCK_KEY,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS agentflow_schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = connection.execute("SELECT coalesce(max(version), 0) FROM agentflow_schema_migrations").fetchone()
+        current = int(row[0])
+        for version in range(current + 1, len(POSTGRES_MIGRATIONS) + 1):
+            for statement in POSTGRES_MIGRATIONS[version - 1]:
+                connection.execute(statement)
+            connection.execute("INSERT INTO agentflow_schema_migrations (version) VALUES (%s)", (version,))

@@ -1,0 +1,518 @@
+"""The PostgreSQL trace store (``--store postgresql://user:password@host:port/db``, the ``postgres`` extra).
+
+Same contract, same events and same verification as the embedded store: each event is stored as the exact JSON line
+the JSONL store would write (``events.line``), with its seq, type, node and hash as columns for queries, so a trace
+loaded from PostgreSQL goes through the very parser and hash checks of a JSONL trace. Every event is one autocommit
+``INSERT``: a killed writer leaves every event it emitted, and no partial one. Payloads over the spill threshold go
+to the ``blobs`` table, content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from agentflow.errors import MissingExtraError, TraceError
+from agentflow.traces._events import Event, EventType
+from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value, sha256_hex
+from agentflow.traces._migrations import migrate_postgres
+from agentflow.traces._protocol import GradingMode, GradingPass, GradingTables, StoredReward
+from agentflow.traces._store import (
+    _DIGEST_PATTERN,
+    _RUN_ID_PATTERN,
+    DEFAULT_SPILL_THRESHOLD,
+    FINISHED_STATUSES,
+    RunInfo,
+    Trace,
+    _check_against_index,
+    _check_run_id,
+    _index_error,
+    _new_run_id,
+    _parse_and_verify,
+    _pid_alive,
+    _utc_now,
+)
+from agentflow.traces._summary import RunSummary, SummaryBuilder
+
+__all__ = ["PostgresRecorder", "PostgresStore", "redact_url"]
+
+_CONNECT_TIMEOUT_S = 5
+_INDEX_REFRESH_S = 1.0
+_RUN_COLUMNS = (
+    "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
+    " reward_mean, error"
+)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise MissingExtraError("psycopg", "postgres") from exc
+    return psycopg
+
+
+class PostgresStore:
+    """Runs, events, blobs, grading passes and realized graphs in one PostgreSQL database.
+
+    Args:
+        url: a libpq URL, ``postgresql://user:password@host:port/database``.
+        spill_threshold: payload strings larger than this many UTF-8 bytes go to the ``blobs`` table.
+
+    Raises:
+        MissingExtraError: psycopg is not installed (``pip install 'agentflow[postgres]'``).
+        TraceError: the server cannot be reached or refuses the login; the message names the URL without its
+            password.
+    """
+
+    def __init__(self, url: str, *, spill_threshold: int = DEFAULT_SPILL_THRESHOLD) -> None:
+        self.url = url
+        self.spill_threshold = spill_threshold
+        self.fsync = "boundary"  # PostgreSQL commits each event durably; kept for parity with TraceStore
+        self._lock = threading.Lock()
+        self._connection = self.connect()
+        try:
+            migrate_postgres(self._connection)
+        except Exception:
+            self._connection.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The URL without its password."""
+        return redact_url(self.url)
+
+    def connect(self) -> Any:
+        """Open a new autocommit psycopg connection to the store's database."""
+        psycopg = _psycopg()
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()).replace(self.url, self.location)
+            password = urlsplit(self.url).password
+            if password:
+                reason = reason.replace(password, "***")
+            raise TraceError(f"cannot connect to the PostgreSQL store {self.location}: {reason}") from None
+
+    def close(self) -> None:
+        """Close the store's shared connection (recorders have their own)."""
+        with self._lock:
+            self._connection.close()
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[Any]:
+        with self._lock, self._connection.transaction():
+            yield self._connection
+
+    def _query(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            rows: list[tuple[Any, ...]] = self._connection.execute(statement, parameters).fetchall()
+        return rows
+
+    # -- runs ----------------------------------------------------------------------------------------------------
+
+    def new_run(self, *, workflow: str, run_id: str | None = None) -> PostgresRecorder:
+        """Start recording a run, indexed as ``running``.
+
+        Raises:
+            TraceError: a run with this id already exists.
+        """
+        psycopg = _psycopg()
+        for _ in range(100):
+            candidate = run_id if run_id is not None else _new_run_id()
+            _check_run_id(candidate)
+            try:
+                with self._lock:
+                    self._connection.execute(
+                        "INSERT INTO runs (run_id, workflow, status, started_at, host, pid)"
+                        " VALUES (%s, %s, 'running', %s, %s, %s)",
+                        (candidate, workflow, _utc_now(), socket.gethostname(), os.getpid()),
+                    )
+            except psycopg.errors.UniqueViolation:
+                if run_id is not None:
+                    raise TraceError(f"run {run_id!r} already exists in {self.location}") from None
+                continue
+            return PostgresRecorder(self, candidate, workflow)
+        raise TraceError(f"could not find a free run id in {self.location}")  # pragma: no cover
+
+    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
+        """Runs, newest first; runs whose recording process died (same host) are first marked ``interrupted``."""
+        self._mark_dead_runs_interrupted()
+        query = f"SELECT {_RUN_COLUMNS} FROM runs"  # noqa: S608 - a constant column list
+        parameters: list[Any] = []
+        if status is not None:
+            query += " WHERE status = %s"
+            parameters.append(status)
+        query += " ORDER BY started_at DESC, run_id DESC LIMIT %s"
+        parameters.append(limit)
+        return [RunInfo(*row) for row in self._query(query, parameters)]
+
+    def _mark_dead_runs_interrupted(self) -> None:
+        rows = self._query(
+            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = %s", (socket.gethostname(),)
+        )
+        for run_id, pid in rows:
+            if pid is None or pid == os.getpid() or _pid_alive(pid):
+                continue
+            trace = self.load_trace(run_id)
+            with self._lock:
+                _update_counts(
+                    self._connection,
+                    run_id,
+                    status="interrupted",
+                    summary=trace.summary(),
+                    events=len(trace.events),
+                    last_hash=trace.events[-1].hash if trace.events else None,
+                )
+
+    def run_ids(self) -> list[str]:
+        """Every run id, oldest first."""
+        return [str(row[0]) for row in self._query("SELECT run_id FROM runs ORDER BY started_at, run_id")]
+
+    def latest_run_id(self) -> str | None:
+        """The id of the most recently started run."""
+        rows = self._query("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """The full id of the run named by ``run_id`` or by a unique prefix of it.
+
+        Raises:
+            TraceError: no run matches (the message lists the closest ids), or the prefix is ambiguous.
+        """
+        if _RUN_ID_PATTERN.match(run_id) and self._query("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)):
+            return run_id
+        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        matches = [
+            str(row[0])
+            for row in self._query("SELECT run_id FROM runs WHERE run_id LIKE %s ORDER BY run_id", (escaped + "%",))
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise TraceError(f"run id prefix {run_id!r} is ambiguous in {self.location}: {shown}")
+        names = self.run_ids()
+        closest = difflib.get_close_matches(run_id, names, n=3, cutoff=0.4)
+        hint = f"; closest: {', '.join(closest)}" if closest else (f"; latest: {names[-1]}" if names else "")
+        raise TraceError(f"no run {run_id!r} in {self.location}{hint}")
+
+    def load_trace(self, run_id: str) -> Trace:
+        """Load and verify one run's events (hashes, chain, seq order, and the counts the run finished with)."""
+        full_id = self.resolve_run_id(run_id)
+        lines = self._query("SELECT line FROM events WHERE run_id = %s ORDER BY seq", (full_id,))
+        raw = "".join(str(row[0]) for row in lines).encode("utf-8")
+        events, problems = _parse_and_verify(raw, full_id)
+        indexed = self._query("SELECT status, events, last_hash FROM runs WHERE run_id = %s", (full_id,))
+        if indexed and indexed[0][0] != "running":
+            _check_against_index(events, int(indexed[0][1]), indexed[0][2], problems)
+        parts = urlsplit(self.url)  # a path-like name for messages: postgresql/<host>/<database>/runs/<run_id>
+        path = Path("postgresql") / (parts.hostname or "localhost") / parts.path.strip("/") / "runs" / full_id
+        return Trace(run_id=full_id, path=path, events=events, problems=problems, store=self)
+
+    # -- blobs ---------------------------------------------------------------------------------------------------
+
+    def write_blob(self, payload: bytes, connection: Any | None = None) -> str:
+        """Store a payload under its sha256 (once) and return the digest."""
+        digest = sha256_hex(payload)
+        statement = "INSERT INTO blobs (digest, size, content) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+        if connection is not None:
+            connection.execute(statement, (digest, len(payload), payload))
+        else:
+            with self._lock:
+                self._connection.execute(statement, (digest, len(payload), payload))
+        return digest
+
+    def read_blob(self, digest: str) -> bytes:
+        """The bytes of a spilled payload, checked against its digest.
+
+        Raises:
+            TraceError: no blob has this digest, or its content does not match it.
+        """
+        if not _DIGEST_PATTERN.match(digest):
+            raise TraceError(f"not a blob digest (64 lowercase hex digits): {digest!r}")
+        rows = self._query("SELECT content FROM blobs WHERE digest = %s", (digest,))
+        if not rows:
+            raise TraceError(f"blob {digest} is missing from {self.location}")
+        payload = bytes(rows[0][0])
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise TraceError(f"blob {digest} was modified: its content no longer matches its sha256")
+        return payload
+
+    def resolve_blobs(self, obj: Any) -> Any:
+        """``obj`` with every ``{"$blob": sha256, "size": n}`` replaced by the text it stands for."""
+        if isinstance(obj, dict):
+            if obj.keys() == {"$blob", "size"} and isinstance(obj["$blob"], str):
+                return self.read_blob(obj["$blob"]).decode("utf-8")
+            return {key: self.resolve_blobs(value) for key, value in obj.items()}
+        if isinstance(obj, list):
+            return [self.resolve_blobs(item) for item in obj]
+        return obj
+
+    # -- grading -------------------------------------------------------------------------------------------------
+
+    @property
+    def _grading(self) -> GradingTables:
+        return GradingTables(self._unit, "%s")
+
+    def create_grading_pass(
+        self, *, run_ids: Sequence[str], hooks: Sequence[str], checkpoints: str | None, mode: GradingMode
+    ) -> GradingPass:
+        """Open a new grading pass over ``run_ids``."""
+        return self._grading.create_pass(run_ids=run_ids, hooks=hooks, checkpoints=checkpoints, mode=mode)
+
+    def add_rewards(self, grading_pass: GradingPass, rewards: Sequence[StoredReward]) -> None:
+        """Store the rewards of a pass."""
+        self._grading.add_rewards(grading_pass, rewards)
+
+    def list_rewards(
+        self, run_id: str, *, pass_id: str | None = None, include_superseded: bool = False
+    ) -> list[StoredReward]:
+        """The stored grading rewards of one run, oldest first."""
+        return self._grading.list_rewards(run_id, pass_id=pass_id, include_superseded=include_superseded)
+
+    def list_grading_passes(self) -> list[GradingPass]:
+        """Every grading pass, oldest first."""
+        return self._grading.list_passes()
+
+    def save_realized_graph(self, run_id: str, graph: dict[str, Any]) -> None:
+        """Keep the realized graph of a run (replacing an earlier one)."""
+        self._grading.save_graph(run_id, graph)
+
+    def load_realized_graph(self, run_id: str) -> dict[str, Any] | None:
+        """The stored realized graph of a run, or None."""
+        return self._grading.load_graph(run_id)
+
+
+def _update_counts(
+    connection: Any,
+    run_id: str,
+    *,
+    status: str,
+    summary: RunSummary,
+    events: int,
+    last_hash: str | None,
+) -> None:
+    connection.execute(
+        "UPDATE runs SET status = %s, finished_at = %s, duration_s = %s, steps = %s, tool_calls = %s,"
+        " model_calls = %s, tokens = %s, reward_mean = %s, error = %s, events = %s, last_hash = %s"
+        " WHERE run_id = %s",
+        (
+            status,
+            summary.finished_at,
+            summary.duration_s,
+            summary.steps,
+            summary.tool_calls,
+            summary.model_calls,
+            summary.tokens,
+            summary.reward_mean,
+            _index_error(summary),
+            events,
+            last_hash,
+            run_id,
+        ),
+    )
+
+
+class PostgresRecorder:
+    """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
+
+    Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
+    threads get unique, increasing seq numbers.
+    """
+
+    def __init__(self, store: PostgresStore, run_id: str, workflow: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.workflow = workflow
+        self._connection = store.connect()
+        self._lock = threading.Lock()
+        self._next_seq = 0
+        self._last_hash: str | None = None
+        self._summary = SummaryBuilder()
+        self._unsummarized: list[Event] = []
+        self._started = time.monotonic()
+        self._index_refreshed = time.monotonic()
+        self._finishing = False
+        self._finished = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresRecorder({self.run_id!r}, events={self._next_seq})"
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` has recorded ``run_finished``."""
+        return self._finished
+
+    def _spill(self, text: str) -> Any:
+        if len(text) * 4 <= self.store.spill_threshold:
+            return text
+        payload = text.encode("utf-8")
+        if len(payload) <= self.store.spill_threshold:
+            return text
+        return {"$blob": self.store.write_blob(payload, self._connection), "size": len(payload)}
+
+    def emit(
+        self,
+        type: EventType | str,  # named like the Event field it fills
+        *,
+        node: str | None = None,
+        parent: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """Append one event (one committed INSERT) and return it; see :meth:`RunRecorder.emit`."""
+        try:
+            event_type = EventType(type)
+        except ValueError:
+            raise TraceError(f"unknown event type {type!r}; use an EventType") from None
+        payload: dict[str, Any] = {}
+        plain = True
+        encoded: str | None = None
+        if data:
+            if not isinstance(data, dict):
+                raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
+            with self._lock:  # spilling writes on the recorder's connection
+                encoded = encode_if_plain(data, self.store.spill_threshold)
+                if encoded is None:
+                    payload, plain = normalise_json_value(data, self._spill)
+                else:
+                    payload = data
+        if node is not None and not isinstance(node, str):
+            raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
+        with self._lock:
+            if self._closed:
+                raise TraceError(f"run {self.run_id} is closed; no more events can be recorded")
+            seq = self._next_seq
+            if parent is not None and not 0 <= parent < seq:
+                raise TraceError(f"parent {parent} of a {event_type} event is not an earlier event's seq")
+            ts = _utc_now()
+            digest, line = encode_event(
+                run_id=self.run_id,
+                seq=seq,
+                event_type=str(event_type),
+                ts=ts,
+                node=node,
+                parent=parent,
+                data=payload,
+                prev_hash=self._last_hash,
+                plain=plain,
+                encoded=encoded,
+            )
+            try:
+                self._connection.execute(
+                    "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (self.run_id, seq, str(event_type), node, digest, line.decode("utf-8")),
+                )
+            except _psycopg().Error as exc:
+                raise TraceError(
+                    f"cannot write event {seq} of run {self.run_id} to {self.store.location}: {exc}"
+                ) from exc
+            event = Event.trusted(
+                run_id=self.run_id,
+                seq=seq,
+                type=event_type,
+                ts=ts,
+                node=node,
+                parent=parent,
+                data=payload,
+                prev_hash=self._last_hash,
+                hash=digest,
+            )
+            self._next_seq = seq + 1
+            self._last_hash = digest
+            self._unsummarized.append(event)
+            if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= _INDEX_REFRESH_S:
+                self._update_index("running")
+        return event
+
+    def _catch_up_summary(self) -> SummaryBuilder:
+        for event in self._unsummarized:
+            self._summary.add(event)
+        self._unsummarized.clear()
+        return self._summary
+
+    def _update_index(self, status: str) -> None:
+        self._index_refreshed = time.monotonic()
+        summary = self._catch_up_summary().build(snapshot=False)
+        _update_counts(
+            self._connection,  # the recorder's own; the caller holds the recorder's lock
+            self.run_id,
+            status=status,
+            summary=summary,
+            events=self._next_seq,
+            last_hash=self._last_hash,
+        )
+
+    def summary(self) -> RunSummary:
+        """Summarise the events recorded so far."""
+        with self._lock:
+            return self._catch_up_summary().build()
+
+    def finish(self, status: str, **data: Any) -> Event:
+        """Record ``run_finished`` and the run's final counts; see :meth:`RunRecorder.finish`."""
+        if status not in FINISHED_STATUSES:
+            raise TraceError(f"unknown run status {status!r}; use one of {', '.join(sorted(FINISHED_STATUSES))}")
+        with self._lock:
+            if self._finishing:
+                raise TraceError(f"run {self.run_id} is already finished")
+            self._finishing = True
+        data.setdefault("duration_s", round(time.monotonic() - self._started, 6))
+        data.setdefault("error", None)
+        try:
+            event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
+        except BaseException:
+            self._finishing = False
+            raise
+        with self._lock:
+            self._finished = True
+            self._update_index(status)
+        return event
+
+    def close(self) -> None:
+        """Stop recording; a run closed without :meth:`finish` is marked ``interrupted``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if not self._finished:
+                    self._update_index("interrupted")
+            finally:
+                self._connection.close()
+
+    def __enter__(self) -> PostgresRecorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            if exc is not None and not self._finished and not self._closed:
+                self.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.close()
