@@ -1,10 +1,12 @@
-"""`agentflow sandbox exec`: run one command in a fresh sandbox, to check sandbox settings."""
+"""`agentflow sandbox exec|check|build|cleanup`: run a command in a fresh sandbox, run the conformance suite against a
+backend, build the Docker sandbox image with no registry, remove leftover sandbox containers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+import os
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,10 +19,15 @@ def exec_command(
     cmd: Annotated[list[str], typer.Argument(help="the command and its arguments, after --", show_default=False)],
     backend: Annotated[str, typer.Option("--backend", help="local, docker or e2b")] = "local",
     timeout: Annotated[float | None, typer.Option("--timeout", help="wall-clock limit in seconds")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="image of the docker backend")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
     """Run CMD in a fresh sandbox with the default limits; exit 0 when it exited 0, else 1."""
     from agentflow.sandboxes import exec_once
+    from agentflow.sandboxes._docker import IMAGE_ENV_VAR
+
+    if image:
+        os.environ[IMAGE_ENV_VAR] = image  # this process only: the docker backend reads it when it creates
 
     result, isolation = asyncio.run(exec_once(cmd, backend=backend, timeout=timeout))
     if json_output:
@@ -40,3 +47,96 @@ def exec_command(
             markup=False,
         )
     return 0 if result.exit_code == 0 and not result.timed_out else 1
+
+
+@app.command("build")
+def build_command(
+    recipe: Annotated[str, typer.Argument(help="the image recipe: python")] = "python",
+    tag: Annotated[str | None, typer.Option("--tag", help="image tag (default: agentflow/<recipe>:latest)")] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", help="Debian mirror (default: this machine's apt)")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="Debian release (default: this machine's)")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="skip when the image exists")] = False,
+) -> int:
+    """Build a sandbox image with no image registry (debootstrap + docker import; needs root and debootstrap)."""
+    from agentflow.errors import ConfigError, SandboxUnavailableError
+    from agentflow.sandboxes import _build
+
+    if recipe not in _build.RECIPES:
+        raise ConfigError(f"unknown image recipe {recipe!r}", fix=f"choices: {', '.join(sorted(_build.RECIPES))}")
+    target = tag or str(_build.RECIPES[recipe]["tag"])
+    if if_missing and _build.image_exists(target):
+        print(f"{target} already exists")
+        return 0
+    try:
+        _build.build_image(recipe, tag=target, mirror=mirror, suite=suite)
+    except _build.BuildError as exc:
+        raise SandboxUnavailableError(f"could not build {target}: {exc}") from exc
+    print(target)
+    return 0
+
+
+@app.command("cleanup")
+def cleanup_command(
+    everything: Annotated[
+        bool, typer.Option("--all", help="also remove the containers of agentflow processes still running")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> int:
+    """Remove Docker sandbox containers (and their volumes) left behind by agentflow processes that are gone."""
+    from agentflow.sandboxes._docker import cleanup_containers
+
+    removed = cleanup_containers(everything=everything)
+    if json_output:
+        print(json.dumps({"removed": removed}))
+    else:
+        print(
+            f"removed {len(removed)} sandbox container{'s' if len(removed) != 1 else ''}"
+            + "".join(f"\n  {name}" for name in removed)
+        )
+    return 0
+
+
+@app.command("check")
+def check_command(
+    backend: Annotated[str, typer.Argument(help="the backend to check: local, docker, e2b or a plugin's")],
+    only: Annotated[list[str] | None, typer.Option("--only", help="run just this check (repeatable)")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> int:
+    """Run the sandbox conformance suite against BACKEND; exit 0 when nothing failed beyond its known failures."""
+    from agentflow.errors import ConfigError
+    from agentflow.sandboxes import create_sandbox, sandbox_backends
+    from agentflow.sandboxes.conformance import CHECKS, run_conformance
+
+    sandbox_backends.get(backend)  # an unknown name fails here with the choices, before anything starts
+    unknown = sorted(set(only or ()) - set(CHECKS))
+    if unknown:
+        raise ConfigError(f"unknown conformance check {unknown[0]!r}", fix=f"choices: {', '.join(CHECKS)}")
+
+    async def check() -> list[Any]:
+        await (await create_sandbox(backend)).close()  # the backend starts at all (a clear error if it cannot)
+        return await run_conformance(lambda: create_sandbox(backend), only=only or None)
+
+    results = asyncio.run(check())
+    failed = [r for r in results if not r.ok]
+    if json_output:
+        print(
+            json.dumps(
+                {
+                    "backend": backend,
+                    "ok": not failed,
+                    "checks": [
+                        {"name": r.name, "status": r.status, "detail": r.detail, "duration_s": round(r.duration_s, 3)}
+                        for r in results
+                    ],
+                }
+            )
+        )
+    else:
+        for result in results:
+            print(result)
+        counts = {status: sum(r.status == status for r in results) for status in ("passed", "known_failure", "skipped")}
+        print(
+            f"{backend}: {counts['passed']} passed, {len(failed)} failed, {counts['known_failure']} known failures, "
+            f"{counts['skipped']} skipped"
+        )
+    return 1 if failed else 0

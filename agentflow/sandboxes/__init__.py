@@ -5,8 +5,12 @@ namespaces where the kernel allows); ``docker`` and ``e2b`` come with their extr
 conformance suite in ``agentflow.sandboxes.conformance``.
 """
 
+# Register the container and cloud backends by name; their SDKs (docker, e2b) load only when one is created.
+from agentflow.sandboxes import _docker as _docker
+from agentflow.sandboxes import _e2b as _e2b
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
 from agentflow.sandboxes._local import LocalSandbox
+from agentflow.sandboxes._pool import PooledSandbox, SandboxPool
 from agentflow.sandboxes._registry import (
     SandboxBackend,
     create_sandbox,
@@ -19,9 +23,11 @@ __all__ = [
     "ExecResult",
     "IsolationReport",
     "LocalSandbox",
+    "PooledSandbox",
     "Sandbox",
     "SandboxBackend",
     "SandboxLimits",
+    "SandboxPool",
     "create_sandbox",
     "exec_once",
     "sandbox",

@@ -11,7 +11,8 @@ isolation when the limits allow network). ``run_conformance`` runs them all and 
     for result in await run_conformance(LocalSandbox.create):
         print(result)
 
-The checks need ``sh``, the POSIX utilities and ``python3`` inside the sandbox.
+The checks need ``sh``, the POSIX utilities and ``python3`` inside the sandbox. To check a warm pool's reset, pass a
+factory that acquires from it (``pool.acquire``): ``reset_between_uses`` then gets the same sandbox back.
 """
 
 from __future__ import annotations
@@ -289,6 +290,24 @@ async def check_fresh_sandbox_is_empty(factory: SandboxFactory) -> None:
         _expect("first" not in seen.stdout, f"a new sandbox read a closed one's {first_path}")
 
 
+async def check_reset_between_uses(factory: SandboxFactory) -> None:
+    """What one user leaves behind (workdir files, even locked ones, and temp files) is gone for the next user,
+    also when the backend hands the same sandbox out again (a warm pool resets it)."""
+    first = await factory()
+    try:
+        await first.write_file("left/behind.txt", "first user")
+        made = await first.exec(["sh", "-c", 'echo first > "${TMPDIR:-/tmp}/agentflow-left.txt"; chmod 000 left'])
+        _expect(made.exit_code == 0, f"could not leave files behind: {made.stderr!r}")
+    finally:
+        await first.close()
+    async with _fresh(factory) as second:
+        _expect(await second.list_files() == [], f"the next user sees {await second.list_files()}")
+        seen = await second.exec(["sh", "-c", 'cat "${TMPDIR:-/tmp}/agentflow-left.txt"'])
+        _expect("first" not in seen.stdout, "the next user read the previous user's temp file")
+        await second.write_file("left/behind.txt", "second user")
+        _expect(await second.read_file("left/behind.txt") == b"second user", "the next user cannot reuse the path")
+
+
 # -- isolation ------------------------------------------------------------------------------------------------------
 
 
@@ -455,6 +474,7 @@ CHECKS: dict[str, Check] = {
     "files_missing": check_files_missing,
     "files_outside_workdir": check_files_outside_workdir,
     "fresh_sandbox_is_empty": check_fresh_sandbox_is_empty,
+    "reset_between_uses": check_reset_between_uses,
     "network_egress_blocked": check_network_egress_blocked,
     "host_secret_env_not_visible": check_host_secret_env_not_visible,
     "host_files_not_visible": check_host_files_not_visible,

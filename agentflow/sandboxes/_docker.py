@@ -1,0 +1,748 @@
+"""The Docker sandbox: a hardened container per sandbox, driven by an exec server inside it.
+
+Every container is hardened by default: no network (``network_mode=none`` unless ``limits.network``), memory, CPU
+and pids limits, the unprivileged uid 1000, ``cap_drop=ALL``, ``no-new-privileges``, a read-only root filesystem
+with a size-limited tmpfs workdir at ``/workspace`` (plus small private ``/tmp`` and ``/dev/shm``), and
+``docker-init`` as PID 1 to reap orphans.
+
+Commands do not go through ``docker exec``: the container's command is a small exec server
+(``agentflow/sandboxes/_execserver.py``) that reads requests from the container's attached stdin, so one exec is one
+message each way (about 1 ms instead of about 50 ms). The server enforces the per-exec timeout, kills the whole
+process tree of an exec when it ends or times out, and caps the output.
+
+No container outlives its owner: each carries labels (``agentflow.sandbox``, ``agentflow.owner`` host:pid and,
+when pooled, ``agentflow.pool``) and is created with ``auto_remove``; ``close()`` removes it; an ``atexit`` hook and
+a SIGTERM handler remove what is still open; and when the owning process dies by any means (even SIGKILL) the
+engine closes the container's stdin, the server exits and the engine removes the container.
+``agentflow sandbox cleanup`` removes leftovers of anything else (a container created but never started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import io
+import json
+import os
+import posixpath
+import secrets
+import signal
+import socket
+import ssl
+import struct
+import tarfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
+from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.sandboxes._registry import sandbox
+
+DEFAULT_IMAGE = "agentflow/python:latest"
+IMAGE_ENV_VAR = "AGENTFLOW_DOCKER_IMAGE"
+"""Overrides the image of ``create_sandbox("docker")`` (the image must have ``python3`` for the exec server)."""
+
+WORKDIR = "/workspace"
+SANDBOX_USER = "1000:1000"
+LABEL = "agentflow.sandbox"
+OWNER_LABEL = "agentflow.owner"
+POOL_LABEL = "agentflow.pool"
+TIMEOUT_EXIT_CODE = -signal.SIGKILL
+"""``ExecResult.exit_code`` of a command killed on timeout (``timed_out`` is True): -9, as for SIGKILL."""
+
+_SERVER_SOURCE = Path(__file__).with_name("_execserver.py")
+_FRAME = struct.Struct("!II")
+_DOCKER_FRAME = struct.Struct(">BxxxL")  # the engine's stream multiplexing header: stream type, payload length
+_SERVER_MEMORY_MB = 64  # headroom above limits.memory_mb for the exec server, tmpfs pages and the init process
+_SERVER_PIDS = 32  # headroom above limits.pids for docker-init, the server and its threads
+_READY_TIMEOUT_S = 30.0
+_REPLY_GRACE_S = 15.0  # how long past an exec's own timeout the host waits before it declares the container broken
+_FILE_TIMEOUT_S = 120.0
+_START_HINT = (
+    "start the Docker engine (`sudo systemctl start docker`, or run `dockerd` in the background as root) "
+    "or point DOCKER_HOST at a running one"
+)
+
+
+def _docker() -> Any:
+    try:
+        import docker  # type: ignore[import-untyped]
+    except ImportError:
+        raise MissingExtraError("docker", "docker") from None
+    return docker
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def docker_client() -> Any:
+    """A connected client of the engine ``DOCKER_HOST`` names (the local socket by default), made once per host.
+
+    Raises:
+        MissingExtraError: the ``docker`` package is not installed.
+        SandboxUnavailableError: the engine does not answer (the message says how to start it).
+    """
+    docker = _docker()
+    key = os.environ.get("DOCKER_HOST", "")
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except docker.errors.DockerException as exc:
+            where = key or "unix:///var/run/docker.sock"
+            raise SandboxUnavailableError(f"cannot reach the Docker engine at {where} ({exc}); {_START_HINT}") from exc
+        _clients[key] = client
+        return client
+
+
+def docker_available() -> tuple[bool, str]:
+    """Whether a Docker engine answers here, and why not (for tests and ``agentflow sandbox check``)."""
+    try:
+        docker_client()
+    except (MissingExtraError, SandboxUnavailableError) as exc:
+        return False, str(exc)
+    return True, "the Docker engine answers"
+
+
+def image_available(image: str = DEFAULT_IMAGE) -> bool:
+    """Whether the engine holds ``image`` (no pull is attempted: there may be no registry)."""
+    try:
+        docker_client().images.get(image)
+    except (MissingExtraError, SandboxUnavailableError):
+        return False
+    except _docker().errors.ImageNotFound:
+        return False
+    return True
+
+
+# -- containers this process owns, removed however it ends --------------------------------------------------------
+
+_owned: set[str] = set()
+_owned_lock = threading.Lock()
+_handlers_installed = False
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _remove_container(container_id: str) -> None:
+    """Force-remove a container and its anonymous volumes; gone already is fine."""
+    docker = _docker()
+    try:
+        docker_client().api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: the engine is already removing it (auto_remove)
+            raise
+    finally:
+        with _owned_lock:
+            _owned.discard(container_id)
+
+
+def _remove_owned() -> None:
+    with _owned_lock:
+        leftover = list(_owned)
+    for container_id in leftover:
+        with contextlib.suppress(Exception):
+            _remove_container(container_id)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _remove_owned()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)  # die of SIGTERM as the sender expects, containers gone
+
+
+def _install_exit_handlers() -> None:
+    """Remove this process's containers at interpreter exit and on SIGTERM (whose default skips ``atexit``)."""
+    global _handlers_installed  # noqa: PLW0603 - once per process
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(_remove_owned)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def cleanup_containers(*, everything: bool = False) -> list[str]:
+    """Remove agentflow sandbox containers left behind by processes that are gone.
+
+    Args:
+        everything: remove every agentflow sandbox container on the engine, also those of running processes.
+
+    Returns:
+        The names of the containers removed.
+    """
+    client = docker_client()
+    host = socket.gethostname()
+    removed = []
+    for summary in client.api.containers(all=True, filters={"label": LABEL}):
+        owner = summary.get("Labels", {}).get(OWNER_LABEL, "")
+        owner_host, _, owner_pid = owner.rpartition(":")
+        abandoned = summary.get("State") in ("created", "exited", "dead")
+        if owner_host == host and owner_pid.isdigit():
+            abandoned = abandoned or not _pid_alive(int(owner_pid))
+        if everything or abandoned:
+            _remove_container(summary["Id"])
+            removed.append(summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"][:12])
+    for volume in client.api.volumes(filters={"label": LABEL, "dangling": True}).get("Volumes") or []:
+        with contextlib.suppress(_docker().errors.APIError):
+            client.api.remove_volume(volume["Name"])
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- the exec server channel --------------------------------------------------------------------------------------
+
+
+class _Channel:
+    """Requests to the exec server over the container's attached stdio, with replies matched by id."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, container: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._container = container
+        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
+        self._next_id = 1
+        self._server_stderr = bytearray()
+        self.closed_reason: str | None = None
+        self.ready: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[0] = self.ready
+        self._task = asyncio.create_task(self._read_replies())
+
+    async def _read_replies(self) -> None:
+        stdout = bytearray()
+        try:
+            while True:
+                stream, size = _DOCKER_FRAME.unpack(await self._reader.readexactly(_DOCKER_FRAME.size))
+                data = await self._reader.readexactly(size)
+                if stream != 1:
+                    self._server_stderr = (self._server_stderr + data)[-4000:]
+                    continue
+                stdout += data
+                while len(stdout) >= _FRAME.size:
+                    header_len, payload_len = _FRAME.unpack_from(stdout)
+                    end = _FRAME.size + header_len + payload_len
+                    if len(stdout) < end:
+                        break
+                    header = json.loads(bytes(stdout[_FRAME.size : _FRAME.size + header_len]))
+                    payload = bytes(stdout[_FRAME.size + header_len : end])
+                    del stdout[:end]
+                    future = self._pending.pop(int(header.get("id") or 0), None)
+                    if future is not None and not future.done():
+                        future.set_result((header, payload))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        stderr = self._server_stderr.decode(errors="replace").strip()
+        self.closed_reason = self.closed_reason or (
+            f"the sandbox container {self._container[:12]} stopped (killed from outside, out of memory, or the "
+            "engine went away)" + (f"; its exec server said: {stderr[-500:]}" if stderr else "")
+        )
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(SandboxError(self.closed_reason))
+        self._pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self.closed_reason is None and not self._task.done()
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> asyncio.Future[tuple[dict[str, Any], bytes]]:
+        """Send one request; the future resolves to the reply (or fails when the container stops)."""
+        future: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
+        if not self.alive:
+            future.set_exception(SandboxError(self.closed_reason or "the sandbox container is gone"))
+            return future
+        request_id = self._next_id
+        self._next_id += 1
+        self._pending[request_id] = future
+        encoded = json.dumps({**header, "id": request_id}).encode()
+        self._writer.write(_FRAME.pack(len(encoded), len(payload)) + encoded)
+        if payload:
+            self._writer.write(payload)
+        header["id"] = request_id
+        return future
+
+    async def request(
+        self, header: dict[str, Any], payload: bytes = b"", *, timeout: float
+    ) -> tuple[dict[str, Any], bytes]:
+        future = self.send(header, payload)
+        await self._writer.drain()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self.closed_reason = f"the exec server of container {self._container[:12]} did not answer in {timeout:g} s"
+            self.close()
+            raise SandboxError(self.closed_reason) from None
+
+    def close(self) -> None:
+        """Close stdin: the server kills every process and exits, and the engine removes the container."""
+        if self.closed_reason is None:
+            self.closed_reason = "the sandbox is closed"
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._task.cancel()
+
+
+def _raise_reply_error(header: dict[str, Any], path: str) -> None:
+    error, message = header.get("error"), str(header.get("message", ""))
+    if error is None:
+        return
+    if error == "outside":
+        raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
+    builtin = {
+        "FileNotFoundError": FileNotFoundError,
+        "IsADirectoryError": IsADirectoryError,
+        "NotADirectoryError": NotADirectoryError,
+        "PermissionError": PermissionError,
+        "FileExistsError": FileExistsError,
+    }.get(str(error))
+    if builtin is not None:
+        raise builtin(f"{path!r}: {message}" if message and path not in message else message or path)
+    raise SandboxError(f"the exec server failed: {error}: {message}")
+
+
+def _relative(path: str) -> str:
+    """A path relative to the workdir, refused when it lexically leaves it (symlinks are checked inside)."""
+    pure = posixpath.normpath(path or ".")
+    if pure.startswith("/"):
+        if pure == WORKDIR:
+            return "."
+        if not pure.startswith(WORKDIR + "/"):
+            raise PathOutsideWorkdirError(f"{path!r} is outside the sandbox workdir {WORKDIR}")
+        pure = pure[len(WORKDIR) + 1 :]
+    if pure == ".." or pure.startswith("../"):
+        raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
+    return pure
+
+
+# -- container start ----------------------------------------------------------------------------------------------
+
+
+def _host_config(client: Any, limits: SandboxLimits, cpus: float, workdir_mb: int, labels: dict[str, str]) -> Any:
+    from docker.types import DriverConfig, Mount, Ulimit  # type: ignore[import-untyped]
+
+    memory = f"{limits.memory_mb + _SERVER_MEMORY_MB}m"
+    # The workdir is an anonymous tmpfs volume, not a plain tmpfs mount: the engine's archive API (copy_in) writes
+    # into volumes of a read-only container, and auto_remove deletes the volume with the container.
+    workdir = Mount(
+        target=WORKDIR,
+        source=None,
+        type="volume",
+        labels=labels,
+        driver_config=DriverConfig(
+            "local", {"type": "tmpfs", "device": "tmpfs", "o": f"size={workdir_mb}m,uid=1000,gid=1000,mode=0755"}
+        ),
+    )
+    return client.api.create_host_config(
+        network_mode="bridge" if limits.network else "none",
+        read_only=True,
+        mounts=[workdir],
+        tmpfs={"/tmp": "size=64m,mode=1777,nosuid,nodev"},  # noqa: S108 - the container's private /tmp
+        shm_size="16m",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        init=True,
+        auto_remove=True,
+        mem_limit=memory,
+        memswap_limit=memory,
+        pids_limit=limits.pids + _SERVER_PIDS,
+        nano_cpus=int(cpus * 1e9),
+        ulimits=[Ulimit(name="nofile", soft=1024, hard=1024), Ulimit(name="core", soft=0, hard=0)],
+    )
+
+
+def _start_container(
+    image: str, limits: SandboxLimits, *, cpus: float, workdir_mb: int, labels: dict[str, str]
+) -> tuple[str, socket.socket]:
+    """Create and start a container running the exec server; return its id and a socket on its stdio."""
+    docker = _docker()
+    client = docker_client()
+    all_labels = {LABEL: "docker", OWNER_LABEL: _owner(), **labels}
+    try:
+        created = client.api.create_container(
+            image,
+            command=["python3", "-I", "-S", "-c", _SERVER_SOURCE.read_text()],
+            user=SANDBOX_USER,
+            working_dir=WORKDIR,
+            environment={"AGENTFLOW_WORKDIR": WORKDIR, "HOME": WORKDIR, "LANG": "C.UTF-8"},
+            stdin_open=True,  # with detach=False this also sets StdinOnce: stdin closes when we disconnect
+            hostname="sandbox",
+            labels=all_labels,
+            host_config=_host_config(client, limits, cpus, workdir_mb, all_labels),
+        )
+    except docker.errors.ImageNotFound:
+        raise SandboxUnavailableError(
+            f"the sandbox image {image!r} is not on this Docker engine; build it with "
+            f"`agentflow sandbox build python` (no registry needed) or `docker build -t {image} sandboxes/python`"
+        ) from None
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"the Docker engine refused to create the sandbox container: {exc}") from exc
+    container_id: str = created["Id"]
+    with _owned_lock:
+        _owned.add(container_id)
+    try:
+        # Attach before start, so not a byte of the server's output is lost.
+        attached = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(attached, "_sock", attached)
+        if isinstance(raw, ssl.SSLSocket) or not isinstance(raw, socket.socket):
+            raise SandboxUnavailableError(
+                "the Docker sandbox needs the engine on a unix socket or plain TCP (DOCKER_HOST); TLS and ssh "
+                "connections cannot carry its exec channel"
+            )
+        # Our own descriptor on the connection: the SDK's response objects may be closed or collected freely.
+        own = socket.socket(fileno=os.dup(raw.fileno()))
+        attached.close()
+        raw.close()
+        client.api.start(container_id)
+    except BaseException:
+        _remove_container(container_id)
+        raise
+    return container_id, own
+
+
+@sandbox("docker")
+class DockerSandbox(Sandbox):
+    """A hardened container driven by an exec server; see the module docstring for what it isolates.
+
+    Create it with ``await DockerSandbox.create(limits)`` (or ``create_sandbox("docker")``; a warm
+    ``SandboxPool`` hands them out in milliseconds). Commands see the workdir at ``/workspace``, run as uid 1000,
+    and get an environment of ``PATH``, ``HOME``, ``LANG``, ``TMPDIR`` and what ``exec`` is given. A timeout kills
+    the command's whole process tree and returns ``timed_out=True`` with ``exit_code`` -9; a program that cannot be
+    started returns 127 (not found) or 126 with the reason on stderr.
+    """
+
+    backend = "docker"
+
+    def __init__(
+        self, *, limits: SandboxLimits, image: str, container_id: str, channel: _Channel, details: dict[str, Any]
+    ) -> None:
+        self.limits = limits
+        self.image = image
+        self.container_id = container_id
+        self._channel = channel
+        self._details = details
+        self._closed = False
+
+    @classmethod
+    async def create(
+        cls,
+        limits: SandboxLimits | None = None,
+        *,
+        image: str | None = None,
+        cpus: float = 1.0,
+        workdir_mb: int = 512,
+        labels: Mapping[str, str] | None = None,
+    ) -> DockerSandbox:
+        """Start a hardened container and wait for its exec server.
+
+        Args:
+            limits: resource limits; the embedded defaults when omitted.
+            image: an image with ``python3`` (``AGENTFLOW_DOCKER_IMAGE``, else ``agentflow/python:latest``).
+            cpus: CPU cores the container may use.
+            workdir_mb: size of the tmpfs workdir.
+            labels: extra container labels (a run or pool id).
+
+        Raises:
+            MissingExtraError: the ``docker`` package is not installed.
+            SandboxUnavailableError: the engine is not running, or the image is missing (the message says how to
+                start it or build it).
+            SandboxError: the engine refused the container or its exec server did not start.
+        """
+        limits = limits or SandboxLimits()
+        image = image or os.environ.get(IMAGE_ENV_VAR) or DEFAULT_IMAGE
+        _install_exit_handlers()
+        started = time.monotonic()
+        container_id, own = await asyncio.to_thread(
+            _start_container, image, limits, cpus=cpus, workdir_mb=workdir_mb, labels=dict(labels or {})
+        )
+        try:
+            reader, writer = await asyncio.open_connection(sock=own, limit=2**20)
+            channel = _Channel(reader, writer, container_id)
+            try:
+                ready, _ = await asyncio.wait_for(asyncio.shield(channel.ready), _READY_TIMEOUT_S)
+            except SandboxError as exc:
+                raise SandboxUnavailableError(
+                    f"the exec server did not start in image {image!r} (it needs python3): {exc}"
+                ) from None
+            except TimeoutError:
+                channel.close()
+                raise SandboxError(f"the exec server in {container_id[:12]} did not start in time") from None
+        except BaseException:
+            own.close()
+            await asyncio.to_thread(_remove_container, container_id)
+            raise
+        details = {
+            "image": image,
+            "container": container_id[:12],
+            "server_python": ready.get("python"),
+            "start_s": round(time.monotonic() - started, 4),
+            "cpus": cpus,
+            "workdir_mb": workdir_mb,
+        }
+        return cls(limits=limits, image=image, container_id=container_id, channel=channel, details=details)
+
+    # -- exec -------------------------------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> str:
+        """``/workspace``, a size-limited tmpfs volume owned by the sandbox user."""
+        return WORKDIR
+
+    @property
+    def alive(self) -> bool:
+        """Whether the container and its exec server still answer (false once killed from outside or closed)."""
+        return not self._closed and self._channel.alive
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise SandboxError("this Docker sandbox is closed")
+
+    def _environment(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        base = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": WORKDIR,
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp",  # noqa: S108 - the container's private tmpfs
+        }
+        base.update(env or {})
+        return base
+
+    async def exec(
+        self,
+        cmd: list[str],
+        *,
+        stdin: str | bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``cmd`` (an argv list, no shell) in the container and return what it did.
+
+        Args:
+            cmd: the program and its arguments, looked up on the container's ``PATH``.
+            stdin: text or bytes fed to the command (empty input when omitted).
+            cwd: working directory, relative to the workdir or absolute inside it.
+            env: variables added to the command's environment.
+            timeout: wall-clock seconds; ``limits.exec_timeout_s`` when omitted.
+
+        Raises:
+            PathOutsideWorkdirError: ``cwd`` is outside the workdir.
+            FileNotFoundError: ``cwd`` does not exist.
+            SandboxError: the sandbox is closed, or the container stopped during the exec (killed from outside).
+        """
+        self._ensure_open()
+        if not cmd:
+            raise ValueError("exec needs a command: cmd is an empty list")
+        limit = timeout or self.limits.exec_timeout_s
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        header = {
+            "op": "exec",
+            "argv": list(cmd),
+            "cwd": _relative(cwd or "."),
+            "env": self._environment(env),
+            "timeout": limit,
+            "cap": self.limits.output_bytes,
+            "stdin": data is not None,
+            "rlimits": {
+                "cpu": self.limits.cpu_s,
+                "as": self.limits.memory_mb * 1024 * 1024,
+                "fsize": self.limits.file_size_mb * 1024 * 1024,
+            },
+        }
+        started = time.monotonic()
+        future = self._channel.send(header, data or b"")
+        try:
+            reply, payload = await asyncio.wait_for(asyncio.shield(future), limit + _REPLY_GRACE_S)
+        except TimeoutError:
+            self._channel.close()
+            raise SandboxError(
+                f"the exec server of container {self.container_id[:12]} did not answer within "
+                f"{limit + _REPLY_GRACE_S:g} s; the sandbox is unusable"
+            ) from None
+        except asyncio.CancelledError:
+            # Our caller gave up: the command's process tree must not keep running in the container.
+            if self._channel.alive:
+                self._channel.send({"op": "kill", "target": header["id"]})
+            raise
+        _raise_reply_error(reply, cwd or ".")
+        out_len = int(reply["out_len"])
+        return ExecResult(
+            exit_code=int(reply["exit_code"]),
+            stdout=payload[:out_len].decode("utf-8", errors="replace"),
+            stderr=payload[out_len:].decode("utf-8", errors="replace"),
+            timed_out=bool(reply["timed_out"]),
+            truncated=bool(reply["truncated"]),
+            duration_s=time.monotonic() - started,
+        )
+
+    # -- files ------------------------------------------------------------------------------------------------
+
+    async def _file_op(self, op: str, path: str, payload: bytes = b"", **extra: Any) -> tuple[dict[str, Any], bytes]:
+        self._ensure_open()
+        reply, data = await self._channel.request(
+            {"op": op, "path": _relative(path), **extra}, payload, timeout=_FILE_TIMEOUT_S
+        )
+        _raise_reply_error(reply, path)
+        return reply, data
+
+    async def read_file(self, path: str) -> bytes:
+        """Return the bytes of a file inside the workdir (symlinks are resolved inside the container).
+
+        Raises:
+            PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
+            FileNotFoundError: no such file.
+            IsADirectoryError: the path is a directory.
+        """
+        return (await self._file_op("read", path))[1]
+
+    async def write_file(self, path: str, data: str | bytes) -> None:
+        """Write a file inside the workdir, creating parent directories; the sandbox user owns it.
+
+        Raises:
+            PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
+            IsADirectoryError: the path is a directory.
+        """
+        await self._file_op("write", path, data.encode() if isinstance(data, str) else data)
+
+    async def list_files(self, path: str = ".") -> list[str]:
+        """Return the regular files under ``path`` (recursive, sorted, relative to the workdir; no symlinks).
+
+        Raises:
+            PathOutsideWorkdirError: the path leads outside the workdir.
+            FileNotFoundError: the path does not exist.
+        """
+        reply, _ = await self._file_op("list", path)
+        return [str(name) for name in reply["files"]]
+
+    async def copy_in(self, source_dir: str, dest: str = ".") -> None:
+        """Copy a host directory's contents into the workdir, as one tar through the engine's archive API.
+
+        Raises:
+            FileNotFoundError: ``source_dir`` is not a directory.
+            PathOutsideWorkdirError: ``dest`` is outside the workdir.
+        """
+        archive = await asyncio.to_thread(_tar_directory, Path(source_dir))
+        reply, _ = await self._file_op("resolve", dest, mkdir=True)
+        await asyncio.to_thread(docker_client().api.put_archive, self.container_id, reply["path"], archive)
+
+    async def copy_out(self, path: str, dest_dir: str) -> None:
+        """Copy a directory (or file) of the workdir to a host directory, as a tar through the archive API.
+
+        Members are extracted with the ``data`` filter: nothing lands outside ``dest_dir``, no device files.
+
+        Raises:
+            PathOutsideWorkdirError: ``path`` is outside the workdir.
+            FileNotFoundError: ``path`` does not exist.
+        """
+        reply, _ = await self._file_op("resolve", path)
+        docker = _docker()
+        try:
+            chunks, _ = await asyncio.to_thread(docker_client().api.get_archive, self.container_id, reply["path"])
+            archive = await asyncio.to_thread(lambda: b"".join(chunks))
+        except docker.errors.NotFound:
+            raise FileNotFoundError(f"{path!r} does not exist in the sandbox") from None
+        await asyncio.to_thread(_untar, archive, Path(dest_dir))
+
+    # -- pool support, report and lifecycle -------------------------------------------------------------------
+
+    async def reset(self, timeout: float = 15.0) -> None:
+        """Kill every process of the sandbox user and empty the workdir, ``/tmp`` and ``/dev/shm`` for reuse.
+
+        Raises:
+            SandboxError: the container did not reset (it should then be discarded).
+        """
+        self._ensure_open()
+        reply, _ = await self._channel.request({"op": "reset"}, timeout=timeout)
+        _raise_reply_error(reply, WORKDIR)
+        if reply.get("left"):
+            raise SandboxError(f"the workdir could not be emptied: {reply['left'][:5]} remain")
+
+    def isolation(self) -> IsolationReport:
+        """Report the container's hardening (all of it holds on any engine that accepts the container)."""
+        details: dict[str, Any] = {
+            **self._details,
+            "workdir": WORKDIR,
+            "user": f"uid {SANDBOX_USER}, no capabilities (cap_drop ALL), no-new-privileges",
+            "network": "allowed by limits.network (bridge)" if self.limits.network else "none (no interfaces)",
+            "filesystem": f"read-only root; tmpfs {WORKDIR} ({self._details.get('workdir_mb')} MB), /tmp, /dev/shm",
+            "memory": f"{self.limits.memory_mb} MB per exec (RLIMIT_AS), container cgroup "
+            f"{self.limits.memory_mb + _SERVER_MEMORY_MB} MB, no swap",
+            "pids": f"cgroup pids limit {self.limits.pids + _SERVER_PIDS} (limits.pids + exec server headroom)",
+            "timeout_kill": "the exec's process group and every process that inherited its marker",
+            "environment": "PATH, HOME, LANG, TMPDIR and the variables given to exec",
+            "limits": self.limits.model_dump(),
+            "known_conformance_failures": [],
+        }
+        return IsolationReport(
+            backend=self.backend,
+            network_isolated=not self.limits.network,
+            filesystem_isolated=True,
+            pid_namespace=True,
+            resource_limits=True,
+            details=details,
+        )
+
+    async def close(self) -> None:
+        """Stop and remove the container (and its workdir volume); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._channel.close()
+        await asyncio.to_thread(_remove_container, self.container_id)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("alive" if self.alive else "dead")
+        return f"<DockerSandbox {state} {self.container_id[:12]} image={self.image}>"
+
+
+def _tar_directory(source: Path) -> bytes:
+    """A tar of a directory's contents, owned by the sandbox user (symlinks kept as symlinks)."""
+
+    def as_sandbox_user(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 1000
+        info.uname = info.gname = "sandbox"
+        return info
+
+    if not source.is_dir():
+        raise FileNotFoundError(f"cannot copy into the sandbox: {str(source)!r} is not a directory")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for child in sorted(source.iterdir()):
+            archive.add(child, arcname=child.name, filter=as_sandbox_user)
+    return buffer.getvalue()
+
+
+def _untar(archive: bytes, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as members:
+        members.extractall(dest, filter="data")
+
+
+def new_pool_id() -> str:
+    """A short random id for the ``agentflow.pool`` label."""
+    return secrets.token_hex(6)

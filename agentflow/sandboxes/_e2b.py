@@ -1,0 +1,256 @@
+"""The E2B sandbox: a cloud microVM per sandbox through the official ``e2b`` SDK (``pip install 'agentflow[e2b]'``).
+
+It keeps the Sandbox contract with the same error mapping as the other backends: commands run through
+``sh -c`` with ``ulimit`` for the per-exec memory, file size and CPU limits, ``timed_out`` on timeout, output capped
+here; files are confined to the workdir by resolving symlinks inside the VM before every file operation.
+
+It needs ``E2B_API_KEY`` (and reaches the E2B service over the network), so its contract test runs only when the key
+is set; it cannot run on a machine without network access to E2B, such as this project's CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+import secrets
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
+from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.sandboxes._registry import sandbox
+
+WORKDIR = "/home/user/workspace"
+TEMPLATE_ENV_VAR = "AGENTFLOW_E2B_TEMPLATE"
+TIMEOUT_EXIT_CODE = -9
+# Unverified here (no E2B access): a process that calls setsid outlives the timeout of its exec until close().
+_KNOWN_FAILURES = ("kill_process_tree_on_timeout",)
+_LIFETIME_S = 3600  # E2B kills an idle VM after this many seconds, a backstop should close() never run
+
+
+def _e2b() -> Any:
+    try:
+        import e2b
+    except ImportError:
+        raise MissingExtraError("e2b", "e2b") from None
+    return e2b
+
+
+def _relative(path: str) -> str:
+    pure = posixpath.normpath(path or ".")
+    if pure.startswith("/"):
+        if pure == WORKDIR:
+            return "."
+        if not pure.startswith(WORKDIR + "/"):
+            raise PathOutsideWorkdirError(f"{path!r} is outside the sandbox workdir {WORKDIR}")
+        pure = pure[len(WORKDIR) + 1 :]
+    if pure == ".." or pure.startswith("../"):
+        raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
+    return pure
+
+
+@sandbox("e2b")
+class E2BSandbox(Sandbox):
+    """An E2B cloud sandbox with the agentflow Sandbox contract.
+
+    Create it with ``await E2BSandbox.create(limits)`` or ``create_sandbox("e2b")`` (``E2B_API_KEY`` must be set;
+    ``AGENTFLOW_E2B_TEMPLATE`` picks a template other than E2B's default).
+    """
+
+    backend = "e2b"
+
+    def __init__(self, *, limits: SandboxLimits, box: Any, template: str | None) -> None:
+        self.limits = limits
+        self._box = box
+        self._template = template
+        self._closed = False
+
+    @classmethod
+    async def create(
+        cls, limits: SandboxLimits | None = None, *, template: str | None = None, api_key: str | None = None
+    ) -> E2BSandbox:
+        """Start an E2B sandbox with an empty workdir.
+
+        Raises:
+            MissingExtraError: the ``e2b`` package is not installed.
+            SandboxUnavailableError: no API key, or E2B refused it.
+            SandboxError: E2B failed to start the sandbox.
+        """
+        e2b = _e2b()
+        limits = limits or SandboxLimits()
+        key = api_key or os.environ.get("E2B_API_KEY")
+        if not key:
+            raise SandboxUnavailableError("the e2b sandbox needs an API key: set E2B_API_KEY (from your E2B account)")
+        template = template or os.environ.get(TEMPLATE_ENV_VAR)
+        try:
+            box = await e2b.AsyncSandbox.create(
+                template=template,
+                timeout=_LIFETIME_S,
+                allow_internet_access=limits.network,
+                metadata={"agentflow.sandbox": "e2b"},
+                api_key=key,
+            )
+        except e2b.AuthenticationException as exc:
+            raise SandboxUnavailableError(f"E2B refused the API key in E2B_API_KEY: {exc}") from exc
+        except e2b.SandboxException as exc:
+            raise SandboxError(f"E2B could not start a sandbox: {exc}") from exc
+        created = cls(limits=limits, box=box, template=template)
+        try:
+            await created._run_raw(["mkdir", "-p", WORKDIR], timeout=60)
+        except BaseException:
+            await created.close()
+            raise
+        return created
+
+    @property
+    def workdir(self) -> str:
+        """``/home/user/workspace`` inside the VM."""
+        return WORKDIR
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise SandboxError("this E2B sandbox is closed")
+
+    async def _run_raw(
+        self, argv: list[str], *, timeout: float, env: Mapping[str, str] | None = None
+    ) -> tuple[int, str, str, bool]:
+        """Run an argv through the SDK; return (exit code, stdout, stderr, timed out)."""
+        e2b = _e2b()
+        try:
+            result = await self._box.commands.run(shlex.join(argv), envs=dict(env or {}), timeout=timeout)
+        except e2b.CommandExitException as exc:  # a non-zero exit is a result, not an error, for agentflow
+            return int(exc.exit_code), str(exc.stdout), str(exc.stderr), False
+        except e2b.TimeoutException:
+            return TIMEOUT_EXIT_CODE, "", "", True
+        except e2b.SandboxException as exc:
+            raise SandboxError(f"the E2B sandbox failed: {exc}") from exc
+        return int(result.exit_code), str(result.stdout), str(result.stderr), False
+
+    async def exec(
+        self,
+        cmd: list[str],
+        *,
+        stdin: str | bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``cmd`` (an argv list) in the VM with the per-exec limits; see ``Sandbox.exec``."""
+        self._ensure_open()
+        if not cmd:
+            raise ValueError("exec needs a command: cmd is an empty list")
+        directory = posixpath.join(WORKDIR, _relative(cwd or "."))
+        stdin_file = "/dev/null"
+        if stdin is not None:
+            stdin_file = f"/tmp/agentflow-stdin-{secrets.token_hex(8)}"  # noqa: S108 - inside the VM
+            await self._write_raw(stdin_file, stdin.encode() if isinstance(stdin, str) else stdin)
+        script = (
+            f"ulimit -v {self.limits.memory_mb * 1024} -f {self.limits.file_size_mb * 2048} -t {self.limits.cpu_s}"
+            ' 2>/dev/null; cd "$1" || exit 1; input="$2"; shift 2; exec "$@" < "$input"'
+        )
+        started = time.monotonic()
+        code, out, err, timed_out = await self._run_raw(
+            ["sh", "-c", script, "sh", directory, stdin_file, *cmd],
+            timeout=timeout or self.limits.exec_timeout_s,
+            env={"HOME": WORKDIR, "LANG": "C.UTF-8", **(env or {})},
+        )
+        if stdin is not None:
+            await self._run_raw(["rm", "-f", stdin_file], timeout=30)
+        cap = self.limits.output_bytes
+        out_bytes, err_bytes = out.encode(), err.encode()
+        return ExecResult(
+            exit_code=code,
+            stdout=out_bytes[:cap].decode(errors="replace"),
+            stderr=err_bytes[:cap].decode(errors="replace"),
+            timed_out=timed_out,
+            truncated=len(out_bytes) > cap or len(err_bytes) > cap,
+            duration_s=time.monotonic() - started,
+        )
+
+    async def _resolve(self, path: str) -> str:
+        """The real path of ``path`` inside the VM, refused when a symlink leads it out of the workdir."""
+        self._ensure_open()
+        joined = posixpath.join(WORKDIR, _relative(path))
+        code, out, err, _ = await self._run_raw(["realpath", "-m", "--", joined], timeout=30)
+        if code != 0:
+            raise SandboxError(f"could not resolve {path!r} in the E2B sandbox: {err.strip()}")
+        real = out.strip()
+        if real != WORKDIR and not real.startswith(WORKDIR + "/"):
+            raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
+        return real
+
+    async def _write_raw(self, real: str, data: bytes) -> None:
+        try:
+            await self._box.files.write(real, data)
+        except _e2b().SandboxException as exc:
+            raise SandboxError(f"E2B could not write {real}: {exc}") from exc
+
+    async def read_file(self, path: str) -> bytes:
+        """Return a file's bytes; see ``Sandbox.read_file`` for the exceptions."""
+        real = await self._resolve(path)
+        e2b = _e2b()
+        try:
+            return bytes(await self._box.files.read(real, format="bytes"))
+        except (e2b.NotFoundException, e2b.FileNotFoundException):
+            raise FileNotFoundError(f"{path!r} does not exist in the sandbox") from None
+        except e2b.InvalidArgumentException as exc:
+            raise IsADirectoryError(f"{path!r} is not a regular file: {exc}") from None
+
+    async def write_file(self, path: str, data: str | bytes) -> None:
+        """Write a file, creating parent directories; see ``Sandbox.write_file``."""
+        real = await self._resolve(path)
+        code, _, _, _ = await self._run_raw(["test", "-d", real], timeout=30)
+        if code == 0:
+            raise IsADirectoryError(f"{path!r} is a directory")
+        await self._write_raw(real, data.encode() if isinstance(data, str) else data)
+
+    async def list_files(self, path: str = ".") -> list[str]:
+        """Regular files under ``path``, relative to the workdir, sorted; see ``Sandbox.list_files``."""
+        real = await self._resolve(path)
+        code, out, err, _ = await self._run_raw(["find", real, "-type", "f", "-print0"], timeout=60)
+        if code != 0:
+            raise FileNotFoundError(f"{path!r} does not exist in the sandbox: {err.strip()}")
+        return sorted(posixpath.relpath(name, WORKDIR) for name in out.split("\0") if name)
+
+    async def copy_in(self, source_dir: str, dest: str = ".") -> None:
+        """Copy a host directory's regular files into the workdir (one upload per file)."""
+        source = Path(source_dir)
+        if not await asyncio.to_thread(source.is_dir):
+            raise FileNotFoundError(f"cannot copy into the sandbox: {source_dir!r} is not a directory")
+        files = await asyncio.to_thread(lambda: sorted(p for p in source.rglob("*") if p.is_file()))
+        base = _relative(dest)
+        for file in files:
+            data = await asyncio.to_thread(file.read_bytes)
+            await self.write_file(posixpath.join(base, file.relative_to(source).as_posix()), data)
+
+    def isolation(self) -> IsolationReport:
+        """Report what E2B provides (a separate microVM) and the limits applied per exec."""
+        return IsolationReport(
+            backend=self.backend,
+            network_isolated=not self.limits.network,
+            filesystem_isolated=True,
+            pid_namespace=True,
+            resource_limits=True,
+            details={
+                "sandbox_id": getattr(self._box, "sandbox_id", None),
+                "template": self._template or "E2B default",
+                "workdir": WORKDIR,
+                "network": "allowed by limits.network" if self.limits.network else "internet access off",
+                "limits": self.limits.model_dump(),
+                "known_conformance_failures": list(_KNOWN_FAILURES),
+            },
+        )
+
+    async def close(self) -> None:
+        """Kill the E2B sandbox; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._box.kill()
+        except _e2b().SandboxException as exc:
+            raise SandboxError(f"E2B could not kill sandbox {self._box.sandbox_id}: {exc}") from exc
