@@ -38,6 +38,15 @@ def _register() -> None:
     graph.register(app)
     runs.register(app)
     app.add_typer(sandbox.app, name="sandbox")
+    _register_traces()
+
+
+def _register_traces() -> None:
+    from agentflow.cli import grade, replay, traces
+
+    replay.register(app)
+    grade.register(app)
+    app.add_typer(traces.app, name="traces")
 
 
 def _fail(message: str, code: int) -> int:

@@ -129,3 +129,20 @@ async def test_a_missing_workflow_file_names_the_fix(workflow: Path, store: Trac
         await replay_run(store, original.run_id)
     report = await replay_run(store, original.run_id, workflow=moved)
     assert report.identical
+
+
+def test_cli_replay_exit_codes(workflow: Path, store: TraceStore, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import json
+
+    from agentflow.cli import run_cli
+
+    original = asyncio.run(run_workflow(workflow, store=store))
+    assert run_cli(["replay", original.run_id, "--store", str(store.root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["identical"], report["sandbox_execs"], report["divergence"]) == (True, 0, None)
+    (workflow.parent / "ws" / "greeting.txt").write_text("changed\n")
+    assert run_cli(["replay", original.run_id, "--mode", "verify", "--store", str(store.root)]) == 1
+    printed = capsys.readouterr().out
+    assert "diverged" in printed and "first divergence at event" in printed
+    assert run_cli(["replay", original.run_id, "--mode", "bogus", "--store", str(store.root)]) == 2

@@ -1,0 +1,243 @@
+"""Offline re-grading: run reward hooks (and benchmark checkpoints) over stored traces, as a new grading pass."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentflow.errors import ConfigError
+from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
+from agentflow.traces._events import Event, EventType
+from agentflow.traces._protocol import GradingMode, GradingPass, Store, StoredReward
+
+CHECKPOINT_HOOK = "checkpoints"
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """A hook to run offline: ``NAME`` or ``NAME:on`` (``on`` is step, node or run; step by default)."""
+
+    name: str
+    on: StepKind = "step"
+    options: Mapping[str, Any] = field(default_factory=lambda: {})
+
+    @classmethod
+    def parse(cls, text: str) -> HookRequest:
+        """Parse ``NAME[:step|node|run]``.
+
+        Raises:
+            ConfigError: an unknown ``on`` part.
+        """
+        name, _, on = text.partition(":")
+        if on and on not in ("step", "node", "run"):
+            raise ConfigError(
+                f"hook {text!r}: unknown step kind {on!r}", fix="write NAME, NAME:step, NAME:node or NAME:run"
+            )
+        kind: StepKind = on if on in ("step", "node", "run") else "step"  # type: ignore[assignment]
+        return cls(name, kind)
+
+    @property
+    def label(self) -> str:
+        """The request as written (``NAME:on``)."""
+        return f"{self.name}:{self.on}"
+
+
+@dataclass
+class GradingResult:
+    """What one grading pass stored: its id, the rewards per run, and the runs that could not be graded."""
+
+    grading_pass: GradingPass
+    rewards: dict[str, list[StoredReward]]
+    failures: dict[str, str]
+    checkpoint_reports: dict[str, dict[str, Any]] = field(default_factory=lambda: {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-serialisable data."""
+        return {
+            "pass_id": self.grading_pass.pass_id,
+            "mode": self.grading_pass.mode,
+            "hooks": self.grading_pass.hooks,
+            "checkpoints": self.grading_pass.checkpoints,
+            "runs": {
+                run_id: {
+                    "rewards": [reward.to_dict() for reward in rewards],
+                    "checkpoints": self.checkpoint_reports.get(run_id),
+                }
+                for run_id, rewards in self.rewards.items()
+            },
+            "failures": self.failures,
+        }
+
+
+def iter_steps(events: Sequence[Event], kind: StepKind) -> Iterator[tuple[str | None, list[Event]]]:
+    """The steps of a stored trace, cut the way the runtime cuts them while running.
+
+    ``step``: each tool call with its sandbox commands and result, and each final model answer (a response without
+    tool calls); ``node``: each node visit, node_started to node_finished; ``run``: the whole trace.
+    """
+    if kind == "run":
+        yield None, list(events)
+        return
+    if kind == "node":
+        open_visits: dict[int, list[Event]] = {}
+        for event in events:
+            if event.type is EventType.NODE_STARTED:
+                open_visits[event.seq] = [event]
+            elif event.parent in open_visits:
+                open_visits[event.parent].append(event)
+                if event.type is EventType.NODE_FINISHED:
+                    visit = open_visits.pop(event.parent)
+                    yield visit[0].node, visit
+        return
+    calls: dict[int, list[Event]] = {}
+    for event in events:
+        if event.type is EventType.TOOL_CALL:
+            calls[event.seq] = [event]
+        elif event.parent in calls:
+            calls[event.parent].append(event)
+            if event.type is EventType.TOOL_RESULT:
+                step = calls.pop(event.parent)
+                yield step[0].node, step
+        elif event.type is EventType.MODEL_RESPONSE and not event.data.get("tool_calls"):
+            yield event.node, [event]
+
+
+def _state_before(events: Sequence[Event], upto: int) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for event in events:
+        if event.seq >= upto:
+            break
+        if event.type is EventType.RUN_STARTED and isinstance(event.data.get("inputs"), dict):
+            state.update(event.data["inputs"])
+        elif event.type is EventType.NODE_FINISHED and isinstance(event.data.get("updates"), dict):
+            state.update(event.data["updates"])
+    return state
+
+
+async def score_trace(
+    run_id: str, events: Sequence[Event], hooks: Sequence[tuple[HookRequest, RewardHook]]
+) -> list[StoredReward]:
+    """Score one trace offline with each hook over the steps of its kind (``sandbox=None``); a failing hook gives
+    a reward with ``value`` None and the error as its explanation."""
+    rewards: list[StoredReward] = []
+    for request, hook in hooks:
+        for node, step_events in iter_steps(events, request.on):
+            state = _state_before(events, step_events[-1].seq + 1 if step_events else 0)
+            step = StepContext(
+                run_id=run_id, kind=request.on, node=node, events=step_events, state=state, options=request.options
+            )
+            try:
+                reward = await hook.score(step)
+            except Exception as exc:  # noqa: BLE001 - a failing hook is recorded, never fatal
+                rewards.append(
+                    StoredReward(
+                        "",
+                        run_id,
+                        request.name,
+                        request.on,
+                        node,
+                        step.target_seq,
+                        None,
+                        None,
+                        f"hook failed: {type(exc).__name__}: {exc}",
+                    )
+                )
+                continue
+            if reward is None:
+                continue
+            rewards.append(
+                StoredReward(
+                    "",
+                    run_id,
+                    request.name,
+                    request.on,
+                    node,
+                    step.target_seq,
+                    float(reward.value),
+                    reward.label,
+                    reward.explanation,
+                    dict(reward.components),
+                )
+            )
+    return rewards
+
+
+async def grade_runs(
+    store: Store,
+    run_ids: Sequence[str],
+    *,
+    hooks: Sequence[str | HookRequest] = (),
+    checkpoints: str | None = None,
+    mode: GradingMode = "append",
+    concurrency: int = 8,
+) -> GradingResult:
+    """Grade stored runs offline and store the rewards as a new grading pass.
+
+    Args:
+        store: where the runs are, and where the pass goes.
+        run_ids: the runs (ids or unique prefixes).
+        hooks: ``NAME[:step|node|run]`` or :class:`HookRequest`; each hook is built once with its default options.
+        checkpoints: a benchmark checkpoints file (YAML/JSON); its report becomes a ``checkpoints`` reward (value PQS).
+        mode: ``append`` keeps earlier rewards current; ``overwrite`` marks earlier rewards of the same runs and hooks
+            superseded (they stay stored).
+        concurrency: traces graded at once.
+
+    Raises:
+        ConfigError: no hook and no checkpoints, an unknown hook, or a bad checkpoints file.
+    """
+    from agentflow.grading._checkpoints import evaluate_checkpoints, load_checkpoints
+
+    requests = [hook if isinstance(hook, HookRequest) else HookRequest.parse(hook) for hook in hooks]
+    if not requests and checkpoints is None:
+        raise ConfigError("nothing to grade with", fix="pass --hooks NAME... and/or --checkpoints FILE")
+    built = [(request, reward_hooks.get(request.name)(**dict(request.options))) for request in requests]
+    spec = load_checkpoints(checkpoints) if checkpoints is not None else None
+    full_ids = [store.resolve_run_id(run_id) for run_id in run_ids]
+    labels = [request.label for request in requests] + ([CHECKPOINT_HOOK] if spec is not None else [])
+    grading_pass = store.create_grading_pass(run_ids=full_ids, hooks=labels, checkpoints=checkpoints, mode=mode)
+    result = GradingResult(grading_pass, {}, {})
+    limiter = asyncio.Semaphore(concurrency)
+
+    async def grade_one(run_id: str) -> None:
+        async with limiter:
+            trace = await asyncio.to_thread(store.load_trace, run_id)
+            if not trace.ok:
+                result.failures[run_id] = "; ".join(str(problem) for problem in trace.problems)
+                return
+            events = [
+                event.model_copy(update={"data": trace.resolve(event.data)}) if "$blob" in str(event.data) else event
+                for event in trace.events
+            ]
+            rewards = await score_trace(run_id, events, built)
+            if spec is not None:
+                report = await evaluate_checkpoints(spec, events)
+                result.checkpoint_reports[run_id] = report.to_dict()
+                rewards.append(
+                    StoredReward(
+                        "",
+                        run_id,
+                        CHECKPOINT_HOOK,
+                        "run",
+                        None,
+                        events[0].seq if events else None,
+                        report.pqs,
+                        None,
+                        f"PQS {report.pqs:.3f}",
+                        report.to_dict(),
+                    )
+                )
+            result.rewards[run_id] = [_in_pass(reward, grading_pass.pass_id) for reward in rewards]
+
+    await asyncio.gather(*(grade_one(run_id) for run_id in full_ids))
+    result.rewards = {run_id: result.rewards[run_id] for run_id in full_ids if run_id in result.rewards}
+    stored = [reward for rewards in result.rewards.values() for reward in rewards]
+    await asyncio.to_thread(store.add_rewards, grading_pass, stored)
+    return result
+
+
+def _in_pass(reward: StoredReward, pass_id: str) -> StoredReward:
+    from dataclasses import replace
+
+    return replace(reward, pass_id=pass_id)

@@ -1,0 +1,207 @@
+"""Import trajectories recorded elsewhere (OpenAI chat ``messages``) as runs that grade like native ones.
+
+``agentflow traces import FILE --format openai-messages``: JSONL, one trajectory per line::
+
+    {"messages": [{"role": "system", ...}, {"role": "user", ...},
+                  {"role": "assistant", "content": ..., "tool_calls": [{"id", "type": "function",
+                                                                         "function": {"name", "arguments"}}]},
+                  {"role": "tool", "tool_call_id": ..., "content": ...}, ...],
+     "tools": [...function schemas...],                       # optional
+     "question": ..., "ground_truth": ..., "answer_text": ..., # optional metadata, kept in run_started
+     "step_labels": {"2": 1, "4": -1}, "final_label": ..., "total_index": ..., "query_index": ..., "sample_index": ...}
+
+Each record becomes a run with status ``imported``: ``run_started`` (metadata in ``inputs`` and ``metadata``), one
+``agent`` node visit, and for each assistant message a ``model_request`` (the conversation so far) and a
+``model_response`` (``data.message_index`` is its index in ``messages``, the index ``step_labels`` use), followed by a
+``tool_call``/``tool_result`` pair for each of its tool calls (the result is the tool message with that id). A
+malformed record is reported with its line number and skipped; the others import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentflow.errors import ConfigError
+from agentflow.traces._events import EventType
+from agentflow.traces._protocol import Store
+
+FORMATS = ("openai-messages",)
+_METADATA = (
+    "question",
+    "ground_truth",
+    "answer_text",
+    "step_labels",
+    "final_label",
+    "total_index",
+    "query_index",
+    "sample_index",
+    "record_id",
+)
+
+
+@dataclass
+class ImportReport:
+    """The runs an import created, and the lines it skipped with why."""
+
+    run_ids: list[str] = field(default_factory=lambda: [])
+    skipped: list[tuple[int, str]] = field(default_factory=lambda: [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-serialisable data."""
+        return {
+            "imported": len(self.run_ids),
+            "run_ids": self.run_ids,
+            "skipped": [{"line": line, "error": error} for line, error in self.skipped],
+        }
+
+
+class MalformedRecord(ValueError):
+    """A record that does not follow the openai-messages format."""
+
+
+def _check_record(record: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not isinstance(record, dict):
+        raise MalformedRecord("a record must be a JSON object")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise MalformedRecord("'messages' must be a non-empty list")
+    tool_ids: set[str] = set()
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool"):
+            raise MalformedRecord(f"messages[{index}] needs a role of system, user, assistant or tool")
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str) or "id" not in call:
+                raise MalformedRecord(f"messages[{index}]: a tool call needs an id and function.name")
+            tool_ids.add(str(call["id"]))
+        if message["role"] == "tool" and str(message.get("tool_call_id")) not in tool_ids:
+            raise MalformedRecord(
+                f"messages[{index}]: tool_call_id {message.get('tool_call_id')!r} answers no earlier tool call"
+            )
+    tools = record.get("tools") or []
+    if not isinstance(tools, list):
+        raise MalformedRecord("'tools' must be a list of function schemas")
+    labels = record.get("step_labels")
+    if labels is not None:
+        if not isinstance(labels, Mapping):
+            raise MalformedRecord("'step_labels' must map assistant message indexes to -1, 0 or +1")
+        for index, label in labels.items():
+            if not str(index).lstrip("-").isdigit() or label not in (-1, 0, 1):
+                raise MalformedRecord(f"step_labels[{index!r}] = {label!r}: use an integer index and -1, 0 or +1")
+            if not 0 <= int(index) < len(messages) or messages[int(index)].get("role") != "assistant":
+                raise MalformedRecord(f"step_labels[{index!r}] does not name an assistant message")
+    return messages, tools
+
+
+def import_openai_messages(store: Store, path: str | Path, *, workflow: str | None = None) -> ImportReport:
+    """Import an openai-messages JSONL file into ``store``, one run per valid record.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    file = Path(path)
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    name = workflow or f"imported:{file.stem}"
+    report = ImportReport()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            messages, tools = _check_record(record)
+        except (ValueError, MalformedRecord) as exc:
+            report.skipped.append((number, str(exc).splitlines()[0]))
+            continue
+        report.run_ids.append(_record_run(store, name, record, messages, tools, source=f"{file}:{number}"))
+    return report
+
+
+def _record_run(
+    store: Store,
+    workflow: str,
+    record: dict[str, Any],
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    *,
+    source: str,
+) -> str:
+    metadata = {key: record[key] for key in _METADATA if key in record}
+    with store.new_run(workflow=workflow) as recorder:
+        started = recorder.emit(
+            EventType.RUN_STARTED,
+            data={
+                "workflow": workflow,
+                "inputs": {"question": record.get("question")},
+                "imported_from": source,
+                "metadata": metadata,
+            },
+        )
+        node = recorder.emit(EventType.NODE_STARTED, node="agent", parent=started.seq, data={"visit": 1, "attempt": 1})
+        results = {str(m.get("tool_call_id")): m for m in messages if m.get("role") == "tool"}
+        for index, message in enumerate(messages):
+            if message.get("role") != "assistant":
+                continue
+            request = recorder.emit(
+                EventType.MODEL_REQUEST,
+                node="agent",
+                parent=node.seq,
+                data={"model": "imported", "messages": messages[:index], "tools": tools},
+            )
+            calls = message.get("tool_calls") or []
+            reply = recorder.emit(
+                EventType.MODEL_RESPONSE,
+                node="agent",
+                parent=request.seq,
+                data={
+                    "model": "imported",
+                    "message": message,
+                    "message_index": index,
+                    "tool_calls": [
+                        {
+                            "id": str(c["id"]),
+                            "name": c["function"]["name"],
+                            "arguments": c["function"].get("arguments", ""),
+                        }
+                        for c in calls
+                    ],
+                    "usage": record.get("usage") or {"input_tokens": 0, "output_tokens": 0},
+                },
+            )
+            for call in calls:
+                name = call["function"]["name"]
+                event = recorder.emit(
+                    EventType.TOOL_CALL,
+                    node="agent",
+                    parent=reply.seq,
+                    data={"tool": name, "call_id": str(call["id"]), "arguments": call["function"].get("arguments", "")},
+                )
+                answer = results.get(str(call["id"]))
+                content = "" if answer is None else answer.get("content")
+                recorder.emit(
+                    EventType.TOOL_RESULT,
+                    node="agent",
+                    parent=event.seq,
+                    data={
+                        "tool": name,
+                        "call_id": str(call["id"]),
+                        "ok": answer is not None,
+                        "content": content,
+                        "result": None,
+                        "error": None if answer is not None else "no tool message answered this call",
+                    },
+                )
+        final = {
+            "answer": record.get("answer_text"),
+            "ground_truth": record.get("ground_truth"),
+            "final_label": record.get("final_label"),
+        }
+        recorder.emit(EventType.NODE_FINISHED, node="agent", parent=node.seq, data={"status": "ok", "updates": final})
+        recorder.finish("imported", final_state=final)
+        return recorder.run_id
