@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The extras the test suite exercises (each optional backend is tested against the real thing where it runs).
-EXTRAS ?= dev,docker,e2b,postgres,otel
+EXTRAS ?= dev,docker,e2b,postgres,otel,lsp
 
 .PHONY: run test lint typecheck unit schema clean
 
