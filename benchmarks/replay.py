@@ -1,0 +1,199 @@
+"""Replay, re-grading and store throughput.
+
+1. Record a 20-step run whose model answers after 100 ms (each step a model turn and a tool call), then replay it in
+   tape mode: both wall times and ``replay_ratio`` = tape replay wall time / original wall time.
+2. Re-grade 1,000 stored traces offline with three hooks: traces per second.
+3. Event append throughput with 8 concurrent writers, SQLite (JSONL + index) vs PostgreSQL (when one is configured:
+   AGENTFLOW_TEST_POSTGRES_URL or the file .ci/setup-postgres.sh writes).
+
+Usage: .venv/bin/python benchmarks/replay.py [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agentflow.grading import grade_runs
+from agentflow.models import Model, ModelResponse, ModelSettings, ScriptedModel, model_provider
+from agentflow.runtime import run_workflow
+from agentflow.traces import EventType, PostgresStore, Store, TraceStore, replay_run
+from agentflow.traces._import import import_openai_messages
+
+STEPS = 20
+LATENCY_S = 0.1
+TRACES = 1000
+WRITERS = 8
+EVENTS_PER_WRITER = 500
+
+WORKFLOW = f"""
+name: twenty_steps
+state: {{task: {{type: str, default: "read the notes"}}}}
+models: {{m: {{model: "slow:script.yaml"}}}}
+sandbox: {{backend: local, files: {{".": ws}}}}
+tools: [read_file]
+start: work
+nodes:
+  work: {{kind: agent, model: m, prompt: "{{task}}", tools: [read_file], max_turns: {STEPS + 1}}}
+edges: [{{from: work, to: END}}]
+limits: {{max_model_calls: {STEPS + 5}, max_steps: 5}}
+"""
+
+
+class SlowModel(Model):
+    """A scripted model that takes LATENCY_S per answer, like a fast hosted model."""
+
+    provider = "slow"
+
+    def __init__(self, inner: ScriptedModel) -> None:
+        super().__init__(inner.name)
+        self.inner = inner
+
+    async def complete(self, messages: list[Any], tools: list[Any], settings: ModelSettings) -> ModelResponse:
+        await asyncio.sleep(LATENCY_S)
+        return await self.inner.complete(messages, tools, settings)
+
+
+@model_provider("slow")
+def _slow(name: str, *, base_dir: Path | None) -> Model:
+    from agentflow.models import create_model
+
+    inner = create_model(f"scripted:{name}", base_dir=base_dir)
+    assert isinstance(inner, ScriptedModel)
+    return SlowModel(inner)
+
+
+async def bench_replay(root: Path) -> dict[str, float]:
+    folder = root / "wf"
+    (folder / "ws").mkdir(parents=True)
+    (folder / "ws" / "notes.txt").write_text("remember the milk\n")
+    turns = [{"tool_calls": [{"name": "read_file", "arguments": {"path": "notes.txt"}}]} for _ in range(STEPS)]
+    (folder / "script.yaml").write_text(json.dumps({"responses": [*turns, {"content": "done"}]}))
+    (folder / "wf.yaml").write_text(WORKFLOW)
+    store = TraceStore(root / "store")
+    clock = time.perf_counter()
+    original = await run_workflow(folder / "wf.yaml", store=store)
+    original_wall = time.perf_counter() - clock
+    assert original.succeeded, original.error
+    clock = time.perf_counter()
+    report = await replay_run(store, original.run_id, mode="tape")
+    replay_wall = time.perf_counter() - clock
+    assert report.identical, report.divergence
+    assert report.sandbox_execs == 0
+    return {
+        "original_wall_s": round(original_wall, 4),
+        "replay_wall_s": round(replay_wall, 4),
+        "replay_ratio": round(replay_wall / original_wall, 4),
+    }
+
+
+async def bench_regrade(root: Path) -> dict[str, float]:
+    record = {
+        "messages": [
+            {"role": "user", "content": "6*7?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "python", "arguments": '{"code": "6*7"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+            {"role": "assistant", "content": "42"},
+        ]
+    }
+    source = root / "traces.jsonl"
+    source.write_text((json.dumps(record) + "\n") * TRACES)
+    store = TraceStore(root / "grading-store")
+    run_ids = import_openai_messages(store, source).run_ids
+    clock = time.perf_counter()
+    result = await grade_runs(store, run_ids, hooks=["exit_code", "tests_passed:node", "constant:run"])
+    elapsed = time.perf_counter() - clock
+    assert len(result.rewards) == TRACES
+    assert not result.failures
+    return {
+        "regrade_traces": TRACES,
+        "regrade_s": round(elapsed, 4),
+        "regrade_traces_per_s": round(TRACES / elapsed, 1),
+    }
+
+
+def append_throughput(store: Store) -> float:
+    def write() -> None:
+        with store.new_run(workflow="bench") as recorder:
+            for index in range(EVENTS_PER_WRITER):
+                recorder.emit(EventType.ROUTE, node="n", data={"from": "a", "to": "b", "i": index})
+            recorder.finish("succeeded")
+
+    threads = [threading.Thread(target=write) for _ in range(WRITERS)]
+    clock = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return WRITERS * (EVENTS_PER_WRITER + 1) / (time.perf_counter() - clock)
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("AGENTFLOW_TEST_POSTGRES_URL")
+    marker = Path("/var/tmp/agentflow-test-postgres-url")
+    if not url and marker.is_file():
+        url = marker.read_text().strip()
+    return url or None
+
+
+def bench_stores(root: Path) -> dict[str, Any]:
+    sqlite_rate = append_throughput(TraceStore(root / "append-store"))
+    figures: dict[str, Any] = {"writers": WRITERS, "sqlite_events_per_s": round(sqlite_rate)}
+    url = postgres_url()
+    figures["postgres_events_per_s"] = None
+    figures["postgres_vs_sqlite"] = None
+    if url is None:
+        return figures
+    import psycopg
+
+    schema = f"bench_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        store = PostgresStore(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}")
+        postgres_rate = append_throughput(store)
+        store.close()
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    figures["postgres_events_per_s"] = round(postgres_rate)
+    figures["postgres_vs_sqlite"] = round(postgres_rate / sqlite_rate, 3)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        figures = {**asyncio.run(bench_replay(root)), **asyncio.run(bench_regrade(root)), **bench_stores(root)}
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"{STEPS}-step run, model latency {LATENCY_S * 1000:.0f} ms:")
+    print(f"  original {figures['original_wall_s']:.3f} s, tape replay {figures['replay_wall_s']:.3f} s")
+    print(f"  replay_ratio {figures['replay_ratio']:.3f}")
+    print(f"re-grade {TRACES} traces with 3 hooks: {figures['regrade_traces_per_s']:.0f} traces/s")
+    print(f"event appends, {WRITERS} concurrent writers: SQLite {figures['sqlite_events_per_s']} events/s", end="")
+    if figures["postgres_events_per_s"] is None:
+        print(", PostgreSQL not configured")
+    else:
+        print(f", PostgreSQL {figures['postgres_events_per_s']} events/s (x{figures['postgres_vs_sqlite']})")
+
+
+if __name__ == "__main__":
+    main()
