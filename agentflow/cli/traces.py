@@ -35,3 +35,30 @@ def import_command(
         for line, error in report.skipped:
             print(f"  {file}:{line}: skipped: {error}")
     return 1 if report.skipped else 0
+
+
+@app.command("export")
+def export_command(
+    run_id: Annotated[str, typer.Argument(help="the run's id or a unique prefix", show_default=False)],
+    otlp: Annotated[
+        str | None, typer.Option("--otlp", help="OTLP/HTTP endpoint (default: $AGENTFLOW_OTLP_ENDPOINT)")
+    ] = None,
+    store: Annotated[str, typer.Option("--store", help="a folder or a postgresql:// URL")] = ".agentflow",
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> int:
+    """Send a stored run to an OpenTelemetry collector as GenAI spans, rewards as evaluation events."""
+    import os
+
+    from agentflow.traces import open_store
+    from agentflow.traces._otel import OTLP_ENV, export_to_otlp
+
+    endpoint = otlp or os.environ.get(OTLP_ENV)
+    if not endpoint:
+        raise ConfigError("no OTLP endpoint", fix=f"pass --otlp http://host:4318 or set {OTLP_ENV}")
+    trace = open_store(store).load_trace(run_id)
+    spans = export_to_otlp(trace, endpoint)
+    if json_output:
+        print(json.dumps({"run_id": trace.run_id, "spans": spans, "endpoint": endpoint}))
+    else:
+        print(f"exported {spans} spans of run {trace.run_id} to {endpoint}")
+    return 0
