@@ -53,12 +53,10 @@ def host_mirror() -> str:
     """The Debian archive this machine's apt uses: the one package mirror reachable here, whatever it is."""
     candidates: list[str] = []
     for path in sorted(_SOURCES_DIR.glob("*.sources")):
-        text = path.read_text()
-        for stanza in re.split(r"\n\s*\n", text):
-            if re.search(r"^Suites:.*\b(?!\S*-security)\w+", stanza, re.M) and "Enabled: no" not in stanza:
-                match = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-                if match and "security" not in match.group(1):
-                    candidates.append(match.group(1))
+        for stanza in re.split(r"\n\s*\n", path.read_text()):
+            match = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            if match and "security" not in match.group(1) and not re.search(r"^Enabled:\s*no", stanza, re.M):
+                candidates.append(match.group(1))
     if _SOURCES_LIST.exists():
         for line in _SOURCES_LIST.read_text().splitlines():
             parts = line.split()

@@ -94,11 +94,17 @@ def docker_client() -> Any:
         client = _clients.get(key)
         if client is not None:
             return client
+        where = key or "unix:///var/run/docker.sock"
+        if where.startswith("unix://") and not os.path.exists(where[len("unix://") :]):
+            # Checked here because the SDK leaks the socket of a failed unix connect.
+            raise SandboxUnavailableError(f"cannot reach the Docker engine: {where} does not exist; {_START_HINT}")
+        client = None
         try:
             client = docker.from_env(timeout=120)
             client.ping()
         except docker.errors.DockerException as exc:
-            where = key or "unix:///var/run/docker.sock"
+            if client is not None:
+                client.close()  # its half-made connection must not linger
             raise SandboxUnavailableError(f"cannot reach the Docker engine at {where} ({exc}); {_START_HINT}") from exc
         _clients[key] = client
         return client

@@ -1,0 +1,86 @@
+"""SandboxPool: warm start, reuse with reset, bounded size, exhaustion, discarding a broken sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentflow.errors import PoolExhaustedError, SandboxError
+from agentflow.sandboxes import LocalSandbox, SandboxPool
+from agentflow.sandboxes._docker import DockerSandbox, docker_client
+
+from ._docker_support import require_docker
+
+
+async def test_a_local_pool_discards_what_it_cannot_reset_and_stays_full() -> None:
+    # LocalSandbox has no reset(): every release discards it and a fresh one is started in its place.
+    async with SandboxPool(LocalSandbox.create, size=2) as pool:
+        assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
+        box = await pool.acquire()
+        await box.write_file("mine.txt", "x")
+        await box.close()
+        await box.close()  # twice is fine
+        with pytest.raises(SandboxError, match="given back"):
+            await box.exec(["true"])
+        await pool.start()  # waits for the replacement
+        assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
+        again = await pool.acquire()
+        assert await again.list_files() == []
+        await again.close()
+
+
+async def test_an_exhausted_pool_waits_then_fails_clearly() -> None:
+    async with SandboxPool(LocalSandbox.create, size=1, max_size=1, acquire_timeout=0.3) as pool:
+        held = await pool.acquire()
+        with pytest.raises(PoolExhaustedError, match=r"stayed in use for 0\.3 s"):
+            await pool.acquire()
+        assert isinstance(PoolExhaustedError("x"), TimeoutError)
+        # a release during the wait hands the sandbox to the waiter
+        waiter = asyncio.create_task(pool.acquire(timeout=10))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        await held.close()
+        second = await asyncio.wait_for(waiter, 10)
+        await second.close()
+
+
+async def test_a_closed_pool_refuses_and_closes_what_it_lent() -> None:
+    pool = await SandboxPool(LocalSandbox.create, size=1).start()
+    lent = await pool.acquire()
+    await pool.close()
+    with pytest.raises(SandboxError, match="closed"):
+        await pool.acquire()
+    with pytest.raises(SandboxError):
+        await lent.exec(["true"])
+
+
+async def test_a_docker_pool_acquires_without_starting_and_reuses_a_reset_container() -> None:
+    require_docker()
+    async with SandboxPool(DockerSandbox.create, size=1, max_size=1) as pool:
+        first = await pool.acquire()
+        container = first.inner.container_id  # type: ignore[attr-defined]
+        await first.write_file("deep/er/file.txt", "x")
+        await first.exec(["sh", "-c", "echo t > /tmp/t; echo s > /dev/shm/s; chmod 000 deep"])
+        await first.close()
+        second = await pool.acquire()
+        assert second.inner.container_id == container  # type: ignore[attr-defined]
+        assert await second.list_files() == []
+        leftovers = await second.exec(["sh", "-c", "ls -A /tmp /dev/shm"])
+        assert leftovers.stdout == "/dev/shm:\n\n/tmp:\n"
+        await second.close()
+
+
+async def test_a_docker_pool_replaces_a_container_killed_from_outside() -> None:
+    require_docker()
+    async with SandboxPool(DockerSandbox.create, size=1, max_size=1) as pool:
+        box = await pool.acquire()
+        killed = box.inner.container_id  # type: ignore[attr-defined]
+        await asyncio.to_thread(docker_client().api.kill, killed)
+        with pytest.raises(SandboxError):
+            await box.exec(["sleep", "5"])
+        await box.close()  # discarded, and a replacement starts
+        fresh = await pool.acquire(timeout=60)
+        assert fresh.inner.container_id != killed  # type: ignore[attr-defined]
+        assert (await fresh.exec(["echo", "ok"])).stdout == "ok\n"
+        await fresh.close()
