@@ -173,6 +173,7 @@ class LanguageServerSession:
         self._pull = True
         self._pushed: dict[str, tuple[int | None, list[Any]]] = {}
         self._pushed_event = asyncio.Event()
+        self._outside: dict[str, list[str]] = {}  # lines of files outside the workspace that definitions point to
 
     @property
     def pid(self) -> int | None:
@@ -371,6 +372,7 @@ class LanguageServerSession:
         """
         from lsprotocol import types
 
+        open_documents = {self.uri(path): text for path, (_version, text) in self._documents.items()}
         lines: dict[str, list[str]] = {}
 
         def spans(uri: str, target: Any, name: str) -> bool:
@@ -378,10 +380,10 @@ class LanguageServerSession:
             if (start.line, start.character, end.line, end.character) == (0, 0, 0, 0):
                 return True  # a module
             if uri not in lines:
-                try:
-                    lines[uri] = Path(_uri_path(uri)).read_text(encoding="utf-8", errors="replace").splitlines()
-                except OSError:
-                    lines[uri] = []
+                if uri in open_documents:
+                    lines[uri] = open_documents[uri].splitlines()
+                else:  # a stub or an installed package: read once per session (typeshed's builtins is 7000 lines)
+                    lines[uri] = self._outside_lines(uri)
             text = lines[uri]
             if start.line >= len(text):
                 return False
@@ -415,6 +417,15 @@ class LanguageServerSession:
 
         answers: list[bool] = await self._with_restart(ask_all)
         return answers
+
+    def _outside_lines(self, uri: str) -> list[str]:
+        if uri not in self._outside:
+            try:
+                text = Path(_uri_path(uri)).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            self._outside[uri] = text.splitlines()
+        return self._outside[uri]
 
     @property
     def supports_definition(self) -> bool:
@@ -739,12 +750,14 @@ class LspDiagnosticsHook(RewardHook):
         }
         s_t = int(all(safety.values()))
         d_prev = state.diagnostics if state.diagnostics is not None else 0
-        diagnostics = await self._diagnose(state)
+        # diagnostics and symbol resolution are independent requests: the server answers them together
+        diagnostics, (queried, resolved) = await asyncio.gather(
+            self._diagnose(state), self._confidence(state, previous, python_changed)
+        )
         d_t = self._count(diagnostics)
         if not state.baseline:  # the first step without a snapshot from before it: no change to measure
             d_prev, state.baseline = d_t, True
         state.diagnostics = d_t
-        queried, resolved = await self._confidence(state, previous, python_changed)
         conf = resolved / queried if queried else 1.0
         delta = d_prev - d_t
         value = self.a * delta + self.b * s_t - self.c * (1 - conf)
