@@ -177,10 +177,7 @@ def _describe(event: Event) -> str:
             timed_out = " timed out" if data.get("timed_out") else ""
             return f"exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
         case EventType.REWARD:
-            return (
-                f"{data.get('hook')} = {data.get('value')} label {data.get('label')}: "
-                f"{str(data.get('explanation'))[:100]}"
-            )
+            return _describe_reward(data)
         case EventType.ROUTE:
             return f"{data.get('from')} -> {data.get('to')}" + (
                 f" (when {data['condition']})" if data.get("condition") else ""
@@ -191,6 +188,14 @@ def _describe(event: Event) -> str:
             return f"{data.get('status')}" + (f": {data['error']}" if data.get("error") else "")
         case _:
             return ""
+
+
+def _describe_reward(data: dict[str, Any]) -> str:
+    if data.get("aggregate"):
+        from agentflow.rewards._aggregate import describe_aggregates
+
+        return f"{data.get('hook')} run aggregates: {describe_aggregates(data['aggregate'])}"
+    return f"{data.get('hook')} = {data.get('value')} label {data.get('label')}: {str(data.get('explanation'))[:100]}"
 
 
 def show(
@@ -207,6 +212,7 @@ def show(
             "run_id": trace.run_id,
             "summary": summary.to_dict(),
             "problems": [{"kind": p.kind, "line": p.line, "seq": p.seq, "message": p.message} for p in trace.problems],
+            "aggregates": _aggregates(trace.events),
             "events": [event.model_dump(mode="json") for event in trace.events],
         }
         print(json.dumps(payload, indent=2, default=str))
@@ -219,7 +225,20 @@ def show(
     for problem in trace.problems:
         console.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
     _print_summary(summary.to_dict(), {}, str(trace.path))
+    from agentflow.rewards._aggregate import describe_aggregates
+
+    for hook, figures in _aggregates(trace.events).items():
+        console.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)
     return 0
+
+
+def _aggregates(events: list[Event]) -> dict[str, Any]:
+    """The run-level reward aggregates the engine recorded, by hook (the last one of each hook)."""
+    return {
+        str(e.data.get("hook")): e.data["aggregate"]
+        for e in events
+        if e.type is EventType.REWARD and e.data.get("aggregate")
+    }
 
 
 def register(app: typer.Typer) -> None:

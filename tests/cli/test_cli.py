@@ -58,6 +58,8 @@ def test_run_json_then_runs_and_show(examples: Path, tmp_path: Path) -> None:
     text = agentflow("show", run_id, cwd=tmp_path)
     assert text.returncode == 0
     assert "tests_passed" in text.stdout and "apply_patch" in text.stdout
+    assert "aggregate tests_delta: grounded 1.250" in text.stdout  # run-level aggregates, as the workflow selects
+    assert shown["aggregates"]["lsp_diagnostics"]["first_error"] == 1
 
 
 def test_run_text_summary(examples: Path, tmp_path: Path) -> None:

@@ -32,6 +32,17 @@ async def test_example_fixes_the_bug_and_loops_back_once(tmp_path: Path, example
     test_rewards = [r for r in summary.rewards if r.hook == "tests_passed"]
     assert [r.label for r in test_rewards] == [-1, 1]
     assert test_rewards[0].value == pytest.approx(0.75)
+    # a real language server scored each code step; the stale patch failed the safety check (S = 0, label -1)
+    lsp = [e.data for e in trace.events if e.type is EventType.REWARD and e.data["hook"] == "lsp_diagnostics"]
+    steps = [d for d in lsp if not d.get("aggregate")]
+    assert [d["components"]["s"] for d in steps] == [1, 0, 1]
+    assert all(len(d["components"]["bundle_id"]) == 64 for d in steps)
+    assert steps[0]["components"]["bundle"]["server"]["name"] == "basedpyright"
+    # run-level: the outcome, and the aggregates the workflow asks for
+    aggregates = {d["hook"]: d["aggregate"] for d in (e.data for e in trace.events) if d.get("aggregate")}
+    assert aggregates["lsp_diagnostics"]["first_error"] == 1
+    assert aggregates["tests_delta"]["outcome"] == 1.0
+    assert aggregates["tests_delta"]["grounded"] == pytest.approx((1 * 2 + 1 * 1) / 4 + 1 / 2)  # V + F/N
     # the stale patch went back to the model as an error, and the run went on
     failed = [e for e in trace.events if e.type is EventType.TOOL_RESULT and not e.data["ok"]]
     assert len(failed) == 1 and failed[0].data["tool"] == "apply_patch"
