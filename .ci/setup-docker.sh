@@ -5,11 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v python3 >/dev/null; then
     apt-get update -qq
-    apt-get install -y -qq docker.io debootstrap >/dev/null
+    apt-get install -y -qq docker.io debootstrap python3 >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
+    # a daemon still shutting down keeps its pid file: wait for it, then drop a stale one
+    if [ -f /var/run/docker.pid ]; then
+        old=$(cat /var/run/docker.pid)
+        for _ in $(seq 1 40); do kill -0 "$old" 2>/dev/null || break; sleep 0.5; done
+        kill -0 "$old" 2>/dev/null || rm -f /var/run/docker.pid
+    fi
     nohup dockerd >/var/log/dockerd.log 2>&1 &
     for _ in $(seq 1 60); do
         docker info >/dev/null 2>&1 && break

@@ -78,7 +78,7 @@ def _docker() -> Any:
 
 
 _clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
+_clients_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
 
 
 def docker_client() -> Any:
@@ -133,7 +133,7 @@ def image_available(image: str = DEFAULT_IMAGE) -> bool:
 # -- containers this process owns, removed however it ends --------------------------------------------------------
 
 _owned: set[str] = set()
-_owned_lock = threading.Lock()
+_owned_lock = threading.RLock()  # re-entrant, for the same reason
 _handlers_installed = False
 
 
