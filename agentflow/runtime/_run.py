@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from agentflow.traces._events import EventType, seconds_since
 
 if TYPE_CHECKING:
     from agentflow.traces._replay import Tape
+    from agentflow.traces._resume import ResumePoint
 
 DEFAULT_STORE = Path(".agentflow")
 
@@ -52,6 +54,9 @@ async def run_workflow(
     sandbox: str | None = None,
     store: Store | None = None,
     tape: Tape | None = None,
+    resumable: bool = False,
+    checkpointer: Any | None = None,
+    resume: ResumePoint | None = None,
 ) -> RunResult:
     """Run a workflow once and record its trace.
 
@@ -63,6 +68,10 @@ async def run_workflow(
         store: where the trace goes (default: `.agentflow/` in the working directory).
         tape: replay a recorded run (see `agentflow.traces.replay_run`): model responses, and in tape mode tool
             results, come from it; in tape mode the sandbox is one that refuses every operation.
+        resumable: save a LangGraph checkpoint after every node in the store's LangGraph checkpointer, so that
+            `agentflow resume` can continue the run if its process dies (off by default: it costs time per node).
+        checkpointer: a LangGraph checkpointer (``BaseCheckpointSaver``) to save them in instead; implies resumable.
+        resume: continue an interrupted run (what `agentflow.traces.resume_run` passes); needs ``checkpointer``.
 
     Raises:
         ConfigError: the workflow or the inputs are wrong; nothing was recorded.
@@ -71,18 +80,28 @@ async def run_workflow(
     spec = compiled.loaded.spec
     initial = compiled.initial_state(inputs)
     store = store or TraceStore(DEFAULT_STORE)
-    recorder = store.new_run(workflow=spec.name)
+    recorder = store.new_run(workflow=spec.name) if resume is None else store.reopen_run(resume.trace.run_id)
     clock = time.perf_counter()
     outcome = _Outcome()
     ctx: RunContext | None = None
     backend = sandbox or spec.sandbox.backend
+    checkpoints = contextlib.AsyncExitStack()
     try:
+        if checkpointer is None and resumable:
+            from agentflow.traces._langgraph_checkpoints import open_checkpointer
+
+            checkpointer = await checkpoints.enter_async_context(open_checkpointer(store))
         try:
             box = (
                 tape.sandbox()
                 if tape is not None and tape.serves_tools
                 else await create_sandbox(
-                    backend, limits=spec.sandbox.limits, files=spec.sandbox.files, base_dir=compiled.loaded.base_dir
+                    backend,
+                    limits=spec.sandbox.limits,
+                    files=spec.sandbox.files,
+                    base_dir=compiled.loaded.base_dir,
+                    image=spec.sandbox.image,
+                    labels={"agentflow.run_id": recorder.run_id, "agentflow.workflow": spec.name},
                 )
             )
         except (SandboxError, OSError) as exc:
@@ -94,32 +113,40 @@ async def run_workflow(
         )
         outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)
-        ctx.emit(
-            EventType.RUN_STARTED,
-            data={
-                "workflow": spec.name,
-                "workflow_file": str(compiled.loaded.path),
-                "template_hash": compiled.loaded.template_hash,
-                "inputs": initial,
-                "model_override": model,
-                "sandbox": {"backend": backend, "isolation": outcome.isolation},
-                "limits": spec.limits.model_dump(),
-                "agentflow_version": agentflow.__version__,
-                **({} if tape is None else {"replay_of": tape.run_id, "replay_mode": tape.mode}),
-            },
-        )
+        if resume is not None:
+            resume.restore(ctx)
+            await resume.begin(ctx, compiled, recorder)
+        else:
+            ctx.emit(
+                EventType.RUN_STARTED,
+                data={
+                    "workflow": spec.name,
+                    "workflow_file": str(compiled.loaded.path),
+                    "template_hash": compiled.loaded.template_hash,
+                    "inputs": initial,
+                    "model_override": model,
+                    "sandbox": {"backend": backend, "isolation": outcome.isolation},
+                    "limits": spec.limits.model_dump(),
+                    "agentflow_version": agentflow.__version__,
+                    **({} if tape is None else {"replay_of": tape.run_id, "replay_mode": tape.mode}),
+                    **({} if checkpointer is None else {"resumable": True}),
+                },
+            )
         await start_run_hooks(compiled, ctx)
-        await _execute(compiled, ctx, initial, outcome, clock)
+        await _execute(compiled, ctx, initial, outcome, clock, checkpointer=checkpointer)
         if compiled.hooks.wants("run", None):
             await compiled.hooks.score(ctx, kind="run", node=None, label=None, events=list(ctx.events))
     finally:
         if ctx is not None:  # background rewards land before run_finished
             await finish_run_hooks(compiled, ctx, cancel=outcome.status == "cancelled")
         final_state = ctx.state if ctx else initial
-        recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=seconds_since(clock))
+        # A resumed run's duration counts the time it ran before it was interrupted too.
+        duration = seconds_since(clock) + (0.0 if resume is None else resume.prior_duration_s)
+        recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=round(duration, 4))
         if ctx is not None:
             await ctx.close_models()
             await ctx.sandbox.close()
+        await checkpoints.aclose()
     return RunResult(
         run_id=recorder.run_id,
         status=outcome.status,
@@ -143,13 +170,24 @@ class _Outcome:
 
 
 async def _execute(
-    compiled: CompiledWorkflow, ctx: RunContext, initial: dict[str, Any], outcome: _Outcome, clock: float
+    compiled: CompiledWorkflow,
+    ctx: RunContext,
+    initial: dict[str, Any],
+    outcome: _Outcome,
+    clock: float,
+    *,
+    checkpointer: Any | None = None,
 ) -> None:
     """Invoke the LangGraph graph under the run's time limit and turn how it ended into the outcome."""
     spec = compiled.loaded.spec
     try:
         async with asyncio.timeout(spec.limits.timeout_s):
-            final = await compiled.graph.ainvoke(initial, config=compiled.invoke_config(ctx))
+            if checkpointer is None:
+                final = await compiled.graph.ainvoke(initial, config=compiled.invoke_config(ctx))
+            else:
+                from agentflow.traces._resume import invoke_checkpointed
+
+                final = await invoke_checkpointed(compiled, ctx, initial, checkpointer)
         ctx.state.update(final)
         outcome.status = "succeeded"
     except LimitExceeded as exc:  # already recorded where it was raised

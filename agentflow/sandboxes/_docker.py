@@ -95,9 +95,10 @@ def docker_client() -> Any:
         if client is not None:
             return client
         where = key or "unix:///var/run/docker.sock"
-        if where.startswith("unix://") and not os.path.exists(where[len("unix://") :]):
-            # Checked here because the SDK leaks the socket of a failed unix connect.
-            raise SandboxUnavailableError(f"cannot reach the Docker engine: {where} does not exist; {_START_HINT}")
+        if where.startswith("unix://"):
+            # Checked here because the SDK leaks the socket of a failed unix connect (a missing socket file, or a
+            # stale one that a stopped dockerd left behind).
+            _check_unix_socket(where, where[len("unix://") :])
         client = None
         try:
             client = docker.from_env(timeout=120)
@@ -108,6 +109,19 @@ def docker_client() -> Any:
             raise SandboxUnavailableError(f"cannot reach the Docker engine at {where} ({exc}); {_START_HINT}") from exc
         _clients[key] = client
         return client
+
+
+def _check_unix_socket(where: str, path: str) -> None:
+    if not os.path.exists(path):
+        raise SandboxUnavailableError(f"cannot reach the Docker engine: {where} does not exist; {_START_HINT}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            raise SandboxUnavailableError(
+                f"cannot reach the Docker engine at {where} ({exc.strerror or exc}); {_START_HINT}"
+            ) from None
 
 
 def docker_available() -> tuple[bool, str]:

@@ -71,9 +71,18 @@ class E2BSandbox(Sandbox):
 
     @classmethod
     async def create(
-        cls, limits: SandboxLimits | None = None, *, template: str | None = None, api_key: str | None = None
+        cls,
+        limits: SandboxLimits | None = None,
+        *,
+        template: str | None = None,
+        api_key: str | None = None,
+        image: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> E2BSandbox:
         """Start an E2B sandbox with an empty workdir.
+
+        ``image`` (the workflow's ``sandbox.image``) is the E2B template when ``template`` is not given; ``labels``
+        become the sandbox's metadata.
 
         Raises:
             MissingExtraError: the ``e2b`` package is not installed.
@@ -85,13 +94,13 @@ class E2BSandbox(Sandbox):
         key = api_key or os.environ.get("E2B_API_KEY")
         if not key:
             raise SandboxUnavailableError("the e2b sandbox needs an API key: set E2B_API_KEY (from your E2B account)")
-        template = template or os.environ.get(TEMPLATE_ENV_VAR)
+        template = template or image or os.environ.get(TEMPLATE_ENV_VAR)
         try:
             box = await e2b.AsyncSandbox.create(
                 template=template,
                 timeout=_LIFETIME_S,
                 allow_internet_access=limits.network,
-                metadata={"agentflow.sandbox": "e2b"},
+                metadata={**(labels or {}), "agentflow.sandbox": "e2b"},
                 api_key=key,
             )
         except e2b.AuthenticationException as exc:

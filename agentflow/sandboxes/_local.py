@@ -303,11 +303,20 @@ class LocalSandbox(Sandbox):
         self._give_to_sandbox(self._host_tmp)
 
     @classmethod
-    async def create(cls, limits: SandboxLimits | None = None, *, mode: LocalMode | None = None) -> LocalSandbox:
+    async def create(
+        cls,
+        limits: SandboxLimits | None = None,
+        *,
+        mode: LocalMode | None = None,
+        image: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> LocalSandbox:
         """Create a sandbox with a fresh private workdir.
 
         Args:
             limits: resource limits; the embedded defaults when omitted.
+            image: ignored: the local sandbox runs the host's own system (part of the backend protocol).
+            labels: ignored: nothing the local sandbox creates outlives its process tree and workdir.
             mode: ``"auto"`` (namespaces when the probe succeeds), ``"namespaces"`` (fail when unavailable) or
                 ``"process"``; defaults to the ``AGENTFLOW_LOCAL_SANDBOX_MODE`` environment variable, else auto.
 

@@ -13,8 +13,19 @@ from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, Sand
 class SandboxBackend(Protocol):
     """What a backend registers: a class (or object) whose ``create`` makes a ready sandbox."""
 
-    async def create(self, limits: SandboxLimits | None = None) -> Sandbox:
-        """Create a sandbox with a fresh, empty workdir and the given limits."""
+    async def create(
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        image: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Sandbox:
+        """Create a sandbox with a fresh, empty workdir and the given limits.
+
+        ``image`` names the system the sandbox runs (a container image, an E2B template; backends without one
+        ignore it) and ``labels`` tag what the backend creates (the run id, the workflow) so leftovers can be traced
+        back and cleaned up.
+        """
         ...
 
 
@@ -43,6 +54,8 @@ async def create_sandbox(
     limits: SandboxLimits | None = None,
     files: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
+    image: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Sandbox:
     """Create a sandbox of the named backend and copy the workflow's files into it.
 
@@ -53,6 +66,9 @@ async def create_sandbox(
             relative to ``base_dir``, whose contents are copied there at creation.
         base_dir: where relative host directories in ``files`` are found (the workflow file's folder);
             the current directory when omitted.
+        image: the system image for backends that have one (docker image, E2B template); the backend's default
+            when omitted. The local sandbox runs on the host's own system and ignores it.
+        labels: tags for what the backend creates (``agentflow.run_id``, ``agentflow.workflow``).
 
     Raises:
         UnknownBackendError: no backend has that name (the message lists the choices and the extra to install).
@@ -60,7 +76,7 @@ async def create_sandbox(
         FileNotFoundError: a host directory in ``files`` does not exist.
     """
     factory = sandbox_backends.get(backend)
-    created = await factory.create(limits)
+    created = await factory.create(limits, image=image, labels=labels)
     try:
         for inside, host_dir in (files or {}).items():
             source = Path(host_dir)

@@ -1,0 +1,79 @@
+"""`agentflow run` on the Docker backend: the workflow's image and the run's labels reach the container."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentflow.runtime import run_workflow
+from agentflow.traces import EventType
+from tests.runtime.conftest import Workspace
+from tests.support.require import require
+
+PLUGIN = '''
+from agentflow.tools import ToolContext
+
+
+def containers_of_this_run(ctx: ToolContext) -> int:
+    """How many containers carry this run's id label."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return len(client.containers.list(filters={"label": f"agentflow.run_id={ctx.run_id}"}))
+    finally:
+        client.close()
+'''
+
+
+def docker_workflow(image: str) -> dict[str, object]:
+    return {
+        "name": "in_docker",
+        "state": {"labelled": {"type": "int", "default": 0}, "os": {"type": "str", "default": ""}},
+        "sandbox": {"backend": "docker", "image": image},
+        "tools": ["shell", "plugins/labels.py:containers_of_this_run"],
+        "start": "look",
+        "nodes": {
+            "look": {
+                "kind": "tool",
+                "tool": "shell",
+                "args": {"command": "cat /etc/os-release"},
+                "output": {"os": "result.stdout"},
+            },
+            "count": {"kind": "tool", "tool": "containers_of_this_run", "output": {"labelled": "result"}},
+        },
+        "edges": [{"from": "look", "to": "count"}],
+        "end": ["count"],
+    }
+
+
+@pytest.fixture
+def docker_ready() -> str:
+    from agentflow.sandboxes._docker import DEFAULT_IMAGE, docker_available, image_available
+
+    available, reason = docker_available()
+    require(available, f"no Docker engine: {reason}")
+    require(image_available(DEFAULT_IMAGE), f"image {DEFAULT_IMAGE} missing: run `agentflow sandbox build python`")
+    return DEFAULT_IMAGE
+
+
+async def test_run_uses_the_workflow_image_and_labels_its_container(ws: Workspace, docker_ready: str) -> None:
+    ws.file("plugins/labels.py", PLUGIN)
+    result = await run_workflow(ws.workflow(docker_workflow(docker_ready)), store=ws.store)
+    assert result.status == "succeeded", result.error
+    assert "debian" in result.final_state["os"].lower()
+    assert result.final_state["labelled"] == 1
+    started = ws.store.load_trace(result.run_id).events[0]
+    assert started.type is EventType.RUN_STARTED
+    assert started.data["sandbox"]["backend"] == "docker"
+
+
+async def test_a_missing_workflow_image_names_the_build_command(ws: Workspace, docker_ready: str) -> None:
+    ws.file("plugins/labels.py", PLUGIN)
+    with pytest.raises(Exception, match="agentflow sandbox build") as caught:
+        await run_workflow(ws.workflow(docker_workflow("agentflow/no-such-image:0")), store=ws.store)
+    assert "no-such-image" in str(caught.value)
+    run = ws.store.list_runs()[0]
+    assert run.status == "failed"
+    assert Path(ws.store.root).exists()
