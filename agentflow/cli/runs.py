@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -14,12 +16,31 @@ from rich.console import Console
 from rich.table import Table
 
 from agentflow.errors import ConfigError
-from agentflow.traces import TraceStore, summarize
+from agentflow.traces import Store, Trace, open_store, summarize
 from agentflow.traces._events import Event, EventType
 
+if TYPE_CHECKING:
+    from agentflow.runtime import RunResult
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
-StoreOption = Annotated[Path, typer.Option("--store", help="the trace store folder")]
-DEFAULT_STORE = Path(".agentflow")
+StoreOption = Annotated[str, typer.Option("--store", help="the trace store: a folder or a postgresql:// URL")]
+DEFAULT_STORE = ".agentflow"
+
+
+@contextlib.contextmanager
+def opened_store(location: str) -> Iterator[Store]:
+    """The store a ``--store`` value names, closed afterwards (a PostgreSQL store holds a connection).
+
+    Raises:
+        TraceError: a PostgreSQL server that cannot be reached (one line naming the URL without its password).
+    """
+    store = open_store(location)
+    try:
+        yield store
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -45,16 +66,43 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
         list[str] | None, typer.Option("--input", "-i", help="initial state value key=value (YAML value)")
     ] = None,
     store: StoreOption = DEFAULT_STORE,
+    resumable: Annotated[
+        bool, typer.Option("--resumable", help="save a LangGraph checkpoint after every node (agentflow resume)")
+    ] = False,
     json_output: JsonFlag = False,
 ) -> int:
     """Run a workflow once; print its summary. Exit 0 when it reached its end, 1 when it did not."""
     from agentflow.runtime import run_workflow
 
-    trace_store = TraceStore(store)
-    result = asyncio.run(
-        run_workflow(file, inputs=_parse_inputs(inputs or []), model=model, sandbox=sandbox, store=trace_store)
-    )
-    trace = trace_store.load_trace(result.run_id)
+    parsed_inputs = _parse_inputs(inputs or [])
+    with opened_store(store) as trace_store:
+        result = asyncio.run(
+            run_workflow(
+                file, inputs=parsed_inputs, model=model, sandbox=sandbox, store=trace_store, resumable=resumable
+            )
+        )
+        trace = trace_store.load_trace(result.run_id)
+    return _report(result, trace, json_output)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="an interrupted run's id (or a unique prefix)", show_default=False)],
+    workflow: Annotated[
+        Path | None, typer.Option("--workflow", help="the workflow file (default: the one the run recorded)")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    json_output: JsonFlag = False,
+) -> int:
+    """Continue an interrupted run (started with --resumable) from its last LangGraph checkpoint; exit as `run`."""
+    from agentflow.traces import resume_run
+
+    with opened_store(store) as trace_store:
+        result = asyncio.run(resume_run(trace_store, run_id, workflow=workflow))
+        trace = trace_store.load_trace(result.run_id)
+    return _report(result, trace, json_output)
+
+
+def _report(result: RunResult, trace: Trace, json_output: bool) -> int:
     summary = summarize(trace.events)
     if json_output:
         payload = {
@@ -125,7 +173,8 @@ def runs(
     json_output: JsonFlag = False,
 ) -> int:
     """List stored runs, newest first."""
-    infos = TraceStore(store).list_runs(limit=limit, status=status)
+    with opened_store(store) as trace_store:
+        infos = trace_store.list_runs(limit=limit, status=status)
     if json_output:
         print(json.dumps({"runs": [info.to_dict() for info in infos]}, indent=2))
         return 0
@@ -204,8 +253,8 @@ def show(
     json_output: JsonFlag = False,
 ) -> int:
     """Print one run's steps, tool calls and rewards."""
-    trace_store = TraceStore(store)
-    trace = trace_store.load_trace(run_id)
+    with opened_store(store) as trace_store:
+        trace = trace_store.load_trace(run_id)
     summary = summarize(trace.events)
     if json_output:
         payload = {
@@ -243,5 +292,6 @@ def _aggregates(events: list[Event]) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     app.command()(run)
+    app.command()(resume)
     app.command()(runs)
     app.command()(show)

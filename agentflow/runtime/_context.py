@@ -15,6 +15,7 @@ from agentflow.traces._protocol import Recorder
 
 if TYPE_CHECKING:
     from agentflow.traces._replay import Tape
+    from agentflow.traces._resume import ResumePoint
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RunContext:
     limits: LimitTracker
     model_override: str | None = None
     tape: Tape | None = None  # replay: model responses (and in tape mode tool results) come from a recorded run
+    resume: ResumePoint | None = None  # `agentflow resume`: the interrupted visit's model responses are served
     events: list[Event] = field(default_factory=lambda: [])
     visits: Counter[str] = field(default_factory=Counter)
     state: dict[str, Any] = field(default_factory=lambda: {})
@@ -53,9 +55,11 @@ class RunContext:
         chosen = self.model_override or model_string
         key = (chosen, str(base_dir))
         if key not in self._models:
-            self._models[key] = (
-                create_model(chosen, base_dir=base_dir) if self.tape is None else self.tape.model(chosen)
-            )
+            if self.tape is not None:
+                self._models[key] = self.tape.model(chosen)
+            else:
+                created = create_model(chosen, base_dir=base_dir)
+                self._models[key] = created if self.resume is None else self.resume.wrap(created)
         return self._models[key]
 
     async def close_models(self) -> None:

@@ -19,6 +19,7 @@ from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to
 from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
 from agentflow.traces._protocol import GradingPass, Recorder, Store, StoredReward, open_store
 from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
+from agentflow.traces._resume import ResumePoint, resume_run
 from agentflow.traces._store import (
     DEFAULT_SPILL_THRESHOLD,
     FINISHED_STATUSES,
@@ -56,6 +57,7 @@ __all__ = [
     "PostgresStore",
     "Recorder",
     "ReplayReport",
+    "ResumePoint",
     "RewardInfo",
     "RunInfo",
     "RunRecorder",
@@ -74,6 +76,7 @@ __all__ = [
     "realized_graph",
     "redact_url",
     "replay_run",
+    "resume_run",
     "sha256_hex",
     "summarize",
     "to_json_value",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class EventType(enum.StrEnum):
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
+    RUN_RESUMED = "run_resumed"  # `agentflow resume`: the same run continues from its last LangGraph checkpoint
     NODE_STARTED = "node_started"
     NODE_FINISHED = "node_finished"
     MODEL_REQUEST = "model_request"

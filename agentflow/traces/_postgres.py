@@ -41,6 +41,7 @@ from agentflow.traces._store import (
     _parse_and_verify,
     _pid_alive,
     _utc_now,
+    check_reopenable,
 )
 from agentflow.traces._summary import RunSummary, SummaryBuilder
 
@@ -158,6 +159,28 @@ class PostgresStore:
                 continue
             return PostgresRecorder(self, candidate, workflow)
         raise TraceError(f"could not find a free run id in {self.location}")  # pragma: no cover
+
+    def reopen_run(self, run_id: str) -> PostgresRecorder:
+        """Continue recording an unfinished run (``agentflow resume``); see :meth:`TraceStore.reopen_run`.
+
+        Raises:
+            TraceError: the run finished, its trace fails verification, or its process is still alive.
+        """
+        trace = self.load_trace(run_id)
+        rows = self._query("SELECT status, host, pid FROM runs WHERE run_id = %s", (trace.run_id,))
+        status, host, pid = rows[0] if rows else (None, None, None)
+        check_reopenable(trace, status, (host, pid))
+        recorder = PostgresRecorder(self, trace.run_id, trace.summary().workflow or "unknown")
+        if trace.events:
+            recorder._next_seq = trace.events[-1].seq + 1
+            recorder._last_hash = trace.events[-1].hash
+        recorder._unsummarized.extend(trace.events)
+        with self._lock:
+            self._connection.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, host = %s, pid = %s WHERE run_id = %s",
+                (socket.gethostname(), os.getpid(), trace.run_id),
+            )
+        return recorder
 
     def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
         """Runs, newest first; runs whose recording process died (same host) are first marked ``interrupted``."""
@@ -360,6 +383,7 @@ class PostgresRecorder:
         self._finishing = False
         self._finished = False
         self._closed = False
+        self.dropped_partial_line: dict[str, Any] | None = None  # never: each event is one atomic INSERT
 
     def __repr__(self) -> str:
         return f"PostgresRecorder({self.run_id!r}, events={self._next_seq})"

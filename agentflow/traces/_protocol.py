@@ -122,6 +122,10 @@ class Store(Protocol):
         """Start recording a run, indexed as ``running``."""
         ...
 
+    def reopen_run(self, run_id: str) -> Recorder:
+        """Continue recording an unfinished run whose process is gone (``agentflow resume``)."""
+        ...
+
     def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
         """Runs, newest first."""
         ...

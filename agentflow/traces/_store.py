@@ -404,6 +404,25 @@ class TraceStore(SQLiteGradingMixin):
             return RunRecorder(self, candidate, workflow)
         raise TraceError(f"could not find a free run id in {self.runs_root}")  # pragma: no cover (2**32 ids/s)
 
+    def reopen_run(self, run_id: str) -> RunRecorder:
+        """Continue recording an unfinished run (``agentflow resume``): its next event follows its last one.
+
+        An incomplete last line (the writer was killed mid-write) is cut off first, kept as a blob whose digest the
+        recorder reports in ``dropped_partial_line``; every complete event stays as it was.
+
+        Raises:
+            TraceError: the run finished, its trace fails verification, or its process is still alive.
+        """
+        trace = self.load_trace(run_id)
+        indexed = self._index_row(trace.run_id)
+        check_reopenable(trace, indexed[0] if indexed else None, self._index_owner(trace.run_id))
+        return RunRecorder(self, trace.run_id, trace.summary().workflow or "unknown", resume=trace)
+
+    def _index_owner(self, run_id: str) -> tuple[str | None, int | None]:
+        with self._connect() as connection:
+            found = connection.execute("SELECT host, pid FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return (None, None) if found is None else (found[0], found[1])
+
     def _write_blob(self, payload: bytes) -> str:
         digest = sha256_hex(payload)
         target = self.blob_path(digest)
@@ -612,11 +631,12 @@ class RunRecorder:
     context manager, or call :meth:`finish` and then :meth:`close`.
     """
 
-    def __init__(self, store: TraceStore, run_id: str, workflow: str) -> None:
+    def __init__(self, store: TraceStore, run_id: str, workflow: str, *, resume: Trace | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.workflow = workflow
         self.trace_path = store.run_dir(run_id) / TRACE_FILE
+        self.dropped_partial_line: dict[str, Any] | None = None  # set when reopening cut off a partial last line
         self._lock = threading.Lock()
         self._next_seq = 0
         self._last_hash: str | None = None
@@ -633,7 +653,8 @@ class RunRecorder:
         self._spill_threshold = store.spill_threshold
         # O_APPEND + one os.write per event: no user-space buffer to lose, and each line lands whole or not at all
         # (short of the process dying inside the write call).
-        self._fd = os.open(self.trace_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        create = os.O_CREAT | os.O_EXCL if resume is None else 0
+        self._fd = os.open(self.trace_path, os.O_WRONLY | create | os.O_APPEND, 0o644)
         try:
             if self._fsync_boundaries:
                 _fsync_directory(self.trace_path.parent)
@@ -641,6 +662,9 @@ class RunRecorder:
         except BaseException:
             os.close(self._fd)
             raise
+        if resume is not None:
+            self._continue(resume)
+            return
         try:
             # REPLACE: a row left behind by a run whose directory was deleted must not block reusing its id.
             self._index.execute(
@@ -655,6 +679,28 @@ class RunRecorder:
 
     def __repr__(self) -> str:
         return f"RunRecorder({self.run_id!r}, events={self._next_seq})"
+
+    def _continue(self, trace: Trace) -> None:
+        """Pick up after the last complete event of ``trace`` (same run), marking the run ``running`` again."""
+        try:
+            raw = self.trace_path.read_bytes()
+            complete = raw.rfind(b"\n") + 1
+            if complete < len(raw):  # a partial line would corrupt the next event: keep its bytes as a blob
+                partial = raw[complete:]
+                self.dropped_partial_line = {"$blob": self.store._write_blob(partial), "size": len(partial)}
+                os.ftruncate(self._fd, complete)
+            if trace.events:
+                self._next_seq = trace.events[-1].seq + 1
+                self._last_hash = trace.events[-1].hash
+            self._unsummarized.extend(trace.events)
+            self._index.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, host = ?, pid = ? WHERE run_id = ?",
+                (socket.gethostname(), os.getpid(), self.run_id),
+            )
+        except BaseException:
+            os.close(self._fd)
+            self._index.close()
+            raise
 
     @property
     def run_dir(self) -> Path:
@@ -856,3 +902,20 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def check_reopenable(trace: Trace, status: str | None, owner: tuple[str | None, int | None]) -> None:
+    """Refuse to continue a run that finished, whose trace fails verification, or whose process still runs.
+
+    A partial last line (``truncated``) is the one problem allowed: it is what a killed writer leaves.
+    """
+    if any(event.type is EventType.RUN_FINISHED for event in trace.events):
+        finished = trace.summary().status
+        raise TraceError(f"run {trace.run_id} already finished ({finished}); there is nothing to resume")
+    damaged = [problem for problem in trace.problems if problem.kind != "truncated"]
+    if damaged:
+        listed = "; ".join(str(problem) for problem in damaged)
+        raise TraceError(f"trace of run {trace.run_id} failed verification, so it is not resumed: {listed}")
+    host, pid = owner
+    if status == "running" and pid is not None and host == socket.gethostname() and _pid_alive(pid):
+        raise TraceError(f"run {trace.run_id} is still running (process {pid}); stop it before resuming")
