@@ -69,6 +69,12 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     resumable: Annotated[
         bool, typer.Option("--resumable", help="save a LangGraph checkpoint after every node (agentflow resume)")
     ] = False,
+    otlp: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp", help="send spans to this OTLP/HTTP endpoint while the run goes ($AGENTFLOW_OTLP_ENDPOINT)"
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> int:
     """Run a workflow once; print its summary. Exit 0 when it reached its end, 1 when it did not."""
@@ -78,7 +84,13 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     with opened_store(store) as trace_store:
         result = asyncio.run(
             run_workflow(
-                file, inputs=parsed_inputs, model=model, sandbox=sandbox, store=trace_store, resumable=resumable
+                file,
+                inputs=parsed_inputs,
+                model=model,
+                sandbox=sandbox,
+                store=trace_store,
+                resumable=resumable,
+                otlp=otlp,
             )
         )
         trace = trace_store.load_trace(result.run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _error_data
 from agentflow.sandboxes import create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
-from agentflow.traces import Store, TraceStore
+from agentflow.traces import Recorder, Store, TraceStore
 from agentflow.traces._events import EventType, seconds_since
+from agentflow.traces._otel import OTLP_ENV, LiveExport, require_otel
 
 if TYPE_CHECKING:
     from agentflow.traces._replay import Tape
@@ -57,6 +59,7 @@ async def run_workflow(
     resumable: bool = False,
     checkpointer: Any | None = None,
     resume: ResumePoint | None = None,
+    otlp: str | None = None,
 ) -> RunResult:
     """Run a workflow once and record its trace.
 
@@ -72,6 +75,8 @@ async def run_workflow(
             `agentflow resume` can continue the run if its process dies (off by default: it costs time per node).
         checkpointer: a LangGraph checkpointer (``BaseCheckpointSaver``) to save them in instead; implies resumable.
         resume: continue an interrupted run (what `agentflow.traces.resume_run` passes); needs ``checkpointer``.
+        otlp: an OTLP/HTTP endpoint to send the run's spans to while it runs (default: `AGENTFLOW_OTLP_ENDPOINT`;
+            needs the ``otel`` extra).
 
     Raises:
         ConfigError: the workflow or the inputs are wrong; nothing was recorded.
@@ -80,7 +85,12 @@ async def run_workflow(
     spec = compiled.loaded.spec
     initial = compiled.initial_state(inputs)
     store = store or TraceStore(DEFAULT_STORE)
-    recorder = store.new_run(workflow=spec.name) if resume is None else store.reopen_run(resume.trace.run_id)
+    endpoint = otlp or os.environ.get(OTLP_ENV)
+    if endpoint:
+        require_otel()  # before anything is recorded
+    recorder: Recorder = store.new_run(workflow=spec.name) if resume is None else store.reopen_run(resume.trace.run_id)
+    if endpoint:
+        recorder = LiveExport(recorder, endpoint)
     clock = time.perf_counter()
     outcome = _Outcome()
     ctx: RunContext | None = None

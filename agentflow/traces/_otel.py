@@ -7,21 +7,29 @@ and ``gen_ai.usage.input_tokens``/``output_tokens``) and ``execute_tool {name}``
 (``gen_ai.evaluation.name``, ``gen_ai.evaluation.score.value``, ``gen_ai.evaluation.score.label``,
 ``gen_ai.evaluation.explanation``) on the span of the step it scores. Span times are the events' timestamps.
 
-``agentflow traces export RUN_ID --otlp URL`` (or ``AGENTFLOW_OTLP_ENDPOINT``) sends a stored run over OTLP/HTTP.
+``agentflow traces export RUN_ID --otlp URL`` (or ``AGENTFLOW_OTLP_ENDPOINT``) sends a stored run over OTLP/HTTP;
+``agentflow run --otlp URL`` (or the same variable) sends the spans while the run goes (:class:`LiveExport`). Both
+build spans with :class:`SpanBuilder`, so a run exported live and exported later gives the same spans.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from agentflow.errors import MissingExtraError
 from agentflow.traces._events import Event, EventType
 
 if TYPE_CHECKING:
+    from agentflow.traces._protocol import Recorder
     from agentflow.traces._store import Trace
+    from agentflow.traces._summary import RunSummary
 
 OTLP_ENV = "AGENTFLOW_OTLP_ENDPOINT"
+_LIVE_DELAY_MS = 500
+_EXPORT_TIMEOUT_S = 5  # per OTLP request: a collector that is down must not hold up the end of a run for long
 
 
 def _ns(ts: str) -> int:
@@ -29,7 +37,7 @@ def _ns(ts: str) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
-def _require_otel() -> None:
+def require_otel() -> None:
     try:
         import opentelemetry.sdk.trace  # noqa: F401
     except ImportError as exc:
@@ -42,46 +50,94 @@ def export_trace(trace: Trace, tracer_provider: Any) -> int:
     Returns:
         The number of spans emitted.
     """
-    _require_otel()
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    require_otel()
+    builder = SpanBuilder(tracer_provider.get_tracer("agentflow"), trace.run_id)
+    for event in trace.events:
+        builder.add(event)
+    builder.close()
+    return builder.count
 
-    tracer = tracer_provider.get_tracer("agentflow")
-    events = trace.events
-    if not events:
-        return 0
-    finished = {e.parent: e for e in events if e.parent is not None and e.type in _CLOSERS}
-    spans: dict[int, Any] = {}  # seq of the opening event -> span
-    count = 0
-    started = next((e for e in events if e.type is EventType.RUN_STARTED), events[0])
-    root = tracer.start_span(
-        "invoke_workflow",
-        kind=SpanKind.INTERNAL,
-        start_time=_ns(started.ts),
-        attributes={
-            "gen_ai.operation.name": "invoke_workflow",
-            "gen_ai.agent.name": str(started.data.get("workflow", "")),
-            "agentflow.run_id": trace.run_id,
-        },
-    )
-    spans[started.seq] = root
-    count += 1
-    for event in events:
-        parent_span = _parent_span(event, spans, root)
-        context = otel_trace.set_span_in_context(parent_span)
-        closer = finished.get(event.seq)
+
+class SpanBuilder:
+    """Turns a run's events, one at a time and in order, into spans: the same spans for a stored run and a live one.
+
+    A span starts at its opening event (``node_started``, ``model_request``, ``tool_call``) and ends at the time of
+    its closing event, but is only ended when the next node starts (or the run ends), because the rewards scoring a
+    step or a node are recorded just after it and land on its span as events. A reward recorded later than that (a
+    background hook finishing after the next node started) goes on the run's span, naming the step in
+    ``agentflow.target_seq``.
+    """
+
+    def __init__(self, tracer: Any, run_id: str) -> None:
+        require_otel()
+        self.tracer = tracer
+        self.run_id = run_id
+        self.count = 0
+        self.root: Any = None
+        self._spans: dict[int, Any] = {}  # seq of an opening (or answering) event -> its span, ended or not
+        self._open: dict[int, Any] = {}  # seq of the opening event -> span not closed yet
+        self._closing: list[tuple[Any, int]] = []  # closed spans waiting to be ended, with their end times
+        self._ended: set[int] = set()  # id() of spans already ended
+        self._last_ns = 0
+
+    def _start_root(self, event: Event) -> None:
+        from opentelemetry.trace import SpanKind
+
+        self.root = self.tracer.start_span(
+            "invoke_workflow",
+            kind=SpanKind.INTERNAL,
+            start_time=_ns(event.ts),
+            attributes={
+                "gen_ai.operation.name": "invoke_workflow",
+                "gen_ai.agent.name": str(event.data.get("workflow", "")),
+                "agentflow.run_id": self.run_id,
+            },
+        )
+        self._spans[event.seq] = self.root
+        self.count += 1
+
+    def add(self, event: Event) -> None:
+        """Account for the next event of the run."""
+        self._last_ns = _ns(event.ts)
+        if self.root is None:
+            self._start_root(event)
+            if event.type is EventType.RUN_STARTED:
+                return
+        if event.type in _OPENERS:
+            self._open_span(event)
+        elif event.type in _CLOSERS and event.parent in self._open:
+            span = self._open.pop(event.parent)
+            _apply_closer(span, event, self._spans)
+            self._closing.append((span, _ns(event.ts)))
+        elif event.type is EventType.REWARD:
+            self._reward(event)
+        elif event.type is EventType.RUN_RESUMED:
+            self.root.add_event("agentflow.run_resumed", timestamp=_ns(event.ts))
+        elif event.type is EventType.RUN_FINISHED:
+            from opentelemetry.trace import Status, StatusCode
+
+            if event.data.get("status") not in ("succeeded", "imported"):
+                self.root.set_status(Status(StatusCode.ERROR, str(event.data.get("error") or event.data.get("status"))))
+            self.close()
+
+    def _open_span(self, event: Event) -> None:
+        from opentelemetry import trace as otel_trace
+        from opentelemetry.trace import SpanKind
+
+        parent = self._spans.get(event.parent, self.root) if event.parent is not None else self.root
+        context = otel_trace.set_span_in_context(parent)
         if event.type is EventType.NODE_STARTED:
-            span = tracer.start_span(
+            self._end_closed()  # the previous node and its steps have all their rewards now
+            span = self.tracer.start_span(
                 f"invoke_agent {event.node}",
-                context=otel_trace.set_span_in_context(root),
+                context=otel_trace.set_span_in_context(self.root),
                 start_time=_ns(event.ts),
                 attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": str(event.node)},
             )
-            spans[event.seq] = span
         elif event.type is EventType.MODEL_REQUEST:
             model = str(event.data.get("model", ""))
             provider, _, name = model.partition(":")
-            span = tracer.start_span(
+            span = self.tracer.start_span(
                 f"chat {name or model}",
                 context=context,
                 kind=SpanKind.CLIENT,
@@ -92,10 +148,9 @@ def export_trace(trace: Trace, tracer_provider: Any) -> int:
                     "gen_ai.request.model": name or model,
                 },
             )
-            spans[event.seq] = span
-        elif event.type is EventType.TOOL_CALL:
+        else:
             tool = str(event.data.get("tool", ""))
-            span = tracer.start_span(
+            span = self.tracer.start_span(
                 f"execute_tool {tool}",
                 context=context,
                 start_time=_ns(event.ts),
@@ -105,22 +160,45 @@ def export_trace(trace: Trace, tracer_provider: Any) -> int:
                     "gen_ai.tool.call.id": str(event.data.get("call_id", "")),
                 },
             )
-            spans[event.seq] = span
-        else:
-            _on_other(event, spans, root)
-            continue
-        count += 1
-        if closer is not None:
-            _apply_closer(span, closer, spans)
-    for event in events:  # end children before parents, at the closing events' times
-        closer = finished.get(event.seq)
-        if event.seq in spans and event.type in _OPENERS:
-            spans[event.seq].end(end_time=_ns(closer.ts if closer is not None else events[-1].ts))
-    ending = next((e for e in reversed(events) if e.type is EventType.RUN_FINISHED), events[-1])
-    if ending.type is EventType.RUN_FINISHED and ending.data.get("status") not in ("succeeded", "imported"):
-        root.set_status(Status(StatusCode.ERROR, str(ending.data.get("error") or ending.data.get("status"))))
-    root.end(end_time=_ns(ending.ts))
-    return count
+        self._spans[event.seq] = self._open[event.seq] = span
+        self.count += 1
+
+    def _reward(self, event: Event) -> None:
+        target = event.data.get("target_seq")
+        span = self._spans.get(target) if isinstance(target, int) else None
+        attributes: dict[str, Any] = {"gen_ai.evaluation.name": str(event.data.get("hook", ""))}
+        value = event.data.get("value")
+        if isinstance(value, int | float):
+            attributes["gen_ai.evaluation.score.value"] = float(value)
+        label = event.data.get("label")
+        if label is not None:
+            attributes["gen_ai.evaluation.score.label"] = str(label)
+        explanation = event.data.get("explanation")
+        if explanation:
+            attributes["gen_ai.evaluation.explanation"] = str(explanation)
+        if span is None or id(span) in self._ended:
+            if isinstance(target, int):
+                attributes["agentflow.target_seq"] = target
+            span = self.root
+        span.add_event("gen_ai.evaluation.result", attributes=attributes, timestamp=_ns(event.ts))
+
+    def _end_closed(self) -> None:
+        for span, end_ns in self._closing:
+            span.end(end_time=end_ns)
+            self._ended.add(id(span))
+        self._closing.clear()
+
+    def close(self) -> None:
+        """End every span; spans never closed (an interrupted run) end at the last event's time."""
+        if self.root is None or id(self.root) in self._ended:
+            return
+        self._end_closed()
+        for span in reversed(list(self._open.values())):  # children before parents
+            span.end(end_time=self._last_ns)
+            self._ended.add(id(span))
+        self._open.clear()
+        self.root.end(end_time=self._last_ns)
+        self._ended.add(id(self.root))
 
 
 _OPENERS = frozenset({EventType.NODE_STARTED, EventType.MODEL_REQUEST, EventType.TOOL_CALL})
@@ -143,28 +221,19 @@ def _apply_closer(span: Any, closer: Event, spans: dict[int, Any]) -> None:
         span.set_status(Status(StatusCode.ERROR, str(closer.data.get("error") or "node failed")))
 
 
-def _parent_span(event: Event, spans: dict[int, Any], root: Any) -> Any:
-    if event.parent is not None and event.parent in spans:
-        return spans[event.parent]
-    return root
+def _otlp_provider(endpoint: str, *, batch: bool) -> Any:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-
-def _on_other(event: Event, spans: dict[int, Any], root: Any) -> None:
-    if event.type is not EventType.REWARD:
-        return
-    target = event.data.get("target_seq")
-    span = spans.get(target) if isinstance(target, int) else None
-    attributes: dict[str, Any] = {"gen_ai.evaluation.name": str(event.data.get("hook", ""))}
-    value = event.data.get("value")
-    if isinstance(value, int | float):
-        attributes["gen_ai.evaluation.score.value"] = float(value)
-    label = event.data.get("label")
-    if label is not None:
-        attributes["gen_ai.evaluation.score.label"] = str(label)
-    explanation = event.data.get("explanation")
-    if explanation:
-        attributes["gen_ai.evaluation.explanation"] = str(explanation)
-    (span or root).add_event("gen_ai.evaluation.result", attributes=attributes, timestamp=_ns(event.ts))
+    url = endpoint if endpoint.rstrip("/").endswith("/v1/traces") else endpoint.rstrip("/") + "/v1/traces"
+    provider = TracerProvider(resource=Resource.create({"service.name": "agentflow"}))
+    exporter = OTLPSpanExporter(endpoint=url, timeout=_EXPORT_TIMEOUT_S)
+    # Live export sends what ended at least every half second, off the run's thread.
+    processor = BatchSpanProcessor(exporter, schedule_delay_millis=_LIVE_DELAY_MS) if batch else None
+    provider.add_span_processor(processor or SimpleSpanProcessor(exporter))
+    return provider
 
 
 def export_to_otlp(trace: Trace, endpoint: str) -> int:
@@ -173,16 +242,97 @@ def export_to_otlp(trace: Trace, endpoint: str) -> int:
     Returns:
         The number of spans sent.
     """
-    _require_otel()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    url = endpoint if endpoint.rstrip("/").endswith("/v1/traces") else endpoint.rstrip("/") + "/v1/traces"
-    provider = TracerProvider(resource=Resource.create({"service.name": "agentflow"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    require_otel()
+    provider = _otlp_provider(endpoint, batch=False)
     try:
         return export_trace(trace, provider)
     finally:
         provider.shutdown()
+
+
+class LiveExport:
+    """A recorder that also turns each event into spans as it is recorded, exported over OTLP/HTTP while the run goes.
+
+    It wraps the store's recorder (every call goes to it first: the trace stays the source of truth). Spans leave
+    through a batch processor, off the run's thread; the last ones are flushed when the run finishes. An endpoint
+    that is down costs the run nothing but a logged warning: telemetry never fails a run.
+
+    Args:
+        recorder: the run's recorder.
+        endpoint: the OTLP/HTTP endpoint (``http://host:4318`` or a full ``.../v1/traces`` URL).
+
+    Raises:
+        MissingExtraError: the ``otel`` extra is not installed.
+    """
+
+    def __init__(self, recorder: Recorder, endpoint: str) -> None:
+        require_otel()
+        self.recorder = recorder
+        self.run_id = recorder.run_id
+        self.endpoint = endpoint
+        self._provider = _otlp_provider(endpoint, batch=True)
+        self._builder = SpanBuilder(self._provider.get_tracer("agentflow"), recorder.run_id)
+        self._lock = threading.Lock()
+        self._flushed = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether ``run_finished`` was recorded."""
+        return self.recorder.finished
+
+    def __getattr__(self, name: str) -> Any:  # store-specific extras (e.g. ``dropped_partial_line``)
+        return getattr(self.recorder, name)
+
+    def emit(
+        self,
+        type: EventType | str,  # named like the Event field it fills
+        *,
+        node: str | None = None,
+        parent: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """Record the event, then add it to the run's spans."""
+        event = self.recorder.emit(type, node=node, parent=parent, data=data)
+        self._observe(event)
+        return event
+
+    def finish(self, status: str, **data: Any) -> Event:
+        """Record ``run_finished``, end the run's span and flush every span to the endpoint."""
+        event = self.recorder.finish(status, **data)
+        self._observe(event)
+        self._flush()
+        return event
+
+    def _observe(self, event: Event) -> None:
+        with self._lock:  # the recorder is thread-safe; the span builder must see events in order too
+            self._builder.add(event)
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self._flushed:
+                return
+            self._flushed = True
+            self._builder.close()
+        self._provider.shutdown()
+
+    def summary(self) -> RunSummary:
+        """Summarise the events recorded so far."""
+        return self.recorder.summary()
+
+    def close(self) -> None:
+        """Close the recorder and flush the spans (an interrupted run's open spans end at its last event)."""
+        try:
+            self.recorder.close()
+        finally:
+            self._flush()
+
+    def __enter__(self) -> LiveExport:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            self.recorder.__exit__(exc_type, exc, traceback)
+        finally:
+            self._flush()
