@@ -173,6 +173,7 @@ class LanguageServerSession:
         self._pull = True
         self._pushed: dict[str, tuple[int | None, list[Any]]] = {}
         self._pushed_event = asyncio.Event()
+        self._restart_lock = asyncio.Lock()
         self._outside: dict[str, list[str]] = {}  # lines of files outside the workspace that definitions point to
 
     @property
@@ -303,22 +304,29 @@ class LanguageServerSession:
                     )
 
     async def _with_restart(self, operation: Any) -> Any:
-        """Run ``operation()`` (a coroutine factory); if the server died, restart it once and retry."""
+        """Run ``operation()`` (a coroutine factory); if the server died, restart it once and retry.
+
+        Requests run concurrently (diagnostics and definitions), so several may see the same death: the first
+        restarts the server under a lock, the others notice the new client and just retry.
+        """
+        client = self._client
         try:
             if not self.alive:
                 raise ConnectionError("the language server is not running")
             return await operation()
         except (RuntimeError, ConnectionError, BrokenPipeError, ConnectionResetError) as exc:
-            if self.alive:
+            if self.alive and self._client is client:
                 raise
-            if self.restarts >= 1:
-                raise RewardHookError(
-                    f"language server {self.server.name} died again after a restart ({exc}); giving up"
-                ) from exc
-            self.restarts += 1
-            logger.warning("language server %s died (%s); restarting it once", self.server.name, exc)
-            await self._stop_client()
-            await self.start()
+            async with self._restart_lock:
+                if self._client is client or not self.alive:  # nobody restarted it yet
+                    if self.restarts >= 1:
+                        raise RewardHookError(
+                            f"language server {self.server.name} died again after a restart ({exc}); giving up"
+                        ) from exc
+                    self.restarts += 1
+                    logger.warning("language server %s died (%s); restarting it once", self.server.name, exc)
+                    await self._stop_client()
+                    await self.start()
             return await operation()
 
     async def diagnostics(self, paths: Sequence[str]) -> dict[str, list[Any]]:
