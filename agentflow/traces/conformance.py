@@ -1,0 +1,330 @@
+"""The conformance suite every trace store passes, shipped in the package so a store's author can run it.
+
+Each check is a function over a *factory* (``Callable[[], Store]``) that returns a store to test, empty; a check
+records what it needs and raises ``CheckFailed`` (or any exception) when the store misbehaves, or ``CheckSkipped``
+when it cannot run (for example, no way to change a stored event behind the store's back was given).
+``run_conformance`` runs them and returns printable results::
+
+    from agentflow.traces import TraceStore
+    from agentflow.traces.conformance import run_conformance
+
+    for result in run_conformance(lambda: TraceStore(tempfile.mkdtemp())):
+        print(result)
+
+Both stores of agentflow pass every check (``tests/traces/test_store_conformance.py``). A third-party store passes
+``tamper`` (change one stored event's text, to prove tampering is detected) and ``reopen`` (a second handle on the
+same data, to prove nothing lives only in memory) for the two checks that need them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from agentflow.errors import TraceError
+from agentflow.sandboxes.conformance import CheckFailed, CheckResult, CheckSkipped, CheckStatus
+from agentflow.traces._events import EventType
+from agentflow.traces._protocol import Store, StoredReward
+from agentflow.traces._summary import realized_graph
+
+__all__ = [
+    "CHECKS",
+    "CheckFailed",
+    "CheckResult",
+    "CheckSkipped",
+    "Reopen",
+    "StoreFactory",
+    "Tamper",
+    "run_conformance",
+    "tamper_builtin",
+]
+
+StoreFactory = Callable[[], Store]
+Tamper = Callable[[Store, str, int, str, str], None]
+"""``tamper(store, run_id, seq, old, new)``: replace ``old`` by ``new`` in the stored text of one event."""
+Reopen = Callable[[Store], Store]
+"""``reopen(store)``: a new, independent handle on the same stored data."""
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def _raises(match: str, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except TraceError as exc:
+        _expect(match in str(exc), f"expected a TraceError saying {match!r}, got: {exc}")
+        return
+    raise CheckFailed(f"expected a TraceError saying {match!r}, nothing was raised")
+
+
+def _record(store: Store, *, events: int = 3, workflow: str = "demo", run_id: str | None = None) -> str:
+    with store.new_run(workflow=workflow, run_id=run_id) as recorder:
+        started = recorder.emit(EventType.RUN_STARTED, data={"workflow": workflow, "inputs": {"task": "t"}})
+        node = recorder.emit(EventType.NODE_STARTED, node="a", parent=started.seq, data={"visit": 1, "attempt": 1})
+        for index in range(events):
+            recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data={"from": "a", "to": "b", "i": index})
+        recorder.emit(EventType.NODE_FINISHED, node="a", parent=node.seq, data={"status": "ok", "updates": {"x": 1}})
+        recorder.finish("succeeded", final_state={"x": 1})
+        return recorder.run_id
+
+
+def tamper_builtin(store: Store, run_id: str, seq: int, old: str, new: str) -> None:
+    """``tamper`` for agentflow's own stores: edit the JSONL line, or the ``events.line`` row in PostgreSQL."""
+    from agentflow.traces._postgres import PostgresStore
+    from agentflow.traces._store import TraceStore
+
+    if isinstance(store, TraceStore):
+        path = store.run_dir(run_id) / "trace.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        _expect(old in lines[seq], f"{old!r} is not in event {seq}")
+        lines[seq] = lines[seq].replace(old, new)
+        path.write_text("".join(lines))
+        return
+    if isinstance(store, PostgresStore):
+        with store.connect() as connection:
+            updated = connection.execute(
+                "UPDATE events SET line = replace(line, %s, %s) WHERE run_id = %s AND seq = %s", (old, new, run_id, seq)
+            )
+            _expect(updated.rowcount == 1, f"event {seq} of {run_id} was not found")
+        return
+    raise CheckSkipped(f"no way to tamper with {type(store).__name__}: pass tamper=")
+
+
+def _reopen_builtin(store: Store) -> Store:
+    from agentflow.traces._postgres import PostgresStore
+    from agentflow.traces._store import TraceStore
+
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.url)
+    if isinstance(store, TraceStore):
+        return TraceStore(store.root)
+    raise CheckSkipped(f"no way to open {type(store).__name__} again: pass reopen=")
+
+
+def check_record_list_load(store: Store) -> None:
+    """A recorded run is listed with its counts and loads back verified, by id or unique prefix."""
+    run_id = _record(store, events=5)
+    infos = store.list_runs()
+    _expect(len(infos) == 1, f"one run recorded, {len(infos)} listed")
+    info = infos[0]
+    got = (info.run_id, info.workflow, info.status, info.steps)
+    _expect(got == (run_id, "demo", "succeeded", 1), f"listed as {got}")
+    trace = store.load_trace(run_id[:12])
+    _expect(trace.ok, f"problems: {trace.problems}")
+    _expect([e.seq for e in trace.events] == list(range(9)), "events are not seq 0..8")
+    _expect(trace.events[-1].type is EventType.RUN_FINISHED, "the last event is not run_finished")
+    _expect(store.latest_run_id() == run_id, "latest_run_id is not the run")
+    _expect(store.run_ids() == [run_id], f"run_ids gives {store.run_ids()}")
+
+
+def check_run_id_errors(store: Store) -> None:
+    """Unknown, ambiguous and duplicate run ids are clear errors."""
+    _record(store, run_id="run-alpha-1")
+    _record(store, run_id="run-alpha-2")
+    _raises("ambiguous", lambda: store.load_trace("run-alpha"))
+    _raises("closest: run-alpha", lambda: store.load_trace("run-alpah-1"))
+    _raises("already exists", lambda: store.new_run(workflow="demo", run_id="run-alpha-1"))
+
+
+def check_many_concurrent_writers(store: Store) -> None:
+    """8 runs recorded by 8 threads at once, and one run shared by 4 threads: every event is there, chained."""
+    per_writer = 60
+    run_ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def write_one_run() -> None:
+        try:
+            run_ids.append(_record(store, events=per_writer))
+        except BaseException as exc:  # noqa: BLE001 - reported below, whatever it is
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write_one_run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _expect(not errors, f"writers failed: {errors}")
+    _expect(len(set(run_ids)) == 8, "8 writers did not get 8 runs")
+    for run_id in run_ids:
+        trace = store.load_trace(run_id)
+        _expect(trace.ok and len(trace.events) == per_writer + 4, f"run {run_id} lost events: {trace.problems}")
+    with store.new_run(workflow="shared") as recorder:
+
+        def emit_many(worker: int) -> None:
+            for index in range(per_writer):
+                recorder.emit(EventType.ROUTE, node="n", data={"worker": worker, "i": index})
+
+        shared = [threading.Thread(target=emit_many, args=(w,)) for w in range(4)]
+        for thread in shared:
+            thread.start()
+        for thread in shared:
+            thread.join()
+        recorder.finish("succeeded")
+        shared_id = recorder.run_id
+    trace = store.load_trace(shared_id)
+    _expect(trace.ok, f"shared run: {trace.problems}")
+    seen = {(e.data["worker"], e.data["i"]) for e in trace.events if e.type is EventType.ROUTE}
+    _expect(len(seen) == 4 * per_writer, f"shared run kept {len(seen)} of {4 * per_writer} events")
+
+
+def check_large_payloads_in_blobs(store: Store) -> None:
+    """Payloads over the spill threshold go to content-addressed blobs and resolve back."""
+    big = "x" * 70_000 + "end"
+    with store.new_run(workflow="blobs") as recorder:
+        event = recorder.emit(EventType.TOOL_RESULT, data={"content": big, "again": big})
+        recorder.finish("succeeded")
+        run_id = recorder.run_id
+    content = event.data["content"]
+    _expect(isinstance(content, dict) and set(content) == {"$blob", "size"}, "a 70 kB payload was not spilled")
+    _expect(content == event.data["again"], "the same payload got two blob references")
+    trace = store.load_trace(run_id)
+    _expect(trace.ok, f"problems: {trace.problems}")
+    _expect(trace.resolve(trace.events[0].data)["content"] == big, "the blob does not resolve to the payload")
+    _raises("missing", lambda: store.read_blob("0" * 64))
+
+
+def check_interrupted_and_reopened(store: Store) -> None:
+    """A run closed without finishing is interrupted; reopened, it continues its hash chain and can finish."""
+    recorder = store.new_run(workflow="cut")
+    started = recorder.emit(EventType.RUN_STARTED, data={"workflow": "cut"})
+    _expect([r.status for r in store.list_runs()] == ["running"], "a run in progress is not listed as running")
+    recorder.close()
+    _expect([r.status for r in store.list_runs()] == ["interrupted"], "a closed unfinished run is not interrupted")
+    _expect(store.load_trace(recorder.run_id).ok, "an interrupted run's trace does not verify")
+    _raises("closed", lambda: recorder.emit(EventType.ROUTE))
+    again = store.reopen_run(recorder.run_id)
+    marker = again.emit(EventType.RUN_RESUMED, data={})
+    _expect(marker.seq == started.seq + 1 and marker.prev_hash == started.hash, "the reopened run broke its chain")
+    again.finish("succeeded")
+    again.close()
+    _expect(store.load_trace(recorder.run_id).ok, "the resumed run's trace does not verify")
+    _expect([r.status for r in store.list_runs()] == ["succeeded"], "the resumed run is not listed as succeeded")
+    _raises("already finished", lambda: store.reopen_run(recorder.run_id))
+
+
+def check_grading_passes(store: Store) -> None:
+    """Grading passes append, or overwrite by marking older rewards superseded; nothing is deleted."""
+    run_id = _record(store)
+
+    def reward(value: float) -> StoredReward:
+        return StoredReward("", run_id, "exit_code", "step", "a", 2, value, 1, "why", {"n": 1})
+
+    first = store.create_grading_pass(run_ids=[run_id], hooks=["exit_code"], checkpoints=None, mode="append")
+    store.add_rewards(first, [reward(0.5)])
+    second = store.create_grading_pass(run_ids=[run_id], hooks=["exit_code"], checkpoints=None, mode="append")
+    store.add_rewards(second, [reward(0.75)])
+    _expect(first.pass_id != second.pass_id, "two passes got the same id")
+    got = [(r.pass_id, r.value) for r in store.list_rewards(run_id)]
+    _expect(got == [(first.pass_id, 0.5), (second.pass_id, 0.75)], f"appended rewards: {got}")
+    third = store.create_grading_pass(run_ids=[run_id], hooks=["exit_code"], checkpoints="cp.yaml", mode="overwrite")
+    store.add_rewards(third, [reward(1.0)])
+    current = [(r.pass_id, r.value, r.components) for r in store.list_rewards(run_id)]
+    _expect(current == [(third.pass_id, 1.0, {"n": 1})], f"current rewards after overwrite: {current}")
+    everything = [r.superseded_by for r in store.list_rewards(run_id, include_superseded=True)]
+    _expect(everything == [third.pass_id, third.pass_id, None], f"superseded_by: {everything}")
+    passes = store.list_grading_passes()
+    _expect([p.pass_id for p in passes] == [first.pass_id, second.pass_id, third.pass_id], "passes out of order")
+    _expect(passes[2].checkpoints == "cp.yaml", "the checkpoints file of a pass was not kept")
+    old = store.list_rewards(run_id, pass_id=first.pass_id, include_superseded=True)
+    _expect([r.value for r in old] == [0.5], "a superseded reward was lost")
+
+
+def check_realized_graphs(store: Store) -> None:
+    """A realized graph is kept, and saving it again replaces it."""
+    run_id = _record(store)
+    graph: dict[str, Any] = realized_graph(store.load_trace(run_id).events)
+    _expect(store.load_realized_graph(run_id) is None, "a graph exists before one was saved")
+    store.save_realized_graph(run_id, graph)
+    store.save_realized_graph(run_id, graph)
+    _expect(store.load_realized_graph(run_id) == graph, "the saved graph does not load back")
+
+
+def check_tampered_event_reported(store: Store, tamper: Tamper) -> None:
+    """An event changed behind the store's back is reported as tampered, with its seq."""
+    run_id = _record(store)
+    tamper(store, run_id, 2, '"i":0', '"i":7')
+    trace = store.load_trace(run_id)
+    got = [(p.kind, p.seq) for p in trace.problems]
+    _expect(got == [("tampered", 2)], f"problems after tampering with event 2: {got}")
+    _raises("tampered", trace.raise_for_problems)
+
+
+def check_opened_again(store: Store, reopen: Reopen) -> None:
+    """A second handle on the same data sees every run: nothing lives only in one handle's memory."""
+    run_id = _record(store)
+    again = reopen(store)
+    try:
+        _expect(again.load_trace(run_id).ok, "the run does not verify through a new handle")
+        _expect([r.run_id for r in again.list_runs()] == [run_id], "a new handle lists other runs")
+    finally:
+        close = getattr(again, "close", None)
+        if close is not None:
+            close()
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "record_list_load": check_record_list_load,
+    "run_id_errors": check_run_id_errors,
+    "many_concurrent_writers": check_many_concurrent_writers,
+    "large_payloads_in_blobs": check_large_payloads_in_blobs,
+    "interrupted_and_reopened": check_interrupted_and_reopened,
+    "grading_passes": check_grading_passes,
+    "realized_graphs": check_realized_graphs,
+    "tampered_event_reported": check_tampered_event_reported,
+    "opened_again": check_opened_again,
+}
+
+
+def run_conformance(
+    factory: StoreFactory,
+    *,
+    tamper: Tamper | None = None,
+    reopen: Reopen | None = None,
+    known_failures: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> list[CheckResult]:
+    """Run the store checks, each on a store from ``factory`` (which must be empty).
+
+    Args:
+        factory: returns the store to test, empty, once per check.
+        tamper: changes one stored event's text; agentflow's own stores need none (``tamper_builtin``).
+        reopen: opens a second handle on a store's data; agentflow's own stores need none.
+        known_failures: names of checks expected to fail; their failures are reported as ``known_failure``.
+        only: run just these checks (names from ``CHECKS``).
+
+    Returns:
+        One ``CheckResult`` per check, in ``CHECKS`` order.
+
+    Raises:
+        KeyError: ``only`` or ``known_failures`` names a check that does not exist.
+    """
+    unknown = sorted((set(only or ()) | set(known_failures)) - set(CHECKS))
+    if unknown:
+        raise KeyError(f"unknown store conformance checks {unknown}; choices: {sorted(CHECKS)}")
+    extras: dict[str, tuple[Any, ...]] = {
+        "tampered_event_reported": (tamper or tamper_builtin,),
+        "opened_again": (reopen or _reopen_builtin,),
+    }
+    results = []
+    for name, check in CHECKS.items():
+        if only is not None and name not in only:
+            continue
+        started = time.monotonic()
+        status: CheckStatus
+        known = name in known_failures
+        try:
+            check(factory(), *extras.get(name, ()))
+        except CheckSkipped as skipped:
+            status, detail = "skipped", str(skipped)
+        except Exception as exc:  # noqa: BLE001 - a check's failure of any kind is a result to report
+            status = "known_failure" if known else "failed"
+            detail = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
+        else:
+            status, detail = "passed", "(listed as a known failure, but passed)" if known else ""
+        results.append(CheckResult(name, status, detail, time.monotonic() - started))
+    return results
