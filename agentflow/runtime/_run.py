@@ -198,7 +198,7 @@ async def _execute(
                 from agentflow.traces._resume import invoke_checkpointed
 
                 final = await invoke_checkpointed(compiled, ctx, initial, checkpointer)
-        ctx.state.update(final)
+        ctx.state.update(final or {})  # LangGraph returns None for a workflow without state keys
         outcome.status = "succeeded"
     except LimitExceeded as exc:  # already recorded where it was raised
         outcome.status, outcome.error, outcome.limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]

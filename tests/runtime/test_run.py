@@ -236,3 +236,16 @@ async def test_subgraph_maps_inputs_and_outputs(ws: Workspace) -> None:
     assert result.final_state["result"] == 42
     nodes = [e.node for e in events_of(ws.store, result.run_id, EventType.NODE_STARTED)]
     assert nodes == ["inner", "inner/double"]
+
+
+async def test_a_workflow_without_state_keys_runs(ws: Workspace) -> None:
+    spec = {
+        "name": "stateless",
+        "tools": ["list_files"],
+        "start": "a",
+        "nodes": {"a": {"kind": "tool", "tool": "list_files"}},
+        "end": ["a"],
+    }
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+    assert result.status == "succeeded", result.error
+    assert result.final_state == {}
