@@ -76,6 +76,12 @@ class _ModelHook(RewardHook):
             self._model = create_model(self.models.get(name, name), base_dir=self.base_dir)
         return self._model
 
+    async def finish_run(self, run_id: str) -> None:
+        """Close the judge's connection (a new one opens on the next use)."""
+        model, self._model = self._model, None
+        if model is not None:
+            await model.close()
+
     async def ask(self, system: str, user: str) -> str:
         settings = ModelSettings(temperature=float(self.options.get("temperature", 0.0)))
         response = await self.model().complete(

@@ -143,10 +143,12 @@ async def test_judge_and_checklist_over_the_openai_sdk(
     judge = reward_hooks.get("llm_judge")(model="judge")
     judge.models = {"judge": "openai:gpt-4o-mini"}  # a name under the workflow's `models`
     judged = await judge.score(step(call, None, state={"task": "make the tests pass"}))
+    await judge.finish_run("run-test")  # closes the SDK's connection
     assert judged is not None and judged.label == 1
     assert "Labels:" in openai_server.requests[0]["messages"][0]["content"]
     checklist = reward_hooks.get("checklist")(model="openai:gpt-4o-mini")
     scored = await checklist.score(step(call, None, state={"task": "make the tests pass"}))
+    await checklist.finish_run("run-test")
     assert scored is not None and scored.value == pytest.approx(2 / 3)
     assert scored.components["answers"] == [True, False, True]
     assert "make the tests pass" in openai_server.requests[1]["messages"][1]["content"]
