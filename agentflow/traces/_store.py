@@ -89,6 +89,21 @@ _BUSY_TIMEOUT_S = 10.0
 _second_prefix: tuple[int, str] = (-1, "")
 
 
+def _ensure_wal(connection: sqlite3.Connection) -> None:
+    """Put the index in WAL mode. Switching needs the database to itself and SQLite answers "locked" at once
+    instead of waiting, so many writers opening a new store together retry here for up to the busy timeout."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        if time.monotonic() > deadline:
+            raise TraceError("cannot put the run index in WAL mode: the database stayed locked; retry")
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.01)
+
+
 def _utc_now() -> str:
     """ISO 8601 UTC with microseconds; formats the date part once per second (this runs for every event)."""
     global _second_prefix  # noqa: PLW0603 - a one-entry cache of the formatted second
@@ -266,7 +281,7 @@ class TraceStore(SQLiteGradingMixin):
             # synchronous=NORMAL is durable enough in WAL mode: the index is derived data, rebuilt from traces.
             connection.execute("PRAGMA synchronous = NORMAL")
             # Every time, not once per store object: cheap, and survives the index file being deleted meanwhile.
-            connection.execute("PRAGMA journal_mode = WAL")
+            _ensure_wal(connection)
             migrate_sqlite(connection)  # versioned schema (agentflow/traces/_migrations.py)
         except BaseException:
             connection.close()
