@@ -149,7 +149,7 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
         for reward in node["rewards"]:
             if reward["value"] is not None:
                 by_hook.setdefault(reward["hook"], []).append(reward["value"])
-        rewards = ", ".join(f"{hook} {sum(v) / len(v):.2f} (n={len(v)})" for hook, v in by_hook.items()) or "-"
+        rewards = "\n".join(f"{hook} {sum(v) / len(v):.2f} (n={len(v)})" for hook, v in by_hook.items()) or "-"
         table.add_row(
             name,
             str(node["visits"]),
