@@ -41,12 +41,29 @@ class RunContext:
     def run_id(self) -> str:
         return self.recorder.run_id
 
+    @property
+    def replays_hooks(self) -> bool:
+        """Whether reward hooks' events come from a tape instead of the hooks (a replay in tape mode)."""
+        return self.tape is not None and self.tape.serves_tools
+
     def emit(
         self, type: EventType, *, node: str | None = None, parent: int | None = None, data: dict[str, Any] | None = None
     ) -> Event:
         event = self.recorder.emit(type, node=node, parent=parent, data=data or {})
         self.events.append(event)
+        if self.tape is not None and self.tape.serves_tools:
+            self._replay_hook_events(event.seq)
         return event
+
+    def _replay_hook_events(self, after_seq: int) -> None:
+        # Hooks may need the sandbox or a model, which a tape replay must not touch, and background hooks record at
+        # moments no replay can reproduce: so what the hooks recorded right after this event is copied from the tape.
+        assert self.tape is not None
+        for recorded in self.tape.hook_events_after(after_seq):
+            if recorded.seq != self.events[-1].seq + 1:
+                break  # the replay has diverged: its own events no longer line up with the tape's
+            event = self.recorder.emit(recorded.type, node=recorded.node, parent=recorded.parent, data=recorded.data)
+            self.events.append(event)
 
     def model(self, model_string: str, base_dir: Path) -> Model:
         """The run's connection for a model string (one per string and folder, created on first use)."""

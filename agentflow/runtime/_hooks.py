@@ -70,6 +70,8 @@ class RewardEngine:
 
     async def start_run(self, ctx: RunContext) -> None:
         """Let each hook prepare for a run (e.g. snapshot the workspace); a failure is recorded, never raised."""
+        if ctx.replays_hooks:
+            return
         step = StepContext(run_id=ctx.run_id, kind="run", node=None, events=(), state=ctx.state, sandbox=ctx.sandbox)
         for binding in self.bindings:
             try:
@@ -81,6 +83,8 @@ class RewardEngine:
 
     async def finish_run(self, ctx: RunContext, *, cancel: bool = False) -> None:
         """Record every background reward still pending (or cancel them), then let each hook release its state."""
+        if ctx.replays_hooks:
+            return
         await self._drain(ctx.run_id, cancel=cancel)
         for binding in self.bindings:
             with contextlib.suppress(Exception):  # releasing resources must not mask how the run ended
@@ -99,8 +103,11 @@ class RewardEngine:
     ) -> list[Event]:
         """Score this step with its hooks; record each reward, or the hook's failure, in the trace.
 
-        Returns the events recorded before returning (background hooks record theirs later).
+        Returns the events recorded before returning (background hooks record theirs later). A tape replay runs no
+        hook: the rewards it recorded come back from the tape, at their recorded places (see ``RunContext.emit``).
         """
+        if ctx.replays_hooks:
+            return []
         if kind == "run":
             await self._drain(ctx.run_id)  # run hooks and aggregates see every step reward
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]

@@ -94,8 +94,18 @@ class Tape:
         self.tape_sandbox: TapeSandbox | None = None
         self._load(trace)
 
+    def hook_events_after(self, seq: int) -> list[Event]:
+        """The recorded events that reward hooks wrote right after event ``seq`` (rewards, and hook failures)."""
+        found: list[Event] = []
+        for event in self._recorded[seq + 1 :]:
+            if not _is_hook_event(event):
+                break
+            found.append(event)
+        return found
+
     def _load(self, trace: Trace) -> None:
         events = [_resolved(trace, event) for event in trace.events]
+        self._recorded = events
         by_parent: dict[int, list[Event]] = {}
         for event in events:
             if event.parent is not None:
@@ -191,6 +201,11 @@ def _resolved(trace: Trace, event: Event) -> Event:
     if "$blob" not in json.dumps(event.data):
         return event
     return event.model_copy(update={"data": trace.resolve(event.data)})
+
+
+def _is_hook_event(event: Event) -> bool:
+    """A reward, or the recorded failure of a reward hook (an error event naming its hook)."""
+    return event.type is EventType.REWARD or (event.type is EventType.ERROR and "hook" in event.data)
 
 
 class TapeSandbox(Sandbox):
