@@ -132,7 +132,7 @@ async def _engine_overhead(rounds: int = 2000) -> dict[str, Any]:
         }
     )
     engine = RewardEngine(spec)
-    ctx: Any = SimpleNamespace(run_id="bench", state={}, sandbox=None, events=[])
+    ctx: Any = SimpleNamespace(run_id="bench", state={}, sandbox=None, events=[], replays_hooks=False)
     events = _events(0, "a.py", "x = 1\n")
     for _ in range(100):
         await engine.score(ctx, kind="step", node="a", label="a", events=events)
