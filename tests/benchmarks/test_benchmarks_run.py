@@ -1,0 +1,51 @@
+"""Each benchmark script still runs and prints one JSON object with the keys its issue names (tiny sizes: these
+tests check the scripts work, never how fast anything is)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.require import require
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+
+def run_benchmark(name: str, *args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def test_overhead() -> None:
+    figures = run_benchmark("overhead.py", "--nodes", "3", "--runs", "2")
+    assert {"bare_us_per_node", "agentflow_us_per_node", "ratio"} <= set(figures)
+
+
+def test_lsp_reward() -> None:
+    figures = run_benchmark("lsp_reward.py", "--steps", "2")
+    assert {"warm_cold_ratio", "engine_three_noop_hooks_us_per_step"} <= set(figures)
+
+
+def test_sandbox_latency() -> None:
+    from agentflow.sandboxes._docker import DEFAULT_IMAGE, docker_available, image_available
+
+    available, reason = docker_available()
+    require(available, f"no Docker engine: {reason}")
+    require(image_available(DEFAULT_IMAGE), f"image {DEFAULT_IMAGE} missing: run `agentflow sandbox build python`")
+    figures = run_benchmark("sandbox_latency.py", "--runs", "3")
+    assert {"exec_ratio", "acquire_ratio"} <= set(figures)
+
+
+def test_replay() -> None:
+    figures = run_benchmark("replay.py")  # full size: about 10 s here
+    assert {"replay_ratio", "regrade_traces_per_s", "sqlite_events_per_s"} <= set(figures)
