@@ -15,23 +15,21 @@ import hashlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from agentflow.errors import MissingExtraError, TraceError
-from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value, sha256_hex
+from agentflow.traces._events import EventType
+from agentflow.traces._hashing import sha256_hex
 from agentflow.traces._migrations import migrate_postgres
 from agentflow.traces._protocol import GradingMode, GradingPass, GradingTables, StoredReward
+from agentflow.traces._recorder import RecorderBase, utc_now
 from agentflow.traces._store import (
     _DIGEST_PATTERN,
     _RUN_ID_PATTERN,
     DEFAULT_SPILL_THRESHOLD,
-    FINISHED_STATUSES,
     RunInfo,
     Trace,
     _check_against_index,
@@ -40,15 +38,13 @@ from agentflow.traces._store import (
     _new_run_id,
     _parse_and_verify,
     _pid_alive,
-    _utc_now,
     check_reopenable,
 )
-from agentflow.traces._summary import RunSummary, SummaryBuilder
+from agentflow.traces._summary import RunSummary
 
 __all__ = ["PostgresRecorder", "PostgresStore", "redact_url"]
 
 _CONNECT_TIMEOUT_S = 5
-_INDEX_REFRESH_S = 1.0
 _RUN_COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
     " reward_mean, error"
@@ -151,7 +147,7 @@ class PostgresStore:
                     self._connection.execute(
                         "INSERT INTO runs (run_id, workflow, status, started_at, host, pid)"
                         " VALUES (%s, %s, 'running', %s, %s, %s)",
-                        (candidate, workflow, _utc_now(), socket.gethostname(), os.getpid()),
+                        (candidate, workflow, utc_now(), socket.gethostname(), os.getpid()),
                     )
             except psycopg.errors.UniqueViolation:
                 if run_id is not None:
@@ -361,128 +357,37 @@ def _update_counts(
     )
 
 
-class PostgresRecorder:
+class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
     Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
-    threads get unique, increasing seq numbers.
+    threads get unique, increasing seq numbers. Each event is one committed INSERT: a killed writer loses nothing.
     """
 
+    spill_under_lock = True  # spilled blobs go through the recorder's one connection
+
     def __init__(self, store: PostgresStore, run_id: str, workflow: str) -> None:
+        super().__init__(run_id, workflow, store.spill_threshold)
         self.store = store
-        self.run_id = run_id
-        self.workflow = workflow
         self._connection = store.connect()
-        self._lock = threading.Lock()
-        self._next_seq = 0
-        self._last_hash: str | None = None
-        self._summary = SummaryBuilder()
-        self._unsummarized: list[Event] = []
-        self._started = time.monotonic()
-        self._index_refreshed = time.monotonic()
-        self._finishing = False
-        self._finished = False
-        self._closed = False
         self.dropped_partial_line: dict[str, Any] | None = None  # never: each event is one atomic INSERT
 
     def __repr__(self) -> str:
         return f"PostgresRecorder({self.run_id!r}, events={self._next_seq})"
 
-    @property
-    def finished(self) -> bool:
-        """Whether :meth:`finish` has recorded ``run_finished``."""
-        return self._finished
+    def _write_blob(self, payload: bytes) -> str:
+        return self.store.write_blob(payload, self._connection)
 
-    def _spill(self, text: str) -> Any:
-        if len(text) * 4 <= self.store.spill_threshold:
-            return text
-        payload = text.encode("utf-8")
-        if len(payload) <= self.store.spill_threshold:
-            return text
-        return {"$blob": self.store.write_blob(payload, self._connection), "size": len(payload)}
-
-    def emit(
-        self,
-        type: EventType | str,  # named like the Event field it fills
-        *,
-        node: str | None = None,
-        parent: int | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> Event:
-        """Append one event (one committed INSERT) and return it; see :meth:`RunRecorder.emit`."""
+    def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
         try:
-            event_type = EventType(type)
-        except ValueError:
-            raise TraceError(f"unknown event type {type!r}; use an EventType") from None
-        payload: dict[str, Any] = {}
-        plain = True
-        encoded: str | None = None
-        if data:
-            if not isinstance(data, dict):
-                raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
-            with self._lock:  # spilling writes on the recorder's connection
-                encoded = encode_if_plain(data, self.store.spill_threshold)
-                if encoded is None:
-                    payload, plain = normalise_json_value(data, self._spill)
-                else:
-                    payload = data
-        if node is not None and not isinstance(node, str):
-            raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
-        with self._lock:
-            if self._closed:
-                raise TraceError(f"run {self.run_id} is closed; no more events can be recorded")
-            seq = self._next_seq
-            if parent is not None and not 0 <= parent < seq:
-                raise TraceError(f"parent {parent} of a {event_type} event is not an earlier event's seq")
-            ts = _utc_now()
-            digest, line = encode_event(
-                run_id=self.run_id,
-                seq=seq,
-                event_type=str(event_type),
-                ts=ts,
-                node=node,
-                parent=parent,
-                data=payload,
-                prev_hash=self._last_hash,
-                plain=plain,
-                encoded=encoded,
+            self._connection.execute(
+                "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)",
+                (self.run_id, seq, str(event_type), node, digest, line.decode("utf-8")),
             )
-            try:
-                self._connection.execute(
-                    "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)",
-                    (self.run_id, seq, str(event_type), node, digest, line.decode("utf-8")),
-                )
-            except _psycopg().Error as exc:
-                raise TraceError(
-                    f"cannot write event {seq} of run {self.run_id} to {self.store.location}: {exc}"
-                ) from exc
-            event = Event.trusted(
-                run_id=self.run_id,
-                seq=seq,
-                type=event_type,
-                ts=ts,
-                node=node,
-                parent=parent,
-                data=payload,
-                prev_hash=self._last_hash,
-                hash=digest,
-            )
-            self._next_seq = seq + 1
-            self._last_hash = digest
-            self._unsummarized.append(event)
-            if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= _INDEX_REFRESH_S:
-                self._update_index("running")
-        return event
+        except _psycopg().Error as exc:
+            raise TraceError(f"cannot write event {seq} of run {self.run_id} to {self.store.location}: {exc}") from exc
 
-    def _catch_up_summary(self) -> SummaryBuilder:
-        for event in self._unsummarized:
-            self._summary.add(event)
-        self._unsummarized.clear()
-        return self._summary
-
-    def _update_index(self, status: str) -> None:
-        self._index_refreshed = time.monotonic()
-        summary = self._catch_up_summary().build(snapshot=False)
+    def _write_counts(self, status: str, summary: RunSummary) -> None:
         _update_counts(
             self._connection,  # the recorder's own; the caller holds the recorder's lock
             self.run_id,
@@ -492,51 +397,5 @@ class PostgresRecorder:
             last_hash=self._last_hash,
         )
 
-    def summary(self) -> RunSummary:
-        """Summarise the events recorded so far."""
-        with self._lock:
-            return self._catch_up_summary().build()
-
-    def finish(self, status: str, **data: Any) -> Event:
-        """Record ``run_finished`` and the run's final counts; see :meth:`RunRecorder.finish`."""
-        if status not in FINISHED_STATUSES:
-            raise TraceError(f"unknown run status {status!r}; use one of {', '.join(sorted(FINISHED_STATUSES))}")
-        with self._lock:
-            if self._finishing:
-                raise TraceError(f"run {self.run_id} is already finished")
-            self._finishing = True
-        data.setdefault("duration_s", round(time.monotonic() - self._started, 6))
-        data.setdefault("error", None)
-        try:
-            event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
-        except BaseException:
-            self._finishing = False
-            raise
-        with self._lock:
-            self._finished = True
-            self._update_index(status)
-        return event
-
-    def close(self) -> None:
-        """Stop recording; a run closed without :meth:`finish` is marked ``interrupted``."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                if not self._finished:
-                    self._update_index("interrupted")
-            finally:
-                self._connection.close()
-
-    def __enter__(self) -> PostgresRecorder:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        try:
-            if exc is not None and not self._finished and not self._closed:
-                self.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self.close()
+    def _release(self) -> None:
+        self._connection.close()

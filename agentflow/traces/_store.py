@@ -27,7 +27,6 @@ died (found by :meth:`TraceStore.list_runs` on the same host), is marked ``inter
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import difflib
@@ -39,23 +38,22 @@ import secrets
 import socket
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from agentflow.errors import ConfigError, TraceError
 from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import encode_event, encode_if_plain, event_hash, normalise_json_value, sha256_hex
+from agentflow.traces._hashing import event_hash, sha256_hex
 from agentflow.traces._migrations import migrate_sqlite
+from agentflow.traces._recorder import BOUNDARY_EVENTS, FINISHED_STATUSES, RecorderBase, utc_now
 from agentflow.traces._sqlite_grading import SQLiteGradingMixin
-from agentflow.traces._summary import RunSummary, SummaryBuilder, summarize
+from agentflow.traces._summary import RunSummary, summarize
 
 if TYPE_CHECKING:
     from agentflow.traces._protocol import Store
@@ -74,19 +72,12 @@ __all__ = [
 FsyncPolicy = Literal["always", "boundary", "never"]
 DEFAULT_SPILL_THRESHOLD = 64 * 1024
 # "imported": a trajectory recorded elsewhere and imported (agentflow traces import), complete as it stands.
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "cancelled", "imported"})
 TRACE_FILE = "trace.jsonl"
 INDEX_FILE = "index.sqlite"
 
-_BOUNDARY_EVENTS = frozenset({EventType.RUN_FINISHED, EventType.ERROR})
-# How often a run in progress refreshes its index row (counts for `agentflow runs`), at most.
-_INDEX_REFRESH_S = 1.0
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 _BUSY_TIMEOUT_S = 10.0
-
-
-_second_prefix: tuple[int, str] = (-1, "")
 
 
 def _ensure_wal(connection: sqlite3.Connection) -> None:
@@ -102,16 +93,6 @@ def _ensure_wal(connection: sqlite3.Connection) -> None:
             if "locked" not in str(exc):
                 raise
             time.sleep(0.01)
-
-
-def _utc_now() -> str:
-    """ISO 8601 UTC with microseconds; formats the date part once per second (this runs for every event)."""
-    global _second_prefix  # noqa: PLW0603 - a one-entry cache of the formatted second
-    now_us = time.time_ns() // 1000
-    second, micro = divmod(now_us, 1_000_000)
-    if _second_prefix[0] != second:
-        _second_prefix = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_second_prefix[1]}.{micro:06d}Z"
 
 
 def _new_run_id() -> str:
@@ -347,7 +328,7 @@ class TraceStore(SQLiteGradingMixin):
                 trace = self.load_trace(run_id)
                 summary = trace.summary()
                 status = summary.status if summary.status in FINISHED_STATUSES else "interrupted"
-                started_at = summary.started_at or (trace.events[0].ts if trace.events else _utc_now())
+                started_at = summary.started_at or (trace.events[0].ts if trace.events else utc_now())
                 connection.execute(
                     "INSERT INTO runs (run_id, workflow, status, started_at) VALUES (?, ?, ?, ?)",
                     (run_id, summary.workflow or "unknown", status, started_at),
@@ -639,33 +620,20 @@ def _index_error(summary: RunSummary) -> str | None:
     return summary.errors[-1].message if summary.errors else None
 
 
-class RunRecorder:
-    """Appends the events of one run to its trace; get one from :meth:`TraceStore.new_run`.
+class RunRecorder(RecorderBase):
+    """Appends the events of one run to its trace file; get one from :meth:`TraceStore.new_run`.
 
     Thread-safe: events from several threads get unique, increasing ``seq`` numbers in file order. Use it as a
     context manager, or call :meth:`finish` and then :meth:`close`.
     """
 
     def __init__(self, store: TraceStore, run_id: str, workflow: str, *, resume: Trace | None = None) -> None:
+        super().__init__(run_id, workflow, store.spill_threshold)
         self.store = store
-        self.run_id = run_id
-        self.workflow = workflow
         self.trace_path = store.run_dir(run_id) / TRACE_FILE
         self.dropped_partial_line: dict[str, Any] | None = None  # set when reopening cut off a partial last line
-        self._lock = threading.Lock()
-        self._next_seq = 0
-        self._last_hash: str | None = None
-        self._summary = SummaryBuilder()
-        # Events wait here until a summary is needed (index refresh, finish): summarising is not on emit's hot path.
-        self._unsummarized: list[Event] = []
-        self._started = time.monotonic()
-        self._finishing = False
-        self._finished = False
-        self._closed = False
         self._fsync_every_event = store.fsync == "always"
         self._fsync_boundaries = store.fsync != "never"
-        self._index_refreshed = time.monotonic()
-        self._spill_threshold = store.spill_threshold
         # O_APPEND + one os.write per event: no user-space buffer to lose, and each line lands whole or not at all
         # (short of the process dying inside the write call).
         create = os.O_CREAT | os.O_EXCL if resume is None else 0
@@ -685,7 +653,7 @@ class RunRecorder:
             self._index.execute(
                 "INSERT OR REPLACE INTO runs (run_id, workflow, status, started_at, host, pid)"
                 " VALUES (?, ?, 'running', ?, ?, ?)",
-                (run_id, workflow, _utc_now(), socket.gethostname(), os.getpid()),
+                (run_id, workflow, utc_now(), socket.gethostname(), os.getpid()),
             )
         except BaseException:
             os.close(self._fd)
@@ -722,107 +690,11 @@ class RunRecorder:
         """The run's directory."""
         return self.trace_path.parent
 
-    @property
-    def finished(self) -> bool:
-        """Whether :meth:`finish` has recorded ``run_finished``."""
-        return self._finished
+    def _write_blob(self, payload: bytes) -> str:
+        return self.store._write_blob(payload)
 
-    def _spill(self, text: str) -> Any:
-        # A str of n characters has between n and 4n UTF-8 bytes: only measure the ones that could be over.
-        if len(text) * 4 <= self._spill_threshold:
-            return text
-        payload = text.encode("utf-8")
-        if len(payload) <= self._spill_threshold:
-            return text
-        return {"$blob": self.store._write_blob(payload), "size": len(payload)}
-
-    def emit(
-        self,
-        type: EventType | str,  # named like the Event field it fills; shadows the builtin only in this method
-        *,
-        node: str | None = None,
-        parent: int | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> Event:
-        """Append one event to the trace and return it (with its seq, timestamp and hashes).
-
-        ``data`` is normalised to JSON (see :func:`agentflow.traces.to_json_value`) and large strings are spilled
-        to blobs before hashing, so the returned event's ``data`` is what the trace holds. When ``data`` is already
-        plain JSON the event keeps that very dict: do not change it after emitting.
-
-        Args:
-            type: the event type.
-            node: the node the event happened in.
-            parent: the seq of the enclosing event (a node's ``node_started``, a result's ``tool_call``).
-            data: the payload, following the conventions of its event type.
-
-        Raises:
-            TraceError: the recorder is closed, ``data`` holds a value that cannot be recorded, ``parent`` names no
-                earlier event, or the trace file cannot be written.
-        """
-        if type.__class__ is EventType:
-            event_type = type
-        else:
-            try:
-                event_type = EventType(type)
-            except ValueError:
-                raise TraceError(f"unknown event type {type!r}; use an EventType") from None
-        payload: dict[str, Any] = {}
-        plain = True
-        encoded: str | None = None
-        if data:
-            if not isinstance(data, dict):
-                raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
-            encoded = encode_if_plain(data, self._spill_threshold)
-            if encoded is None:
-                payload, plain = normalise_json_value(data, self._spill)
-            else:
-                # Already plain JSON: the event holds the caller's dict itself, so emitters must not change `data`
-                # after emitting (the runtime builds a fresh dict per event). The file and hash are fixed either way.
-                payload = data
-        if node is not None and not isinstance(node, str):
-            raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
-        with self._lock:
-            if self._closed:
-                raise TraceError(f"run {self.run_id} is closed; no more events can be recorded")
-            seq = self._next_seq
-            if parent is not None and not 0 <= parent < seq:
-                raise TraceError(f"parent {parent} of a {event_type} event is not an earlier event's seq")
-            ts = _utc_now()
-            digest, line = encode_event(
-                run_id=self.run_id,
-                seq=seq,
-                event_type=str(event_type),
-                ts=ts,
-                node=node,
-                parent=parent,
-                data=payload,
-                prev_hash=self._last_hash,
-                plain=plain,
-                encoded=encoded,
-            )
-            self._write(line, boundary=event_type in _BOUNDARY_EVENTS)
-            event = Event.trusted(
-                run_id=self.run_id,
-                seq=seq,
-                type=event_type,
-                ts=ts,
-                node=node,
-                parent=parent,
-                data=payload,
-                prev_hash=self._last_hash,
-                hash=digest,
-            )
-            self._next_seq = seq + 1
-            self._last_hash = digest
-            self._unsummarized.append(event)
-            if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= _INDEX_REFRESH_S:
-                # Keep `agentflow runs` current for a run in progress, throttled: a SQLite commit per node would
-                # cost more than the node's own bookkeeping.
-                self._update_index("running")
-        return event
-
-    def _write(self, line: bytes, *, boundary: bool) -> None:
+    def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
+        boundary = event_type in BOUNDARY_EVENTS
         try:
             written = os.write(self._fd, line)
             while written < len(line):  # only on exotic file systems; regular files write whole
@@ -832,79 +704,14 @@ class RunRecorder:
         except OSError as exc:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
 
-    def _catch_up_summary(self) -> SummaryBuilder:
-        for event in self._unsummarized:
-            self._summary.add(event)
-        self._unsummarized.clear()
-        return self._summary
-
-    def _update_index(self, status: str) -> None:
-        self._index_refreshed = time.monotonic()
-        summary = self._catch_up_summary().build(snapshot=False)
+    def _write_counts(self, status: str, summary: RunSummary) -> None:
         _write_counts(
             self._index, self.run_id, status=status, summary=summary, events=self._next_seq, last_hash=self._last_hash
         )
 
-    def summary(self) -> RunSummary:
-        """Summarise the events recorded so far (without re-reading the trace)."""
-        with self._lock:
-            return self._catch_up_summary().build()
-
-    def finish(self, status: str, **data: Any) -> Event:
-        """Record ``run_finished`` and store the run's final counts in the index.
-
-        Args:
-            status: ``succeeded``, ``failed``, ``limit_exceeded`` or ``cancelled``.
-            **data: the rest of the event's data (``final_state``, ``error``, ...); ``duration_s`` defaults to the
-                time since :meth:`TraceStore.new_run`.
-
-        Raises:
-            TraceError: the run is already finished or closed, or ``status`` is not one of the above.
-        """
-        if status not in FINISHED_STATUSES:
-            raise TraceError(f"unknown run status {status!r}; use one of {', '.join(sorted(FINISHED_STATUSES))}")
-        with self._lock:
-            # Claimed under the lock so two threads cannot both record run_finished.
-            if self._finishing:
-                raise TraceError(f"run {self.run_id} is already finished")
-            self._finishing = True
-        data.setdefault("duration_s", round(time.monotonic() - self._started, 6))
-        data.setdefault("error", None)
-        try:
-            event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
-        except BaseException:
-            self._finishing = False
-            raise
-        with self._lock:
-            self._finished = True
-            self._update_index(status)
-        return event
-
-    def close(self) -> None:
-        """Close the trace file; a run closed without :meth:`finish` is marked ``interrupted`` in the index."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                if not self._finished:
-                    self._update_index("interrupted")
-            finally:
-                os.close(self._fd)
-                self._index.close()
-
-    def __enter__(self) -> RunRecorder:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        try:
-            if exc is not None and not self._finished and not self._closed:
-                cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-                self.finish("cancelled" if cancelled else "failed", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self.close()
+    def _release(self) -> None:
+        os.close(self._fd)
+        self._index.close()
 
 
 def _fsync_directory(directory: Path) -> None:

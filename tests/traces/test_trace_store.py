@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import agentflow.traces._store as _store_module
+import agentflow.traces._recorder as _recorder_module
 from agentflow.errors import TraceError
 from agentflow.traces import EventType, RunRecorder, TraceStore, event_hash
 
@@ -259,7 +259,7 @@ def test_index_lists_runs_newest_first_with_counts_and_filters_by_status(
     with store.new_run(workflow="beta", run_id="r2") as recorder:
         _record_small_run(recorder, tool_ok=False, reward=None)
         recorder.finish("failed", error="NodeFailed: boom")
-    monkeypatch.setattr(_store_module, "_INDEX_REFRESH_S", 0.0)  # refresh the row at every node
+    monkeypatch.setattr(_recorder_module, "INDEX_REFRESH_S", 0.0)  # refresh the row at every node
     running = store.new_run(workflow="gamma", run_id="r3")
     _record_small_run(running, reward=0.5)  # ends with node_finished, which refreshes the row
 

@@ -1,0 +1,249 @@
+"""What every store's run recorder shares: the seq and hash chain, payload normalisation and spilling, the lazy run
+summary and the finish/close lifecycle. Stores supply where an event line, a blob and the index row go."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import threading
+import time
+from types import TracebackType
+from typing import Any, Self
+
+from agentflow.errors import TraceError
+from agentflow.traces._events import Event, EventType
+from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value
+from agentflow.traces._summary import RunSummary, SummaryBuilder
+
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "cancelled", "imported"})
+"""The statuses ``finish`` accepts (``running`` and ``interrupted`` are the store's to set)."""
+
+# The events after which a store makes the trace durable (fsync for files): the end of a run and reported failures.
+BOUNDARY_EVENTS = frozenset({EventType.RUN_FINISHED, EventType.ERROR})
+
+# How often a run in progress refreshes its index row (counts for `agentflow runs`), at most: a commit per node
+# would cost more than the node's own bookkeeping.
+INDEX_REFRESH_S = 1.0
+
+_second_prefix: tuple[int, str] = (-1, "")
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with microseconds; formats the date part once per second (this runs for every event)."""
+    global _second_prefix  # noqa: PLW0603 - a one-entry cache of the formatted second
+    now_us = time.time_ns() // 1000
+    second, micro = divmod(now_us, 1_000_000)
+    if _second_prefix[0] != second:
+        _second_prefix = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_prefix[1]}.{micro:06d}Z"
+
+
+class RecorderBase(abc.ABC):
+    """Appends the events of one run; thread-safe: events from several threads get unique, increasing seqs.
+
+    Use it as a context manager, or call :meth:`finish` and then :meth:`close`.
+    """
+
+    # Whether normalising a payload must hold the recorder's lock (a store whose blob writes share the recorder's
+    # one database connection).
+    spill_under_lock = False
+
+    def __init__(self, run_id: str, workflow: str, spill_threshold: int) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self._spill_threshold = spill_threshold
+        self._lock = threading.Lock()
+        self._next_seq = 0
+        self._last_hash: str | None = None
+        self._summary = SummaryBuilder()
+        # Events wait here until a summary is needed (index refresh, finish): summarising is not on emit's hot path.
+        self._unsummarized: list[Event] = []
+        self._started = time.monotonic()
+        self._index_refreshed = time.monotonic()
+        self._finishing = False
+        self._finished = False
+        self._closed = False
+
+    # -- what a store supplies ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _write_blob(self, payload: bytes) -> str:
+        """Store a spilled payload content-addressed; return its sha256."""
+
+    @abc.abstractmethod
+    def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
+        """Make one encoded event durable as the store promises (called under the lock, in seq order)."""
+
+    @abc.abstractmethod
+    def _write_counts(self, status: str, summary: RunSummary) -> None:
+        """Update the run's index row (called under the lock)."""
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Close files and connections (called once, under the lock)."""
+
+    # -- shared -------------------------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` has recorded ``run_finished``."""
+        return self._finished
+
+    def _spill(self, text: str) -> Any:
+        # A str of n characters has between n and 4n UTF-8 bytes: only measure the ones that could be over.
+        if len(text) * 4 <= self._spill_threshold:
+            return text
+        payload = text.encode("utf-8")
+        if len(payload) <= self._spill_threshold:
+            return text
+        return {"$blob": self._write_blob(payload), "size": len(payload)}
+
+    def emit(
+        self,
+        type: EventType | str,  # named like the Event field it fills; shadows the builtin only in this method
+        *,
+        node: str | None = None,
+        parent: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """Append one event to the trace and return it (with its seq, timestamp and hashes).
+
+        ``data`` is normalised to JSON (see :func:`agentflow.traces.to_json_value`) and large strings are spilled
+        to blobs before hashing, so the returned event's ``data`` is what the trace holds. When ``data`` is already
+        plain JSON the event keeps that very dict: do not change it after emitting.
+
+        Raises:
+            TraceError: the recorder is closed, ``data`` holds a value that cannot be recorded, ``parent`` names no
+                earlier event, or the store cannot be written.
+        """
+        if type.__class__ is EventType:
+            event_type = type
+        else:
+            try:
+                event_type = EventType(type)
+            except ValueError:
+                raise TraceError(f"unknown event type {type!r}; use an EventType") from None
+        payload: dict[str, Any] = {}
+        plain = True
+        encoded: str | None = None
+        if data:
+            if not isinstance(data, dict):
+                raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
+            with self._lock if self.spill_under_lock else contextlib.nullcontext():
+                encoded = encode_if_plain(data, self._spill_threshold)
+                if encoded is None:
+                    payload, plain = normalise_json_value(data, self._spill)
+                else:
+                    # Already plain JSON: the event holds the caller's dict itself, so emitters must not change
+                    # `data` after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
+                    payload = data
+        if node is not None and not isinstance(node, str):
+            raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
+        with self._lock:
+            if self._closed:
+                raise TraceError(f"run {self.run_id} is closed; no more events can be recorded")
+            seq = self._next_seq
+            if parent is not None and not 0 <= parent < seq:
+                raise TraceError(f"parent {parent} of a {event_type} event is not an earlier event's seq")
+            ts = utc_now()
+            digest, line = encode_event(
+                run_id=self.run_id,
+                seq=seq,
+                event_type=str(event_type),
+                ts=ts,
+                node=node,
+                parent=parent,
+                data=payload,
+                prev_hash=self._last_hash,
+                plain=plain,
+                encoded=encoded,
+            )
+            self._append(seq=seq, event_type=event_type, node=node, digest=digest, line=line)
+            event = Event.trusted(
+                run_id=self.run_id,
+                seq=seq,
+                type=event_type,
+                ts=ts,
+                node=node,
+                parent=parent,
+                data=payload,
+                prev_hash=self._last_hash,
+                hash=digest,
+            )
+            self._next_seq = seq + 1
+            self._last_hash = digest
+            self._unsummarized.append(event)
+            if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= INDEX_REFRESH_S:
+                self._update_index("running")  # keeps `agentflow runs` current for a run in progress
+        return event
+
+    def _catch_up_summary(self) -> SummaryBuilder:
+        for event in self._unsummarized:
+            self._summary.add(event)
+        self._unsummarized.clear()
+        return self._summary
+
+    def _update_index(self, status: str) -> None:
+        self._index_refreshed = time.monotonic()
+        self._write_counts(status, self._catch_up_summary().build(snapshot=False))
+
+    def summary(self) -> RunSummary:
+        """Summarise the events recorded so far (without re-reading the trace)."""
+        with self._lock:
+            return self._catch_up_summary().build()
+
+    def finish(self, status: str, **data: Any) -> Event:
+        """Record ``run_finished`` and store the run's final counts in the index.
+
+        Args:
+            status: ``succeeded``, ``failed``, ``limit_exceeded``, ``cancelled`` (or ``imported``).
+            **data: the rest of the event's data (``final_state``, ``error``, ...); ``duration_s`` defaults to the
+                time since the run was created.
+
+        Raises:
+            TraceError: the run is already finished or closed, or ``status`` is not one of the above.
+        """
+        if status not in FINISHED_STATUSES:
+            raise TraceError(f"unknown run status {status!r}; use one of {', '.join(sorted(FINISHED_STATUSES))}")
+        with self._lock:
+            # Claimed under the lock so two threads cannot both record run_finished.
+            if self._finishing:
+                raise TraceError(f"run {self.run_id} is already finished")
+            self._finishing = True
+        data.setdefault("duration_s", round(time.monotonic() - self._started, 6))
+        data.setdefault("error", None)
+        try:
+            event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
+        except BaseException:
+            self._finishing = False
+            raise
+        with self._lock:
+            self._finished = True
+            self._update_index(status)
+        return event
+
+    def close(self) -> None:
+        """Stop recording; a run closed without :meth:`finish` is marked ``interrupted`` in the index."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if not self._finished:
+                    self._update_index("interrupted")
+            finally:
+                self._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            if exc is not None and not self._finished and not self._closed:
+                status = "cancelled" if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+                self.finish(status, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.close()
