@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,3 +129,26 @@ class Sandbox(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def workdir_relative(path: str, workdir: str) -> str:
+    """``path`` relative to a sandbox's ``workdir`` as commands see it, refused when it lexically leaves the workdir.
+
+    For backends that check paths on the host side before a remote call; symlinks are the backend's to check where
+    the files live.
+
+    Raises:
+        PathOutsideWorkdirError: ``path`` is absolute outside the workdir, or climbs out of it with ``..``.
+    """
+    from agentflow.errors import PathOutsideWorkdirError
+
+    pure = posixpath.normpath(path or ".")
+    if pure.startswith("/"):
+        if pure == workdir:
+            return "."
+        if not pure.startswith(workdir + "/"):
+            raise PathOutsideWorkdirError(f"{path!r} is outside the sandbox workdir {workdir}")
+        pure = pure[len(workdir) + 1 :]
+    if pure == ".." or pure.startswith("../"):
+        raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {workdir}")
+    return pure

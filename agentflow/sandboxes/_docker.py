@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import posixpath
 import secrets
 import signal
 import socket
@@ -40,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, workdir_relative
 from agentflow.sandboxes._registry import sandbox
 
 DEFAULT_IMAGE = "agentflow/python:latest"
@@ -347,17 +346,7 @@ def _raise_reply_error(header: dict[str, Any], path: str) -> None:
 
 
 def _relative(path: str) -> str:
-    """A path relative to the workdir, refused when it lexically leaves it (symlinks are checked inside)."""
-    pure = posixpath.normpath(path or ".")
-    if pure.startswith("/"):
-        if pure == WORKDIR:
-            return "."
-        if not pure.startswith(WORKDIR + "/"):
-            raise PathOutsideWorkdirError(f"{path!r} is outside the sandbox workdir {WORKDIR}")
-        pure = pure[len(WORKDIR) + 1 :]
-    if pure == ".." or pure.startswith("../"):
-        raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
-    return pure
+    return workdir_relative(path, WORKDIR)
 
 
 # -- container start ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, workdir_relative
 from agentflow.sandboxes._registry import sandbox
 
 WORKDIR = "/home/user/workspace"
@@ -41,16 +41,7 @@ def _e2b() -> Any:
 
 
 def _relative(path: str) -> str:
-    pure = posixpath.normpath(path or ".")
-    if pure.startswith("/"):
-        if pure == WORKDIR:
-            return "."
-        if not pure.startswith(WORKDIR + "/"):
-            raise PathOutsideWorkdirError(f"{path!r} is outside the sandbox workdir {WORKDIR}")
-        pure = pure[len(WORKDIR) + 1 :]
-    if pure == ".." or pure.startswith("../"):
-        raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
-    return pure
+    return workdir_relative(path, WORKDIR)
 
 
 @sandbox("e2b")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentflow.traces._protocol import GradingMode, GradingPass, GradingTables, StoredReward, sqlite_unit
 
@@ -15,11 +15,11 @@ class SQLiteGradingMixin:
 
     root: Path
 
-    def _open_index(self) -> sqlite3.Connection:  # provided by TraceStore
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by TraceStore, the one class this mixes into
 
-    def _run_names(self) -> list[str]:  # provided by TraceStore
-        raise NotImplementedError
+        def _open_index(self) -> sqlite3.Connection: ...
+
+        def _run_names(self) -> list[str]: ...
 
     @property
     def location(self) -> str:
