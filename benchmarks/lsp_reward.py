@@ -105,6 +105,8 @@ async def _warm_and_cold(steps: int) -> dict[str, Any]:
             cold_errors = json.loads(done.stdout)["summary"]["errorCount"]
             if cold_errors != rewards[-1]:
                 raise SystemExit(f"warm and cold disagree at step {n}: {rewards[-1]} vs {cold_errors} errors")
+        session = hook.session_of("bench")
+        resolution_method = session.resolution_method if session is not None else "none"
     finally:
         await hook.finish_run("bench")
         await box.close()
@@ -112,6 +114,7 @@ async def _warm_and_cold(steps: int) -> dict[str, Any]:
         "steps": steps,
         "modules": MODULES,
         "server": "basedpyright",
+        "resolution_method": resolution_method,
         "server_start_and_first_step_s": first_step_s,
         "warm_p50_ms": _p50(warm) * 1000,
         "warm_p90_ms": sorted(warm)[int(0.9 * (len(warm) - 1))] * 1000,
@@ -154,7 +157,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(figures))
         return
-    print(f"LSP reward per step over {figures['steps']} steps, {figures['modules']} modules, basedpyright")
+    print(
+        f"LSP reward per step over {figures['steps']} steps, {figures['modules']} modules, basedpyright "
+        f"(names resolved by {figures['resolution_method']})"
+    )
     print(f"  warm server : p50 {figures['warm_p50_ms']:.1f} ms  p90 {figures['warm_p90_ms']:.1f} ms")
     print(f"  cold CLI    : p50 {figures['cold_p50_ms']:.1f} ms  p90 {figures['cold_p90_ms']:.1f} ms")
     print(f"  warm/cold p50 ratio {figures['warm_cold_ratio']:.4f} (target <= {figures['target_ratio']})")

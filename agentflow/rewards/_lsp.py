@@ -4,7 +4,15 @@
 0.1), where D counts the relevant diagnostics (errors, and warnings with ``include_warnings``) of the workspace's
 Python files after the step, S_t is 1 when the safety checks pass (every edit applied, inside the workspace, every
 edited Python file still parses), and conf_t is the share of the names on the edited lines that the server resolves
-with ``textDocument/definition`` (1 when there is none).
+to a declaration (1 when there is none).
+
+How names are resolved, and why this way: a server that offers semantic tokens (basedpyright) classifies every name
+it bound to a declaration in one ``textDocument/semanticTokens/full`` answer, and leaves the names it could not
+resolve without a token; so a name with a token counts as resolved, and only the names without one are asked with
+``textDocument/definition``. On the HumanEval solutions (with one name per solution made unknown) the two methods
+agreed on 2263 of 2264 names, and a definition request into the standard library costs basedpyright 15-50 ms (it
+maps the stub back to a source file) while the token request costs one re-check of the file, shared with the
+diagnostics. Servers without semantic tokens (pylsp) are asked one definition per name.
 
 Where the server runs, and why: on a **synced copy** of the sandbox's workdir in a private temporary folder on the
 host. The sandbox hands the hook its files through its own ``list_files``/``read_file``, so the same code works
@@ -34,6 +42,7 @@ import os
 import posixpath
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import tokenize
@@ -91,7 +100,8 @@ SERVERS: dict[str, ServerCommand] = {
         "basedpyright", "basedpyright-langserver", ("--stdio",), "pip install 'agentflow[lsp]'"
     ),
     "ruff": ServerCommand("ruff", "ruff", ("server",), "pip install ruff"),
-    "pylsp": ServerCommand("pylsp", "pylsp", (), "pip install python-lsp-server"),
+    # without pyflakes, pylsp reports no diagnostics at all
+    "pylsp": ServerCommand("pylsp", "pylsp", (), "pip install 'python-lsp-server[pyflakes]'"),
 }
 """The language servers the hook can start, by the name `options.server` takes."""
 
@@ -150,6 +160,40 @@ class Diagnostic:
         }
 
 
+class _SourceLines:
+    """The lines of the documents definitions point into, read once per request batch, and LSP column conversion."""
+
+    def __init__(self, open_documents: Mapping[str, str], read_outside: Any) -> None:
+        self._open = open_documents
+        self._read_outside = read_outside  # uri -> lines, for stubs and installed packages
+        self._lines: dict[str, list[str]] = {}
+
+    def lines(self, uri: str) -> list[str]:
+        if uri not in self._lines:
+            text = self._open.get(uri)
+            self._lines[uri] = text.splitlines() if text is not None else self._read_outside(uri)
+        return self._lines[uri]
+
+    def column(self, uri: str, line: int, index: int) -> int:
+        """The LSP column (UTF-16 code units) of a str index on a line of a document."""
+        text = self.lines(uri)
+        return _to_utf16(text[line], index) if line < len(text) else index
+
+    def starts_with(self, uri: str, target: Any, name: str) -> bool:
+        """Whether the range ``target`` of a document starts with ``name`` (or is the top of a module)."""
+        start, end = target.start, target.end
+        if (start.line, start.character, end.line, end.character) == (0, 0, 0, 0):
+            return True  # a module
+        text = self.lines(uri)
+        if start.line >= len(text):
+            return False
+        line = text[start.line]
+        first = _from_utf16(line, start.character)
+        # a declaration's range may cover more than the name (`values: list[float]`), but starts with it
+        covered = line[first:] if end.line > start.line else line[first : _from_utf16(line, end.character)]
+        return covered.startswith(name) and not covered[len(name) : len(name) + 1].isidentifier()
+
+
 class LanguageServerSession:
     """One language server process over stdio, with the workspace's documents open in it.
 
@@ -173,12 +217,17 @@ class LanguageServerSession:
         self._pull = True
         self._pushed: dict[str, tuple[int | None, list[Any]]] = {}
         self._pushed_event = asyncio.Event()
+        self._semantic_tokens = False  # announced by the server, statically or by registration
         self._restart_lock = asyncio.Lock()
         self._outside: dict[str, list[str]] = {}  # lines of files outside the workspace that definitions point to
 
     @property
     def pid(self) -> int | None:
-        """The server's process id (None before start)."""
+        """The server's process id (None before start); it leads its own process group.
+
+        The group matters because a server may be a launcher: ``basedpyright-langserver`` is a Python script that
+        runs node as a child, so stopping only the launcher would leave node running.
+        """
         server = getattr(self._client, "_server", None)
         return None if server is None else int(server.pid)
 
@@ -205,7 +254,9 @@ class LanguageServerSession:
             self._pushed_event.set()
 
         def _register(params: types.RegistrationParams) -> None:
-            return None  # accepted: basedpyright serves pull diagnostics only once it registered them dynamically
+            # accepted: basedpyright serves pull diagnostics only once it registered them dynamically
+            if any(r.method == types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL for r in params.registrations):
+                self._semantic_tokens = True
 
         client.feature(types.WORKSPACE_CONFIGURATION)(_configuration)
         client.feature(types.CLIENT_REGISTER_CAPABILITY)(_register)
@@ -225,7 +276,7 @@ class LanguageServerSession:
         for method in ("pyright/reportProgress", "pyright/endProgress", types.TELEMETRY_EVENT):
             client.feature(method)(lambda *_args: None)
 
-        await client.start_io(self.executable, *self.server.args, cwd=str(self.root))
+        await client.start_io(self.executable, *self.server.args, cwd=str(self.root), start_new_session=True)
         self._client = client
         root_uri = self.root.as_uri()
         capabilities = types.ClientCapabilities(
@@ -233,6 +284,13 @@ class LanguageServerSession:
                 diagnostic=types.DiagnosticClientCapabilities(dynamic_registration=True),
                 publish_diagnostics=types.PublishDiagnosticsClientCapabilities(version_support=True),
                 synchronization=types.TextDocumentSyncClientCapabilities(),
+                # only which names carry a token is read, so every type and modifier is accepted
+                semantic_tokens=types.SemanticTokensClientCapabilities(
+                    requests=types.ClientSemanticTokensRequestOptions(full=True),
+                    token_types=[t.value for t in types.SemanticTokenTypes],
+                    token_modifiers=[m.value for m in types.SemanticTokenModifiers],
+                    formats=[types.TokenFormat.Relative],
+                ),
             ),
             workspace=types.WorkspaceClientCapabilities(configuration=True, workspace_folders=True),
         )
@@ -243,6 +301,7 @@ class LanguageServerSession:
             workspace_folders=[types.WorkspaceFolder(uri=root_uri, name=self.root.name)],
         )
         result = await self._request(client.initialize_async(params))
+        self._semantic_tokens = self._semantic_tokens or result.capabilities.semantic_tokens_provider is not None
         if result.server_info is not None:
             self.server_name = result.server_info.name or self.server.name
             self.server_version = result.server_info.version or self._package_version()
@@ -371,60 +430,77 @@ class LanguageServerSession:
                         await self._pushed_event.wait()
         return {p: self._pushed[self.uri(p)][1] for p in paths}
 
+    @property
+    def resolution_method(self) -> str:
+        """How ``resolves`` decides: semantic tokens first, or one definition request per name."""
+        return "semanticTokens+definition" if self._semantic_tokens else "definition"
+
     async def resolves(self, relative: str, names: Sequence[tuple[int, int, str]]) -> list[bool]:
-        """Whether ``textDocument/definition`` resolves each name (line, start character, name) of a document.
+        """Whether the server resolves each name (line, start character, name) of a document to a declaration.
 
-        A name counts as resolved when a returned location starts with that same name, or is the top of a module (an
-        imported module's file). The location's text is checked because servers answer something for unknown names
-        too: basedpyright falls back to the enclosing call's function (``len(nowhere)`` -> ``len``).
+        With semantic tokens, a name that carries a token is resolved (the server classified it by its declaration);
+        a name without one, and every name on a server without tokens, is asked with ``textDocument/definition``.
         """
-        from lsprotocol import types
-
-        open_documents = {self.uri(path): text for path, (_version, text) in self._documents.items()}
-        lines: dict[str, list[str]] = {}
-
-        def spans(uri: str, target: Any, name: str) -> bool:
-            start, end = target.start, target.end
-            if (start.line, start.character, end.line, end.character) == (0, 0, 0, 0):
-                return True  # a module
-            if uri not in lines:
-                if uri in open_documents:
-                    lines[uri] = open_documents[uri].splitlines()
-                else:  # a stub or an installed package: read once per session (typeshed's builtins is 7000 lines)
-                    lines[uri] = self._outside_lines(uri)
-            text = lines[uri]
-            if start.line >= len(text):
-                return False
-            # a declaration's range may cover more than the name (`values: list[float]`), but starts with it
-            covered = (
-                text[start.line][start.character :]
-                if end.line > start.line
-                else text[start.line][start.character : end.character]
-            )
-            return covered.startswith(name) and not covered[len(name) : len(name) + 1].isidentifier()
+        sources = _SourceLines(
+            {self.uri(path): text for path, (_version, text) in self._documents.items()}, self._outside_lines
+        )
+        uri = self.uri(relative)
 
         async def ask_all() -> list[bool]:
-            async def ask(line: int, character: int, name: str) -> bool:
-                params = types.DefinitionParams(
-                    text_document=types.TextDocumentIdentifier(uri=self.uri(relative)),
-                    position=types.Position(line=line, character=character + len(name) // 2),
-                )
-                found = await self._request(self._client.text_document_definition_async(params))
-                if not found:
-                    return False
-                locations = found if isinstance(found, list) else [found]
-                for location in locations:
-                    if isinstance(location, types.LocationLink):
-                        if spans(location.target_uri, location.target_selection_range, name):
-                            return True
-                    elif spans(location.uri, location.range, name):
-                        return True
-                return False
-
-            return list(await asyncio.gather(*(ask(*item) for item in names)))
+            tokens = await self._token_starts(relative) if self._semantic_tokens else set()
+            answers = [(line, sources.column(uri, line, character)) in tokens for line, character, _name in names]
+            unsure = [index for index, resolved in enumerate(answers) if not resolved]
+            defined = await asyncio.gather(*(self._defined(sources, uri, *names[index]) for index in unsure))
+            for index, resolved in zip(unsure, defined, strict=True):
+                answers[index] = resolved
+            return answers
 
         answers: list[bool] = await self._with_restart(ask_all)
         return answers
+
+    async def _defined(self, sources: _SourceLines, uri: str, line: int, character: int, name: str) -> bool:
+        """Whether ``textDocument/definition`` on a name answers with a location that starts with that name.
+
+        The location's text is checked because servers answer something for unknown names too: basedpyright falls
+        back to the enclosing call's function (``len(nowhere)`` -> ``len``). The top of a module counts (an imported
+        module's file).
+        """
+        from lsprotocol import types
+
+        params = types.DefinitionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=sources.column(uri, line, character + len(name) // 2)),
+        )
+        found = await self._request(self._client.text_document_definition_async(params))
+        locations = found if isinstance(found, list) else [found] if found else []
+        for location in locations:
+            if isinstance(location, types.LocationLink):
+                if sources.starts_with(location.target_uri, location.target_selection_range, name):
+                    return True
+            elif sources.starts_with(location.uri, location.range, name):
+                return True
+        return False
+
+    async def _token_starts(self, relative: str) -> set[tuple[int, int]]:
+        """(line, UTF-16 column) where the server's semantic tokens of a document start."""
+        from lsprotocol import types
+        from pygls.exceptions import JsonRpcMethodNotFound
+
+        params = types.SemanticTokensParams(text_document=types.TextDocumentIdentifier(uri=self.uri(relative)))
+        try:
+            answer = await self._request(self._client.text_document_semantic_tokens_full_async(params))
+        except JsonRpcMethodNotFound:
+            self._semantic_tokens = False
+            return set()
+        starts: set[tuple[int, int]] = set()
+        line = character = 0
+        data = list(answer.data) if answer is not None else []
+        for index in range(0, len(data) - 4, 5):  # relative encoding: Δline, Δstart (or start on a new line), ...
+            delta_line, delta_start = data[index], data[index + 1]
+            character = delta_start if delta_line else character + delta_start
+            line += delta_line
+            starts.add((line, character))
+        return starts
 
     def _outside_lines(self, uri: str) -> list[str]:
         if uri not in self._outside:
@@ -452,9 +528,10 @@ class LanguageServerSession:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
                     await process.wait()
-            with contextlib.suppress(ProcessLookupError):
-                if process.returncode is None:
-                    process.kill()
+        if process is not None:
+            # the whole group: a launcher's children (basedpyright's node) would outlive the launcher otherwise
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await client.stop()
@@ -595,6 +672,23 @@ def _uri_path(uri: str) -> str:
     return unquote(urlparse(uri).path)
 
 
+def _to_utf16(line: str, index: int) -> int:
+    """The LSP column (UTF-16 code units, the protocol's default) of a str index in ``line``."""
+    return len(line[:index].encode("utf-16-le")) // 2
+
+
+def _from_utf16(line: str, column: int) -> int:
+    """The str index in ``line`` of an LSP column in UTF-16 code units."""
+    if line.isascii():
+        return column
+    units = 0
+    for index, char in enumerate(line):
+        if units >= column:
+            return index
+        units += 2 if ord(char) > 0xFFFF else 1
+    return len(line)
+
+
 def parses(path: str, text: str) -> bool:
     try:
         ast.parse(text, filename=path)
@@ -634,7 +728,7 @@ class LspDiagnosticsHook(RewardHook):
     files. Needs the run's sandbox: offline (``sandbox=None``) it raises a clear error.
     """
 
-    version = "1"
+    version = "2"  # 2: names resolved by semantic tokens first; LSP columns in UTF-16
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -779,7 +873,7 @@ class LspDiagnosticsHook(RewardHook):
             "d_prev": d_prev,
             "d": d_t,
             "safety": safety,
-            "symbols": {"queried": queried, "resolved": resolved},
+            "symbols": {"queried": queried, "resolved": resolved, "method": state.session.resolution_method},
         }
         from agentflow.traces._hashing import canonical_json
 

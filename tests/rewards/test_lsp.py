@@ -104,11 +104,11 @@ async def test_server_crash_restarts_once_then_fails(sandbox: Sandbox) -> None:
         session = hook.session_of("run-test")
         assert session is not None and session.pid is not None
         first_pid = session.pid
-        os.kill(first_pid, signal.SIGKILL)
+        os.killpg(first_pid, signal.SIGKILL)  # the whole server: its launcher and node
         again = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", BROKEN), sandbox))
         assert again is not None and again.components["d"] == 1  # a fresh server saw the re-broken file
         assert session.restarts == 1 and session.pid != first_pid
-        os.kill(session.pid, signal.SIGKILL)
+        os.killpg(session.pid, signal.SIGKILL)
         with pytest.raises(RewardHookError, match="died again after a restart"):
             await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox))
     finally:
@@ -182,3 +182,73 @@ def test_changed_lines_and_names() -> None:
     assert name_positions(text, [0, 1], 2) == [(0, 0, "x"), (0, 4, "len")]
     # an unparsable file: names found by pattern, keywords left out
     assert name_positions("def f(:\n  return zz\n", [1], 10) == [(1, 9, "zz")]
+
+
+async def test_pylsp_is_selectable_and_resolves_names_by_definition(sandbox: Sandbox) -> None:
+    require(_installed("pylsp"), "python-lsp-server is not installed (pip install 'python-lsp-server[pyflakes]')")
+    hook = LspDiagnosticsHook(server="pylsp")
+    events = StepEvents()
+    await hook.start_run(step([], sandbox, kind="run"))
+    try:
+        fixed = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox))
+        assert fixed is not None
+        parts = fixed.components
+        assert parts["bundle"]["server"]["name"] == "pylsp"
+        assert (parts["d_prev"], parts["d"]) == (1, 0)  # pyflakes' undefined name, pushed (pylsp has no pull)
+        assert parts["bundle"]["symbols"]["method"] == "definition"
+        assert parts["conf"] == 1.0
+        unknown = "def mean(values: list[float]) -> float:\n    return sum(values) / len(nowhere)\n"
+        guessed = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", unknown), sandbox))
+        assert guessed is not None
+        assert guessed.components["d"] == 1
+        assert guessed.components["conf"] == pytest.approx(3 / 4)
+    finally:
+        await hook.finish_run("run-test")
+
+
+async def test_names_after_wide_characters_resolve_at_their_utf16_columns(sandbox: Sandbox) -> None:
+    """LSP columns count UTF-16 code units: an emoji before a name shifts it by two, a CJK character by one."""
+    require(_installed("basedpyright"), "basedpyright is not installed (pip install 'agentflow[lsp]')")
+    hook = LspDiagnosticsHook()
+    events = StepEvents()
+    await hook.start_run(step([], sandbox, kind="run"))
+    try:
+        wide = 'def mean(values: list[float]) -> float:\n    return len("😀😀 统计" + str(values)) + len(nowhere)\n'
+        reward = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", wide), sandbox))
+        assert reward is not None
+        symbols = reward.components["bundle"]["symbols"]
+        assert symbols["method"] == "semanticTokens+definition"
+        # len, str, values resolve; nowhere does not (its column is past the wide characters)
+        assert (symbols["queried"], symbols["resolved"]) == (4, 3)
+    finally:
+        await hook.finish_run("run-test")
+
+
+async def test_docker_sandbox_edits_reach_the_server_through_the_synced_copy() -> None:
+    """The server runs on the host against a copy of the container's workdir: a write_file step and a shell step
+    (``sed -i`` inside the container, which forces a rescan) both reach it."""
+    from tests.sandboxes._docker_support import require_docker
+
+    require(_installed("basedpyright"), "basedpyright is not installed (pip install 'agentflow[lsp]')")
+    require_docker()
+    box = await create_sandbox("docker")
+    hook = LspDiagnosticsHook()
+    events = StepEvents()
+    try:
+        await box.write_file("calc/__init__.py", "")
+        await box.write_file("calc/stats.py", BROKEN)
+        await hook.start_run(step([], box, kind="run"))
+        fixed = await hook.score(step(await _edit(box, events, "calc/stats.py", FIXED), box))
+        assert fixed is not None
+        assert (fixed.components["d_prev"], fixed.components["d"]) == (1, 0)
+
+        result = await box.exec(["sed", "-i", "s/len(values)/len(valuez)/", "calc/stats.py"])
+        assert result.exit_code == 0, result.stderr
+        shell = events.tool("shell", {"command": "sed -i s/len(values)/len(valuez)/ calc/stats.py"})
+        broken = await hook.score(step(shell, box))
+        assert broken is not None
+        assert broken.components["changed_files"] == ["calc/stats.py"]
+        assert (broken.components["d_prev"], broken.components["d"], broken.label) == (0, 1, -1)
+    finally:
+        await hook.finish_run("run-test")
+        await box.close()
