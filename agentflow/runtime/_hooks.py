@@ -85,12 +85,13 @@ class RewardEngine:
         """Record every background reward still pending (or cancel them), then let each hook release its state."""
         if ctx.replays_hooks:
             return
-        await self._drain(ctx.run_id, cancel=cancel)
+        await self.drain(ctx.run_id, cancel=cancel)
         for binding in self.bindings:
             with contextlib.suppress(Exception):  # releasing resources must not mask how the run ended
                 await binding.hook.finish_run(ctx.run_id)
 
-    async def _drain(self, run_id: str, *, cancel: bool = False) -> None:
+    async def drain(self, run_id: str, *, cancel: bool = False) -> None:
+        """Wait for this engine's background rewards of a run (each records itself), or cancel them."""
         pending = self._pending.pop(run_id, set())
         if cancel:
             for task in pending:
@@ -109,7 +110,7 @@ class RewardEngine:
         if ctx.replays_hooks:
             return []
         if kind == "run":
-            await self._drain(ctx.run_id)  # run hooks and aggregates see every step reward
+            await self.drain(ctx.run_id)  # run hooks and aggregates see every step reward (see drain_background)
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]
         recorded: list[Event] = []
         if bindings:
@@ -240,6 +241,17 @@ async def start_run_hooks(compiled: CompiledWorkflow, ctx: RunContext) -> None:
     for engine in _engines(compiled):
         if engine.bindings:
             await engine.start_run(ctx)
+
+
+async def drain_background(compiled: CompiledWorkflow, ctx: RunContext) -> None:
+    """Wait for the background rewards of the workflow's and its subgraphs' hooks.
+
+    Before the run-level hooks score: their aggregates count a subgraph's step rewards under the same hook name.
+    """
+    if ctx.replays_hooks:
+        return
+    for engine in _engines(compiled):
+        await engine.drain(ctx.run_id)
 
 
 async def finish_run_hooks(compiled: CompiledWorkflow, ctx: RunContext, *, cancel: bool = False) -> None:

@@ -14,7 +14,7 @@ import agentflow
 from agentflow.errors import LimitExceeded, RunError, SandboxError
 from agentflow.graph._compile import CompiledWorkflow, compile_workflow
 from agentflow.runtime._context import RunContext
-from agentflow.runtime._hooks import finish_run_hooks, start_run_hooks
+from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _error_data
 from agentflow.sandboxes import create_sandbox
@@ -145,6 +145,7 @@ async def run_workflow(
         await start_run_hooks(compiled, ctx)
         await _execute(compiled, ctx, initial, outcome, clock, checkpointer=checkpointer)
         if compiled.hooks.wants("run", None):
+            await drain_background(compiled, ctx)
             await compiled.hooks.score(ctx, kind="run", node=None, label=None, events=list(ctx.events))
     finally:
         if ctx is not None:  # background rewards land before run_finished

@@ -8,7 +8,8 @@ trace imported from another tool agree. Definitions (the CLI and the index use t
 - a **tool call** is a ``tool_call`` event; it is ok or failed by the ``ok`` flag of its ``tool_result``;
 - a **model call** is a ``model_request`` (importers that record only responses count their ``model_response``);
   tokens come from ``model_response.usage``;
-- a **reward** is a ``reward`` event; means ignore rewards whose value is ``None`` (a hook that abstained);
+- a **reward** is a ``reward`` event; means ignore rewards whose value is ``None`` (a hook that abstained); a
+  ``reward`` event carrying ``aggregate`` figures is the run's aggregate of a hook's rewards, kept apart, not counted;
 - events are attributed to the node named on them, or else to the node of their ``parent`` event.
 """
 
@@ -107,6 +108,8 @@ class HookRewards:
     count: int = 0
     values: list[float] = field(default_factory=lambda: [])
     labels: dict[str, int] = field(default_factory=lambda: {})  # "1" | "0" | "-1" -> count
+    # the run-level figures of the hook's `aggregate:` setting (the last aggregate event); not a reward, not counted
+    aggregate: dict[str, Any] | None = None
 
     @property
     def mean(self) -> float | None:
@@ -303,6 +306,10 @@ class SummaryBuilder:
 
     def _on_reward(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
         hook = str(data.get("hook", "unknown"))
+        figures = data.get("aggregate")
+        if isinstance(figures, dict):  # the engine's run-level aggregate of this hook's rewards, not a reward itself
+            self._summary.rewards_by_hook.setdefault(hook, HookRewards()).aggregate = figures
+            return
         label = data.get("label")
         reward = RewardInfo(
             hook=hook,

@@ -20,6 +20,7 @@ from agentflow.rewards._aggregate import (
 )
 from agentflow.runtime import run_workflow
 from agentflow.traces import EventType
+from agentflow.traces._summary import summarize
 from tests.rewards._support import StepEvents
 from tests.runtime.conftest import Workspace, agent_workflow, ws
 
@@ -119,3 +120,28 @@ def test_aggregates_that_need_an_outcome_say_so(ws: Workspace) -> None:
     spec["rewards"][0]["outcome"] = "nothing"
     with pytest.raises(ConfigError, match="not a hook declared with `on: run`"):
         compile_workflow(ws.workflow(spec, SCRIPT))
+
+
+async def test_a_subgraphs_background_rewards_land_before_the_parents_aggregate(ws: Workspace) -> None:
+    child = agent_workflow(["list_files"], name="child")
+    child["rewards"] = [{"hook": "test_slow_judge", "on": "step", "options": {"delay": 0.3}}]
+    ws.workflow(child, SCRIPT, name="child.yaml")
+    parent = {
+        "name": "parent",
+        "start": "inner",
+        "nodes": {"inner": {"kind": "subgraph", "workflow": "child.yaml"}},
+        "end": ["inner"],
+        # the parent judges the whole run, and aggregates the step rewards its subgraph's binding gave
+        "rewards": [{"hook": "test_slow_judge", "on": "run", "options": {"delay": 0}, "aggregate": ["mean"]}],
+    }
+    result = await run_workflow(ws.workflow(parent), store=ws.store)
+    assert result.succeeded, result.error
+    events = ws.store.load_trace(result.run_id).events
+    rewards = [e for e in events if e.type is EventType.REWARD and e.data["on"] == "step"]
+    aggregate_event = next(e for e in events if e.type is EventType.REWARD and e.data.get("aggregate"))
+    assert len(rewards) == 3 and all(e.node == "inner/work" for e in rewards)
+    assert max(e.seq for e in rewards) < aggregate_event.seq  # the child's slow rewards were waited for
+    assert aggregate_event.data["aggregate"]["steps"] == 3
+    by_hook = summarize(events).rewards_by_hook["test_slow_judge"]
+    assert by_hook.count == 4  # three step rewards and the run's; the aggregate event is not a reward
+    assert by_hook.aggregate is not None and by_hook.aggregate["mean"] == 1.0
