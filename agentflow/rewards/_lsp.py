@@ -44,13 +44,13 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentflow._tempdirs import owned_tempdir
 from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, RewardHookError
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
 from agentflow.sandboxes._base import Sandbox
@@ -782,7 +782,7 @@ class LspDiagnosticsHook(RewardHook):
         files = await self._read_all(sandbox)
         if not any(path.endswith(PYTHON_SUFFIXES) for path in files):
             return None  # not a Python workspace: nothing for a Python language server to say
-        root = Path(tempfile.mkdtemp(prefix="agentflow-lsp-"))
+        root = owned_tempdir("agentflow-lsp-")
         for relative, text in files.items():
             target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from agentflow._tempdirs import owned_tempdir
 from agentflow.errors import PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
 from agentflow.sandboxes._registry import sandbox
@@ -341,7 +342,7 @@ class LocalSandbox(Sandbox):
                     f"the local sandbox cannot use Linux namespaces here: {reason}; enable unprivileged user "
                     f"namespaces (sysctl kernel.unprivileged_userns_clone=1) or use mode 'process'"
                 )
-        root = Path(tempfile.mkdtemp(prefix="agentflow-sandbox-"))
+        root = owned_tempdir("agentflow-sandbox-")  # removed by a later run if this process is killed
         sandbox = cls(limits=limits or SandboxLimits(), _root=root, _mode="namespaces" if available else "process")
         sandbox._probe_reason = reason
         return sandbox
