@@ -87,8 +87,9 @@ SCRIPT = [
 
 async def test_background_hooks_do_not_hold_the_run_and_land_before_it_ends(ws: Workspace) -> None:
     spec = agent_workflow(["list_files"])
+    # the judge takes longer than the three steps take on a loaded machine: every step finishes before any reward
     spec["rewards"] = [
-        {"hook": "test_slow_judge", "on": "step", "options": {"delay": 0.3}, "aggregate": ["mean", "first_error"]},
+        {"hook": "test_slow_judge", "on": "step", "options": {"delay": 1.0}, "aggregate": ["mean", "first_error"]},
     ]
     result = await run_workflow(ws.workflow(spec, SCRIPT), store=ws.store)
     assert result.succeeded, result.error
