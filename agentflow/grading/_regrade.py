@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,8 +126,15 @@ async def score_trace(
     for request, hook in hooks:
         for node, step_events in iter_steps(events, request.on):
             state = _state_before(events, step_events[-1].seq + 1 if step_events else 0)
+            before = bisect.bisect_left(events, step_events[0].seq, key=lambda e: e.seq) if step_events else 0
             step = StepContext(
-                run_id=run_id, kind=request.on, node=node, events=step_events, state=state, options=request.options
+                run_id=run_id,
+                kind=request.on,
+                node=node,
+                events=step_events,
+                state=state,
+                options=request.options,
+                history=events[:before] if request.on != "run" else (),
             )
             try:
                 reward = await hook.score(step)

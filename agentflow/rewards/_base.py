@@ -21,6 +21,8 @@ class StepContext:
 
     ``events`` are the trace events of the step: for ``step`` one tool call and its result (and the sandbox execs in
     between), for ``node`` everything between node_started and node_finished, for ``run`` the whole trace.
+    ``history`` is the run's events before the step (empty for ``run``), for hooks that judge a step in the light
+    of what came before it (a judge applying error propagation, or spotting a redundant step).
     ``sandbox`` is None when grading offline, where hooks must work from the events alone.
     """
 
@@ -31,6 +33,7 @@ class StepContext:
     state: Mapping[str, Any]
     options: Mapping[str, Any] = field(default_factory=lambda: {})
     sandbox: Sandbox | None = None
+    history: Sequence[Event] = ()
 
     @property
     def target_seq(self) -> int | None:

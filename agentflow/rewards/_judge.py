@@ -98,8 +98,11 @@ class _ModelHook(RewardHook):
 class LlmJudgeHook(_ModelHook):
     """A process reward model: the judge labels the step +1 / 0 / −1 (value = label) with a rubric.
 
+    The judge also reads the steps before this one (the most recent ``history_chars`` characters of them, default
+    4000; 0 leaves them out), which it needs to label a redundant step or one that builds on an earlier error.
+
     Options: ``model`` (required), ``rubric`` (extra criteria), ``task_key`` (state key of the instruction, default
-    ``task``), ``temperature`` (0).
+    ``task``), ``history_chars`` (4000), ``temperature`` (0).
     """
 
     async def score(self, step: StepContext) -> Reward | None:
@@ -110,9 +113,13 @@ class LlmJudgeHook(_ModelHook):
             "You judge one step of an AI agent's work on a task. "
             + LABEL_DEFINITIONS
             + ("\nRubric:\n" + str(self.options["rubric"]) if self.options.get("rubric") else "")
+            + "\nJudge only the step under 'Step:'; the earlier steps are there for context."
             + '\nAnswer with JSON only: {"label": -1 | 0 | 1, "explanation": "one sentence"}'
         )
-        raw = await self.ask(system, f"Task:\n{self.task(step)}\n\nStep:\n{shown}")
+        history_chars = int(self.options.get("history_chars", 4000))
+        earlier = render_step(step.history, limit=history_chars) if history_chars > 0 else ""
+        context = f"Earlier steps:\n{earlier}\n\n" if earlier else ""
+        raw = await self.ask(system, f"Task:\n{self.task(step)}\n\n{context}Step:\n{shown}")
         answer = parse_json_answer(raw)
         label = answer.get("label") if answer else None
         if isinstance(label, str) and label.strip().lstrip("+").lstrip("-").isdigit():

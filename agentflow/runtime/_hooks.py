@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from agentflow.errors import ConfigError, RewardHookError
 from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
@@ -115,7 +116,13 @@ class RewardEngine:
         recorded: list[Event] = []
         if bindings:
             step = StepContext(
-                run_id=ctx.run_id, kind=kind, node=label, events=events, state=ctx.state, sandbox=ctx.sandbox
+                run_id=ctx.run_id,
+                kind=kind,
+                node=label,
+                events=events,
+                state=ctx.state,
+                sandbox=ctx.sandbox,
+                history=_EventsBefore(ctx.events, events[0].seq) if kind != "run" and events else (),
             )
             background = [b for b in bindings if not b.hook.blocking]
             if background:
@@ -127,6 +134,7 @@ class RewardEngine:
                     events=tuple(events),
                     state=dict(ctx.state),
                     sandbox=ctx.sandbox,
+                    history=step.history,  # a fixed prefix of an append-only list: the later events do not show
                 )
                 tasks = self._pending.setdefault(ctx.run_id, set())
                 for binding in background:
@@ -226,6 +234,34 @@ class RewardEngine:
             error = RewardHookError(f"hook {binding.spec.hook!r} raised {type(exc).__name__}: {exc}")
             return None, str(error), seconds_since(started)
         return reward, None, seconds_since(started)
+
+
+class _EventsBefore(Sequence[Event]):
+    """The run's events before a seq, read from the run's growing event list without copying it.
+
+    The list only grows at its end, so the prefix stays what it was when the step was scored, also for a
+    background hook that reads it later.
+    """
+
+    def __init__(self, events: list[Event], seq: int) -> None:
+        self._events = events
+        self._end = bisect.bisect_left(events, seq, key=lambda event: event.seq)
+
+    def __len__(self) -> int:
+        return self._end
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        if isinstance(index, slice):
+            return self._events[: self._end][index]
+        if not -self._end <= index < self._end:
+            raise IndexError("event index out of range")
+        return self._events[index % self._end]
 
 
 def _engines(compiled: CompiledWorkflow) -> list[RewardEngine]:

@@ -65,7 +65,15 @@ def step(
     kind: StepKind = "step",
     state: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    history: list[Event] | None = None,
 ) -> StepContext:
     return StepContext(
-        run_id=run_id, kind=kind, node="code", events=events, state=state or {}, options=options or {}, sandbox=sandbox
+        run_id=run_id,
+        kind=kind,
+        node="code",
+        events=events,
+        state=state or {},
+        options=options or {},
+        sandbox=sandbox,
+        history=history or [],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,45 @@ async def test_a_subgraphs_background_rewards_land_before_the_parents_aggregate(
     by_hook = summarize(events).rewards_by_hook["test_slow_judge"]
     assert by_hook.count == 4  # three step rewards and the run's; the aggregate event is not a reward
     assert by_hook.aggregate is not None and by_hook.aggregate["mean"] == 1.0
+
+
+@reward_hook("test_history_probe")
+class HistoryProbe(RewardHook):
+    """Reports what it saw of the run before the step, after waiting (so later steps have been recorded by then)."""
+
+    blocking = False
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.seen: list[tuple[int | None, list[int]]] = []  # (target seq, seqs of the history) per scored step
+
+    async def score(self, step: StepContext) -> Reward | None:
+        await asyncio.sleep(0.2)
+        seqs = [event.seq for event in step.history]
+        self.seen.append((step.target_seq, seqs))
+        return Reward(value=0.0, components={"history_seqs": seqs, "target": step.target_seq})
+
+
+async def test_hooks_see_the_run_before_their_step_and_nothing_after(ws: Workspace) -> None:
+    spec = agent_workflow(["list_files"])
+    spec["rewards"] = [{"hook": "test_history_probe", "on": "step"}, {"hook": "test_history_probe", "on": "node"}]
+    result = await run_workflow(ws.workflow(spec, SCRIPT), store=ws.store)
+    assert result.succeeded, result.error
+    rewards = [e for e in ws.store.load_trace(result.run_id).events if e.type is EventType.REWARD]
+    assert len(rewards) == 4  # two tool calls, the answer, the node
+    for reward in rewards:
+        seen = reward.data["components"]
+        assert seen["history_seqs"] == list(range(seen["target"]))  # everything before the step, in order
+    assert rewards[-1].data["on"] == "node"
+
+
+async def test_offline_grading_gives_hooks_the_same_history(ws: Workspace) -> None:
+    from agentflow.grading._regrade import HookRequest, score_trace
+
+    result = await run_workflow(ws.workflow(agent_workflow(["list_files"]), SCRIPT), store=ws.store)
+    events = ws.store.load_trace(result.run_id).events
+    probe = HistoryProbe()
+    rewards = await score_trace(result.run_id, events, [(HookRequest("test_history_probe"), probe)])
+    assert len(rewards) == 3 and len(probe.seen) == 3
+    for target, seqs in probe.seen:
+        assert seqs == list(range(target))

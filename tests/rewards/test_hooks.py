@@ -154,6 +154,30 @@ async def test_judge_and_checklist_over_the_openai_sdk(
     assert "make the tests pass" in openai_server.requests[1]["messages"][1]["content"]
 
 
+async def test_the_judge_reads_the_earlier_steps_for_error_propagation(
+    openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in openai_server.env.items():
+        monkeypatch.setenv(key, value)
+    openai_server.queue(
+        Reply.text('{"label": -1, "explanation": "builds on the wrong edit of the step before"}'),
+        Reply.text('{"label": 1, "explanation": "fine"}'),
+    )
+    events = StepEvents()
+    earlier = events.tool("write_file", {"path": "calc.py", "content": "def add(a, b): return a - b"}, content="ok")
+    current = events.tool("run_tests", {"path": "tests"}, content="1 failed")
+    judge = reward_hooks.get("llm_judge")(model="openai:gpt-4o-mini")
+    judged = await judge.score(step(current, None, state={"task": "fix add"}, history=earlier))
+    blind = reward_hooks.get("llm_judge")(model="openai:gpt-4o-mini", history_chars=0)
+    await blind.score(step(current, None, state={"task": "fix add"}, history=earlier))
+    await judge.finish_run("run-test")
+    await blind.finish_run("run-test")
+    assert judged is not None and judged.label == -1
+    shown = openai_server.requests[0]["messages"][1]["content"]
+    assert shown.index("Earlier steps:") < shown.index("return a - b") < shown.index("Step:\nTOOL CALL run_tests")
+    assert "Earlier steps:" not in openai_server.requests[1]["messages"][1]["content"]
+
+
 def test_step_events_helper_types() -> None:
     events = StepEvents()
     assert [e.type for e in events.tool("x", {})] == [EventType.TOOL_CALL, EventType.TOOL_RESULT]
