@@ -41,14 +41,15 @@ def sweep_stale(prefix: str, folder: str | None = None) -> list[Path]:
             if match is None or not entry.is_dir(follow_symlinks=False):
                 continue
             with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or _alive(int(match.group(1))):
+                if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or pid_alive(int(match.group(1))):
                     continue
                 shutil.rmtree(entry.path)
                 removed.append(Path(entry.path))
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid namespace exists (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agentflow._tempdirs import pid_alive
 from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, workdir_relative
 from agentflow.sandboxes._registry import sandbox
@@ -211,7 +212,7 @@ def cleanup_containers(*, everything: bool = False) -> list[str]:
         owner_host, _, owner_pid = owner.rpartition(":")
         abandoned = summary.get("State") in ("created", "exited", "dead")
         if owner_host == host and owner_pid.isdigit():
-            abandoned = abandoned or not _pid_alive(int(owner_pid))
+            abandoned = abandoned or not pid_alive(int(owner_pid))
         if everything or abandoned:
             _remove_container(summary["Id"])
             removed.append(summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"][:12])
@@ -219,16 +220,6 @@ def cleanup_containers(*, everything: bool = False) -> list[str]:
         with contextlib.suppress(_docker().errors.APIError):
             client.api.remove_volume(volume["Name"])
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- the exec server channel --------------------------------------------------------------------------------------

@@ -128,11 +128,16 @@ async def test_llm_judge_with_the_scripted_model(tmp_path: Path) -> None:
     assert "unparsable judge output" in unparsable.explanation and unparsable.components["parsed"] is False
 
 
+def _point_the_sdk_at(server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPENAI_BASE_URL and OPENAI_API_KEY of the loopback server, for the models the hooks create."""
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+
+
 async def test_judge_and_checklist_over_the_openai_sdk(
     openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in openai_server.env.items():
-        monkeypatch.setenv(key, value)
+    _point_the_sdk_at(openai_server, monkeypatch)
     openai_server.queue(
         Reply.text('{"label": 1, "explanation": "ran the tests"}'),
         Reply.text('{"questions": ["Did it run the tests?", "Did all tests pass?", "Were tests left unedited?"]}'),
@@ -157,8 +162,7 @@ async def test_judge_and_checklist_over_the_openai_sdk(
 async def test_the_judge_reads_the_earlier_steps_for_error_propagation(
     openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in openai_server.env.items():
-        monkeypatch.setenv(key, value)
+    _point_the_sdk_at(openai_server, monkeypatch)
     openai_server.queue(
         Reply.text('{"label": -1, "explanation": "builds on the wrong edit of the step before"}'),
         Reply.text('{"label": 1, "explanation": "fine"}'),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -36,6 +37,16 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     await box.close()
 
 
+@contextlib.asynccontextmanager
+async def run_of(hook: LspDiagnosticsHook, box: Sandbox, run_id: str = "run-test") -> AsyncIterator[StepEvents]:
+    """One run of the hook over ``box``: its start (baseline, server warm-up) and finish (server stopped)."""
+    await hook.start_run(step([], box, run_id=run_id, kind="run"))
+    try:
+        yield StepEvents(run_id)
+    finally:
+        await hook.finish_run(run_id)
+
+
 async def _edit(box: Sandbox, events: StepEvents, path: str, text: str) -> list:
     await box.write_file(path, text)
     return events.tool("write_file", {"path": path, "content": text}, result=f"wrote {len(text)} bytes")
@@ -44,9 +55,7 @@ async def _edit(box: Sandbox, events: StepEvents, path: str, text: str) -> list:
 async def test_basedpyright_rewards_a_fix_and_punishes_a_syntax_error(sandbox: Sandbox) -> None:
     require(_installed("basedpyright"), "basedpyright is not installed (pip install 'agentflow[lsp]')")
     hook = LspDiagnosticsHook()
-    events = StepEvents()
-    await hook.start_run(step([], sandbox, kind="run"))
-    try:
+    async with run_of(hook, sandbox) as events:
         fixed = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox))
         assert fixed is not None
         parts = fixed.components
@@ -72,8 +81,6 @@ async def test_basedpyright_rewards_a_fix_and_punishes_a_syntax_error(sandbox: S
         assert guessed.components["conf"] == pytest.approx(3 / 4)
         # a step that reads only is not a file-editing step: no reward
         assert await hook.score(step(events.tool("read_file", {"path": "calc/stats.py"}), sandbox)) is None
-    finally:
-        await hook.finish_run("run-test")
 
 
 async def test_same_inputs_give_the_same_bundle_id(sandbox: Sandbox) -> None:
@@ -82,12 +89,8 @@ async def test_same_inputs_give_the_same_bundle_id(sandbox: Sandbox) -> None:
     for run in ("run-a", "run-b"):  # two runs, two temporary workspaces, two servers
         await sandbox.write_file("calc/stats.py", BROKEN)
         hook = LspDiagnosticsHook(a=1.0, b=0.5, c=0.25)
-        events = StepEvents(run)
-        await hook.start_run(step([], sandbox, run_id=run, kind="run"))
-        try:
+        async with run_of(hook, sandbox, run) as events:
             reward = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox, run_id=run))
-        finally:
-            await hook.finish_run(run)
         assert reward is not None
         assert reward.components["bundle"]["weights"] == {"a": 1.0, "b": 0.5, "c": 0.25}
         ids.append(reward.components["bundle_id"])
@@ -97,9 +100,7 @@ async def test_same_inputs_give_the_same_bundle_id(sandbox: Sandbox) -> None:
 async def test_server_crash_restarts_once_then_fails(sandbox: Sandbox) -> None:
     require(_installed("basedpyright"), "basedpyright is not installed (pip install 'agentflow[lsp]')")
     hook = LspDiagnosticsHook()
-    events = StepEvents()
-    await hook.start_run(step([], sandbox, kind="run"))
-    try:
+    async with run_of(hook, sandbox) as events:
         assert await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox)) is not None
         session = hook.session_of("run-test")
         assert session is not None and session.pid is not None
@@ -111,8 +112,6 @@ async def test_server_crash_restarts_once_then_fails(sandbox: Sandbox) -> None:
         os.killpg(session.pid, signal.SIGKILL)
         with pytest.raises(RewardHookError, match="died again after a restart"):
             await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox))
-    finally:
-        await hook.finish_run("run-test")
 
 
 async def test_non_python_workspace_starts_no_server() -> None:
@@ -149,15 +148,11 @@ def test_missing_server_names_the_install_hint(monkeypatch: pytest.MonkeyPatch) 
 async def test_ruff_server_is_selectable(sandbox: Sandbox) -> None:
     require(_installed("ruff"), "ruff is not installed")
     hook = LspDiagnosticsHook(server="ruff")
-    events = StepEvents()
-    await hook.start_run(step([], sandbox, kind="run"))
-    try:
+    async with run_of(hook, sandbox) as events:
         reward = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox))
         assert reward is not None
         assert reward.components["bundle"]["server"]["name"] == "ruff"
         assert (reward.components["d_prev"], reward.components["d"]) == (1, 0)  # F821 undefined name, then clean
-    finally:
-        await hook.finish_run("run-test")
 
 
 def test_step_edits_reads_paths_failures_and_escapes_from_events() -> None:
@@ -187,9 +182,7 @@ def test_changed_lines_and_names() -> None:
 async def test_pylsp_is_selectable_and_resolves_names_by_definition(sandbox: Sandbox) -> None:
     require(_installed("pylsp"), "python-lsp-server is not installed (pip install 'python-lsp-server[pyflakes]')")
     hook = LspDiagnosticsHook(server="pylsp")
-    events = StepEvents()
-    await hook.start_run(step([], sandbox, kind="run"))
-    try:
+    async with run_of(hook, sandbox) as events:
         fixed = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", FIXED), sandbox))
         assert fixed is not None
         parts = fixed.components
@@ -202,17 +195,13 @@ async def test_pylsp_is_selectable_and_resolves_names_by_definition(sandbox: San
         assert guessed is not None
         assert guessed.components["d"] == 1
         assert guessed.components["conf"] == pytest.approx(3 / 4)
-    finally:
-        await hook.finish_run("run-test")
 
 
 async def test_names_after_wide_characters_resolve_at_their_utf16_columns(sandbox: Sandbox) -> None:
     """LSP columns count UTF-16 code units: an emoji before a name shifts it by two, a CJK character by one."""
     require(_installed("basedpyright"), "basedpyright is not installed (pip install 'agentflow[lsp]')")
     hook = LspDiagnosticsHook()
-    events = StepEvents()
-    await hook.start_run(step([], sandbox, kind="run"))
-    try:
+    async with run_of(hook, sandbox) as events:
         wide = 'def mean(values: list[float]) -> float:\n    return len("😀😀 统计" + str(values)) + len(nowhere)\n'
         reward = await hook.score(step(await _edit(sandbox, events, "calc/stats.py", wide), sandbox))
         assert reward is not None
@@ -220,8 +209,6 @@ async def test_names_after_wide_characters_resolve_at_their_utf16_columns(sandbo
         assert symbols["method"] == "semanticTokens+definition"
         # len, str, values resolve; nowhere does not (its column is past the wide characters)
         assert (symbols["queried"], symbols["resolved"]) == (4, 3)
-    finally:
-        await hook.finish_run("run-test")
 
 
 async def test_docker_sandbox_edits_reach_the_server_through_the_synced_copy() -> None:
@@ -233,22 +220,20 @@ async def test_docker_sandbox_edits_reach_the_server_through_the_synced_copy() -
     require_docker()
     box = await create_sandbox("docker")
     hook = LspDiagnosticsHook()
-    events = StepEvents()
     try:
         await box.write_file("calc/__init__.py", "")
         await box.write_file("calc/stats.py", BROKEN)
-        await hook.start_run(step([], box, kind="run"))
-        fixed = await hook.score(step(await _edit(box, events, "calc/stats.py", FIXED), box))
-        assert fixed is not None
-        assert (fixed.components["d_prev"], fixed.components["d"]) == (1, 0)
+        async with run_of(hook, box) as events:
+            fixed = await hook.score(step(await _edit(box, events, "calc/stats.py", FIXED), box))
+            assert fixed is not None
+            assert (fixed.components["d_prev"], fixed.components["d"]) == (1, 0)
 
-        result = await box.exec(["sed", "-i", "s/len(values)/len(valuez)/", "calc/stats.py"])
-        assert result.exit_code == 0, result.stderr
-        shell = events.tool("shell", {"command": "sed -i s/len(values)/len(valuez)/ calc/stats.py"})
-        broken = await hook.score(step(shell, box))
-        assert broken is not None
-        assert broken.components["changed_files"] == ["calc/stats.py"]
-        assert (broken.components["d_prev"], broken.components["d"], broken.label) == (0, 1, -1)
+            result = await box.exec(["sed", "-i", "s/len(values)/len(valuez)/", "calc/stats.py"])
+            assert result.exit_code == 0, result.stderr
+            shell = events.tool("shell", {"command": "sed -i s/len(values)/len(valuez)/ calc/stats.py"})
+            broken = await hook.score(step(shell, box))
+            assert broken is not None
+            assert broken.components["changed_files"] == ["calc/stats.py"]
+            assert (broken.components["d_prev"], broken.components["d"], broken.label) == (0, 1, -1)
     finally:
-        await hook.finish_run("run-test")
         await box.close()
