@@ -12,7 +12,8 @@ Events are compared by their *content digest*: the sha256 of the RFC 8785 JSON o
 ``parent`` and ``data``, without what differs between two executions of the same run by nature: the run id, the
 timestamp, the hash chain (which covers both), every ``duration_s``, and the host facts of ``run_started``
 (``workflow_file``, ``agentflow_version``, the sandbox's isolation report, and ``replay_of``/``replay_mode``). A
-changed workflow shows in ``run_started``'s ``template_hash`` and is reported as such.
+changed workflow shows in ``run_started``'s ``template_hash`` and is reported as such. A resumed run is compared as
+one uninterrupted execution (see :func:`without_abandoned`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
     from agentflow.traces._store import Trace
 
 ReplayMode = Literal["tape", "verify"]
-_HOST_FACTS = ("workflow_file", "agentflow_version", "replay_of", "replay_mode")
+# run_started keys that differ between two executions of the same run by nature (where and how it ran, not what it
+# did): `resumable` says whether LangGraph checkpoints were saved, which a replay does not do.
+_HOST_FACTS = ("workflow_file", "agentflow_version", "replay_of", "replay_mode", "resumable")
 
 
 def content_digest(event: Event) -> str:
@@ -55,6 +58,35 @@ def comparable(event: Event) -> dict[str, Any]:
         if isinstance(sandbox, dict):
             data["sandbox"] = {key: value for key, value in sandbox.items() if key != "isolation"}
     return {"seq": event.seq, "type": str(event.type), "node": event.node, "parent": event.parent, "data": data}
+
+
+def without_abandoned(events: Sequence[Event]) -> list[Event]:
+    """The events of a resumed run as one uninterrupted execution would have recorded them.
+
+    A resumed trace holds the visit the interruption abandoned (the events after ``run_resumed``'s
+    ``resumed_after_seq``) and the ``run_resumed`` event itself; both are left out, and the events after them are
+    numbered on (``seq``, ``parent`` and rewards' ``target_seq``), so that a replay of the run compares event by event.
+    A trace that was never resumed comes back as it is.
+    """
+    abandoned: set[int] = set()
+    for event in events:
+        if event.type is EventType.RUN_RESUMED:
+            cut = event.data.get("resumed_after_seq")
+            first = cut + 1 if isinstance(cut, int) else event.seq
+            abandoned.update(range(first, event.seq + 1))
+    if not abandoned:
+        return list(events)
+    kept = [event for event in events if event.seq not in abandoned]
+    renumbered = {event.seq: index for index, event in enumerate(kept)}
+    result: list[Event] = []
+    for index, event in enumerate(kept):
+        data = event.data
+        target = data.get("target_seq")
+        if isinstance(target, int) and target in renumbered:
+            data = {**data, "target_seq": renumbered[target]}
+        parent = renumbered.get(event.parent) if event.parent is not None else None
+        result.append(event.model_copy(update={"seq": index, "parent": parent, "data": data}))
+    return result
 
 
 def _without_durations(value: Any) -> Any:
@@ -397,13 +429,14 @@ async def replay_run(
     )
     replay_wall = time.perf_counter() - clock
     replayed = store.load_trace(result.run_id)
-    divergence = first_divergence(trace.events, replayed.events)
+    recorded = without_abandoned(trace.events)
+    divergence = first_divergence(recorded, replayed.events)
     return ReplayReport(
         run_id=trace.run_id,
         replay_run_id=result.run_id,
         mode=mode,
         identical=divergence is None,
-        events_expected=len(trace.events),
+        events_expected=len(recorded),
         events_actual=len(replayed.events),
         template_changed=recorded_hash != current_hash,
         recorded_template_hash=recorded_hash if isinstance(recorded_hash, str) else None,

@@ -116,6 +116,14 @@ def test_sigkill_mid_step_then_resume_finishes_the_same_run(
         assert summary.nodes_visited == ["prepare", "think", "check"]  # the re-run visit of think is the same visit
         assert [(i.run_id, i.status) for i in store.list_runs()] == [(run_id, "succeeded")]
 
+        # it replays like a run that was never interrupted: the abandoned visit and run_resumed are left out
+        replay = agentflow("replay", run_id, "--store", store_arg, "--json", cwd=tmp_path, env=openai_server.env)
+        assert replay.returncode == 0, replay.stderr
+        report = json.loads(replay.stdout)
+        assert report["identical"] is True, report["divergence"]
+        assert report["events_expected"] == len(trace.events) - 1 - marker.data["abandoned_events"]
+        assert report["model_calls_served"] == 2 and len(openai_server.requests) == 3  # no new model call
+
         again = agentflow("resume", run_id, "--store", store_arg, cwd=tmp_path, env=openai_server.env)
         assert "already finished (succeeded)" in assert_one_line_error(again, 3)
     finally:
