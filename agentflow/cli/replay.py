@@ -14,22 +14,35 @@ from agentflow.errors import ConfigError
 StoreOption = Annotated[str, typer.Option("--store", help="the trace store: a folder or a postgresql:// URL")]
 
 
-def replay(
+def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     run_id: Annotated[str, typer.Argument(help="the run's id or a unique prefix", show_default=False)],
     mode: Annotated[str, typer.Option("--mode", help="tape: nothing executes; verify: tools run again")] = "tape",
     workflow: Annotated[
         Path | None, typer.Option("--workflow", help="the workflow file (default: the one the run recorded)")
     ] = None,
     store: StoreOption = ".agentflow",
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore",
+            help="a regular expression of output text that may differ between executions (repeatable; added to "
+            "the test runners' timings, which are always ignored unless --exact)",
+        ),
+    ] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="compare every character, timings included")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
     """Replay a run; exit 0 when every event is identical, 1 at the first divergence (which is printed)."""
     from agentflow.traces import open_store, replay_run
+    from agentflow.traces._replay import VOLATILE_TEXT
 
     if mode not in ("tape", "verify"):
         raise ConfigError(f"unknown replay mode {mode!r}", fix="use --mode tape or --mode verify")
+    patterns = [*(() if exact else VOLATILE_TEXT), *(ignore or [])]
     trace_store = open_store(store)
-    report = asyncio.run(replay_run(trace_store, run_id, mode=mode, workflow=workflow))  # type: ignore[arg-type]
+    report = asyncio.run(
+        replay_run(trace_store, run_id, mode=mode, workflow=workflow, ignore=patterns)  # type: ignore[arg-type]
+    )
     if json_output:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return 0 if report.identical else 1

@@ -48,11 +48,9 @@ class ReplayModel(Model):
         Raises:
             ReplayDivergence: the tape holds no (more) response to a request with this content.
         """
-        from agentflow.runtime._nodes import request_hash
-
         settings_data = settings.model_dump(exclude_none=True)
         candidates = [self.model_id] if self.impersonate is not None else self.tape.model_ids
-        hashes = [request_hash(model_id, messages, tools, settings_data) for model_id in candidates]
+        hashes = [self.tape.request_key(model_id, messages, tools, settings_data) for model_id in candidates]
         recorded = self.tape.next_response(hashes)
         usage = recorded.get("usage") or {}
         calls = recorded.get("tool_calls") or []

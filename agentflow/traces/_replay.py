@@ -13,13 +13,16 @@ Events are compared by their *content digest*: the sha256 of the RFC 8785 JSON o
 timestamp, the hash chain (which covers both), every ``duration_s``, and the host facts of ``run_started``
 (``workflow_file``, ``agentflow_version``, the sandbox's isolation report, and ``replay_of``/``replay_mode``). A
 changed workflow shows in ``run_started``'s ``template_hash`` and is reported as such. A resumed run is compared as
-one uninterrupted execution (see :func:`without_abandoned`).
+one uninterrupted execution (see :func:`without_abandoned`). Text that differs between two executions of the same
+command (``VOLATILE_TEXT``: test runners' timings) is masked before comparing, and in ``verify`` mode also when
+matching the model's requests, which carry the re-run tools' output.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -44,14 +47,45 @@ ReplayMode = Literal["tape", "verify"]
 _HOST_FACTS = ("workflow_file", "agentflow_version", "replay_of", "replay_mode", "resumable")
 
 
-def content_digest(event: Event) -> str:
+VOLATILE_TEXT: tuple[str, ...] = (
+    r"\bin \d+(?:\.\d+)?s\b",  # a test runner's wall time: pytest "3 passed in 0.02s", unittest "Ran 4 tests in 0.001s"
+    r"\(\d+:\d\d:\d\d(?:\.\d+)?\)",  # pytest's "(0:01:02)" after a long run
+)
+"""Text in tool output that differs between two executions of the same commands; ``verify`` replays mask it.
+
+Without it a verify replay of any run that ran tests would report the test runner's timing as the divergence.
+"""
+
+MASK = "<volatile>"
+
+
+def volatile_pattern(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    """One regular expression for the volatile text ``patterns`` (None for none).
+
+    Raises:
+        ConfigError: a pattern is not a valid regular expression.
+    """
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"--ignore {pattern!r} is not a regular expression: {exc}") from None
+    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns)) if patterns else None
+
+
+def content_digest(event: Event, volatile: re.Pattern[str] | None = None) -> str:
     """The digest replay compares: the event's content without run id, time, chain and durations (see module)."""
-    return sha256_hex(canonical_json(comparable(event)))
+    return sha256_hex(canonical_json(comparable(event, volatile)))
 
 
-def comparable(event: Event) -> dict[str, Any]:
-    """The part of an event that two executions of the same run must agree on."""
-    data = _without_durations(to_json_value(event.data))
+def comparable(event: Event, volatile: re.Pattern[str] | None = None) -> dict[str, Any]:
+    """The part of an event that two executions of the same run must agree on.
+
+    ``volatile`` matches text that may differ anyway (see ``VOLATILE_TEXT``); it is replaced by ``<volatile>``.
+    """
+    data = _normalised(to_json_value(event.data), volatile)
+    if volatile is not None and event.type is EventType.MODEL_REQUEST and isinstance(data, dict):
+        data.pop("request_hash", None)  # a hash of the unmasked messages; the messages are compared masked
     if event.type is EventType.RUN_STARTED and isinstance(data, dict):
         data = {key: value for key, value in data.items() if key not in _HOST_FACTS}
         sandbox = data.get("sandbox")
@@ -89,11 +123,25 @@ def without_abandoned(events: Sequence[Event]) -> list[Event]:
     return result
 
 
-def _without_durations(value: Any) -> Any:
+def _masked(value: Any, volatile: re.Pattern[str]) -> Any:
+    """``value`` with every match of ``volatile`` in its strings replaced by ``<volatile>``."""
+    if isinstance(value, str):
+        return volatile.sub(MASK, value)
     if isinstance(value, dict):
-        return {key: _without_durations(item) for key, item in value.items() if key != "duration_s"}
+        return {key: _masked(item, volatile) for key, item in value.items()}
     if isinstance(value, list):
-        return [_without_durations(item) for item in value]
+        return [_masked(item, volatile) for item in value]
+    return value
+
+
+def _normalised(value: Any, volatile: re.Pattern[str] | None) -> Any:
+    """``value`` without durations, and with volatile text masked."""
+    if isinstance(value, dict):
+        return {key: _normalised(item, volatile) for key, item in value.items() if key != "duration_s"}
+    if isinstance(value, list):
+        return [_normalised(item, volatile) for item in value]
+    if volatile is not None and isinstance(value, str):
+        return volatile.sub(MASK, value)
     return value
 
 
@@ -109,13 +157,23 @@ class Tape:
     """The model responses and tool results of a recorded run, served back in order.
 
     Args:
-        trace: the recorded run (verified; blob references are resolved here).
+        trace: the recorded run (verified; blob references are resolved here). A resumed run's abandoned visit is
+            left out (see :func:`without_abandoned`).
         mode: ``tape`` serves tool results too; ``verify`` serves only the model.
+        volatile: in ``verify`` mode, text of tool output that may differ between executions (see
+            ``VOLATILE_TEXT``): requests are matched with it masked, since the re-run tools' output reaches the
+            model's next request.
     """
 
-    def __init__(self, trace: Trace, mode: ReplayMode | Literal["model"] = "tape") -> None:
+    def __init__(
+        self,
+        trace: Trace,
+        mode: ReplayMode | Literal["model"] = "tape",
+        volatile: re.Pattern[str] | None = None,
+    ) -> None:
         self.run_id = trace.run_id
         self.mode = mode
+        self.volatile = volatile if mode == "verify" else None
         self.model_calls_served = 0
         self.tool_results_served = 0
         self._responses: dict[str, deque[dict[str, Any]]] = {}
@@ -136,7 +194,7 @@ class Tape:
         return found
 
     def _load(self, trace: Trace) -> None:
-        events = [_resolved(trace, event) for event in trace.events]
+        events = [_resolved(trace, event) for event in without_abandoned(trace.events)]
         self._recorded = events
         by_parent: dict[int, list[Event]] = {}
         for event in events:
@@ -152,7 +210,10 @@ class Tape:
                 reply = next((e for e in by_parent.get(event.seq, []) if e.type is EventType.MODEL_RESPONSE), None)
                 if reply is None:
                     continue  # the run stopped while the model was thinking
-                self._responses.setdefault(str(event.data.get("request_hash")), deque()).append(dict(reply.data))
+                matched_by = (
+                    str(event.data.get("request_hash")) if self.volatile is None else self._masked_key(event.data)
+                )
+                self._responses.setdefault(matched_by, deque()).append(dict(reply.data))
                 model_id = str(event.data.get("model"))
                 if model_id not in self.model_ids:
                     self.model_ids.append(model_id)
@@ -164,6 +225,23 @@ class Tape:
                 execs = [dict(e.data) for e in children if e.type is EventType.SANDBOX_EXEC]
                 key = _tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments"))
                 self._tools.setdefault(key, deque()).append((dict(result.data), execs))
+
+    def request_key(self, model_id: str, messages: Any, tools: Any, settings: Mapping[str, Any]) -> str:
+        """The key a request is matched by: its content hash, with volatile text masked in ``verify`` mode."""
+        from agentflow.runtime._nodes import request_hash
+
+        if self.volatile is not None:
+            messages = _masked(messages, self.volatile)
+        return request_hash(model_id, messages, tools, settings)
+
+    def _masked_key(self, request: Mapping[str, Any]) -> str:
+        settings = request.get("settings")
+        return self.request_key(
+            str(request.get("model")),
+            request.get("messages") or [],
+            request.get("tools") or [],
+            settings if isinstance(settings, Mapping) else {},
+        )
 
     @property
     def serves_tools(self) -> bool:
@@ -330,6 +408,7 @@ class ReplayReport:
     replay_wall_s: float
     status: str
     problems: list[str] = field(default_factory=lambda: [])
+    ignored: list[str] = field(default_factory=lambda: [])  # the volatile-text patterns masked before comparing
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-serialisable data."""
@@ -338,13 +417,15 @@ class ReplayReport:
         return data
 
 
-def first_divergence(expected: Sequence[Event], actual: Sequence[Event]) -> Divergence | None:
-    """Compare two event sequences by content digest; return where they first differ, or None."""
+def first_divergence(
+    expected: Sequence[Event], actual: Sequence[Event], volatile: re.Pattern[str] | None = None
+) -> Divergence | None:
+    """Compare two event sequences by content (volatile text masked); return where they first differ, or None."""
     for index in range(max(len(expected), len(actual))):
         old = expected[index] if index < len(expected) else None
         new = actual[index] if index < len(actual) else None
-        old_view = comparable(old) if old is not None else None
-        new_view = comparable(new) if new is not None else None
+        old_view = comparable(old, volatile) if old is not None else None
+        new_view = comparable(new, volatile) if new is not None else None
         if old_view == new_view:
             continue
         diff = "\n".join(
@@ -378,6 +459,7 @@ async def replay_run(
     *,
     mode: ReplayMode = "tape",
     workflow: str | Path | None = None,
+    ignore: Sequence[str] = VOLATILE_TEXT,
 ) -> ReplayReport:
     """Replay a stored run and compare the new trace with the recorded one, event by event.
 
@@ -388,6 +470,8 @@ async def replay_run(
         run_id: the run's id or a unique prefix.
         mode: ``tape`` (nothing executes) or ``verify`` (tools run again in a fresh sandbox).
         workflow: the workflow file to replay with; by default the file the run recorded.
+        ignore: regular expressions of text that may differ between executions (masked on both sides before
+            comparing); by default ``VOLATILE_TEXT``, the test runners' timings. Pass ``()`` to compare exactly.
 
     Raises:
         TraceError: the run is missing, or its trace fails verification (a tampered trace is never replayed).
@@ -398,9 +482,10 @@ async def replay_run(
 
     if mode not in ("tape", "verify"):
         raise ConfigError(f"unknown replay mode {mode!r}", fix="use --mode tape or --mode verify")
+    volatile = volatile_pattern(ignore)
     trace = store.load_trace(run_id)
     trace.raise_for_problems()
-    tape = Tape(trace, mode)
+    tape = Tape(trace, mode, volatile)
     started = tape.run_started
     if not started:
         raise TraceError(f"run {trace.run_id} has no run_started event; there is nothing to replay")
@@ -430,7 +515,7 @@ async def replay_run(
     replay_wall = time.perf_counter() - clock
     replayed = store.load_trace(result.run_id)
     recorded = without_abandoned(trace.events)
-    divergence = first_divergence(recorded, replayed.events)
+    divergence = first_divergence(recorded, replayed.events, volatile)
     return ReplayReport(
         run_id=trace.run_id,
         replay_run_id=result.run_id,
@@ -449,4 +534,5 @@ async def replay_run(
         replay_wall_s=round(replay_wall, 6),
         status=result.status,
         problems=[str(problem) for problem in replayed.problems],
+        ignored=list(ignore),
     )

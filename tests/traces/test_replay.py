@@ -102,6 +102,29 @@ async def test_verify_mode_reruns_tools_and_reports_the_first_divergence(workflo
     assert divergence.expected is not None and divergence.actual is not None
 
 
+TIMED_SCRIPT = """
+responses:
+  - tool_calls: [{name: shell, arguments: {command: "echo 4 passed in 0.$(date +%N)s"}}]
+  - content: done
+"""
+
+
+async def test_verify_mode_masks_test_runner_timings_in_results_and_requests(workflow: Path, store: TraceStore) -> None:
+    """A test runner's wall time differs on every run; it reaches the next model request too. Verify masks it on both
+    sides (comparison and request matching) unless asked to compare exactly."""
+    (workflow.parent / "echo.script.yaml").write_text(TIMED_SCRIPT)
+    original = await run_workflow(workflow, store=store)
+    assert original.succeeded, original.error
+    masked = await replay_run(store, original.run_id, mode="verify")
+    assert masked.identical, masked.divergence
+    assert masked.model_calls_served == 2 and masked.sandbox_execs >= 1
+    exact = await replay_run(store, original.run_id, mode="verify", ignore=())
+    assert not exact.identical and exact.divergence is not None
+    assert "passed in 0." in exact.divergence.diff
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        await replay_run(store, original.run_id, mode="verify", ignore=["("])
+
+
 async def test_a_changed_workflow_is_detected_by_its_template_hash(workflow: Path, store: TraceStore) -> None:
     original = await run_workflow(workflow, store=store)
     workflow.write_text(WORKFLOW.replace('prompt: "Do: {task}"', 'prompt: "Please do: {task}"'))
