@@ -24,7 +24,7 @@ from agentflow.errors import MissingExtraError, TraceError
 from agentflow.traces._events import EventType
 from agentflow.traces._hashing import sha256_hex
 from agentflow.traces._migrations import migrate_postgres
-from agentflow.traces._protocol import GradingMode, GradingPass, GradingTables, StoredReward
+from agentflow.traces._protocol import GradingMethods, GradingTables
 from agentflow.traces._recorder import RecorderBase, utc_now
 from agentflow.traces._store import (
     _DIGEST_PATTERN,
@@ -70,7 +70,7 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgresStore:
+class PostgresStore(GradingMethods):
     """Runs, events, blobs, grading passes and realized graphs in one PostgreSQL database.
 
     Args:
@@ -297,34 +297,6 @@ class PostgresStore:
     @property
     def _grading(self) -> GradingTables:
         return GradingTables(self._unit, "%s")
-
-    def create_grading_pass(
-        self, *, run_ids: Sequence[str], hooks: Sequence[str], checkpoints: str | None, mode: GradingMode
-    ) -> GradingPass:
-        """Open a new grading pass over ``run_ids``."""
-        return self._grading.create_pass(run_ids=run_ids, hooks=hooks, checkpoints=checkpoints, mode=mode)
-
-    def add_rewards(self, grading_pass: GradingPass, rewards: Sequence[StoredReward]) -> None:
-        """Store the rewards of a pass."""
-        self._grading.add_rewards(grading_pass, rewards)
-
-    def list_rewards(
-        self, run_id: str, *, pass_id: str | None = None, include_superseded: bool = False
-    ) -> list[StoredReward]:
-        """The stored grading rewards of one run, oldest first."""
-        return self._grading.list_rewards(run_id, pass_id=pass_id, include_superseded=include_superseded)
-
-    def list_grading_passes(self) -> list[GradingPass]:
-        """Every grading pass, oldest first."""
-        return self._grading.list_passes()
-
-    def save_realized_graph(self, run_id: str, graph: dict[str, Any]) -> None:
-        """Keep the realized graph of a run (replacing an earlier one)."""
-        self._grading.save_graph(run_id, graph)
-
-    def load_realized_graph(self, run_id: str) -> dict[str, Any] | None:
-        """The stored realized graph of a run, or None."""
-        return self._grading.load_graph(run_id)
 
 
 def _update_counts(

@@ -12,6 +12,7 @@ Events are identical in both: the same fields, the same hashes, verified the sam
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import secrets
@@ -341,6 +342,43 @@ class GradingTables:
             return None
         loaded: dict[str, Any] = json.loads(row[0])
         return loaded
+
+
+class GradingMethods(abc.ABC):
+    """The grading half of the Store contract, for a store that says where its :class:`GradingTables` are."""
+
+    @property
+    @abc.abstractmethod
+    def _grading(self) -> GradingTables:
+        """The store's grading tables."""
+
+    def create_grading_pass(
+        self, *, run_ids: Sequence[str], hooks: Sequence[str], checkpoints: str | None, mode: GradingMode
+    ) -> GradingPass:
+        """Open a new grading pass over ``run_ids`` (see :class:`Store`)."""
+        return self._grading.create_pass(run_ids=run_ids, hooks=hooks, checkpoints=checkpoints, mode=mode)
+
+    def add_rewards(self, grading_pass: GradingPass, rewards: Sequence[StoredReward]) -> None:
+        """Store the rewards of a pass (see :class:`Store`)."""
+        self._grading.add_rewards(grading_pass, rewards)
+
+    def list_rewards(
+        self, run_id: str, *, pass_id: str | None = None, include_superseded: bool = False
+    ) -> list[StoredReward]:
+        """The stored grading rewards of one run, oldest first."""
+        return self._grading.list_rewards(run_id, pass_id=pass_id, include_superseded=include_superseded)
+
+    def list_grading_passes(self) -> list[GradingPass]:
+        """Every grading pass, oldest first."""
+        return self._grading.list_passes()
+
+    def save_realized_graph(self, run_id: str, graph: dict[str, Any]) -> None:
+        """Keep the realized graph of a run (replacing an earlier one)."""
+        self._grading.save_graph(run_id, graph)
+
+    def load_realized_graph(self, run_id: str) -> dict[str, Any] | None:
+        """The stored realized graph of a run, or None."""
+        return self._grading.load_graph(run_id)
 
 
 @contextlib.contextmanager
