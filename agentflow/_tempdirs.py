@@ -16,6 +16,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from agentflow._processes import pid_alive
+
 _swept: set[str] = set()
 _swept_lock = threading.Lock()
 
@@ -46,14 +48,3 @@ def sweep_stale(prefix: str, folder: str | None = None) -> list[Path]:
                 shutil.rmtree(entry.path)
                 removed.append(Path(entry.path))
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this pid namespace exists (another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: alive, and not ours to judge
-    return True

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from agentflow._tempdirs import pid_alive
+from agentflow._processes import pid_alive
 from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, workdir_relative
 from agentflow.sandboxes._registry import sandbox

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from agentflow._processes import pid_alive
 from agentflow.errors import MissingExtraError, TraceError
 from agentflow.traces._events import EventType
 from agentflow.traces._hashing import sha256_hex
@@ -34,10 +35,9 @@ from agentflow.traces._store import (
     Trace,
     _check_against_index,
     _check_run_id,
-    _index_error,
     _new_run_id,
     _parse_and_verify,
-    _pid_alive,
+    _write_counts,
     check_reopenable,
 )
 from agentflow.traces._summary import RunSummary
@@ -195,17 +195,18 @@ class PostgresStore(GradingMethods):
             "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = %s", (socket.gethostname(),)
         )
         for run_id, pid in rows:
-            if pid is None or pid == os.getpid() or _pid_alive(pid):
+            if pid is None or pid == os.getpid() or pid_alive(pid):
                 continue
             trace = self.load_trace(run_id)
             with self._lock:
-                _update_counts(
+                _write_counts(
                     self._connection,
                     run_id,
                     status="interrupted",
                     summary=trace.summary(),
                     events=len(trace.events),
                     last_hash=trace.events[-1].hash if trace.events else None,
+                    placeholder="%s",
                 )
 
     def run_ids(self) -> list[str]:
@@ -299,36 +300,6 @@ class PostgresStore(GradingMethods):
         return GradingTables(self._unit, "%s")
 
 
-def _update_counts(
-    connection: Any,
-    run_id: str,
-    *,
-    status: str,
-    summary: RunSummary,
-    events: int,
-    last_hash: str | None,
-) -> None:
-    connection.execute(
-        "UPDATE runs SET status = %s, finished_at = %s, duration_s = %s, steps = %s, tool_calls = %s,"
-        " model_calls = %s, tokens = %s, reward_mean = %s, error = %s, events = %s, last_hash = %s"
-        " WHERE run_id = %s",
-        (
-            status,
-            summary.finished_at,
-            summary.duration_s,
-            summary.steps,
-            summary.tool_calls,
-            summary.model_calls,
-            summary.tokens,
-            summary.reward_mean,
-            _index_error(summary),
-            events,
-            last_hash,
-            run_id,
-        ),
-    )
-
-
 class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
@@ -360,13 +331,14 @@ class PostgresRecorder(RecorderBase):
             raise TraceError(f"cannot write event {seq} of run {self.run_id} to {self.store.location}: {exc}") from exc
 
     def _write_counts(self, status: str, summary: RunSummary) -> None:
-        _update_counts(
+        _write_counts(
             self._connection,  # the recorder's own; the caller holds the recorder's lock
             self.run_id,
             status=status,
             summary=summary,
             events=self._next_seq,
             last_hash=self._last_hash,
+            placeholder="%s",
         )
 
     def _release(self) -> None:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from agentflow._processes import pid_alive
 from agentflow.errors import ConfigError, TraceError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import event_hash, sha256_hex
@@ -98,16 +99,6 @@ def _ensure_wal(connection: sqlite3.Connection) -> None:
 def _new_run_id() -> str:
     # Second-resolution time first so ids sort by start time; 32 random bits keep concurrent starts apart.
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -350,7 +341,7 @@ class TraceStore(SQLiteGradingMixin):
             "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", (socket.gethostname(),)
         ).fetchall()
         for run_id, pid in rows:
-            if pid is None or pid == os.getpid() or _pid_alive(pid):
+            if pid is None or pid == os.getpid() or pid_alive(pid):
                 continue
             try:
                 trace = self.load_trace(run_id)
@@ -584,17 +575,21 @@ def _check_against_index(
 
 
 def _write_counts(
-    connection: sqlite3.Connection,
+    connection: Any,
     run_id: str,
     *,
     status: str,
     summary: RunSummary,
     events: int,
     last_hash: str | None,
+    placeholder: str = "?",
 ) -> None:
+    """Update a run's index row (SQLite, or PostgreSQL with ``placeholder="%s"``: same table, same SQL)."""
     connection.execute(
-        "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?, model_calls = ?,"
-        " tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ? WHERE run_id = ?",
+        (
+            "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?, model_calls = ?,"
+            " tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ? WHERE run_id = ?"
+        ).replace("?", placeholder),
         (
             status,
             summary.finished_at,
@@ -739,5 +734,5 @@ def check_reopenable(trace: Trace, status: str | None, owner: tuple[str | None, 
         listed = "; ".join(str(problem) for problem in damaged)
         raise TraceError(f"trace of run {trace.run_id} failed verification, so it is not resumed: {listed}")
     host, pid = owner
-    if status == "running" and pid is not None and host == socket.gethostname() and _pid_alive(pid):
+    if status == "running" and pid is not None and host == socket.gethostname() and pid_alive(pid):
         raise TraceError(f"run {trace.run_id} is still running (process {pid}); stop it before resuming")
