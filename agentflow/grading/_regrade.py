@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,27 +82,34 @@ def iter_steps(events: Sequence[Event], kind: StepKind) -> Iterator[tuple[str | 
         yield None, list(events)
         return
     if kind == "node":
-        open_visits: dict[int, list[Event]] = {}
-        for event in events:
-            if event.type is EventType.NODE_STARTED:
-                open_visits[event.seq] = [event]
-            elif event.parent in open_visits:
-                open_visits[event.parent].append(event)
-                if event.type is EventType.NODE_FINISHED:
-                    visit = open_visits.pop(event.parent)
-                    yield visit[0].node, visit
+        yield from _spans(events, EventType.NODE_STARTED, EventType.NODE_FINISHED)
         return
-    calls: dict[int, list[Event]] = {}
+    yield from _spans(events, EventType.TOOL_CALL, EventType.TOOL_RESULT, alone=_final_answer)
+
+
+def _final_answer(event: Event) -> bool:
+    return event.type is EventType.MODEL_RESPONSE and not event.data.get("tool_calls")
+
+
+def _spans(
+    events: Sequence[Event],
+    opener: EventType,
+    closer: EventType,
+    alone: Callable[[Event], bool] = lambda _event: False,
+) -> Iterator[tuple[str | None, list[Event]]]:
+    """Each ``opener`` event with the events parented to it, up to its ``closer``, in the order they close; an
+    event ``alone`` accepts is a span of its own."""
+    open_spans: dict[int, list[Event]] = {}
     for event in events:
-        if event.type is EventType.TOOL_CALL:
-            calls[event.seq] = [event]
-        elif event.parent in calls:
-            calls[event.parent].append(event)
-            if event.type is EventType.TOOL_RESULT:
-                step = calls.pop(event.parent)
-                yield step[0].node, step
-        elif event.type is EventType.MODEL_RESPONSE and not event.data.get("tool_calls"):
+        if alone(event):
             yield event.node, [event]
+        elif event.type is opener:
+            open_spans[event.seq] = [event]
+        elif event.parent in open_spans:
+            open_spans[event.parent].append(event)
+            if event.type is closer:
+                span = open_spans.pop(event.parent)
+                yield span[0].node, span
 
 
 def _state_before(events: Sequence[Event], upto: int) -> dict[str, Any]:
