@@ -55,7 +55,9 @@ def build_command(
     tag: Annotated[str | None, typer.Option("--tag", help="image tag (default: agentflow/<recipe>:latest)")] = None,
     mirror: Annotated[str | None, typer.Option("--mirror", help="Debian mirror (default: this machine's apt)")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="Debian release (default: this machine's)")] = None,
-    if_missing: Annotated[bool, typer.Option("--if-missing", help="skip when the image exists")] = False,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="skip when the image exists and is of the recipe's current revision")
+    ] = False,
 ) -> int:
     """Build a sandbox image with no image registry (debootstrap + docker import; needs root and debootstrap)."""
     from agentflow.errors import ConfigError, SandboxUnavailableError
@@ -64,7 +66,7 @@ def build_command(
     if recipe not in _build.RECIPES:
         raise ConfigError(f"unknown image recipe {recipe!r}", fix=f"choices: {', '.join(sorted(_build.RECIPES))}")
     target = tag or str(_build.RECIPES[recipe]["tag"])
-    if if_missing and _build.image_exists(target):
+    if if_missing and _build.image_is_current(recipe, target):
         print(f"{target} already exists")
         return 0
     try:

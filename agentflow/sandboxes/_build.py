@@ -13,6 +13,7 @@ list equal to ``RECIPES["python"]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -25,11 +26,17 @@ from pathlib import Path
 RECIPES: dict[str, dict[str, object]] = {
     "python": {
         "tag": "agentflow/python:latest",
-        # minbase already has sh, coreutils, util-linux (setsid), grep, sed, tar; the exec server needs python3
-        "packages": ["python3"],
+        # minbase already has sh, coreutils, util-linux (setsid), grep, sed, tar; the exec server needs python3 and
+        # the built-in run_tests tool pytest (without it run_tests falls back to unittest, unlike the local backend)
+        "packages": ["python3", "python3-pytest"],
+        # bump whenever the packages or the image layout change: `--if-missing` rebuilds an image of an older one
+        "revision": 2,
     },
 }
-"""Image recipes by name: the tag and the Debian packages added to ``debootstrap --variant=minbase``."""
+"""Image recipes by name: the tag, the Debian packages added to ``debootstrap --variant=minbase``, and the recipe's
+revision, which the image carries as the label ``agentflow.recipe.revision``."""
+
+REVISION_LABEL = "agentflow.recipe.revision"
 
 SANDBOX_UID = 1000
 WORKDIR = "/workspace"
@@ -143,6 +150,7 @@ def build_image(
             f"WORKDIR {WORKDIR}",
             f"USER {SANDBOX_UID}:{SANDBOX_UID}",
             f"LABEL agentflow.recipe={recipe}",
+            f"LABEL {REVISION_LABEL}={spec['revision']}",
             'CMD ["python3"]',
         ]
         argv = [docker, "import"]
@@ -165,17 +173,43 @@ def image_exists(tag: str, docker: str = "docker") -> bool:
     return subprocess.run([docker, "image", "inspect", tag], capture_output=True, check=False).returncode == 0
 
 
+def image_revision(tag: str, docker: str = "docker") -> int | None:
+    """The recipe revision ``tag`` was built from (0 for an image from before revisions), or None when it is absent."""
+    completed = subprocess.run(
+        [docker, "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        return None
+    labels = json.loads(completed.stdout or "null") or {}
+    value = str(labels.get(REVISION_LABEL, "0"))
+    return int(value) if value.isdigit() else 0
+
+
+def image_is_current(recipe: str, tag: str | None = None, docker: str = "docker") -> bool:
+    """Whether the engine holds ``tag`` built from the recipe's current revision (what ``--if-missing`` checks)."""
+    spec = RECIPES[recipe]
+    revision = image_revision(tag or str(spec["tag"]), docker)
+    return revision is not None and revision >= int(spec["revision"])  # type: ignore[call-overload]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build an agentflow sandbox image with no image registry.")
     parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--tag", help="image tag (default: the recipe's)")
     parser.add_argument("--mirror", help="Debian mirror URL (default: the one this machine's apt uses)")
     parser.add_argument("--suite", help="Debian release (default: this machine's)")
-    parser.add_argument("--if-missing", action="store_true", help="do nothing when the image already exists")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the image exists and was built from the recipe's current revision",
+    )
     args = parser.parse_args(argv)
     tag = args.tag or str(RECIPES[args.recipe]["tag"])
-    if args.if_missing and image_exists(tag):
-        print(f"{tag} already exists", file=sys.stderr)
+    if args.if_missing and image_is_current(args.recipe, tag):
+        print(f"{tag} already exists (recipe revision {RECIPES[args.recipe]['revision']})", file=sys.stderr)
         return 0
     try:
         build_image(args.recipe, tag=tag, mirror=args.mirror, suite=args.suite)
