@@ -17,6 +17,7 @@ while a run executed and is recorded in the run's trace.
         ├── SandboxError            the sandbox backend failed (not the command inside it)
         │   ├── SandboxUnavailableError   the backend cannot start here (names how to fix)
         │   ├── PathOutsideWorkdirError   a path escapes the sandbox workdir (also a PermissionError)
+        │   ├── FileTooLargeError         read_file met a file over limits.read_bytes (also an OSError, EFBIG)
         │   └── PoolExhaustedError        a sandbox pool stayed fully in use for the wait (also a TimeoutError)
         ├── ModelAPIError           the model provider failed (status code and body when HTTP)
         ├── ModelScriptExhausted    a scripted model ran out of responses
@@ -30,6 +31,7 @@ while a run executed and is recorded in the run's trace.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -157,6 +159,18 @@ class SandboxUnavailableError(SandboxError):
 
 class PathOutsideWorkdirError(SandboxError, PermissionError):
     """A path would escape the sandbox workdir (absolute, ``..`` or a symlink out)."""
+
+
+class FileTooLargeError(SandboxError, OSError):
+    """``read_file`` refused a file larger than the sandbox's ``limits.read_bytes``; nothing was read past the cap."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"{path!r} is larger than the read limit of {limit} bytes (limits.read_bytes)")
+        self.path = path
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class PoolExhaustedError(SandboxError, TimeoutError):

@@ -22,6 +22,11 @@ class SandboxLimits(BaseModel):
     pids: int = Field(default=128, gt=0, description="processes/threads the sandbox user may run")
     file_size_mb: int = Field(default=256, gt=0, description="largest file one exec may write (RLIMIT_FSIZE)")
     output_bytes: int = Field(default=1_000_000, gt=0, description="cap on stdout and on stderr, each")
+    read_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        description="largest file read_file returns; a larger one raises FileTooLargeError, read no further",
+    )
     network: bool = Field(default=False, description="allow network access")
 
 
@@ -76,12 +81,16 @@ class Sandbox(abc.ABC):
     a path that escapes the workdir raises ``PathOutsideWorkdirError``.
 
     Implementations raise the built-in ``FileNotFoundError`` for a missing file, ``PermissionError``
-    (``PathOutsideWorkdirError``) for a path outside the workdir, ``IsADirectoryError`` when a file was expected,
-    and a ``SandboxError`` subclass when the backend itself fails. A command that fails or times out is not an
+    (``PathOutsideWorkdirError``) for a path outside the workdir and for a file the sandbox user may not read or
+    write (file operations act with that user's rights, as its commands do), ``IsADirectoryError`` when a file was
+    expected, ``FileTooLargeError`` (an ``OSError``) when ``read_file`` meets a file over ``limits.read_bytes``, and
+    a ``SandboxError`` subclass when the backend itself fails. Messages name paths as the sandbox shows them, never
+    where the backend keeps them on the host. A command that fails or times out is not an
     exception: it is an ``ExecResult`` with its exit code or ``timed_out``.
     """
 
     backend: str = "abstract"
+    limits: SandboxLimits
 
     @abc.abstractmethod
     async def exec(
@@ -97,7 +106,11 @@ class Sandbox(abc.ABC):
 
     @abc.abstractmethod
     async def read_file(self, path: str) -> bytes:
-        """Return the bytes of a file inside the workdir."""
+        """Return the bytes of a file inside the workdir, at most ``limits.read_bytes`` of them.
+
+        A larger file raises ``FileTooLargeError`` rather than coming back cut: a truncated file written back
+        would silently lose its end. Backends stop reading at the cap, so memory stays bounded.
+        """
 
     @abc.abstractmethod
     async def write_file(self, path: str, data: str | bytes) -> None:
@@ -152,3 +165,22 @@ def workdir_relative(path: str, workdir: str) -> str:
     if pure == ".." or pure.startswith("../"):
         raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {workdir}")
     return pure
+
+
+_FILE_ERROR_WORDS: dict[type[OSError], str] = {
+    FileNotFoundError: "does not exist in the sandbox",
+    IsADirectoryError: "is a directory",
+    NotADirectoryError: "is not a directory (or a folder on its way is a file)",
+    PermissionError: "is not accessible: permission denied to the sandbox user",
+    FileExistsError: "already exists",
+}
+
+
+def file_error(kind: type[OSError], path: str) -> OSError:
+    """The built-in exception for a file operation on ``path`` that failed, worded the same by every backend.
+
+    ``path`` is the path as the caller gave it (a sandbox path): the message a model reads never names where the
+    backend keeps the file on the host.
+    """
+    words = next((text for base, text in _FILE_ERROR_WORDS.items() if issubclass(kind, base)), "failed")
+    return kind(f"{path!r} {words}")

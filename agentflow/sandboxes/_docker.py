@@ -39,8 +39,21 @@ from types import FrameType
 from typing import Any
 
 from agentflow._processes import pid_alive
-from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, workdir_relative
+from agentflow.errors import (
+    FileTooLargeError,
+    MissingExtraError,
+    PathOutsideWorkdirError,
+    SandboxError,
+    SandboxUnavailableError,
+)
+from agentflow.sandboxes._base import (
+    ExecResult,
+    IsolationReport,
+    Sandbox,
+    SandboxLimits,
+    file_error,
+    workdir_relative,
+)
 from agentflow.sandboxes._registry import sandbox
 
 DEFAULT_IMAGE = "agentflow/python:latest"
@@ -324,6 +337,8 @@ def _raise_reply_error(header: dict[str, Any], path: str) -> None:
         return
     if error == "outside":
         raise PathOutsideWorkdirError(f"{path!r} resolves outside the sandbox workdir {WORKDIR}")
+    if error == "FileTooLargeError":
+        raise FileTooLargeError(path, int(header["limit"]))
     builtin = {
         "FileNotFoundError": FileNotFoundError,
         "IsADirectoryError": IsADirectoryError,
@@ -332,7 +347,8 @@ def _raise_reply_error(header: dict[str, Any], path: str) -> None:
         "FileExistsError": FileExistsError,
     }.get(str(error))
     if builtin is not None:
-        raise builtin(f"{path!r}: {message}" if message and path not in message else message or path)
+        # the server's own message names the container's paths; the caller's path is what the model knows
+        raise file_error(builtin, path)
     raise SandboxError(f"the exec server failed: {error}: {message}")
 
 
@@ -613,12 +629,16 @@ class DockerSandbox(Sandbox):
     async def read_file(self, path: str) -> bytes:
         """Return the bytes of a file inside the workdir (symlinks are resolved inside the container).
 
+        The exec server reads at most ``limits.read_bytes`` plus one byte, as the sandbox user.
+
         Raises:
             PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
             FileNotFoundError: no such file.
             IsADirectoryError: the path is a directory.
+            PermissionError: the sandbox user may not read it.
+            FileTooLargeError: the file is larger than ``limits.read_bytes``.
         """
-        return (await self._file_op("read", path))[1]
+        return (await self._file_op("read", path, limit=self.limits.read_bytes))[1]
 
     async def write_file(self, path: str, data: str | bytes) -> None:
         """Write a file inside the workdir, creating parent directories; the sandbox user owns it.

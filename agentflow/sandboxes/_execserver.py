@@ -9,11 +9,12 @@ Every request header has an ``id`` and an ``op``; the response carries the same 
 
 * ``exec``: run ``argv`` in ``cwd`` (relative to the workdir) with ``env``; payload = stdin. Reply: ``exit_code``,
   ``timed_out``, ``truncated``, ``out_len``; payload = stdout then stderr, each capped at ``cap`` bytes. It gets a new
-  session and process group and a marker variable; when it ends or times out every process still carrying its marker
+  session and process group and a marker variable; when it exits or times out every process still carrying its marker
   (its children, grandchildren, even those that called ``setsid``) is killed, so nothing outlives an exec.
 * ``kill``: kill the process tree of exec ``target`` now (the host's caller was cancelled).
 * ``read`` / ``write`` / ``list`` / ``resolve``: file operations confined to the workdir, symlinks resolved inside
-  the container; a path that leads out is refused with error ``outside``.
+  the container, done as the sandbox user (the server's own uid); a path that leads out is refused with error
+  ``outside``; ``read`` reads at most ``limit`` bytes and answers error ``FileTooLargeError`` for a larger file.
 * ``reset``: kill every process of the sandbox user and empty the workdir, ``/tmp`` and ``/dev/shm``.
 
 A failed request gets ``error`` (an exception class name, or ``outside``) and ``message``. When stdin closes (the
@@ -220,7 +221,8 @@ def _collect(
     proc: subprocess.Popen[bytes], marker: bytes, stdin: bytes | None, req: dict[str, Any]
 ) -> tuple[bool, bool, bytearray, bytearray]:
     """Drain stdout and stderr (capped) until both close, the timeout passes, or the command ended while something
-    it left behind still holds the pipes; then kill whatever is left of its tree."""
+    it left behind still holds the pipes; wait for the command's own exit (within the timeout), then kill whatever
+    is left of its tree."""
     cap = int(req["cap"])
     deadline = time.monotonic() + float(req["timeout"])
     if stdin is not None and proc.stdin is not None:
@@ -254,6 +256,14 @@ def _collect(
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+    if not killed:
+        # Both pipes closed, but that is not the end of the command: coreutils close stdout and stderr just before
+        # they exit, a script may `exec >&- 2>&-` and go on. Its own exit (within the timeout) gives the exit code;
+        # killing the tree first would report -9 for a command that was about to exit normally.
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            timed_out = True
     kill_tree(proc, marker)  # what detached from the pipes (nohup ... &) does not outlive the exec either
     out, err = buffers.values()
     return timed_out, truncated, out, err
@@ -304,12 +314,12 @@ def do_file(req: dict[str, Any], payload: bytes) -> None:
     op = req["op"]
     path = str(req.get("path", "."))
     if op == "read":
-        target = resolve(path)
-        if os.path.isdir(target):
-            raise IsADirectoryError(path)
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as handle:
-            send({"id": rid}, handle.read())
+        limit = int(req["limit"])
+        data = _read_capped(resolve(path), path, limit)
+        if data is None:
+            send({"id": rid, "error": "FileTooLargeError", "message": path, "limit": limit})
+        else:
+            send({"id": rid}, data)
     elif op == "write":
         target = resolve(path, make_parents=True)
         if os.path.isdir(target):
@@ -325,6 +335,25 @@ def do_file(req: dict[str, Any], payload: bytes) -> None:
         send({"id": rid, "path": resolve(path, make_parents=True, make_dir=bool(req.get("mkdir")))})
     else:
         raise ValueError("unknown operation " + str(op))
+
+
+def _read_capped(target: str, path: str, limit: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than ``limit``: never more than ``limit + 1`` bytes are read, so
+    a huge or ever-growing file cannot fill the server's memory. O_NONBLOCK: a FIFO with no writer reads as empty
+    instead of hanging the request."""
+    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(path)
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = handle.read(min(limit + 1 - size, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 def _list(path: str) -> list[str]:

@@ -16,25 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import functools
 import marshal
 import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from agentflow._tempdirs import owned_tempdir
-from agentflow.errors import PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
+from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, file_error
 from agentflow.sandboxes._registry import sandbox
 
 LocalMode = Literal["auto", "namespaces", "process"]
@@ -103,9 +106,28 @@ def _reachable_by_others(path: str) -> bool:
     return True
 
 
-def _encode_config(config: dict[str, Any]) -> str:
-    # marshal, because the launcher decodes it without importing json (and re, which json needs)
-    return marshal.dumps(config).hex()
+def _config_fd(config: dict[str, Any]) -> int:
+    """An anonymous file holding the launch config, read from its start by the launcher that inherits it.
+
+    A file, not an environment variable or a pipe: Linux caps one environment string at 128 KiB (a config holds the
+    command's whole argv and environment), and a pipe holds 64 KiB until someone reads it. marshal, because the
+    launcher decodes it without importing json (and re, which json needs).
+    """
+    data = marshal.dumps(config)
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("agentflow-launch", os.MFD_CLOEXEC)
+    else:
+        with tempfile.TemporaryFile() as handle:  # already unlinked; the duplicate keeps it alive
+            fd = os.dup(handle.fileno())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _search_path() -> str:
@@ -125,17 +147,19 @@ def _run_probe() -> _Probe:
         config = sandbox._launch_config(["true"], cwd=WORKSPACE, env=None)
         status_read, status_write = os.pipe()
         config["status_fd"] = status_write
+        config_fd = _config_fd(config)
         try:
             completed = subprocess.run(
                 [sys.executable, "-I", "-S", _LAUNCHER],
-                env={_CONFIG_ENV_VAR: _encode_config(config)},
-                pass_fds=(status_write,),
+                env={_CONFIG_ENV_VAR: str(config_fd)},
+                pass_fds=(status_write, config_fd),
                 capture_output=True,
                 timeout=30,
                 check=False,
             )
         finally:
             os.close(status_write)
+            os.close(config_fd)
         status = _read_status(status_read)
         if status.setup_error:
             return _Probe(False, status.setup_error)
@@ -244,6 +268,48 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
         super().process_exited()
         if not self.exited.done():
             self.exited.set_result(None)
+
+
+@functools.cache
+def _fs_credentials() -> tuple[Any, Any] | None:
+    """libc's ``setfsuid`` and ``setfsgid`` (Linux), or None where they do not exist."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.setfsuid, libc.setfsgid
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def _filesystem_identity(uid: int, gid: int) -> Iterator[None]:
+    """Make this thread's file access checks those of ``uid``/``gid``, and restore root's afterwards.
+
+    The filesystem uid is per thread (glibc does not broadcast setfsuid to the other threads), so a worker thread
+    can act as the sandbox user while the rest of the process stays root; a non-zero fsuid also drops the
+    capabilities that let root ignore permissions (CAP_DAC_OVERRIDE and the like) for as long as it is set.
+    """
+    calls = _fs_credentials()
+    if calls is None:
+        raise SandboxError("cannot act as the sandbox user for file operations: setfsuid is not available here")
+    setfsuid, setfsgid = calls
+    previous_gid = setfsgid(gid)
+    previous_uid = setfsuid(uid)
+    try:
+        if setfsuid(-1) != uid or setfsgid(-1) != gid:  # -1 changes nothing and returns the current value
+            raise SandboxError(f"could not switch file operations to the sandbox user (uid {uid})")
+        yield
+    finally:
+        setfsuid(previous_uid)
+        setfsgid(previous_gid)
+
+
+def _file_error_for(exc: OSError, path: str) -> OSError:
+    """The exception to raise for a failed host file operation, naming the sandbox path instead of the host's."""
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return file_error(type(exc), path)
+    if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink put in place after the path was checked
+        return PathOutsideWorkdirError(f"{path!r} is a symlink that appeared while it was opened")
+    return OSError(exc.errno, f"{path!r}: {exc.strerror}")
 
 
 def _kill_group(pid: int) -> None:
@@ -455,6 +521,7 @@ class LocalSandbox(Sandbox):
         stdin_bytes = stdin.encode() if isinstance(stdin, str) else stdin
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        config_fd = _config_fd(config)
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _ExitAwareProtocol(loop),
@@ -462,13 +529,12 @@ class LocalSandbox(Sandbox):
                 "-I",
                 "-S",
                 _LAUNCHER,
-                # The environment, not argv, carries the config: a root process's environment is unreadable to
-                # the sandbox uid, while argv would show the command's env in any `ps`.
-                env={_CONFIG_ENV_VAR: _encode_config(config)},
+                # An inherited file, not argv, carries the config: argv would show the command's env in any `ps`.
+                env={_CONFIG_ENV_VAR: str(config_fd)},
                 stdin=asyncio.subprocess.PIPE if stdin_bytes is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=(status_write,),
+                pass_fds=(status_write, config_fd),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -476,6 +542,7 @@ class LocalSandbox(Sandbox):
             raise SandboxError(f"could not start the local sandbox launcher: {exc}") from exc
         finally:
             os.close(status_write)
+            os.close(config_fd)
         process = asyncio.subprocess.Process(transport, protocol, loop)
         self._running.add(process)
         try:
@@ -556,48 +623,91 @@ class LocalSandbox(Sandbox):
     def _relative(self, host: Path) -> str:
         return host.relative_to(self._host_workdir.resolve()).as_posix()
 
+    @contextlib.contextmanager
+    def _as_sandbox_user(self) -> Iterator[None]:
+        """File operations check permissions as the sandbox's own uid, as its commands do (only root differs)."""
+        if not self._is_root:
+            yield
+            return
+        with _filesystem_identity(self._sandbox_uid, self._sandbox_gid):
+            yield
+
     async def read_file(self, path: str) -> bytes:
-        """Return the bytes of a file inside the workdir.
+        """Return the bytes of a file inside the workdir, read with the sandbox user's rights.
+
+        At most ``limits.read_bytes`` plus one byte is read, so a huge or growing file cannot fill memory.
 
         Raises:
             PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
             FileNotFoundError: no such file.
             IsADirectoryError: the path is a directory.
+            PermissionError: the sandbox user may not read it.
+            FileTooLargeError: the file is larger than ``limits.read_bytes``.
         """
         self._ensure_open()
         host = self._host_path(path)
-        return await asyncio.to_thread(host.read_bytes)
+        return await asyncio.to_thread(self._read_host_file, host, path)
+
+    def _read_host_file(self, host: Path, path: str) -> bytes:
+        limit = self.limits.read_bytes
+        chunks: list[bytes] = []
+        size = 0
+        with self._as_sandbox_user():
+            try:
+                # O_NONBLOCK: a FIFO with no writer reads as empty instead of hanging the call
+                fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError as exc:
+                raise _file_error_for(exc, path) from None
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise file_error(IsADirectoryError, path)
+            with os.fdopen(fd, "rb", buffering=0) as handle:
+                while size <= limit:
+                    chunk = handle.read(min(limit + 1 - size, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        if size > limit:
+            raise FileTooLargeError(path, limit)
+        return b"".join(chunks)
 
     async def write_file(self, path: str, data: str | bytes) -> None:
-        """Write a file inside the workdir, creating parent directories; the sandbox's user owns what is made.
+        """Write a file inside the workdir with the sandbox user's rights, creating parent directories; the
+        sandbox's user owns what is made.
 
         Raises:
             PathOutsideWorkdirError: the path (or a symlink on it) leads outside the workdir.
             IsADirectoryError: the path is a directory.
+            PermissionError: the sandbox user may not write it (or create it in its folder).
         """
         self._ensure_open()
         host = self._host_path(path)
         payload = data.encode() if isinstance(data, str) else data
-        await asyncio.to_thread(self._write_host_file, host, payload)
+        await asyncio.to_thread(self._write_host_file, host, path, payload)
 
-    def _write_host_file(self, host: Path, payload: bytes) -> None:
+    def _write_host_file(self, host: Path, path: str, payload: bytes) -> None:
         root = self._host_workdir.resolve()
-        directory = root
-        for part in host.parent.relative_to(root).parts:
-            directory = directory / part
-            if not directory.exists():
-                directory.mkdir()
-                self._give_to_sandbox(directory)
-        if host.is_dir():
-            raise IsADirectoryError(f"{self._relative(host)!r} is a directory")
-        # O_NOFOLLOW: a symlink put in place after the path was checked is refused, not followed out.
-        fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        self._give_to_sandbox(host)
+        # As the sandbox uid (fsuid and fsgid), what is created belongs to the sandbox with no chown.
+        with self._as_sandbox_user():
+            try:
+                directory = root
+                for part in host.parent.relative_to(root).parts:
+                    directory = directory / part
+                    if not directory.exists():
+                        directory.mkdir()
+                if host.is_dir():
+                    raise file_error(IsADirectoryError, path)
+                # O_NOFOLLOW: a symlink put in place after the path was checked is refused, not followed out.
+                fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:  # also the IsADirectoryError above: the same wording comes back
+                raise _file_error_for(exc, path) from None
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
 
     async def list_files(self, path: str = ".") -> list[str]:
-        """Return the regular files under ``path``, recursively, as sorted paths relative to the workdir.
+        """Return the regular files under ``path``, recursively, as sorted paths relative to the workdir; folders
+        the sandbox user may not read are left out, as its own ``find`` would.
 
         Symlinks are not followed and not listed.
 
@@ -607,19 +717,23 @@ class LocalSandbox(Sandbox):
         """
         self._ensure_open()
         host = self._host_path(path)
-        return await asyncio.to_thread(self._list_host_files, host)
+        return await asyncio.to_thread(self._list_host_files, host, path)
 
-    def _list_host_files(self, host: Path) -> list[str]:
-        if not host.exists():
-            raise FileNotFoundError(f"{self._relative(host)!r} does not exist in the sandbox")
-        if host.is_file():
-            return [self._relative(host)]
+    def _list_host_files(self, host: Path, path: str) -> list[str]:
         found: list[str] = []
-        for directory, _, files in os.walk(host):
-            for name in files:
-                candidate = Path(directory) / name
-                if candidate.is_file() and not candidate.is_symlink():
-                    found.append(self._relative(candidate))
+        with self._as_sandbox_user():
+            try:
+                if not host.exists():
+                    raise file_error(FileNotFoundError, path)
+                if host.is_file():
+                    return [self._relative(host)]
+            except PermissionError as exc:
+                raise _file_error_for(exc, path) from None
+            for directory, _, files in os.walk(host):
+                for name in files:
+                    candidate = Path(directory) / name
+                    if candidate.is_file() and not candidate.is_symlink():
+                        found.append(self._relative(candidate))
         return sorted(found)
 
     async def copy_in(self, source_dir: str, dest: str = ".") -> None:

@@ -1,8 +1,9 @@
 """The launcher the local sandbox runs (as a script, ``python -I -S _nsinit.py``) for every exec.
 
 It must import nothing from agentflow and stay small: the interpreter starts once per exec and its start-up time
-is most of an exec's latency. It reads its config (``marshal``-encoded, as hex) from the ``AGENTFLOW_SANDBOX_LAUNCH``
-environment variable (the command's own environment is in the config) and then either
+is most of an exec's latency. It reads its config (``marshal``-encoded) from the file descriptor named by the
+``AGENTFLOW_SANDBOX_LAUNCH`` environment variable (the command's own argv and environment are in the config; a file,
+not the variable itself, because Linux caps one environment string at 128 KiB) and then either
 
 * ``mode == "process"``: applies resource limits, drops to the sandbox's host uid when it runs as root, and execs the
   command in place; or
@@ -349,9 +350,17 @@ def _run_in_namespaces(config: dict[str, Any], status_fd: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 125)
 
 
+def _read_config(fd: int) -> dict[str, Any]:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)  # the command must not inherit it (nor see its own config)
+    config: dict[str, Any] = marshal.loads(b"".join(chunks))  # noqa: S302 - written by our parent process
+    return config
+
+
 def main() -> None:
-    launch = os.environ.pop("AGENTFLOW_SANDBOX_LAUNCH")
-    config: dict[str, Any] = marshal.loads(bytes.fromhex(launch))  # noqa: S302 - written by our parent process
+    config = _read_config(int(os.environ.pop("AGENTFLOW_SANDBOX_LAUNCH")))
     status_fd: int = config["status_fd"]
     os.set_blocking(status_fd, True)
     _die_with_parent()

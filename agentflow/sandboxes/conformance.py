@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import re
 import secrets
 import socket
 import tempfile
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError
 from agentflow.sandboxes._base import IsolationReport, Sandbox
 
 SandboxFactory = Callable[[], Awaitable[Sandbox]]
@@ -101,12 +104,110 @@ async def check_exec_exit_codes(factory: SandboxFactory) -> None:
 
 
 async def check_stdin(factory: SandboxFactory) -> None:
-    """Text and bytes given as ``stdin`` reach the command intact."""
+    """Text and bytes given as ``stdin`` reach the command intact, and the command's exit code comes back."""
     async with _fresh(factory) as box:
         result = await box.exec(["cat"], stdin="line one\nline two\n")
         _expect(result.stdout == "line one\nline two\n", f"cat echoed {result.stdout!r}")
+        _expect(result.exit_code == 0, f"cat with stdin exited {result.exit_code}, expected 0")
         result = await box.exec(["wc", "-c"], stdin=b"\x00\x01\x02" * 1000)
         _expect(result.stdout.strip() == "3000", f"wc -c counted {result.stdout.strip()!r} of 3000 bytes")
+        _expect(result.exit_code == 0, f"wc -c with stdin exited {result.exit_code}, expected 0")
+
+
+QUICK_COMMANDS = 500
+"""How many short commands ``check_quick_exit_codes`` runs."""
+
+_QUICK_CONCURRENCY = 4
+_CLOSED_STDIO = "exec >&- 2>&-; sleep {seconds}; exit 3"
+
+
+@dataclass(frozen=True)
+class _QuickCommand:
+    label: str
+    cmd: list[str]
+    exit_code: int
+    stdin: bytes | None = None
+    stdout: str | None = None
+
+
+def _quick_commands(count: int) -> list[_QuickCommand]:
+    """Commands that close stdout and stderr as they exit (coreutils do), or long before (a closed-stdio sh)."""
+    cycle = [
+        _QuickCommand("cat with stdin", ["cat"], 0, b"quick\n", "quick\n"),
+        _QuickCommand("wc -c with stdin", ["wc", "-c"], 0, b"x" * 300, "300"),
+        _QuickCommand("ls", ["ls"], 0, None, "seen.txt"),
+        _QuickCommand("rm -f missing", ["rm", "-f", "absent.txt"], 0, None, ""),
+    ]
+    commands = []
+    for index in range(count - 1):
+        if index % 50 == 49:  # a handful with short sleeps; the 1 s one below shows the race is gone, not just rare
+            commands.append(_QuickCommand("closed-stdio sh", ["sh", "-c", _CLOSED_STDIO.format(seconds=0.05)], 3))
+        else:
+            commands.append(cycle[index % len(cycle)])
+    commands.append(_QuickCommand("closed-stdio sh, 1 s", ["sh", "-c", _CLOSED_STDIO.format(seconds=1)], 3))
+    return commands
+
+
+async def check_quick_exit_codes(factory: SandboxFactory) -> None:
+    """500 short commands (``cat`` and ``wc -c`` with stdin, ``ls``, ``rm -f missing``, an ``sh`` that closes
+    stdout and stderr and exits 3 later, once after 1 s) each report their own exit code and output, never the -9 of
+    a kill that raced their exit once their output pipes closed."""
+    commands = _quick_commands(QUICK_COMMANDS)
+    gate = asyncio.Semaphore(_QUICK_CONCURRENCY)
+    wrong: dict[str, list[str]] = {}
+
+    async def run(command: _QuickCommand) -> None:
+        async with gate:
+            result = await box.exec(command.cmd, stdin=command.stdin, timeout=30)
+        problems = []
+        if result.exit_code != command.exit_code or result.timed_out:
+            problems.append(f"exit {result.exit_code}" + (" timed out" if result.timed_out else ""))
+        if command.stdout is not None and result.stdout.strip() != command.stdout.strip():
+            problems.append(f"stdout {_short(result.stdout, 40)!r}")
+        if problems:
+            wrong.setdefault(command.label, []).append(", ".join(problems))
+
+    async with _fresh(factory) as box:
+        await box.write_file("seen.txt", "listed by ls")
+        # the 1 s command starts first and runs alongside the rest
+        await asyncio.gather(*(run(command) for command in reversed(commands)))
+    if wrong:
+        summary = "; ".join(
+            f"{label}: {len(found)} wrong (expected exit {next(c.exit_code for c in commands if c.label == label)}), "
+            f"e.g. {found[0]}"
+            for label, found in wrong.items()
+        )
+        total = sum(len(found) for found in wrong.values())
+        raise CheckFailed(f"{total} of {len(commands)} short commands came back wrong: {summary}")
+
+
+async def check_large_argv_and_env(factory: SandboxFactory) -> None:
+    """A 1 MiB argv (16 arguments of 64 KiB) and a 512 KiB environment (8 variables of 64 KiB) reach the command
+    intact (Linux caps one string at 128 KiB and all of them at a quarter of the stack limit, 2 MiB by default)."""
+    piece = 64 * 1024
+    argv = [f"{n:02d}" + secrets.token_hex(piece // 2)[: piece - 2] for n in range(16)]
+    env = {f"AGENTFLOW_BIG_{n}": secrets.token_hex(piece // 2)[: piece - 1] for n in range(8)}
+    digest_argv = (
+        "import hashlib, sys\n"
+        "joined = '\\0'.join(sys.argv[1:]).encode()\n"
+        "print(len(sys.argv) - 1, len(joined), hashlib.sha256(joined).hexdigest())\n"
+    )
+    digest_env = (
+        "import hashlib, os\n"
+        "joined = '\\0'.join(k + '=' + v for k, v in sorted(os.environ.items()) if k.startswith('AGENTFLOW_BIG_'))\n"
+        "print(len(joined), hashlib.sha256(joined.encode()).hexdigest())\n"
+    )
+    joined_argv = "\0".join(argv).encode()
+    joined_env = "\0".join(f"{k}={v}" for k, v in sorted(env.items())).encode()
+    async with _fresh(factory) as box:
+        result = await box.exec(["python3", "-c", digest_argv, *argv], timeout=60)
+        expected = f"{len(argv)} {len(joined_argv)} {hashlib.sha256(joined_argv).hexdigest()}"
+        _expect(result.exit_code == 0, f"a 1 MiB argv: exit {result.exit_code}: {_short(result.stderr)}")
+        _expect(result.stdout.strip() == expected, f"a 1 MiB argv arrived as {result.stdout.strip()!r}")
+        result = await box.exec(["python3", "-c", digest_env], env=env, timeout=60)
+        expected = f"{len(joined_env)} {hashlib.sha256(joined_env).hexdigest()}"
+        _expect(result.exit_code == 0, f"a 512 KiB environment: exit {result.exit_code}: {_short(result.stderr)}")
+        _expect(result.stdout.strip() == expected, f"a 512 KiB environment arrived as {result.stdout.strip()!r}")
 
 
 async def check_env(factory: SandboxFactory) -> None:
@@ -226,13 +327,14 @@ async def check_files_text_and_binary(factory: SandboxFactory) -> None:
 
 
 async def check_files_big(factory: SandboxFactory) -> None:
-    """A 20 MB file round-trips."""
+    """A 20 MB file round-trips (or a file of ``limits.read_bytes``, when that is smaller)."""
     async with _fresh(factory) as box:
-        big = os.urandom(1 << 20) * 20
+        big = (os.urandom(1 << 20) * 20)[: min(20 << 20, box.limits.read_bytes)]
         await box.write_file("big.bin", big)
         _expect(await box.read_file("big.bin") == big, "a 20 MB file did not round-trip")
         size = await box.exec(["wc", "-c", "big.bin"])
         _expect(size.stdout.split()[0] == str(len(big)), f"the command saw {size.stdout.strip()}")
+        _expect(size.exit_code == 0, f"wc -c exited {size.exit_code}")
 
 
 async def check_files_missing(factory: SandboxFactory) -> None:
@@ -244,6 +346,94 @@ async def check_files_missing(factory: SandboxFactory) -> None:
             except FileNotFoundError:
                 continue
             raise CheckFailed("a missing path did not raise FileNotFoundError")
+
+
+async def _expect_denied(operation: Awaitable[object], what: str) -> PermissionError:
+    try:
+        await operation
+    except PathOutsideWorkdirError as exc:
+        raise CheckFailed(f"{what} was refused as outside the workdir, not for its permissions: {exc}") from None
+    except PermissionError as exc:
+        return exc
+    raise CheckFailed(f"{what} succeeded: file operations do not act with the sandbox user's rights")
+
+
+async def check_files_respect_permissions(factory: SandboxFactory) -> None:
+    """File operations act with the sandbox user's rights, as its commands do: a file a command made unreadable
+    (``chmod 000``) and a file in a folder it locked are neither read nor written (PermissionError), and stay as
+    they were."""
+    async with _fresh(factory) as box:
+        await box.write_file("locked.txt", "kept")
+        await box.write_file("closed/inner.txt", "inner")
+        locked = await box.exec(["sh", "-c", "chmod 000 locked.txt && chmod 000 closed"])
+        _expect(locked.exit_code == 0, f"could not chmod: {locked.stderr!r}")
+        try:
+            await _expect_denied(box.read_file("locked.txt"), "reading a chmod 000 file")
+            await _expect_denied(box.write_file("locked.txt", "overwritten"), "overwriting a chmod 000 file")
+            await _expect_denied(box.read_file("closed/inner.txt"), "reading a file in a chmod 000 folder")
+            await _expect_denied(box.write_file("closed/new.txt", "x"), "writing into a chmod 000 folder")
+        finally:
+            await box.exec(["sh", "-c", "chmod 700 closed; chmod 600 locked.txt"])
+        shown = await box.exec(["sh", "-c", "cat locked.txt; ls closed"])
+        _expect(shown.stdout == "keptinner.txt\n", f"the locked files changed: {shown.stdout!r}")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[\w.@+-][\w./@+-]*")
+
+
+def _expect_sandbox_paths(exc: BaseException, box: Sandbox, what: str) -> None:
+    message = str(exc)
+    for found in _ABSOLUTE_PATH.findall(message):
+        inside = found == box.workdir or found.startswith(box.workdir.rstrip("/") + "/")
+        _expect(inside, f"{what}: the message names {found!r}, not a path of the sandbox: {message!r}")
+
+
+async def check_file_errors_name_sandbox_paths(factory: SandboxFactory) -> None:
+    """File errors (what a model reads) name paths as the sandbox shows them, never where the backend keeps them on
+    the host; a directory read or written as a file says "is a directory"."""
+    async with _fresh(factory) as box:
+        await box.write_file("folder/file.txt", "x")
+        await box.write_file("locked.txt", "x")
+        await box.exec(["chmod", "000", "locked.txt"])
+        operations: list[tuple[str, Callable[[], Awaitable[object]], type[BaseException]]] = [
+            ("reading a missing file", lambda: box.read_file("folder/absent.txt"), FileNotFoundError),
+            ("reading a missing absolute path", lambda: box.read_file(f"{box.workdir}/absent.txt"), FileNotFoundError),
+            ("listing a missing folder", lambda: box.list_files("absent_dir"), FileNotFoundError),
+            ("reading a folder", lambda: box.read_file("folder"), IsADirectoryError),
+            ("writing a folder", lambda: box.write_file("folder", "x"), IsADirectoryError),
+            ("reading a chmod 000 file", lambda: box.read_file("locked.txt"), PermissionError),
+        ]
+        for what, operation, expected in operations:
+            try:
+                await operation()
+            except expected as exc:
+                _expect_sandbox_paths(exc, box, what)
+                if expected is IsADirectoryError:
+                    _expect("is a directory" in str(exc), f"{what}: the message does not say so: {str(exc)!r}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - the wrong kind of error is the finding
+                raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}, expected {expected.__name__}") from None
+            raise CheckFailed(f"{what} did not raise {expected.__name__}")
+        await box.exec(["chmod", "600", "locked.txt"])
+
+
+async def check_files_read_cap(factory: SandboxFactory) -> None:
+    """``read_file`` returns a file of exactly ``limits.read_bytes`` and refuses a larger one with FileTooLargeError
+    (an OSError) whose message names the cap and the sandbox path."""
+    async with _fresh(factory) as box:
+        cap = box.limits.read_bytes
+        made = await box.exec(
+            ["sh", "-c", f"head -c {cap} /dev/zero > at_cap.bin && head -c {cap + 1} /dev/zero > over.bin"]
+        )
+        _expect(made.exit_code == 0, f"could not make the files: {made.stderr!r}")
+        _expect(len(await box.read_file("at_cap.bin")) == cap, f"a file of exactly {cap} bytes did not read back")
+        try:
+            await box.read_file("over.bin")
+        except FileTooLargeError as exc:
+            _expect(str(cap) in str(exc) and "over.bin" in str(exc), f"the message is unclear: {exc}")
+            _expect_sandbox_paths(exc, box, "reading a file over the cap")
+        else:
+            raise CheckFailed(f"a file of {cap + 1} bytes was read over the read_bytes limit of {cap}")
 
 
 async def _expect_refused(operation: Awaitable[object], what: str) -> None:
@@ -461,6 +651,8 @@ async def check_disk_fill_bounded(factory: SandboxFactory) -> None:
 CHECKS: dict[str, Check] = {
     "exec_exit_codes": check_exec_exit_codes,
     "stdin": check_stdin,
+    "quick_exit_codes": check_quick_exit_codes,
+    "large_argv_and_env": check_large_argv_and_env,
     "env": check_env,
     "cwd": check_cwd,
     "large_output_capped": check_large_output_capped,
@@ -473,6 +665,9 @@ CHECKS: dict[str, Check] = {
     "files_big": check_files_big,
     "files_missing": check_files_missing,
     "files_outside_workdir": check_files_outside_workdir,
+    "files_respect_permissions": check_files_respect_permissions,
+    "file_errors_name_sandbox_paths": check_file_errors_name_sandbox_paths,
+    "files_read_cap": check_files_read_cap,
     "fresh_sandbox_is_empty": check_fresh_sandbox_is_empty,
     "reset_between_uses": check_reset_between_uses,
     "network_egress_blocked": check_network_egress_blocked,
