@@ -91,6 +91,7 @@ class Sandbox(abc.ABC):
 
     backend: str = "abstract"
     limits: SandboxLimits
+    """The limits the sandbox was created with (every backend sets it)."""
 
     @abc.abstractmethod
     async def exec(

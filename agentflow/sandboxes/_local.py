@@ -732,8 +732,9 @@ class LocalSandbox(Sandbox):
             for directory, _, files in os.walk(host):
                 for name in files:
                     candidate = Path(directory) / name
-                    if candidate.is_file() and not candidate.is_symlink():
-                        found.append(self._relative(candidate))
+                    with contextlib.suppress(OSError):  # lstat: a symlink is neither followed nor listed
+                        if stat.S_ISREG(candidate.lstat().st_mode):
+                            found.append(self._relative(candidate))
         return sorted(found)
 
     async def copy_in(self, source_dir: str, dest: str = ".") -> None:

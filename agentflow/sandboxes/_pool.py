@@ -215,6 +215,7 @@ class PooledSandbox(Sandbox):
         self._pool = pool
         self._returned = False
         self.backend = inner.backend
+        self.limits = inner.limits
 
     def _box(self) -> Sandbox:
         if self._returned:

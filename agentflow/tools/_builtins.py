@@ -17,7 +17,7 @@ from unidiff.constants import LINE_TYPE_NO_NEWLINE
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import Hunk, PatchedFile, PatchSet
 
-from agentflow.errors import PathOutsideWorkdirError, ToolError
+from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError, ToolError
 from agentflow.sandboxes._base import ExecResult
 from agentflow.tools._base import ToolContext
 from agentflow.tools._registry import tool
@@ -100,6 +100,13 @@ async def _read_text(ctx: ToolContext, path: str) -> str:
         raise ToolError(f"{path!r} is a directory, not a file; call list_files({path!r}) to see inside") from None
     except PathOutsideWorkdirError as exc:
         raise ToolError(f"path {path!r} is outside the workdir: {exc}") from None
+    except PermissionError:
+        raise ToolError(f"{path!r} may not be read: permission denied to the sandbox user") from None
+    except FileTooLargeError as exc:
+        raise ToolError(
+            f"{path!r} is larger than the {exc.limit} bytes read_file reads (limits.read_bytes); read parts of it "
+            "with a command (head -c, sed -n 'A,Bp', grep)"
+        ) from None
     return data.decode("utf-8", errors="replace")
 
 
@@ -174,6 +181,8 @@ async def write_file(
         raise ToolError(f"{relative!r} is a directory; choose a file path") from None
     except PathOutsideWorkdirError as exc:
         raise ToolError(f"path {path!r} is outside the workdir: {exc}") from None
+    except PermissionError:
+        raise ToolError(f"{relative!r} may not be written: permission denied to the sandbox user") from None
     return f"wrote {len(data)} bytes to {relative}"
 
 

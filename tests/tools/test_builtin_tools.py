@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agentflow.sandboxes import SandboxLimits, create_sandbox
 from agentflow.sandboxes._base import Sandbox
 from agentflow.tools import ToolContext, tool_registry
 from tests.tools._support import SandboxFiles
@@ -109,6 +110,37 @@ async def test_read_file_caps_a_huge_file(ctx: ToolContext, files: SandboxFiles)
     assert text.startswith("x" * 99 + "\n")
     assert text.endswith("call read_file again with start_line/end_line to read the rest]")
     assert len(text) < 100_000 + 200
+
+
+async def test_read_file_reports_a_file_over_the_read_limit_to_the_model() -> None:
+    async with await create_sandbox("local", limits=SandboxLimits(read_bytes=1000)) as box:
+        ctx = ToolContext(sandbox=box, run_id="run-test", node="node")
+        await box.exec(["sh", "-c", "head -c 1001 /dev/zero > big.bin; head -c 1000 /dev/zero > fits.bin"])
+        ok, _, content = await call(ctx, "read_file", path="big.bin")
+        assert not ok
+        assert "'big.bin' is larger than the 1000 bytes read_file reads (limits.read_bytes)" in content
+        ok, text, _ = await call(ctx, "read_file", path="fits.bin")
+        assert ok
+        assert text == "\0" * 1000
+
+
+async def test_file_tool_errors_name_the_sandbox_path_and_respect_permissions(
+    ctx: ToolContext, files: SandboxFiles, sandbox: Sandbox
+) -> None:
+    await files.put("locked.txt", "secret")
+    await sandbox.exec(["chmod", "000", "locked.txt"])
+    ok, _, content = await call(ctx, "read_file", path="locked.txt")
+    assert not ok
+    assert "permission denied" in content
+    assert "secret" not in content
+    ok, _, content = await call(ctx, "write_file", path="locked.txt", content="overwritten")
+    assert not ok
+    assert "permission denied" in content
+    await sandbox.exec(["chmod", "600", "locked.txt"])
+    assert await files.text("locked.txt") == "secret"
+    ok, _, content = await call(ctx, "read_file", path="absent/x.txt")
+    assert not ok
+    assert "agentflow-sandbox-" not in content
 
 
 async def test_write_file_creates_parents_and_overwrites(ctx: ToolContext, files: SandboxFiles) -> None:
