@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentflow.runtime import run_workflow
-from agentflow.traces import EventType
+from agentflow.traces import EventType, TraceStore
+from agentflow.traces._replay import VOLATILE_TEXT
 from tests.runtime.conftest import Workspace
 from tests.support.require import require
 
@@ -77,3 +80,40 @@ async def test_a_missing_workflow_image_names_the_build_command(ws: Workspace, d
     run = ws.store.list_runs()[0]
     assert run.status == "failed"
     assert Path(ws.store.root).exists()
+
+
+EXAMPLE = Path(__file__).parents[2] / "graphs" / "examples" / "fix_failing_test.yaml"
+# Where a local sandbox in process mode keeps its workdir (namespaces mode and docker show /workspace).
+_HOST_WORKDIR = re.compile(r"/tmp/agentflow-sandbox-[^/\s'\"]+/work")
+# Test runners' timings, and the pytest version in bytecode file names (tests/__pycache__/x.cpython-311-pytest-7.2.1.pyc)
+_VOLATILE = re.compile("|".join([*VOLATILE_TEXT, r"pytest-\d+(?:\.\d+)+"]))
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _VOLATILE.sub("<volatile>", _HOST_WORKDIR.sub("/workspace", value))
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items() if key != "duration_s"}
+    if isinstance(value, list):
+        return [_comparable(item) for item in value]
+    return value
+
+
+def _tool_results(store: TraceStore, run_id: str) -> list[Any]:
+    return [_comparable(e.data) for e in store.load_trace(run_id).events if e.type is EventType.TOOL_RESULT]
+
+
+async def test_the_shipped_example_gives_the_same_tool_results_on_local_and_docker(
+    ws: Workspace, docker_ready: str
+) -> None:
+    results: dict[str, list[Any]] = {}
+    for backend in ("local", "docker"):
+        result = await run_workflow(EXAMPLE, sandbox=backend, store=ws.store)
+        assert result.status == "succeeded", (backend, result.error)
+        results[backend] = _tool_results(ws.store, result.run_id)
+    test_runs = [r["result"] for r in results["docker"] if r["tool"] == "run_tests"]
+    assert test_runs, "the example ran no tests"
+    assert {run["framework"] for run in test_runs} == {"pytest"}, "run_tests fell back to unittest in the image"
+    assert len(results["docker"]) == len(results["local"])
+    for local, docker in zip(results["local"], results["docker"], strict=True):
+        assert docker == local
