@@ -85,7 +85,7 @@ async def test_a_missing_workflow_image_names_the_build_command(ws: Workspace, d
 EXAMPLE = Path(__file__).parents[2] / "graphs" / "examples" / "fix_failing_test.yaml"
 # Where a local sandbox in process mode keeps its workdir (namespaces mode and docker show /workspace).
 _HOST_WORKDIR = re.compile(r"/tmp/agentflow-sandbox-[^/\s'\"]+/work")
-# Test runners' timings, and the pytest version in bytecode file names (tests/__pycache__/x.cpython-311-pytest-7.2.1.pyc)
+# Test runners' timings, and the pytest version in bytecode file names (x.cpython-311-pytest-7.2.1.pyc)
 _VOLATILE = re.compile("|".join([*VOLATILE_TEXT, r"pytest-\d+(?:\.\d+)+"]))
 
 
