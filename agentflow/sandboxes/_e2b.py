@@ -20,8 +20,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentflow.errors import MissingExtraError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, workdir_relative
+from agentflow.errors import (
+    FileTooLargeError,
+    MissingExtraError,
+    PathOutsideWorkdirError,
+    SandboxError,
+    SandboxUnavailableError,
+)
+from agentflow.sandboxes._base import (
+    ExecResult,
+    IsolationReport,
+    Sandbox,
+    SandboxLimits,
+    file_error,
+    workdir_relative,
+)
 from agentflow.sandboxes._registry import sandbox
 
 WORKDIR = "/home/user/workspace"
@@ -192,20 +205,30 @@ class E2BSandbox(Sandbox):
     async def read_file(self, path: str) -> bytes:
         """Return a file's bytes; see ``Sandbox.read_file`` for the exceptions."""
         real = await self._resolve(path)
+        # The SDK reads a file whole: its size, asked first, keeps a huge one from being downloaded at all.
+        code, out, _, _ = await self._run_raw(["stat", "-L", "-c", "%s %F", "--", real], timeout=30)
+        size, _, kind = out.strip().partition(" ")
+        if code == 0 and kind == "directory":
+            raise file_error(IsADirectoryError, path)
+        if code == 0 and size.isdigit() and int(size) > self.limits.read_bytes:
+            raise FileTooLargeError(path, self.limits.read_bytes)
         e2b = _e2b()
         try:
-            return bytes(await self._box.files.read(real, format="bytes"))
+            data = bytes(await self._box.files.read(real, format="bytes"))
         except (e2b.NotFoundException, e2b.FileNotFoundException):
-            raise FileNotFoundError(f"{path!r} does not exist in the sandbox") from None
-        except e2b.InvalidArgumentException as exc:
-            raise IsADirectoryError(f"{path!r} is not a regular file: {exc}") from None
+            raise file_error(FileNotFoundError, path) from None
+        except e2b.InvalidArgumentException:
+            raise file_error(IsADirectoryError, path) from None
+        if len(data) > self.limits.read_bytes:  # it grew between the two calls
+            raise FileTooLargeError(path, self.limits.read_bytes)
+        return data
 
     async def write_file(self, path: str, data: str | bytes) -> None:
         """Write a file, creating parent directories; see ``Sandbox.write_file``."""
         real = await self._resolve(path)
         code, _, _, _ = await self._run_raw(["test", "-d", real], timeout=30)
         if code == 0:
-            raise IsADirectoryError(f"{path!r} is a directory")
+            raise file_error(IsADirectoryError, path)
         await self._write_raw(real, data.encode() if isinstance(data, str) else data)
 
     async def list_files(self, path: str = ".") -> list[str]:
