@@ -168,6 +168,9 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+_REMOVAL_WAIT_S = 10.0
+
+
 def _remove_container(container_id: str) -> None:
     """Force-remove a container and its anonymous volumes; gone already is fine."""
     docker = _docker()
@@ -176,8 +179,17 @@ def _remove_container(container_id: str) -> None:
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
-        if exc.status_code != 409:  # 409: the engine is already removing it (auto_remove)
+        if exc.status_code != 409:
             raise
+        # 409: the engine is already removing it (auto_remove, once the exec server saw its stdin close); wait for
+        # that to finish, so that a closed sandbox is gone, not going
+        deadline = time.monotonic() + _REMOVAL_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                docker_client().api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                break
+            time.sleep(0.05)
     finally:
         with _owned_lock:
             _owned.discard(container_id)
