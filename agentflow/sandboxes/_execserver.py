@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -260,13 +261,29 @@ def _collect(
         # Both pipes closed, but that is not the end of the command: coreutils close stdout and stderr just before
         # they exit, a script may `exec >&- 2>&-` and go on. Its own exit (within the timeout) gives the exit code;
         # killing the tree first would report -9 for a command that was about to exit normally.
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = not _wait_exit(proc, max(deadline - time.monotonic(), 0.0))
     kill_tree(proc, marker)  # what detached from the pipes (nohup ... &) does not outlive the exec either
     out, err = buffers.values()
     return timed_out, truncated, out, err
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether the command exits within ``timeout``; a pidfd wakes us at its exit (Popen.wait polls with sleeps)."""
+    if proc.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    return proc.poll() is not None
 
 
 def do_kill(req: dict[str, Any]) -> None:
