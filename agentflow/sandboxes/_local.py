@@ -342,7 +342,9 @@ class LocalSandbox(Sandbox):
     (``workdir`` says which); their environment holds only ``PATH`` (the Python runtime's ``bin`` first),
     ``HOME`` (the workdir), ``LANG``, ``TMPDIR`` and what ``exec`` is given. A timeout kills the command and
     returns ``timed_out=True`` with ``exit_code`` -9 (``TIMEOUT_EXIT_CODE``); a command that cannot be started
-    returns exit code 127 (not found) or 126 (not executable) with the reason on stderr.
+    returns exit code 127 (not found) or 126 (not executable) with the reason on stderr. File operations check
+    permissions as the sandbox's uid (as root, through this thread's filesystem uid), so they may do exactly what the
+    sandbox's own commands may.
     """
 
     backend = "local"
