@@ -93,8 +93,8 @@ def compile_workflow(
         raise GraphValidationError(diagnostics)
     spec = loaded.spec
     tools: dict[str, Tool] = {}
-    for ref in spec.tools:
-        tools[spec.tool_name(ref)] = resolve_tool(ref, base_dir=loaded.base_dir)
+    for ref in spec.tool_refs():
+        tools[spec.tool_name(ref)] = resolve_tool(ref.ref, base_dir=loaded.base_dir, host=ref.host)
     children: dict[str, CompiledWorkflow] = {}
     resolved = loaded.path.resolve()
     for name, node in spec.nodes.items():

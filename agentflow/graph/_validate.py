@@ -13,7 +13,8 @@ from typing import Any
 
 import networkx as nx
 
-from agentflow.errors import Diagnostic, SourceLocation
+from agentflow._plugins import is_plugin_ref, load_plugin, plugin_file
+from agentflow.errors import Diagnostic, PluginLoadError, SourceLocation
 from agentflow.graph._build import TemplateGraph
 from agentflow.routing import _expr
 from agentflow.spec import _templating
@@ -217,17 +218,17 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
     spec = workflow.spec
     builtins = _builtin_tool_names()
     declared: dict[str, str] = {}
-    for index, ref in enumerate(spec.tools):
+    misnamed: set[str] = set()  # functions a mistyped plugin reference was meant to name: reported there, once
+    for index, tool_ref in enumerate(spec.tool_refs()):
+        ref = tool_ref.ref
         where = workflow.locate("tools", index)
-        if ":" in ref:
-            file_part = ref.rsplit(":", 1)[0]
-            if not (workflow.base_dir / file_part).is_file():
-                yield Diagnostic(
-                    "tool.missing-file",
-                    f"tool plugin file not found: {Path(workflow.base_dir, file_part)}",
-                    where,
-                    "plugin paths are relative to the workflow file: `path/to/file.py:function`",
-                )
+        if is_plugin_ref(ref):
+            problem = _plugin_problem(ref, workflow.base_dir, where, code="tool", kind="tool plugin")
+            if problem is not None:
+                diagnostic, suggestion = problem
+                yield diagnostic
+                if suggestion:
+                    misnamed.add(suggestion)
         elif builtins is not None and ref not in builtins:
             yield _unknown("built-in tool", ref, builtins, where, "tool.unknown")
         name = spec.tool_name(ref)
@@ -237,11 +238,33 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
     for node_name, node in spec.nodes.items():
         if isinstance(node, AgentNode):
             for index, tool_name in enumerate(node.tools):
-                if tool_name not in declared:
+                if tool_name not in declared and tool_name not in misnamed:
                     where = workflow.locate("nodes", node_name, "tools", index)
                     yield _unknown("tool", tool_name, declared, where, "tool.unknown")
-        elif isinstance(node, ToolNode) and node.tool not in declared:
+        elif isinstance(node, ToolNode) and node.tool not in declared and node.tool not in misnamed:
             yield _unknown("tool", node.tool, declared, workflow.locate("nodes", node_name, "tool"), "tool.unknown")
+
+
+def _plugin_problem(
+    ref: str, base_dir: Path, where: SourceLocation, *, code: str, kind: str
+) -> tuple[Diagnostic, str | None] | None:
+    """Load a plugin the way the run will; a failure becomes a diagnostic at the workflow line that names it.
+
+    Returns the diagnostic and, for a mistyped function name, the existing function it was meant to name.
+    """
+    path = plugin_file(ref, base_dir)
+    if path is not None and not path.is_file():
+        return Diagnostic(
+            f"{code}.missing-file",
+            f"{kind} file not found: {path}",
+            where,
+            "plugin paths are relative to the workflow file: `path/to/file.py:function`",
+        ), None
+    try:
+        load_plugin(ref, base_dir=base_dir, kind=kind)
+    except PluginLoadError as exc:
+        return Diagnostic(f"{code}.plugin", exc.message, where, exc.fix), exc.suggestion
+    return None
 
 
 def _check_rewards(template: TemplateGraph) -> Iterator[Diagnostic]:
