@@ -274,8 +274,12 @@ def _check_rewards(template: TemplateGraph) -> Iterator[Diagnostic]:
     spec = workflow.spec
     hook_names = reward_hooks.names()
     for index, reward in enumerate(spec.rewards):
-        if reward.hook not in hook_names:
-            where = workflow.locate("rewards", index, "hook")
+        where = workflow.locate("rewards", index, "hook")
+        if is_plugin_ref(reward.hook):
+            problem = _plugin_problem(reward.hook, workflow.base_dir, where, code="reward", kind="reward hook")
+            if problem is not None:
+                yield problem[0]
+        elif reward.hook not in hook_names:
             yield _unknown("reward hook", reward.hook, hook_names, where, "reward.unknown-hook")
         for position, name in enumerate(reward.nodes):
             if name not in spec.nodes:

@@ -55,7 +55,9 @@ async def test_good_plugin_is_loaded_and_runs(tmp_path: Path, ctx: ToolContext) 
     assert again.fn is loaded.fn
 
 
-async def test_plugin_with_ctx_param_is_a_host_tool_driving_the_sandbox(tmp_path: Path, ctx: ToolContext, files: SandboxFiles) -> None:
+async def test_plugin_with_ctx_param_is_a_host_tool_driving_the_sandbox(
+    tmp_path: Path, ctx: ToolContext, files: SandboxFiles
+) -> None:
     write_plugin(
         tmp_path,
         "counting.py",
