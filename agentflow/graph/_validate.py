@@ -243,6 +243,26 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
                     yield _unknown("tool", tool_name, declared, where, "tool.unknown")
         elif isinstance(node, ToolNode) and node.tool not in declared and node.tool not in misnamed:
             yield _unknown("tool", node.tool, declared, workflow.locate("nodes", node_name, "tool"), "tool.unknown")
+        elif isinstance(node, ToolNode) and declared.get(node.tool) == node.tool:
+            yield from _check_code_placeholders(template, node_name, node)
+
+
+def _check_code_placeholders(template: TemplateGraph, node_name: str, node: ToolNode) -> Iterator[Diagnostic]:
+    """A placeholder in a built-in tool's code (python ``code``, shell ``command``) must stand where a literal may."""
+    try:
+        from agentflow.tools import tool_registry  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    quoting = tool_registry.get(node.tool).quoting
+    for key, value in node.args.items():
+        if key in quoting and isinstance(value, str):
+            try:
+                problems = _templating.quoting_problems(value, quoting[key])
+            except ValueError:
+                continue  # malformed braces are reported with the state reads
+            for problem in problems:
+                where = template.workflow.locate("nodes", node_name, "args", key)
+                yield Diagnostic("tool.code-placeholder", problem, where, "remove the quotes around the placeholder")
 
 
 def _plugin_problem(

@@ -11,11 +11,13 @@ literal, ``shell`` as one shell-quoted word. A parameter that is exactly one pla
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import re
 import shlex
 import string
+import tokenize
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -97,12 +99,93 @@ def _shell_word(value: Any) -> str:
 _WRITERS: dict[Quoting, Callable[[Any], str]] = {"text": _text, "python": _python_literal, "shell": _shell_word}
 
 
+@functools.lru_cache(maxsize=1024)
+def quoting_problems(template: str, quoting: Quoting) -> tuple[str, ...]:
+    """Why the placeholders of a code template cannot be quoted safely (empty when they can).
+
+    A value is inserted as a whole literal (``'it''s'``) or shell word, so a placeholder must stand where a literal
+    or a word may stand: not inside a string literal or shell quotes, where the inserted quotes would end the
+    user's quotes and let the value's text run as code.
+    """
+    if quoting == "text":
+        return ()
+    pieces: list[str] = []
+    markers: dict[str, str] = {}
+    for literal, field, _, _ in _parse(template):
+        pieces.append(literal)
+        if field is not None:
+            marker = f"__agentflow_placeholder_{len(markers)}__"
+            markers[marker] = field
+            pieces.append(marker)
+    marked = "".join(pieces)
+    if quoting == "python":
+        quoted, failure = _python_quoted_markers(marked, markers)
+        where = "a string literal of the Python code"
+        example = "print({key})"
+    else:
+        quoted, failure = _shell_quoted_markers(marked, markers)
+        where = "quotes, a comment or a here-document of the shell command"
+        example = "echo {key}"
+    if failure is not None:
+        return (f"cannot tell where the placeholders stand: {failure}",)
+    return tuple(
+        f"placeholder {{{markers[m]}}} is inside {where}; write it bare, as in {example.replace('key', markers[m])}: "
+        f"its value is inserted as a {'Python literal' if quoting == 'python' else 'shell-quoted word'}"
+        for m in quoted
+    )
+
+
+def _python_quoted_markers(code: str, markers: Mapping[str, str]) -> tuple[list[str], str | None]:
+    string_types = {tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+    quoted: list[str] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type in string_types:  # a comment is safe: a literal's repr holds no raw newline
+                quoted += [marker for marker in markers if marker in token.string]
+    except (tokenize.TokenError, SyntaxError) as exc:
+        return [], f"the Python code does not tokenize ({exc})"
+    return quoted, None
+
+
+def _shell_quoted_markers(command: str, markers: Mapping[str, str]) -> tuple[list[str], str | None]:
+    """Markers inside quotes, a comment or a here-document, where a quoted word would not stay one word."""
+    quoted: list[str] = []
+    quote: str | None = None  # the open quote character, or "#" in a comment, or "<<" after a here-document
+    index = 0
+    while index < len(command):
+        char = command[index]
+        if quote is not None and command.startswith("__agentflow_placeholder_", index):
+            quoted += [m for m in markers if command.startswith(m, index)]
+        if quote == "#":
+            quote = None if char == "\n" else quote
+        elif char == "\\" and quote != "'":
+            index += 1  # an escaped character is literal (outside quotes and inside double quotes)
+        elif quote is None and char in "'\"":
+            quote = char
+        elif quote is None and char == "#" and (index == 0 or command[index - 1] in " \t\n;&|()"):
+            quote = "#"
+        elif quote is None and command.startswith("<<", index):
+            quote = "<<"  # a here-document's body runs to its delimiter line, whatever quoting the value has
+        elif quote is not None and quote in "'\"" and char == quote:
+            quote = None
+        index += 1
+    if quote is not None and quote in "'\"":
+        return [], f"the shell command leaves a {quote} quote open"
+    return quoted, None
+
+
 def render(template: str, state: Mapping[str, Any], quoting: Quoting = "text") -> str:
     """Fill a text template from state.
 
     With ``text`` quoting non-text values are written as JSON; with ``python`` every value is written as a Python
     literal (a string becomes a quoted string, never raw code); with ``shell`` as one shell-quoted word.
+
+    Raises:
+        TemplateError: a state key is missing, or (``python``, ``shell``) a placeholder stands inside quotes.
     """
+    problems = quoting_problems(template, quoting)
+    if problems:
+        raise TemplateError("; ".join(problems))
     write = _WRITERS[quoting]
     out: list[str] = []
     for literal, field, _, _ in _parse(template):
