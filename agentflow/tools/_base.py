@@ -83,7 +83,7 @@ class Tool:
         doc = inspect.getdoc(fn) or ""
         self.description = description or doc.split("\n\n")[0].strip() or self.name
         self.quoting: Mapping[str, Quoting] = dict(quoting or {})
-        documented = {param.arg_name: param.description for param in docstring_parser.parse(doc).params}
+        documented = _documented_parameters(doc)
         hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)] descriptions
         params = list(inspect.signature(fn).parameters.values())
         self.takes_context = bool(params) and hints.get(params[0].name) is ToolContext
@@ -144,6 +144,15 @@ class Tool:
         if inspect.isawaitable(value):
             value = await value
         return value
+
+
+def _documented_parameters(doc: str) -> dict[str, str]:
+    """Parameter descriptions from a Google-, NumPy- or reST-style docstring; none from one the parser rejects."""
+    try:
+        parsed = docstring_parser.parse(doc)
+    except docstring_parser.ParseError:
+        return {}
+    return {param.arg_name: param.description for param in parsed.params if param.description}
 
 
 def _is_builtin(fn: Callable[..., Any]) -> bool:

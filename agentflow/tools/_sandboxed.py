@@ -55,10 +55,8 @@ try:
         value = asyncio.run(wait(value))
     reply = json.dumps({"ok": True, "value": value}, default=plain, ensure_ascii=False)
 except BaseException as exc:
-    reply = json.dumps(
-        {"ok": False, "type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
-        ensure_ascii=False,
-    )
+    traceback.print_exc()  # into the recorded sandbox_exec's stderr, for whoever reads the trace
+    reply = json.dumps({"ok": False, "type": type(exc).__name__, "message": str(exc)}, ensure_ascii=False)
 reply_stream.write(reply)
 reply_stream.flush()
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ async def assert_probe_sees_the_sandbox(tmp_path: Path, backend: str, workdir: s
     assert len(fail_execs) == 1
     assert failed.data["ok"] is False
     assert failed.data["error"] == "LookupError: as designed", "the sandbox's exception comes back to the model"
+    assert "Traceback" in fail_execs[0].data["stderr"], "the trace keeps the plugin's traceback"
 
 
 async def test_plugin_runs_in_the_local_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,3 +139,63 @@ async def test_host_plugin_runs_in_the_agentflow_process_and_is_marked(
     call, execs, _ = tool_events(events, "probe")
     assert call.data["host"] is True, "the trace says the call ran on the host"
     assert execs == [], "a host call executes nothing in the sandbox"
+
+
+LIMITED = '''
+import time
+
+
+def sleepy(seconds: float) -> str:
+    """Sleep, then answer."""
+    time.sleep(seconds)
+    return "awake"
+
+
+def huge(size: int) -> str:
+    """A result larger than the sandbox lets out."""
+    return "x" * size
+
+
+def shaped(name: str, tags: list[str]) -> dict:
+    """A structured result."""
+    return {"name": name.upper(), "tags": sorted(tags)}
+'''
+
+
+async def test_a_sandboxed_plugin_keeps_the_sandbox_limits_and_returns_json(tmp_path: Path) -> None:
+    from agentflow.sandboxes import SandboxLimits, create_sandbox
+    from agentflow.tools import ToolContext, resolve_tool
+
+    (tmp_path / "limited.py").write_text(LIMITED)
+    box = await create_sandbox("local", limits=SandboxLimits(exec_timeout_s=2, output_bytes=10_000))
+    try:
+        ctx = ToolContext(sandbox=box)
+        slow = await resolve_tool("limited.py:sleepy", base_dir=tmp_path).invoke(ctx, {"seconds": 30})
+        assert slow.ok is False and "ran past the sandbox's time limit" in slow.content
+        big = await resolve_tool("limited.py:huge", base_dir=tmp_path).invoke(ctx, {"size": 50_000})
+        assert big.ok is False and "limits.output_bytes" in big.content
+        shaped = await resolve_tool("limited.py:shaped", base_dir=tmp_path).invoke(
+            ctx, {"name": "a", "tags": ["y", "x"]}
+        )
+        assert shaped.ok and shaped.result == {"name": "A", "tags": ["x", "y"]}
+        assert json.loads(shaped.content) == shaped.result
+        refused = await resolve_tool("limited.py:shaped", base_dir=tmp_path).invoke(ctx, {"name": 3})
+        assert refused.ok is False and "tags: Field required" in refused.content, "pydantic validates on the host"
+    finally:
+        await box.close()
+
+
+def test_tool_decorator_in_a_plugin_file_needs_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentflow.errors import ToolLoadError
+    from agentflow.tools import resolve_tool, tool_registry
+
+    monkeypatch.setattr(tool_registry, "_entries", dict(tool_registry._entries))  # the plugin's @tool entries vanish
+
+    (tmp_path / "decorated.py").write_text(
+        "from agentflow.tools import tool\n\n"
+        "@tool\ndef plain(x: int) -> int:\n    '''One.'''\n    return x\n\n"
+        "@tool(host=True)\ndef local(x: int) -> int:\n    '''Two.'''\n    return x\n"
+    )
+    with pytest.raises(ToolLoadError, match="@tool"):
+        resolve_tool("decorated.py:plain", base_dir=tmp_path)
+    assert resolve_tool("decorated.py:local", base_dir=tmp_path).host is True
