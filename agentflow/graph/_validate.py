@@ -231,6 +231,14 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
                     misnamed.add(suggestion)
         elif builtins is not None and ref not in builtins:
             yield _unknown("built-in tool", ref, builtins, where, "tool.unknown")
+        if tool_ref.host and not is_plugin_ref(ref):
+            yield Diagnostic(
+                "tool.host-builtin",
+                f"`host: true` has no effect on the built-in tool {ref!r}",
+                where,
+                "drop `host`: it chooses where a plugin function runs; built-in tools always act through the sandbox",
+                severity="warning",
+            )
         name = spec.tool_name(ref)
         if name in declared:
             yield Diagnostic("tool.duplicate", f"two tools are named {name!r}", where, "rename one of the functions")
@@ -253,6 +261,8 @@ def _check_code_placeholders(template: TemplateGraph, node_name: str, node: Tool
         from agentflow.tools import tool_registry  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return
+    if node.tool not in tool_registry:
+        return  # reported as an unknown built-in tool
     quoting = tool_registry.get(node.tool).quoting
     for key, value in node.args.items():
         if key in quoting and isinstance(value, str):

@@ -51,3 +51,14 @@ def test_did_you_mean_for_a_plugin_function_names_the_function_that_exists(tmp_p
     assert "no function 'serch_code'" in typo.message
     assert typo.fix is not None and typo.fix.startswith("did you mean 'search_code'?")
     assert typo.location is not None and typo.location.line == 4
+
+
+def test_host_on_a_builtin_tool_is_a_warning_and_an_unknown_builtin_node_does_not_crash(tmp_path: Path) -> None:
+    (tmp_path / "wf.yaml").write_text(
+        "name: b\ntools: [{ref: read_file, host: true}, pythn]\nstart: a\n"
+        "nodes:\n  a: {kind: tool, tool: pythn, args: {code: 'print({x})'}}\nend: [a]\n"
+    )
+    found = validate_template(build_template_graph(load_workflow(tmp_path / "wf.yaml")))
+    codes = {(d.code, d.severity) for d in found}
+    assert ("tool.host-builtin", "warning") in codes
+    assert ("tool.unknown", "error") in codes
