@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from agentflow.errors import Diagnostic
@@ -62,3 +63,16 @@ def test_host_on_a_builtin_tool_is_a_warning_and_an_unknown_builtin_node_does_no
     codes = {(d.code, d.severity) for d in found}
     assert ("tool.host-builtin", "warning") in codes
     assert ("tool.unknown", "error") in codes
+
+
+def test_a_plugin_signature_no_schema_describes_is_a_validate_diagnostic_at_its_line(tmp_path: Path) -> None:
+    from tests.cli.test_cli import agentflow
+
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "search.py").write_text("import socket\n\ndef search_code(conn: socket.socket) -> str: ...\n")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW.format(tool="tools/search.py:search_code"))
+    result = agentflow("validate", "wf.yaml", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    [found] = json.loads(result.stdout)["files"][0]["diagnostics"]
+    assert (found["code"], found["line"]) == ("tool.plugin", 4)
+    assert "cannot be described to a model" in found["message"]
