@@ -12,7 +12,8 @@ while a run executed and is recorded in the run's trace.
     │   ├── GraphValidationError    the template graph breaks a static rule (carries every Diagnostic)
     │   ├── UnknownBackendError     a registry has no entry by that name (closest match, choices)
     │   ├── MissingExtraError       an optional dependency is not installed (names the extra)
-    │   └── ToolLoadError           a tool plugin file is missing or raises on import
+    │   └── PluginLoadError         a plugin (`file.py:name`) is missing, does not import, or lacks the name
+    │       └── ToolLoadError       ... a tool plugin, or a tool that cannot be described to a model
     └── RunError                    something failed while running; recorded in the trace
         ├── SandboxError            the sandbox backend failed (not the command inside it)
         │   ├── SandboxUnavailableError   the backend cannot start here (names how to fix)
@@ -141,7 +142,27 @@ class MissingExtraError(ConfigError):
         self.extra = extra
 
 
-class ToolLoadError(ConfigError):
+class PluginLoadError(ConfigError):
+    """A plugin named by path (a tool or a reward hook) cannot be loaded: missing file, import failure, no such name.
+
+    ``plugin_location`` is the place in the plugin's own file that failed (a syntax error's file:line:col), if any;
+    ``suggestion`` the existing name closest to a mistyped one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str | None = None,
+        plugin_location: SourceLocation | None = None,
+        suggestion: str | None = None,
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.plugin_location = plugin_location
+        self.suggestion = suggestion
+
+
+class ToolLoadError(PluginLoadError):
     """A tool plugin cannot be loaded (missing file, import failure, not a function)."""
 
 

@@ -3,7 +3,9 @@
 The same 50-node linear workflow (each node adds 1 to a counter) runs (a) as a bare LangGraph StateGraph written by
 hand and (b) through agentflow: YAML template, validation, tool nodes calling an in-process plugin tool, output
 mappings, a sandbox, a hashed trace in a store, and a no-op reward hook (`noop`: it runs and records nothing) on
-every node. Both are timed in the same process, interleaved, and the medians per node are compared.
+every node. The benchmark measures orchestration, not isolation: its pure counter plugin is declared `host: true`,
+so it runs in the agentflow process (a plugin tool runs in the run's sandbox by default, one exec per call).
+Both are timed in the same process, interleaved, and the medians per node are compared.
 
     python benchmarks/overhead.py [--nodes 50] [--runs 30] [--json]
 
@@ -65,7 +67,7 @@ def agentflow_workflow(folder: Path, nodes: int) -> Path:
     spec = {
         "name": "linear",
         "state": {"x": {"type": "int", "default": 0}},
-        "tools": ["plugins/counter.py:increment"],
+        "tools": [{"ref": "plugins/counter.py:increment", "host": True}],  # orchestration only: see the docstring
         "start": "n0",
         "nodes": {
             f"n{i}": {"kind": "tool", "tool": "increment", "args": {"x": "{x}"}, "output": {"x": "result"}}

@@ -33,11 +33,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentflow.cli import graph, runs, sandbox
+    from agentflow.cli import graph, runs, sandbox, tools
 
     graph.register(app)
     runs.register(app)
     app.add_typer(sandbox.app, name="sandbox")
+    app.add_typer(tools.app, name="tools")
     _register_traces()
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
 from agentflow.graph import build_template_graph, compute_metrics, validate_template
-from agentflow.spec import load_workflow, workflow_json_schema
+from agentflow.spec import LoadedWorkflow, load_workflow, workflow_json_schema
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 
@@ -88,8 +88,10 @@ def inspect(
         for transitions in template.transitions.values()
         for t in transitions
     ]
+    host_tools = _host_tools(loaded)
     if json_output:
-        print(json.dumps({"workflow": loaded.spec.name, "nodes": nodes, "edges": edges, **metrics.to_dict()}, indent=2))
+        payload = {"workflow": loaded.spec.name, "nodes": nodes, "edges": edges, "host_tools": host_tools}
+        print(json.dumps({**payload, **metrics.to_dict()}, indent=2))
         return 0
     console = Console(highlight=False)
     console.print(f"[bold]{loaded.spec.name}[/bold] v{loaded.spec.version} ({file})")
@@ -106,7 +108,29 @@ def inspect(
         console.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
     console.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
     console.print(f"worst-case node executions {metrics.max_steps}")
+    for entry in host_tools:
+        console.print(f"host tool {entry['name']} ({entry['ref']}): {entry['reason']}", markup=False)
     return 0
+
+
+def _host_tools(loaded: LoadedWorkflow) -> list[dict[str, str]]:
+    """The plugin tools that run in the agentflow process rather than the sandbox, and why."""
+    from agentflow.tools import resolve_tool
+
+    found = []
+    for tool_ref in loaded.spec.tool_refs():
+        if ":" not in tool_ref.ref:
+            continue  # a built-in: agentflow's own code, acting through the sandbox
+        tool = resolve_tool(tool_ref.ref, base_dir=loaded.base_dir, host=tool_ref.host)
+        if tool.host:
+            if tool_ref.host:
+                reason = "declared host: true"
+            elif tool.takes_context:
+                reason = "takes a ToolContext"
+            else:
+                reason = "declared @tool(host=True)"
+            found.append({"name": tool.name, "ref": tool_ref.ref, "reason": reason})
+    return found
 
 
 def schema(

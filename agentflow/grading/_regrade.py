@@ -6,10 +6,11 @@ import asyncio
 import bisect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agentflow.errors import ConfigError
-from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
+from agentflow.rewards import RewardHook, StepContext, StepKind, resolve_reward_hook
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._protocol import GradingMode, GradingPass, Store, StoredReward
 
@@ -18,7 +19,10 @@ CHECKPOINT_HOOK = "checkpoints"
 
 @dataclass(frozen=True)
 class HookRequest:
-    """A hook to run offline: ``NAME`` or ``NAME:on`` (``on`` is step, node or run; step by default)."""
+    """A hook to run offline: ``NAME`` or ``NAME:on`` (``on`` is step, node or run; step by default).
+
+    NAME is a registered hook or a plugin by path (``hooks/mine.py:fn``, relative to the current folder).
+    """
 
     name: str
     on: StepKind = "step"
@@ -26,18 +30,22 @@ class HookRequest:
 
     @classmethod
     def parse(cls, text: str) -> HookRequest:
-        """Parse ``NAME[:step|node|run]``.
+        """Parse ``NAME[:step|node|run]``; NAME is a registered hook or a plugin like ``hooks/mine.py:fn``.
 
         Raises:
             ConfigError: an unknown ``on`` part.
         """
-        name, _, on = text.partition(":")
-        if on and on not in ("step", "node", "run"):
+        head, _, tail = text.rpartition(":")
+        on: StepKind = "step"
+        if head and tail in ("step", "node", "run"):
+            name, on = head, tail  # type: ignore[assignment]
+        elif head and not (head.endswith(".py") or "." in head or "/" in head):  # not a plugin's file or module
             raise ConfigError(
-                f"hook {text!r}: unknown step kind {on!r}", fix="write NAME, NAME:step, NAME:node or NAME:run"
+                f"hook {text!r}: unknown step kind {tail!r}", fix="write NAME, NAME:step, NAME:node or NAME:run"
             )
-        kind: StepKind = on if on in ("step", "node", "run") else "step"  # type: ignore[assignment]
-        return cls(name, kind)
+        else:
+            name = text
+        return cls(name, on)
 
     @property
     def label(self) -> str:
@@ -207,7 +215,11 @@ async def grade_runs(
     requests = [hook if isinstance(hook, HookRequest) else HookRequest.parse(hook) for hook in hooks]
     if not requests and checkpoints is None:
         raise ConfigError("nothing to grade with", fix="pass --hooks NAME... and/or --checkpoints FILE")
-    built = [(request, reward_hooks.get(request.name)(**dict(request.options))) for request in requests]
+    # A hook by path (hooks/mine.py:fn) is relative to the current folder, as a path on the command line is.
+    built = [
+        (request, resolve_reward_hook(request.name, base_dir=Path.cwd())(**dict(request.options)))
+        for request in requests
+    ]
     spec = load_checkpoints(checkpoints) if checkpoints is not None else None
     full_ids = [store.resolve_run_id(run_id) for run_id in run_ids]
     labels = [request.label for request in requests] + ([CHECKPOINT_HOOK] if spec is not None else [])

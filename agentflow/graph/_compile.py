@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 from langchain_core.runnables import RunnableConfig
 from pydantic import TypeAdapter, ValidationError
 
-from agentflow.errors import ConfigError, GraphValidationError, SpecError
+from agentflow.errors import ConfigError, Diagnostic, GraphValidationError, PluginLoadError, SpecError
 from agentflow.graph._build import TemplateGraph, build_template_graph
 from agentflow.graph._validate import validate_template
 from agentflow.runtime import _nodes
@@ -93,8 +93,12 @@ def compile_workflow(
         raise GraphValidationError(diagnostics)
     spec = loaded.spec
     tools: dict[str, Tool] = {}
-    for ref in spec.tools:
-        tools[spec.tool_name(ref)] = resolve_tool(ref, base_dir=loaded.base_dir)
+    for index, ref in enumerate(spec.tool_refs()):
+        try:
+            tools[spec.tool_name(ref)] = resolve_tool(ref.ref, base_dir=loaded.base_dir, host=ref.host)
+        except PluginLoadError as exc:  # e.g. a signature no JSON Schema describes: say which line names it
+            where = loaded.locate("tools", index)
+            raise GraphValidationError([Diagnostic("tool.plugin", exc.message, where, exc.fix)]) from exc
     children: dict[str, CompiledWorkflow] = {}
     resolved = loaded.path.resolve()
     for name, node in spec.nodes.items():

@@ -13,7 +13,8 @@ from typing import Any
 
 import networkx as nx
 
-from agentflow.errors import Diagnostic, SourceLocation
+from agentflow._plugins import is_plugin_ref, load_plugin, plugin_file
+from agentflow.errors import Diagnostic, PluginLoadError, SourceLocation
 from agentflow.graph._build import TemplateGraph
 from agentflow.routing import _expr
 from agentflow.spec import _templating
@@ -217,19 +218,27 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
     spec = workflow.spec
     builtins = _builtin_tool_names()
     declared: dict[str, str] = {}
-    for index, ref in enumerate(spec.tools):
+    misnamed: set[str] = set()  # functions a mistyped plugin reference was meant to name: reported there, once
+    for index, tool_ref in enumerate(spec.tool_refs()):
+        ref = tool_ref.ref
         where = workflow.locate("tools", index)
-        if ":" in ref:
-            file_part = ref.rsplit(":", 1)[0]
-            if not (workflow.base_dir / file_part).is_file():
-                yield Diagnostic(
-                    "tool.missing-file",
-                    f"tool plugin file not found: {Path(workflow.base_dir, file_part)}",
-                    where,
-                    "plugin paths are relative to the workflow file: `path/to/file.py:function`",
-                )
+        if is_plugin_ref(ref):
+            problem = _plugin_problem(ref, workflow.base_dir, where, code="tool", kind="tool plugin")
+            if problem is not None:
+                diagnostic, suggestion = problem
+                yield diagnostic
+                if suggestion:
+                    misnamed.add(suggestion)
         elif builtins is not None and ref not in builtins:
             yield _unknown("built-in tool", ref, builtins, where, "tool.unknown")
+        if tool_ref.host and not is_plugin_ref(ref):
+            yield Diagnostic(
+                "tool.host-builtin",
+                f"`host: true` has no effect on the built-in tool {ref!r}",
+                where,
+                "drop `host`: it chooses where a plugin function runs; built-in tools always act through the sandbox",
+                severity="warning",
+            )
         name = spec.tool_name(ref)
         if name in declared:
             yield Diagnostic("tool.duplicate", f"two tools are named {name!r}", where, "rename one of the functions")
@@ -237,11 +246,55 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
     for node_name, node in spec.nodes.items():
         if isinstance(node, AgentNode):
             for index, tool_name in enumerate(node.tools):
-                if tool_name not in declared:
+                if tool_name not in declared and tool_name not in misnamed:
                     where = workflow.locate("nodes", node_name, "tools", index)
                     yield _unknown("tool", tool_name, declared, where, "tool.unknown")
-        elif isinstance(node, ToolNode) and node.tool not in declared:
+        elif isinstance(node, ToolNode) and node.tool not in declared and node.tool not in misnamed:
             yield _unknown("tool", node.tool, declared, workflow.locate("nodes", node_name, "tool"), "tool.unknown")
+        elif isinstance(node, ToolNode) and declared.get(node.tool) == node.tool:
+            yield from _check_code_placeholders(template, node_name, node)
+
+
+def _check_code_placeholders(template: TemplateGraph, node_name: str, node: ToolNode) -> Iterator[Diagnostic]:
+    """A placeholder in a built-in tool's code (python ``code``, shell ``command``) must stand where a literal may."""
+    try:
+        from agentflow.tools import tool_registry  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    if node.tool not in tool_registry:
+        return  # reported as an unknown built-in tool
+    quoting = tool_registry.get(node.tool).quoting
+    for key, value in node.args.items():
+        if key in quoting and isinstance(value, str):
+            try:
+                problems = _templating.quoting_problems(value, quoting[key])
+            except ValueError:
+                continue  # malformed braces are reported with the state reads
+            for problem in problems:
+                where = template.workflow.locate("nodes", node_name, "args", key)
+                yield Diagnostic("tool.code-placeholder", problem, where, "remove the quotes around the placeholder")
+
+
+def _plugin_problem(
+    ref: str, base_dir: Path, where: SourceLocation, *, code: str, kind: str
+) -> tuple[Diagnostic, str | None] | None:
+    """Load a plugin the way the run will; a failure becomes a diagnostic at the workflow line that names it.
+
+    Returns the diagnostic and, for a mistyped function name, the existing function it was meant to name.
+    """
+    path = plugin_file(ref, base_dir)
+    if path is not None and not path.is_file():
+        return Diagnostic(
+            f"{code}.missing-file",
+            f"{kind} file not found: {path}",
+            where,
+            "plugin paths are relative to the workflow file: `path/to/file.py:function`",
+        ), None
+    try:
+        load_plugin(ref, base_dir=base_dir, kind=kind)
+    except PluginLoadError as exc:
+        return Diagnostic(f"{code}.plugin", exc.message, where, exc.fix), exc.suggestion
+    return None
 
 
 def _check_rewards(template: TemplateGraph) -> Iterator[Diagnostic]:
@@ -251,8 +304,12 @@ def _check_rewards(template: TemplateGraph) -> Iterator[Diagnostic]:
     spec = workflow.spec
     hook_names = reward_hooks.names()
     for index, reward in enumerate(spec.rewards):
-        if reward.hook not in hook_names:
-            where = workflow.locate("rewards", index, "hook")
+        where = workflow.locate("rewards", index, "hook")
+        if is_plugin_ref(reward.hook):
+            problem = _plugin_problem(reward.hook, workflow.base_dir, where, code="reward", kind="reward hook")
+            if problem is not None:
+                yield problem[0]
+        elif reward.hook not in hook_names:
             yield _unknown("reward hook", reward.hook, hook_names, where, "reward.unknown-hook")
         for position, name in enumerate(reward.nodes):
             if name not in spec.nodes:

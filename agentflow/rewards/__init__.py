@@ -5,6 +5,24 @@ from agentflow.rewards import _grounded as _grounded  # tests_delta, verify_comm
 from agentflow.rewards import _judge as _judge  # llm_judge, checklist
 from agentflow.rewards import _lsp as _lsp  # registers lsp_diagnostics (pygls loads when a hook is created)
 from agentflow.rewards import _outcome as _outcome  # outcome
-from agentflow.rewards._base import Reward, RewardHook, StepContext, StepKind, reward_hook, reward_hooks
+from agentflow.rewards._base import (
+    FunctionHook,
+    Reward,
+    RewardHook,
+    StepContext,
+    StepKind,
+    resolve_reward_hook,
+    reward_hook,
+    reward_hooks,
+)
 
-__all__ = ["Reward", "RewardHook", "StepContext", "StepKind", "reward_hook", "reward_hooks"]
+__all__ = [
+    "FunctionHook",
+    "Reward",
+    "RewardHook",
+    "StepContext",
+    "StepKind",
+    "resolve_reward_hook",
+    "reward_hook",
+    "reward_hooks",
+]

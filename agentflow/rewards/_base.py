@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from agentflow._plugins import is_plugin_ref, load_plugin
 from agentflow._registry import Registry
+from agentflow.errors import PluginLoadError
 from agentflow.sandboxes._base import Sandbox
 from agentflow.traces._events import Event
 
@@ -96,3 +99,65 @@ def reward_hook(name: str) -> Callable[[type[RewardHook]], type[RewardHook]]:
         return cls
 
     return decorate
+
+
+HookFunction = Callable[[StepContext], Any]
+"""A reward hook written as a function: ``fn(step) -> Reward | float | None`` (or a coroutine function)."""
+
+
+class FunctionHook(RewardHook):
+    """A plain (async) function used as a reward hook: a float becomes ``Reward(value)``, None scores nothing.
+
+    Its options reach it as ``step.options``.
+    """
+
+    def __init__(self, fn: HookFunction, name: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.fn = fn
+        self.name = name
+
+    async def score(self, step: StepContext) -> Reward | None:
+        value = self.fn(step)
+        if inspect.isawaitable(value):
+            value = await value
+        if value is None or isinstance(value, Reward):
+            return value
+        if isinstance(value, int | float):
+            return Reward(value=float(value))
+        raise TypeError(f"reward hook {self.name} returned a {type(value).__name__}; return a Reward, a float or None")
+
+
+def resolve_reward_hook(name: str, *, base_dir: Path) -> HookFactory:
+    """The factory of a hook a workflow names: a registered name, or a plugin by path like a tool.
+
+    ``hooks/mine.py:answer_has_number`` (relative to ``base_dir``, the workflow file's folder) names a `RewardHook`
+    subclass or a plain (async) function ``fn(step) -> Reward | float | None``. Hooks run in the agentflow process
+    (they score the step and get its `StepContext`, sandbox included), never inside the sandbox.
+
+    Raises:
+        UnknownBackendError: a name no registry entry has.
+        PluginLoadError: the plugin file is missing, does not import, lacks the name, or names something else.
+    """
+    if not is_plugin_ref(name):
+        return reward_hooks.get(name)
+    value = load_plugin(name, base_dir=base_dir, kind="reward hook").value
+    if inspect.isclass(value) and issubclass(value, RewardHook):
+        hook_class: type[RewardHook] = value
+
+        def build_class(**options: Any) -> RewardHook:
+            hook = hook_class(**options)
+            hook.name = name
+            return hook
+
+        return build_class
+    if callable(value) and not inspect.isclass(value):
+        function: HookFunction = value
+
+        def build_function(**options: Any) -> RewardHook:
+            return FunctionHook(function, name, **options)
+
+        return build_function
+    raise PluginLoadError(
+        f"reward hook {name!r} is a {type(value).__name__}, not a RewardHook subclass or a function",
+        fix="point it at `class MyHook(RewardHook)` or at `def my_hook(step) -> float | Reward | None`",
+    )

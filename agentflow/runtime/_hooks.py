@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from agentflow.errors import ConfigError, RewardHookError
-from agentflow.rewards import RewardHook, StepContext, StepKind, reward_hooks
+from agentflow.rewards import RewardHook, StepContext, StepKind, resolve_reward_hook
 from agentflow.rewards._aggregate import NEEDS_OUTCOME, aggregate_trace
 from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
@@ -42,8 +42,10 @@ class RewardEngine:
     """
 
     def __init__(self, spec: WorkflowSpec, base_dir: Path | None = None) -> None:
+        hooks_dir = base_dir if base_dir is not None else Path.cwd()  # hooks by path are relative to the workflow
         self.bindings = [
-            HookBinding(reward, reward_hooks.get(reward.hook)(**reward.options)) for reward in spec.rewards
+            HookBinding(reward, resolve_reward_hook(reward.hook, base_dir=hooks_dir)(**reward.options))
+            for reward in spec.rewards
         ]
         models = {name: config.model for name, config in spec.models.items()}
         for binding in self.bindings:

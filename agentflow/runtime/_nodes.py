@@ -168,7 +168,12 @@ async def _call_tool(
         EventType.TOOL_CALL,
         node=label,
         parent=parent,
-        data={"tool": call.name, "call_id": call.id, "arguments": call.arguments},
+        data={
+            "tool": call.name,
+            "call_id": call.id,
+            "arguments": call.arguments,
+            **({"host": True} if tool is not None and tool.host else {}),  # a plugin run outside the sandbox
+        },
     )
 
     def record_exec(cmd: list[str], result: ExecResult) -> None:
@@ -294,9 +299,10 @@ def _agent_outputs(node: AgentNode, answer: str, state: Mapping[str, Any]) -> di
 
 async def _run_tool_node(visit: Visit, node: ToolNode) -> dict[str, Any]:
     ctx, compiled, name, state, label = visit.ctx, visit.compiled, visit.name, visit.state, visit.label
-    arguments = _templating.render_value(node.args, state)
+    tool = compiled.tools.get(node.tool)
+    arguments = _templating.render_arguments(node.args, state, tool.quoting if tool is not None else None)
     call = ToolCall(id=f"{label}-{ctx.visits[label]}", name=node.tool, arguments=json.dumps(arguments))
-    outcome, events = await _call_tool(visit, compiled.tools.get(node.tool), call, visit.started.seq, arguments)
+    outcome, events = await _call_tool(visit, tool, call, visit.started.seq, arguments)
     if compiled.hooks.wants("step", name):
         await _score_step(ctx, compiled, name, events)
     if not outcome.ok and node.fail_on_error:

@@ -17,6 +17,7 @@ from agentflow.spec._models import (
     StateKey,
     SubgraphNode,
     ToolNode,
+    ToolRef,
     WorkflowSpec,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "StateKey",
     "SubgraphNode",
     "ToolNode",
+    "ToolRef",
     "WorkflowSpec",
     "load_workflow",
     "workflow_json_schema",

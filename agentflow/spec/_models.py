@@ -49,6 +49,17 @@ class SandboxSpec(_Strict):
     )
 
 
+class ToolRef(_Strict):
+    """A tool reference with options: ``{ref: tools/x.py:fn, host: true}``."""
+
+    ref: str = Field(description="a built-in name or a plugin path file.py:function")
+    host: bool = Field(
+        default=False,
+        description="run the plugin function in the agentflow process instead of the run's sandbox "
+        "(it then sees the host's files and environment); the trace marks its calls host-executed",
+    )
+
+
 class RetryPolicy(_Strict):
     """Retries of a failing node, with exponential backoff."""
 
@@ -180,7 +191,11 @@ class WorkflowSpec(_Strict):
     inputs: dict[str, Any] = Field(default_factory=lambda: {}, description="default input values of a run")
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {})
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
-    tools: list[str] = Field(default_factory=lambda: [], description="built-in names and plugin paths file.py:func")
+    tools: list[str | ToolRef] = Field(
+        default_factory=lambda: [],
+        description="built-in names and plugin paths file.py:func (plugin functions run in the sandbox; "
+        "write {ref: file.py:func, host: true} for one that must run on the host)",
+    )
     start: str
     nodes: dict[str, NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=lambda: [])
@@ -197,6 +212,11 @@ class WorkflowSpec(_Strict):
                 raise ValueError(f"{key!r} is not a valid name: use letters, digits and _ (and not {END})")
         return value
 
-    def tool_name(self, ref: str) -> str:
+    def tool_refs(self) -> list[ToolRef]:
+        """Every entry of `tools` as a `ToolRef` (a plain string is a reference without options)."""
+        return [ToolRef(ref=entry) if isinstance(entry, str) else entry for entry in self.tools]
+
+    def tool_name(self, ref: str | ToolRef) -> str:
         """The name a model sees for a tool reference (``tools/x.py:fn`` -> ``fn``)."""
-        return ref.rsplit(":", 1)[1] if ":" in ref else ref
+        text = ref if isinstance(ref, str) else ref.ref
+        return text.rsplit(":", 1)[1] if ":" in text else text

@@ -6,12 +6,15 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+import docstring_parser
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from agentflow.errors import ToolError
 from agentflow.sandboxes._base import ExecResult, Sandbox
+from agentflow.spec._templating import Quoting
 
 ExecObserver = Callable[[list[str], ExecResult], None]
 
@@ -57,17 +60,35 @@ class Tool:
 
     The function's parameters (except a leading ``ctx: ToolContext``) become a pydantic model; its JSON Schema is
     sent to the model, and arguments are validated against it before the function runs. The first paragraph of the
-    docstring is the description.
+    docstring is the description; a parameter's description comes from ``Annotated[..., Field(description=...)]``
+    or else from the docstring's ``Args:`` (Google) or ``Parameters`` (NumPy) section.
+
+    ``host`` is True for a plugin whose own code runs in the agentflow process (declared ``host``, or taking a
+    ``ToolContext``); the trace marks its calls. Built-in tools are agentflow's code and act only through the
+    sandbox. ``quoting`` says how a tool node's ``{placeholders}`` are written into a parameter (the ``python``
+    tool's ``code`` gets Python literals, the ``shell`` tool's ``command`` shell-quoted words).
     """
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        host: bool = False,
+        quoting: Mapping[str, Quoting] | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         doc = inspect.getdoc(fn) or ""
         self.description = description or doc.split("\n\n")[0].strip() or self.name
+        self.quoting: Mapping[str, Quoting] = dict(quoting or {})
+        documented = _documented_parameters(doc)
         hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)] descriptions
         params = list(inspect.signature(fn).parameters.values())
         self.takes_context = bool(params) and hints.get(params[0].name) is ToolContext
+        # A function given the ToolContext drives the sandbox from this process: it cannot run inside the sandbox.
+        self.host = host or (self.takes_context and not _is_builtin(fn))
         if self.takes_context:
             params = params[1:]
         fields: dict[str, Any] = {}
@@ -76,6 +97,9 @@ class Tool:
                 raise TypeError(f"tool {self.name}: *args/**kwargs cannot be described to a model")
             annotation = hints.get(param.name, Any)
             default = ... if param.default is inspect.Parameter.empty else param.default
+            text = documented.get(param.name)
+            if text and not _has_description(annotation):
+                annotation = Annotated[annotation, Field(description=" ".join(text.split()))]
             fields[param.name] = (annotation, default)
         self.arguments_model: type[BaseModel] = create_model(
             f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
@@ -105,16 +129,40 @@ class Tool:
                 f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
             )
             return _failure(f"invalid arguments for {self.name}: {problems}")
-        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
         try:
-            value = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
-            if inspect.isawaitable(value):
-                value = await value
+            value = await self.call(ctx, parsed)
         except ToolError as exc:
             return _failure(str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of tool code goes back to the model, never up
             return _failure(f"{type(exc).__name__}: {exc}")
         return ToolOutcome(ok=True, content=_render(value), result=_jsonable(value))
+
+    async def call(self, ctx: ToolContext, arguments: BaseModel) -> Any:
+        """Run the function on validated arguments; a subclass runs it elsewhere (in the sandbox)."""
+        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        value = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+
+def _documented_parameters(doc: str) -> dict[str, str]:
+    """Parameter descriptions from a Google-, NumPy- or reST-style docstring; none from one the parser rejects."""
+    try:
+        parsed = docstring_parser.parse(doc)
+    except docstring_parser.ParseError:
+        return {}
+    return {param.arg_name: param.description for param in parsed.params if param.description}
+
+
+def _is_builtin(fn: Callable[..., Any]) -> bool:
+    return str(getattr(fn, "__module__", "")).startswith("agentflow.")
+
+
+def _has_description(annotation: Any) -> bool:
+    if get_origin(annotation) is not Annotated:
+        return False
+    return any(isinstance(meta, FieldInfo) and meta.description for meta in get_args(annotation)[1:])
 
 
 def _failure(message: str) -> ToolOutcome:

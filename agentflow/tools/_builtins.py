@@ -110,7 +110,7 @@ async def _read_text(ctx: ToolContext, path: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-@tool("python")
+@tool("python", quoting={"code": "python"})
 async def python(
     ctx: ToolContext,
     code: Annotated[str, Field(description="a complete Python 3 program; print what you want to see")],
@@ -124,7 +124,7 @@ async def python(
     return CommandResult.from_exec(result)
 
 
-@tool("shell")
+@tool("shell", quoting={"command": "shell"})
 async def shell(
     ctx: ToolContext,
     command: Annotated[str, Field(description="a POSIX sh command line, e.g. 'ls -la src && grep -rn TODO src'")],

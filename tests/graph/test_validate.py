@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.errors import Diagnostic, GraphValidationError, ToolLoadError
+from agentflow.errors import Diagnostic, GraphValidationError
 from agentflow.graph import build_template_graph, compile_workflow, compute_metrics, validate_template
 from agentflow.spec import load_workflow
 
@@ -156,8 +156,10 @@ def test_tool_module_raising_on_import(tmp_path: Path) -> None:
     (tmp_path / "plug" / "bad.py").write_text("raise RuntimeError('boom at import')\n")
     path = tmp_path / "wf.yaml"
     path.write_text(BASE.replace("tools: [list_files, read_file]", "tools: [list_files, read_file, plug/bad.py:f]"))
-    with pytest.raises(ToolLoadError, match="boom at import"):
+    # Validation loads the plugin as the run will, so the failure names the workflow line that references it.
+    with pytest.raises(GraphValidationError, match="boom at import") as caught:
         compile_workflow(path)
+    assert [(d.code, d.location.line if d.location else None) for d in caught.value.diagnostics] == [("tool.plugin", 8)]
 
 
 def test_metrics_of_example() -> None:

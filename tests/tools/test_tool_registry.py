@@ -55,7 +55,9 @@ async def test_good_plugin_is_loaded_and_runs(tmp_path: Path, ctx: ToolContext) 
     assert again.fn is loaded.fn
 
 
-async def test_plugin_with_ctx_param_runs_in_the_sandbox(tmp_path: Path, ctx: ToolContext, files: SandboxFiles) -> None:
+async def test_plugin_with_ctx_param_is_a_host_tool_driving_the_sandbox(
+    tmp_path: Path, ctx: ToolContext, files: SandboxFiles
+) -> None:
     write_plugin(
         tmp_path,
         "counting.py",
@@ -71,6 +73,7 @@ async def test_plugin_with_ctx_param_runs_in_the_sandbox(tmp_path: Path, ctx: To
     await files.put("f.txt", "a\nb\nc\n")
     loaded = resolve_tool("tools/counting.py:count_lines", base_dir=tmp_path)
     assert loaded.takes_context
+    assert loaded.host, "a function given the ToolContext drives the sandbox from the host"
     assert list(loaded.openai_schema()["function"]["parameters"]["properties"]) == ["path"]
     outcome = await loaded.invoke(ctx, {"path": "f.txt"})
     assert outcome.ok, outcome.content
@@ -100,8 +103,9 @@ def test_syntax_error_names_the_line(tmp_path: Path) -> None:
     write_plugin(tmp_path, "typo.py", "def fn(x: int) -> int:\n    return x +\n")
     with pytest.raises(ToolLoadError) as caught:
         resolve_tool("tools/typo.py:fn", base_dir=tmp_path)
-    assert "SyntaxError" in str(caught.value)
-    assert "line 2" in str(caught.value)
+    # file:line:col of the plugin's own mistake, which an editor can jump to.
+    assert f"has a syntax error at {tmp_path / 'tools' / 'typo.py'}:2:15: invalid syntax" in str(caught.value)
+    assert caught.value.plugin_location is not None and caught.value.plugin_location.line == 2
 
 
 def test_missing_function_lists_callables_and_closest(tmp_path: Path) -> None:
