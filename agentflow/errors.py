@@ -31,6 +31,7 @@ while a run executed and is recorded in the run's trace.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class AgentflowError(Exception):
@@ -164,12 +165,20 @@ class PoolExhaustedError(SandboxError, TimeoutError):
 
 
 class ModelAPIError(RunError):
-    """A model provider call failed."""
+    """A model provider call failed; ``retries`` lists the failed attempts retried before (as trace data)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: str | None = None,
+        retries: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+        self.retries: list[dict[str, Any]] = retries or []
 
 
 class ModelScriptExhausted(ModelAPIError):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agentflow.errors import LimitExceeded, NodeFailed, RunError
+from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, RunError
 from agentflow.models._base import ModelSettings, ToolCall
 from agentflow.routing import _expr
 from agentflow.runtime._context import RunContext
@@ -140,6 +140,10 @@ def _error_data(exc: BaseException) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, LimitExceeded):
         data["limit"] = {"name": exc.limit, "value": exc.value, "observed": exc.observed}
+    if isinstance(exc, ModelAPIError):
+        data["status_code"] = exc.status_code
+        if exc.retries:
+            data["retries"] = exc.retries
     return data
 
 
@@ -262,6 +266,8 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
                 "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
                 "duration_s": seconds_since(clock),
+                # only when there were any, so a trace without retries reads as before (and replays the same)
+                **({"retries": [retry.to_dict() for retry in response.retries]} if response.retries else {}),
             },
         )
         ctx.limits.add_tokens(response.usage.total_tokens)
