@@ -10,7 +10,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from agentflow.errors import ToolError
+from agentflow.errors import PathOutsideWorkdirError, SandboxError, ToolError
 from agentflow.sandboxes._base import ExecResult, Sandbox
 
 ExecObserver = Callable[[list[str], ExecResult], None]
@@ -91,7 +91,12 @@ class Tool:
         }
 
     async def invoke(self, ctx: ToolContext, arguments: str | Mapping[str, Any]) -> ToolOutcome:
-        """Validate ``arguments`` (JSON text or a mapping) and run the tool; never raises for bad input."""
+        """Validate ``arguments`` (JSON text or a mapping) and run the tool; never raises for bad input.
+
+        Raises:
+            SandboxError: the sandbox backend failed (its process or container died); every other failure of the
+                tool, a path outside the workdir included, is returned as an error outcome for the model.
+        """
         try:
             raw = json.loads(arguments or "{}") if isinstance(arguments, str) else dict(arguments)
         except json.JSONDecodeError as exc:
@@ -110,8 +115,10 @@ class Tool:
             value = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
             if inspect.isawaitable(value):
                 value = await value
-        except ToolError as exc:
+        except (ToolError, PathOutsideWorkdirError) as exc:
             return _failure(str(exc))
+        except SandboxError:
+            raise  # not the tool's failure: the sandbox itself is gone or broken, and the run errors
         except Exception as exc:  # noqa: BLE001 - any failure of tool code goes back to the model, never up
             return _failure(f"{type(exc).__name__}: {exc}")
         return ToolOutcome(ok=True, content=_render(value), result=_jsonable(value))
