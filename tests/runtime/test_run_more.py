@@ -68,6 +68,7 @@ async def test_model_api_error_errors_the_run_with_status(
         monkeypatch.setenv(key, value)
     openai_server.queue(Reply.error(400, "bad request: messages: bad role"), Reply.text("never asked"))
     spec = agent_workflow(["list_files"])
+    spec["models"] = {"m": {"model": "openai:test-model"}}
     result = await run_workflow(ws.workflow(spec), store=ws.store)
     assert result.status == "errored"  # the provider refused the request: no verdict on the agent
     assert result.error is not None and "400" in result.error
