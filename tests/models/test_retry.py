@@ -28,7 +28,9 @@ async def test_a_429_waits_as_long_as_its_retry_after_header_says(
     model: OpenAIModel, openai_server: OpenAIServer
 ) -> None:
     openai_server.queue(
-        Reply.error(429, "slow down", error_type="rate_limit_exceeded", retry_after_s=None, headers={"retry-after": "1"}),
+        Reply.error(
+            429, "slow down", error_type="rate_limit_exceeded", retry_after_s=None, headers={"retry-after": "1"}
+        ),
         Reply.text("after the wait"),
     )
 
@@ -42,7 +44,9 @@ async def test_a_429_waits_as_long_as_its_retry_after_header_says(
     assert second - first >= 0.99  # a lower bound only: the wait can be longer, never shorter than asked
 
 
-async def test_server_errors_back_off_exponentially_with_jitter(model: OpenAIModel, openai_server: OpenAIServer) -> None:
+async def test_server_errors_back_off_exponentially_with_jitter(
+    model: OpenAIModel, openai_server: OpenAIServer
+) -> None:
     # no Retry-After: the backoff's own waits, 1 s then 2 s, each plus up to 1 s of jitter
     openai_server.queue(
         Reply.error(500, "upstream exploded", retry_after_s=None),

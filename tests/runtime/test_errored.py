@@ -27,6 +27,7 @@ from agentflow.errors import (
     SandboxUnavailableError,
     TraceError,
 )
+from agentflow.grading import grade_runs
 from agentflow.models import Model, ModelResponse, ModelSettings, model_provider
 from agentflow.routing._expr import ExpressionError
 from agentflow.runtime import run_workflow
@@ -189,11 +190,22 @@ def _broken_provider(name: str, *, base_dir: Path | None) -> Model:
     return _BrokenModel(name)
 
 
-async def test_a_bug_errors_the_run_as_an_internal_error(ws: Workspace) -> None:
+async def test_a_bug_errors_the_run_as_an_internal_error_and_offline_grading_does_not_score_it(
+    ws: Workspace,
+) -> None:
     result = await run_workflow(ws.workflow(scored_workflow({"model": "test_broken:x"})), store=ws.store)
     assert result.status == "errored"
     assert result.error is not None and result.error.startswith("internal error: node 'work' failed: KeyError")
     assert_not_scored(ws.store.load_trace(result.run_id).events)
+
+    script = [{"tool_calls": [{"name": "list_files", "arguments": {}}]}, {"content": "fixed"}]
+    scored = await run_workflow(ws.workflow(scored_workflow({"model": "scripted:script.yaml"}), script), store=ws.store)
+    assert scored.status == "succeeded"
+    graded = await grade_runs(ws.store, [result.run_id, scored.run_id], hooks=["exit_code:run"])
+    [not_scored] = graded.rewards[result.run_id]
+    assert (not_scored.value, not_scored.label, not_scored.components) == (None, None, {"not_scored": "errored"})
+    [verdict] = graded.rewards[scored.run_id]
+    assert verdict.value is not None
 
 
 @pytest.fixture
