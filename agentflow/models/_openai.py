@@ -163,7 +163,7 @@ def _map_sdk_error(
 
     where = model.base_url or "api.openai.com"
     recorded = [retry.to_dict() for retry in retries]
-    retried = f"after {len(retries)} retries" if retries else "without retries"
+    retried = f"after {len(retries)} {'retry' if len(retries) == 1 else 'retries'}" if retries else "without retries"
     if retries and len(retries) < settings.max_retries:  # the time budget ran out before the count
         retried += f" (max_retry_s {settings.max_retry_s:g} reached)"
     # Most specific first: the SDK's timeout error is a connection error, and both are APIErrors.
