@@ -208,6 +208,32 @@ async def test_a_bug_errors_the_run_as_an_internal_error_and_offline_grading_doe
     assert verdict.value is not None
 
 
+GONE_PLUGIN = """
+from agentflow.tools import ToolContext
+
+
+async def run_in_a_vanished_sandbox(ctx: ToolContext) -> str:
+    \"\"\"Run a command after the sandbox went away under the run (as a killed container or launcher would).\"\"\"
+    await ctx.sandbox.close()
+    result = await ctx.sandbox.exec(["true"])
+    return str(result.exit_code)
+"""
+
+
+async def test_a_sandbox_gone_under_a_tool_errors_the_run_instead_of_answering_the_model(ws: Workspace) -> None:
+    ws.file("plugins/gone.py", GONE_PLUGIN)
+    spec = scored_workflow({"model": "scripted:script.yaml"})
+    spec["tools"] = ["plugins/gone.py:run_in_a_vanished_sandbox"]
+    spec["nodes"]["work"]["tools"] = ["run_in_a_vanished_sandbox"]
+    script = [{"tool_calls": [{"name": "run_in_a_vanished_sandbox", "arguments": {}}]}, {"content": "fixed"}]
+    result = await run_workflow(ws.workflow(spec, script), store=ws.store)
+    assert result.status == "errored", result.error
+    assert result.error is not None and "SandboxError: this local sandbox is closed" in result.error
+    events = ws.store.load_trace(result.run_id).events
+    assert not any(e.type is EventType.TOOL_RESULT for e in events)
+    assert_not_scored(events)
+
+
 @pytest.fixture
 def docker_image() -> str:
     from agentflow.sandboxes._docker import DEFAULT_IMAGE, docker_available, image_available
