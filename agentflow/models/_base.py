@@ -36,6 +36,14 @@ class ModelSettings(BaseModel):
         description="no retry wait may end later than this many seconds after the call's first attempt",
     )
 
+    def request_data(self) -> dict[str, Any]:
+        """The settings as a model request records them (and its hash covers): the retry policy is left out.
+
+        How failures are retried changes no answer, so changing ``max_retries`` or ``max_retry_s`` must not make
+        a replay of a recorded run diverge.
+        """
+        return self.model_dump(exclude_none=True, exclude={"max_retries", "max_retry_s"})
+
 
 @dataclass(frozen=True)
 class ToolCall:

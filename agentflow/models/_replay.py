@@ -48,7 +48,7 @@ class ReplayModel(Model):
         Raises:
             ReplayDivergence: the tape holds no (more) response to a request with this content.
         """
-        settings_data = settings.model_dump(exclude_none=True)
+        settings_data = settings.request_data()
         candidates = [self.model_id] if self.impersonate is not None else self.tape.model_ids
         hashes = [self.tape.request_key(model_id, messages, tools, settings_data) for model_id in candidates]
         return ModelResponse.from_recorded(self.tape.next_response(hashes), self.model_id)

@@ -241,7 +241,7 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     score_steps = compiled.hooks.wants("step", name)
     for _turn in range(node.max_turns):
         ctx.limits.start_model_call()
-        settings_data = settings.model_dump(exclude_none=True)
+        settings_data = settings.request_data()
         request = ctx.emit(
             EventType.MODEL_REQUEST,
             node=label,

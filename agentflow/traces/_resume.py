@@ -249,7 +249,7 @@ class ResumeModel(Model):
         """The recorded response to this request if the killed process already had one, else the model's."""
         from agentflow.runtime._nodes import request_hash
 
-        digest = request_hash(self.model_id, messages, tools, settings.model_dump(exclude_none=True))
+        digest = request_hash(self.model_id, messages, tools, settings.request_data())
         queue = self.point.served.get(digest)
         if not queue:
             return await self.inner.complete(messages, tools, settings)

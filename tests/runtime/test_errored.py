@@ -34,6 +34,7 @@ from agentflow.runtime import run_workflow
 from agentflow.runtime._run import classify
 from agentflow.traces import EventType, TraceStore, replay_run, summarize
 from agentflow.traces._events import Event
+from agentflow.traces._replay import content_digest
 from tests.runtime.conftest import Workspace
 from tests.support.openai_server import OpenAIServer, Reply
 from tests.support.require import require
@@ -119,6 +120,19 @@ async def test_a_429_is_retried_after_its_retry_after_and_recorded_and_a_tape_re
     assert len(server_env.requests) == requests_before  # served from the tape: no call, so no retry and no wait
     replayed = [e for e in ws.store.load_trace(report.replay_run_id).events if e.type is EventType.MODEL_RESPONSE]
     assert replayed[1].data["retries"] == [retry]
+
+
+async def test_a_changed_retry_policy_still_replays_the_model_from_the_tape(ws: Workspace) -> None:
+    script = [{"tool_calls": [{"name": "list_files", "arguments": {}}]}, {"content": "fixed"}]
+    path = ws.workflow(scored_workflow({"model": "scripted:script.yaml"}), script)
+    original = await run_workflow(path, store=ws.store)
+    ws.workflow(scored_workflow({"model": "scripted:script.yaml", "max_retries": 1, "max_retry_s": 9}))
+    report = await replay_run(ws.store, original.run_id, mode="tape")
+    assert report.template_changed and report.divergence is not None and report.divergence.index == 0
+    assert report.status == "succeeded"  # every request matched its recorded response: retries are not content
+    recorded = ws.store.load_trace(original.run_id).events
+    replayed = ws.store.load_trace(report.replay_run_id).events
+    assert [content_digest(e) for e in recorded[1:]] == [content_digest(e) for e in replayed[1:]]
 
 
 async def test_two_server_errors_then_success(ws: Workspace, server_env: OpenAIServer) -> None:
