@@ -19,7 +19,8 @@ while a run executed and is recorded in the run's trace.
         │   ├── PathOutsideWorkdirError   a path escapes the sandbox workdir (also a PermissionError)
         │   └── PoolExhaustedError        a sandbox pool stayed fully in use for the wait (also a TimeoutError)
         ├── ModelAPIError           the model provider failed (status code and body when HTTP)
-        ├── ModelScriptExhausted    a scripted model ran out of responses
+        │   ├── ModelContextExceeded      the conversation outgrew the model's context window
+        │   └── ModelScriptExhausted      a scripted model ran out of responses
         ├── ToolError               a tool call failed; goes back to the model as a tool message
         ├── LimitExceeded           a declared limit (steps, model calls, tokens, time) was hit
         ├── RewardHookError         a reward hook failed or timed out (recorded, never fatal)
@@ -179,6 +180,10 @@ class ModelAPIError(RunError):
         self.status_code = status_code
         self.body = body
         self.retries: list[dict[str, Any]] = retries or []
+
+
+class ModelContextExceeded(ModelAPIError):
+    """The provider refused the conversation as longer than the model's context window: a limit the agent hit."""
 
 
 class ModelScriptExhausted(ModelAPIError):

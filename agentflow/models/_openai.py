@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentflow.errors import ConfigError, MissingExtraError, ModelAPIError
+from agentflow.errors import ConfigError, MissingExtraError, ModelAPIError, ModelContextExceeded
 from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
 from agentflow.models._registry import model_provider
 from agentflow.models._retry import ModelRetry, TransientModelError, call_with_retries, retry_after_seconds
@@ -172,7 +172,9 @@ def _map_sdk_error(
         retried_here = f" {retried}" if _transient(exc) is not None or retries else ""
         server_message = exc.body.get("message") if isinstance(exc.body, dict) else None
         hint = f" (check {API_KEY_ENV})" if exc.status_code in (401, 403) else ""
-        return ModelAPIError(
+        # OpenAI's code; vLLM and llama.cpp servers only say so in the message
+        too_long = exc.code == "context_length_exceeded" or "maximum context length" in str(server_message)
+        return (ModelContextExceeded if exc.status_code == 400 and too_long else ModelAPIError)(
             f"{model.model_id}: HTTP {exc.status_code} from {where}{retried_here}: "
             f"{server_message or exc.message}{hint}",
             status_code=exc.status_code,

@@ -15,6 +15,7 @@ from agentflow.errors import (
     AgentflowError,
     LimitExceeded,
     ModelAPIError,
+    ModelContextExceeded,
     ModelScriptExhausted,
     NodeFailed,
     PathOutsideWorkdirError,
@@ -261,10 +262,14 @@ async def _execute(
         outcome.status, outcome.error = "cancelled", "the run was cancelled"
         raise
     except Exception as exc:  # noqa: BLE001 - every failure ends the run with a status and a readable trace
+        from langgraph.errors import GraphRecursionError
+
         outcome.status, outcome.error = classify(exc)
-        if outcome.status == "limit_exceeded":
+        if isinstance(exc, GraphRecursionError):
             outcome.limit = {"name": "recursion_limit", "value": compiled.recursion_limit, "observed": None}
-        if not isinstance(exc, RunError) or outcome.status == "limit_exceeded":
+        elif isinstance(_root_cause(exc), ModelContextExceeded):
+            outcome.limit = {"name": "context_window", "value": None, "observed": None}
+        if not isinstance(exc, RunError) or isinstance(exc, GraphRecursionError):
             # node failures were recorded by the node; anything else (a routing error, a bug) is recorded here
             ctx.emit(EventType.ERROR, data=_error_data(exc))
 
@@ -291,8 +296,9 @@ def classify(exc: BaseException) -> tuple[str, str]:
     the error that started it:
 
     - ``limit_exceeded``: a declared limit (``LimitExceeded``: steps, model calls, tokens, a node's or the run's
-      ``timeout_s``, ``max_turns``, a loop's ``max_iterations``) or LangGraph's recursion limit. A node's timeout
-      is a limit the workflow set for the agent's work, so it is the agent's, like the run's.
+      ``timeout_s``, ``max_turns``, a loop's ``max_iterations``), LangGraph's recursion limit, or the model's
+      context window (``ModelContextExceeded``: the agent's conversation outgrew it). A node's timeout is a limit
+      the workflow set for the agent's work, so it is the agent's, like the run's.
     - ``failed``: the agent's own failure: an error the workflow's logic raised (no route holds, a ``tool`` node
       with ``fail_on_error``, an output expression that cannot read the answer), a scripted model that ran out of
       responses (the script is the agent), a replay that diverged from its tape.
@@ -309,7 +315,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     message = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
     if isinstance(root, GraphRecursionError):
         return "limit_exceeded", f"the run took more steps than its loop bounds allow: {root}"
-    if isinstance(root, LimitExceeded):
+    if isinstance(root, LimitExceeded | ModelContextExceeded):
         return "limit_exceeded", message
     if isinstance(root, _AGENT_SIDE):
         return "failed", message

@@ -18,6 +18,7 @@ import pytest
 from agentflow.errors import (
     LimitExceeded,
     ModelAPIError,
+    ModelContextExceeded,
     ModelScriptExhausted,
     NodeFailed,
     PathOutsideWorkdirError,
@@ -181,6 +182,27 @@ def test_an_outage_errors_the_run_exit_3_scores_nothing_and_runs_finds_it(
     assert json.loads(failed.stdout)["runs"] == []
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply.error(400, "too many tokens", error_type="invalid_request_error", code="context_length_exceeded"),
+        Reply.error(400, "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens"),
+    ],
+    ids=["openai-code", "vllm-message"],
+)
+async def test_a_conversation_past_the_context_window_is_the_agents_limit_and_scored(
+    ws: Workspace, server_env: OpenAIServer, reply: Reply
+) -> None:
+    server_env.queue(Reply.tool_calls(("list_files", "{}")), reply)
+    result = await run_workflow(ws.workflow(scored_workflow({"model": "openai:test-model"})), store=ws.store)
+    assert result.status == "limit_exceeded", result.error
+    assert result.limit == {"name": "context_window", "value": None, "observed": None}
+    events = ws.store.load_trace(result.run_id).events
+    assert [e.data["kind"] for e in events if e.type is EventType.ERROR] == ["ModelContextExceeded"]
+    outcome = next(d for d in run_rewards(events) if d["hook"] == "outcome")
+    assert (outcome["value"], outcome.get("not_scored")) == (0.0, None)  # scored: the agent ran out of room
+
+
 async def test_a_wrong_answer_is_still_failed_by_its_outcome(ws: Workspace, server_env: OpenAIServer) -> None:
     """The other side of the line: the agent's own bad answer is scored 0 / -1 as before."""
     server_env.queue(Reply.text("I could not do it"))
@@ -300,6 +322,7 @@ async def test_a_container_killed_mid_run_errors_the_run(ws: Workspace, docker_i
     ("error", "status"),
     [
         (ModelAPIError("HTTP 500 after 6 retries"), "errored"),
+        (ModelContextExceeded("HTTP 400: maximum context length is 8192 tokens"), "limit_exceeded"),
         (SandboxUnavailableError("no Docker engine"), "errored"),
         (SandboxError("the exec server's connection closed"), "errored"),
         (TraceError("cannot write the trace: disk full"), "errored"),
