@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import agentflow
 from agentflow.errors import (
     AgentflowError,
+    ConfigError,
     LimitExceeded,
     ModelAPIError,
     ModelContextExceeded,
@@ -265,9 +266,10 @@ async def _execute(
         from langgraph.errors import GraphRecursionError
 
         outcome.status, outcome.error = classify(exc)
-        if isinstance(exc, GraphRecursionError):
+        root = _root_cause(exc)
+        if isinstance(root, GraphRecursionError):
             outcome.limit = {"name": "recursion_limit", "value": compiled.recursion_limit, "observed": None}
-        elif isinstance(_root_cause(exc), ModelContextExceeded):
+        elif isinstance(root, ModelContextExceeded):
             outcome.limit = {"name": "context_window", "value": None, "observed": None}
         if not isinstance(exc, RunError) or isinstance(exc, GraphRecursionError):
             # node failures were recorded by the node; anything else (a routing error, a bug) is recorded here
@@ -284,9 +286,9 @@ _AGENT_SIDE: tuple[type[BaseException], ...] = (
 """The agent's (or its script's) doing, though the base classes say infrastructure (a model or sandbox error) or a
 bug (a ValueError): the workflow's expressions and templates failing on what the agent produced."""
 
-_INFRASTRUCTURE: tuple[type[BaseException], ...] = (ModelAPIError, SandboxError, TraceError, OSError)
+_INFRASTRUCTURE: tuple[type[BaseException], ...] = (ModelAPIError, SandboxError, TraceError, OSError, ConfigError)
 """The model provider, the sandbox backend, the trace store, the machine (sqlite3 and psycopg errors of a store
-are raised as TraceError)."""
+are raised as TraceError), and a configuration mistake found only while running (a model's missing API key)."""
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -304,8 +306,9 @@ def classify(exc: BaseException) -> tuple[str, str]:
       responses (the script is the agent), a replay that diverged from its tape.
     - ``errored``: the infrastructure failed: the model provider (``ModelAPIError`` after its retries), the
       sandbox (``SandboxError``: unavailable, or its process or container died), the trace store (``TraceError``,
-      ``OSError``), or agentflow itself (any exception that is not an ``AgentflowError``: a bug). An errored run is
-      never scored as the agent's failure.
+      ``OSError``), a configuration mistake that only showed while running (``ConfigError``: a missing API key),
+      or agentflow itself (any exception that is not an ``AgentflowError``: a bug). An errored run is never scored
+      as the agent's failure.
 
     A tool's own failure never gets here: it goes back to the model as the tool's result (``ToolOutcome``).
     """

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from agentflow.errors import (
+    ConfigError,
     LimitExceeded,
     ModelAPIError,
     ModelContextExceeded,
@@ -328,6 +329,7 @@ async def test_a_container_killed_mid_run_errors_the_run(ws: Workspace, docker_i
         (TraceError("cannot write the trace: disk full"), "errored"),
         (OSError(28, "No space left on device"), "errored"),
         (KeyError("a bug"), "errored"),
+        (ConfigError("the model 'openai:gpt-4o' needs an API key and OPENAI_API_KEY is not set"), "errored"),
         (ModelScriptExhausted("the script has no response 3"), "failed"),
         (ReplayDivergence("not on the tape"), "failed"),
         (PathOutsideWorkdirError("/etc/passwd"), "failed"),
