@@ -4,8 +4,9 @@ The policy (``ModelSettings.max_retries``, ``ModelSettings.max_retry_s``): a fai
 ``min(1 s · 2^n + jitter in [0, 1 s), 30 s)`` (n = 0, 1, ...; tenacity's ``wait_exponential_jitter``), or after the
 wait the server asks for in ``retry-after-ms`` / ``Retry-After`` when it sends one, at most ``max_retries`` times
 and never starting a wait that would end past ``max_retry_s`` since the first attempt. The defaults (6 retries,
-120 s) give a provider's short outage or rate limit about a minute to pass, in line with inspect_ai's patient
-retrying rather than the OpenAI SDK's 2 retries within a few seconds. Each retry is a :class:`ModelRetry`, which
+120 s) give a provider's short outage or rate limit about a minute to pass (waits of about 1, 2, 4, 8, 16 and 30 s),
+patient as inspect_ai's retrying is, where the OpenAI SDK alone gives up after 2 retries within a few seconds
+(0.5 s doubling). The SDK's own retries are off, so that each retry is seen. Each retry is a :class:`ModelRetry`, which
 the runtime records in the trace (``retries`` of the ``model_response`` event, or of the ``error`` event when the
 call still failed).
 """
@@ -108,7 +109,7 @@ async def call_with_retries(
         TransientModelError: the last transient failure, when no retry is left (by count or by time).
         Exception: whatever else ``attempt`` raised, at once.
     """
-    backoff = wait_exponential_jitter(initial=INITIAL_WAIT_S, max=MAX_WAIT_S, jitter=JITTER_S)
+    backoff = wait_exponential_jitter(multiplier=INITIAL_WAIT_S, max=MAX_WAIT_S, jitter=JITTER_S)
 
     def wait(state: RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome is not None else None
