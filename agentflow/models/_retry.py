@@ -13,9 +13,11 @@ call still failed).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -54,6 +56,24 @@ class ModelRetry:
     def to_dict(self) -> dict[str, Any]:
         """The retry as trace data."""
         return asdict(self)
+
+
+RetryObserver = Callable[["ModelRetry"], None]
+_observer: ContextVar[RetryObserver | None] = ContextVar("agentflow_model_retry_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_retries(observer: RetryObserver) -> Iterator[None]:
+    """Call ``observer`` with each retry of the model calls made inside, as it happens.
+
+    The runtime watches a call this way: a timeout that cuts a call while it retries a failing provider is the
+    provider's doing, not the agent's, and only the retries seen so far can say so.
+    """
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
 
 
 class TransientModelError(Exception):
@@ -103,7 +123,8 @@ async def call_with_retries(
 ) -> T:
     """Await ``attempt()`` until it returns, retrying while it raises :class:`TransientModelError`.
 
-    Each retry is appended to ``retries`` before its wait, so the caller has them however the call ends.
+    Each retry is appended to ``retries`` before its wait, so the caller has them however the call ends, and given
+    to the observer of :func:`observe_retries`, if any.
 
     Raises:
         TransientModelError: the last transient failure, when no retry is left (by count or by time).
@@ -116,18 +137,21 @@ async def call_with_retries(
         asked = failure.retry_after_s if isinstance(failure, TransientModelError) else None
         return asked if asked is not None else backoff(state)
 
+    observer = _observer.get()
+
     def record(state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome is not None else None
         assert isinstance(failure, TransientModelError)  # only these are retried
-        retries.append(
-            ModelRetry(
-                attempt=state.attempt_number,
-                error=failure.error,
-                status_code=failure.status_code,
-                wait_s=round(state.upcoming_sleep, 3),
-                retry_after_s=failure.retry_after_s,
-            )
+        retry = ModelRetry(
+            attempt=state.attempt_number,
+            error=failure.error,
+            status_code=failure.status_code,
+            wait_s=round(state.upcoming_sleep, 3),
+            retry_after_s=failure.retry_after_s,
         )
+        retries.append(retry)
+        if observer is not None:
+            observer(retry)
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, TransientModelError)),

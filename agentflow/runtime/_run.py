@@ -30,7 +30,7 @@ from agentflow.routing._expr import ExpressionError
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
-from agentflow.runtime._nodes import _error_data
+from agentflow.runtime._nodes import _error_data, _timeout_error
 from agentflow.sandboxes import Sandbox, create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
 from agentflow.spec._templating import TemplateError
@@ -252,6 +252,11 @@ async def _execute(
     except LimitExceeded as exc:  # already recorded where it was raised
         outcome.status, outcome.error, outcome.limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
     except TimeoutError:
+        outage = _timeout_error(ctx, f"the run ran past its timeout_s of {spec.limits.timeout_s or 0:g}s", None)
+        if isinstance(outage, ModelAPIError):  # the provider, not the agent, took the time
+            ctx.emit(EventType.ERROR, data=_error_data(outage))
+            outcome.status, outcome.error = "errored", str(outage)
+            return
         run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, seconds_since(clock))
         ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
         outcome.status, outcome.error, outcome.limit = (
@@ -300,7 +305,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     - ``limit_exceeded``: a declared limit (``LimitExceeded``: steps, model calls, tokens, a node's or the run's
       ``timeout_s``, ``max_turns``, a loop's ``max_iterations``), LangGraph's recursion limit, or the model's
       context window (``ModelContextExceeded``: the agent's conversation outgrew it). A node's timeout is a limit
-      the workflow set for the agent's work, so it is the agent's, like the run's.
+      the workflow set for the agent's work, so it is the agent's, like the run's; but a timeout that cut a model
+      call while it retried a failing provider is the provider's, and becomes a ``ModelAPIError`` (``errored``).
     - ``failed``: the agent's own failure: an error the workflow's logic raised (no route holds, a ``tool`` node
       with ``fail_on_error``, an output expression that cannot read the answer), a scripted model that ran out of
       responses (the script is the agent), a replay that diverged from its tape.

@@ -183,6 +183,37 @@ def test_an_outage_errors_the_run_exit_3_scores_nothing_and_runs_finds_it(
     assert json.loads(failed.stdout)["runs"] == []
 
 
+@pytest.mark.parametrize("limit", ["node", "run"])
+async def test_a_timeout_that_cuts_a_call_retrying_an_outage_errors_the_run(
+    ws: Workspace, server_env: OpenAIServer, limit: str
+) -> None:
+    import openai  # noqa: F401 - loaded before the clock starts: the first attempt must fail well within the timeout
+
+    server_env.always(Reply.error(503, "overloaded", retry_after_s=0.2))
+    spec = scored_workflow({"model": "openai:test-model", "max_retries": 1000})  # retries go on past the timeout
+    if limit == "node":
+        spec["nodes"]["work"]["timeout_s"] = 3.0
+    else:
+        spec["limits"] = {"timeout_s": 3.0}
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+    assert result.status == "errored", result.error
+    assert result.error is not None and "while a model call retried a failing provider" in result.error
+    events = ws.store.load_trace(result.run_id).events
+    [error] = [e for e in events if e.type is EventType.ERROR]
+    assert error.data["kind"] == "ModelAPIError" and error.data["status_code"] == 503
+    assert len(error.data["retries"]) >= 1
+    assert_not_scored(events)
+
+
+async def test_a_timeout_of_a_slow_first_answer_stays_the_agents_limit(ws: Workspace, server_env: OpenAIServer) -> None:
+    server_env.queue(Reply.text("fixed, slowly", delay_s=1.5))  # no failure: the time went into the answer
+    spec = scored_workflow({"model": "openai:test-model"})
+    spec["nodes"]["work"]["timeout_s"] = 0.5
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+    assert result.status == "limit_exceeded", result.error
+    assert result.limit is not None and result.limit["name"] == "timeout_s of node 'work'"
+
+
 @pytest.mark.parametrize(
     "reply",
     [
