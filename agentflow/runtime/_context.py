@@ -26,12 +26,6 @@ class RunContext:
     the trace; ``state`` is the latest state, kept so a failed run still records how far it got.
     """
 
-    def retries_in_flight(self, label: str | None = None) -> list[dict[str, Any]]:
-        """The retries of the model calls still in flight (of one node, or of every node)."""
-        if label is not None:
-            return list(self.model_retrying.get(label, []))
-        return [retry for retries in self.model_retrying.values() for retry in retries]
-
     recorder: Recorder
     sandbox: Sandbox
     limits: LimitTracker
@@ -87,6 +81,12 @@ class RunContext:
                 created = create_model(chosen, base_dir=base_dir)
                 self._models[key] = created if self.resume is None else self.resume.wrap(created)
         return self._models[key]
+
+    def retries_in_flight(self, label: str | None = None) -> list[dict[str, Any]]:
+        """The retries of the model calls still in flight (of one node, or of every node)."""
+        if label is not None:
+            return list(self.model_retrying.get(label, []))
+        return [retry for retries in self.model_retrying.values() for retry in retries]
 
     async def close_models(self) -> None:
         for model in self._models.values():
