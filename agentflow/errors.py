@@ -21,7 +21,8 @@ while a run executed and is recorded in the run's trace.
         │   ├── FileTooLargeError         read_file met a file over limits.read_bytes (also an OSError, EFBIG)
         │   └── PoolExhaustedError        a sandbox pool stayed fully in use for the wait (also a TimeoutError)
         ├── ModelAPIError           the model provider failed (status code and body when HTTP)
-        ├── ModelScriptExhausted    a scripted model ran out of responses
+        │   ├── ModelContextExceeded      the conversation outgrew the model's context window
+        │   └── ModelScriptExhausted      a scripted model ran out of responses
         ├── ToolError               a tool call failed; goes back to the model as a tool message
         ├── LimitExceeded           a declared limit (steps, model calls, tokens, time) was hit
         ├── RewardHookError         a reward hook failed or timed out (recorded, never fatal)
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import Any
 
 
 class AgentflowError(Exception):
@@ -199,12 +201,24 @@ class PoolExhaustedError(SandboxError, TimeoutError):
 
 
 class ModelAPIError(RunError):
-    """A model provider call failed."""
+    """A model provider call failed; ``retries`` lists the failed attempts retried before (as trace data)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: str | None = None,
+        retries: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+        self.retries: list[dict[str, Any]] = retries or []
+
+
+class ModelContextExceeded(ModelAPIError):
+    """The provider refused the conversation as longer than the model's context window: a limit the agent hit."""
 
 
 class ModelScriptExhausted(ModelAPIError):

@@ -5,7 +5,8 @@ Exit codes (also in the README):
     0   success (the workflow reached its end; the files are valid; the command exited 0)
     1   the run did not succeed (failed, limit exceeded), validation found errors, or the sandboxed command failed
     2   a usage or configuration error: bad flag, malformed workflow, unknown name, missing extra
-    3   an error outside the workflow: sandbox unavailable, unreadable trace, store problem
+    3   an error outside the workflow: a run errored (model API after its retries, sandbox unavailable or dead,
+        store), unreadable trace, store problem
     4   an internal error of agentflow (a bug: please report it; AGENTFLOW_DEBUG=1 shows the traceback)
     130 interrupted (Ctrl-C)
 """

@@ -77,7 +77,8 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     ] = None,
     json_output: JsonFlag = False,
 ) -> int:
-    """Run a workflow once; print its summary. Exit 0 when it reached its end, 1 when it did not."""
+    """Run a workflow once; print its summary. Exit 0 when it reached its end, 1 when the agent did not (failed,
+    limit_exceeded), 3 when it errored (the model API, the sandbox or the store failed)."""
     from agentflow.runtime import run_workflow
 
     parsed_inputs = _parse_inputs(inputs or [])
@@ -132,7 +133,21 @@ def _report(result: RunResult, trace: Trace, json_output: bool) -> int:
         print(json.dumps(payload, indent=2, default=str))
     else:
         _print_summary(summary.to_dict(), result.isolation, str(trace.path))
-    return 0 if result.succeeded else 1
+    return exit_code(result.status)
+
+
+def exit_code(status: str) -> int:
+    """The exit code of `run` and `resume` for a run status: 0 succeeded, 3 errored (the infrastructure failed,
+    the agent is not to blame: retry the run), 1 the agent did not succeed (failed, limit_exceeded)."""
+    from agentflow.cli import EXIT_FAILED, EXIT_OK, EXIT_RUNTIME
+
+    if status == "succeeded":
+        return EXIT_OK
+    return EXIT_RUNTIME if status == "errored" else EXIT_FAILED
+
+
+_STATUS_STYLES = {"succeeded": "green", "errored": "magenta", "cancelled": "yellow"}
+"""How `run`, `resume` and `show` color a status; anything else (failed, limit_exceeded) is red."""
 
 
 def _fmt(value: float | None) -> str:
@@ -160,7 +175,7 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
             f"{node['duration_s']:.2f}",
         )
     console.print(table)
-    status_style = "green" if summary["status"] == "succeeded" else "red"
+    status_style = _STATUS_STYLES.get(summary["status"], "red")
     console.print(
         f"status [{status_style}]{summary['status']}[/{status_style}]  run {summary['run_id']}  "
         f"steps {summary['steps']}  tool calls {summary['tool_calls']}  model calls {summary['model_calls']}  "
@@ -170,6 +185,15 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
     console.print(f"path {' -> '.join(summary['nodes_visited'])}", markup=False)
     if summary.get("error"):
         console.print(f"error {summary['error']}", style="red", markup=False)
+    if summary["status"] == "errored":
+        not_scored = ", ".join(summary.get("not_scored") or {}) or "nothing to score"
+        console.print(
+            f"errored: the infrastructure failed, not the agent; not scored: {not_scored}",
+            style=_STATUS_STYLES["errored"],
+            markup=False,
+        )
+    if summary.get("model_retries"):
+        console.print(f"model retries {summary['model_retries']}", markup=False)
     if isolation:
         got = [
             k for k in ("network_isolated", "filesystem_isolated", "pid_namespace", "resource_limits") if isolation[k]
@@ -252,6 +276,8 @@ def _describe(event: Event) -> str:
 
 
 def _describe_reward(data: dict[str, Any]) -> str:
+    if data.get("not_scored"):
+        return f"{data.get('hook')} not scored: the run {data['not_scored']}"
     if data.get("aggregate"):
         from agentflow.rewards._aggregate import describe_aggregates
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from agentflow.errors import ConfigError
 from agentflow.rewards import RewardHook, StepContext, StepKind, resolve_reward_hook
+from agentflow.rewards._aggregate import not_scored_reason
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._protocol import GradingMode, GradingPass, Store, StoredReward
 
@@ -136,9 +137,16 @@ async def score_trace(
     run_id: str, events: Sequence[Event], hooks: Sequence[tuple[HookRequest, RewardHook]]
 ) -> list[StoredReward]:
     """Score one trace offline with each hook over the steps of its kind (``sandbox=None``); a failing hook gives
-    a reward with ``value`` None and the error as its explanation."""
+    a reward with ``value`` None and the error as its explanation; run-level hooks do not score an ``errored`` run
+    (a reward with ``value`` None and ``components.not_scored``)."""
     rewards: list[StoredReward] = []
+    unscored = not_scored_reason(events)
     for request, hook in hooks:
+        if request.on == "run" and unscored is not None:  # an errored run: no verdict, never a 0
+            explanation = f"not scored: the run {unscored}"
+            marker = {"not_scored": unscored}
+            rewards.append(StoredReward("", run_id, request.name, "run", None, None, None, None, explanation, marker))
+            continue
         for node, step_events in iter_steps(events, request.on):
             state = _state_before(events, step_events[-1].seq + 1 if step_events else 0)
             before = bisect.bisect_left(events, step_events[0].seq, key=lambda e: e.seq) if step_events else 0

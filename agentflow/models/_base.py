@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentflow.models._retry import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_S, ModelRetry
 
 # Messages are plain dicts in the OpenAI chat-completions format ({"role": ..., "content": ..., "tool_calls": ...}),
 # because every provider, importer and exporter speaks it and the trace stores them verbatim.
@@ -14,15 +17,32 @@ Message = dict[str, Any]
 
 
 class ModelSettings(BaseModel):
-    """Sampling settings of one model config."""
+    """Sampling settings of one model config, and how its calls are retried (see ``agentflow.models._retry``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     temperature: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
-    timeout_s: float = 120.0
-    max_retries: int = 2
+    timeout_s: float = Field(default=120.0, gt=0, description="wall-clock limit of one attempt of a call")
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES,
+        ge=0,
+        description="retries of a call that failed transiently (429, 408, 409, 5xx, connection or timeout)",
+    )
+    max_retry_s: float = Field(
+        default=DEFAULT_MAX_RETRY_S,
+        ge=0,
+        description="no retry wait may end later than this many seconds after the call's first attempt",
+    )
+
+    def request_data(self) -> dict[str, Any]:
+        """The settings as a model request records them (and its hash covers): the retry policy is left out.
+
+        How failures are retried changes no answer, so changing ``max_retries`` or ``max_retry_s`` must not make
+        a replay of a recorded run diverge.
+        """
+        return self.model_dump(exclude_none=True, exclude={"max_retries", "max_retry_s"})
 
 
 @dataclass(frozen=True)
@@ -49,13 +69,34 @@ class Usage:
 
 @dataclass(frozen=True)
 class ModelResponse:
-    """One model turn: the assistant message (OpenAI format), its tool calls, token usage, and the raw payload."""
+    """One model turn: the assistant message (OpenAI format), its tool calls, token usage, the raw payload, and
+    the failed attempts that were retried before it (recorded in the trace)."""
 
     message: Message
     tool_calls: list[ToolCall] = field(default_factory=lambda: [])
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     raw: dict[str, Any] | None = None
+    retries: tuple[ModelRetry, ...] = ()
+
+    @classmethod
+    def from_recorded(cls, data: Mapping[str, Any], model: str) -> ModelResponse:
+        """The response a ``model_response`` event recorded (replay and resume serve it again; nothing waits).
+
+        Args:
+            data: the event's data.
+            model: the model id to give when the event names none.
+        """
+        usage = data.get("usage") or {}
+        calls = data.get("tool_calls") or []
+        return cls(
+            message=dict(data.get("message") or {"role": "assistant", "content": ""}),
+            tool_calls=[ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=str(c["arguments"])) for c in calls],
+            usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+            model=str(data.get("model") or model),
+            # the recorded retries come back as they were, so the event recorded again is the same
+            retries=tuple(ModelRetry(**retry) for retry in data.get("retries") or []),
+        )
 
 
 class Model(abc.ABC):

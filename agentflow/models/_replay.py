@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
+from agentflow.models._base import Message, Model, ModelResponse, ModelSettings
 from agentflow.models._registry import model_provider, parse_model_string
 
 if TYPE_CHECKING:
@@ -48,18 +48,10 @@ class ReplayModel(Model):
         Raises:
             ReplayDivergence: the tape holds no (more) response to a request with this content.
         """
-        settings_data = settings.model_dump(exclude_none=True)
+        settings_data = settings.request_data()
         candidates = [self.model_id] if self.impersonate is not None else self.tape.model_ids
         hashes = [self.tape.request_key(model_id, messages, tools, settings_data) for model_id in candidates]
-        recorded = self.tape.next_response(hashes)
-        usage = recorded.get("usage") or {}
-        calls = recorded.get("tool_calls") or []
-        return ModelResponse(
-            message=dict(recorded.get("message") or {"role": "assistant", "content": ""}),
-            tool_calls=[ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=str(c["arguments"])) for c in calls],
-            usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
-            model=str(recorded.get("model") or self.model_id),
-        )
+        return ModelResponse.from_recorded(self.tape.next_response(hashes), self.model_id)
 
 
 @model_provider("replay")

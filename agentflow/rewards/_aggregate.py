@@ -75,6 +75,22 @@ def step_rewards(events: Iterable[Event], hook: str) -> list[StepReward]:
     return [reward for _, _, reward in found]
 
 
+NOT_SCORED_STATUSES: frozenset[str] = frozenset({"errored"})
+"""Run statuses that say nothing of the agent (the infrastructure failed): their runs get no run-level verdict."""
+
+
+def not_scored_reason(events: Iterable[Event]) -> str | None:
+    """The status of a run whose run-level hooks must not score it (``errored``), else None.
+
+    Offline grading reads it from ``run_finished``; a live run's engine records the same reason itself (a reward
+    event with ``value`` None and ``not_scored``), so pass@k and training data never count an outage as incorrect.
+    """
+    for event in events:
+        if event.type is EventType.RUN_FINISHED and event.data.get("status") in NOT_SCORED_STATUSES:
+            return str(event.data["status"])
+    return None
+
+
 def run_outcome(events: Iterable[Event], hook: str) -> float | None:
     """The value of the last run-level reward ``hook`` gave (the run's outcome), or None when it gave none."""
     outcome: float | None = None

@@ -35,6 +35,9 @@ class RunContext:
     events: list[Event] = field(default_factory=lambda: [])
     visits: Counter[str] = field(default_factory=Counter)
     state: dict[str, Any] = field(default_factory=lambda: {})
+    # node label -> the retries (trace data) of its model call in flight; a timeout that cuts a call which already
+    # retried a failing provider errors the run instead of counting against the agent
+    model_retrying: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {})
     _models: dict[tuple[str, str], Model] = field(default_factory=lambda: {})
 
     @property
@@ -78,6 +81,12 @@ class RunContext:
                 created = create_model(chosen, base_dir=base_dir)
                 self._models[key] = created if self.resume is None else self.resume.wrap(created)
         return self._models[key]
+
+    def retries_in_flight(self, label: str | None = None) -> list[dict[str, Any]]:
+        """The retries of the model calls still in flight (of one node, or of every node)."""
+        if label is not None:
+            return list(self.model_retrying.get(label, []))
+        return [retry for retries in self.model_retrying.values() for retry in retries]
 
     async def close_models(self) -> None:
         for model in self._models.values():

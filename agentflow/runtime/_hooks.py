@@ -194,6 +194,35 @@ class RewardEngine:
         }
         return ctx.emit(EventType.ERROR, node=label, parent=target, data=data)
 
+    def record_not_scored(self, ctx: RunContext, *, reason: str, detail: str | None = None) -> list[Event]:
+        """Record, instead of scoring the run, that its run-level hooks and aggregates did not score it.
+
+        For a run that ``errored`` (the infrastructure failed): an outcome of 0 or a grounded −1 would count an
+        outage as the agent's failure. Each run-level hook and each hook with ``aggregate:`` gets one ``reward``
+        event with ``value`` None and ``not_scored`` set to ``reason``, which the summary, grading and pass@k read
+        as "no verdict" (never as incorrect).
+        """
+        if ctx.replays_hooks:
+            return []
+        recorded: list[Event] = []
+        for binding in self.bindings:
+            if binding.spec.on != "run" and not binding.spec.aggregate:
+                continue
+            data: dict[str, Any] = {
+                "hook": binding.spec.hook,
+                "hook_version": binding.hook.version,
+                "on": "run",
+                "value": None,
+                "label": None,
+                "not_scored": reason,
+                "explanation": f"not scored: the run {reason}" + (f" ({detail})" if detail else ""),
+                "components": {},
+                "target_seq": None,
+                "duration_s": 0.0,
+            }
+            recorded.append(ctx.emit(EventType.REWARD, data=data))
+        return recorded
+
     def _record_aggregates(self, ctx: RunContext) -> list[Event]:
         """One reward event per hook with `aggregate:` settings; value None so run means do not count it twice."""
         recorded: list[Event] = []

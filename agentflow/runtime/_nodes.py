@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agentflow.errors import LimitExceeded, NodeFailed, RunError
-from agentflow.models._base import ModelSettings, ToolCall
+from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, RunError
+from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
+from agentflow.models._retry import observe_retries
 from agentflow.routing import _expr
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import ExecResult
@@ -115,7 +116,7 @@ async def _attempt(
             updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
     except Exception as exc:
         if isinstance(exc, TimeoutError):
-            exc = NodeTimeout(f"node {label!r} ran past its timeout of {timeout:g}s")
+            exc = _timeout_error(ctx, f"node {label!r} ran past its timeout of {timeout:g}s", label)
         ctx.emit(EventType.ERROR, node=label, parent=started.seq, data=_error_data(exc))
         ctx.emit(
             EventType.NODE_FINISHED,
@@ -136,10 +137,31 @@ async def _attempt(
     return updates
 
 
+def _timeout_error(ctx: RunContext, message: str, label: str | None) -> RunError:
+    """What a timeout of a node (or of the run, ``label`` None) stands for.
+
+    A limit on the agent's work (``NodeTimeout``), unless it cut a model call that was retrying a failing
+    provider: then the provider took the time, and the run errors (``ModelAPIError`` with the retries so far).
+    """
+    retries = ctx.retries_in_flight(label)
+    if not retries:
+        return NodeTimeout(message)
+    return ModelAPIError(
+        f"{message} while a model call retried a failing provider ({len(retries)} retries, last: "
+        f"{retries[-1]['error']})",
+        status_code=retries[-1]["status_code"],
+        retries=retries,
+    )
+
+
 def _error_data(exc: BaseException) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, LimitExceeded):
         data["limit"] = {"name": exc.limit, "value": exc.value, "observed": exc.observed}
+    if isinstance(exc, ModelAPIError):
+        data["status_code"] = exc.status_code
+        if exc.retries:
+            data["retries"] = exc.retries
     return data
 
 
@@ -242,7 +264,7 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     score_steps = compiled.hooks.wants("step", name)
     for _turn in range(node.max_turns):
         ctx.limits.start_model_call()
-        settings_data = settings.model_dump(exclude_none=True)
+        settings_data = settings.request_data()
         request = ctx.emit(
             EventType.MODEL_REQUEST,
             node=label,
@@ -256,7 +278,7 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
             },
         )
         clock = time.perf_counter()
-        response = await model.complete(list(messages), schemas, settings)
+        response = await _complete(ctx, label, model, messages=messages, schemas=schemas, settings=settings)
         reply = ctx.emit(
             EventType.MODEL_RESPONSE,
             node=label,
@@ -267,6 +289,8 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
                 "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
                 "duration_s": seconds_since(clock),
+                # only when there were any, so a trace without retries reads as before (and replays the same)
+                **({"retries": [retry.to_dict() for retry in response.retries]} if response.retries else {}),
             },
         )
         ctx.limits.add_tokens(response.usage.total_tokens)
@@ -282,6 +306,24 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
             if score_steps:
                 await _score_step(ctx, compiled, name, step_events)
     raise LimitExceeded(f"max_turns of agent {label!r}", node.max_turns, node.max_turns + 1)
+
+
+async def _complete(
+    ctx: RunContext,
+    label: str,
+    model: Model,
+    *,
+    messages: list[dict[str, Any]],
+    schemas: list[dict[str, Any]],
+    settings: ModelSettings,
+) -> ModelResponse:
+    """One model call, its retries watched while it goes (see ``_timeout_error``)."""
+    in_flight: list[dict[str, Any]] = []
+    ctx.model_retrying[label] = in_flight
+    with observe_retries(lambda retry: in_flight.append(retry.to_dict())):
+        response = await model.complete(list(messages), schemas, settings)
+    del ctx.model_retrying[label]  # a call cut by a timeout stays, for _timeout_error to find
+    return response
 
 
 async def _score_step(ctx: RunContext, compiled: CompiledWorkflow, name: str, events: list[Event]) -> None:

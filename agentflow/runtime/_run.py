@@ -11,14 +11,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import agentflow
-from agentflow.errors import LimitExceeded, RunError, SandboxError
+from agentflow.errors import (
+    AgentflowError,
+    ConfigError,
+    LimitExceeded,
+    ModelAPIError,
+    ModelContextExceeded,
+    ModelScriptExhausted,
+    NodeFailed,
+    PathOutsideWorkdirError,
+    ReplayDivergence,
+    RunError,
+    SandboxError,
+    TraceError,
+)
 from agentflow.graph._compile import CompiledWorkflow, compile_workflow
+from agentflow.routing._expr import ExpressionError
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
-from agentflow.runtime._nodes import _error_data
-from agentflow.sandboxes import create_sandbox
+from agentflow.runtime._nodes import _error_data, _timeout_error
+from agentflow.sandboxes import Sandbox, create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
+from agentflow.spec._templating import TemplateError
 from agentflow.traces import Recorder, Store, TraceStore
 from agentflow.traces._events import EventType, seconds_since
 from agentflow.traces._otel import OTLP_ENV, LiveExport, require_otel
@@ -32,7 +47,7 @@ DEFAULT_STORE = Path(".agentflow")
 
 @dataclass
 class RunResult:
-    """How a run ended. ``status`` is succeeded | failed | limit_exceeded | cancelled."""
+    """How a run ended. ``status`` is succeeded | failed | limit_exceeded | errored | cancelled (see ``classify``)."""
 
     run_id: str
     status: str
@@ -46,6 +61,11 @@ class RunResult:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def errored(self) -> bool:
+        """The infrastructure failed (model API, sandbox, store, a bug): the run says nothing of the agent."""
+        return self.status == "errored"
 
 
 async def run_workflow(
@@ -101,23 +121,7 @@ async def run_workflow(
             from agentflow.traces._langgraph_checkpoints import open_checkpointer
 
             checkpointer = await checkpoints.enter_async_context(open_checkpointer(store))
-        try:
-            box = (
-                tape.sandbox()
-                if tape is not None and tape.serves_tools
-                else await create_sandbox(
-                    backend,
-                    limits=spec.sandbox.limits,
-                    files=spec.sandbox.files,
-                    base_dir=compiled.loaded.base_dir,
-                    image=spec.sandbox.image,
-                    labels={"agentflow.run_id": recorder.run_id, "agentflow.workflow": spec.name},
-                )
-            )
-        except (SandboxError, OSError) as exc:
-            recorder.emit(EventType.ERROR, data=_error_data(exc))
-            outcome.error = f"sandbox {backend!r} could not start: {exc}"
-            raise
+        box = await _open_sandbox(compiled, backend, tape, recorder, outcome)
         ctx = RunContext(
             recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model, tape=tape
         )
@@ -144,9 +148,10 @@ async def run_workflow(
             )
         await start_run_hooks(compiled, ctx)
         await _execute(compiled, ctx, initial, outcome, clock, checkpointer=checkpointer)
-        if compiled.hooks.wants("run", None):
-            await drain_background(compiled, ctx)
-            await compiled.hooks.score(ctx, kind="run", node=None, label=None, events=list(ctx.events))
+        await _score_run(compiled, ctx, outcome)
+    except (Exception, asyncio.CancelledError) as exc:  # recorded as the status, then raised on
+        outcome.escaped(exc)
+        raise
     finally:
         if ctx is not None:  # background rewards land before run_finished
             await finish_run_hooks(compiled, ctx, cancel=outcome.status == "cancelled")
@@ -172,12 +177,55 @@ async def run_workflow(
 
 @dataclass
 class _Outcome:
-    """How the run is ending, filled in as it goes (the `finally` of run_workflow records whatever it holds)."""
+    """How the run is ending, filled in as it goes (the `finally` of run_workflow records whatever it holds).
 
-    status: str = "failed"
+    ``errored`` until the graph ran: whatever escapes before (or around) it is agentflow's or the machine's failure.
+    """
+
+    status: str = "errored"
     error: str | None = None
     limit: dict[str, Any] | None = None
     isolation: dict[str, Any] = field(default_factory=lambda: {})
+
+    def escaped(self, exc: BaseException) -> None:
+        """An exception is leaving run_workflow: Ctrl-C cancels the run, anything else is classified."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.status, self.error = "cancelled", self.error or "the run was cancelled"
+        elif self.error is None:  # (a sandbox that could not start has said so already)
+            self.status, self.error = classify(exc)
+
+
+async def _open_sandbox(
+    compiled: CompiledWorkflow, backend: str, tape: Tape | None, recorder: Recorder, outcome: _Outcome
+) -> Sandbox:
+    """The run's sandbox (a tape replay's refuses every operation); one that cannot start errors the run."""
+    spec = compiled.loaded.spec
+    if tape is not None and tape.serves_tools:
+        return tape.sandbox()
+    try:
+        return await create_sandbox(
+            backend,
+            limits=spec.sandbox.limits,
+            files=spec.sandbox.files,
+            base_dir=compiled.loaded.base_dir,
+            image=spec.sandbox.image,
+            labels={"agentflow.run_id": recorder.run_id, "agentflow.workflow": spec.name},
+        )
+    except (SandboxError, OSError) as exc:
+        recorder.emit(EventType.ERROR, data=_error_data(exc))
+        outcome.status, outcome.error = "errored", f"sandbox {backend!r} could not start: {exc}"
+        raise
+
+
+async def _score_run(compiled: CompiledWorkflow, ctx: RunContext, outcome: _Outcome) -> None:
+    """The run-level rewards and aggregates, or for an errored run the record that they did not score it."""
+    if not compiled.hooks.wants("run", None):
+        return
+    await drain_background(compiled, ctx)
+    if outcome.status == "errored":  # an outage is no verdict on the agent: no outcome, no aggregates
+        compiled.hooks.record_not_scored(ctx, reason="errored", detail=outcome.error)
+    else:
+        await compiled.hooks.score(ctx, kind="run", node=None, label=None, events=list(ctx.events))
 
 
 async def _execute(
@@ -204,6 +252,11 @@ async def _execute(
     except LimitExceeded as exc:  # already recorded where it was raised
         outcome.status, outcome.error, outcome.limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
     except TimeoutError:
+        outage = _timeout_error(ctx, f"the run ran past its timeout_s of {spec.limits.timeout_s or 0:g}s", None)
+        if isinstance(outage, ModelAPIError):  # the provider, not the agent, took the time
+            ctx.emit(EventType.ERROR, data=_error_data(outage))
+            outcome.status, outcome.error = "errored", str(outage)
+            return
         run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, seconds_since(clock))
         ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
         outcome.status, outcome.error, outcome.limit = (
@@ -215,17 +268,75 @@ async def _execute(
         outcome.status, outcome.error = "cancelled", "the run was cancelled"
         raise
     except Exception as exc:  # noqa: BLE001 - every failure ends the run with a status and a readable trace
-        outcome.status, outcome.error = _classify(exc)
-        if outcome.status == "limit_exceeded":
+        from langgraph.errors import GraphRecursionError
+
+        outcome.status, outcome.error = classify(exc)
+        root = _root_cause(exc)
+        if isinstance(root, GraphRecursionError):
             outcome.limit = {"name": "recursion_limit", "value": compiled.recursion_limit, "observed": None}
-        if not isinstance(exc, RunError) or outcome.status == "limit_exceeded":
+        elif isinstance(root, ModelContextExceeded):
+            outcome.limit = {"name": "context_window", "value": None, "observed": None}
+        if not isinstance(exc, RunError) or isinstance(exc, GraphRecursionError):
             # node failures were recorded by the node; anything else (a routing error, a bug) is recorded here
             ctx.emit(EventType.ERROR, data=_error_data(exc))
 
 
-def _classify(exc: BaseException) -> tuple[str, str]:
+_AGENT_SIDE: tuple[type[BaseException], ...] = (
+    ModelScriptExhausted,
+    ReplayDivergence,
+    PathOutsideWorkdirError,
+    ExpressionError,
+    TemplateError,
+)
+"""The agent's (or its script's) doing, though the base classes say infrastructure (a model or sandbox error) or a
+bug (a ValueError): the workflow's expressions and templates failing on what the agent produced."""
+
+_INFRASTRUCTURE: tuple[type[BaseException], ...] = (ModelAPIError, SandboxError, TraceError, OSError, ConfigError)
+"""The model provider, the sandbox backend, the trace store, the machine (sqlite3 and psycopg errors of a store
+are raised as TraceError), and a configuration mistake found only while running (a model's missing API key)."""
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """The status and the message of a run that the exception ``exc`` ended.
+
+    The cause is read through ``NodeFailed`` (a node's failure after its retries, nested for subgraphs), down to
+    the error that started it:
+
+    - ``limit_exceeded``: a declared limit (``LimitExceeded``: steps, model calls, tokens, a node's or the run's
+      ``timeout_s``, ``max_turns``, a loop's ``max_iterations``), LangGraph's recursion limit, or the model's
+      context window (``ModelContextExceeded``: the agent's conversation outgrew it). A node's timeout is a limit
+      the workflow set for the agent's work, so it is the agent's, like the run's; but a timeout that cut a model
+      call while it retried a failing provider is the provider's, and becomes a ``ModelAPIError`` (``errored``).
+    - ``failed``: the agent's own failure: an error the workflow's logic raised (no route holds, a ``tool`` node
+      with ``fail_on_error``, an output expression that cannot read the answer), a scripted model that ran out of
+      responses (the script is the agent), a replay that diverged from its tape.
+    - ``errored``: the infrastructure failed: the model provider (``ModelAPIError`` after its retries), the
+      sandbox (``SandboxError``: unavailable, or its process or container died), the trace store (``TraceError``,
+      ``OSError``), a configuration mistake that only showed while running (``ConfigError``: a missing API key),
+      or agentflow itself (any exception that is not an ``AgentflowError``: a bug). An errored run is never scored
+      as the agent's failure.
+
+    A tool's own failure never gets here: it goes back to the model as the tool's result (``ToolOutcome``).
+    """
     from langgraph.errors import GraphRecursionError
 
-    if isinstance(exc, GraphRecursionError):
-        return "limit_exceeded", f"the run took more steps than its loop bounds allow: {exc}"
-    return "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunError) else str(exc)
+    root = _root_cause(exc)
+    message = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(root, GraphRecursionError):
+        return "limit_exceeded", f"the run took more steps than its loop bounds allow: {root}"
+    if isinstance(root, LimitExceeded | ModelContextExceeded):
+        return "limit_exceeded", message
+    if isinstance(root, _AGENT_SIDE):
+        return "failed", message
+    if isinstance(root, _INFRASTRUCTURE):
+        return "errored", message
+    if isinstance(root, AgentflowError):
+        return "failed", message
+    return "errored", f"internal error: {message}"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error a chain of node failures (``NodeFailed``, one per enclosing subgraph node) started with."""
+    while isinstance(exc, NodeFailed):
+        exc = exc.cause
+    return exc

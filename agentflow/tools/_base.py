@@ -12,7 +12,7 @@ import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from agentflow.errors import ToolError
+from agentflow.errors import PathOutsideWorkdirError, SandboxError, ToolError
 from agentflow.sandboxes._base import ExecResult, Sandbox
 from agentflow.spec._templating import Quoting
 
@@ -115,7 +115,12 @@ class Tool:
         }
 
     async def invoke(self, ctx: ToolContext, arguments: str | Mapping[str, Any]) -> ToolOutcome:
-        """Validate ``arguments`` (JSON text or a mapping) and run the tool; never raises for bad input."""
+        """Validate ``arguments`` (JSON text or a mapping) and run the tool; never raises for bad input.
+
+        Raises:
+            SandboxError: the sandbox backend failed (its process or container died); every other failure of the
+                tool, a path outside the workdir included, is returned as an error outcome for the model.
+        """
         try:
             raw = json.loads(arguments or "{}") if isinstance(arguments, str) else dict(arguments)
         except json.JSONDecodeError as exc:
@@ -131,8 +136,10 @@ class Tool:
             return _failure(f"invalid arguments for {self.name}: {problems}")
         try:
             value = await self.call(ctx, parsed)
-        except ToolError as exc:
+        except (ToolError, PathOutsideWorkdirError) as exc:
             return _failure(str(exc))
+        except SandboxError:
+            raise  # not the tool's failure: the sandbox itself is gone or broken, and the run errors
         except Exception as exc:  # noqa: BLE001 - any failure of tool code goes back to the model, never up
             return _failure(f"{type(exc).__name__}: {exc}")
         return ToolOutcome(ok=True, content=_render(value), result=_jsonable(value))

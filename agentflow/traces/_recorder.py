@@ -16,7 +16,7 @@ from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value
 from agentflow.traces._summary import RunSummary, SummaryBuilder
 
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "cancelled", "imported"})
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "errored", "cancelled", "imported"})
 """The statuses ``finish`` accepts (``running`` and ``interrupted`` are the store's to set)."""
 
 # The events after which a store makes the trace durable (fsync for files): the end of a run and reported failures.
@@ -197,7 +197,7 @@ class RecorderBase(abc.ABC):
         """Record ``run_finished`` and store the run's final counts in the index.
 
         Args:
-            status: ``succeeded``, ``failed``, ``limit_exceeded``, ``cancelled`` (or ``imported``).
+            status: ``succeeded``, ``failed``, ``limit_exceeded``, ``errored``, ``cancelled`` (or ``imported``).
             **data: the rest of the event's data (``final_state``, ``error``, ...); ``duration_s`` defaults to the
                 time since the run was created.
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentflow.errors import ConfigError, TraceError
-from agentflow.models._base import Message, Model, ModelResponse, ModelSettings, ToolCall, Usage
+from agentflow.models._base import Message, Model, ModelResponse, ModelSettings
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._protocol import Recorder, Store
@@ -249,20 +249,12 @@ class ResumeModel(Model):
         """The recorded response to this request if the killed process already had one, else the model's."""
         from agentflow.runtime._nodes import request_hash
 
-        digest = request_hash(self.model_id, messages, tools, settings.model_dump(exclude_none=True))
+        digest = request_hash(self.model_id, messages, tools, settings.request_data())
         queue = self.point.served.get(digest)
         if not queue:
             return await self.inner.complete(messages, tools, settings)
-        recorded = queue.popleft()
         self.point.served_count += 1
-        usage = recorded.get("usage") or {}
-        calls = recorded.get("tool_calls") or []
-        return ModelResponse(
-            message=dict(recorded.get("message") or {"role": "assistant", "content": ""}),
-            tool_calls=[ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=str(c["arguments"])) for c in calls],
-            usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
-            model=str(recorded.get("model") or self.model_id),
-        )
+        return ModelResponse.from_recorded(queue.popleft(), self.model_id)
 
     async def close(self) -> None:
         await self.inner.close()

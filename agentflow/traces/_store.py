@@ -21,8 +21,8 @@ Durability (``fsync`` policy of :class:`TraceStore`):
 - ``"always"`` fsyncs after every event (and every blob); ``"never"`` leaves flushing to the OS entirely.
 
 Run status in the index: ``running`` from :meth:`TraceStore.new_run` until :meth:`RunRecorder.finish` records
-``succeeded``, ``failed``, ``limit_exceeded`` or ``cancelled``. A recorder closed without finishing, or whose process
-died (found by :meth:`TraceStore.list_runs` on the same host), is marked ``interrupted``.
+``succeeded``, ``failed``, ``limit_exceeded``, ``errored`` or ``cancelled``. A recorder closed without finishing, or
+whose process died (found by :meth:`TraceStore.list_runs` on the same host), is marked ``interrupted``.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ class TraceStore(SQLiteGradingMixin):
         Args:
             limit: at most this many runs.
             status: only runs with this status (``running``, ``succeeded``, ``failed``, ``limit_exceeded``,
-                ``cancelled``, ``interrupted``).
+                ``errored``, ``cancelled``, ``interrupted``).
         """
         if not self.index_path.exists():
             return []

@@ -10,6 +10,10 @@ trace imported from another tool agree. Definitions (the CLI and the index use t
   tokens come from ``model_response.usage``;
 - a **reward** is a ``reward`` event; means ignore rewards whose value is ``None`` (a hook that abstained); a
   ``reward`` event carrying ``aggregate`` figures is the run's aggregate of a hook's rewards, kept apart, not counted;
+  one carrying ``not_scored`` (the run ``errored``: its run-level hooks and aggregates gave no verdict) is neither a
+  reward nor an aggregate: its hook is listed in ``not_scored`` with the reason;
+- a **model retry** is one entry of the ``retries`` of a ``model_response`` (a call that failed transiently and
+  was tried again) or of an ``error`` (a call whose retries ran out);
 - events are attributed to the node named on them, or else to the node of their ``parent`` event.
 """
 
@@ -110,6 +114,8 @@ class HookRewards:
     labels: dict[str, int] = field(default_factory=lambda: {})  # "1" | "0" | "-1" -> count
     # the run-level figures of the hook's `aggregate:` setting (the last aggregate event); not a reward, not counted
     aggregate: dict[str, Any] | None = None
+    # why the hook gave the run no verdict ("errored": the infrastructure failed); None when it scored
+    not_scored: str | None = None
 
     @property
     def mean(self) -> float | None:
@@ -140,6 +146,7 @@ class RunSummary:
     tool_calls_ok: int = 0
     tool_calls_failed: int = 0
     model_calls: int = 0
+    model_retries: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     sandbox_execs: int = 0
@@ -147,6 +154,7 @@ class RunSummary:
     rewards_by_hook: dict[str, HookRewards] = field(default_factory=lambda: {})
     errors: list[ErrorInfo] = field(default_factory=lambda: [])
     limit_exceeded: LimitInfo | None = None
+    not_scored: dict[str, str] = field(default_factory=lambda: {})  # hook -> why it gave the run no verdict
 
     @property
     def tokens(self) -> int:
@@ -268,6 +276,7 @@ class SummaryBuilder:
     def _on_model_response(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
         self._model_responses[node] = self._model_responses.get(node, 0) + 1
         self._recount_model_calls(node)
+        self._count_retries(data)
         usage = data.get("usage")
         if isinstance(usage, dict):
             tokens_in, tokens_out = _as_int(usage.get("input_tokens")), _as_int(usage.get("output_tokens"))
@@ -277,6 +286,11 @@ class SummaryBuilder:
                 stats = self._node(node)
                 stats.tokens_in += tokens_in
                 stats.tokens_out += tokens_out
+
+    def _count_retries(self, data: dict[str, Any]) -> None:
+        retries = data.get("retries")
+        if isinstance(retries, list):
+            self._summary.model_retries += len(retries)
 
     def _recount_model_calls(self, node: str | None) -> None:
         calls = max(self._model_requests.get(node, 0), self._model_responses.get(node, 0))
@@ -310,6 +324,11 @@ class SummaryBuilder:
         if isinstance(figures, dict):  # the engine's run-level aggregate of this hook's rewards, not a reward itself
             self._summary.rewards_by_hook.setdefault(hook, HookRewards()).aggregate = figures
             return
+        not_scored = data.get("not_scored")
+        if isinstance(not_scored, str):  # no verdict (the run errored): not a reward, not a value of None either
+            self._summary.rewards_by_hook.setdefault(hook, HookRewards()).not_scored = not_scored
+            self._summary.not_scored[hook] = not_scored
+            return
         label = data.get("label")
         reward = RewardInfo(
             hook=hook,
@@ -331,6 +350,7 @@ class SummaryBuilder:
 
     def _on_error(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
         summary = self._summary
+        self._count_retries(data)
         summary.errors.append(
             ErrorInfo(
                 kind=str(data.get("kind", "Error")), message=str(data.get("message", "")), node=node, seq=event.seq

@@ -37,7 +37,7 @@ async def test_example_runs_on_the_openai_sdk_over_http(
     )
     openai_server.queue(
         Reply.tool_calls(("read_file", json.dumps({"path": "calc/stats.py"}))),
-        Reply.error(429, "slow down"),  # the SDK retries this one
+        Reply.error(429, "slow down"),  # agentflow retries this one
         Reply.text("Fix mean and median."),
         Reply.tool_calls(("apply_patch", json.dumps({"patch": patch}))),
         Reply.text("Fixed both."),
@@ -61,19 +61,21 @@ async def test_example_runs_on_the_openai_sdk_over_http(
     assert all(e.data["model"] for e in responses)
 
 
-async def test_model_api_error_fails_the_run_with_status(
+async def test_model_api_error_errors_the_run_with_status(
     ws: Workspace, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for key, value in openai_server.env.items():
         monkeypatch.setenv(key, value)
-    openai_server.queue(Reply.error(400, "bad request: context too long"))
+    openai_server.queue(Reply.error(400, "bad request: messages: bad role"), Reply.text("never asked"))
     spec = agent_workflow(["list_files"])
-    spec["models"] = {"m": {"model": "openai:test-model", "max_retries": 0}}
+    spec["models"] = {"m": {"model": "openai:test-model"}}
     result = await run_workflow(ws.workflow(spec), store=ws.store)
-    assert result.status == "failed"
+    assert result.status == "errored"  # the provider refused the request: no verdict on the agent
     assert result.error is not None and "400" in result.error
+    assert openai_server.pending == 1  # a 400 is not retried
     errors = [e for e in ws.store.load_trace(result.run_id).events if e.type is EventType.ERROR]
     assert errors[0].data["kind"] == "ModelAPIError"
+    assert errors[0].data["status_code"] == 400
 
 
 @reward_hook("test_raises")

@@ -9,7 +9,7 @@ Usage (in a test module or a ``conftest.py``, import the fixture so pytest finds
             monkeypatch.setenv(key, value)
         openai_server.queue(
             Reply.tool_calls(("read_file", '{"path": "a.py"}')),
-            Reply.error(429),                     # the SDK retries this one ...
+            Reply.error(429),                     # agentflow retries this one ...
             Reply.text("done"),                   # ... and gets this
         )
         ...
@@ -17,8 +17,10 @@ Usage (in a test module or a ``conftest.py``, import the fixture so pytest finds
 
 Replies are served in order, one per ``POST /v1/chat/completions``. When the queue is empty the server answers
 500 with ``x-should-retry: false`` and a message saying no reply was queued, so a test that calls the model more
-often than it planned fails with that message instead of hanging. Error replies carry ``retry-after-ms: 1`` by
-default, which the SDK honours, so retry tests do not sleep through its exponential backoff.
+often than it planned fails with that message instead of hanging; ``server.always(reply)`` answers ``reply`` instead
+(an outage that never ends). Error replies carry ``retry-after-ms: 1`` by default, which agentflow's retries honour,
+so retry tests do not sleep through the exponential backoff; ``Reply.error(429, retry_after_s=None,
+headers={"retry-after": "1"})`` scripts any other header. ``request_times`` holds when each request arrived.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ class Reply:
             message: The error message; a default names the status.
             error_type: The ``type`` field (OpenAI uses e.g. ``invalid_request_error``, ``rate_limit_exceeded``).
             code: The ``code`` field.
-            retry_after_s: Sent as ``retry-after-ms``; the SDK waits that long before retrying. ``None`` sends no
-                header, so the SDK uses its own backoff (0.5 s and more: avoid in tests).
+            retry_after_s: Sent as ``retry-after-ms``; agentflow waits that long before retrying. ``None`` sends no
+                header, so the exponential backoff applies (1 s and more: avoid in tests).
             headers: More response headers (e.g. ``{"x-should-retry": "false"}``).
         """
         text = message or f"test error {status}"
@@ -141,12 +143,15 @@ class OpenAIServer:
     Attributes:
         requests: The parsed JSON body of every chat-completions request received, in arrival order.
         request_headers: The headers of those requests (lower-cased names), in the same order.
+        request_times: ``time.monotonic()`` when each of them arrived, in the same order.
     """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.request_times: list[float] = []
         self._replies: deque[Reply] = deque()
+        self._always: Reply | None = None
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         # A short poll interval keeps `stop()` (which waits for the serving loop to notice) quick.
@@ -170,6 +175,11 @@ class OpenAIServer:
         with self._lock:
             self._replies.extend(replies)
 
+    def always(self, reply: Reply) -> None:
+        """Answer ``reply`` to every request once the queue is empty (instead of the "no reply queued" error)."""
+        with self._lock:
+            self._always = reply
+
     @property
     def pending(self) -> int:
         """How many queued replies have not been served."""
@@ -180,8 +190,11 @@ class OpenAIServer:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers)
+            self.request_times.append(time.monotonic())
             if self._replies:
                 return self._replies.popleft()
+            if self._always is not None:
+                return self._always
             number = len(self.requests)
         return Reply.error(
             500,
