@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from agentflow.cli._console import console
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
 from agentflow.graph import build_template_graph, compute_metrics, validate_template
 from agentflow.spec import load_workflow, workflow_json_schema
@@ -52,7 +52,7 @@ def validate(
     json_output: JsonFlag = False,
 ) -> int:
     """Check workflow files statically; exit 1 when any has an error."""
-    console = Console(highlight=False)
+    out = console()
     reports = []
     failed = False
     for path in files:
@@ -62,10 +62,10 @@ def validate(
         reports.append({"file": str(path), "ok": not errors, "diagnostics": [_diagnostic_dict(d) for d in diagnostics]})
         if not json_output:
             for d in diagnostics:
-                console.print(str(d), style="red" if d.severity == "error" else "yellow", markup=False)
+                out.print(str(d), style="red" if d.severity == "error" else "yellow", markup=False)
             if not errors:
                 warnings = f" ({len(diagnostics)} warnings)" if diagnostics else ""
-                console.print(f"{path}: OK{warnings}", markup=False)
+                out.print(f"{path}: OK{warnings}", markup=False)
     if json_output:
         print(json.dumps({"ok": not failed, "files": reports}, indent=2))
     return 1 if failed else 0
@@ -91,21 +91,21 @@ def inspect(
     if json_output:
         print(json.dumps({"workflow": loaded.spec.name, "nodes": nodes, "edges": edges, **metrics.to_dict()}, indent=2))
         return 0
-    console = Console(highlight=False)
-    console.print(f"[bold]{loaded.spec.name}[/bold] v{loaded.spec.version} ({file})")
+    out = console()
+    out.print(f"[bold]{loaded.spec.name}[/bold] v{loaded.spec.version} ({file})")
     table = Table("node", "kind", "max visits", "ways out")
     for node in nodes:
         outs = ", ".join(
             f"{t.target} if {t.when}" if t.when else t.target for t in template.transitions.get(node["name"], [])
         )
         table.add_row(node["name"], node["kind"], str(node["max_visits"]), outs)
-    console.print(table)
-    console.print(f"nodes {metrics.nodes}  edges {metrics.edges}  depth {metrics.depth}  width {metrics.width}")
+    out.print(table)
+    out.print(f"nodes {metrics.nodes}  edges {metrics.edges}  depth {metrics.depth}  width {metrics.width}")
     for cycle in metrics.cycles:
         bound = cycle.max_iterations if cycle.max_iterations is not None else "UNBOUNDED"
-        console.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
-    console.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
-    console.print(f"worst-case node executions {metrics.max_steps}")
+        out.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
+    out.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
+    out.print(f"worst-case node executions {metrics.max_steps}")
     return 0
 
 
