@@ -11,7 +11,7 @@ from rich.table import Table
 
 from agentflow.cli._console import console
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
-from agentflow.graph import build_template_graph, compute_metrics, validate_template
+from agentflow.graph import build_template_graph, compute_metrics
 from agentflow.spec import load_workflow, workflow_json_schema
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
@@ -31,20 +31,39 @@ def _diagnostic_dict(d: Diagnostic) -> dict[str, Any]:
 
 
 def check_file(path: Path) -> list[Diagnostic]:
-    """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors."""
-    try:
-        loaded = load_workflow(path)
-    except SpecError as exc:
-        return list(exc.diagnostics)
-    diagnostics = validate_template(build_template_graph(loaded))
-    if not any(d.severity == "error" for d in diagnostics):
-        from agentflow.graph import compile_workflow
+    """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors.
 
-        try:
-            compile_workflow(loaded)
-        except (SpecError, GraphValidationError) as exc:
-            diagnostics += exc.diagnostics
-    return diagnostics
+    The file is compiled as `run` would compile it, so what `validate` accepts runs: tools are loaded (their
+    parameters check tool nodes' `args`) and subgraph files are compiled too, each diagnostic naming its own file.
+    """
+    from agentflow.graph import compile_workflow
+
+    try:
+        compiled = compile_workflow(path)
+    except (SpecError, GraphValidationError) as exc:
+        return list(exc.diagnostics)
+    warnings: list[Diagnostic] = []
+    pending = [compiled]
+    while pending:
+        current = pending.pop()
+        warnings += current.diagnostics
+        pending += current.children.values()
+    return warnings
+
+
+def _excerpt(d: Diagnostic) -> list[str]:
+    """The source line of an expression diagnostic and a caret under the column, as compilers print them."""
+    loc = d.location
+    if loc is None or not d.code.startswith("expr."):
+        return []
+    try:
+        lines = Path(loc.file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not 0 < loc.line <= len(lines):
+        return []
+    text = lines[loc.line - 1]
+    return [f"  {text}", "  " + " " * (loc.column - 1) + "^"]
 
 
 def validate(
@@ -63,6 +82,8 @@ def validate(
         if not json_output:
             for d in diagnostics:
                 out.print(str(d), style="red" if d.severity == "error" else "yellow", markup=False)
+                for line in _excerpt(d):
+                    out.print(line, markup=False)
             if not errors:
                 warnings = f" ({len(diagnostics)} warnings)" if diagnostics else ""
                 out.print(f"{path}: OK{warnings}", markup=False)

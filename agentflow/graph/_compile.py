@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 from langchain_core.runnables import RunnableConfig
 from pydantic import TypeAdapter, ValidationError
 
-from agentflow.errors import ConfigError, GraphValidationError, SpecError
+from agentflow.errors import ConfigError, Diagnostic, GraphValidationError, SpecError
 from agentflow.graph._build import TemplateGraph, build_template_graph
 from agentflow.graph._validate import validate_template
 from agentflow.runtime import _nodes
@@ -36,6 +36,7 @@ class CompiledWorkflow:
     recursion_limit: int
     prefix: str = ""
     children: dict[str, CompiledWorkflow] = field(default_factory=lambda: {})
+    diagnostics: list[Diagnostic] = field(default_factory=lambda: [])  # the warnings validation gave
 
     @property
     def name(self) -> str:
@@ -88,19 +89,30 @@ def compile_workflow(
 
     loaded = workflow if isinstance(workflow, LoadedWorkflow) else load_workflow(workflow)
     template = build_template_graph(loaded)
-    diagnostics = validate_template(template)
+    spec = loaded.spec
+    # Tools first: their parameters are what tool nodes' `args` are validated against.
+    tools: dict[str, Tool] = {}
+    unloadable: list[ConfigError] = []
+    for ref in spec.tools:
+        try:
+            tools[spec.tool_name(ref)] = resolve_tool(ref, base_dir=loaded.base_dir)
+        except ConfigError as exc:  # a missing plugin file is also a diagnostic; raised below if nothing else is
+            unloadable.append(exc)
+    diagnostics = validate_template(
+        template, tool_parameters={name: tool.arguments_model for name, tool in tools.items()}
+    )
     if any(d.severity == "error" for d in diagnostics):
         raise GraphValidationError(diagnostics)
-    spec = loaded.spec
-    tools: dict[str, Tool] = {}
-    for ref in spec.tools:
-        tools[spec.tool_name(ref)] = resolve_tool(ref, base_dir=loaded.base_dir)
+    if unloadable:
+        raise unloadable[0]
     children: dict[str, CompiledWorkflow] = {}
     resolved = loaded.path.resolve()
     for name, node in spec.nodes.items():
         if isinstance(node, SubgraphNode):
-            child_path = (loaded.base_dir / node.workflow).resolve()
-            if child_path in (*_parents, resolved):
+            # The child is loaded by the path as the user wrote it (relative to this file), so its diagnostics name
+            # the file the way the user knows it; the resolved path only detects a cycle of includes.
+            child_path = loaded.base_dir / node.workflow
+            if child_path.resolve() in (*_parents, resolved):
                 raise SpecError(
                     f"subgraph {name!r} includes {node.workflow}, which includes this workflow again",
                     location=loaded.locate("nodes", name, "workflow"),
@@ -119,6 +131,7 @@ def compile_workflow(
         recursion_limit=sum(template.max_visits(n) for n in spec.nodes) * 2 + 10,
         prefix=prefix,
         children=children,
+        diagnostics=diagnostics,
     )
     builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing
     for name in spec.nodes:

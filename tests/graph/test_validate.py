@@ -41,6 +41,7 @@ loops:
 def diagnose(tmp_path: Path, text: str) -> list[Diagnostic]:
     path = tmp_path / "wf.yaml"
     path.write_text(text)
+    (tmp_path / "script.yaml").write_text("responses: []\n")  # the model script BASE names (only its presence counts)
     return validate_template(build_template_graph(load_workflow(path)))
 
 
@@ -145,6 +146,7 @@ def test_condition_syntax_error(tmp_path: Path) -> None:
 def test_compile_rejects_invalid_and_reports_all(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(BASE.replace("start: work", "start: wrk").replace("model: m,", "model: mm,"))
+    (tmp_path / "script.yaml").write_text("responses: []\n")
     with pytest.raises(GraphValidationError) as caught:
         compile_workflow(path)
     assert {"graph.unknown-node", "model.unknown"} <= set(codes(caught.value.diagnostics))
@@ -156,6 +158,7 @@ def test_tool_module_raising_on_import(tmp_path: Path) -> None:
     (tmp_path / "plug" / "bad.py").write_text("raise RuntimeError('boom at import')\n")
     path = tmp_path / "wf.yaml"
     path.write_text(BASE.replace("tools: [list_files, read_file]", "tools: [list_files, read_file, plug/bad.py:f]"))
+    (tmp_path / "script.yaml").write_text("responses: []\n")
     with pytest.raises(ToolLoadError, match="boom at import"):
         compile_workflow(path)
 
