@@ -34,21 +34,39 @@ def check_file(path: Path) -> list[Diagnostic]:
     """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors.
 
     The file is compiled as `run` would compile it, so what `validate` accepts runs: tools are loaded (their
-    parameters check tool nodes' `args`) and subgraph files are compiled too, each diagnostic naming its own file.
+    parameters check tool nodes' `args`), the files a run opens are checked, and subgraph files are compiled too,
+    each diagnostic naming its own file.
     """
-    from agentflow.graph import compile_workflow
+    from agentflow.graph import check_run_files, compile_workflow
 
     try:
-        compiled = compile_workflow(path)
-    except (SpecError, GraphValidationError) as exc:
+        loaded = load_workflow(path)
+    except SpecError as exc:
         return list(exc.diagnostics)
-    warnings: list[Diagnostic] = []
-    pending = [compiled]
+    missing = check_run_files(build_template_graph(loaded))
+    try:
+        compiled = compile_workflow(loaded)
+    except (SpecError, GraphValidationError) as exc:
+        return _in_order(path, [*exc.diagnostics, *missing])
+    found: list[Diagnostic] = [*compiled.diagnostics, *missing]
+    pending = list(compiled.children.values())
     while pending:
-        current = pending.pop()
-        warnings += current.diagnostics
-        pending += current.children.values()
-    return warnings
+        child = pending.pop()
+        found += [*child.diagnostics, *check_run_files(child.template)]
+        pending += child.children.values()
+    return _in_order(path, found)
+
+
+def _in_order(path: Path, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Errors first; this file's before its subgraph files'; each file's in line order."""
+
+    def key(d: Diagnostic) -> tuple[bool, bool, str, int, int]:
+        loc = d.location
+        if loc is None:
+            return (d.severity != "error", False, "", 0, 0)
+        return (d.severity != "error", loc.file != str(path), loc.file, loc.line, loc.column)
+
+    return sorted(diagnostics, key=key)
 
 
 def _excerpt(d: Diagnostic) -> list[str]:

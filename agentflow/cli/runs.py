@@ -16,7 +16,7 @@ from rich.table import Table
 
 from agentflow.cli._console import console
 from agentflow.cli._progress import RunProgress
-from agentflow.errors import ConfigError
+from agentflow.errors import ConfigError, GraphValidationError
 from agentflow.traces import Store, Trace, open_store, summarize
 from agentflow.traces._events import Event, EventType
 
@@ -93,13 +93,19 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
 
     While it runs, stderr shows its progress: a live line on a terminal, else one line per finished node.
     """
+    from agentflow.graph import check_run_files, compile_workflow
     from agentflow.runtime import run_workflow
 
     parsed_inputs = _parse_inputs(inputs or [])
+    compiled = compile_workflow(file)
+    # A missing model script or sandbox folder would fail the run only when it gets there: said here, before it.
+    missing = check_run_files(compiled.template, scripts=model is None)
+    if missing:
+        raise GraphValidationError(missing)
     with opened_store(store) as trace_store, _progress(file.stem, quiet) as on_event:
         result = asyncio.run(
             run_workflow(
-                file,
+                compiled,
                 inputs=parsed_inputs,
                 model=model,
                 sandbox=sandbox,

@@ -62,7 +62,7 @@ def validate_template(
         *_check_transitions(template),
         *structure,
         *_check_models(template),
-        *_check_files(template),
+        *_check_subgraph_files(template),
         *_check_tools(template),
         *_check_tool_arguments(template, tool_parameters or {}),
         *_check_rewards(template),
@@ -510,31 +510,44 @@ def _child_specs(template: TemplateGraph) -> dict[str, WorkflowSpec]:
     return children
 
 
-def _check_files(template: TemplateGraph) -> Iterator[Diagnostic]:
-    """Files the run would open: model scripts, the folders copied into the sandbox, subgraph workflows."""
+def check_run_files(template: TemplateGraph, *, scripts: bool = True) -> list[Diagnostic]:
+    """The files a live run opens: model scripts (unless ``scripts`` is false: a model override) and the host
+    folders copied into the sandbox.
+
+    Kept apart from `validate_template`, because a replay from a tape needs neither and must compile without them.
+    """
     workflow = template.workflow
     spec, base = workflow.spec, workflow.base_dir
+    diagnostics: list[Diagnostic] = []
     for name, config in spec.models.items():
         provider, _, script = config.model.partition(":")
-        if provider == "scripted" and script:
+        if scripts and provider == "scripted" and script:
             try:
                 _resolve_script(script, base)
             except ConfigError as exc:
-                yield Diagnostic("model.missing-script", exc.message, workflow.locate("models", name, "model"), exc.fix)
+                where = workflow.locate("models", name, "model")
+                diagnostics.append(Diagnostic("model.missing-script", exc.message, where, exc.fix))
     for inside, host in spec.sandbox.files.items():
         folder = Path(host) if Path(host).is_absolute() else base / host
         if not folder.exists():
-            yield Diagnostic(
-                "sandbox.missing-files",
-                f"sandbox.files[{inside!r}]: the folder {folder} does not exist",
-                workflow.locate("sandbox", "files", inside),
-                "host folders are relative to the workflow file; create it or fix the path",
+            diagnostics.append(
+                Diagnostic(
+                    "sandbox.missing-files",
+                    f"sandbox.files[{inside!r}]: the folder {folder} does not exist",
+                    workflow.locate("sandbox", "files", inside),
+                    "host folders are relative to the workflow file; create it or fix the path",
+                )
             )
-    for name, node in spec.nodes.items():
-        if isinstance(node, SubgraphNode) and not (base / node.workflow).is_file():
+    return diagnostics
+
+
+def _check_subgraph_files(template: TemplateGraph) -> Iterator[Diagnostic]:
+    workflow = template.workflow
+    for name, node in workflow.spec.nodes.items():
+        if isinstance(node, SubgraphNode) and not (workflow.base_dir / node.workflow).is_file():
             yield Diagnostic(
                 "subgraph.missing-file",
-                f"subgraph {name!r}: workflow file not found: {base / node.workflow}",
+                f"subgraph {name!r}: workflow file not found: {workflow.base_dir / node.workflow}",
                 workflow.locate("nodes", name, "workflow"),
                 "subgraph paths are relative to this workflow file",
             )
