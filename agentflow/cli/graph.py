@@ -13,6 +13,7 @@ from agentflow.cli._console import console
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
 from agentflow.graph import build_template_graph, compute_metrics
 from agentflow.spec import load_workflow, workflow_json_schema
+from agentflow.spec._models import SubgraphNode
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 
@@ -30,12 +31,12 @@ def _diagnostic_dict(d: Diagnostic) -> dict[str, Any]:
     }
 
 
-def check_file(path: Path) -> list[Diagnostic]:
+def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[Diagnostic]:
     """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors.
 
     The file is compiled as `run` would compile it, so what `validate` accepts runs: tools are loaded (their
-    parameters check tool nodes' `args`), the files a run opens are checked, and subgraph files are compiled too,
-    each diagnostic naming its own file.
+    parameters check tool nodes' `args`), the files a run opens are checked, and subgraph files are checked too,
+    each diagnostic naming its file by the path as the user wrote it, and each said once.
     """
     from agentflow.graph import check_run_files, compile_workflow
 
@@ -43,17 +44,25 @@ def check_file(path: Path) -> list[Diagnostic]:
         loaded = load_workflow(path)
     except SpecError as exc:
         return list(exc.diagnostics)
-    missing = check_run_files(build_template_graph(loaded))
+    found = check_run_files(build_template_graph(loaded))
     try:
         compiled = compile_workflow(loaded)
     except (SpecError, GraphValidationError) as exc:
-        return _in_order(path, [*exc.diagnostics, *missing])
-    found: list[Diagnostic] = [*compiled.diagnostics, *missing]
+        found += exc.diagnostics
+        # Subgraphs compile only once their parent validates, so a parent's error would hide theirs: check each
+        # subgraph file on its own (what its compilation already reported is not repeated).
+        parents = _parents | {path.resolve()}
+        for node in loaded.spec.nodes.values():
+            child = loaded.base_dir / node.workflow if isinstance(node, SubgraphNode) else None
+            if child is not None and child.is_file() and child.resolve() not in parents:
+                found += check_file(child, _parents=parents)
+        return _in_order(path, found)
+    found += compiled.diagnostics
     pending = list(compiled.children.values())
     while pending:
-        child = pending.pop()
-        found += [*child.diagnostics, *check_run_files(child.template)]
-        pending += child.children.values()
+        current = pending.pop()
+        found += [*current.diagnostics, *check_run_files(current.template)]
+        pending += current.children.values()
     return _in_order(path, found)
 
 
@@ -66,7 +75,7 @@ def _in_order(path: Path, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
             return (d.severity != "error", False, "", 0, 0)
         return (d.severity != "error", loc.file != str(path), loc.file, loc.line, loc.column)
 
-    return sorted(diagnostics, key=key)
+    return sorted(dict.fromkeys(diagnostics), key=key)  # Diagnostic is frozen: the same finding twice is one
 
 
 def _excerpt(d: Diagnostic) -> list[str]:

@@ -601,6 +601,7 @@ def _check_tool_arguments(template: TemplateGraph, parameters: Mapping[str, type
         model = parameters[node.tool]
         arguments = {key: _argument_sample(value, samples) for key, value in node.args.items()}
         unknown = {key for key, value in arguments.items() if value is _UNKNOWN_ARGUMENT}
+        from_state = {key for key, value in node.args.items() if _safe_value_placeholders(value)}
         try:
             model.model_validate({k: v for k, v in arguments.items() if k not in unknown})
         except ValidationError as exc:
@@ -608,6 +609,8 @@ def _check_tool_arguments(template: TemplateGraph, parameters: Mapping[str, type
                 key = str(error["loc"][0]) if error["loc"] else ""
                 if key in unknown:
                     continue  # its value comes from state of a type known only at run time
+                if key in from_state and not error["type"].endswith("_type"):
+                    continue  # only the type of a state value is known, not the value (a bound, a literal choice)
                 yield _argument_diagnostic(template, name, model, key, error)
 
 
