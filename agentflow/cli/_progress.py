@@ -61,7 +61,8 @@ class RunProgress:
     @property
     def current(self) -> _Visit | None:
         """The innermost node running now."""
-        return next(reversed(self._open.values()), None)
+        running = list(self._open.values())  # one C-level copy: the refresh thread reads while events arrive
+        return running[-1] if running else None
 
     def __rich__(self) -> Text:
         elapsed = time.monotonic() - self.started

@@ -355,7 +355,7 @@ def _node_outputs(node: NodeSpec) -> tuple[str, dict[str, str]]:
 
 
 def _check_node_writes(template: TemplateGraph) -> Iterator[Diagnostic]:
-    """Output mappings name declared state keys and parse; prompt templates parse."""
+    """Output mappings name declared state keys; prompt templates parse (expressions: `_check_expressions`)."""
     workflow = template.workflow
     spec = workflow.spec
     for name, node in spec.nodes.items():
