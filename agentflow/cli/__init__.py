@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Annotated
 
 import typer
 from typer.exceptions import Abort, TyperException
@@ -30,7 +31,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: typer's rich help prints a `<bool>` type after every flag, and draws boxes that pipes do not need.
+    rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        import agentflow
+
+        print(f"agentflow {agentflow.__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="print the version and exit", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Agentic computation graphs: validate, inspect, run, and look at runs of YAML workflows."""
 
 
 def _register() -> None:
@@ -59,11 +80,18 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _help_width() -> dict[str, int]:
+    """Help fills a terminal up to 120 columns; to a pipe it is not wrapped, and command summaries are not cut."""
+    if sys.stdout.isatty():
+        return {"max_content_width": 120}
+    return {"max_content_width": 100_000, "terminal_width": 100_000}
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; errors are printed as one line, never a traceback."""
     _register()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, **_help_width())
     except TyperException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `agentflow` alone, or a group alone: the help was asked for
             print(exc.format_message())

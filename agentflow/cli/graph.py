@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from agentflow.cli._console import console
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
-from agentflow.graph import build_template_graph, compute_metrics, validate_template
+from agentflow.graph import build_template_graph, compute_metrics
 from agentflow.spec import LoadedWorkflow, load_workflow, workflow_json_schema
+from agentflow.spec._models import SubgraphNode
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 
@@ -30,21 +31,66 @@ def _diagnostic_dict(d: Diagnostic) -> dict[str, Any]:
     }
 
 
-def check_file(path: Path) -> list[Diagnostic]:
-    """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors."""
+def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[Diagnostic]:
+    """Every diagnostic of one workflow file (spec errors, then graph rules), plus its subgraph files' errors.
+
+    The file is compiled as `run` would compile it, so what `validate` accepts runs: tools are loaded (their
+    parameters check tool nodes' `args`), the files a run opens are checked, and subgraph files are checked too,
+    each diagnostic naming its file by the path as the user wrote it, and each said once.
+    """
+    from agentflow.graph import check_run_files, compile_workflow
+
     try:
         loaded = load_workflow(path)
     except SpecError as exc:
         return list(exc.diagnostics)
-    diagnostics = validate_template(build_template_graph(loaded))
-    if not any(d.severity == "error" for d in diagnostics):
-        from agentflow.graph import compile_workflow
+    found = check_run_files(build_template_graph(loaded))
+    try:
+        compiled = compile_workflow(loaded)
+    except (SpecError, GraphValidationError) as exc:
+        found += exc.diagnostics
+        # Subgraphs compile only once their parent validates, so a parent's error would hide theirs: check each
+        # subgraph file on its own (what its compilation already reported is not repeated).
+        parents = _parents | {path.resolve()}
+        for node in loaded.spec.nodes.values():
+            child = loaded.base_dir / node.workflow if isinstance(node, SubgraphNode) else None
+            if child is not None and child.is_file() and child.resolve() not in parents:
+                found += check_file(child, _parents=parents)
+        return _in_order(path, found)
+    found += compiled.diagnostics
+    pending = list(compiled.children.values())
+    while pending:
+        current = pending.pop()
+        found += [*current.diagnostics, *check_run_files(current.template)]
+        pending += current.children.values()
+    return _in_order(path, found)
 
-        try:
-            compile_workflow(loaded)
-        except (SpecError, GraphValidationError) as exc:
-            diagnostics += exc.diagnostics
-    return diagnostics
+
+def _in_order(path: Path, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Errors first; this file's before its subgraph files'; each file's in line order."""
+
+    def key(d: Diagnostic) -> tuple[bool, bool, str, int, int]:
+        loc = d.location
+        if loc is None:
+            return (d.severity != "error", False, "", 0, 0)
+        return (d.severity != "error", loc.file != str(path), loc.file, loc.line, loc.column)
+
+    return sorted(dict.fromkeys(diagnostics), key=key)  # Diagnostic is frozen: the same finding twice is one
+
+
+def _excerpt(d: Diagnostic) -> list[str]:
+    """The source line of an expression diagnostic and a caret under the column, as compilers print them."""
+    loc = d.location
+    if loc is None or not d.code.startswith("expr."):
+        return []
+    try:
+        lines = Path(loc.file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not 0 < loc.line <= len(lines):
+        return []
+    text = lines[loc.line - 1]
+    return [f"  {text}", "  " + " " * (loc.column - 1) + "^"]
 
 
 def validate(
@@ -52,7 +98,7 @@ def validate(
     json_output: JsonFlag = False,
 ) -> int:
     """Check workflow files statically; exit 1 when any has an error."""
-    console = Console(highlight=False)
+    out = console()
     reports = []
     failed = False
     for path in files:
@@ -62,10 +108,12 @@ def validate(
         reports.append({"file": str(path), "ok": not errors, "diagnostics": [_diagnostic_dict(d) for d in diagnostics]})
         if not json_output:
             for d in diagnostics:
-                console.print(str(d), style="red" if d.severity == "error" else "yellow", markup=False)
+                out.print(str(d), style="red" if d.severity == "error" else "yellow", markup=False)
+                for line in _excerpt(d):
+                    out.print(line, markup=False)
             if not errors:
                 warnings = f" ({len(diagnostics)} warnings)" if diagnostics else ""
-                console.print(f"{path}: OK{warnings}", markup=False)
+                out.print(f"{path}: OK{warnings}", markup=False)
     if json_output:
         print(json.dumps({"ok": not failed, "files": reports}, indent=2))
     return 1 if failed else 0
@@ -93,23 +141,23 @@ def inspect(
         payload = {"workflow": loaded.spec.name, "nodes": nodes, "edges": edges, "host_tools": host_tools}
         print(json.dumps({**payload, **metrics.to_dict()}, indent=2))
         return 0
-    console = Console(highlight=False)
-    console.print(f"[bold]{loaded.spec.name}[/bold] v{loaded.spec.version} ({file})")
+    out = console()
+    out.print(f"[bold]{loaded.spec.name}[/bold] v{loaded.spec.version} ({file})")
     table = Table("node", "kind", "max visits", "ways out")
     for node in nodes:
         outs = ", ".join(
             f"{t.target} if {t.when}" if t.when else t.target for t in template.transitions.get(node["name"], [])
         )
         table.add_row(node["name"], node["kind"], str(node["max_visits"]), outs)
-    console.print(table)
-    console.print(f"nodes {metrics.nodes}  edges {metrics.edges}  depth {metrics.depth}  width {metrics.width}")
+    out.print(table)
+    out.print(f"nodes {metrics.nodes}  edges {metrics.edges}  depth {metrics.depth}  width {metrics.width}")
     for cycle in metrics.cycles:
         bound = cycle.max_iterations if cycle.max_iterations is not None else "UNBOUNDED"
-        console.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
-    console.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
-    console.print(f"worst-case node executions {metrics.max_steps}")
+        out.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
+    out.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
+    out.print(f"worst-case node executions {metrics.max_steps}")
     for entry in host_tools:
-        console.print(f"host tool {entry['name']} ({entry['ref']}): {entry['reason']}", markup=False)
+        out.print(f"host tool {entry['name']} ({entry['ref']}): {entry['reason']}", markup=False)
     return 0
 
 

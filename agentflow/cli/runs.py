@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from agentflow.errors import ConfigError
+from agentflow.cli._console import console
+from agentflow.cli._progress import RunProgress
+from agentflow.errors import ConfigError, GraphValidationError
 from agentflow.traces import Store, Trace, open_store, summarize
 from agentflow.traces._events import Event, EventType
 
@@ -24,7 +25,17 @@ if TYPE_CHECKING:
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 StoreOption = Annotated[str, typer.Option("--store", help="the trace store: a folder or a postgresql:// URL")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="show no progress while the run goes")]
 DEFAULT_STORE = ".agentflow"
+
+
+@contextlib.contextmanager
+def _progress(workflow: str, quiet: bool) -> Iterator[RunProgress | None]:
+    if quiet:
+        yield None
+        return
+    with RunProgress(workflow) as progress:
+        yield progress
 
 
 @contextlib.contextmanager
@@ -76,22 +87,33 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
         ),
     ] = None,
     json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
 ) -> int:
     """Run a workflow once; print its summary. Exit 0 when it reached its end, 1 when the agent did not (failed,
-    limit_exceeded), 3 when it errored (the model API, the sandbox or the store failed)."""
+    limit_exceeded), 3 when it errored (the model API, the sandbox or the store failed).
+
+    While it runs, stderr shows its progress: a live line on a terminal, else one line per finished node.
+    """
+    from agentflow.graph import check_run_files, compile_workflow
     from agentflow.runtime import run_workflow
 
     parsed_inputs = _parse_inputs(inputs or [])
-    with opened_store(store) as trace_store:
+    compiled = compile_workflow(file)
+    # A missing model script or sandbox folder would fail the run only when it gets there: said here, before it.
+    missing = check_run_files(compiled.template, scripts=model is None)
+    if missing:
+        raise GraphValidationError(missing)
+    with opened_store(store) as trace_store, _progress(file.stem, quiet) as on_event:
         result = asyncio.run(
             run_workflow(
-                file,
+                compiled,
                 inputs=parsed_inputs,
                 model=model,
                 sandbox=sandbox,
                 store=trace_store,
                 resumable=resumable,
                 otlp=otlp,
+                on_event=on_event,
             )
         )
         trace = trace_store.load_trace(result.run_id)
@@ -155,7 +177,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_path: str) -> None:
-    console = Console(highlight=False)
+    out = console()
     table = Table(
         "node", "visits", "tool calls (failed)", "model calls", "tokens", "rewards", "time s", box=box.SIMPLE_HEAD
     )
@@ -174,32 +196,32 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
             rewards,
             f"{node['duration_s']:.2f}",
         )
-    console.print(table)
+    out.print(table)
     status_style = _STATUS_STYLES.get(summary["status"], "red")
-    console.print(
+    out.print(
         f"status [{status_style}]{summary['status']}[/{status_style}]  run {summary['run_id']}  "
         f"steps {summary['steps']}  tool calls {summary['tool_calls']}  model calls {summary['model_calls']}  "
         f"tokens {summary['tokens']}  reward mean {_fmt(summary['reward_mean'])}  "
         f"duration {_fmt(summary['duration_s'])} s"
     )
-    console.print(f"path {' -> '.join(summary['nodes_visited'])}", markup=False)
+    out.print(f"path {' -> '.join(summary['nodes_visited'])}", markup=False)
     if summary.get("error"):
-        console.print(f"error {summary['error']}", style="red", markup=False)
+        out.print(f"error {summary['error']}", style="red", markup=False)
     if summary["status"] == "errored":
         not_scored = ", ".join(summary.get("not_scored") or {}) or "nothing to score"
-        console.print(
+        out.print(
             f"errored: the infrastructure failed, not the agent; not scored: {not_scored}",
             style=_STATUS_STYLES["errored"],
             markup=False,
         )
     if summary.get("model_retries"):
-        console.print(f"model retries {summary['model_retries']}", markup=False)
+        out.print(f"model retries {summary['model_retries']}", markup=False)
     if isolation:
         got = [
             k for k in ("network_isolated", "filesystem_isolated", "pid_namespace", "resource_limits") if isolation[k]
         ]
-        console.print(f"sandbox {isolation['backend']}: {', '.join(got) or 'no isolation'}", markup=False)
-    console.print(f"trace {trace_path}", markup=False)
+        out.print(f"sandbox {isolation['backend']}: {', '.join(got) or 'no isolation'}", markup=False)
+    out.print(f"trace {trace_path}", markup=False)
 
 
 def runs(
@@ -214,11 +236,11 @@ def runs(
     if json_output:
         print(json.dumps({"runs": [info.to_dict() for info in infos]}, indent=2))
         return 0
-    console = Console(highlight=False)
+    out = console()
     # The run id starts with its start time, so no separate column. The id (the handle users copy into `show`)
     # and the status must stay whole, so a narrow terminal gets fewer columns rather than cut ones.
     columns = ["run id", "workflow", "status", "time s", "steps", "tools", "model", "tokens", "reward"]
-    if console.width < 110:
+    if out.width < 110:
         columns = ["run id", "workflow", "status", "time s", "reward"]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for header in columns:
@@ -236,7 +258,7 @@ def runs(
             "reward": _fmt(info.reward_mean),
         }
         table.add_row(*(cells[header] for header in columns))
-    console.print(table)
+    out.print(table)
     return 0
 
 
@@ -304,18 +326,18 @@ def show(
         }
         print(json.dumps(payload, indent=2, default=str))
         return 0
-    console = Console(highlight=False)
+    out = console()
     table = Table("seq", "node", "event", "detail", title=f"run {trace.run_id}", box=box.SIMPLE_HEAD)
     for event in trace.events:
         table.add_row(str(event.seq), event.node or "", event.type.value, _describe(event))
-    console.print(table)
+    out.print(table)
     for problem in trace.problems:
-        console.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
+        out.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
     _print_summary(summary.to_dict(), {}, str(trace.path))
     from agentflow.rewards._aggregate import describe_aggregates
 
     for hook, figures in _aggregates(trace.events).items():
-        console.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)
+        out.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)
     return 0
 
 

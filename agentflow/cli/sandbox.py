@@ -9,7 +9,8 @@ import os
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from agentflow.cli._console import console
 
 app = typer.Typer(help="Sandboxes: run a command in one, check a backend.", no_args_is_help=True)
 
@@ -33,13 +34,13 @@ def exec_command(
     if json_output:
         print(json.dumps({**result.to_dict(), "isolation": isolation.to_dict()}, indent=2))
     else:
-        console = Console(highlight=False)
+        out = console()
         if result.stdout:
-            console.out(result.stdout, end="" if result.stdout.endswith("\n") else "\n", highlight=False)
+            out.out(result.stdout, end="" if result.stdout.endswith("\n") else "\n", highlight=False)
         if result.stderr:
-            Console(stderr=True, highlight=False).out(result.stderr, end="", highlight=False)
+            console(stderr=True).out(result.stderr, end="", highlight=False)
         flags = [name for name in ("timed_out", "truncated") if getattr(result, name)]
-        console.print(
+        out.print(
             f"exit_code {result.exit_code}  {' '.join(flags)}  {result.duration_s * 1000:.1f} ms  "
             f"[{isolation.backend}: network isolated {isolation.network_isolated}, "
             f"filesystem isolated {isolation.filesystem_isolated}]",

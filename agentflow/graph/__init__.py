@@ -3,7 +3,7 @@
 from agentflow.graph._build import TemplateGraph, Transition, build_template_graph
 from agentflow.graph._compile import CompiledWorkflow, compile_workflow
 from agentflow.graph._metrics import CycleInfo, GraphMetrics, compute_metrics
-from agentflow.graph._validate import validate_template
+from agentflow.graph._validate import check_run_files, validate_template
 
 __all__ = [
     "CompiledWorkflow",
@@ -12,6 +12,7 @@ __all__ = [
     "TemplateGraph",
     "Transition",
     "build_template_graph",
+    "check_run_files",
     "compile_workflow",
     "compute_metrics",
     "validate_template",

@@ -36,6 +36,7 @@ class CompiledWorkflow:
     recursion_limit: int
     prefix: str = ""
     children: dict[str, CompiledWorkflow] = field(default_factory=lambda: {})
+    diagnostics: list[Diagnostic] = field(default_factory=lambda: [])  # the warnings validation gave
 
     @property
     def name(self) -> str:
@@ -88,23 +89,33 @@ def compile_workflow(
 
     loaded = workflow if isinstance(workflow, LoadedWorkflow) else load_workflow(workflow)
     template = build_template_graph(loaded)
-    diagnostics = validate_template(template)
-    if any(d.severity == "error" for d in diagnostics):
-        raise GraphValidationError(diagnostics)
     spec = loaded.spec
+    # Tools first: their parameters are what tool nodes' `args` are validated against.
     tools: dict[str, Tool] = {}
+    unloadable: list[ConfigError] = []
     for index, ref in enumerate(spec.tool_refs()):
         try:
             tools[spec.tool_name(ref)] = resolve_tool(ref.ref, base_dir=loaded.base_dir, host=ref.host)
-        except PluginLoadError as exc:  # e.g. a signature no JSON Schema describes: say which line names it
+        except PluginLoadError as exc:  # validation reports most of these; the rest name the line that names it
             where = loaded.locate("tools", index)
-            raise GraphValidationError([Diagnostic("tool.plugin", exc.message, where, exc.fix)]) from exc
+            unloadable.append(GraphValidationError([Diagnostic("tool.plugin", exc.message, where, exc.fix)]))
+        except ConfigError as exc:  # raised below if validation finds nothing else
+            unloadable.append(exc)
+    diagnostics = validate_template(
+        template, tool_parameters={name: tool.arguments_model for name, tool in tools.items()}
+    )
+    if any(d.severity == "error" for d in diagnostics):
+        raise GraphValidationError(diagnostics)
+    if unloadable:
+        raise unloadable[0]
     children: dict[str, CompiledWorkflow] = {}
     resolved = loaded.path.resolve()
     for name, node in spec.nodes.items():
         if isinstance(node, SubgraphNode):
-            child_path = (loaded.base_dir / node.workflow).resolve()
-            if child_path in (*_parents, resolved):
+            # The child is loaded by the path as the user wrote it (relative to this file), so its diagnostics name
+            # the file the way the user knows it; the resolved path only detects a cycle of includes.
+            child_path = loaded.base_dir / node.workflow
+            if child_path.resolve() in (*_parents, resolved):
                 raise SpecError(
                     f"subgraph {name!r} includes {node.workflow}, which includes this workflow again",
                     location=loaded.locate("nodes", name, "workflow"),
@@ -123,6 +134,7 @@ def compile_workflow(
         recursion_limit=sum(template.max_visits(n) for n in spec.nodes) * 2 + 10,
         prefix=prefix,
         children=children,
+        diagnostics=diagnostics,
     )
     builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing
     for name in spec.nodes:

@@ -7,24 +7,31 @@ user sees everything wrong with a file in one go.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from pydantic import BaseModel, ValidationError
 
 from agentflow._plugins import is_plugin_ref, load_plugin, plugin_file
-from agentflow.errors import Diagnostic, PluginLoadError, SourceLocation
+from agentflow.errors import ConfigError, Diagnostic, PluginLoadError, SourceLocation, SpecError
 from agentflow.graph._build import TemplateGraph
 from agentflow.routing import _expr
 from agentflow.spec import _templating
-from agentflow.spec._models import END, AgentNode, NodeSpec, RouterNode, SubgraphNode, ToolNode
+from agentflow.spec._loader import load_workflow
+from agentflow.spec._models import END, AgentNode, NodeSpec, RouterNode, SubgraphNode, ToolNode, WorkflowSpec
 
 _ZERO: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
 
 
 def _closest(name: str, choices: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(name, list(choices), n=1)
+    choices = list(choices)
+    same_letters = [choice for choice in choices if choice.lower() == name.lower()]
+    if same_letters:  # `end` means END
+        return same_letters[0]
+    found = difflib.get_close_matches(name, choices, n=1)
     return found[0] if found else None
 
 
@@ -35,17 +42,33 @@ def _unknown(kind: str, name: str, choices: Iterable[str], where: SourceLocation
     return Diagnostic(code, f"unknown {kind} {name!r}", where, f"{hint}known: {', '.join(choices) or 'none'}")
 
 
-def validate_template(template: TemplateGraph) -> list[Diagnostic]:
-    """Run every static rule; errors first, each list in file order."""
+def validate_template(
+    template: TemplateGraph, *, tool_parameters: Mapping[str, type[BaseModel]] | None = None
+) -> list[Diagnostic]:
+    """Run every static rule; errors first, each list in file order.
+
+    Args:
+        template: the template graph of a loaded workflow.
+        tool_parameters: the parameter model of each tool by name (what `compile_workflow` resolved), so tool
+            nodes' `args` are checked against it; without it they are not.
+    """
+    corrected = _corrected_graph(template)
+    structure = (
+        []  # a node name no known name resembles: what the graph would be is unknown, so nothing is said about it
+        if corrected is None
+        else [*_check_reachability(template, corrected), *_check_cycles(template, corrected)]
+    )
     diagnostics = [
         *_check_names(template),
         *_check_transitions(template),
-        *_check_reachability(template),
-        *_check_cycles(template),
+        *structure,
         *_check_models(template),
+        *_check_subgraph_files(template),
         *_check_tools(template),
+        *_check_tool_arguments(template, tool_parameters or {}),
         *_check_rewards(template),
         *_check_state(template),
+        *_check_expressions(template, _child_specs(template)),
     ]
 
     def order(d: Diagnostic) -> tuple[int, int, int]:
@@ -90,6 +113,29 @@ def _check_names(template: TemplateGraph) -> Iterator[Diagnostic]:
                 yield _unknown("node", name, spec.nodes, where, "graph.unknown-node")
 
 
+def _corrected_graph(template: TemplateGraph) -> Any:
+    """The graph as the user meant it: each misspelt node name replaced by the name it resembles.
+
+    A mistyped edge target (`chek`, `end`) would also make nodes unreachable or unable to end; those follow from the
+    one typo, which is reported with its "did you mean", so reachability is judged on the corrected graph. None when
+    a misspelt name resembles no node.
+    """
+    spec = template.workflow.spec
+    known = [*spec.nodes, END]
+    written = {
+        spec.start,
+        *(e.from_ for e in spec.edges),
+        *(t.target for ts in template.transitions.values() for t in ts),
+    }
+    corrections: dict[str, str] = {}
+    for name in written - set(known):
+        close = _closest(name, known)
+        if close is None:
+            return None
+        corrections[name] = close
+    return nx.relabel_nodes(template.graph, corrections, copy=True) if corrections else template.graph
+
+
 def _check_transitions(template: TemplateGraph) -> Iterator[Diagnostic]:
     for source, transitions in template.transitions.items():
         if source not in template.workflow.spec.nodes:
@@ -120,31 +166,26 @@ def _check_transitions(template: TemplateGraph) -> Iterator[Diagnostic]:
                 "add a last edge or route without `when` as the default",
                 severity="warning",
             )
-        for transition in transitions:
-            if transition.when is not None:
-                try:
-                    _expr.check_syntax(transition.when)
-                except _expr.ExpressionError as exc:
-                    yield Diagnostic("expr.syntax", str(exc), transition.location, "see the CEL language definition")
 
 
-def _check_reachability(template: TemplateGraph) -> Iterator[Diagnostic]:
-    graph, workflow = template.graph, template.workflow
-    if template.start not in workflow.spec.nodes:
+def _check_reachability(template: TemplateGraph, graph: Any) -> Iterator[Diagnostic]:
+    workflow = template.workflow
+    start = template.start if template.start in workflow.spec.nodes else _closest(template.start, workflow.spec.nodes)
+    if start is None:
         return
-    reachable = nx.descendants(graph, template.start) | {template.start}
+    reachable = nx.descendants(graph, start) | {start}
     can_end = nx.ancestors(graph, END) | {END}
     for name in workflow.spec.nodes:
         where = workflow.locate("nodes", name, key=True)
         if name not in reachable:
             yield Diagnostic(
                 "graph.unreachable",
-                f"node {name!r} cannot be reached from the start node {template.start!r}",
+                f"node {name!r} cannot be reached from the start node {start!r}",
                 where,
                 "add an edge to it, or remove the node",
             )
         elif name not in can_end:
-            outs = [t.target for t in template.transitions.get(name, [])]
+            outs = list(graph.successors(name))
             detail = "it has no way out" if not outs else f"every path from it loops without reaching {END}"
             yield Diagnostic(
                 "graph.no-end",
@@ -155,18 +196,18 @@ def _check_reachability(template: TemplateGraph) -> Iterator[Diagnostic]:
     if END not in reachable:
         yield Diagnostic(
             "graph.no-end",
-            f"no path from the start node {template.start!r} reaches {END}",
+            f"no path from the start node {start!r} reaches {END}",
             workflow.locate("start"),
             f"add `end: [node]` or an edge `to: {END}`",
         )
 
 
-def _check_cycles(template: TemplateGraph) -> Iterator[Diagnostic]:
+def _check_cycles(template: TemplateGraph, graph: Any) -> Iterator[Diagnostic]:
     spec, workflow = template.workflow.spec, template.workflow
-    for cycle in nx.simple_cycles(template.graph):
+    for cycle in nx.simple_cycles(graph):
         if any(set(cycle) <= set(loop.nodes) for loop in spec.loops):
             continue
-        closing = template.graph.edges[cycle[-1], cycle[0]]
+        closing = graph.edges[cycle[-1], cycle[0]]
         names = ", ".join(cycle)
         yield Diagnostic(
             "graph.unbounded-cycle",
@@ -371,19 +412,15 @@ def _node_outputs(node: NodeSpec) -> tuple[str, dict[str, str]]:
 
 
 def _check_node_writes(template: TemplateGraph) -> Iterator[Diagnostic]:
-    """Output mappings name declared state keys and parse; prompt templates parse."""
+    """Output mappings name declared state keys; prompt templates parse (expressions: `_check_expressions`)."""
     workflow = template.workflow
     spec = workflow.spec
     for name, node in spec.nodes.items():
         part, outputs = _node_outputs(node)
-        for key, expression in outputs.items():
+        for key in outputs:
             if key not in spec.state:
-                yield _unknown("state key", key, spec.state, workflow.locate("nodes", name, part), "state.unknown-key")
-            try:
-                _expr.check_syntax(expression)
-            except _expr.ExpressionError as exc:
-                where = workflow.locate("nodes", name, part, key)
-                yield Diagnostic("expr.syntax", str(exc), where, "see the CEL language definition")
+                where = workflow.locate("nodes", name, part, key, key=True)
+                yield _unknown("state key", key, spec.state, where, "state.unknown-key")
         if isinstance(node, AgentNode):
             for text, field in [(node.prompt, "prompt"), (node.input or "", "input")]:
                 try:
@@ -414,30 +451,259 @@ def _check_state(template: TemplateGraph) -> Iterator[Diagnostic]:
                 where,
                 f"give state.{key} a default, add it to `inputs`, or write it from a node's `output`",
             )
-    yield from _check_condition_types(template)
 
 
-def _check_condition_types(template: TemplateGraph) -> Iterator[Diagnostic]:
-    """Evaluate each `when` against typed sample values to catch operand type errors before a run."""
-    spec = template.workflow.spec
+def _samples(spec: WorkflowSpec) -> dict[str, Any]:
+    """A value of its declared type for each typed state key: its default, else the type's zero value."""
     sample: dict[str, Any] = {}
     for key, declared in spec.state.items():
         if declared.type == "any":
             continue
-        sample[key] = declared.default if declared.default is not None else _ZERO[declared.type]
-    for transitions in template.transitions.values():
-        for transition in transitions:
-            if transition.when is None:
-                continue
-            if any(k not in sample for k in _expr.state_keys_read(transition.when)):
-                continue  # an untyped key: nothing to check statically
+        default_fits = declared.default is not None and _expr.fits(declared.default, declared.type)
+        sample[key] = declared.default if default_fits else _ZERO[declared.type]
+    return sample
+
+
+@dataclass(frozen=True)
+class _Expression:
+    """One CEL expression of a workflow: where it is, what it may read, and the state key type it must fit."""
+
+    source: str
+    path: tuple[str | int, ...]
+    samples: dict[str, Any]
+    opaque: tuple[str, ...] = ()
+    condition: bool = False
+    target: tuple[str, str] | None = None  # (state key, declared type) the result is stored in
+
+
+def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) -> Iterator[_Expression]:
+    spec = template.workflow.spec
+    state = {"state": _samples(spec)}
+    types = {key: declared.type for key, declared in spec.state.items()}
+
+    def target(key: str, declared: Mapping[str, str]) -> tuple[str, str] | None:
+        return (key, declared[key]) if key in declared else None
+
+    for index, edge in enumerate(spec.edges):
+        if edge.when is not None:
+            yield _Expression(edge.when, ("edges", index, "when"), state, condition=True)
+    for name, node in spec.nodes.items():
+        here: tuple[str | int, ...] = ("nodes", name)
+        if isinstance(node, RouterNode):
+            for index, route in enumerate(node.routes):
+                if route.when is not None:
+                    yield _Expression(route.when, (*here, "routes", index, "when"), state, condition=True)
+        elif isinstance(node, AgentNode):
+            # `json` is the answer parsed as JSON: its shape is known only when the model answers.
+            agent = {"answer": "", **state}
+            for key, source in node.output.items():
+                yield _Expression(source, (*here, "output", key), agent, ("json",), target=target(key, types))
+        elif isinstance(node, ToolNode):
+            # `result` is whatever the tool returns, `error` is null when it succeeded.
+            tool = {"ok": False, **state}
+            for key, source in node.output.items():
+                yield _Expression(source, (*here, "output", key), tool, ("result", "error"), target=target(key, types))
+        elif isinstance(node, SubgraphNode):
+            child = children.get(name)
+            child_types = {k: d.type for k, d in child.state.items()} if child else {}
+            for key, source in node.inputs.items():
+                yield _Expression(source, (*here, "inputs", key), state, target=target(key, child_types))
+            child_state = {"state": _samples(child)} if child else {}
+            for key, source in node.outputs.items():
+                opaque = () if child else ("state",)
+                yield _Expression(source, (*here, "outputs", key), child_state, opaque, target=target(key, types))
+
+
+def _check_expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) -> Iterator[Diagnostic]:
+    """Conditions and output mappings: syntax, known functions and names, operand types, and the result's type."""
+    workflow = template.workflow
+    for expression in _expressions(template, children):
+        problems, result = _expr.analyze(expression.source, expression.samples, expression.opaque)
+        for problem in problems:
+            where = workflow.locate_inside(problem.offset, *expression.path)
+            yield Diagnostic(problem.code, problem.message, where, problem.fix)
+        if problems or result is _expr.UNKNOWN:
+            continue
+        where = workflow.locate(*expression.path)
+        if expression.condition and not isinstance(result, bool):
+            yield Diagnostic(
+                "expr.type",
+                f"condition {expression.source!r} gives {_expr.type_name(result)}, not a boolean",
+                where,
+                "a condition must give true or false: compare the value (`state.count > 0`, `state.name != ''`)",
+            )
+        elif expression.target is not None and not _expr.fits(result, expression.target[1]):
+            key, declared = expression.target
+            actual = _expr.type_name(result)
+            yield Diagnostic(
+                "expr.type",
+                f"{expression.source!r} gives {actual}, which cannot be stored in {key!r} (declared {declared})",
+                where,
+                f"convert it ({_CONVERSIONS.get(declared, 'a value of that type')}) "
+                f"or declare `{key}: {{type: {actual}}}`",
+            )
+
+
+_CONVERSIONS = {
+    "str": "string(...)",
+    "int": "int(...)",
+    "float": "double(...)",
+    "bool": "a comparison such as `... == 'yes'`",
+    "list": "a list literal [...]",
+    "dict": "a map literal {...}",
+}
+
+
+def _child_specs(template: TemplateGraph) -> dict[str, WorkflowSpec]:
+    """The specs of the subgraph files that load (a broken one reports its own errors when it is compiled)."""
+    workflow = template.workflow
+    children: dict[str, WorkflowSpec] = {}
+    for name, node in workflow.spec.nodes.items():
+        if isinstance(node, SubgraphNode) and (workflow.base_dir / node.workflow).is_file():
             try:
-                _expr.evaluate_condition(transition.when, sample)
-            except _expr.ExpressionError as exc:
-                if _expr.is_type_error(exc):
-                    yield Diagnostic(
-                        "expr.type",
-                        f"condition has a type error: {exc}",
-                        transition.location,
-                        "compare values of the declared state types; conditions must give a boolean",
-                    )
+                children[name] = load_workflow(workflow.base_dir / node.workflow).spec
+            except SpecError:
+                continue
+    return children
+
+
+def check_run_files(template: TemplateGraph, *, scripts: bool = True) -> list[Diagnostic]:
+    """The files a live run opens: model scripts (unless ``scripts`` is false: a model override) and the host
+    folders copied into the sandbox.
+
+    Kept apart from `validate_template`, because a replay from a tape needs neither and must compile without them.
+    """
+    workflow = template.workflow
+    spec, base = workflow.spec, workflow.base_dir
+    diagnostics: list[Diagnostic] = []
+    for name, config in spec.models.items():
+        provider, _, script = config.model.partition(":")
+        if scripts and provider == "scripted" and script:
+            try:
+                _resolve_script(script, base)
+            except ConfigError as exc:
+                where = workflow.locate("models", name, "model")
+                diagnostics.append(Diagnostic("model.missing-script", exc.message, where, exc.fix))
+    for inside, host in spec.sandbox.files.items():
+        folder = Path(host) if Path(host).is_absolute() else base / host
+        if not folder.exists():
+            diagnostics.append(
+                Diagnostic(
+                    "sandbox.missing-files",
+                    f"sandbox.files[{inside!r}]: the folder {folder} does not exist",
+                    workflow.locate("sandbox", "files", inside),
+                    "host folders are relative to the workflow file; create it or fix the path",
+                )
+            )
+    return diagnostics
+
+
+def _check_subgraph_files(template: TemplateGraph) -> Iterator[Diagnostic]:
+    workflow = template.workflow
+    for name, node in workflow.spec.nodes.items():
+        if isinstance(node, SubgraphNode) and not (workflow.base_dir / node.workflow).is_file():
+            yield Diagnostic(
+                "subgraph.missing-file",
+                f"subgraph {name!r}: workflow file not found: {workflow.base_dir / node.workflow}",
+                workflow.locate("nodes", name, "workflow"),
+                "subgraph paths are relative to this workflow file",
+            )
+
+
+def _resolve_script(script: str, base: Path) -> None:
+    try:
+        from agentflow.models._scripted import resolve_script_path
+    except ImportError:  # pragma: no cover - the models package always ships; only a partial install lacks it
+        return
+    resolve_script_path(script, base)
+
+
+_UNKNOWN_ARGUMENT: Any = object()
+
+
+def _argument_sample(value: Any, samples: Mapping[str, Any]) -> Any:
+    """A value like the one a tool node passes at run time: `{key}` alone takes the state key's type."""
+    if isinstance(value, str):
+        fields = _safe_placeholders(value)
+        if len(fields) == 1 and value == "{" + fields[0] + "}":
+            key = fields[0]
+            return samples.get(key, _UNKNOWN_ARGUMENT)  # unknown for a dotted path or an untyped key
+        return value
+    if isinstance(value, dict):
+        items = {k: _argument_sample(v, samples) for k, v in value.items()}
+        return _UNKNOWN_ARGUMENT if _UNKNOWN_ARGUMENT in items.values() else items
+    if isinstance(value, list):
+        listed = [_argument_sample(v, samples) for v in value]
+        return _UNKNOWN_ARGUMENT if any(v is _UNKNOWN_ARGUMENT for v in listed) else listed
+    return value
+
+
+def _describe_parameters(model: type[BaseModel]) -> str:
+    parts = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        kind = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+        parts.append(f"{name} ({kind}{'' if info.is_required() else ', optional'})")
+    return ", ".join(parts) or "none"
+
+
+def _check_tool_arguments(template: TemplateGraph, parameters: Mapping[str, type[BaseModel]]) -> Iterator[Diagnostic]:
+    """A tool node's `args` against the tool's parameters: unknown, missing and mistyped arguments."""
+    workflow = template.workflow
+    spec = workflow.spec
+    samples = _samples(spec)
+    for name, node in spec.nodes.items():
+        if not isinstance(node, ToolNode) or node.tool not in parameters:
+            continue
+        model = parameters[node.tool]
+        arguments = {key: _argument_sample(value, samples) for key, value in node.args.items()}
+        unknown = {key for key, value in arguments.items() if value is _UNKNOWN_ARGUMENT}
+        from_state = {key for key, value in node.args.items() if _safe_value_placeholders(value)}
+        try:
+            model.model_validate({k: v for k, v in arguments.items() if k not in unknown})
+        except ValidationError as exc:
+            for error in exc.errors():
+                key = str(error["loc"][0]) if error["loc"] else ""
+                if key in unknown:
+                    continue  # its value comes from state of a type known only at run time
+                if key in from_state and not error["type"].endswith("_type"):
+                    continue  # only the type of a state value is known, not the value (a bound, a literal choice)
+                yield _argument_diagnostic(template, name, model, key, error)
+
+
+def _argument_diagnostic(
+    template: TemplateGraph, name: str, model: type[BaseModel], key: str, error: Any
+) -> Diagnostic:
+    workflow = template.workflow
+    node = workflow.spec.nodes[name]
+    assert isinstance(node, ToolNode)
+    accepted = f"{node.tool} takes: {_describe_parameters(model)}"
+    if error["type"] == "extra_forbidden":
+        close = _closest(key, model.model_fields)
+        hint = f"did you mean {close!r}? " if close else ""
+        return Diagnostic(
+            "tool.unknown-argument",
+            f"tool {node.tool!r} has no argument {key!r}",
+            workflow.locate("nodes", name, "args", key, key=True),
+            f"{hint}{accepted}",
+        )
+    if error["type"] == "missing":
+        return Diagnostic(
+            "tool.missing-argument",
+            f"tool {node.tool!r} needs the argument {key!r}",
+            workflow.locate("nodes", name, "args") if node.args else workflow.locate("nodes", name, "tool"),
+            f"add `{key}:` to nodes.{name}.args; {accepted}",
+        )
+    written = node.args.get(key)
+    fields = _safe_placeholders(written) if isinstance(written, str) else []
+    origin = (
+        f"{{{fields[0]}}} is a state key of type {template.workflow.spec.state[fields[0]].type}"
+        if len(fields) == 1 and written == "{" + fields[0] + "}"
+        else f"got {_expr.type_name(error.get('input'))} {written!r}"
+    )
+    return Diagnostic(
+        "tool.argument-type",
+        f"argument {key!r} of tool {node.tool!r}: {error['msg'].lower()} ({origin})",
+        workflow.locate("nodes", name, "args", key),
+        f"pass a value of the parameter's type; {accepted}",
+    )

@@ -106,6 +106,12 @@ SERVERS: dict[str, ServerCommand] = {
 """The language servers the hook can start, by the name `options.server` takes."""
 
 
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    """Retrieve a request's outcome nobody waits for any more, so asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _lenient_converter() -> Any:
     """pygls's converter, plus a hook for the notebook filters lsprotocol cannot structure (ruff announces them).
 
@@ -321,8 +327,13 @@ class LanguageServerSession:
             return "unknown"
 
     async def _request(self, awaitable: Any) -> Any:
+        # Giving up on a request (its timeout, or the run ending while the server warms up) must leave pygls's own
+        # future alone: cancelled, it makes pygls log "Unable to handle message ... CANCELLED" with a traceback when
+        # the server's answer arrives anyway. So the wait is shielded, and a late outcome is taken and dropped.
+        future = asyncio.ensure_future(awaitable)
+        future.add_done_callback(_drop_outcome)
         async with asyncio.timeout(self.request_timeout_s):
-            return await awaitable
+            return await asyncio.shield(future)
 
     def _open(self, relative: str, version: int, text: str) -> None:
         from lsprotocol import types

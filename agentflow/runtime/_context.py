@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ class RunContext:
     model_override: str | None = None
     tape: Tape | None = None  # replay: model responses (and in tape mode tool results) come from a recorded run
     resume: ResumePoint | None = None  # `agentflow resume`: the interrupted visit's model responses are served
+    on_event: Callable[[Event], None] | None = None  # told of every event as it is recorded (CLI progress)
     events: list[Event] = field(default_factory=lambda: [])
     visits: Counter[str] = field(default_factory=Counter)
     state: dict[str, Any] = field(default_factory=lambda: {})
@@ -54,6 +56,8 @@ class RunContext:
     ) -> Event:
         event = self.recorder.emit(type, node=node, parent=parent, data=data or {})
         self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
         if self.tape is not None and self.tape.serves_tools:
             self._replay_hook_events(event.seq)
         return event
@@ -67,6 +71,8 @@ class RunContext:
                 break  # the replay has diverged: its own events no longer line up with the tape's
             event = self.recorder.emit(recorded.type, node=recorded.node, parent=recorded.parent, data=recorded.data)
             self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
 
     def model(self, model_string: str, base_dir: Path) -> Model:
         """The run's connection for a model string (one per string and folder, created on first use)."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from agentflow.sandboxes import Sandbox, create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
 from agentflow.spec._templating import TemplateError
 from agentflow.traces import Recorder, Store, TraceStore
-from agentflow.traces._events import EventType, seconds_since
+from agentflow.traces._events import Event, EventType, seconds_since
 from agentflow.traces._otel import OTLP_ENV, LiveExport, require_otel
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ async def run_workflow(
     checkpointer: Any | None = None,
     resume: ResumePoint | None = None,
     otlp: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> RunResult:
     """Run a workflow once and record its trace.
 
@@ -97,6 +99,7 @@ async def run_workflow(
         resume: continue an interrupted run (what `agentflow.traces.resume_run` passes); needs ``checkpointer``.
         otlp: an OTLP/HTTP endpoint to send the run's spans to while it runs (default: `AGENTFLOW_OTLP_ENDPOINT`;
             needs the ``otel`` extra).
+        on_event: called with every event as the run records it (the CLI's progress display); it must be quick.
 
     Raises:
         ConfigError: the workflow or the inputs are wrong; nothing was recorded.
@@ -123,7 +126,12 @@ async def run_workflow(
             checkpointer = await checkpoints.enter_async_context(open_checkpointer(store))
         box = await _open_sandbox(compiled, backend, tape, recorder, outcome)
         ctx = RunContext(
-            recorder=recorder, sandbox=box, limits=LimitTracker(spec.limits), model_override=model, tape=tape
+            recorder=recorder,
+            sandbox=box,
+            limits=LimitTracker(spec.limits),
+            model_override=model,
+            tape=tape,
+            on_event=on_event,
         )
         outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)

@@ -28,6 +28,9 @@ class LoadedWorkflow:
     path: Path
     value_locations: dict[Path_, SourceLocation] = field(default_factory=lambda: {})
     key_locations: dict[Path_, SourceLocation] = field(default_factory=lambda: {})
+    # Scalars written on one line as they read (no escapes, no folding): how many characters (0, or 1 for the
+    # opening quote) come before the value's own text, so a position inside the value is a column of the file.
+    inline_scalars: dict[Path_, int] = field(default_factory=lambda: {})
 
     @property
     def base_dir(self) -> Path:
@@ -53,6 +56,14 @@ class LoadedWorkflow:
             current = current[:-1]
         return SourceLocation(str(self.path), 1, 1)
 
+    def locate_inside(self, offset: int, *path: str | int) -> SourceLocation:
+        """The location of the character at ``offset`` of the string value at ``path`` (e.g. where a CEL expression
+        goes wrong); the value's own location when the YAML spelling does not map characters one to one."""
+        where = self.locate(*path)
+        if tuple(path) not in self.inline_scalars or tuple(path) not in self.value_locations:
+            return where
+        return SourceLocation(where.file, where.line, where.column + self.inline_scalars[tuple(path)] + offset)
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that composes nodes only; duplicate keys are detected while walking them."""
@@ -62,9 +73,21 @@ def _mark(node: yaml.Node, file: str) -> SourceLocation:
     return SourceLocation(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _to_data(
-    node: yaml.Node, path: Path_, file: str, values: dict[Path_, SourceLocation], keys: dict[Path_, SourceLocation]
-) -> Any:
+def _inline_prefix(node: yaml.ScalarNode) -> int | None:
+    """0 for a plain scalar, 1 for a quoted one, when its text in the file is its value; else None."""
+    start, end = node.start_mark, node.end_mark
+    if start.line != end.line or start.buffer is None:
+        return None
+    raw = start.buffer[start.pointer : end.pointer]
+    if node.style is None and raw == node.value:
+        return 0
+    if node.style in {"'", '"'} and raw[1:-1] == node.value:
+        return 1
+    return None
+
+
+def _to_data(node: yaml.Node, path: Path_, file: str, loaded: LoadedWorkflow) -> Any:
+    values, keys = loaded.value_locations, loaded.key_locations
     values[path] = _mark(node, file)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
@@ -82,10 +105,12 @@ def _to_data(
                 )
             child = (*path, key)
             keys[child] = _mark(key_node, file)
-            result[key] = _to_data(value_node, child, file, values, keys)
+            result[key] = _to_data(value_node, child, file, loaded)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, (*path, i), file, values, keys) for i, item in enumerate(node.value)]
+        return [_to_data(item, (*path, i), file, loaded) for i, item in enumerate(node.value)]
+    if isinstance(node, yaml.ScalarNode) and (prefix := _inline_prefix(node)) is not None:
+        loaded.inline_scalars[path] = prefix
     return _UniqueKeyLoader("").construct_object(node, deep=True)
 
 
@@ -175,7 +200,7 @@ def load_workflow(path: str | Path) -> LoadedWorkflow:
         )
     loaded = LoadedWorkflow(spec=WorkflowSpec.model_construct(), path=file_path.resolve())
     loaded.path = file_path  # keep the path as the user wrote it in diagnostics
-    data = _to_data(root, (), file, loaded.value_locations, loaded.key_locations)
+    data = _to_data(root, (), file, loaded)
     try:
         loaded.spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:

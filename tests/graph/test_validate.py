@@ -41,6 +41,7 @@ loops:
 def diagnose(tmp_path: Path, text: str) -> list[Diagnostic]:
     path = tmp_path / "wf.yaml"
     path.write_text(text)
+    (tmp_path / "script.yaml").write_text("responses: []\n")  # the model script BASE names (only its presence counts)
     return validate_template(build_template_graph(load_workflow(path)))
 
 
@@ -145,6 +146,7 @@ def test_condition_syntax_error(tmp_path: Path) -> None:
 def test_compile_rejects_invalid_and_reports_all(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(BASE.replace("start: work", "start: wrk").replace("model: m,", "model: mm,"))
+    (tmp_path / "script.yaml").write_text("responses: []\n")
     with pytest.raises(GraphValidationError) as caught:
         compile_workflow(path)
     assert {"graph.unknown-node", "model.unknown"} <= set(codes(caught.value.diagnostics))
@@ -156,6 +158,7 @@ def test_tool_module_raising_on_import(tmp_path: Path) -> None:
     (tmp_path / "plug" / "bad.py").write_text("raise RuntimeError('boom at import')\n")
     path = tmp_path / "wf.yaml"
     path.write_text(BASE.replace("tools: [list_files, read_file]", "tools: [list_files, read_file, plug/bad.py:f]"))
+    (tmp_path / "script.yaml").write_text("responses: []\n")
     # Validation loads the plugin as the run will, so the failure names the workflow line that references it.
     with pytest.raises(GraphValidationError, match="boom at import") as caught:
         compile_workflow(path)
@@ -189,3 +192,148 @@ end: [b, c]
     assert metrics.width == 2
     assert metrics.depth == 2
     assert metrics.cycles == []
+
+
+# -- expressions: conditions and output mappings ------------------------------------------------------------------
+
+
+def column_of(text: str, line: int, needle: str) -> int:
+    """The 1-based column of ``needle`` on a 1-based line of ``text``."""
+    return text.splitlines()[line - 1].index(needle) + 1
+
+
+def test_output_mapping_with_an_unknown_function_points_at_it(tmp_path: Path) -> None:
+    text = BASE.replace('prompt: "go",', 'prompt: "go", output: {note: "answer.trim()"},')
+    found = [d for d in diagnose(tmp_path, text) if d.code == "expr.unknown-function"]
+    assert len(found) == 1
+    problem = found[0]
+    assert "trim()" in problem.message and "Activation" not in problem.message
+    assert problem.location is not None and problem.location.line == 11
+    assert problem.location.column == column_of(text, 11, "trim()")
+    assert problem.fix is not None and "startsWith" in problem.fix and "size" in problem.fix
+
+
+def test_output_mapping_whose_result_cannot_fit_the_state_key(tmp_path: Path) -> None:
+    text = BASE.replace('prompt: "go",', 'prompt: "go", output: {count: answer},')
+    found = [d for d in diagnose(tmp_path, text) if d.code == "expr.type"]
+    assert len(found) == 1
+    assert "gives str" in found[0].message and "'count' (declared int)" in found[0].message
+    assert found[0].fix is not None and "int(" in found[0].fix
+    fitting = BASE.replace('prompt: "go",', 'prompt: "go", output: {count: "size(answer)", note: answer},')
+    assert codes(diagnose(tmp_path, fitting)) == []
+
+
+def test_output_mapping_with_an_unknown_name_suggests_the_variables_there(tmp_path: Path) -> None:
+    text = BASE.replace('output: {done: "ok"}', 'output: {done: "okay"}')
+    found = next(d for d in diagnose(tmp_path, text) if d.code == "expr.unknown-name")
+    assert "'okay'" in found.message
+    assert found.fix is not None and "did you mean ok?" in found.fix and "result" in found.fix
+
+
+def test_type_error_behind_a_short_circuit_is_found_at_its_column(tmp_path: Path) -> None:
+    text = BASE.replace("when: state.done", "when: \"state.done && state.count > 'a'\"")
+    found = [d for d in diagnose(tmp_path, text) if d.code == "expr.type"]
+    assert len(found) == 1
+    assert "`>` cannot take int and string" in found[0].message
+    assert found[0].location is not None and found[0].location.line == 16
+    assert found[0].location.column == column_of(text, 16, "state.count")
+
+
+def test_syntax_error_points_at_its_column_and_says_what_may_come(tmp_path: Path) -> None:
+    text = BASE.replace("when: state.done", "when: state.done && )")
+    found = [d for d in diagnose(tmp_path, text) if d.code == "expr.syntax"]
+    assert len(found) == 1
+    assert found[0].location is not None and found[0].location.column == column_of(text, 16, ")")
+    assert found[0].fix is not None and "operand" in found[0].fix
+
+
+def test_runtime_expression_errors_hide_cel_python_internals() -> None:
+    from agentflow.routing import _expr
+
+    with pytest.raises(_expr.ExpressionError) as caught:
+        _expr.evaluate("answer.trim()", {"answer": "x"})
+    assert "Activation" not in str(caught.value) and "NameContainer" not in str(caught.value)
+    assert "trim" in str(caught.value)
+    with pytest.raises(_expr.ExpressionError, match="`\\+` cannot take int and string"):
+        _expr.evaluate("state.n + 'a'", {"state": {"n": 1}})
+
+
+# -- tool nodes' arguments against the tool's parameters ---------------------------------------------------------
+
+
+def compile_diagnostics(tmp_path: Path, text: str) -> list[Diagnostic]:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    (tmp_path / "script.yaml").write_text("responses: []\n")
+    with pytest.raises(GraphValidationError) as caught:
+        compile_workflow(path)
+    return caught.value.diagnostics
+
+
+def test_tool_node_arguments_are_checked_against_the_tools_parameters(tmp_path: Path) -> None:
+    text = (
+        BASE.replace(
+            '  check: {kind: tool, tool: list_files, output: {done: "ok"}}',
+            '  check: {kind: tool, tool: list_files, args: {pth: "."}, output: {done: "ok"}}\n'
+            "  read: {kind: tool, tool: read_file, args: {start_line: 2}}\n"
+            '  typed: {kind: tool, tool: read_file, args: {path: "{count}"}}\n'
+            '  fine: {kind: tool, tool: read_file, args: {path: "{note}", end_line: "{count}"}}',
+        )
+        + "end: [read, typed, fine]\n"
+    )
+    found = {d.code: d for d in compile_diagnostics(tmp_path, text) if d.code.startswith("tool.")}
+    unknown = found["tool.unknown-argument"]
+    assert "'pth'" in unknown.message and unknown.fix is not None and "did you mean 'path'?" in unknown.fix
+    assert unknown.location is not None and unknown.location.line == 12
+    missing = found["tool.missing-argument"]
+    assert "'path'" in missing.message and missing.location is not None and missing.location.line == 13
+    mistyped = found["tool.argument-type"]
+    assert "'path'" in mistyped.message and "{count} is a state key of type int" in mistyped.message
+    assert mistyped.location is not None and mistyped.location.line == 14
+    assert len([d for d in compile_diagnostics(tmp_path, text) if d.code.startswith("tool.")]) == 3  # `fine` is
+
+
+# -- files a run opens ---------------------------------------------------------------------------------------------
+
+
+def test_missing_script_sandbox_folder_and_subgraph_file(tmp_path: Path) -> None:
+    from agentflow.graph import check_run_files
+
+    text = (
+        BASE.replace('"scripted:script.yaml"', '"scripted:gone.yaml"')
+        .replace("tools: [list_files", 'sandbox: {files: {"/workspace": ./no_such_folder}}\ntools: [list_files')
+        .replace("edges:", "  sub: {kind: subgraph, workflow: parts/missing.yaml}\nedges:")
+        + "end: [sub]\n"
+    )
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    template = build_template_graph(load_workflow(path))
+    files = {d.code: d for d in check_run_files(template)}
+    assert "gone.yaml" in files["model.missing-script"].message
+    assert files["model.missing-script"].location is not None and files["model.missing-script"].location.line == 7
+    assert "no_such_folder" in files["sandbox.missing-files"].message
+    assert files["sandbox.missing-files"].location is not None and files["sandbox.missing-files"].location.line == 8
+    assert check_run_files(template, scripts=False)[0].code == "sandbox.missing-files"  # --model replaces scripts
+    subgraph = next(d for d in validate_template(template) if d.code == "subgraph.missing-file")
+    assert "parts/missing.yaml" in subgraph.message and subgraph.location is not None
+
+
+# -- a misspelt node name is one root cause ------------------------------------------------------------------------
+
+
+def test_a_mistyped_edge_target_is_reported_once_without_the_errors_it_causes(tmp_path: Path) -> None:
+    found = diagnose(tmp_path, BASE.replace("{from: work, to: check}", "{from: work, to: chek}"))
+    assert codes(found) == ["graph.unknown-node"]
+    assert found[0].fix is not None and found[0].fix.startswith("did you mean 'check'?")
+    lowercase_end = diagnose(tmp_path, BASE.replace("to: END}", "to: end}"))
+    assert codes(lowercase_end) == ["graph.unknown-node"]
+    assert lowercase_end[0].fix is not None and lowercase_end[0].fix.startswith("did you mean 'END'?")
+
+
+def test_a_real_reachability_error_is_still_reported_next_to_a_typo(tmp_path: Path) -> None:
+    text = BASE.replace("{from: work, to: check}", "{from: work, to: chek}").replace(
+        "edges:", "  orphan: {kind: tool, tool: list_files}\nedges:"
+    )
+    found = diagnose(tmp_path, text + "end: [orphan]\n")
+    assert codes(found) == ["graph.unreachable", "graph.unknown-node"]
+    assert "'orphan'" in found[0].message

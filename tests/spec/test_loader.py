@@ -112,3 +112,28 @@ def test_json_schema_describes_nodes() -> None:
     assert schema["title"] == "agentflow workflow"
     assert {"name", "start", "nodes"} <= set(schema["required"])
     assert "AgentNode" in schema["$defs"]
+
+
+def test_a_position_inside_a_value_is_a_column_of_the_file(tmp_path: Path) -> None:
+    text = (
+        "name: t\nstart: a\ntools: [list_files]\nnodes:\n"
+        "  a:\n    kind: tool\n    tool: list_files\n    output:\n"
+        "      plain: size(result)\n"
+        '      quoted: "size(result)"\n'
+        '      escaped: "size(\\u0072esult)"\n'
+        "      block: |\n        size(result)\n"
+        "end: [a]\n"
+    )
+    loaded = load_workflow(write(tmp_path, text))
+    offset = "size(result)".index("result")
+    line = text.splitlines()
+
+    def column(key: str) -> int:
+        return loaded.locate_inside(offset, "nodes", "a", "output", key).column
+
+    assert column("plain") == line[8].index("size") + 1 + offset
+    assert column("quoted") == line[9].index("size") + 1 + offset
+    # YAML escapes and block scalars do not map characters one to one: the value's own position is given
+    assert column("escaped") == line[10].index('"') + 1
+    block = ("nodes", "a", "output", "block")
+    assert loaded.locate_inside(offset, *block) == loaded.locate(*block)
