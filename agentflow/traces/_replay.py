@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox
 from agentflow.tools._base import ToolOutcome
-from agentflow.traces._events import Event, EventType
+from agentflow.traces._events import Event, EventType, ran_by_hook
 from agentflow.traces._hashing import canonical_json, sha256_hex, to_json_value
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class Tape:
         self._load(trace)
 
     def hook_events_after(self, seq: int) -> list[Event]:
-        """The recorded events that reward hooks wrote right after event ``seq`` (rewards, and hook failures)."""
+        """The recorded events that reward hooks wrote right after event ``seq`` (rewards, failures, commands)."""
         found: list[Event] = []
         for event in self._recorded[seq + 1 :]:
             if not _is_hook_event(event):
@@ -222,7 +222,8 @@ class Tape:
                 result = next((e for e in children if e.type is EventType.TOOL_RESULT), None)
                 if result is None:
                     continue
-                execs = [dict(e.data) for e in children if e.type is EventType.SANDBOX_EXEC]
+                # a step hook's commands hang under the call too; they come back with the hook's reward instead
+                execs = [dict(e.data) for e in children if e.type is EventType.SANDBOX_EXEC and not ran_by_hook(e)]
                 key = _tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments"))
                 self._tools.setdefault(key, deque()).append((dict(result.data), execs))
 
@@ -314,8 +315,10 @@ def _resolved(trace: Trace, event: Event) -> Event:
 
 
 def _is_hook_event(event: Event) -> bool:
-    """A reward, or the recorded failure of a reward hook (an error event naming its hook)."""
-    return event.type is EventType.REWARD or (event.type is EventType.ERROR and "hook" in event.data)
+    """A reward, the recorded failure of a reward hook (an error event naming its hook), or a hook's sandbox command."""
+    return (
+        event.type is EventType.REWARD or (event.type is EventType.ERROR and "hook" in event.data) or ran_by_hook(event)
+    )
 
 
 class TapeSandbox(Sandbox):

@@ -15,7 +15,8 @@ What the run continues from:
   model continues from its position in its script.
 - **sandbox**: the old sandbox died with its process. A fresh one is built from the workflow's files, then every
   tool call of the completed visits is run again in it, in order, so the workspace holds what those calls made of
-  it; the marker counts these calls and lists the seq of any whose result differs from the recorded one.
+  it; the marker counts these calls and lists the seq of any whose result differs from the recorded one. Each
+  command the rebuild runs is recorded before the marker as a `sandbox_exec` with `by: "resume"`.
 - **counters**: visits, steps, model calls and tokens of the completed visits, so loop bounds and limits hold over
   the whole run.
 """
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from agentflow.graph._compile import CompiledWorkflow
     from agentflow.runtime._context import RunContext
     from agentflow.runtime._run import RunResult
-    from agentflow.tools._base import Tool
+    from agentflow.sandboxes._base import ExecResult
+    from agentflow.tools._base import ExecObserver, Tool
     from agentflow.traces._store import Trace
 
 
@@ -217,7 +219,13 @@ class ResumePoint:
             tool = tools.get(str(event.data.get("tool")))
             if event.type is not EventType.TOOL_CALL or recorded is None or tool is None:
                 continue
-            tool_ctx = ToolContext(sandbox=ctx.sandbox, run_id=ctx.run_id, node=event.node or "", state=self.state)
+            tool_ctx = ToolContext(
+                sandbox=ctx.sandbox,
+                run_id=ctx.run_id,
+                node=event.node or "",
+                state=self.state,
+                on_exec=_recorder_of_rebuild(ctx, event),
+            )
             outcome = await tool.invoke(tool_ctx, str(event.data.get("arguments") or "{}"))
             replayed += 1
             if outcome.ok != recorded.data.get("ok") or outcome.content != recorded.data.get("content"):
@@ -266,6 +274,16 @@ class ResumeModel(Model):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _recorder_of_rebuild(ctx: RunContext, call: Event) -> ExecObserver:
+    """Records each command the sandbox rebuild runs (``by: "resume"``), under the recorded call it repeats."""
+
+    def record(cmd: list[str], result: ExecResult) -> None:
+        data = {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}
+        ctx.emit(EventType.SANDBOX_EXEC, node=call.node, parent=call.seq, data=data)
+
+    return record
 
 
 def _all_tools(compiled: CompiledWorkflow) -> Iterator[tuple[str, Tool]]:
