@@ -20,6 +20,7 @@ from agentflow.rewards._sandbox import HookSandbox
 from agentflow.runtime import run_workflow
 from agentflow.sandboxes import create_sandbox
 from agentflow.traces import Event, EventType, TraceStore
+from tests.sandboxes._docker_support import require_docker
 from tests.support.require import require
 
 _TIMING = re.compile(r"\bin \d+(?:\.\d+)?s\b")
@@ -28,7 +29,7 @@ _TIMING = re.compile(r"\bin \d+(?:\.\d+)?s\b")
 SANDBOX_HOOKS: dict[str, dict[str, Any]] = {
     "tests_delta": {},
     # a command that writes bytecode, a cache and a file of its own into its working folder
-    "verify_command": {"command": "python -m pytest -q tests; python -m compileall -q calc; touch graded-here"},
+    "verify_command": {"command": "python3 -m pytest -q tests; python3 -m compileall -q calc; touch graded-here"},
     "reexecute": {},
     "outcome": {"mode": "tests"},
     "lsp_diagnostics": {"server": "basedpyright"},
@@ -116,13 +117,16 @@ async def test_tests_delta_runs_the_tests_before_the_first_step_on_a_copy_and_re
     assert deltas and deltas[-1].data["components"]["passed"] > deltas[0].data["components"]["passed_before"]
 
 
-async def test_a_hook_sandbox_runs_commands_on_a_copy_refuses_writes_and_reports_each_command() -> None:
+@pytest.mark.parametrize("backend", ["local", "docker"])
+async def test_a_hook_sandbox_runs_commands_on_a_copy_refuses_writes_and_reports_each_command(backend: str) -> None:
+    if backend == "docker":
+        require_docker()
     reported: list[dict[str, Any]] = []
-    async with await create_sandbox("local") as box:
+    async with await create_sandbox(backend) as box:
         await box.write_file("pkg/mod.py", "VALUE = 1\n")
         view = HookSandbox(box, by="hook:probe", report=reported.append, scratch_prefix="probe")
         result = await view.exec(
-            ["sh", "-c", "python -c 'import mod' && touch made-by-hook && cat mod.py && pwd"], cwd="pkg"
+            ["sh", "-c", "python3 -c 'import mod' && touch made-by-hook && cat mod.py && pwd"], cwd="pkg"
         )
         assert result.exit_code == 0, result.stderr
         assert "VALUE = 1" in result.stdout
