@@ -196,6 +196,8 @@ def runs(
     columns = ["run id", "workflow", "status", "time s", "steps", "tools", "model", "tokens", "reward"]
     if console.width < 110:
         columns = ["run id", "workflow", "status", "time s", "reward"]
+    if any(info.replay_of for info in infos):  # a replay names the run it replays
+        columns.append("replay of")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for header in columns:
         table.add_column(header, no_wrap=header != "workflow", overflow="fold")
@@ -210,6 +212,7 @@ def runs(
             "model": str(info.model_calls),
             "tokens": str(info.tokens),
             "reward": _fmt(info.reward_mean),
+            "replay of": info.replay_of or "",
         }
         table.add_row(*(cells[header] for header in columns))
     console.print(table)
@@ -236,7 +239,8 @@ def _describe(event: Event) -> str:
             return f"{'ok' if data.get('ok') else 'ERROR'} {text[:120]}"
         case EventType.SANDBOX_EXEC:
             timed_out = " timed out" if data.get("timed_out") else ""
-            return f"exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
+            by = f"{data['by']} " if data.get("by") else ""
+            return f"{by}exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
         case EventType.REWARD:
             return _describe_reward(data)
         case EventType.ROUTE:
@@ -267,6 +271,7 @@ def show(
     """Print one run's steps, tool calls and rewards."""
     with opened_store(store) as trace_store:
         trace = trace_store.load_trace(run_id)
+        passes = _grading_passes(trace_store, trace.run_id)
     summary = summarize(trace.events)
     if json_output:
         payload = {
@@ -274,6 +279,7 @@ def show(
             "summary": summary.to_dict(),
             "problems": [{"kind": p.kind, "line": p.line, "seq": p.seq, "message": p.message} for p in trace.problems],
             "aggregates": _aggregates(trace.events),
+            "grading_passes": passes,
             "events": [event.model_dump(mode="json") for event in trace.events],
         }
         print(json.dumps(payload, indent=2, default=str))
@@ -290,7 +296,38 @@ def show(
 
     for hook, figures in _aggregates(trace.events).items():
         console.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)
+    for graded in passes:
+        failed = f", {graded['hook_failures']} hook failures" if graded["hook_failures"] else ""
+        console.print(
+            f"grading pass {graded['pass_id']} ({graded['mode']}, {graded['created_at']}): "
+            f"{', '.join(graded['hooks']) or '-'}; rewards {graded['rewards']} (current {graded['current']}), "
+            f"mean {_fmt(graded['mean'])}{failed}",
+            markup=False,
+        )
     return 0
+
+
+def _grading_passes(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The offline grading passes that graded this run, oldest first, with what each gave it."""
+    from agentflow.traces import LIVE_REWARDS
+
+    rewards = [r for r in store.list_rewards(run_id, include_superseded=True) if r.pass_id != LIVE_REWARDS]
+    found = []
+    for grading_pass in store.list_grading_passes():
+        if run_id not in grading_pass.run_ids:
+            continue
+        mine = [r for r in rewards if r.pass_id == grading_pass.pass_id]
+        values = [r.value for r in mine if r.value is not None]
+        found.append(
+            {
+                **{key: value for key, value in grading_pass.to_dict().items() if key != "run_ids"},
+                "rewards": len(mine),
+                "current": sum(1 for r in mine if r.superseded_by is None),
+                "mean": sum(values) / len(values) if values else None,
+                "hook_failures": sum(1 for r in mine if r.components.get("hook_error")),
+            }
+        )
+    return found
 
 
 def _aggregates(events: list[Event]) -> dict[str, Any]:

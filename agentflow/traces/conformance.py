@@ -273,6 +273,17 @@ def check_live_rewards(store: Store) -> None:
     _expect(only_pass == [graded.pass_id], f"pass_id of a grading pass listed {only_pass}")
 
 
+def check_replays_marked(store: Store) -> None:
+    """``list_runs`` names the run a replay replays (``replay_of`` of its run_started), and None for other runs."""
+    original = _record(store)
+    with store.new_run(workflow="demo") as recorder:
+        recorder.emit(EventType.RUN_STARTED, data={"workflow": "demo", "replay_of": original, "replay_mode": "tape"})
+        recorder.finish("succeeded")
+        replay = recorder.run_id
+    listed = {info.run_id: info.replay_of for info in store.list_runs()}
+    _expect(listed == {original: None, replay: original}, f"replay_of in the run list: {listed}")
+
+
 def check_realized_graphs(store: Store) -> None:
     """A realized graph is kept, and saving it again replaces it."""
     run_id = _record(store)
@@ -314,6 +325,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "interrupted_and_reopened": check_interrupted_and_reopened,
     "grading_passes": check_grading_passes,
     "live_rewards": check_live_rewards,
+    "replays_marked": check_replays_marked,
     "realized_graphs": check_realized_graphs,
     "tampered_event_reported": check_tampered_event_reported,
     "opened_again": check_opened_again,
