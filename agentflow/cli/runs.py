@@ -199,8 +199,13 @@ def runs(
     if any(info.replay_of for info in infos):  # a replay names the run it replays
         columns.append("replay of")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    whole = {
+        "run id": max((len(i.run_id) for i in infos), default=6),
+        "status": max((len(i.status) for i in infos), default=6),
+    }
     for header in columns:
-        table.add_column(header, no_wrap=header != "workflow", overflow="fold")
+        folds = header in ("workflow", "replay of")  # these wrap on a narrow terminal; the id and status never do
+        table.add_column(header, no_wrap=not folds, overflow="fold", min_width=whole.get(header))
     for info in infos:
         cells = {
             "run id": info.run_id,

@@ -95,9 +95,24 @@ def iter_steps(events: Sequence[Event], kind: StepKind) -> Iterator[tuple[str | 
         yield None, list(events)
         return
     if kind == "node":
-        yield from _spans(events, EventType.NODE_STARTED, EventType.NODE_FINISHED)
+        yield from _node_visits(events)
         return
     yield from _spans(events, EventType.TOOL_CALL, EventType.TOOL_RESULT, alone=_final_answer)
+
+
+def _node_visits(events: Sequence[Event]) -> Iterator[tuple[str | None, list[Event]]]:
+    """Each node visit with every event from its node_started to its node_finished, in the order visits finish.
+
+    As the runtime gives a node hook, and not only the events parented to node_started: a tool's result hangs
+    under its call, and the step rewards under their steps.
+    """
+    started_at: dict[int, int] = {}
+    for index, event in enumerate(events):
+        if event.type is EventType.NODE_STARTED:
+            started_at[event.seq] = index
+        elif event.type is EventType.NODE_FINISHED and event.parent in started_at:
+            first = started_at.pop(event.parent)
+            yield events[first].node, list(events[first : index + 1])
 
 
 def _final_answer(event: Event) -> bool:
