@@ -98,8 +98,9 @@ def without_abandoned(events: Sequence[Event]) -> list[Event]:
     """The events of a resumed run as one uninterrupted execution would have recorded them.
 
     A resumed trace holds the visit the interruption abandoned (the events after ``run_resumed``'s
-    ``resumed_after_seq``) and the ``run_resumed`` event itself; both are left out, and the events after them are
-    numbered on (``seq``, ``parent`` and rewards' ``target_seq``), so that a replay of the run compares event by event.
+    ``resumed_after_seq``), the ``run_resumed`` event itself and the commands of the sandbox rebuild after it
+    (``sandbox_exec`` with ``by: "resume"``); all of them are left out, and the events after them are numbered on
+    (``seq``, ``parent`` and rewards' ``target_seq``), so that a replay of the run compares event by event.
     A trace that was never resumed comes back as it is.
     """
     abandoned: set[int] = set()
@@ -108,6 +109,8 @@ def without_abandoned(events: Sequence[Event]) -> list[Event]:
             cut = event.data.get("resumed_after_seq")
             first = cut + 1 if isinstance(cut, int) else event.seq
             abandoned.update(range(first, event.seq + 1))
+        elif event.type is EventType.SANDBOX_EXEC and event.data.get("by") == "resume":
+            abandoned.add(event.seq)  # the sandbox rebuild after run_resumed: no uninterrupted run has it
     if not abandoned:
         return list(events)
     kept = [event for event in events if event.seq not in abandoned]

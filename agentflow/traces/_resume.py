@@ -16,7 +16,8 @@ What the run continues from:
 - **sandbox**: the old sandbox died with its process. A fresh one is built from the workflow's files, then every
   tool call of the completed visits is run again in it, in order, so the workspace holds what those calls made of
   it; the marker counts these calls and lists the seq of any whose result differs from the recorded one. Each
-  command the rebuild runs is recorded before the marker as a `sandbox_exec` with `by: "resume"`.
+  command the rebuild ran is recorded right after the marker as a `sandbox_exec` with `by: "resume"` (a replay,
+  which rebuilds nothing, leaves them out of the comparison).
 - **counters**: visits, steps, model calls and tokens of the completed visits, so loop bounds and limits hold over
   the whole run.
 """
@@ -192,7 +193,8 @@ class ResumePoint:
         """Rebuild the sandbox from the completed visits' tool calls, then record ``run_resumed``."""
         import agentflow
 
-        replayed, differed = await self._restore_sandbox(ctx, compiled)
+        execs: list[tuple[Event, dict[str, Any]]] = []
+        replayed, differed = await self._restore_sandbox(ctx, compiled, execs)
         ctx.emit(
             EventType.RUN_RESUMED,
             data={
@@ -206,8 +208,13 @@ class ResumePoint:
                 "agentflow_version": agentflow.__version__,
             },
         )
+        # after the marker, which must follow the killed process's last event: the commands the rebuild ran
+        for call, data in execs:
+            ctx.emit(EventType.SANDBOX_EXEC, node=call.node, parent=call.seq, data=data)
 
-    async def _restore_sandbox(self, ctx: RunContext, compiled: CompiledWorkflow) -> tuple[int, list[int]]:
+    async def _restore_sandbox(
+        self, ctx: RunContext, compiled: CompiledWorkflow, execs: list[tuple[Event, dict[str, Any]]]
+    ) -> tuple[int, list[int]]:
         from agentflow.tools._base import ToolContext
 
         tools = dict(_all_tools(compiled))
@@ -224,7 +231,7 @@ class ResumePoint:
                 run_id=ctx.run_id,
                 node=event.node or "",
                 state=self.state,
-                on_exec=_recorder_of_rebuild(ctx, event),
+                on_exec=_collector_of_rebuild(execs, event),
             )
             outcome = await tool.invoke(tool_ctx, str(event.data.get("arguments") or "{}"))
             replayed += 1
@@ -276,14 +283,13 @@ class ResumeModel(Model):
         await self.inner.close()
 
 
-def _recorder_of_rebuild(ctx: RunContext, call: Event) -> ExecObserver:
-    """Records each command the sandbox rebuild runs (``by: "resume"``), under the recorded call it repeats."""
+def _collector_of_rebuild(execs: list[tuple[Event, dict[str, Any]]], call: Event) -> ExecObserver:
+    """Keeps each command the sandbox rebuild runs (``by: "resume"``) with the recorded call it repeats."""
 
-    def record(cmd: list[str], result: ExecResult) -> None:
-        data = {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}
-        ctx.emit(EventType.SANDBOX_EXEC, node=call.node, parent=call.seq, data=data)
+    def collect(cmd: list[str], result: ExecResult) -> None:
+        execs.append((call, {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}))
 
-    return record
+    return collect
 
 
 def _all_tools(compiled: CompiledWorkflow) -> Iterator[tuple[str, Tool]]:
