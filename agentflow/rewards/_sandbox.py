@@ -59,7 +59,7 @@ class HookSandbox(Sandbox):
         self.backend = inner.backend
         self.by = by
         self._report = report
-        self._prefix = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"agentflow-{scratch_prefix}")
+        self._prefix = scratch_prefix  # made safe for a file name at the first exec: most hooks never exec
         self._count = 0
 
     async def exec(
@@ -79,7 +79,8 @@ class HookSandbox(Sandbox):
         """
         where = workdir_relative(cwd or ".", self.inner.workdir)
         self._count += 1
-        scratch = f"{self._prefix}-{self._count}"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self._prefix)
+        scratch = f"agentflow-{safe}-{self._count}"
         wrapped = ["sh", "-c", _ON_A_COPY, "agentflow-hook", self.inner.workdir, scratch, where, *cmd]
         result = await self.inner.exec(wrapped, stdin=stdin, env=env, timeout=timeout)
         self._record(cmd, cwd, result)
