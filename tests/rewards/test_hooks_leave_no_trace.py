@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from agentflow.errors import MissingExtraError
+from agentflow.rewards import reward_hooks
 from agentflow.rewards._lsp import SERVERS
 from agentflow.rewards._sandbox import HookSandbox
 from agentflow.runtime import run_workflow
@@ -34,6 +35,15 @@ SANDBOX_HOOKS: dict[str, dict[str, Any]] = {
     "outcome": {"mode": "tests"},
     "lsp_diagnostics": {"server": "basedpyright"},
 }
+
+
+# The other built-in hooks work from the trace's events alone (and a judge model); they never see the sandbox.
+EVENTS_ONLY_HOOKS = {"exit_code", "tests_passed", "constant", "noop", "llm_judge", "checklist"}
+
+
+def test_every_built_in_hook_is_classified_here() -> None:
+    # a new built-in hook is added to one of the two sets, and to the observation test if it uses the sandbox
+    assert set(reward_hooks.names()) == set(SANDBOX_HOOKS) | EVENTS_ONLY_HOOKS
 
 
 def _installed(server: str) -> bool:
