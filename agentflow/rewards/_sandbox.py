@@ -73,6 +73,9 @@ class HookSandbox(Sandbox):
     ) -> ExecResult:
         """Run ``cmd`` on a fresh copy of the workdir (``cwd`` is taken inside the copy) and record it.
 
+        ``timeout`` covers the copy too. A command killed by a signal exits ``128 + signal`` (the shell that holds
+        the copy reports it), not the negative code of a direct exec.
+
         Raises:
             PathOutsideWorkdirError: ``cwd`` is outside the workdir.
             SandboxError: the workdir could not be copied (the command did not run).

@@ -80,21 +80,29 @@ def _variant(examples: Path, name: str, rewards: list[dict[str, Any]]) -> Path:
     return path
 
 
-async def _run(examples: Path, store: TraceStore, name: str, rewards: list[dict[str, Any]]) -> list[Event]:
-    result = await run_workflow(_variant(examples, name, rewards), store=store)
+async def _run(
+    examples: Path, store: TraceStore, name: str, rewards: list[dict[str, Any]], backend: str | None = None
+) -> list[Event]:
+    result = await run_workflow(_variant(examples, name, rewards), store=store, sandbox=backend)
     assert result.status == "succeeded", result.error
     return store.load_trace(result.run_id).events
 
 
-@pytest.mark.parametrize("hook", sorted(SANDBOX_HOOKS))
+@pytest.mark.parametrize(
+    ("hook", "backend"),
+    [*((hook, "local") for hook in sorted(SANDBOX_HOOKS)), ("tests_delta", "docker"), ("verify_command", "docker")],
+)
 async def test_the_agent_sees_the_same_bytes_with_and_without_each_built_in_hook(
-    hook: str, examples: Path, tmp_path: Path
+    hook: str, backend: str, examples: Path, tmp_path: Path
 ) -> None:
     if hook == "lsp_diagnostics":
         require(_installed("basedpyright"), "basedpyright is not installed (pip install 'agentflow[lsp]')")
+    if backend == "docker":
+        require_docker()
     store = TraceStore(tmp_path / ".agentflow")
-    baseline = await _run(examples, store, "no_rewards", [])
-    graded = await _run(examples, store, hook, [{"hook": hook, "on": "step", "options": SANDBOX_HOOKS[hook]}])
+    baseline = await _run(examples, store, "no_rewards", [], backend)
+    rewards = [{"hook": hook, "on": "step", "options": SANDBOX_HOOKS[hook]}]
+    graded = await _run(examples, store, hook, rewards, backend)
 
     errors = [e.data["message"] for e in graded if e.type is EventType.ERROR]
     assert not errors, errors
