@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agentflow.errors import MissingExtraError
+from agentflow.errors import MissingExtraError, SandboxError
 from agentflow.rewards import reward_hooks
 from agentflow.rewards._lsp import SERVERS
 from agentflow.rewards._sandbox import HookSandbox
@@ -164,3 +164,15 @@ async def test_a_hook_sandbox_runs_commands_on_a_copy_refuses_writes_and_reports
         leftover = await box.exec(["sh", "-c", 'ls "${TMPDIR:-/tmp}"'])
         assert "agentflow-probe" not in leftover.stdout  # the copy a killed command left is removed
         assert [r["by"] for r in reported] == ["hook:probe"] * 3
+
+
+async def test_a_workdir_the_hook_cannot_copy_fails_the_hook_instead_of_running_on_the_agents_files() -> None:
+    reported: list[dict[str, Any]] = []
+    async with await create_sandbox("local") as box:
+        made = await box.exec(["sh", "-c", "echo secret > locked.txt && chmod 000 locked.txt"])
+        assert made.exit_code == 0, made.stderr
+        view = HookSandbox(box, by="hook:probe", report=reported.append, scratch_prefix="locked")
+        with pytest.raises(SandboxError, match="hook:probe could not copy the workdir"):
+            await view.exec(["touch", "ran-anyway"])
+        assert await box.list_files(".") == ["locked.txt"]
+        assert [r["exit_code"] for r in reported] == [125]  # the attempt is in the trace too
