@@ -1,9 +1,12 @@
-# The two quick-start commands: `make run` and `make test`. Each creates .venv and installs what it needs.
+# The two quick-start commands: `make run` and `make test`. Each creates .venv and installs what it needs:
+# `make run` only the core and the extras the shipped example uses, `make test` the test tools and every extra too.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The shipped example (graphs/examples/fix_failing_test.yaml) scores its edits with a real language server.
+RUN_EXTRAS ?= lsp
 # The extras the test suite exercises (each optional backend is tested against the real thing where it runs).
-EXTRAS ?= dev,docker,e2b,postgres,otel,lsp
+TEST_EXTRAS ?= dev,docker,e2b,postgres,otel,lsp
 
 .PHONY: run test lint typecheck unit schema clean
 
@@ -11,28 +14,33 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+# One marker per install, so `make run` never pulls the test tools and `make test` after it adds them.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(RUN_EXTRAS)]'
 	touch $@
 
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
+	touch $@ $(VENV)/.installed-run
+
 # The main job on embedded defaults: scripted model, local sandbox, store in .agentflow/.
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(BIN)/agentflow run graphs/examples/fix_failing_test.yaml
 
 # The whole test suite: lint, format check, strict type check, pytest.
 test: lint typecheck unit
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check agentflow tests benchmarks tools
 	$(BIN)/ruff format --check agentflow tests benchmarks tools
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed-test
 	$(BIN)/pytest -q
 
-schema: $(VENV)/.installed
+schema: $(VENV)/.installed-run
 	$(BIN)/agentflow schema --output agentflow.schema.json
 
 clean:

@@ -18,7 +18,10 @@ def grade(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="grade every stored run")] = False,
     hooks: Annotated[
-        list[str] | None, typer.Option("--hooks", help="a reward hook NAME[:step|node|run] (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--hooks", help="a reward hook NAME[:step|node|run] (repeatable); default: the workflow's own rewards"
+        ),
     ] = None,
     checkpoints: Annotated[Path | None, typer.Option("--checkpoints", help="a benchmark checkpoints file")] = None,
     append: Annotated[bool, typer.Option("--append", help="keep earlier rewards current (default)")] = False,
@@ -30,7 +33,11 @@ def grade(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     store: Annotated[str, typer.Option("--store", help="a folder or a postgresql:// URL")] = ".agentflow",
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
-    """Grade stored runs offline as a new grading pass, or compare step labels (`grade labels`)."""
+    """Grade stored runs offline as a new grading pass, or compare step labels (`grade labels`).
+
+    Without --hooks and --checkpoints each run is graded with its workflow's own `rewards:`. Exit 1 when a run could
+    not be graded or a hook failed on some step.
+    """
     if run_ids == ["labels"]:
         return _labels(reference, predictions, json_output)
     if append and overwrite:
@@ -65,7 +72,12 @@ def grade(  # noqa: PLR0917 - typer maps each parameter to an argument or option
                 _print_checkpoints(report)
         for run_id, why in result.failures.items():
             print(f"  {run_id}  not graded: {why}")
-    return 1 if result.failures else 0
+        if result.hook_failures:
+            print(
+                f"{result.hook_failures} hook failures in this pass (stored as rewards without a value;"
+                f" see `agentflow show RUN_ID`)"
+            )
+    return 1 if result.failures or result.hook_failures else 0
 
 
 def _print_checkpoints(report: dict[str, Any]) -> None:

@@ -242,9 +242,16 @@ def runs(
     columns = ["run id", "workflow", "status", "time s", "steps", "tools", "model", "tokens", "reward"]
     if out.width < 110:
         columns = ["run id", "workflow", "status", "time s", "reward"]
+    if any(info.replay_of for info in infos):  # a replay names the run it replays
+        columns.append("replay of")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    whole = {
+        "run id": max((len(i.run_id) for i in infos), default=6),
+        "status": max((len(i.status) for i in infos), default=6),
+    }
     for header in columns:
-        table.add_column(header, no_wrap=header != "workflow", overflow="fold")
+        folds = header in ("workflow", "replay of")  # these wrap on a narrow terminal; the id and status never do
+        table.add_column(header, no_wrap=not folds, overflow="fold", min_width=whole.get(header))
     for info in infos:
         cells = {
             "run id": info.run_id,
@@ -256,6 +263,7 @@ def runs(
             "model": str(info.model_calls),
             "tokens": str(info.tokens),
             "reward": _fmt(info.reward_mean),
+            "replay of": info.replay_of or "",
         }
         table.add_row(*(cells[header] for header in columns))
     out.print(table)
@@ -282,7 +290,8 @@ def _describe(event: Event) -> str:
             return f"{'ok' if data.get('ok') else 'ERROR'} {text[:120]}"
         case EventType.SANDBOX_EXEC:
             timed_out = " timed out" if data.get("timed_out") else ""
-            return f"exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
+            by = f"{data['by']} " if data.get("by") else ""
+            return f"{by}exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
         case EventType.REWARD:
             return _describe_reward(data)
         case EventType.ROUTE:
@@ -315,6 +324,7 @@ def show(
     """Print one run's steps, tool calls and rewards."""
     with opened_store(store) as trace_store:
         trace = trace_store.load_trace(run_id)
+        passes = _grading_passes(trace_store, trace.run_id)
     summary = summarize(trace.events)
     if json_output:
         payload = {
@@ -322,6 +332,7 @@ def show(
             "summary": summary.to_dict(),
             "problems": [{"kind": p.kind, "line": p.line, "seq": p.seq, "message": p.message} for p in trace.problems],
             "aggregates": _aggregates(trace.events),
+            "grading_passes": passes,
             "events": [event.model_dump(mode="json") for event in trace.events],
         }
         print(json.dumps(payload, indent=2, default=str))
@@ -338,7 +349,38 @@ def show(
 
     for hook, figures in _aggregates(trace.events).items():
         out.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)
+    for graded in passes:
+        failed = f", {graded['hook_failures']} hook failures" if graded["hook_failures"] else ""
+        out.print(
+            f"grading pass {graded['pass_id']} ({graded['mode']}, {graded['created_at']}): "
+            f"{', '.join(graded['hooks']) or '-'}; rewards {graded['rewards']} (current {graded['current']}), "
+            f"mean {_fmt(graded['mean'])}{failed}",
+            markup=False,
+        )
     return 0
+
+
+def _grading_passes(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The offline grading passes that graded this run, oldest first, with what each gave it."""
+    from agentflow.traces import LIVE_REWARDS
+
+    rewards = [r for r in store.list_rewards(run_id, include_superseded=True) if r.pass_id != LIVE_REWARDS]
+    found = []
+    for grading_pass in store.list_grading_passes():
+        if run_id not in grading_pass.run_ids:
+            continue
+        mine = [r for r in rewards if r.pass_id == grading_pass.pass_id]
+        values = [r.value for r in mine if r.value is not None]
+        found.append(
+            {
+                **{key: value for key, value in grading_pass.to_dict().items() if key != "run_ids"},
+                "rewards": len(mine),
+                "current": sum(1 for r in mine if r.superseded_by is None),
+                "mean": sum(values) / len(values) if values else None,
+                "hook_failures": sum(1 for r in mine if r.components.get("hook_error")),
+            }
+        )
+    return found
 
 
 def _aggregates(events: list[Event]) -> dict[str, Any]:

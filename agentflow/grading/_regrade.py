@@ -16,6 +16,8 @@ from agentflow.traces._events import Event, EventType
 from agentflow.traces._protocol import GradingMode, GradingPass, Store, StoredReward
 
 CHECKPOINT_HOOK = "checkpoints"
+HOOK_ERROR = "hook_error"
+"""The component naming the exception of a hook that failed on a step (its reward's value is None)."""
 
 
 @dataclass(frozen=True)
@@ -23,11 +25,13 @@ class HookRequest:
     """A hook to run offline: ``NAME`` or ``NAME:on`` (``on`` is step, node or run; step by default).
 
     NAME is a registered hook or a plugin by path (``hooks/mine.py:fn``, relative to the current folder).
+    ``nodes`` limits it to the steps of those nodes, as a workflow's ``rewards:`` entry does (empty: every node).
     """
 
     name: str
     on: StepKind = "step"
     options: Mapping[str, Any] = field(default_factory=lambda: {})
+    nodes: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> HookRequest:
@@ -63,10 +67,16 @@ class GradingResult:
     failures: dict[str, str]
     checkpoint_reports: dict[str, dict[str, Any]] = field(default_factory=lambda: {})
 
+    @property
+    def hook_failures(self) -> int:
+        """How many times a hook raised instead of scoring (each is stored as a reward with value None)."""
+        return sum(1 for rewards in self.rewards.values() for reward in rewards if reward.components.get(HOOK_ERROR))
+
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-serialisable data."""
         return {
             "pass_id": self.grading_pass.pass_id,
+            "hook_failures": self.hook_failures,
             "mode": self.grading_pass.mode,
             "hooks": self.grading_pass.hooks,
             "checkpoints": self.grading_pass.checkpoints,
@@ -91,9 +101,24 @@ def iter_steps(events: Sequence[Event], kind: StepKind) -> Iterator[tuple[str | 
         yield None, list(events)
         return
     if kind == "node":
-        yield from _spans(events, EventType.NODE_STARTED, EventType.NODE_FINISHED)
+        yield from _node_visits(events)
         return
     yield from _spans(events, EventType.TOOL_CALL, EventType.TOOL_RESULT, alone=_final_answer)
+
+
+def _node_visits(events: Sequence[Event]) -> Iterator[tuple[str | None, list[Event]]]:
+    """Each node visit with every event from its node_started to its node_finished, in the order visits finish.
+
+    As the runtime gives a node hook, and not only the events parented to node_started: a tool's result hangs
+    under its call, and the step rewards under their steps.
+    """
+    started_at: dict[int, int] = {}
+    for index, event in enumerate(events):
+        if event.type is EventType.NODE_STARTED:
+            started_at[event.seq] = index
+        elif event.type is EventType.NODE_FINISHED and event.parent in started_at:
+            first = started_at.pop(event.parent)
+            yield events[first].node, list(events[first : index + 1])
 
 
 def _final_answer(event: Event) -> bool:
@@ -137,8 +162,8 @@ async def score_trace(
     run_id: str, events: Sequence[Event], hooks: Sequence[tuple[HookRequest, RewardHook]]
 ) -> list[StoredReward]:
     """Score one trace offline with each hook over the steps of its kind (``sandbox=None``); a failing hook gives
-    a reward with ``value`` None and the error as its explanation; run-level hooks do not score an ``errored`` run
-    (a reward with ``value`` None and ``components.not_scored``)."""
+    a reward with ``value`` None, the error as its explanation and the exception's name as ``hook_error``; run-level
+    hooks do not score an ``errored`` run (a reward with ``value`` None and ``components.not_scored``)."""
     rewards: list[StoredReward] = []
     unscored = not_scored_reason(events)
     for request, hook in hooks:
@@ -148,6 +173,8 @@ async def score_trace(
             rewards.append(StoredReward("", run_id, request.name, "run", None, None, None, None, explanation, marker))
             continue
         for node, step_events in iter_steps(events, request.on):
+            if request.nodes and request.on != "run" and node not in request.nodes:
+                continue
             state = _state_before(events, step_events[-1].seq + 1 if step_events else 0)
             before = bisect.bisect_left(events, step_events[0].seq, key=lambda e: e.seq) if step_events else 0
             step = StepContext(
@@ -173,6 +200,7 @@ async def score_trace(
                         None,
                         None,
                         f"hook failed: {type(exc).__name__}: {exc}",
+                        {HOOK_ERROR: type(exc).__name__},
                     )
                 )
                 continue
@@ -210,45 +238,50 @@ async def grade_runs(
         store: where the runs are, and where the pass goes.
         run_ids: the runs (ids or unique prefixes).
         hooks: ``NAME[:step|node|run]`` or :class:`HookRequest`; each hook is built once with its default options.
+            With no hooks and no checkpoints, each run is graded with its own workflow's ``rewards:`` (hooks, step
+            kinds, nodes and options as declared), read from the workflow file its trace names.
         checkpoints: a benchmark checkpoints file (YAML/JSON); its report becomes a ``checkpoints`` reward (value PQS).
         mode: ``append`` keeps earlier rewards current; ``overwrite`` marks earlier rewards of the same runs and hooks
             superseded (they stay stored).
         concurrency: traces graded at once.
 
     Raises:
-        ConfigError: no hook and no checkpoints, an unknown hook, or a bad checkpoints file.
+        ConfigError: an unknown hook, or a bad checkpoints file.
     """
     from agentflow.grading._checkpoints import evaluate_checkpoints, load_checkpoints
 
     requests = [hook if isinstance(hook, HookRequest) else HookRequest.parse(hook) for hook in hooks]
-    if not requests and checkpoints is None:
-        raise ConfigError("nothing to grade with", fix="pass --hooks NAME... and/or --checkpoints FILE")
-    # A hook by path (hooks/mine.py:fn) is relative to the current folder, as a path on the command line is.
-    built = [
-        (request, resolve_reward_hook(request.name, base_dir=Path.cwd())(**dict(request.options)))
-        for request in requests
-    ]
+    own_rewards = not requests and checkpoints is None
+    built = [(request, _build_hook(request)) for request in requests]
     spec = load_checkpoints(checkpoints) if checkpoints is not None else None
     full_ids = [store.resolve_run_id(run_id) for run_id in run_ids]
-    labels = [request.label for request in requests] + ([CHECKPOINT_HOOK] if spec is not None else [])
-    grading_pass = store.create_grading_pass(run_ids=full_ids, hooks=labels, checkpoints=checkpoints, mode=mode)
-    result = GradingResult(grading_pass, {}, {})
+    by_workflow: dict[str, list[tuple[HookRequest, RewardHook]]] = {}
+    rewards_of: dict[str, list[StoredReward]] = {}
+    failures: dict[str, str] = {}
+    reports: dict[str, dict[str, Any]] = {}
     limiter = asyncio.Semaphore(concurrency)
 
     async def grade_one(run_id: str) -> None:
         async with limiter:
             trace = await asyncio.to_thread(store.load_trace, run_id)
             if not trace.ok:
-                result.failures[run_id] = "; ".join(str(problem) for problem in trace.problems)
+                failures[run_id] = "; ".join(str(problem) for problem in trace.problems)
                 return
             events = [
                 event.model_copy(update={"data": trace.resolve(event.data)}) if "$blob" in str(event.data) else event
                 for event in trace.events
             ]
-            rewards = await score_trace(run_id, events, built)
+            hooks_of_run = built
+            if own_rewards:
+                try:
+                    hooks_of_run = _workflow_hooks(events, by_workflow)
+                except ConfigError as exc:
+                    failures[run_id] = f"{exc} (name the hooks with --hooks)"
+                    return
+            rewards = await score_trace(run_id, events, hooks_of_run)
             if spec is not None:
                 report = await evaluate_checkpoints(spec, events)
-                result.checkpoint_reports[run_id] = report.to_dict()
+                reports[run_id] = report.to_dict()
                 rewards.append(
                     StoredReward(
                         "",
@@ -263,13 +296,62 @@ async def grade_runs(
                         report.to_dict(),
                     )
                 )
-            result.rewards[run_id] = [_in_pass(reward, grading_pass.pass_id) for reward in rewards]
+            rewards_of[run_id] = rewards
 
     await asyncio.gather(*(grade_one(run_id) for run_id in full_ids))
-    result.rewards = {run_id: result.rewards[run_id] for run_id in full_ids if run_id in result.rewards}
+    used = requests if not own_rewards else [r for hooks_of in by_workflow.values() for r, _ in hooks_of]
+    labels = list(dict.fromkeys(request.label for request in used)) + ([CHECKPOINT_HOOK] if spec else [])
+    grading_pass = store.create_grading_pass(run_ids=full_ids, hooks=labels, checkpoints=checkpoints, mode=mode)
+    result = GradingResult(grading_pass, {}, failures, reports)
+    result.rewards = {
+        run_id: [_in_pass(reward, grading_pass.pass_id) for reward in rewards_of[run_id]]
+        for run_id in full_ids
+        if run_id in rewards_of
+    }
     stored = [reward for rewards in result.rewards.values() for reward in rewards]
     await asyncio.to_thread(store.add_rewards, grading_pass, stored)
     return result
+
+
+def _build_hook(
+    request: HookRequest, base_dir: Path | None = None, models: Mapping[str, str] | None = None
+) -> RewardHook:
+    """The hook a request names, built with its options (and the workflow's folder and models, as a run has them).
+
+    A hook by path (``hooks/mine.py:fn``) is relative to the workflow's folder, or to the current folder when it was
+    named on the command line (as any path there is).
+    """
+    hook = resolve_reward_hook(request.name, base_dir=base_dir or Path.cwd())(**dict(request.options))
+    hook.base_dir = base_dir
+    hook.models = dict(models or {})
+    return hook
+
+
+def _workflow_hooks(
+    events: Sequence[Event], cache: dict[str, list[tuple[HookRequest, RewardHook]]]
+) -> list[tuple[HookRequest, RewardHook]]:
+    """The hooks of the workflow a trace ran (its ``rewards:``), built once per workflow file.
+
+    Raises:
+        ConfigError: the trace names no workflow file, or the file is gone or invalid.
+    """
+    from agentflow.spec import load_workflow
+
+    started = next((event for event in events if event.type is EventType.RUN_STARTED), None)
+    file = started.data.get("workflow_file") if started is not None else None
+    if not isinstance(file, str) or not file:
+        raise ConfigError("the run's trace names no workflow file to take its rewards from")
+    if file not in cache:
+        if not Path(file).is_file():
+            raise ConfigError(f"the run's workflow file is gone: {file}")
+        loaded = load_workflow(file)
+        models = {name: config.model for name, config in loaded.spec.models.items()}
+        requests = [
+            HookRequest(reward.hook, reward.on, dict(reward.options), tuple(reward.nodes))
+            for reward in loaded.spec.rewards
+        ]
+        cache[file] = [(request, _build_hook(request, loaded.base_dir, models)) for request in requests]
+    return cache[file]
 
 
 def _in_pass(reward: StoredReward, pass_id: str) -> StoredReward:

@@ -26,7 +26,9 @@ class StepContext:
     between), for ``node`` everything between node_started and node_finished, for ``run`` the whole trace.
     ``history`` is the run's events before the step (empty for ``run``), for hooks that judge a step in the light
     of what came before it (a judge applying error propagation, or spotting a redundant step).
-    ``sandbox`` is None when grading offline, where hooks must work from the events alone.
+    ``sandbox`` is None when grading offline, where hooks must work from the events alone. In a run it is the run's
+    sandbox as the engine lets a hook use it (:class:`~agentflow.rewards._sandbox.HookSandbox`): reads as they are,
+    no writes, each command recorded and run on a copy of the workdir, so grading never changes what the agent sees.
     """
 
     run_id: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
-from agentflow.traces._events import EventType
+from agentflow.traces._events import EventType, ran_by_hook
 
 
 @reward_hook("exit_code")
@@ -24,7 +24,7 @@ class ExitCodeHook(RewardHook):
                 outcomes.append(ok)
                 if not ok:
                     failures.append(f"{event.data.get('tool')}: {event.data.get('error')}")
-            elif event.type is EventType.SANDBOX_EXEC:
+            elif event.type is EventType.SANDBOX_EXEC and not ran_by_hook(event):  # the agent's commands only
                 ok = event.data.get("exit_code") == 0 and not event.data.get("timed_out")
                 outcomes.append(ok)
                 if not ok:

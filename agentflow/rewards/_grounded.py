@@ -10,6 +10,7 @@ from typing import Any
 
 from agentflow.errors import RewardHookError
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
+from agentflow.rewards._sandbox import HookSandbox
 from agentflow.sandboxes._base import Sandbox
 from agentflow.traces._events import EventType
 
@@ -138,7 +139,9 @@ class ReexecuteHook(RewardHook):
             return None
         if step.sandbox is None:
             raise RewardHookError("reexecute needs the run's sandbox to copy its files; it cannot score offline")
-        fresh = await create_sandbox(step.sandbox.backend)
+        fresh: Sandbox = await create_sandbox(step.sandbox.backend)
+        if isinstance(step.sandbox, HookSandbox):  # the engine's view: the fresh sandbox's commands are recorded too
+            fresh = step.sandbox.recorded(fresh, label="fresh")
         try:
             for path in await step.sandbox.list_files("."):
                 await fresh.write_file(path, await step.sandbox.read_file(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 from agentflow.errors import ConfigError, RewardHookError
 from agentflow.rewards import RewardHook, StepContext, StepKind, resolve_reward_hook
 from agentflow.rewards._aggregate import NEEDS_OUTCOME, aggregate_trace
+from agentflow.rewards._sandbox import HookSandbox
 from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
 
@@ -76,10 +78,10 @@ class RewardEngine:
         if ctx.replays_hooks:
             return
         step = StepContext(run_id=ctx.run_id, kind="run", node=None, events=(), state=ctx.state, sandbox=ctx.sandbox)
-        for binding in self.bindings:
+        for index, binding in enumerate(self.bindings):
             try:
                 async with asyncio.timeout(binding.spec.timeout_s):
-                    await binding.hook.start_run(step)
+                    await binding.hook.start_run(self._hook_view(ctx, index, step, scratch="start"))
             except Exception as exc:  # noqa: BLE001 - a failing hook is recorded and never fails the run
                 message = f"hook {binding.spec.hook!r} could not start: {type(exc).__name__}: {exc}"
                 self._record_failure(ctx, binding, "run", None, target=None, message=message)
@@ -153,8 +155,34 @@ class RewardEngine:
             recorded.extend(self._record_aggregates(ctx))
         return recorded
 
+    def _hook_view(self, ctx: RunContext, index: int, step: StepContext, *, scratch: str) -> StepContext:
+        """``step`` with the sandbox as this hook may use it: every exec recorded and run on a copy of the workdir.
+
+        The recorded ``sandbox_exec`` names the hook (``by``) and hangs under the step it scores; a tape replay
+        serves it back like the hook's reward (see ``traces._replay``). ``scratch`` makes the copy's folder name
+        unique per hook binding and step, and the same in every replay.
+        """
+        if step.sandbox is None:
+            return step
+        binding = self.bindings[index]
+        label, target = step.node, step.target_seq
+
+        def record(data: dict[str, Any]) -> None:
+            ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=target, data=data)
+
+        view = HookSandbox(
+            step.sandbox,
+            by=f"hook:{binding.spec.hook}",
+            report=record,
+            scratch_prefix=f"hook{index}-{binding.spec.hook}-{scratch}",
+        )
+        return dataclasses.replace(step, sandbox=view)
+
     async def _score_and_record(self, ctx: RunContext, binding: HookBinding, step: StepContext) -> list[Event]:
-        reward, error, duration = await self._score_one(binding, step)
+        scratch = f"{step.kind}-{step.target_seq}"
+        reward, error, duration = await self._score_one(
+            binding, self._hook_view(ctx, self.bindings.index(binding), step, scratch=scratch)
+        )
         label = step.node
         if error is not None:
             return [self._record_failure(ctx, binding, step.kind, label, target=step.target_seq, message=error)]

@@ -199,7 +199,8 @@ async def _call_tool(
     )
 
     def record_exec(cmd: list[str], result: ExecResult) -> None:
-        ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data={"cmd": cmd, **result.to_dict()})
+        data = {"cmd": cmd, "by": f"tool:{call.name}", **result.to_dict()}
+        ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data=data)
 
     clock = time.perf_counter()
     served = None if ctx.tape is None else ctx.tape.tool_outcome(call.name, call.id, call.arguments)

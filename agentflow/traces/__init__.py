@@ -17,7 +17,7 @@ Read it back::
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to_json_value
 from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
-from agentflow.traces._protocol import GradingPass, Recorder, Store, StoredReward, open_store
+from agentflow.traces._protocol import LIVE_REWARDS, GradingPass, Recorder, Store, StoredReward, open_store
 from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
 from agentflow.traces._resume import ResumePoint, resume_run
 from agentflow.traces._store import (
@@ -44,6 +44,7 @@ from agentflow.traces._summary import (
 __all__ = [
     "DEFAULT_SPILL_THRESHOLD",
     "FINISHED_STATUSES",
+    "LIVE_REWARDS",
     "Divergence",
     "ErrorInfo",
     "Event",

@@ -69,3 +69,8 @@ def seconds_since(start: float) -> float:
     hashes with the C JSON encoder instead of the pure-Python canonicaliser (several times faster per event).
     """
     return round(time.perf_counter() - start, 4)
+
+
+def ran_by_hook(event: Event) -> bool:
+    """Whether the event is a ``sandbox_exec`` a reward hook ran (``by: "hook:<name>"``), not a tool of the agent."""
+    return event.type is EventType.SANDBOX_EXEC and str(event.data.get("by", "")).startswith("hook:")

@@ -71,6 +71,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     [_SQLITE_RUNS, "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"],
     # 2: offline grading (passes and their rewards) and realized graphs.
     [statement.format(serial="INTEGER PRIMARY KEY", real="REAL") for statement in _GRADING_TABLES],
+    # 3: which run a replay replays, so `agentflow runs` marks replays.
+    ["ALTER TABLE runs ADD COLUMN replay_of TEXT"],
 ]
 
 
@@ -137,6 +139,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     ],
     # 2: the same grading tables as the SQLite index.
     [statement.format(serial="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION") for statement in _GRADING_TABLES],
+    # 3: as SQLite's 3.
+    ["ALTER TABLE runs ADD COLUMN replay_of TEXT"],
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

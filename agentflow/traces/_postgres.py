@@ -47,7 +47,7 @@ __all__ = ["PostgresRecorder", "PostgresStore", "redact_url"]
 _CONNECT_TIMEOUT_S = 5
 _RUN_COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error"
+    " reward_mean, error, replay_of"
 )
 
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from agentflow.traces._summary import RunSummary
 
 GradingMode = Literal["append", "overwrite"]
+LIVE_REWARDS = "live"
+"""The ``pass_id`` of the rewards a run's hooks gave while it ran (they live in the trace, not in a grading pass)."""
 
 
 @runtime_checkable
@@ -75,7 +77,10 @@ class Recorder(Protocol):
 
 @dataclass(frozen=True)
 class StoredReward:
-    """One reward of a grading pass, as the store keeps it."""
+    """One reward of a run: given while it ran (``pass_id`` ``live``, read from the trace) or by a grading pass.
+
+    A live run-level aggregate has ``value`` None and its figures under ``components["aggregate"]``.
+    """
 
     pass_id: str
     run_id: str
@@ -169,7 +174,12 @@ class Store(Protocol):
     def list_rewards(
         self, run_id: str, *, pass_id: str | None = None, include_superseded: bool = False
     ) -> list[StoredReward]:
-        """The stored grading rewards of one run."""
+        """The rewards of one run: the live ones (``pass_id`` ``live``, in trace order), then each grading pass's.
+
+        ``pass_id`` selects one pass (``live`` for the live rewards only). A live reward is superseded by the first
+        ``overwrite`` pass over the run that graded the same hook; superseded rewards are left out unless
+        ``include_superseded``.
+        """
         ...
 
     def list_grading_passes(self) -> list[GradingPass]:
@@ -362,11 +372,23 @@ class GradingMethods(abc.ABC):
         """Store the rewards of a pass (see :class:`Store`)."""
         self._grading.add_rewards(grading_pass, rewards)
 
+    @abc.abstractmethod
+    def load_trace(self, run_id: str) -> Trace:
+        """Load and verify one run's events (see :class:`Store`)."""
+
     def list_rewards(
         self, run_id: str, *, pass_id: str | None = None, include_superseded: bool = False
     ) -> list[StoredReward]:
-        """The stored grading rewards of one run, oldest first."""
-        return self._grading.list_rewards(run_id, pass_id=pass_id, include_superseded=include_superseded)
+        """The live rewards of one run, then its grading passes' rewards, oldest first (see :class:`Store`)."""
+        graded: list[StoredReward] = []
+        if pass_id != LIVE_REWARDS:
+            graded = self._grading.list_rewards(run_id, pass_id=pass_id, include_superseded=include_superseded)
+        if pass_id is not None and pass_id != LIVE_REWARDS:
+            return graded
+        live = live_rewards(self.load_trace(run_id).events, self._grading.list_passes())
+        if not include_superseded:
+            live = [reward for reward in live if reward.superseded_by is None]
+        return live + graded
 
     def list_grading_passes(self) -> list[GradingPass]:
         """Every grading pass, oldest first."""
@@ -379,6 +401,50 @@ class GradingMethods(abc.ABC):
     def load_realized_graph(self, run_id: str) -> dict[str, Any] | None:
         """The stored realized graph of a run, or None."""
         return self._grading.load_graph(run_id)
+
+
+def live_rewards(events: Sequence[Event], passes: Sequence[GradingPass] = ()) -> list[StoredReward]:
+    """The rewards a run's hooks recorded in its trace while it ran, as :class:`StoredReward` of pass ``live``.
+
+    ``superseded_by`` names the first ``overwrite`` pass among ``passes`` that graded the run with the same hook
+    (a pass's hooks are written ``NAME:on``).
+    """
+    found: list[StoredReward] = []
+    for event in events:
+        if event.type is not EventType.REWARD:
+            continue
+        data = event.data
+        hook = str(data.get("hook"))
+        components = dict(data.get("components") or {})
+        if "aggregate" in data:
+            components["aggregate"] = data["aggregate"]
+        superseded_by = next(
+            (
+                grading_pass.pass_id
+                for grading_pass in passes
+                if grading_pass.mode == "overwrite"
+                and event.run_id in grading_pass.run_ids
+                and hook in {label.partition(":")[0] for label in grading_pass.hooks}
+            ),
+            None,
+        )
+        value, label = data.get("value"), data.get("label")
+        found.append(
+            StoredReward(
+                pass_id=LIVE_REWARDS,
+                run_id=event.run_id,
+                hook=hook,
+                kind=str(data.get("on") or "step"),
+                node=event.node,
+                target_seq=data.get("target_seq"),
+                value=float(value) if isinstance(value, int | float) else None,
+                label=label if isinstance(label, int) else None,
+                explanation=str(data.get("explanation") or ""),
+                components=components,
+                superseded_by=superseded_by,
+            )
+        )
+    return found
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox
 from agentflow.tools._base import ToolOutcome
-from agentflow.traces._events import Event, EventType
+from agentflow.traces._events import Event, EventType, ran_by_hook
 from agentflow.traces._hashing import canonical_json, sha256_hex, to_json_value
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ def without_abandoned(events: Sequence[Event]) -> list[Event]:
     """The events of a resumed run as one uninterrupted execution would have recorded them.
 
     A resumed trace holds the visit the interruption abandoned (the events after ``run_resumed``'s
-    ``resumed_after_seq``) and the ``run_resumed`` event itself; both are left out, and the events after them are
-    numbered on (``seq``, ``parent`` and rewards' ``target_seq``), so that a replay of the run compares event by event.
+    ``resumed_after_seq``), the ``run_resumed`` event itself and the commands of the sandbox rebuild after it
+    (``sandbox_exec`` with ``by: "resume"``); all of them are left out, and the events after them are numbered on
+    (``seq``, ``parent`` and rewards' ``target_seq``), so that a replay of the run compares event by event.
     A trace that was never resumed comes back as it is.
     """
     abandoned: set[int] = set()
@@ -108,6 +109,8 @@ def without_abandoned(events: Sequence[Event]) -> list[Event]:
             cut = event.data.get("resumed_after_seq")
             first = cut + 1 if isinstance(cut, int) else event.seq
             abandoned.update(range(first, event.seq + 1))
+        elif event.type is EventType.SANDBOX_EXEC and event.data.get("by") == "resume":
+            abandoned.add(event.seq)  # the sandbox rebuild after run_resumed: no uninterrupted run has it
     if not abandoned:
         return list(events)
     kept = [event for event in events if event.seq not in abandoned]
@@ -185,7 +188,7 @@ class Tape:
         self._load(trace)
 
     def hook_events_after(self, seq: int) -> list[Event]:
-        """The recorded events that reward hooks wrote right after event ``seq`` (rewards, and hook failures)."""
+        """The recorded events that reward hooks wrote right after event ``seq`` (rewards, failures, commands)."""
         found: list[Event] = []
         for event in self._recorded[seq + 1 :]:
             if not _is_hook_event(event):
@@ -222,7 +225,8 @@ class Tape:
                 result = next((e for e in children if e.type is EventType.TOOL_RESULT), None)
                 if result is None:
                     continue
-                execs = [dict(e.data) for e in children if e.type is EventType.SANDBOX_EXEC]
+                # a step hook's commands hang under the call too; they come back with the hook's reward instead
+                execs = [dict(e.data) for e in children if e.type is EventType.SANDBOX_EXEC and not ran_by_hook(e)]
                 key = _tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments"))
                 self._tools.setdefault(key, deque()).append((dict(result.data), execs))
 
@@ -314,8 +318,10 @@ def _resolved(trace: Trace, event: Event) -> Event:
 
 
 def _is_hook_event(event: Event) -> bool:
-    """A reward, or the recorded failure of a reward hook (an error event naming its hook)."""
-    return event.type is EventType.REWARD or (event.type is EventType.ERROR and "hook" in event.data)
+    """A reward, the recorded failure of a reward hook (an error event naming its hook), or a hook's sandbox command."""
+    return (
+        event.type is EventType.REWARD or (event.type is EventType.ERROR and "hook" in event.data) or ran_by_hook(event)
+    )
 
 
 class TapeSandbox(Sandbox):

@@ -15,7 +15,9 @@ What the run continues from:
   model continues from its position in its script.
 - **sandbox**: the old sandbox died with its process. A fresh one is built from the workflow's files, then every
   tool call of the completed visits is run again in it, in order, so the workspace holds what those calls made of
-  it; the marker counts these calls and lists the seq of any whose result differs from the recorded one.
+  it; the marker counts these calls and lists the seq of any whose result differs from the recorded one. Each
+  command the rebuild ran is recorded right after the marker as a `sandbox_exec` with `by: "resume"` (a replay,
+  which rebuilds nothing, leaves them out of the comparison).
 - **counters**: visits, steps, model calls and tokens of the completed visits, so loop bounds and limits hold over
   the whole run.
 """
@@ -39,7 +41,8 @@ if TYPE_CHECKING:
     from agentflow.graph._compile import CompiledWorkflow
     from agentflow.runtime._context import RunContext
     from agentflow.runtime._run import RunResult
-    from agentflow.tools._base import Tool
+    from agentflow.sandboxes._base import ExecResult
+    from agentflow.tools._base import ExecObserver, Tool
     from agentflow.traces._store import Trace
 
 
@@ -190,7 +193,8 @@ class ResumePoint:
         """Rebuild the sandbox from the completed visits' tool calls, then record ``run_resumed``."""
         import agentflow
 
-        replayed, differed = await self._restore_sandbox(ctx, compiled)
+        execs: list[tuple[Event, dict[str, Any]]] = []
+        replayed, differed = await self._restore_sandbox(ctx, compiled, execs)
         ctx.emit(
             EventType.RUN_RESUMED,
             data={
@@ -204,8 +208,13 @@ class ResumePoint:
                 "agentflow_version": agentflow.__version__,
             },
         )
+        # after the marker, which must follow the killed process's last event: the commands the rebuild ran
+        for call, data in execs:
+            ctx.emit(EventType.SANDBOX_EXEC, node=call.node, parent=call.seq, data=data)
 
-    async def _restore_sandbox(self, ctx: RunContext, compiled: CompiledWorkflow) -> tuple[int, list[int]]:
+    async def _restore_sandbox(
+        self, ctx: RunContext, compiled: CompiledWorkflow, execs: list[tuple[Event, dict[str, Any]]]
+    ) -> tuple[int, list[int]]:
         from agentflow.tools._base import ToolContext
 
         tools = dict(_all_tools(compiled))
@@ -217,7 +226,13 @@ class ResumePoint:
             tool = tools.get(str(event.data.get("tool")))
             if event.type is not EventType.TOOL_CALL or recorded is None or tool is None:
                 continue
-            tool_ctx = ToolContext(sandbox=ctx.sandbox, run_id=ctx.run_id, node=event.node or "", state=self.state)
+            tool_ctx = ToolContext(
+                sandbox=ctx.sandbox,
+                run_id=ctx.run_id,
+                node=event.node or "",
+                state=self.state,
+                on_exec=_collector_of_rebuild(execs, event),
+            )
             outcome = await tool.invoke(tool_ctx, str(event.data.get("arguments") or "{}"))
             replayed += 1
             if outcome.ok != recorded.data.get("ok") or outcome.content != recorded.data.get("content"):
@@ -258,6 +273,15 @@ class ResumeModel(Model):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _collector_of_rebuild(execs: list[tuple[Event, dict[str, Any]]], call: Event) -> ExecObserver:
+    """Keeps each command the sandbox rebuild runs (``by: "resume"``) with the recorded call it repeats."""
+
+    def collect(cmd: list[str], result: ExecResult) -> None:
+        execs.append((call, {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}))
+
+    return collect
 
 
 def _all_tools(compiled: CompiledWorkflow) -> Iterator[tuple[str, Tool]]:

@@ -117,6 +117,7 @@ class RunInfo:
     tokens: int
     reward_mean: float | None
     error: str | None
+    replay_of: str | None = None  # the run this one replays
 
     def to_dict(self) -> dict[str, Any]:
         """Return the row as JSON-serialisable data."""
@@ -277,7 +278,7 @@ class TraceStore(SQLiteGradingMixin):
             self._mark_dead_runs_interrupted(connection)
             query = (
                 "SELECT run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls,"
-                " model_calls, tokens, reward_mean, error FROM runs"
+                " model_calls, tokens, reward_mean, error, replay_of FROM runs"
             )
             parameters: list[Any] = []
             if status is not None:
@@ -588,7 +589,7 @@ def _write_counts(
     connection.execute(
         (
             "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?, model_calls = ?,"
-            " tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ? WHERE run_id = ?"
+            " tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ? WHERE run_id = ?"
         ).replace("?", placeholder),
         (
             status,
@@ -602,6 +603,7 @@ def _write_counts(
             _index_error(summary),
             events,
             last_hash,
+            summary.replay_of,
             run_id,
         ),
     )

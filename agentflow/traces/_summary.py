@@ -133,6 +133,7 @@ class RunSummary:
 
     run_id: str | None = None
     workflow: str | None = None
+    replay_of: str | None = None  # the run this one replays (``agentflow replay``), from its run_started
     status: str = "incomplete"
     error: str | None = None
     started_at: str | None = None
@@ -232,6 +233,8 @@ class SummaryBuilder:
     def _on_run_started(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
         workflow = data.get("workflow")
         self._summary.workflow = workflow if isinstance(workflow, str) else None
+        replay_of = data.get("replay_of")
+        self._summary.replay_of = replay_of if isinstance(replay_of, str) else None
         self._summary.started_at = event.ts
 
     def _on_run_finished(self, event: Event, node: str | None, data: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from agentflow.errors import TraceError
 from agentflow.sandboxes.conformance import CheckFailed, CheckResult, CheckSkipped, CheckStatus
 from agentflow.traces._events import EventType
-from agentflow.traces._protocol import Store, StoredReward
+from agentflow.traces._protocol import LIVE_REWARDS, Store, StoredReward
 from agentflow.traces._summary import realized_graph
 
 __all__ = [
@@ -234,6 +234,56 @@ def check_grading_passes(store: Store) -> None:
     _expect([r.value for r in old] == [0.5], "a superseded reward was lost")
 
 
+def check_live_rewards(store: Store) -> None:
+    """``list_rewards`` gives the rewards the run recorded while it ran (pass ``live``) before the grading passes'."""
+    with store.new_run(workflow="demo") as recorder:
+        started = recorder.emit(EventType.RUN_STARTED, data={"workflow": "demo", "inputs": {}})
+        call = recorder.emit(EventType.TOOL_CALL, node="a", parent=started.seq, data={"tool": "t", "call_id": "c"})
+        step = {"hook": "exit_code", "on": "step", "value": 1.0, "label": 1, "explanation": "ok", "components": {}}
+        recorder.emit(EventType.REWARD, node="a", parent=call.seq, data={**step, "target_seq": call.seq})
+        aggregate = {"hook": "exit_code", "on": "run", "value": None, "label": None, "aggregate": {"mean": 1.0}}
+        recorder.emit(EventType.REWARD, data={**aggregate, "explanation": "aggregates", "components": {}})
+        recorder.emit(EventType.REWARD, data={**step, "hook": "outcome", "on": "run", "target_seq": None})
+        recorder.finish("succeeded")
+        run_id = recorder.run_id
+    live = store.list_rewards(run_id)
+    got = [(r.pass_id, r.hook, r.kind, r.node, r.target_seq, r.value, r.label) for r in live]
+    _expect(
+        got
+        == [
+            ("live", "exit_code", "step", "a", call.seq, 1.0, 1),
+            ("live", "exit_code", "run", None, None, None, None),
+            ("live", "outcome", "run", None, None, 1.0, 1),
+        ],
+        f"live rewards: {got}",
+    )
+    _expect(live[1].components.get("aggregate") == {"mean": 1.0}, f"an aggregate lost its figures: {live[1]}")
+    graded = store.create_grading_pass(run_ids=[run_id], hooks=["exit_code:step"], checkpoints=None, mode="overwrite")
+    store.add_rewards(graded, [StoredReward("", run_id, "exit_code", "step", "a", call.seq, 0.5, -1, "regraded")])
+    current = [(r.pass_id, r.hook, r.value) for r in store.list_rewards(run_id)]
+    _expect(
+        current == [("live", "outcome", 1.0), (graded.pass_id, "exit_code", 0.5)],
+        f"an overwrite pass did not supersede the live rewards of its hook: {current}",
+    )
+    kept = [r.superseded_by for r in store.list_rewards(run_id, include_superseded=True)]
+    _expect(kept == [graded.pass_id, graded.pass_id, None, None], f"superseded live rewards: {kept}")
+    only_live = [r.hook for r in store.list_rewards(run_id, pass_id=LIVE_REWARDS, include_superseded=True)]
+    _expect(only_live == ["exit_code", "exit_code", "outcome"], f"pass_id='live': {only_live}")
+    only_pass = [r.pass_id for r in store.list_rewards(run_id, pass_id=graded.pass_id)]
+    _expect(only_pass == [graded.pass_id], f"pass_id of a grading pass listed {only_pass}")
+
+
+def check_replays_marked(store: Store) -> None:
+    """``list_runs`` names the run a replay replays (``replay_of`` of its run_started), and None for other runs."""
+    original = _record(store)
+    with store.new_run(workflow="demo") as recorder:
+        recorder.emit(EventType.RUN_STARTED, data={"workflow": "demo", "replay_of": original, "replay_mode": "tape"})
+        recorder.finish("succeeded")
+        replay = recorder.run_id
+    listed = {info.run_id: info.replay_of for info in store.list_runs()}
+    _expect(listed == {original: None, replay: original}, f"replay_of in the run list: {listed}")
+
+
 def check_realized_graphs(store: Store) -> None:
     """A realized graph is kept, and saving it again replaces it."""
     run_id = _record(store)
@@ -274,6 +324,8 @@ CHECKS: dict[str, Callable[..., None]] = {
     "large_payloads_in_blobs": check_large_payloads_in_blobs,
     "interrupted_and_reopened": check_interrupted_and_reopened,
     "grading_passes": check_grading_passes,
+    "live_rewards": check_live_rewards,
+    "replays_marked": check_replays_marked,
     "realized_graphs": check_realized_graphs,
     "tampered_event_reported": check_tampered_event_reported,
     "opened_again": check_opened_again,

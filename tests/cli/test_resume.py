@@ -31,7 +31,7 @@ models:
 tools: [write_file, read_file, shell]
 start: prepare
 nodes:
-  prepare: {kind: tool, tool: write_file, args: {path: notes.txt, content: seven}}
+  prepare: {kind: tool, tool: shell, args: {command: printf seven > notes.txt}}
   think:
     kind: agent
     model: m
@@ -110,6 +110,14 @@ def test_sigkill_mid_step_then_resume_finishes_the_same_run(
         assert marker.type == "run_resumed" and marker.prev_hash == killed.events[-1].hash
         assert marker.data["checkpoint_step"] == 1  # prepare had completed
         assert marker.data["sandbox_restored"] == {"tool_calls": 1, "differed": []}
+        # the rebuild's command is recorded right after the marker, naming who ran it, under the call it repeats
+        rebuilt = trace.events[len(killed.events) + 1]
+        assert (rebuilt.type, rebuilt.data["by"], rebuilt.data["cmd"][-1]) == (
+            "sandbox_exec",
+            "resume",
+            "printf seven > notes.txt",
+        )
+        assert killed.events[rebuilt.parent].type == "tool_call"
         assert marker.data["model_responses_on_tape"] == 1
         assert trace.events[-1].type == "run_finished" and trace.events[-1].data["status"] == "succeeded"
         summary = trace.summary()
@@ -121,7 +129,7 @@ def test_sigkill_mid_step_then_resume_finishes_the_same_run(
         assert replay.returncode == 0, replay.stderr
         report = json.loads(replay.stdout)
         assert report["identical"] is True, report["divergence"]
-        assert report["events_expected"] == len(trace.events) - 1 - marker.data["abandoned_events"]
+        assert report["events_expected"] == len(trace.events) - 2 - marker.data["abandoned_events"]
         assert report["model_calls_served"] == 2 and len(openai_server.requests) == 3  # no new model call
 
         again = agentflow("resume", run_id, "--store", store_arg, cwd=tmp_path, env=openai_server.env)
