@@ -27,20 +27,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentflow.errors import SandboxError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, workdir_relative
+from agentflow.sandboxes._base import ExecResult, IsolationReport, ObservedSandbox, Sandbox, workdir_relative
 
 ExecReport = Callable[[dict[str, Any]], None]
 """Receives the data of one ``sandbox_exec`` event (``cmd``, ``by``, the result fields, ...) to record."""
 
 COPY_FAILED_EXIT = 125
 _COPY_FAILED = "agentflow: could not copy the workdir for a reward hook"
-# $1 the workdir, $2 the scratch folder's name, $3 the working folder inside the copy, then the command.
-_ON_A_COPY = (
+# $1 the workdir, $2 the scratch folder's name, $3 the working folder inside the copy, then the command. The shell
+# makes the copy and then becomes the command (`exec`), so its exit code is the command's own, a signal's negative
+# code included; the copy is removed by a second exec once the command has ended.
+_COPY_THEN_RUN = (
     'workdir=$1 scratch="${TMPDIR:-/tmp}/$2" where=$3; shift 3; '
     f'rm -rf "$scratch" && mkdir -p "$scratch" && cp -a "$workdir/." "$scratch/" || {{ echo "{_COPY_FAILED}" >&2; '
     f'rm -rf "$scratch"; exit {COPY_FAILED_EXIT}; }}; '
-    'cd "$scratch/$where" && "$@"; code=$?; cd /; rm -rf "$scratch"; exit $code'
+    'cd "$scratch/$where" && exec "$@"'
 )
+_REMOVE_COPY = 'rm -rf "${TMPDIR:-/tmp}/$1"'
 
 
 class HookSandbox(Sandbox):
@@ -73,8 +76,8 @@ class HookSandbox(Sandbox):
     ) -> ExecResult:
         """Run ``cmd`` on a fresh copy of the workdir (``cwd`` is taken inside the copy) and record it.
 
-        ``timeout`` covers the copy too. A command killed by a signal exits ``128 + signal`` (the shell that holds
-        the copy reports it), not the negative code of a direct exec.
+        ``timeout`` covers the copy too. The exit code is the command's own (a signal's negative code too); a second,
+        recorded exec removes the copy afterwards.
 
         Raises:
             PathOutsideWorkdirError: ``cwd`` is outside the workdir.
@@ -84,12 +87,11 @@ class HookSandbox(Sandbox):
         self._count += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self._prefix)
         scratch = f"agentflow-{safe}-{self._count}"
-        wrapped = ["sh", "-c", _ON_A_COPY, "agentflow-hook", self.inner.workdir, scratch, where, *cmd]
+        wrapped = ["sh", "-c", _COPY_THEN_RUN, "agentflow-hook", self.inner.workdir, scratch, where, *cmd]
         result = await self.inner.exec(wrapped, stdin=stdin, env=env, timeout=timeout)
         self._record(cmd, cwd, result)
-        if result.timed_out:  # the kill left the copy behind in the sandbox's temporary folder: remove it
-            cleanup = ["sh", "-c", 'rm -rf "${TMPDIR:-/tmp}/$1"', "agentflow-hook", scratch]
-            self._record(cleanup, None, await self.inner.exec(cleanup))
+        cleanup = ["sh", "-c", _REMOVE_COPY, "agentflow-hook", scratch]
+        self._record(cleanup, None, await self.inner.exec(cleanup, env=env))
         if result.exit_code == COPY_FAILED_EXIT and _COPY_FAILED in result.stderr:
             raise SandboxError(f"{self.by} could not copy the workdir to run {cmd!r}: {result.stderr[-500:]}")
         return result
@@ -122,58 +124,16 @@ class HookSandbox(Sandbox):
     async def close(self) -> None:
         """Nothing to release: the run owns the sandbox and closes it when the run ends."""
 
-    def recorded(self, sandbox: Sandbox, *, label: str) -> RecordedSandbox:
-        """``sandbox`` (another one the hook made, e.g. a fresh sandbox to re-execute in), its execs recorded too."""
-        return RecordedSandbox(sandbox, by=self.by, report=self._report, label=label)
+    def recorded(self, sandbox: Sandbox, *, label: str) -> Sandbox:
+        """``sandbox`` (another one the hook made, e.g. a fresh sandbox to re-execute in), its execs recorded too.
 
+        The data names that sandbox (``sandbox: "fresh"``) so a reader can tell these commands from the agent's.
+        """
 
-class RecordedSandbox(Sandbox):
-    """A sandbox a hook created for itself (not the agent's): everything passes through, each exec is recorded.
+        def record(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
+            data: dict[str, Any] = {"cmd": cmd, "by": self.by, "sandbox": label, **result.to_dict()}
+            if cwd is not None:
+                data["cwd"] = posixpath.normpath(cwd)
+            self._report(data)
 
-    The data names the sandbox (``sandbox: "fresh"``) so a reader can tell these commands from the agent's.
-    """
-
-    def __init__(self, inner: Sandbox, *, by: str, report: ExecReport, label: str) -> None:
-        self.inner = inner
-        self.backend = inner.backend
-        self._by = by
-        self._report = report
-        self._label = label
-
-    async def exec(
-        self,
-        cmd: list[str],
-        *,
-        stdin: str | bytes | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> ExecResult:
-        result = await self.inner.exec(cmd, stdin=stdin, cwd=cwd, env=env, timeout=timeout)
-        data: dict[str, Any] = {"cmd": cmd, "by": self._by, "sandbox": self._label, **result.to_dict()}
-        if cwd is not None:
-            data["cwd"] = posixpath.normpath(cwd)
-        self._report(data)
-        return result
-
-    async def read_file(self, path: str) -> bytes:
-        return await self.inner.read_file(path)
-
-    async def write_file(self, path: str, data: str | bytes) -> None:
-        await self.inner.write_file(path, data)
-
-    async def list_files(self, path: str = ".") -> list[str]:
-        return await self.inner.list_files(path)
-
-    async def copy_in(self, source_dir: str, dest: str = ".") -> None:
-        await self.inner.copy_in(source_dir, dest)
-
-    def isolation(self) -> IsolationReport:
-        return self.inner.isolation()
-
-    @property
-    def workdir(self) -> str:
-        return self.inner.workdir
-
-    async def close(self) -> None:
-        await self.inner.close()
+        return ObservedSandbox(sandbox, record)

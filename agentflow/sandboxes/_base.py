@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,59 @@ class Sandbox(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+ExecObserver = Callable[[list[str], "str | None", ExecResult], None]
+"""Told of each command an observed sandbox ran: its argv, its ``cwd`` (None: the workdir) and its result."""
+
+
+class ObservedSandbox(Sandbox):
+    """Another sandbox, unchanged, except that every command it runs is reported to ``observer`` after it ends.
+
+    Whoever is handed a sandbox (a tool through ``ToolContext``, a reward hook its fresh sandbox) gets it through
+    this view, so no command of theirs can run without a ``sandbox_exec`` event in the trace.
+    """
+
+    def __init__(self, inner: Sandbox, observer: ExecObserver) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.limits = inner.limits
+        self._observer = observer
+
+    async def exec(
+        self,
+        cmd: list[str],
+        *,
+        stdin: str | bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        result = await self.inner.exec(cmd, stdin=stdin, cwd=cwd, env=env, timeout=timeout)
+        self._observer(cmd, cwd, result)
+        return result
+
+    async def read_file(self, path: str) -> bytes:
+        return await self.inner.read_file(path)
+
+    async def write_file(self, path: str, data: str | bytes) -> None:
+        await self.inner.write_file(path, data)
+
+    async def list_files(self, path: str = ".") -> list[str]:
+        return await self.inner.list_files(path)
+
+    async def copy_in(self, source_dir: str, dest: str = ".") -> None:
+        await self.inner.copy_in(source_dir, dest)
+
+    def isolation(self) -> IsolationReport:
+        return self.inner.isolation()
+
+    @property
+    def workdir(self) -> str:
+        return self.inner.workdir
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 def workdir_relative(path: str, workdir: str) -> str:

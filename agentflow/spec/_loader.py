@@ -39,10 +39,15 @@ class LoadedWorkflow:
 
     @functools.cached_property
     def template_hash(self) -> str:
-        """sha256 of the spec's canonical content: comments and formatting do not change it."""
+        """sha256 of the spec's canonical content: comments and formatting do not change it.
+
+        Values left at their defaults are left out, so a setting that a later agentflow adds (with a default) does
+        not make every recorded run's workflow look changed; writing a default out explicitly changes nothing either.
+        """
         from agentflow.traces._hashing import canonical_json
 
-        return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json", by_alias=True))).hexdigest()
+        content = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        return hashlib.sha256(canonical_json(content)).hexdigest()
 
     def locate(self, *path: str | int, key: bool = False) -> SourceLocation:
         """The location of the value (or, with ``key``, of the key) at ``path``, else of its nearest ancestor."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from agentflow.errors import PathOutsideWorkdirError, SandboxError, ToolError
-from agentflow.sandboxes._base import ExecResult, Sandbox
+from agentflow.sandboxes._base import ExecResult, ObservedSandbox, Sandbox
 from agentflow.spec._templating import Quoting
 
 ExecObserver = Callable[[list[str], ExecResult], None]
@@ -30,6 +30,13 @@ class ToolContext:
     # Called after every sandbox exec a tool makes, so the trace records a sandbox_exec event.
     on_exec: ExecObserver | None = None
 
+    def __post_init__(self) -> None:
+        # The tool sees the sandbox through an observed view, so a tool that calls `ctx.sandbox.exec` directly
+        # (a host plugin orchestrating the sandbox) is recorded just as one that calls `ctx.exec`.
+        if self.on_exec is not None:
+            report = self.on_exec
+            self.sandbox = ObservedSandbox(self.sandbox, lambda cmd, _cwd, result: report(cmd, result))
+
     async def exec(
         self,
         cmd: list[str],
@@ -38,11 +45,8 @@ class ToolContext:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run a command in the sandbox and report it to the recorder."""
-        result = await self.sandbox.exec(cmd, stdin=stdin, env=env, timeout=timeout)
-        if self.on_exec is not None:
-            self.on_exec(cmd, result)
-        return result
+        """Run a command in the sandbox (reported to the recorder like every exec through ``sandbox``)."""
+        return await self.sandbox.exec(cmd, stdin=stdin, env=env, timeout=timeout)
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,10 @@ def _as_tool(
         wrapped = build(entry) if build is not None else Tool(entry, name=getattr(entry, "__name__", None), host=host)
         wrapped.openai_schema()  # fail at load time, not at the first model call, if a type has no JSON Schema
     except Exception as exc:
+        # pydantic's schema errors run to several paragraphs; their first line names the type, which is the point
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ToolLoadError(
-            f"tool {ref!r} has a signature that cannot be described to a model: {type(exc).__name__}: {exc}",
+            f"tool {ref!r} has a signature that cannot be described to a model: {type(exc).__name__}: {reason}",
             fix="give every parameter a JSON-compatible type annotation (str, int, list[str], a pydantic model...) "
             "and no *args or **kwargs",
         ) from exc

@@ -84,14 +84,28 @@ def comparable(event: Event, volatile: re.Pattern[str] | None = None) -> dict[st
     ``volatile`` matches text that may differ anyway (see ``VOLATILE_TEXT``); it is replaced by ``<volatile>``.
     """
     data = _normalised(to_json_value(event.data), volatile)
-    if volatile is not None and event.type is EventType.MODEL_REQUEST and isinstance(data, dict):
-        data.pop("request_hash", None)  # a hash of the unmasked messages; the messages are compared masked
+    if event.type is EventType.MODEL_REQUEST and isinstance(data, dict):
+        # The hash covers the request's other fields, which are compared themselves (masked in verify mode); and
+        # traces recorded before the retry policy left the request hash name it in the settings.
+        data.pop("request_hash", None)
+        data["settings"] = _without_retry_policy(data.get("settings"))
     if event.type is EventType.RUN_STARTED and isinstance(data, dict):
         data = {key: value for key, value in data.items() if key not in _HOST_FACTS}
         sandbox = data.get("sandbox")
         if isinstance(sandbox, dict):
             data["sandbox"] = {key: value for key, value in sandbox.items() if key != "isolation"}
     return {"seq": event.seq, "type": str(event.type), "node": event.node, "parent": event.parent, "data": data}
+
+
+_RETRY_POLICY = ("max_retries", "max_retry_s")
+"""Model settings that change how failures are retried, never an answer (``ModelSettings.request_data`` leaves
+them out of a request; traces recorded before it did carry ``max_retries``)."""
+
+
+def _without_retry_policy(settings: Any) -> dict[str, Any]:
+    if not isinstance(settings, Mapping):
+        return {}
+    return {key: value for key, value in settings.items() if key not in _RETRY_POLICY}
 
 
 def without_abandoned(events: Sequence[Event]) -> list[Event]:
@@ -213,9 +227,9 @@ class Tape:
                 reply = next((e for e in by_parent.get(event.seq, []) if e.type is EventType.MODEL_RESPONSE), None)
                 if reply is None:
                     continue  # the run stopped while the model was thinking
-                matched_by = (
-                    str(event.data.get("request_hash")) if self.volatile is None else self._masked_key(event.data)
-                )
+                # Keyed by a hash of the recorded request computed now, not by the recorded hash: a trace recorded
+                # when the hash still covered the retry policy must match the same request made today.
+                matched_by = self._masked_key(event.data)
                 self._responses.setdefault(matched_by, deque()).append(dict(reply.data))
                 model_id = str(event.data.get("model"))
                 if model_id not in self.model_ids:
@@ -239,12 +253,11 @@ class Tape:
         return request_hash(model_id, messages, tools, settings)
 
     def _masked_key(self, request: Mapping[str, Any]) -> str:
-        settings = request.get("settings")
         return self.request_key(
             str(request.get("model")),
             request.get("messages") or [],
             request.get("tools") or [],
-            settings if isinstance(settings, Mapping) else {},
+            _without_retry_policy(request.get("settings")),
         )
 
     @property

@@ -79,7 +79,9 @@ def test_run_reports_each_finished_node_on_stderr_and_json_stays_on_stdout(examp
     lines = result.stderr.splitlines()
     assert [line.split()[1] for line in lines] == payload["summary"]["nodes_visited"]
     assert lines[0].startswith("node plan ok in ")
-    assert "model turns 5, tool calls 4, tokens 3515" in lines[0]
+    plan = payload["summary"]["nodes"]["plan"]
+    assert f"model turns {plan['model_calls']}, tool calls {plan['tool_calls']}, tokens {plan['tokens']}" in lines[0]
+    assert plan["model_calls"] == 5 and plan["tool_calls"] == 4 and plan["tokens"] > 0
     assert "visit 2" in lines[4]
 
     quiet = piped("run", str(examples / "fix_failing_test.yaml"), "--quiet", cwd=tmp_path)

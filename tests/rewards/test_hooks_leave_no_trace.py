@@ -154,17 +154,26 @@ async def test_a_hook_sandbox_runs_commands_on_a_copy_refuses_writes_and_reports
         with pytest.raises(PermissionError, match="hook:probe"):
             await view.write_file("pkg/mod.py", "VALUE = 2\n")
         assert await box.read_file("pkg/mod.py") == b"VALUE = 1\n"
-        assert [(r["by"], r["workdir"], r["cwd"], r["exit_code"]) for r in reported] == [
-            ("hook:probe", "copy", "pkg", 0)
+        # the hook's own command is recorded (not the wrapper around it), then the exec that removes the copy
+        assert [(r["by"], r["workdir"], r.get("cwd"), r["exit_code"]) for r in reported] == [
+            ("hook:probe", "copy", "pkg", 0),
+            ("hook:probe", "copy", None, 0),
         ]
-        assert reported[0]["cmd"][0] == "sh"  # the hook's own command is recorded, not the wrapper around it
+        assert reported[0]["cmd"][:2] == ["sh", "-c"] and "python3 -c" in reported[0]["cmd"][2]
+        assert "rm -rf" in reported[1]["cmd"][2]
         assert "agentflow-probe-1" in result.stdout
 
         timed_out = await view.exec(["sleep", "5"], timeout=0.5)
         assert timed_out.timed_out
         leftover = await box.exec(["sh", "-c", 'ls "${TMPDIR:-/tmp}"'])
         assert "agentflow-probe" not in leftover.stdout  # the copy a killed command left is removed
-        assert [r["by"] for r in reported] == ["hook:probe"] * 3
+        assert [r["by"] for r in reported] == ["hook:probe"] * 4
+
+        # the exit code is the command's own, as a direct exec on this backend reports it: a signal's too
+        for command in (["sh", "-c", "kill -KILL $$"], ["sh", "-c", "exit 137"], ["sh", "-c", "exit 3"]):
+            direct, through_hook = await box.exec(command), await view.exec(command)
+            assert through_hook.exit_code == direct.exit_code, command
+        assert direct.exit_code == 3
 
 
 async def test_a_workdir_the_hook_cannot_copy_fails_the_hook_instead_of_running_on_the_agents_files() -> None:
@@ -176,4 +185,4 @@ async def test_a_workdir_the_hook_cannot_copy_fails_the_hook_instead_of_running_
         with pytest.raises(SandboxError, match="hook:probe could not copy the workdir"):
             await view.exec(["touch", "ran-anyway"])
         assert await box.list_files(".") == ["locked.txt"]
-        assert [r["exit_code"] for r in reported] == [125]  # the attempt is in the trace too
+        assert [r["exit_code"] for r in reported] == [125, 0]  # the attempt (and the clean-up) in the trace too

@@ -199,3 +199,39 @@ def test_tool_decorator_in_a_plugin_file_needs_host(tmp_path: Path, monkeypatch:
     with pytest.raises(ToolLoadError, match="@tool"):
         resolve_tool("decorated.py:plain", base_dir=tmp_path)
     assert resolve_tool("decorated.py:local", base_dir=tmp_path).host is True
+
+
+ORCHESTRATOR = '''
+from agentflow.tools import ToolContext
+
+
+async def orchestrate(ctx: ToolContext, word: str) -> str:
+    """Drives the sandbox itself, past ctx.exec."""
+    result = await ctx.sandbox.exec(["sh", "-c", 'echo "$1" > said.txt && cat said.txt', "sh", word])
+    return result.stdout.strip()
+'''
+
+
+async def test_a_host_tool_driving_ctx_sandbox_directly_is_still_recorded(tmp_path: Path) -> None:
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "orchestrator.py").write_text(ORCHESTRATOR)
+    spec = {
+        "name": "orchestrated",
+        "state": {"said": {"type": "str", "default": ""}},
+        "tools": ["tools/orchestrator.py:orchestrate"],
+        "start": "drive",
+        "nodes": {
+            "drive": {"kind": "tool", "tool": "orchestrate", "args": {"word": "hello"}, "output": {"said": "result"}}
+        },
+        "end": ["drive"],
+    }
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    store = TraceStore(tmp_path / ".agentflow")
+    result = await run_workflow(tmp_path / "wf.yaml", store=store)
+    assert result.status == "succeeded", result.error
+    assert result.final_state["said"] == "hello"
+    call, execs, _ = tool_events(list(store.load_trace(result.run_id).events), "orchestrate")
+    assert call.data["host"] is True
+    assert [(e.data["by"], e.data["exit_code"], e.data["stdout"]) for e in execs] == [
+        ("tool:orchestrate", 0, "hello\n")
+    ]

@@ -71,8 +71,12 @@ def test_a_plugin_signature_no_schema_describes_is_a_validate_diagnostic_at_its_
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "search.py").write_text("import socket\n\ndef search_code(conn: socket.socket) -> str: ...\n")
     (tmp_path / "wf.yaml").write_text(WORKFLOW.format(tool="tools/search.py:search_code"))
+    (tmp_path / "script.yaml").write_text("responses: []\n")
     result = agentflow("validate", "wf.yaml", "--json", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     [found] = json.loads(result.stdout)["files"][0]["diagnostics"]
     assert (found["code"], found["line"]) == ("tool.plugin", 4)
     assert "cannot be described to a model" in found["message"]
+    assert "socket" in found["message"] and "\n" not in found["message"]  # one line, naming the type
+    text = agentflow("validate", "wf.yaml", cwd=tmp_path)
+    assert len(text.stdout.strip().splitlines()) == 1, text.stdout
