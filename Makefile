@@ -3,10 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The shipped example (graphs/examples/fix_failing_test.yaml) scores its edits with a real language server.
-RUN_EXTRAS ?= lsp
+# The shipped example (graphs/examples/fix_failing_test.yaml) scores its edits with a real language server, and its
+# run_tests tool runs pytest in the local sandbox (whose Python is this venv's), as the Docker image's pytest does.
+RUN_EXTRAS ?= lsp,pytest
 # The extras the test suite exercises (each optional backend is tested against the real thing where it runs).
-TEST_EXTRAS ?= dev,docker,e2b,postgres,otel,lsp
+TEST_EXTRAS ?= dev,docker,e2b,postgres,otel,lsp,pytest
 
 .PHONY: run test lint typecheck unit schema clean
 

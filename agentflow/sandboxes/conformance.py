@@ -240,7 +240,8 @@ async def check_large_output_capped(factory: SandboxFactory) -> None:
 async def check_timeout(factory: SandboxFactory) -> None:
     """A command that outlives ``timeout`` is killed, even one that ignores SIGTERM."""
     async with _fresh(factory) as box:
-        result = await box.exec(["sh", "-c", "trap '' TERM; echo started; sleep 60"], timeout=1)
+        # 2 s: the output must come before the kill, also when a loaded machine is slow to start the command
+        result = await box.exec(["sh", "-c", "trap '' TERM; echo started; sleep 60"], timeout=2)
         _expect(result.timed_out, f"not flagged timed_out: exit {result.exit_code}")
         _expect(result.exit_code != 0, "a killed command reported exit code 0")
         _expect(result.stdout == "started\n", f"output before the timeout was lost: {result.stdout!r}")
@@ -257,15 +258,18 @@ async def _ticks(box: Sandbox, path: str) -> str:
 
 async def check_kill_process_tree_on_timeout(factory: SandboxFactory) -> None:
     """On timeout, children and grandchildren die too, even one that left the process group with ``setsid``."""
-    ticker = "i=0; while true; do i=$((i+1)); echo $i > {name}; sleep 0.1; done"
+    # Each tick replaces the file by a rename, so a tick killed halfway never leaves it empty; the command waits for
+    # both tickers' first tick, so a slow start on a loaded machine cannot be mistaken for a ticker that never ran.
+    ticker = "i=0; while true; do i=$((i+1)); echo $i > {name}.new && mv {name}.new {name}; sleep 0.1; done"
     script = (
         "trap '' TERM; "
         f"(sh -c '{ticker.format(name='child.tick')}' &); "
         f"(setsid sh -c '{ticker.format(name='escaped.tick')}' &); "
+        "while [ ! -e child.tick ] || [ ! -e escaped.tick ]; do sleep 0.05; done; "
         "sleep 60"
     )
     async with _fresh(factory) as box:
-        result = await box.exec(["sh", "-c", script], timeout=1.5)
+        result = await box.exec(["sh", "-c", script], timeout=3)
         _expect(result.timed_out, "the command was not timed out")
         for name in ("child.tick", "escaped.tick"):
             before = await _ticks(box, name)
