@@ -71,6 +71,9 @@ class RewardHook(abc.ABC):
     name: str = "abstract"
     version: str = "1"
     blocking: ClassVar[bool] = True
+    uses_sandbox: ClassVar[bool] = True
+    """False for a hook that scores from the events and state alone: it gets ``StepContext.sandbox`` None, and the
+    engine spends nothing on guarding the sandbox for it (see ``HookSandbox``)."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options

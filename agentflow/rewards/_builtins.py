@@ -15,6 +15,8 @@ class ExitCodeHook(RewardHook):
     Value is the share of successful calls and commands, so a node with one failing call of four scores 0.75.
     """
 
+    uses_sandbox = False
+
     async def score(self, step: StepContext) -> Reward | None:
         outcomes: list[bool] = []
         failures: list[str] = []
@@ -54,6 +56,8 @@ def _test_report(step: StepContext) -> dict[str, Any] | None:
 class TestsPassedHook(RewardHook):
     """The share of tests that passed in the step's last `run_tests` call; label +1 all green, -1 otherwise."""
 
+    uses_sandbox = False
+
     async def score(self, step: StepContext) -> Reward | None:
         report = _test_report(step)
         if report is None:
@@ -74,6 +78,8 @@ class TestsPassedHook(RewardHook):
 class ConstantHook(RewardHook):
     """Gives `options.value` (default 0) to every step: a no-op baseline for benchmarks and tests."""
 
+    uses_sandbox = False
+
     async def score(self, step: StepContext) -> Reward | None:
         return Reward(value=float(self.options.get("value", 0.0)), explanation="constant")
 
@@ -81,6 +87,8 @@ class ConstantHook(RewardHook):
 @reward_hook("noop")
 class NoopHook(RewardHook):
     """Scores nothing (records no reward): measures what the hook engine itself costs per step."""
+
+    uses_sandbox = False
 
     async def score(self, step: StepContext) -> Reward | None:
         return None

@@ -61,6 +61,7 @@ class _ModelHook(RewardHook):
     """A hook that asks a model: ``options.model`` is ``provider:model`` or the name of one of the workflow's models."""
 
     blocking = False
+    uses_sandbox = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -119,13 +119,16 @@ class RewardEngine:
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]
         recorded: list[Event] = []
         if bindings:
+            # hooks that never read the sandbox (the usual case: exit codes, test reports, judges) share one step
+            # without it, and need no guarded view of their own
+            sandbox = ctx.sandbox if any(b.hook.uses_sandbox for b in bindings) else None
             step = StepContext(
                 run_id=ctx.run_id,
                 kind=kind,
                 node=label,
                 events=events,
                 state=ctx.state,
-                sandbox=ctx.sandbox,
+                sandbox=sandbox,
                 history=_EventsBefore(ctx.events, events[0].seq) if kind != "run" and events else (),
             )
             background = [b for b in bindings if not b.hook.blocking]
@@ -137,7 +140,7 @@ class RewardEngine:
                     node=label,
                     events=tuple(events),
                     state=dict(ctx.state),
-                    sandbox=ctx.sandbox,
+                    sandbox=sandbox,
                     history=step.history,  # a fixed prefix of an append-only list: the later events do not show
                 )
                 tasks = self._pending.setdefault(ctx.run_id, set())
@@ -162,9 +165,11 @@ class RewardEngine:
         serves it back like the hook's reward (see ``traces._replay``). ``scratch`` makes the copy's folder name
         unique per hook binding and step, and the same in every replay.
         """
+        binding = self.bindings[index]
         if step.sandbox is None:
             return step
-        binding = self.bindings[index]
+        if not binding.hook.uses_sandbox:
+            return dataclasses.replace(step, sandbox=None)
         label, target = step.node, step.target_seq
 
         def record(data: dict[str, Any]) -> None:

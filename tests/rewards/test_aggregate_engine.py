@@ -189,3 +189,31 @@ async def test_offline_grading_gives_hooks_the_same_history(ws: Workspace) -> No
     assert len(rewards) == 3 and len(probe.seen) == 3
     for target, seqs in probe.seen:
         assert seqs == list(range(target))
+
+
+@reward_hook("test_sandbox_probe")
+class SandboxProbe(RewardHook):
+    """Reports what kind of sandbox it was given (the engine's guarded view, or none)."""
+
+    async def score(self, step: StepContext) -> Reward | None:
+        return Reward(value=0.0, components={"sandbox": type(step.sandbox).__name__})
+
+
+@reward_hook("test_events_only_probe")
+class EventsOnlyProbe(SandboxProbe):
+    """The same, but declared as scoring from the events alone."""
+
+    uses_sandbox = False
+
+
+async def test_a_hook_gets_the_guarded_sandbox_and_one_that_declares_no_use_gets_none(ws: Workspace) -> None:
+    spec = agent_workflow(["list_files"])
+    spec["rewards"] = [{"hook": "test_sandbox_probe", "on": "node"}, {"hook": "test_events_only_probe", "on": "node"}]
+    result = await run_workflow(ws.workflow(spec, SCRIPT), store=ws.store)
+    assert result.succeeded, result.error
+    seen = {
+        e.data["hook"]: e.data["components"]["sandbox"]
+        for e in ws.store.load_trace(result.run_id).events
+        if e.type is EventType.REWARD
+    }
+    assert seen == {"test_sandbox_probe": "HookSandbox", "test_events_only_probe": "NoneType"}
