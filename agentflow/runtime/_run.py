@@ -111,6 +111,8 @@ async def run_workflow(
     endpoint = otlp or os.environ.get(OTLP_ENV)
     if endpoint:
         require_otel()  # before anything is recorded
+    if tape is None and resume is None:
+        check_models(compiled, model)  # a missing API key or script is the user's mistake, said before the run
     recorder: Recorder = store.new_run(workflow=spec.name) if resume is None else store.reopen_run(resume.trace.run_id)
     if endpoint:
         recorder = LiveExport(recorder, endpoint)
@@ -302,6 +304,28 @@ bug (a ValueError): the workflow's expressions and templates failing on what the
 _INFRASTRUCTURE: tuple[type[BaseException], ...] = (ModelAPIError, SandboxError, TraceError, OSError, ConfigError)
 """The model provider, the sandbox backend, the trace store, the machine (sqlite3 and psycopg errors of a store
 are raised as TraceError), and a configuration mistake found only while running (a model's missing API key)."""
+
+
+def check_models(compiled: CompiledWorkflow, override: str | None = None) -> None:
+    """Build every model the run's agent nodes will call, so that what a provider checks up front (an API key, a
+    script file) fails before anything is recorded, as a ``ConfigError``, rather than as an errored run.
+
+    The models are built again when the run first calls them; building one opens no connection.
+    """
+    from agentflow.models import create_model
+    from agentflow.spec._models import AgentNode
+
+    pending, seen = [compiled], set()
+    while pending:
+        workflow = pending.pop()
+        pending.extend(workflow.children.values())
+        spec, base_dir = workflow.loaded.spec, workflow.loaded.base_dir
+        for node in spec.nodes.values():
+            if isinstance(node, AgentNode) and node.model in spec.models:
+                chosen = override or spec.models[node.model].model
+                if (chosen, base_dir) not in seen:
+                    seen.add((chosen, base_dir))
+                    create_model(chosen, base_dir=base_dir)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:

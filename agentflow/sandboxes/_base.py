@@ -32,7 +32,12 @@ class SandboxLimits(BaseModel):
 
 @dataclass(frozen=True)
 class ExecResult:
-    """What one command did inside a sandbox."""
+    """What one command did inside a sandbox.
+
+    ``exit_code`` is the command's own: its exit status, or minus the signal number when a signal killed it (as
+    ``subprocess`` reports it: ``-9`` for SIGKILL, ``-15`` for SIGTERM; a shell's ``128 + n`` is a command that
+    exited with that status). A command killed for its timeout has ``timed_out`` set (and usually ``-9``).
+    """
 
     exit_code: int
     stdout: str

@@ -183,6 +183,25 @@ def test_an_outage_errors_the_run_exit_3_scores_nothing_and_runs_finds_it(
     assert json.loads(failed.stdout)["runs"] == []
 
 
+def test_a_missing_api_key_is_said_before_the_run_in_one_line_and_records_nothing(ws: Workspace) -> None:
+    path = ws.workflow(scored_workflow({"model": "openai:test-model"}))
+    env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    store = ws.root / ".agentflow"
+    ran = subprocess.run(
+        [AGENTFLOW, "run", str(path), "--store", str(store)],
+        cwd=ws.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert ran.returncode == 2, ran.stderr  # the user's configuration, not an outage: exit 2, not 3
+    [line] = ran.stderr.strip().splitlines()
+    assert "OPENAI_API_KEY is not set" in line and "(fix: export OPENAI_API_KEY=" in line
+    assert TraceStore(store).list_runs() == []  # no errored run poisons the store
+
+
 @pytest.mark.parametrize("limit", ["node", "run"])
 async def test_a_timeout_that_cuts_a_call_retrying_an_outage_errors_the_run(
     ws: Workspace, server_env: OpenAIServer, limit: str
