@@ -26,6 +26,20 @@ def test_import_agentflow_loads_no_vendor_sdk() -> None:
     assert loaded.strip() == "[]"
 
 
+def test_import_agentflow_imports_nothing_until_a_public_name_is_read() -> None:
+    heavy = (*VENDOR_SDKS, "langgraph", "networkx", "pydantic", "yaml")
+    code = (
+        "import json, sys, agentflow\n"
+        f"heavy = {heavy!r}\n"
+        "bare = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('agentflow.'))\n"
+        "public = [getattr(agentflow, name) for name in agentflow.__all__]\n"
+        f"vendors = sorted(m for m in {(*VENDOR_SDKS, 'langgraph')!r} if m in sys.modules)\n"
+        "print(json.dumps({'bare': bare, 'vendors': vendors}))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert loaded == {"bare": [], "vendors": []}
+
+
 def test_committed_schema_matches_the_models() -> None:
     committed = json.loads((ROOT / "agentflow.schema.json").read_text())
     assert committed == workflow_json_schema(), "run `make schema` and commit agentflow.schema.json"
