@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import agentflow
-from agentflow.errors import ConfigError
+from agentflow.errors import ConfigError, TraceError
 
 ROOT = Path(__file__).parents[1]
 DOC = ROOT / "docs" / "python-api.md"
@@ -120,3 +120,41 @@ def test_every_snippet_of_the_python_api_page_runs(tmp_path: Path) -> None:
     assert "True 2" in out
     assert "0 ['todo.txt']" in out
     assert (tmp_path / "runs").is_dir()
+
+
+ONE_STEP = """
+name: one_step
+version: 1
+state:
+  listing: {type: list, default: []}
+sandbox:
+  backend: local
+  files: {".": workspace}
+tools: [list_files]
+start: look
+end: [look]
+nodes:
+  look: {kind: tool, tool: list_files, args: {path: "."}, output: {listing: result}}
+"""
+
+
+def test_arun_replay_and_resume_reach_the_runtime_and_the_store(tmp_path: Path) -> None:
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace" / "a.txt").write_text("a\n")
+    workflow = tmp_path / "one_step.yaml"
+    workflow.write_text(ONE_STEP)
+    store = agentflow.open_store(tmp_path / "runs")
+
+    result = asyncio.run(agentflow.arun(workflow, store=store))
+    assert result.succeeded, result.error
+    assert result.final_state["listing"] == ["a.txt"]
+
+    tape = agentflow.replay(store, result.run_id, ignore=())
+    assert (tape.mode, tape.identical, tape.sandbox_execs) == ("tape", True, 0)
+    (tmp_path / "workspace" / "b.txt").write_text("b\n")  # verify mode runs the tool again, on today's files
+    verify = agentflow.replay(store, result.run_id, mode="verify")
+    assert verify.mode == "verify" and verify.divergence is not None
+    assert verify.divergence.actual is not None and verify.divergence.actual["data"]["result"] == ["a.txt", "b.txt"]
+
+    with pytest.raises(TraceError, match="finished"):
+        agentflow.resume(store, result.run_id)  # only an interrupted resumable run can be resumed
