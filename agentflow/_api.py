@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from agentflow.errors import ConfigError
-
-if TYPE_CHECKING:
-    from agentflow.graph import CompiledWorkflow
-    from agentflow.runtime import RunResult
-    from agentflow.spec import LoadedWorkflow
-    from agentflow.traces import Event, ReplayReport, Store
+from agentflow.graph import CompiledWorkflow
+from agentflow.runtime import RunResult, run_workflow
+from agentflow.spec import LoadedWorkflow
+from agentflow.traces import Event, ReplayReport, Store, replay_run, resume_run
 
 T = TypeVar("T")
 
@@ -65,8 +63,6 @@ async def arun(
     Raises:
         ConfigError: the workflow, its inputs or a model's configuration are wrong; nothing was recorded.
     """
-    from agentflow.runtime import run_workflow
-
     return await run_workflow(
         workflow,
         inputs=inputs,
@@ -138,7 +134,6 @@ def replay(
         TraceError: the run is missing, or its trace fails verification.
         ConfigError: the workflow file is gone or invalid, or ``mode`` is unknown.
     """
-    from agentflow.traces import replay_run
 
     def replaying() -> Coroutine[Any, Any, ReplayReport]:
         if ignore is None:
@@ -162,6 +157,4 @@ def resume(store: Store, run_id: str, *, workflow: str | Path | None = None) -> 
         TraceError: no such run, the run finished or is still running, or it has no LangGraph checkpoint.
         ConfigError: the workflow file is gone, invalid, or changed since the run started.
     """
-    from agentflow.traces import resume_run
-
     return _blocking("resume", lambda: resume_run(store, run_id, workflow=workflow))
