@@ -4,6 +4,11 @@ Errors are split by who must act: a ``ConfigError`` is a mistake in what the use
 a command-line flag, a missing extra) and is fixed by editing it; a ``RunError`` is something that went wrong
 while a run executed and is recorded in the run's trace.
 
+Expressions and templates are written in the workflow file, so their errors are ``ConfigError``s, and validation
+finds most of them before a run; one that fails while a run evaluates it (an answer without the key an output
+expression reads) ends the run as ``failed``: the run loop classifies it as the agent's failure, not as a
+configuration mistake (see ``agentflow.runtime._run.classify``).
+
 ::
 
     AgentflowError
@@ -12,8 +17,11 @@ while a run executed and is recorded in the run's trace.
     │   ├── GraphValidationError    the template graph breaks a static rule (carries every Diagnostic)
     │   ├── UnknownBackendError     a registry has no entry by that name (closest match, choices)
     │   ├── MissingExtraError       an optional dependency is not installed (names the extra)
-    │   └── PluginLoadError         a plugin (`file.py:name`) is missing, does not import, or lacks the name
-    │       └── ToolLoadError       ... a tool plugin, or a tool that cannot be described to a model
+    │   ├── PluginLoadError         a plugin (`file.py:name`) is missing, does not import, or lacks the name
+    │   │   └── ToolLoadError       ... a tool plugin, or a tool that cannot be described to a model
+    │   ├── ExpressionError         a workflow's CEL expression does not parse or fails (also a ValueError)
+    │   ├── TemplateError           a `{key}` placeholder is malformed or names no state value (also a ValueError)
+    │   └── MalformedRecord         an imported record breaks its format (also a ValueError)
     └── RunError                    something failed while running; recorded in the trace
         ├── SandboxError            the sandbox backend failed (not the command inside it)
         │   ├── SandboxUnavailableError   the backend cannot start here (names how to fix)
@@ -25,10 +33,17 @@ while a run executed and is recorded in the run's trace.
         │   └── ModelScriptExhausted      a scripted model ran out of responses
         ├── ToolError               a tool call failed; goes back to the model as a tool message
         ├── LimitExceeded           a declared limit (steps, model calls, tokens, time) was hit
+        ├── NodeTimeout             one visit of a node ran past its timeout_s (a LimitExceeded once retries end)
         ├── RewardHookError         a reward hook failed or timed out (recorded, never fatal)
         ├── NodeFailed              a node failed after its retries
         ├── TraceError              a trace is unreadable or its hashes do not match
         └── ReplayDivergence        a replay asked for a model turn or tool result the tape does not hold
+
+Outside the tree on purpose, because none reaches a user as itself: ``BuildError`` of ``sandboxes/_build.py``
+(that file imports only the standard library, so CI runs it before agentflow is installed; `agentflow sandbox
+build` raises it as a ``SandboxUnavailableError``), and signals that never leave their module: the model retry
+loop's ``TransientModelError``, the conformance suites' ``CheckFailed`` and ``CheckSkipped``, and the private
+ones of the hashing code and of the sandbox helpers (``_UnsupportedValue``, ``SetupError``, ``Outside``).
 """
 
 from __future__ import annotations
@@ -168,6 +183,27 @@ class ToolLoadError(PluginLoadError):
     """A tool plugin cannot be loaded (missing file, import failure, not a function)."""
 
 
+class ExpressionError(ConfigError, ValueError):
+    """An expression does not parse, or fails when evaluated; ``offset`` is where (0-based), when known.
+
+    Validation reports the ones it can find before a run as diagnostics; one raised while a run evaluates the
+    expression on the agent's output ends the run as ``failed``.
+    """
+
+    def __init__(self, message: str, *, offset: int | None = None, expected: str | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.expected = expected
+
+
+class TemplateError(ConfigError, ValueError):
+    """A placeholder is malformed or names a missing state key (at run time: the run ``failed``)."""
+
+
+class MalformedRecord(ConfigError, ValueError):
+    """A record of an imported file does not follow its format (``openai-messages``); the import skips it."""
+
+
 class RunError(AgentflowError):
     """Something failed while a run executed."""
 
@@ -237,6 +273,14 @@ class LimitExceeded(RunError):
         self.limit = limit
         self.value = value
         self.observed = observed
+
+
+class NodeTimeout(RunError):
+    """One visit of a node ran past its wall-clock limit (``timeout_s``).
+
+    Not a ``LimitExceeded`` itself: the node's retry policy may try the visit again; once no retry is left, the
+    node raises ``LimitExceeded`` from it, and the run ends ``limit_exceeded``.
+    """
 
 
 class RewardHookError(RunError):

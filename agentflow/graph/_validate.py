@@ -16,7 +16,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from agentflow._plugins import is_plugin_ref, load_plugin, plugin_file
-from agentflow.errors import ConfigError, Diagnostic, PluginLoadError, SourceLocation, SpecError
+from agentflow.errors import ConfigError, Diagnostic, PluginLoadError, SourceLocation, SpecError, TemplateError
 from agentflow.graph._build import TemplateGraph
 from agentflow.routing import _expr
 from agentflow.spec import _templating
@@ -391,14 +391,14 @@ def _state_reads(template: TemplateGraph) -> Iterator[tuple[str, SourceLocation]
 def _safe_placeholders(text: str) -> list[str]:
     try:
         return _templating.placeholders(text)
-    except _templating.TemplateError:
+    except TemplateError:
         return []
 
 
 def _safe_value_placeholders(value: Any) -> list[str]:
     try:
         return _templating.value_placeholders(value)
-    except _templating.TemplateError:
+    except TemplateError:
         return []
 
 
@@ -425,7 +425,7 @@ def _check_node_writes(template: TemplateGraph) -> Iterator[Diagnostic]:
             for text, field in [(node.prompt, "prompt"), (node.input or "", "input")]:
                 try:
                     _templating.placeholders(text)
-                except _templating.TemplateError as exc:
+                except TemplateError as exc:
                     yield Diagnostic("template.syntax", str(exc), workflow.locate("nodes", name, field), None)
 
 

@@ -15,14 +15,7 @@ from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
-
-class ExpressionError(ValueError):
-    """An expression does not parse, or fails when evaluated; ``offset`` is where (0-based), when known."""
-
-    def __init__(self, message: str, *, offset: int | None = None, expected: str | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
-        self.expected = expected
+from agentflow.errors import ExpressionError  # defined with the error tree; imported from here too
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, RunError
+from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, NodeTimeout, RunError
 from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
 from agentflow.models._retry import observe_retries
 from agentflow.routing import _expr
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 
 _NO_RETRY = RetryPolicy()
-
-
-class NodeTimeout(RunError):
-    """One visit of a node ran past its wall-clock limit."""
 
 
 @dataclass(frozen=True)

@@ -15,26 +15,27 @@ import agentflow
 from agentflow.errors import (
     AgentflowError,
     ConfigError,
+    ExpressionError,
     LimitExceeded,
     ModelAPIError,
     ModelContextExceeded,
     ModelScriptExhausted,
     NodeFailed,
+    NodeTimeout,
     PathOutsideWorkdirError,
     ReplayDivergence,
     RunError,
     SandboxError,
+    TemplateError,
     TraceError,
 )
 from agentflow.graph._compile import CompiledWorkflow, compile_workflow
-from agentflow.routing._expr import ExpressionError
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _error_data, _timeout_error
 from agentflow.sandboxes import Sandbox, create_sandbox
 from agentflow.spec._loader import LoadedWorkflow
-from agentflow.spec._templating import TemplateError
 from agentflow.traces import Recorder, Store, TraceStore
 from agentflow.traces._events import Event, EventType, seconds_since
 from agentflow.traces._otel import OTLP_ENV, LiveExport, require_otel
@@ -299,7 +300,7 @@ _AGENT_SIDE: tuple[type[BaseException], ...] = (
     TemplateError,
 )
 """The agent's (or its script's) doing, though the base classes say infrastructure (a model or sandbox error) or a
-bug (a ValueError): the workflow's expressions and templates failing on what the agent produced."""
+configuration mistake (the workflow's expressions and templates, failing at run time on what the agent produced)."""
 
 _INFRASTRUCTURE: tuple[type[BaseException], ...] = (ModelAPIError, SandboxError, TraceError, OSError, ConfigError)
 """The model provider, the sandbox backend, the trace store, the machine (sqlite3 and psycopg errors of a store
@@ -334,11 +335,12 @@ def classify(exc: BaseException) -> tuple[str, str]:
     The cause is read through ``NodeFailed`` (a node's failure after its retries, nested for subgraphs), down to
     the error that started it:
 
-    - ``limit_exceeded``: a declared limit (``LimitExceeded``: steps, model calls, tokens, a node's or the run's
-      ``timeout_s``, ``max_turns``, a loop's ``max_iterations``), LangGraph's recursion limit, or the model's
-      context window (``ModelContextExceeded``: the agent's conversation outgrew it). A node's timeout is a limit
-      the workflow set for the agent's work, so it is the agent's, like the run's; but a timeout that cut a model
-      call while it retried a failing provider is the provider's, and becomes a ``ModelAPIError`` (``errored``).
+    - ``limit_exceeded``: a declared limit (``LimitExceeded``: steps, model calls, tokens, a node's
+      (``NodeTimeout``) or the run's ``timeout_s``, ``max_turns``, a loop's ``max_iterations``), LangGraph's
+      recursion limit, or the model's context window (``ModelContextExceeded``: the agent's conversation outgrew
+      it). A node's timeout is a limit the workflow set for the agent's work, so it is the agent's, like the
+      run's; but a timeout that cut a model call while it retried a failing provider is the provider's, and
+      becomes a ``ModelAPIError`` (``errored``).
     - ``failed``: the agent's own failure: an error the workflow's logic raised (no route holds, a ``tool`` node
       with ``fail_on_error``, an output expression that cannot read the answer), a scripted model that ran out of
       responses (the script is the agent), a replay that diverged from its tape.
@@ -356,7 +358,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     message = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
     if isinstance(root, GraphRecursionError):
         return "limit_exceeded", f"the run took more steps than its loop bounds allow: {root}"
-    if isinstance(root, LimitExceeded | ModelContextExceeded):
+    if isinstance(root, LimitExceeded | NodeTimeout | ModelContextExceeded):
         return "limit_exceeded", message
     if isinstance(root, _AGENT_SIDE):
         return "failed", message

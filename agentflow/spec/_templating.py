@@ -21,15 +21,13 @@ import tokenize
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from agentflow.errors import TemplateError  # defined with the error tree; imported from here too
+
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _formatter = string.Formatter()
 
 Quoting = Literal["text", "python", "shell"]
 """How a placeholder's value is written into a template: as text, as a Python literal, or as a shell word."""
-
-
-class TemplateError(ValueError):
-    """A placeholder is malformed or names a missing state key."""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentflow.errors import ConfigError
+from agentflow.errors import ConfigError, MalformedRecord
 from agentflow.traces._events import EventType
 from agentflow.traces._protocol import Store
 
@@ -57,10 +57,6 @@ class ImportReport:
             "run_ids": self.run_ids,
             "skipped": [{"line": line, "error": error} for line, error in self.skipped],
         }
-
-
-class MalformedRecord(ValueError):
-    """A record that does not follow the openai-messages format."""
 
 
 def _check_record(record: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -22,6 +22,7 @@ from agentflow.errors import (
     ModelContextExceeded,
     ModelScriptExhausted,
     NodeFailed,
+    NodeTimeout,
     PathOutsideWorkdirError,
     ReplayDivergence,
     RunError,
@@ -34,6 +35,7 @@ from agentflow.models import Model, ModelResponse, ModelSettings, model_provider
 from agentflow.routing._expr import ExpressionError
 from agentflow.runtime import run_workflow
 from agentflow.runtime._run import classify
+from agentflow.spec._templating import TemplateError
 from agentflow.traces import EventType, TraceStore, replay_run, summarize
 from agentflow.traces._events import Event
 from agentflow.traces._replay import content_digest
@@ -384,8 +386,10 @@ async def test_a_container_killed_mid_run_errors_the_run(ws: Workspace, docker_i
         (ReplayDivergence("not on the tape"), "failed"),
         (PathOutsideWorkdirError("/etc/passwd"), "failed"),
         (ExpressionError("json.answer: no such key"), "failed"),
+        (TemplateError("state has no value at 'plan.steps'"), "failed"),
         (RunError("no way out of node 'check' holds"), "failed"),
         (LimitExceeded("max_turns of agent 'work'", 10, 11), "limit_exceeded"),
+        (NodeTimeout("node 'work' ran past its timeout of 1s"), "limit_exceeded"),
     ],
 )
 def test_classification_reads_through_nested_node_failures(error: Exception, status: str) -> None:
