@@ -312,9 +312,7 @@ def check_opened_again(store: Store, reopen: Reopen) -> None:
         _expect(again.load_trace(run_id).ok, "the run does not verify through a new handle")
         _expect([r.run_id for r in again.list_runs()] == [run_id], "a new handle lists other runs")
     finally:
-        close = getattr(again, "close", None)
-        if close is not None:
-            close()
+        again.close()
 
 
 CHECKS: dict[str, Callable[..., None]] = {
