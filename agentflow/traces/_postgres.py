@@ -114,12 +114,14 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         with self._lock:
+            if self._shared.closed:
+                raise TraceError(f"the store {self.location} is closed")
             yield self._shared
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
-        with self._lock, self._shared.transaction():
-            yield self._shared
+        with self._connection() as connection, connection.transaction():
+            yield connection
 
     def _rows(self, statement: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as connection:
