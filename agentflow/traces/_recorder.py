@@ -66,7 +66,7 @@ class RecorderBase(abc.ABC):
             run_id: the run's id.
             workflow: the workflow's name.
             spill_threshold: payload strings larger than this many UTF-8 bytes go to a blob.
-            index: the recorder's own DB-API connection to the runs index (closed by the store's ``_release``).
+            index: the recorder's own DB-API connection to the runs index (the recorder's ``_release`` closes it).
             resume: the verified trace to continue after its last event.
         """
         self.run_id = run_id
