@@ -134,7 +134,7 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class TraceProblem:
-    """Something wrong in a stored trace, found by :meth:`TraceStore.load_trace`.
+    """Something wrong in a stored trace, found by :meth:`Store.load_trace`.
 
     ``kind`` is one of ``truncated`` (an incomplete last line, from a writer killed mid-write), ``corrupt`` (a line
     that is not a valid event), ``tampered`` (an event whose content does not match its hash), ``chain_broken`` (an
