@@ -49,9 +49,7 @@ def opened_store(location: str) -> Iterator[Store]:
     try:
         yield store
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.close()
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:

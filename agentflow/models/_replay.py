@@ -57,7 +57,7 @@ class ReplayModel(Model):
 @model_provider("replay")
 def replay_provider(name: str, *, base_dir: Path | None) -> Model:
     """``replay:<run_id>``: the responses of a stored run (store from ``AGENTFLOW_STORE``, else ``.agentflow``)."""
-    from agentflow.traces._protocol import open_store
+    from agentflow.traces._open import open_store
     from agentflow.traces._replay import Tape
 
     store = open_store(os.environ.get(STORE_ENV) or ".agentflow")

@@ -14,22 +14,25 @@ Read it back::
     summary = summarize(trace.events)     # what `agentflow run` and `agentflow show` print
 """
 
+from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to_json_value
+from agentflow.traces._open import open_store
 from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
-from agentflow.traces._protocol import LIVE_REWARDS, GradingPass, Recorder, Store, StoredReward, open_store
-from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
-from agentflow.traces._resume import ResumePoint, resume_run
-from agentflow.traces._store import (
-    DEFAULT_SPILL_THRESHOLD,
-    FINISHED_STATUSES,
-    FsyncPolicy,
+from agentflow.traces._protocol import (
+    LIVE_REWARDS,
+    GradingPass,
+    Recorder,
     RunInfo,
-    RunRecorder,
+    Store,
+    StoredReward,
     Trace,
     TraceProblem,
-    TraceStore,
 )
+from agentflow.traces._recorder import FINISHED_STATUSES
+from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
+from agentflow.traces._resume import ResumePoint, resume_run
+from agentflow.traces._store import FsyncPolicy, RunRecorder, TraceStore
 from agentflow.traces._summary import (
     ErrorInfo,
     HookRewards,

@@ -23,8 +23,7 @@ from agentflow.errors import MissingExtraError
 from agentflow.traces._events import Event, EventType
 
 if TYPE_CHECKING:
-    from agentflow.traces._protocol import Recorder
-    from agentflow.traces._store import Trace
+    from agentflow.traces._protocol import Recorder, Trace
     from agentflow.traces._summary import RunSummary
 
 OTLP_ENV = "AGENTFLOW_OTLP_ENDPOINT"

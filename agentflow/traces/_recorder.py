@@ -1,5 +1,5 @@
 """What every store's run recorder shares: the seq and hash chain, payload normalisation and spilling, the lazy run
-summary and the finish/close lifecycle. Stores supply where an event line, a blob and the index row go."""
+summary, the run's index row and the finish/close lifecycle. Stores supply where an event line and a blob go."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ import contextlib
 import threading
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value
 from agentflow.traces._summary import RunSummary, SummaryBuilder
+
+if TYPE_CHECKING:
+    from agentflow.traces._protocol import Trace
+    from agentflow.traces._tables import StoreTables
 
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "errored", "cancelled", "imported"})
 """The statuses ``finish`` accepts (``running`` and ``interrupted`` are the store's to set)."""
@@ -49,10 +53,26 @@ class RecorderBase(abc.ABC):
     # one database connection).
     spill_under_lock = False
 
-    def __init__(self, run_id: str, workflow: str, spill_threshold: int) -> None:
+    dropped_partial_line: dict[str, Any] | None = None
+    """The blob reference of a partial last line cut off when the run was reopened (a store writing lines to a file)."""
+
+    _tables: ClassVar[StoreTables]
+    """The runs index's statements, in the store's paramstyle."""
+
+    def __init__(self, run_id: str, workflow: str, spill_threshold: int, *, index: Any, resume: Trace | None) -> None:
+        """Index the run as ``running``: a new run, or ``resume``, the trace of an unfinished one it continues.
+
+        Args:
+            run_id: the run's id.
+            workflow: the workflow's name.
+            spill_threshold: payload strings larger than this many UTF-8 bytes go to a blob.
+            index: the recorder's own DB-API connection to the runs index (the recorder's ``_release`` closes it).
+            resume: the verified trace to continue after its last event.
+        """
         self.run_id = run_id
         self.workflow = workflow
         self._spill_threshold = spill_threshold
+        self._index_connection = index
         self._lock = threading.Lock()
         self._next_seq = 0
         self._last_hash: str | None = None
@@ -64,6 +84,14 @@ class RecorderBase(abc.ABC):
         self._finishing = False
         self._finished = False
         self._closed = False
+        if resume is None:
+            self._tables.insert_running(index, run_id, workflow)
+            return
+        if resume.events:
+            self._next_seq = resume.events[-1].seq + 1
+            self._last_hash = resume.events[-1].hash
+        self._unsummarized.extend(resume.events)
+        self._tables.mark_running_again(index, run_id)
 
     # -- what a store supplies ----------------------------------------------------------------------------------
 
@@ -76,12 +104,8 @@ class RecorderBase(abc.ABC):
         """Make one encoded event durable as the store promises (called under the lock, in seq order)."""
 
     @abc.abstractmethod
-    def _write_counts(self, status: str, summary: RunSummary) -> None:
-        """Update the run's index row (called under the lock)."""
-
-    @abc.abstractmethod
     def _release(self) -> None:
-        """Close files and connections (called once, under the lock)."""
+        """Close files and connections, the index connection too (called once, under the lock)."""
 
     # -- shared -------------------------------------------------------------------------------------------------
 
@@ -185,8 +209,16 @@ class RecorderBase(abc.ABC):
         return self._summary
 
     def _update_index(self, status: str) -> None:
+        # Called under the lock: the index connection is the recorder's own.
         self._index_refreshed = time.monotonic()
-        self._write_counts(status, self._catch_up_summary().build(snapshot=False))
+        self._tables.write_counts(
+            self._index_connection,
+            self.run_id,
+            status=status,
+            summary=self._catch_up_summary().build(snapshot=False),
+            events=self._next_seq,
+            last_hash=self._last_hash,
+        )
 
     def summary(self) -> RunSummary:
         """Summarise the events recorded so far (without re-reading the trace)."""

@@ -38,8 +38,7 @@ from agentflow.traces._hashing import canonical_json, sha256_hex, to_json_value
 
 if TYPE_CHECKING:
     from agentflow.models._base import Model
-    from agentflow.traces._protocol import Store
-    from agentflow.traces._store import Trace
+    from agentflow.traces._protocol import Store, Trace
 
 ReplayMode = Literal["tape", "verify"]
 # run_started keys that differ between two executions of the same run by nature (where and how it ran, not what it

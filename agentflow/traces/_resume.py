@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from agentflow.runtime._run import RunResult
     from agentflow.sandboxes._base import ExecResult
     from agentflow.tools._base import ExecObserver, Tool
-    from agentflow.traces._store import Trace
+    from agentflow.traces._protocol import Trace
 
 
 async def resume_run(store: Store, run_id: str, *, workflow: str | Path | None = None) -> RunResult:
@@ -62,7 +62,7 @@ async def resume_run(store: Store, run_id: str, *, workflow: str | Path | None =
     """
     from agentflow.graph._compile import compile_workflow
     from agentflow.runtime._run import run_workflow
-    from agentflow.traces._store import check_reopenable
+    from agentflow.traces._base import check_reopenable
 
     trace = store.load_trace(run_id)
     check_reopenable(trace, None, (None, None))  # the store checks the process again when it reopens the run

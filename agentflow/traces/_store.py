@@ -28,57 +28,33 @@ whose process died (found by :meth:`TraceStore.list_runs` on the same host), is 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
-import hashlib
-import json
 import os
-import re
-import secrets
-import socket
 import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
-from pydantic import ValidationError
-
-from agentflow._processes import pid_alive
 from agentflow.errors import ConfigError, TraceError
-from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import event_hash, sha256_hex
+from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD, StoreBase, check_digest, check_run_id
+from agentflow.traces._events import EventType
+from agentflow.traces._hashing import sha256_hex
 from agentflow.traces._migrations import migrate_sqlite
+from agentflow.traces._protocol import Trace
 from agentflow.traces._recorder import BOUNDARY_EVENTS, FINISHED_STATUSES, RecorderBase, utc_now
-from agentflow.traces._sqlite_grading import SQLiteGradingMixin
-from agentflow.traces._summary import RunSummary, summarize
+from agentflow.traces._tables import StoreTables
 
-if TYPE_CHECKING:
-    from agentflow.traces._protocol import Store
-
-__all__ = [
-    "DEFAULT_SPILL_THRESHOLD",
-    "FINISHED_STATUSES",
-    "FsyncPolicy",
-    "RunInfo",
-    "RunRecorder",
-    "Trace",
-    "TraceProblem",
-    "TraceStore",
-]
+__all__ = ["FsyncPolicy", "RunRecorder", "TraceStore"]
 
 FsyncPolicy = Literal["always", "boundary", "never"]
-DEFAULT_SPILL_THRESHOLD = 64 * 1024
-# "imported": a trajectory recorded elsewhere and imported (agentflow traces import), complete as it stands.
 TRACE_FILE = "trace.jsonl"
 INDEX_FILE = "index.sqlite"
 
-_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 _BUSY_TIMEOUT_S = 10.0
+# The folder store claims a run id by creating the run's directory, so its index row replaces one left behind by a
+# run whose directory was deleted.
+_SQLITE_TABLES = StoreTables("?", insert_run="INSERT OR REPLACE")
 
 
 def _ensure_wal(connection: sqlite3.Connection) -> None:
@@ -96,92 +72,7 @@ def _ensure_wal(connection: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def _new_run_id() -> str:
-    # Second-resolution time first so ids sort by start time; 32 random bits keep concurrent starts apart.
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One row of the run index, as ``agentflow runs`` lists it."""
-
-    run_id: str
-    workflow: str
-    status: str
-    started_at: str
-    finished_at: str | None
-    duration_s: float | None
-    steps: int
-    tool_calls: int
-    model_calls: int
-    tokens: int
-    reward_mean: float | None
-    error: str | None
-    replay_of: str | None = None  # the run this one replays
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the row as JSON-serialisable data."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class TraceProblem:
-    """Something wrong in a stored trace, found by :meth:`TraceStore.load_trace`.
-
-    ``kind`` is one of ``truncated`` (an incomplete last line, from a writer killed mid-write), ``corrupt`` (a line
-    that is not a valid event), ``tampered`` (an event whose content does not match its hash), ``chain_broken`` (an
-    event whose ``prev_hash`` is not the previous event's hash: one was removed, inserted or rewritten),
-    ``seq_gap`` (events missing or out of order) and ``index_mismatch`` (the trace ends differently from what the
-    index recorded when the run finished: events removed from the end, or the last one rewritten).
-    """
-
-    kind: Literal["truncated", "corrupt", "tampered", "chain_broken", "seq_gap", "index_mismatch"]
-    line: int | None
-    seq: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" if self.line is not None else "trace"
-        seq = f", seq {self.seq}" if self.seq is not None else ""
-        return f"{where}{seq}: {self.kind}: {self.message}"
-
-
-@dataclass
-class Trace:
-    """The events of one stored run, verified.
-
-    ``events`` holds every line that parsed as an event, in file order; ``problems`` lists what verification found
-    (empty for an intact trace). An event named in a ``tampered`` problem is still in ``events``, so a viewer can
-    show it, but nothing should trust it.
-    """
-
-    run_id: str
-    path: Path
-    events: list[Event]
-    problems: list[TraceProblem]
-    store: Store = field(repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the trace verified without any problem."""
-        return not self.problems
-
-    def raise_for_problems(self) -> None:
-        """Raise :class:`TraceError` listing the problems, if there are any."""
-        if self.problems:
-            listed = "; ".join(str(problem) for problem in self.problems)
-            raise TraceError(f"trace of run {self.run_id} failed verification: {listed}")
-
-    def resolve(self, data: Any) -> Any:
-        """Return ``data`` with every spilled payload (``{"$blob": sha256, "size": n}``) replaced by its text."""
-        return self.store.resolve_blobs(data)
-
-    def summary(self) -> RunSummary:
-        """Summarise the run (see :func:`agentflow.traces.summarize`)."""
-        return summarize(self.events)
-
-
-class TraceStore(SQLiteGradingMixin):
+class TraceStore(StoreBase["RunRecorder"]):
     """Runs recorded as JSONL traces under ``root``, listed through a SQLite index.
 
     Args:
@@ -191,6 +82,8 @@ class TraceStore(SQLiteGradingMixin):
 
     Safe to share between threads; several processes may record different runs into the same store at once.
     """
+
+    _tables = _SQLITE_TABLES
 
     def __init__(
         self,
@@ -210,6 +103,14 @@ class TraceStore(SQLiteGradingMixin):
     def __repr__(self) -> str:
         return f"TraceStore({str(self.root)!r})"
 
+    @property
+    def location(self) -> str:
+        """The store folder."""
+        return str(self.root)
+
+    def close(self) -> None:
+        """Nothing to release: every read or write opens its own connection to the index and closes it."""
+
     # -- paths -------------------------------------------------------------------------------------------------
 
     @property
@@ -224,26 +125,18 @@ class TraceStore(SQLiteGradingMixin):
 
     def run_dir(self, run_id: str) -> Path:
         """Return the directory of the run ``run_id`` (it may not exist)."""
-        _check_run_id(run_id)
+        check_run_id(run_id)
         return self.runs_root / run_id
 
     def blob_path(self, digest: str) -> Path:
         """Return where the blob with this sha256 hex digest is stored."""
-        if not _DIGEST_PATTERN.match(digest):
-            raise TraceError(f"not a blob digest (64 lowercase hex digits): {digest!r}")
+        check_digest(digest)
         return self.root / "blobs" / digest[:2] / digest
 
-    # -- index -------------------------------------------------------------------------------------------------
+    # -- the index ---------------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = self._open_index()
-        try:
-            yield connection
-        finally:
-            connection.close()
-
-    def _open_index(self) -> sqlite3.Connection:
+    def open_index(self) -> sqlite3.Connection:
+        """A new autocommit connection to the SQLite index, created and migrated if need be."""
         self.root.mkdir(parents=True, exist_ok=True)
         # Autocommit (isolation_level=None): every statement here is a single-row write, committed at once.
         connection = sqlite3.connect(
@@ -261,45 +154,27 @@ class TraceStore(SQLiteGradingMixin):
             raise
         return connection
 
-    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
-        """List runs from the index, newest first.
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        connection = self.open_index()
+        try:
+            yield connection
+        finally:
+            connection.close()
 
-        Runs still marked ``running`` whose process is gone (same host) are first marked ``interrupted``, with
-        their counts taken from the trace.
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
-        Args:
-            limit: at most this many runs.
-            status: only runs with this status (``running``, ``succeeded``, ``failed``, ``limit_exceeded``,
-                ``errored``, ``cancelled``, ``interrupted``).
-        """
-        if not self.index_path.exists():
-            return []
-        with self._connect() as connection:
-            self._mark_dead_runs_interrupted(connection)
-            query = (
-                "SELECT run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls,"
-                " model_calls, tokens, reward_mean, error, replay_of FROM runs"
-            )
-            parameters: list[Any] = []
-            if status is not None:
-                query += " WHERE status = ?"
-                parameters.append(status)
-            query += " ORDER BY started_at DESC, run_id DESC LIMIT ?"
-            parameters.append(limit)
-            rows = connection.execute(query, parameters).fetchall()
-        return [RunInfo(*row) for row in rows]
-
-    def latest_run_id(self) -> str | None:
-        """Return the id of the most recently started run, or ``None`` when the store has none."""
-        if self.index_path.exists():
-            with self._connect() as connection:
-                row = connection.execute("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1")
-                found = row.fetchone()
-            if found is not None:
-                return str(found[0])
-        # No index (deleted, or a copied runs/ folder): run ids sort by start time.
-        names = self._run_names()
-        return names[-1] if names else None
+    def _has_index(self) -> bool:
+        return self.index_path.exists()
 
     def reindex(self) -> list[str]:
         """Add index rows for runs whose trace exists but that the index does not list.
@@ -312,9 +187,9 @@ class TraceStore(SQLiteGradingMixin):
             The ids of the runs added, in id order.
         """
         added: list[str] = []
-        with self._connect() as connection:
+        with self._connection() as connection:
             known = {row[0] for row in connection.execute("SELECT run_id FROM runs")}
-            for run_id in self._run_names():
+            for run_id in self.run_ids():
                 if run_id in known:
                     continue
                 trace = self.load_trace(run_id)
@@ -325,93 +200,62 @@ class TraceStore(SQLiteGradingMixin):
                     "INSERT INTO runs (run_id, workflow, status, started_at) VALUES (?, ?, ?, ?)",
                     (run_id, summary.workflow or "unknown", status, started_at),
                 )
-                last_hash = trace.events[-1].hash if trace.events else None
-                _write_counts(
+                self._tables.write_counts(
                     connection,
                     run_id,
                     status=status,
                     summary=summary,
                     events=len(trace.events),
-                    last_hash=last_hash,
+                    last_hash=trace.events[-1].hash if trace.events else None,
                 )
                 added.append(run_id)
         return added
 
-    def _mark_dead_runs_interrupted(self, connection: sqlite3.Connection) -> None:
-        rows = connection.execute(
-            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", (socket.gethostname(),)
-        ).fetchall()
-        for run_id, pid in rows:
-            if pid is None or pid == os.getpid() or pid_alive(pid):
-                continue
-            try:
-                trace = self.load_trace(run_id)
-            except TraceError:
-                continue
-            last_hash = trace.events[-1].hash if trace.events else None
-            _write_counts(
-                connection,
-                run_id,
-                status="interrupted",
-                summary=trace.summary(),
-                events=len(trace.events),
-                last_hash=last_hash,
-            )
+    # -- runs and their lines ----------------------------------------------------------------------------------
 
-    def _index_row(self, run_id: str) -> tuple[str, int, str | None] | None:
-        if not self.index_path.exists():
+    def _start_run(self, run_id: str, workflow: str) -> RunRecorder | None:
+        directory = self.run_dir(run_id)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir()
+        except FileExistsError:
             return None
-        with self._connect() as connection:
-            row = connection.execute("SELECT status, events, last_hash FROM runs WHERE run_id = ?", (run_id,))
-            found = row.fetchone()
-        return None if found is None else (str(found[0]), int(found[1]), found[2])
+        return RunRecorder(self, run_id, workflow)
 
-    # -- recording ---------------------------------------------------------------------------------------------
+    def _continue_run(self, trace: Trace, workflow: str) -> RunRecorder:
+        # An incomplete last line (the writer was killed mid-write) is cut off first, kept as a blob whose digest the
+        # recorder reports in `dropped_partial_line`; every complete event stays as it was.
+        return RunRecorder(self, trace.run_id, workflow, resume=trace)
 
-    def new_run(self, *, workflow: str, run_id: str | None = None) -> RunRecorder:
-        """Start recording a run: create its directory and trace file, and index it as ``running``.
+    def run_ids(self) -> list[str]:
+        """Every run id with a trace, oldest first (run ids sort by start time)."""
+        if not self.runs_root.is_dir():
+            return []
+        return sorted(entry.name for entry in self.runs_root.iterdir() if (entry / TRACE_FILE).is_file())
 
-        Args:
-            workflow: the workflow's name, shown by ``agentflow runs``.
-            run_id: a chosen id (letters, digits, ``.``, ``_``, ``-``); by default ``YYYYMMDD-HHMMSS-<8 hex>`` in
-                UTC, which sorts by start time.
+    def _has_run(self, run_id: str) -> bool:
+        return (self.runs_root / run_id / TRACE_FILE).is_file()
 
-        Raises:
-            TraceError: a run with this id already exists.
-        """
-        for _ in range(100):
-            candidate = run_id if run_id is not None else _new_run_id()
-            directory = self.run_dir(candidate)
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                directory.mkdir()
-            except FileExistsError:
-                if run_id is not None:
-                    raise TraceError(f"run {run_id!r} already exists in {self.root}") from None
-                continue
-            return RunRecorder(self, candidate, workflow)
-        raise TraceError(f"could not find a free run id in {self.runs_root}")  # pragma: no cover (2**32 ids/s)
+    def _run_ids_starting(self, prefix: str) -> list[str]:
+        return [name for name in self.run_ids() if name.startswith(prefix)]
 
-    def reopen_run(self, run_id: str) -> RunRecorder:
-        """Continue recording an unfinished run (``agentflow resume``): its next event follows its last one.
+    def _trace_path(self, run_id: str) -> Path:
+        return self.runs_root / run_id / TRACE_FILE
 
-        An incomplete last line (the writer was killed mid-write) is cut off first, kept as a blob whose digest the
-        recorder reports in ``dropped_partial_line``; every complete event stays as it was.
+    def _read_trace(self, run_id: str) -> bytes:
+        try:
+            return self._trace_path(run_id).read_bytes()
+        except OSError as exc:
+            raise TraceError(f"cannot read the trace of run {run_id}: {exc}") from exc
 
-        Raises:
-            TraceError: the run finished, its trace fails verification, or its process is still alive.
-        """
-        trace = self.load_trace(run_id)
-        indexed = self._index_row(trace.run_id)
-        check_reopenable(trace, indexed[0] if indexed else None, self._index_owner(trace.run_id))
-        return RunRecorder(self, trace.run_id, trace.summary().workflow or "unknown", resume=trace)
+    # -- blobs -------------------------------------------------------------------------------------------------
 
-    def _index_owner(self, run_id: str) -> tuple[str | None, int | None]:
-        with self._connect() as connection:
-            found = connection.execute("SELECT host, pid FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return (None, None) if found is None else (found[0], found[1])
+    @property
+    def _blobs_location(self) -> str:
+        return str(self.root / "blobs")
 
-    def _write_blob(self, payload: bytes) -> str:
+    def write_blob(self, payload: bytes) -> str:
+        """Store a payload under its sha256 (once) and return the digest."""
         digest = sha256_hex(payload)
         target = self.blob_path(digest)
         if target.exists():  # content-addressed: the same name means the same bytes
@@ -432,189 +276,11 @@ class TraceStore(SQLiteGradingMixin):
             raise
         return digest
 
-    # -- reading -----------------------------------------------------------------------------------------------
-
-    def read_blob(self, digest: str) -> bytes:
-        """Return the bytes of a spilled payload, checked against its digest.
-
-        Raises:
-            TraceError: no blob has this digest, or its content does not match it.
-        """
-        path = self.blob_path(digest)
+    def _fetch_blob(self, digest: str) -> bytes | None:
         try:
-            payload = path.read_bytes()
+            return self.blob_path(digest).read_bytes()
         except FileNotFoundError:
-            raise TraceError(f"blob {digest} is missing from {self.root / 'blobs'}") from None
-        if hashlib.sha256(payload).hexdigest() != digest:
-            raise TraceError(f"blob {digest} was modified: its content no longer matches its sha256")
-        return payload
-
-    def resolve_blobs(self, obj: Any) -> Any:
-        """Return ``obj`` with every ``{"$blob": sha256, "size": n}`` replaced by the text it stands for.
-
-        Raises:
-            TraceError: a referenced blob is missing or modified.
-        """
-        if isinstance(obj, dict):
-            if obj.keys() == {"$blob", "size"} and isinstance(obj["$blob"], str):
-                return self.read_blob(obj["$blob"]).decode("utf-8")
-            return {key: self.resolve_blobs(value) for key, value in obj.items()}
-        if isinstance(obj, list):
-            return [self.resolve_blobs(item) for item in obj]
-        return obj
-
-    def _run_names(self) -> list[str]:
-        if not self.runs_root.is_dir():
-            return []
-        return sorted(entry.name for entry in self.runs_root.iterdir() if (entry / TRACE_FILE).is_file())
-
-    def resolve_run_id(self, run_id: str) -> str:
-        """Return the full id of the run named by ``run_id`` or by a unique prefix of it.
-
-        Raises:
-            TraceError: no run matches (the message lists the closest ids), or the prefix is ambiguous.
-        """
-        if _RUN_ID_PATTERN.match(run_id) and (self.runs_root / run_id / TRACE_FILE).is_file():
-            return run_id
-        names = self._run_names()
-        matches = [name for name in names if name.startswith(run_id)]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-            raise TraceError(f"run id prefix {run_id!r} is ambiguous in {self.root}: {shown}")
-        closest = difflib.get_close_matches(run_id, names, n=3, cutoff=0.4)
-        hint = f"; closest: {', '.join(closest)}" if closest else (f"; latest: {names[-1]}" if names else "")
-        raise TraceError(f"no run {run_id!r} in {self.root}{hint}")
-
-    def load_trace(self, run_id: str) -> Trace:
-        """Load and verify the trace of one run.
-
-        Every event's hash is recomputed and the ``prev_hash`` chain and ``seq`` order are checked; what fails is
-        reported in :attr:`Trace.problems` (with the line and seq) rather than raised, so a damaged trace can still
-        be inspected. Call :meth:`Trace.raise_for_problems` to insist on an intact one.
-
-        Args:
-            run_id: the run's id, or a unique prefix of it.
-
-        Raises:
-            TraceError: no such run (the message lists the closest run ids), or its trace file cannot be read.
-        """
-        full_id = self.resolve_run_id(run_id)
-        path = self.runs_root / full_id / TRACE_FILE
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise TraceError(f"cannot read the trace of run {full_id}: {exc}") from exc
-        events, problems = _parse_and_verify(raw, full_id)
-        indexed = self._index_row(full_id)
-        if indexed is not None and indexed[0] != "running":
-            _check_against_index(events, indexed[1], indexed[2], problems)
-        return Trace(run_id=full_id, path=path, events=events, problems=problems, store=self)
-
-
-def _check_run_id(run_id: str) -> None:
-    if not _RUN_ID_PATTERN.match(run_id):
-        raise ConfigError(
-            f"invalid run id {run_id!r}",
-            fix="use up to 128 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
-
-
-def _parse_and_verify(raw: bytes, run_id: str) -> tuple[list[Event], list[TraceProblem]]:
-    events: list[Event] = []
-    problems: list[TraceProblem] = []
-    lines = raw.split(b"\n")
-    ends_with_newline = raw.endswith(b"\n")
-    previous_hash: str | None = None
-    expected_seq = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        unterminated = number == len(lines) and not ends_with_newline
-        try:
-            event = Event.model_validate(json.loads(line))
-        except (ValueError, ValidationError) as exc:
-            if unterminated:
-                message = f"incomplete last line ({len(line)} bytes), the writer stopped mid-write; skipped"
-                problems.append(TraceProblem("truncated", number, None, message))
-            else:
-                reason = str(exc).splitlines()[0]
-                problems.append(TraceProblem("corrupt", number, None, f"not a valid event: {reason}"))
-            continue
-        seq = event.seq
-        if event.run_id != run_id:
-            problems.append(TraceProblem("corrupt", number, seq, f"event belongs to run {event.run_id!r}"))
-        if event_hash(event.model_dump(mode="json")) != event.hash:
-            problems.append(TraceProblem("tampered", number, seq, "content does not match the event's hash"))
-        if event.prev_hash != previous_hash:
-            problems.append(
-                TraceProblem("chain_broken", number, seq, "prev_hash is not the hash of the event before it")
-            )
-        if seq != expected_seq:
-            problems.append(TraceProblem("seq_gap", number, seq, f"expected seq {expected_seq}"))
-        events.append(event)
-        previous_hash = event.hash
-        expected_seq = seq + 1
-    return events, problems
-
-
-def _check_against_index(
-    events: list[Event], indexed_events: int, indexed_last_hash: str | None, problems: list[TraceProblem]
-) -> None:
-    last_hash = events[-1].hash if events else None
-    if len(events) != indexed_events or last_hash != indexed_last_hash:
-        problems.append(
-            TraceProblem(
-                "index_mismatch",
-                None,
-                events[-1].seq if events else None,
-                f"the index recorded {indexed_events} events ending in {str(indexed_last_hash)[:12]}, "
-                f"the trace has {len(events)} ending in {str(last_hash)[:12]}",
-            )
-        )
-
-
-def _write_counts(
-    connection: Any,
-    run_id: str,
-    *,
-    status: str,
-    summary: RunSummary,
-    events: int,
-    last_hash: str | None,
-    placeholder: str = "?",
-) -> None:
-    """Update a run's index row (SQLite, or PostgreSQL with ``placeholder="%s"``: same table, same SQL)."""
-    connection.execute(
-        (
-            "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?, model_calls = ?,"
-            " tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ? WHERE run_id = ?"
-        ).replace("?", placeholder),
-        (
-            status,
-            summary.finished_at,
-            summary.duration_s,
-            summary.steps,
-            summary.tool_calls,
-            summary.model_calls,
-            summary.tokens,
-            summary.reward_mean,
-            _index_error(summary),
-            events,
-            last_hash,
-            summary.replay_of,
-            run_id,
-        ),
-    )
-
-
-def _index_error(summary: RunSummary) -> str | None:
-    # A finished run shows the error it finished with (None for a success, even after recovered errors); a run in
-    # progress or interrupted shows the last error recorded so far.
-    if summary.status != "incomplete":
-        return summary.error
-    return summary.errors[-1].message if summary.errors else None
+            return None
 
 
 class RunRecorder(RecorderBase):
@@ -624,11 +290,11 @@ class RunRecorder(RecorderBase):
     context manager, or call :meth:`finish` and then :meth:`close`.
     """
 
+    _tables = _SQLITE_TABLES
+
     def __init__(self, store: TraceStore, run_id: str, workflow: str, *, resume: Trace | None = None) -> None:
-        super().__init__(run_id, workflow, store.spill_threshold)
         self.store = store
         self.trace_path = store.run_dir(run_id) / TRACE_FILE
-        self.dropped_partial_line: dict[str, Any] | None = None  # set when reopening cut off a partial last line
         self._fsync_every_event = store.fsync == "always"
         self._fsync_boundaries = store.fsync != "never"
         # O_APPEND + one os.write per event: no user-space buffer to lose, and each line lands whole or not at all
@@ -638,49 +304,29 @@ class RunRecorder(RecorderBase):
         try:
             if self._fsync_boundaries:
                 _fsync_directory(self.trace_path.parent)
-            self._index = store._open_index()
+            self._index = store.open_index()
+            try:
+                if resume is not None:
+                    self._cut_partial_line()
+                super().__init__(run_id, workflow, store.spill_threshold, index=self._index, resume=resume)
+            except BaseException:
+                self._index.close()
+                raise
         except BaseException:
             os.close(self._fd)
-            raise
-        if resume is not None:
-            self._continue(resume)
-            return
-        try:
-            # REPLACE: a row left behind by a run whose directory was deleted must not block reusing its id.
-            self._index.execute(
-                "INSERT OR REPLACE INTO runs (run_id, workflow, status, started_at, host, pid)"
-                " VALUES (?, ?, 'running', ?, ?, ?)",
-                (run_id, workflow, utc_now(), socket.gethostname(), os.getpid()),
-            )
-        except BaseException:
-            os.close(self._fd)
-            self._index.close()
             raise
 
     def __repr__(self) -> str:
         return f"RunRecorder({self.run_id!r}, events={self._next_seq})"
 
-    def _continue(self, trace: Trace) -> None:
-        """Pick up after the last complete event of ``trace`` (same run), marking the run ``running`` again."""
-        try:
-            raw = self.trace_path.read_bytes()
-            complete = raw.rfind(b"\n") + 1
-            if complete < len(raw):  # a partial line would corrupt the next event: keep its bytes as a blob
-                partial = raw[complete:]
-                self.dropped_partial_line = {"$blob": self.store._write_blob(partial), "size": len(partial)}
-                os.ftruncate(self._fd, complete)
-            if trace.events:
-                self._next_seq = trace.events[-1].seq + 1
-                self._last_hash = trace.events[-1].hash
-            self._unsummarized.extend(trace.events)
-            self._index.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, host = ?, pid = ? WHERE run_id = ?",
-                (socket.gethostname(), os.getpid(), self.run_id),
-            )
-        except BaseException:
-            os.close(self._fd)
-            self._index.close()
-            raise
+    def _cut_partial_line(self) -> None:
+        # A partial last line would corrupt the next event: its bytes are kept as a blob, and the file cut before it.
+        raw = self.trace_path.read_bytes()
+        complete = raw.rfind(b"\n") + 1
+        if complete < len(raw):
+            partial = raw[complete:]
+            self.dropped_partial_line = {"$blob": self.store.write_blob(partial), "size": len(partial)}
+            os.ftruncate(self._fd, complete)
 
     @property
     def run_dir(self) -> Path:
@@ -688,7 +334,7 @@ class RunRecorder(RecorderBase):
         return self.trace_path.parent
 
     def _write_blob(self, payload: bytes) -> str:
-        return self.store._write_blob(payload)
+        return self.store.write_blob(payload)
 
     def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
         boundary = event_type in BOUNDARY_EVENTS
@@ -700,11 +346,6 @@ class RunRecorder(RecorderBase):
                 os.fsync(self._fd)
         except OSError as exc:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
-
-    def _write_counts(self, status: str, summary: RunSummary) -> None:
-        _write_counts(
-            self._index, self.run_id, status=status, summary=summary, events=self._next_seq, last_hash=self._last_hash
-        )
 
     def _release(self) -> None:
         os.close(self._fd)
@@ -721,20 +362,3 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def check_reopenable(trace: Trace, status: str | None, owner: tuple[str | None, int | None]) -> None:
-    """Refuse to continue a run that finished, whose trace fails verification, or whose process still runs.
-
-    A partial last line (``truncated``) is the one problem allowed: it is what a killed writer leaves.
-    """
-    if any(event.type is EventType.RUN_FINISHED for event in trace.events):
-        finished = trace.summary().status
-        raise TraceError(f"run {trace.run_id} already finished ({finished}); there is nothing to resume")
-    damaged = [problem for problem in trace.problems if problem.kind != "truncated"]
-    if damaged:
-        listed = "; ".join(str(problem) for problem in damaged)
-        raise TraceError(f"trace of run {trace.run_id} failed verification, so it is not resumed: {listed}")
-    host, pid = owner
-    if status == "running" and pid is not None and host == socket.gethostname() and pid_alive(pid):
-        raise TraceError(f"run {trace.run_id} is still running (process {pid}); stop it before resuming")

@@ -26,7 +26,9 @@ from typing import Any
 from agentflow.errors import TraceError
 from agentflow.sandboxes.conformance import CheckFailed, CheckResult, CheckSkipped, CheckStatus
 from agentflow.traces._events import EventType
+from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import LIVE_REWARDS, Store, StoredReward
+from agentflow.traces._store import TraceStore
 from agentflow.traces._summary import realized_graph
 
 __all__ = [
@@ -75,9 +77,6 @@ def _record(store: Store, *, events: int = 3, workflow: str = "demo", run_id: st
 
 def tamper_builtin(store: Store, run_id: str, seq: int, old: str, new: str) -> None:
     """``tamper`` for agentflow's own stores: edit the JSONL line, or the ``events.line`` row in PostgreSQL."""
-    from agentflow.traces._postgres import PostgresStore
-    from agentflow.traces._store import TraceStore
-
     if isinstance(store, TraceStore):
         path = store.run_dir(run_id) / "trace.jsonl"
         lines = path.read_text().splitlines(keepends=True)
@@ -96,9 +95,6 @@ def tamper_builtin(store: Store, run_id: str, seq: int, old: str, new: str) -> N
 
 
 def _reopen_builtin(store: Store) -> Store:
-    from agentflow.traces._postgres import PostgresStore
-    from agentflow.traces._store import TraceStore
-
     if isinstance(store, PostgresStore):
         return PostgresStore(store.url)
     if isinstance(store, TraceStore):
@@ -312,9 +308,7 @@ def check_opened_again(store: Store, reopen: Reopen) -> None:
         _expect(again.load_trace(run_id).ok, "the run does not verify through a new handle")
         _expect([r.run_id for r in again.list_runs()] == [run_id], "a new handle lists other runs")
     finally:
-        close = getattr(again, "close", None)
-        if close is not None:
-            close()
+        again.close()
 
 
 CHECKS: dict[str, Callable[..., None]] = {

@@ -1,0 +1,71 @@
+"""Verification of a stored trace: what every store checks when it loads one, whatever holds the lines."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from agentflow.traces._events import Event
+from agentflow.traces._hashing import event_hash
+from agentflow.traces._protocol import TraceProblem
+
+
+def parse_and_verify(raw: bytes, run_id: str) -> tuple[list[Event], list[TraceProblem]]:
+    """Parse a trace's JSONL bytes and check every event: its run, its hash, the ``prev_hash`` chain, seq order.
+
+    A line that fails is reported in the problems (with its line number and seq) rather than raised; an incomplete
+    last line (a writer killed mid-write) is ``truncated`` and skipped.
+    """
+    events: list[Event] = []
+    problems: list[TraceProblem] = []
+    lines = raw.split(b"\n")
+    ends_with_newline = raw.endswith(b"\n")
+    previous_hash: str | None = None
+    expected_seq = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        unterminated = number == len(lines) and not ends_with_newline
+        try:
+            event = Event.model_validate(json.loads(line))
+        except (ValueError, ValidationError) as exc:
+            if unterminated:
+                message = f"incomplete last line ({len(line)} bytes), the writer stopped mid-write; skipped"
+                problems.append(TraceProblem("truncated", number, None, message))
+            else:
+                reason = str(exc).splitlines()[0]
+                problems.append(TraceProblem("corrupt", number, None, f"not a valid event: {reason}"))
+            continue
+        seq = event.seq
+        if event.run_id != run_id:
+            problems.append(TraceProblem("corrupt", number, seq, f"event belongs to run {event.run_id!r}"))
+        if event_hash(event.model_dump(mode="json")) != event.hash:
+            problems.append(TraceProblem("tampered", number, seq, "content does not match the event's hash"))
+        if event.prev_hash != previous_hash:
+            problems.append(
+                TraceProblem("chain_broken", number, seq, "prev_hash is not the hash of the event before it")
+            )
+        if seq != expected_seq:
+            problems.append(TraceProblem("seq_gap", number, seq, f"expected seq {expected_seq}"))
+        events.append(event)
+        previous_hash = event.hash
+        expected_seq = seq + 1
+    return events, problems
+
+
+def check_against_index(
+    events: list[Event], indexed_events: int, indexed_last_hash: str | None, problems: list[TraceProblem]
+) -> None:
+    """Report ``index_mismatch`` when the trace ends differently from what the index recorded at the run's end."""
+    last_hash = events[-1].hash if events else None
+    if len(events) != indexed_events or last_hash != indexed_last_hash:
+        problems.append(
+            TraceProblem(
+                "index_mismatch",
+                None,
+                events[-1].seq if events else None,
+                f"the index recorded {indexed_events} events ending in {str(indexed_last_hash)[:12]}, "
+                f"the trace has {len(events)} ending in {str(last_hash)[:12]}",
+            )
+        )
