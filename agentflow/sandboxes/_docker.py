@@ -569,7 +569,6 @@ class DockerSandbox(Sandbox):
             SandboxError: the container stopped during the exec (killed from outside) or its server stopped answering.
         """
         limit = request.timeout
-        data = request.stdin
         header = {
             "op": "exec",
             "argv": request.argv,
@@ -577,14 +576,14 @@ class DockerSandbox(Sandbox):
             "env": self._environment(request.env),
             "timeout": limit,
             "cap": self.limits.output_bytes,
-            "stdin": data is not None,
+            "stdin": request.stdin is not None,
             "rlimits": {
                 "cpu": self.limits.cpu_s,
                 "as": self.limits.memory_mb * 1024 * 1024,
                 "fsize": self.limits.file_size_mb * 1024 * 1024,
             },
         }
-        future = self._channel.send(header, data or b"")
+        future = self._channel.send(header, request.stdin or b"")
         try:
             reply, payload = await asyncio.wait_for(asyncio.shield(future), limit + _REPLY_GRACE_S)
         except TimeoutError:
