@@ -1,5 +1,5 @@
 """`agentflow sandbox exec|check|build|cleanup`: run a command in a fresh sandbox, run the conformance suite against a
-backend, build the Docker sandbox image with no registry, remove leftover sandbox containers."""
+backend, build the Docker sandbox image with no registry, remove what sandboxes of a backend left behind."""
 
 from __future__ import annotations
 
@@ -80,20 +80,25 @@ def build_command(
 
 @app.command("cleanup")
 def cleanup_command(
+    backend: Annotated[
+        str, typer.Option("--backend", help="whose leftovers: docker (containers), local (workdirs), e2b or a plugin's")
+    ] = "docker",
     everything: Annotated[
         bool, typer.Option("--all", help="also remove the containers of agentflow processes still running")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
-    """Remove Docker sandbox containers (and their volumes) left behind by agentflow processes that are gone."""
-    from agentflow.sandboxes._docker import cleanup_containers
+    """Remove what sandboxes left behind when their agentflow process died: Docker containers (and their volumes) by
+    default, the local sandbox's workdirs with --backend local."""
+    from agentflow.sandboxes import sandbox_backends
 
-    removed = cleanup_containers(everything=everything)
+    chosen = sandbox_backends.get(backend)  # an unknown name fails with the choices
+    removed = chosen.cleanup(everything=everything)
     if json_output:
         print(json.dumps({"removed": removed}))
     else:
         print(
-            f"removed {len(removed)} sandbox container{'s' if len(removed) != 1 else ''}"
+            f"removed {len(removed)} sandbox {chosen.leftover_kind}{'s' if len(removed) != 1 else ''}"
             + "".join(f"\n  {name}" for name in removed)
         )
     return 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 import posixpath
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentflow.errors import PathOutsideWorkdirError, SandboxError
 
 
 class SandboxLimits(BaseModel):
@@ -79,6 +82,38 @@ class IsolationReport:
         }
 
 
+@dataclass(frozen=True)
+class ExecRequest:
+    """One command as a backend's ``_exec`` receives it, already checked and completed by ``Sandbox.exec``.
+
+    ``argv`` is never empty, ``stdin`` is bytes (None: no input, the command reads end of file), ``timeout`` is the
+    wall-clock limit in seconds (the caller's, else ``limits.exec_timeout_s``), ``env`` holds only the variables
+    the caller gave (the backend adds its own base environment), ``cwd`` is as the caller gave it (None: the
+    workdir; the backend maps and checks it).
+    """
+
+    argv: list[str]
+    stdin: bytes | None
+    cwd: str | None
+    env: Mapping[str, str]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class ExecOutput:
+    """What a backend's ``_exec`` returns: the command's raw output, which ``Sandbox.exec`` caps and decodes.
+
+    ``truncated`` says the backend itself dropped output past ``limits.output_bytes`` while reading it (it must keep
+    at least that many bytes of each stream, and may stop there so a flood does not fill memory).
+    """
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    truncated: bool = False
+
+
 class Sandbox(abc.ABC):
     """An isolated place to run commands and keep files.
 
@@ -92,13 +127,29 @@ class Sandbox(abc.ABC):
     a ``SandboxError`` subclass when the backend itself fails. Messages name paths as the sandbox shows them, never
     where the backend keeps them on the host. A command that fails or times out is not an
     exception: it is an ``ExecResult`` with its exit code or ``timed_out``.
+
+    A backend implements ``_exec`` (``exec`` does the rest once for every backend: the closed check, refusing an
+    empty command, the timeout default, encoding ``stdin``, capping and decoding the output, timing it), sets
+    ``_closed`` in ``close()``, and overrides ``reset``, ``alive``, ``known_failures`` and ``cleanup`` where it has
+    them. A view over another sandbox (``ObservedSandbox``, a pool's handle) overrides ``exec`` itself and delegates
+    to the other sandbox's ``exec``, so the contract is applied once, by the backend underneath, and a view's own
+    limits (or their absence) cannot apply a second timeout default or cap.
     """
 
     backend: str = "abstract"
     limits: SandboxLimits
     """The limits the sandbox was created with (every backend sets it)."""
+    leftover_kind: ClassVar[str] = "leftover"
+    """What ``cleanup()`` removes, in words (``container``, ``workdir``), for ``agentflow sandbox cleanup``."""
+    _closed: bool = False
+    """Set by the backend's ``close()``; ``exec`` (and the backend's file operations, through ``_ensure_open``) then
+    refuse."""
 
-    @abc.abstractmethod
+    def _ensure_open(self) -> None:
+        """Raise ``SandboxError`` once the sandbox is closed."""
+        if self._closed:
+            raise SandboxError(f"this {self.backend} sandbox is closed")
+
     async def exec(
         self,
         cmd: list[str],
@@ -108,7 +159,93 @@ class Sandbox(abc.ABC):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run ``cmd`` (an argv list, no shell) and return what it did."""
+        """Run ``cmd`` (an argv list, no shell) and return what it did.
+
+        Args:
+            cmd: the program and its arguments, looked up on the sandbox's ``PATH``.
+            stdin: text (sent as UTF-8) or bytes fed to the command's standard input (empty input when omitted).
+            cwd: working directory, relative to the workdir or absolute inside it.
+            env: variables added to the sandbox's base environment.
+            timeout: wall-clock seconds; ``limits.exec_timeout_s`` when omitted.
+
+        Each of stdout and stderr keeps at most ``limits.output_bytes`` bytes (``truncated`` says some were cut),
+        decoded as UTF-8 with undecodable bytes replaced.
+
+        Raises:
+            ValueError: ``cmd`` is empty.
+            PathOutsideWorkdirError: ``cwd`` is outside the workdir.
+            FileNotFoundError: ``cwd`` does not exist.
+            SandboxError: the sandbox is closed, or the backend failed to run the command.
+        """
+        self._ensure_open()
+        if not cmd:
+            raise ValueError("exec needs a command: cmd is an empty list")
+        request = ExecRequest(
+            argv=list(cmd),
+            stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+            cwd=cwd,
+            env=dict(env or {}),
+            timeout=timeout or self.limits.exec_timeout_s,
+        )
+        started = time.monotonic()
+        output = await self._exec(request)
+        duration = time.monotonic() - started
+        cap = self.limits.output_bytes
+        return ExecResult(
+            exit_code=output.exit_code,
+            stdout=output.stdout[:cap].decode("utf-8", errors="replace"),
+            stderr=output.stderr[:cap].decode("utf-8", errors="replace"),
+            timed_out=output.timed_out,
+            truncated=output.truncated or len(output.stdout) > cap or len(output.stderr) > cap,
+            duration_s=duration,
+        )
+
+    async def _exec(self, request: ExecRequest) -> ExecOutput:
+        """Run one checked, completed command (see ``ExecRequest``) within ``request.timeout``; every backend
+        implements it.
+
+        Not abstract only so that a view, which overrides ``exec`` and never reaches this, need not define it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither _exec (a backend) nor exec (a view)")
+
+    async def reset(self) -> bool:
+        """Make the sandbox as fresh as a new one for its next user: no process of the last user left, the workdir
+        and temporary folders empty.
+
+        Returns:
+            True when it was reset; False when this backend cannot reset (the default): a pool then discards the
+            sandbox and starts a fresh one. False rather than ``NotImplementedError``, because not resetting is an
+            ordinary capability of a backend, not a mistake of the caller.
+
+        Raises:
+            SandboxError: a reset was attempted and failed; the sandbox should be discarded.
+        """
+        return False
+
+    @property
+    def alive(self) -> bool:
+        """Whether the sandbox still works: False once closed, or when its backend lost it (a container killed
+        from outside)."""
+        return not self._closed
+
+    @property
+    def known_failures(self) -> tuple[str, ...]:
+        """The conformance checks (names in ``agentflow.sandboxes.conformance.CHECKS``) this sandbox is known to
+        fail, as its backend declares them; the conformance runner reports those as ``known_failure``."""
+        return ()
+
+    @classmethod
+    def cleanup(cls, *, everything: bool = False) -> list[str]:
+        """Remove what sandboxes of this backend left behind when their process died without closing them.
+
+        Args:
+            everything: also remove what belongs to agentflow processes still running (where the backend can
+                tell; a backend may ignore it).
+
+        Returns:
+            The names of what was removed; the default backend leaves nothing behind and removes nothing.
+        """
+        return []
 
     @abc.abstractmethod
     async def read_file(self, path: str) -> bytes:
@@ -158,7 +295,8 @@ class ObservedSandbox(Sandbox):
     """Another sandbox, unchanged, except that every command it runs is reported to ``observer`` after it ends.
 
     Whoever is handed a sandbox (a tool through ``ToolContext``, a reward hook its fresh sandbox) gets it through
-    this view, so no command of theirs can run without a ``sandbox_exec`` event in the trace.
+    this view, so no command of theirs can run without a ``sandbox_exec`` event in the trace. A view: ``exec``
+    delegates to the inner sandbox's ``exec``, which applies the contract (timeout default, output cap) once.
     """
 
     def __init__(self, inner: Sandbox, observer: ExecObserver) -> None:
@@ -195,6 +333,17 @@ class ObservedSandbox(Sandbox):
     def isolation(self) -> IsolationReport:
         return self.inner.isolation()
 
+    async def reset(self) -> bool:
+        return await self.inner.reset()
+
+    @property
+    def alive(self) -> bool:
+        return self.inner.alive
+
+    @property
+    def known_failures(self) -> tuple[str, ...]:
+        return self.inner.known_failures
+
     @property
     def workdir(self) -> str:
         return self.inner.workdir
@@ -212,8 +361,6 @@ def workdir_relative(path: str, workdir: str) -> str:
     Raises:
         PathOutsideWorkdirError: ``path`` is absolute outside the workdir, or climbs out of it with ``..``.
     """
-    from agentflow.errors import PathOutsideWorkdirError
-
     pure = posixpath.normpath(path or ".")
     if pure.startswith("/"):
         if pure == workdir:

@@ -47,7 +47,8 @@ from agentflow.errors import (
     SandboxUnavailableError,
 )
 from agentflow.sandboxes._base import (
-    ExecResult,
+    ExecOutput,
+    ExecRequest,
     IsolationReport,
     Sandbox,
     SandboxLimits,
@@ -465,6 +466,7 @@ class DockerSandbox(Sandbox):
     """
 
     backend = "docker"
+    leftover_kind = "container"
 
     def __init__(
         self, *, limits: SandboxLimits, image: str, container_id: str, channel: _Channel, details: dict[str, Any]
@@ -546,10 +548,6 @@ class DockerSandbox(Sandbox):
         """Whether the container and its exec server still answer (false once killed from outside or closed)."""
         return not self._closed and self._channel.alive
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise SandboxError("this Docker sandbox is closed")
-
     def _environment(self, env: Mapping[str, str] | None) -> dict[str, str]:
         base = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -560,50 +558,32 @@ class DockerSandbox(Sandbox):
         base.update(env or {})
         return base
 
-    async def exec(
-        self,
-        cmd: list[str],
-        *,
-        stdin: str | bytes | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> ExecResult:
-        """Run ``cmd`` (an argv list, no shell) in the container and return what it did.
-
-        Args:
-            cmd: the program and its arguments, looked up on the container's ``PATH``.
-            stdin: text or bytes fed to the command (empty input when omitted).
-            cwd: working directory, relative to the workdir or absolute inside it.
-            env: variables added to the command's environment.
-            timeout: wall-clock seconds; ``limits.exec_timeout_s`` when omitted.
+    async def _exec(self, request: ExecRequest) -> ExecOutput:
+        """Run one command through the exec server (see ``Sandbox.exec``; the program is looked up on the
+        container's ``PATH``). The server kills the command's process tree on timeout and keeps at most
+        ``limits.output_bytes`` of each stream, so a flood never crosses the channel.
 
         Raises:
             PathOutsideWorkdirError: ``cwd`` is outside the workdir.
             FileNotFoundError: ``cwd`` does not exist.
-            SandboxError: the sandbox is closed, or the container stopped during the exec (killed from outside).
+            SandboxError: the container stopped during the exec (killed from outside) or its server stopped answering.
         """
-        self._ensure_open()
-        if not cmd:
-            raise ValueError("exec needs a command: cmd is an empty list")
-        limit = timeout or self.limits.exec_timeout_s
-        data = stdin.encode() if isinstance(stdin, str) else stdin
+        limit = request.timeout
         header = {
             "op": "exec",
-            "argv": list(cmd),
-            "cwd": _relative(cwd or "."),
-            "env": self._environment(env),
+            "argv": request.argv,
+            "cwd": _relative(request.cwd or "."),
+            "env": self._environment(request.env),
             "timeout": limit,
             "cap": self.limits.output_bytes,
-            "stdin": data is not None,
+            "stdin": request.stdin is not None,
             "rlimits": {
                 "cpu": self.limits.cpu_s,
                 "as": self.limits.memory_mb * 1024 * 1024,
                 "fsize": self.limits.file_size_mb * 1024 * 1024,
             },
         }
-        started = time.monotonic()
-        future = self._channel.send(header, data or b"")
+        future = self._channel.send(header, request.stdin or b"")
         try:
             reply, payload = await asyncio.wait_for(asyncio.shield(future), limit + _REPLY_GRACE_S)
         except TimeoutError:
@@ -617,15 +597,14 @@ class DockerSandbox(Sandbox):
             if self._channel.alive:
                 self._channel.send({"op": "kill", "target": header["id"]})
             raise
-        _raise_reply_error(reply, cwd or ".")
+        _raise_reply_error(reply, request.cwd or ".")
         out_len = int(reply["out_len"])
-        return ExecResult(
+        return ExecOutput(
             exit_code=int(reply["exit_code"]),
-            stdout=payload[:out_len].decode("utf-8", errors="replace"),
-            stderr=payload[out_len:].decode("utf-8", errors="replace"),
+            stdout=payload[:out_len],
+            stderr=payload[out_len:],
             timed_out=bool(reply["timed_out"]),
             truncated=bool(reply["truncated"]),
-            duration_s=time.monotonic() - started,
         )
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -702,8 +681,11 @@ class DockerSandbox(Sandbox):
 
     # -- pool support, report and lifecycle -------------------------------------------------------------------
 
-    async def reset(self, timeout: float = 15.0) -> None:
+    async def reset(self, timeout: float = 15.0) -> bool:
         """Kill every process of the sandbox user and empty the workdir, ``/tmp`` and ``/dev/shm`` for reuse.
+
+        Returns:
+            True (the container was reset).
 
         Raises:
             SandboxError: the container did not reset (it should then be discarded).
@@ -713,6 +695,18 @@ class DockerSandbox(Sandbox):
         _raise_reply_error(reply, WORKDIR)
         if reply.get("left"):
             raise SandboxError(f"the workdir could not be emptied: {reply['left'][:5]} remain")
+        return True
+
+    @classmethod
+    def cleanup(cls, *, everything: bool = False) -> list[str]:
+        """Remove the sandbox containers (and volumes) of agentflow processes that are gone; see
+        ``cleanup_containers``.
+
+        Raises:
+            MissingExtraError: the ``docker`` package is not installed.
+            SandboxUnavailableError: the engine does not answer.
+        """
+        return cleanup_containers(everything=everything)
 
     def isolation(self) -> IsolationReport:
         """Report the container's hardening (all of it holds on any engine that accepts the container)."""
@@ -728,7 +722,7 @@ class DockerSandbox(Sandbox):
             "timeout_kill": "the exec's process group and every process that inherited its marker",
             "environment": "PATH, HOME, LANG, TMPDIR and the variables given to exec",
             "limits": self.limits.model_dump(),
-            "known_conformance_failures": [],
+            "known_conformance_failures": list(self.known_failures),  # recorded with the run, for its reader
         }
         return IsolationReport(
             backend=self.backend,

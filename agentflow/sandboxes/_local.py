@@ -29,15 +29,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from agentflow._tempdirs import owned_tempdir
+from agentflow._tempdirs import owned_tempdir, sweep_stale
 from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, SandboxLimits, file_error
+from agentflow.sandboxes._base import ExecOutput, ExecRequest, IsolationReport, Sandbox, SandboxLimits, file_error
 from agentflow.sandboxes._registry import sandbox
 
 LocalMode = Literal["auto", "namespaces", "process"]
@@ -58,6 +57,7 @@ _OUTPUT_GRACE_S = 1.0  # how long output may still flow once the command has end
 _READ_CHUNK = 65536
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _PROCESS_KNOWN_FAILURES = ("kill_process_tree_on_timeout",)
+_ROOT_PREFIX = "agentflow-sandbox-"  # a sandbox's private folder: <tmp>/agentflow-sandbox-<pid>-<random>
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,6 @@ class _CappedBuffer:
             if len(chunk) > room:
                 self.truncated = True
 
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
-
 
 async def _feed_stdin(stream: asyncio.StreamWriter | None, data: bytes | None) -> None:
     if stream is None:
@@ -348,6 +345,7 @@ class LocalSandbox(Sandbox):
     """
 
     backend = "local"
+    leftover_kind = "workdir"
 
     def __init__(self, *, limits: SandboxLimits, _root: Path, _mode: Literal["namespaces", "process"]) -> None:
         self.limits = limits
@@ -410,7 +408,7 @@ class LocalSandbox(Sandbox):
                     f"the local sandbox cannot use Linux namespaces here: {reason}; enable unprivileged user "
                     f"namespaces (sysctl kernel.unprivileged_userns_clone=1) or use mode 'process'"
                 )
-        root = owned_tempdir("agentflow-sandbox-")  # removed by a later run if this process is killed
+        root = owned_tempdir(_ROOT_PREFIX)  # removed by a later run if this process is killed
         sandbox = cls(limits=limits or SandboxLimits(), _root=root, _mode="namespaces" if available else "process")
         sandbox._probe_reason = reason
         return sandbox
@@ -478,10 +476,6 @@ class LocalSandbox(Sandbox):
 
     # -- exec -------------------------------------------------------------------------------------------------
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise SandboxError("this local sandbox is closed")
-
     def _command_cwd(self, cwd: str | None) -> str:
         if cwd is None:
             return self.workdir
@@ -491,37 +485,19 @@ class LocalSandbox(Sandbox):
         relative = host.relative_to(self._host_workdir.resolve())
         return str(PurePosixPath(self.workdir) / relative)
 
-    async def exec(
-        self,
-        cmd: list[str],
-        *,
-        stdin: str | bytes | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> ExecResult:
-        """Run ``cmd`` (an argv list, no shell) in the sandbox and return what it did.
-
-        Args:
-            cmd: the program and its arguments; the program is looked up on the sandbox's ``PATH``.
-            stdin: text or bytes fed to the command's standard input (empty input when omitted).
-            cwd: working directory, relative to the workdir or absolute inside it.
-            env: variables added to the scrubbed environment.
-            timeout: wall-clock seconds; ``limits.exec_timeout_s`` when omitted.
+    async def _exec(self, request: ExecRequest) -> ExecOutput:
+        """Run one command through the launcher (see ``Sandbox.exec``; the program is looked up on the sandbox's
+        ``PATH``, ``env`` is added to the scrubbed environment).
 
         Raises:
             PathOutsideWorkdirError: ``cwd`` is outside the workdir.
             FileNotFoundError: ``cwd`` does not exist.
-            SandboxError: the sandbox is closed, or isolation could not be set up for this command.
+            SandboxError: isolation could not be set up for this command.
         """
-        self._ensure_open()
-        if not cmd:
-            raise ValueError("exec needs a command: cmd is an empty list")
-        config = self._launch_config(cmd, cwd=self._command_cwd(cwd), env=env)
+        config = self._launch_config(request.argv, cwd=self._command_cwd(request.cwd), env=request.env)
         status_read, status_write = os.pipe()
         config["status_fd"] = status_write
-        stdin_bytes = stdin.encode() if isinstance(stdin, str) else stdin
-        started = time.monotonic()
+        stdin_bytes = request.stdin
         loop = asyncio.get_running_loop()
         config_fd = _config_fd(config)
         try:
@@ -548,7 +524,7 @@ class LocalSandbox(Sandbox):
         process = asyncio.subprocess.Process(transport, protocol, loop)
         self._running.add(process)
         try:
-            timed_out, stdout, stderr = await self._collect(process, protocol.exited, stdin_bytes, timeout)
+            timed_out, stdout, stderr = await self._collect(process, protocol.exited, stdin_bytes, request.timeout)
         finally:
             self._running.discard(process)
         status = _read_status(status_read)
@@ -560,13 +536,12 @@ class LocalSandbox(Sandbox):
             exit_code = status.exit_code
         else:
             exit_code = process.returncode if process.returncode is not None else TIMEOUT_EXIT_CODE
-        return ExecResult(
+        return ExecOutput(
             exit_code=exit_code,
-            stdout=stdout.text(),
-            stderr=stderr.text(),
+            stdout=bytes(stdout.data),
+            stderr=bytes(stderr.data),
             timed_out=timed_out,
             truncated=stdout.truncated or stderr.truncated,
-            duration_s=time.monotonic() - started,
         )
 
     async def _collect(
@@ -574,7 +549,7 @@ class LocalSandbox(Sandbox):
         process: asyncio.subprocess.Process,
         exited: asyncio.Future[None],
         stdin: bytes | None,
-        timeout: float | None,
+        timeout: float,
     ) -> tuple[bool, _CappedBuffer, _CappedBuffer]:
         """Wait for the command within its timeout while draining its output; kill its processes on expiry."""
         assert process.stdout is not None
@@ -586,7 +561,7 @@ class LocalSandbox(Sandbox):
             asyncio.create_task(_feed_stdin(process.stdin, stdin)),
         ]
         try:
-            done, _ = await asyncio.wait({exited}, timeout=timeout or self.limits.exec_timeout_s)
+            done, _ = await asyncio.wait({exited}, timeout=timeout)
             timed_out = not done
             if timed_out or self.mode == "process":
                 # In namespaces mode the launcher's exit already ended the pid namespace; in process mode this
@@ -761,6 +736,25 @@ class LocalSandbox(Sandbox):
 
     # -- report and lifecycle ---------------------------------------------------------------------------------
 
+    @property
+    def known_failures(self) -> tuple[str, ...]:
+        """None in namespaces mode; in process mode ``kill_process_tree_on_timeout`` (a process that calls
+        ``setsid`` leaves the process group and survives a timeout until ``close()``)."""
+        return () if self.mode == "namespaces" else _PROCESS_KNOWN_FAILURES
+
+    @classmethod
+    def cleanup(cls, *, everything: bool = False) -> list[str]:
+        """Remove the private folders (workdir, ``/tmp``) of local sandboxes whose process is gone (killed before
+        ``close()``), as the first sandbox a process creates does in the background.
+
+        Args:
+            everything: ignored: a running process's sandbox folders are never removed, its commands run in them.
+
+        Returns:
+            The paths of the folders removed.
+        """
+        return [str(path) for path in sweep_stale(_ROOT_PREFIX)]
+
     def isolation(self) -> IsolationReport:
         """Report what this sandbox obtained on this machine, and why not the rest."""
         namespaces = self.mode == "namespaces"
@@ -770,7 +764,7 @@ class LocalSandbox(Sandbox):
             "workdir": self.workdir,
             "limits": self.limits.model_dump(),
             "environment": "scrubbed: PATH, HOME, LANG, TMPDIR and the variables given to exec",
-            "known_conformance_failures": [] if namespaces else list(_PROCESS_KNOWN_FAILURES),
+            "known_conformance_failures": list(self.known_failures),  # recorded with the run, for its reader
         }
         if self._is_root:
             details["user"] = f"commands run as unprivileged host uid {self._sandbox_uid}" + (

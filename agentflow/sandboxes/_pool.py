@@ -19,10 +19,11 @@ class SandboxPool:
     """Sandboxes started ahead of need and reused.
 
     ``acquire()`` hands out an idle sandbox (no container start on the way); ``close()`` on what it returned (or
-    ``release()``) resets it (``reset()`` of backends that have one, such as Docker: every process killed, the workdir
-    and ``/tmp`` emptied) and puts it back. A sandbox that misbehaved (its container died, its reset failed, or the
-    backend cannot reset) is discarded and replaced in the background. At most ``max_size`` sandboxes exist; an
-    ``acquire()`` past that waits up to its timeout for a release, then raises ``PoolExhaustedError``.
+    ``release()``) resets it (``Sandbox.reset()``; Docker's kills every process and empties the workdir and
+    ``/tmp``) and puts it back. A sandbox that misbehaved (no longer ``alive``: its container died; or its reset
+    failed) or whose backend cannot reset (``reset()`` returned False) is discarded and replaced in the background.
+    At most ``max_size`` sandboxes exist; an ``acquire()`` past that waits up to its timeout for a release, then
+    raises ``PoolExhaustedError``.
 
     Example::
 
@@ -125,7 +126,7 @@ class SandboxPool:
                     raise SandboxError("this sandbox pool is closed")
                 while self._idle:
                     candidate = self._idle.popleft()
-                    if getattr(candidate, "alive", True):
+                    if candidate.alive:
                         self._in_use.add(candidate)
                         return PooledSandbox(candidate, self)
                     self._discard(candidate)
@@ -157,11 +158,10 @@ class SandboxPool:
         inner = box._inner if isinstance(box, PooledSandbox) else box
         if inner not in self._in_use:
             return
-        reset = getattr(inner, "reset", None)
-        healthy = not self._closed and reset is not None and getattr(inner, "alive", True)
+        healthy = not self._closed and inner.alive
         if healthy:
             try:
-                await reset()  # type: ignore[misc]
+                healthy = await inner.reset()  # False: the backend cannot reset, so a fresh one replaces it
             except (SandboxError, OSError):
                 healthy = False
         async with self._changed:
@@ -207,7 +207,9 @@ class SandboxPool:
 class PooledSandbox(Sandbox):
     """A sandbox on loan from a ``SandboxPool``: ``close()`` gives it back (reset) instead of destroying it.
 
-    After ``close()`` this handle refuses every call, so a holder cannot reach the next user's sandbox.
+    After ``close()`` this handle refuses every call, so a holder cannot reach the next user's sandbox. A view:
+    ``exec`` delegates to the pooled sandbox's ``exec``, which applies the contract once; ``reset()`` is the
+    default (False): the pool resets what it lends when it comes back, not while someone holds it.
     """
 
     def __init__(self, inner: Sandbox, pool: SandboxPool) -> None:
@@ -230,7 +232,12 @@ class PooledSandbox(Sandbox):
     @property
     def alive(self) -> bool:
         """Whether the underlying sandbox still works (a container killed from outside does not)."""
-        return not self._returned and bool(getattr(self._inner, "alive", True))
+        return not self._returned and self._inner.alive
+
+    @property
+    def known_failures(self) -> tuple[str, ...]:
+        """The pooled sandbox's known conformance failures."""
+        return self._inner.known_failures
 
     async def exec(
         self,

@@ -11,7 +11,12 @@ from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox, Sand
 
 
 class SandboxBackend(Protocol):
-    """What a backend registers: a class (or object) whose ``create`` makes a ready sandbox."""
+    """What a backend registers: a class (or object) whose ``create`` makes a ready sandbox, and ``cleanup`` removes
+    what dead processes' sandboxes left behind. A ``Sandbox`` subclass has both ``cleanup`` and ``leftover_kind``
+    from the base (nothing to remove) and overrides what it has."""
+
+    leftover_kind: str
+    """What ``cleanup`` removes, in words (``container``)."""
 
     async def create(
         self,
@@ -26,6 +31,11 @@ class SandboxBackend(Protocol):
         ignore it) and ``labels`` tag what the backend creates (the run id, the workflow) so leftovers can be traced
         back and cleaned up.
         """
+        ...
+
+    def cleanup(self, *, everything: bool = False) -> list[str]:
+        """Remove leftovers of sandboxes whose process is gone (``everything``: also of running ones); return
+        their names."""
         ...
 
 

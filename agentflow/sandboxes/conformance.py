@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError
-from agentflow.sandboxes._base import IsolationReport, Sandbox
+from agentflow.sandboxes._base import Sandbox
 
 SandboxFactory = Callable[[], Awaitable[Sandbox]]
 Check = Callable[[SandboxFactory], Awaitable[None]]
@@ -684,12 +684,6 @@ CHECKS: dict[str, Check] = {
 """Every check by name, in the order ``run_conformance`` runs them."""
 
 
-def known_failures_from(report: IsolationReport) -> tuple[str, ...]:
-    """The checks a backend declares it fails, from ``details["known_conformance_failures"]`` of its report."""
-    declared = report.details.get("known_conformance_failures", ())
-    return tuple(str(name) for name in declared)
-
-
 async def run_check(name: str, check: Check, factory: SandboxFactory, *, known_failure: bool = False) -> CheckResult:
     """Run one check and classify its outcome; never raises for a failing backend."""
     started = time.monotonic()
@@ -721,7 +715,7 @@ async def run_conformance(
         factory: makes a fresh sandbox of the backend under test (``LocalSandbox.create``, a lambda around
             ``create_sandbox("docker", limits=...)``).
         known_failures: names of checks expected to fail; their failures are reported as ``known_failure``.
-            When omitted, the backend's own declaration in its isolation report is used.
+            When omitted, the backend's own declaration (``Sandbox.known_failures`` of a sandbox it makes) is used.
         only: run just these checks (names from ``CHECKS``).
 
     Returns:
@@ -735,7 +729,7 @@ async def run_conformance(
         raise KeyError(f"unknown conformance checks {unknown}; choices: {sorted(CHECKS)}")
     if known_failures is None:
         async with _fresh(factory) as probe:
-            known_failures = known_failures_from(probe.isolation())
+            known_failures = probe.known_failures
     results = []
     for name, check in CHECKS.items():
         if only is not None and name not in only:

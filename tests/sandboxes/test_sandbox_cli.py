@@ -69,6 +69,66 @@ def test_exec_check_and_cleanup_with_docker(tmp_path: Path) -> None:
     cleaned = agentflow("sandbox", "cleanup", "--json", cwd=tmp_path)
     assert cleaned.returncode == 0, cleaned.stderr
     assert isinstance(json.loads(cleaned.stdout)["removed"], list)
+    named = agentflow("sandbox", "cleanup", "--backend", "docker", cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.startswith("removed ") and " sandbox container" in named.stdout
+
+
+HOLD_A_SANDBOX = """
+import asyncio
+from agentflow.sandboxes import LocalSandbox
+
+async def main():
+    box = await LocalSandbox.create()
+    print(box._root, flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+def _hold_a_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[str], Path]:
+    """A process that made a local sandbox and keeps it open; returns it and the sandbox's private folder."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_SANDBOX], stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+    )
+    assert holder.stdout is not None
+    return holder, Path(holder.stdout.readline().strip())
+
+
+def _end(holder: subprocess.Popen[str]) -> None:
+    holder.kill()
+    holder.wait()
+    if holder.stdout is not None:
+        holder.stdout.close()
+
+
+def test_cleanup_of_the_local_backend_removes_the_workdirs_of_dead_processes_only(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}  # the sandboxes' folders, and the sweep, stay inside this test's folder
+    live, kept = _hold_a_sandbox(env)  # first: the dead one's folder must not be swept by this one's start
+    try:
+        dead, left_behind = _hold_a_sandbox(env)
+        _end(dead)  # SIGKILL: its sandbox was never closed
+        assert left_behind.is_dir() and kept.is_dir()
+        cleaned = agentflow("sandbox", "cleanup", "--backend", "local", "--json", cwd=tmp_path, env=env)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert json.loads(cleaned.stdout) == {"removed": [str(left_behind)]}
+        assert not left_behind.exists()
+        assert kept.is_dir()
+        again = agentflow("sandbox", "cleanup", "--backend", "local", cwd=tmp_path, env=env)
+        assert again.stdout.strip() == "removed 0 sandbox workdirs"
+    finally:
+        _end(live)
+
+
+def test_cleanup_of_e2b_needs_no_key_and_an_unknown_backend_is_refused(tmp_path: Path) -> None:
+    e2b = agentflow("sandbox", "cleanup", "--backend", "e2b", cwd=tmp_path, env={"E2B_API_KEY": ""})
+    assert (e2b.returncode, e2b.stdout.strip()) == (0, "removed 0 sandbox leftovers")
+    assert "did you mean 'docker'" in one_line_error(
+        agentflow("sandbox", "cleanup", "--backend", "dokcer", cwd=tmp_path), 2
+    )
 
 
 def test_run_a_workflow_with_the_docker_sandbox(examples: Path, tmp_path: Path) -> None:
