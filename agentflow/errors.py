@@ -42,7 +42,7 @@ configuration mistake (see ``agentflow.runtime._run.classify``).
 Outside the tree on purpose, because none reaches a user as itself: ``BuildError`` of ``sandboxes/_build.py``
 (that file imports only the standard library, so CI runs it before agentflow is installed; `agentflow sandbox
 build` raises it as a ``SandboxUnavailableError``), and signals that never leave their module: the model retry
-loop's ``TransientModelError``, the conformance suites' ``CheckFailed`` and ``CheckSkipped``, and the private
+loop's ``TransientModelError``, the conformance runner's ``CheckFailed`` and ``CheckSkipped``, and the private
 ones of the hashing code and of the sandbox helpers (``_UnsupportedValue``, ``SetupError``, ``Outside``).
 """
 

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).parents[1] / "agentflow"
 
 # Lowest first. A package may import its own layer's members only without a cycle, and any layer below.
 LAYERS: list[set[str]] = [
-    {"errors", "_processes", "_tempdirs", "_registry", "_plugins"},
+    {"errors", "_processes", "_tempdirs", "_registry", "_plugins", "_conformance"},
     {"spec"},
     {"graph"},
     {"models", "tools", "sandboxes", "rewards", "routing", "traces"},

@@ -113,7 +113,7 @@ def check_command(
     """Run the sandbox conformance suite against BACKEND; exit 0 when nothing failed beyond its known failures."""
     from agentflow.errors import ConfigError
     from agentflow.sandboxes import create_sandbox, sandbox_backends
-    from agentflow.sandboxes.conformance import CHECKS, run_conformance
+    from agentflow.sandboxes.conformance import CHECKS, ConformanceReport, run_conformance
 
     sandbox_backends.get(backend)  # an unknown name fails here with the choices, before anything starts
     unknown = sorted(set(only or ()) - set(CHECKS))
@@ -124,27 +124,11 @@ def check_command(
         await (await create_sandbox(backend)).close()  # the backend starts at all (a clear error if it cannot)
         return await run_conformance(lambda: create_sandbox(backend), only=only or None)
 
-    results = asyncio.run(check())
-    failed = [r for r in results if not r.ok]
+    report = ConformanceReport(backend, tuple(asyncio.run(check())))
     if json_output:
-        print(
-            json.dumps(
-                {
-                    "backend": backend,
-                    "ok": not failed,
-                    "checks": [
-                        {"name": r.name, "status": r.status, "detail": r.detail, "duration_s": round(r.duration_s, 3)}
-                        for r in results
-                    ],
-                }
-            )
-        )
+        print(json.dumps(report.to_dict(subject_key="backend")))
     else:
-        for result in results:
+        for result in report.results:
             print(result)
-        counts = {status: sum(r.status == status for r in results) for status in ("passed", "known_failure", "skipped")}
-        print(
-            f"{backend}: {counts['passed']} passed, {len(failed)} failed, {counts['known_failure']} known failures, "
-            f"{counts['skipped']} skipped"
-        )
-    return 1 if failed else 0
+        print(report.summary())
+    return 0 if report.ok else 1

@@ -26,53 +26,42 @@ import secrets
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from agentflow._conformance import (
+    CheckFailed,
+    CheckRegistry,
+    CheckResult,
+    CheckSkipped,
+    CheckStatus,
+    ConformanceReport,
+    run_async_check,
+)
+from agentflow._conformance import expect as _expect
 from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError
 from agentflow.sandboxes._base import Sandbox
 
+__all__ = [  # the check_* functions are importable too, for a suite that reuses some of them
+    "CHECKS",
+    "CHECK_TIMEOUT_S",
+    "Check",
+    "CheckFailed",
+    "CheckResult",
+    "CheckSkipped",
+    "CheckStatus",
+    "ConformanceReport",
+    "SandboxFactory",
+    "run_check",
+    "run_conformance",
+]
+
 SandboxFactory = Callable[[], Awaitable[Sandbox]]
 Check = Callable[[SandboxFactory], Awaitable[None]]
-CheckStatus = Literal["passed", "failed", "known_failure", "skipped"]
 
 CHECK_TIMEOUT_S = 120.0
 """A check that has not finished by then fails: a hanging backend must not hang the suite."""
-
-
-class CheckFailed(AssertionError):
-    """The backend did not behave as the contract says; the message says what happened instead."""
-
-
-class CheckSkipped(Exception):
-    """The check does not apply: the backend reports it does not offer the tested property."""
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check, printable as one line."""
-
-    name: str
-    status: CheckStatus
-    detail: str = ""
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True unless the check failed without being a known failure."""
-        return self.status != "failed"
-
-    def __str__(self) -> str:
-        detail = f"  {self.detail}" if self.detail else ""
-        return f"{self.status.upper():<13} {self.name}{detail}"
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
 
 
 @contextlib.asynccontextmanager
@@ -652,55 +641,44 @@ async def check_disk_fill_bounded(factory: SandboxFactory) -> None:
         await box.exec(["rm", "-f", "fill.bin"])
 
 
-CHECKS: dict[str, Check] = {
-    "exec_exit_codes": check_exec_exit_codes,
-    "stdin": check_stdin,
-    "quick_exit_codes": check_quick_exit_codes,
-    "large_argv_and_env": check_large_argv_and_env,
-    "env": check_env,
-    "cwd": check_cwd,
-    "large_output_capped": check_large_output_capped,
-    "timeout": check_timeout,
-    "kill_process_tree_on_timeout": check_kill_process_tree_on_timeout,
-    "command_not_found": check_command_not_found,
-    "binary_output": check_binary_output,
-    "parallel_execs": check_parallel_execs,
-    "files_text_and_binary": check_files_text_and_binary,
-    "files_big": check_files_big,
-    "files_missing": check_files_missing,
-    "files_outside_workdir": check_files_outside_workdir,
-    "files_respect_permissions": check_files_respect_permissions,
-    "file_errors_name_sandbox_paths": check_file_errors_name_sandbox_paths,
-    "files_read_cap": check_files_read_cap,
-    "fresh_sandbox_is_empty": check_fresh_sandbox_is_empty,
-    "reset_between_uses": check_reset_between_uses,
-    "network_egress_blocked": check_network_egress_blocked,
-    "host_secret_env_not_visible": check_host_secret_env_not_visible,
-    "host_files_not_visible": check_host_files_not_visible,
-    "memory_bomb_contained": check_memory_bomb_contained,
-    "fork_bomb_contained": check_fork_bomb_contained,
-    "disk_fill_bounded": check_disk_fill_bounded,
-}
+CHECKS: CheckRegistry[Check] = CheckRegistry(
+    "conformance",
+    {
+        "exec_exit_codes": check_exec_exit_codes,
+        "stdin": check_stdin,
+        "quick_exit_codes": check_quick_exit_codes,
+        "large_argv_and_env": check_large_argv_and_env,
+        "env": check_env,
+        "cwd": check_cwd,
+        "large_output_capped": check_large_output_capped,
+        "timeout": check_timeout,
+        "kill_process_tree_on_timeout": check_kill_process_tree_on_timeout,
+        "command_not_found": check_command_not_found,
+        "binary_output": check_binary_output,
+        "parallel_execs": check_parallel_execs,
+        "files_text_and_binary": check_files_text_and_binary,
+        "files_big": check_files_big,
+        "files_missing": check_files_missing,
+        "files_outside_workdir": check_files_outside_workdir,
+        "files_respect_permissions": check_files_respect_permissions,
+        "file_errors_name_sandbox_paths": check_file_errors_name_sandbox_paths,
+        "files_read_cap": check_files_read_cap,
+        "fresh_sandbox_is_empty": check_fresh_sandbox_is_empty,
+        "reset_between_uses": check_reset_between_uses,
+        "network_egress_blocked": check_network_egress_blocked,
+        "host_secret_env_not_visible": check_host_secret_env_not_visible,
+        "host_files_not_visible": check_host_files_not_visible,
+        "memory_bomb_contained": check_memory_bomb_contained,
+        "fork_bomb_contained": check_fork_bomb_contained,
+        "disk_fill_bounded": check_disk_fill_bounded,
+    },
+)
 """Every check by name, in the order ``run_conformance`` runs them."""
 
 
 async def run_check(name: str, check: Check, factory: SandboxFactory, *, known_failure: bool = False) -> CheckResult:
     """Run one check and classify its outcome; never raises for a failing backend."""
-    started = time.monotonic()
-    status: CheckStatus
-    try:
-        await asyncio.wait_for(check(factory), CHECK_TIMEOUT_S)
-    except CheckSkipped as skipped:
-        status, detail = "skipped", str(skipped)
-    except TimeoutError:
-        status = "known_failure" if known_failure else "failed"
-        detail = f"did not finish within {CHECK_TIMEOUT_S:g} s"
-    except Exception as exc:  # noqa: BLE001 - a check's failure of any kind is a result to report
-        status = "known_failure" if known_failure else "failed"
-        detail = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
-    else:
-        status, detail = "passed", "(listed as a known failure, but passed)" if known_failure else ""
-    return CheckResult(name, status, detail, time.monotonic() - started)
+    return await run_async_check(name, lambda: check(factory), known_failure=known_failure, timeout_s=CHECK_TIMEOUT_S)
 
 
 async def run_conformance(
@@ -724,15 +702,8 @@ async def run_conformance(
     Raises:
         KeyError: ``only`` or ``known_failures`` names a check that does not exist.
     """
-    unknown = sorted((set(only or ()) | set(known_failures or ())) - set(CHECKS))
-    if unknown:
-        raise KeyError(f"unknown conformance checks {unknown}; choices: {sorted(CHECKS)}")
+    selected = CHECKS.select(only, known_failures or ())
     if known_failures is None:
         async with _fresh(factory) as probe:
             known_failures = probe.known_failures
-    results = []
-    for name, check in CHECKS.items():
-        if only is not None and name not in only:
-            continue
-        results.append(await run_check(name, check, factory, known_failure=name in known_failures))
-    return results
+    return [await run_check(name, check, factory, known_failure=name in known_failures) for name, check, _ in selected]

@@ -19,12 +19,12 @@ same data, to prove nothing lives only in memory) for the two checks that need t
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+from agentflow._conformance import CheckFailed, CheckRegistry, CheckResult, CheckSkipped, ConformanceReport, run_check
+from agentflow._conformance import expect as _expect
 from agentflow.errors import TraceError
-from agentflow.sandboxes.conformance import CheckFailed, CheckResult, CheckSkipped, CheckStatus
 from agentflow.traces._events import EventType
 from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import LIVE_REWARDS, Store, StoredReward
@@ -36,6 +36,7 @@ __all__ = [
     "CheckFailed",
     "CheckResult",
     "CheckSkipped",
+    "ConformanceReport",
     "Reopen",
     "StoreFactory",
     "Tamper",
@@ -48,11 +49,6 @@ Tamper = Callable[[Store, str, int, str, str], None]
 """``tamper(store, run_id, seq, old, new)``: replace ``old`` by ``new`` in the stored text of one event."""
 Reopen = Callable[[Store], Store]
 """``reopen(store)``: a new, independent handle on the same stored data."""
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
 
 
 def _raises(match: str, action: Callable[[], object]) -> None:
@@ -311,19 +307,22 @@ def check_opened_again(store: Store, reopen: Reopen) -> None:
         again.close()
 
 
-CHECKS: dict[str, Callable[..., None]] = {
-    "record_list_load": check_record_list_load,
-    "run_id_errors": check_run_id_errors,
-    "many_concurrent_writers": check_many_concurrent_writers,
-    "large_payloads_in_blobs": check_large_payloads_in_blobs,
-    "interrupted_and_reopened": check_interrupted_and_reopened,
-    "grading_passes": check_grading_passes,
-    "live_rewards": check_live_rewards,
-    "replays_marked": check_replays_marked,
-    "realized_graphs": check_realized_graphs,
-    "tampered_event_reported": check_tampered_event_reported,
-    "opened_again": check_opened_again,
-}
+CHECKS: CheckRegistry[Callable[..., None]] = CheckRegistry(
+    "store conformance",
+    {
+        "record_list_load": check_record_list_load,
+        "run_id_errors": check_run_id_errors,
+        "many_concurrent_writers": check_many_concurrent_writers,
+        "large_payloads_in_blobs": check_large_payloads_in_blobs,
+        "interrupted_and_reopened": check_interrupted_and_reopened,
+        "grading_passes": check_grading_passes,
+        "live_rewards": check_live_rewards,
+        "replays_marked": check_replays_marked,
+        "realized_graphs": check_realized_graphs,
+        "tampered_event_reported": check_tampered_event_reported,
+        "opened_again": check_opened_again,
+    },
+)
 
 
 def run_conformance(
@@ -349,28 +348,13 @@ def run_conformance(
     Raises:
         KeyError: ``only`` or ``known_failures`` names a check that does not exist.
     """
-    unknown = sorted((set(only or ()) | set(known_failures)) - set(CHECKS))
-    if unknown:
-        raise KeyError(f"unknown store conformance checks {unknown}; choices: {sorted(CHECKS)}")
+    selected = CHECKS.select(only, known_failures)
     extras: dict[str, tuple[Any, ...]] = {
         "tampered_event_reported": (tamper or tamper_builtin,),
         "opened_again": (reopen or _reopen_builtin,),
     }
-    results = []
-    for name, check in CHECKS.items():
-        if only is not None and name not in only:
-            continue
-        started = time.monotonic()
-        status: CheckStatus
-        known = name in known_failures
-        try:
-            check(factory(), *extras.get(name, ()))
-        except CheckSkipped as skipped:
-            status, detail = "skipped", str(skipped)
-        except Exception as exc:  # noqa: BLE001 - a check's failure of any kind is a result to report
-            status = "known_failure" if known else "failed"
-            detail = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
-        else:
-            status, detail = "passed", "(listed as a known failure, but passed)" if known else ""
-        results.append(CheckResult(name, status, detail, time.monotonic() - started))
-    return results
+
+    def on_a_fresh_store(check: Callable[..., None], name: str) -> Callable[[], None]:
+        return lambda: check(factory(), *extras.get(name, ()))
+
+    return [run_check(name, on_a_fresh_store(check, name), known_failure=known) for name, check, known in selected]
