@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow.errors import ConfigError
-from agentflow.rewards import RewardHook, StepContext, StepKind, resolve_reward_hook
+from agentflow.rewards import HookContext, RewardHook, StepContext, StepKind, create_reward_hook
 from agentflow.rewards._aggregate import not_scored_reason
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._protocol import GradingMode, GradingPass, Store, StoredReward
@@ -252,7 +252,7 @@ async def grade_runs(
 
     requests = [hook if isinstance(hook, HookRequest) else HookRequest.parse(hook) for hook in hooks]
     own_rewards = not requests and checkpoints is None
-    built = [(request, _build_hook(request)) for request in requests]
+    built = [(request, create_reward_hook(request.name, request.options)) for request in requests]
     spec = load_checkpoints(checkpoints) if checkpoints is not None else None
     full_ids = [store.resolve_run_id(run_id) for run_id in run_ids]
     by_workflow: dict[str, list[tuple[HookRequest, RewardHook]]] = {}
@@ -313,20 +313,6 @@ async def grade_runs(
     return result
 
 
-def _build_hook(
-    request: HookRequest, base_dir: Path | None = None, models: Mapping[str, str] | None = None
-) -> RewardHook:
-    """The hook a request names, built with its options (and the workflow's folder and models, as a run has them).
-
-    A hook by path (``hooks/mine.py:fn``) is relative to the workflow's folder, or to the current folder when it was
-    named on the command line (as any path there is).
-    """
-    hook = resolve_reward_hook(request.name, base_dir=base_dir or Path.cwd())(**dict(request.options))
-    hook.base_dir = base_dir
-    hook.models = dict(models or {})
-    return hook
-
-
 def _workflow_hooks(
     events: Sequence[Event], cache: dict[str, list[tuple[HookRequest, RewardHook]]]
 ) -> list[tuple[HookRequest, RewardHook]]:
@@ -345,12 +331,12 @@ def _workflow_hooks(
         if not Path(file).is_file():
             raise ConfigError(f"the run's workflow file is gone: {file}")
         loaded = load_workflow(file)
-        models = {name: config.model for name, config in loaded.spec.models.items()}
+        context = HookContext(loaded.base_dir, {name: config.model for name, config in loaded.spec.models.items()})
         requests = [
             HookRequest(reward.hook, reward.on, dict(reward.options), tuple(reward.nodes))
             for reward in loaded.spec.rewards
         ]
-        cache[file] = [(request, _build_hook(request, loaded.base_dir, models)) for request in requests]
+        cache[file] = [(request, create_reward_hook(request.name, request.options, context)) for request in requests]
     return cache[file]
 
 

@@ -7,10 +7,12 @@ from agentflow.rewards import _lsp as _lsp  # registers lsp_diagnostics (pygls l
 from agentflow.rewards import _outcome as _outcome  # outcome
 from agentflow.rewards._base import (
     FunctionHook,
+    HookContext,
     Reward,
     RewardHook,
     StepContext,
     StepKind,
+    create_reward_hook,
     resolve_reward_hook,
     reward_hook,
     reward_hooks,
@@ -18,10 +20,12 @@ from agentflow.rewards._base import (
 
 __all__ = [
     "FunctionHook",
+    "HookContext",
     "Reward",
     "RewardHook",
     "StepContext",
     "StepKind",
+    "create_reward_hook",
     "resolve_reward_hook",
     "reward_hook",
     "reward_hooks",

@@ -77,8 +77,8 @@ class RewardHook(abc.ABC):
 
     def __init__(self, **options: Any) -> None:
         self.options = options
-        self.base_dir: Path | None = None  # the workflow's folder, for relative paths in options (set by the engine)
-        self.models: Mapping[str, str] = {}  # the workflow's model names -> provider:model (set by the engine)
+        self.base_dir: Path | None = None  # the workflow's folder, for relative paths in options (from its context)
+        self.models: Mapping[str, str] = {}  # the workflow's model names -> provider:model (from its context)
 
     @abc.abstractmethod
     async def score(self, step: StepContext) -> Reward | None:
@@ -166,3 +166,40 @@ def resolve_reward_hook(name: str, *, base_dir: Path) -> HookFactory:
         f"reward hook {name!r} is a {type(value).__name__}, not a RewardHook subclass or a function",
         fix="point it at `class MyHook(RewardHook)` or at `def my_hook(step) -> float | Reward | None`",
     )
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a hook knows of the workflow that declares it, given once when the hook is created.
+
+    ``base_dir`` is the workflow file's folder: a hook by path, and relative paths in a hook's options, resolve
+    against it; None for a hook named on the command line, which resolves against the current folder (as any path
+    there does). ``models`` maps the workflow's model names to ``provider:model``, so a judge can name a model as
+    the workflow's nodes do.
+    """
+
+    base_dir: Path | None = None
+    models: Mapping[str, str] = field(default_factory=lambda: {})
+
+
+def create_reward_hook(
+    name_or_path: str, options: Mapping[str, Any] | None = None, context: HookContext | None = None
+) -> RewardHook:
+    """The hook a workflow (or ``agentflow grade``) names, built with its options and configured with its context.
+
+    Args:
+        name_or_path: a registered hook (``exit_code``) or a plugin by path (``hooks/mine.py:answer_has_number``,
+            relative to ``context.base_dir``, or to the current folder without one); see ``resolve_reward_hook``.
+        options: the hook's options, as its ``rewards:`` entry gives them.
+        context: the declaring workflow's folder and models; none for a hook named on its own.
+
+    Raises:
+        UnknownBackendError: a name no registry entry has.
+        PluginLoadError: the plugin file is missing, does not import, lacks the name, or names something else.
+    """
+    context = context if context is not None else HookContext()
+    factory = resolve_reward_hook(name_or_path, base_dir=context.base_dir or Path.cwd())
+    hook = factory(**dict(options or {}))
+    hook.base_dir = context.base_dir
+    hook.models = dict(context.models)
+    return hook

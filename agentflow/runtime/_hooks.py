@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from agentflow.errors import ConfigError, RewardHookError
-from agentflow.rewards import RewardHook, StepContext, StepKind, resolve_reward_hook
+from agentflow.rewards import HookContext, RewardHook, StepContext, StepKind, create_reward_hook
 from agentflow.rewards._aggregate import NEEDS_OUTCOME, aggregate_trace
 from agentflow.rewards._sandbox import HookSandbox
 from agentflow.spec._models import RewardSpec, WorkflowSpec
@@ -44,15 +44,10 @@ class RewardEngine:
     """
 
     def __init__(self, spec: WorkflowSpec, base_dir: Path | None = None) -> None:
-        hooks_dir = base_dir if base_dir is not None else Path.cwd()  # hooks by path are relative to the workflow
+        context = HookContext(base_dir, {name: config.model for name, config in spec.models.items()})
         self.bindings = [
-            HookBinding(reward, resolve_reward_hook(reward.hook, base_dir=hooks_dir)(**reward.options))
-            for reward in spec.rewards
+            HookBinding(reward, create_reward_hook(reward.hook, reward.options, context)) for reward in spec.rewards
         ]
-        models = {name: config.model for name, config in spec.models.items()}
-        for binding in self.bindings:
-            binding.hook.base_dir = base_dir
-            binding.hook.models = models
         run_hooks = {b.spec.hook for b in self.bindings if b.spec.on == "run"}
         for reward in spec.rewards:
             needs = sorted(NEEDS_OUTCOME.intersection(reward.aggregate))
