@@ -27,7 +27,7 @@ def _report_from_events(step: StepContext) -> dict[str, Any] | None:
 async def _run_tests(sandbox: Sandbox, options: dict[str, Any]) -> dict[str, Any]:
     """Run the tests with the run_tests tool's own runner and parser (pytest or unittest)."""
     from agentflow.tools import ToolContext
-    from agentflow.tools._builtins import run_tests
+    from agentflow.tools._tests import run_tests
 
     arguments = {"path": options.get("path", "tests"), "framework": options.get("framework", "auto")}
     outcome = await run_tests.invoke(ToolContext(sandbox=sandbox), arguments)

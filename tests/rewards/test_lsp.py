@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 
 from agentflow.errors import MissingExtraError, RewardHookError
-from agentflow.rewards._lsp import SERVERS, LspDiagnosticsHook, changed_lines, name_positions, step_edits
+from agentflow.rewards._lsp import SERVERS, LspDiagnosticsHook
+from agentflow.rewards._lsp.edits import changed_lines, name_positions, step_edits
 from agentflow.sandboxes import Sandbox, create_sandbox
 from tests.rewards._support import StepEvents, step
 from tests.support.require import require

@@ -156,7 +156,7 @@ def test_signature_that_cannot_be_described_is_refused(tmp_path: Path, source: s
 
 
 def test_dotted_module_reference(tmp_path: Path) -> None:
-    loaded = resolve_tool("agentflow.tools._builtins:list_files", base_dir=tmp_path)
+    loaded = resolve_tool("agentflow.tools._files:list_files", base_dir=tmp_path)
     assert loaded is tool_registry.get("list_files")
     with pytest.raises(ToolLoadError, match="no module named 'no_such_pkg'"):
         resolve_tool("no_such_pkg.tools:fn", base_dir=tmp_path)

@@ -1,51 +1,20 @@
-"""The Docker sandbox: a hardened container per sandbox, driven by an exec server inside it.
-
-Every container is hardened by default: no network (``network_mode=none`` unless ``limits.network``), memory, CPU
-and pids limits, the unprivileged uid 1000, ``cap_drop=ALL``, ``no-new-privileges``, a read-only root filesystem
-with a size-limited tmpfs workdir at ``/workspace`` (plus small private ``/tmp`` and ``/dev/shm``), and
-``docker-init`` as PID 1 to reap orphans.
-
-Commands do not go through ``docker exec``: the container's command is a small exec server
-(``agentflow/sandboxes/_execserver.py``) that reads requests from the container's attached stdin, so one exec is one
-message each way (about 1 ms instead of about 50 ms). The server enforces the per-exec timeout, kills the whole
-process tree of an exec when it ends or times out, and caps the output.
-
-No container outlives its owner: each carries labels (``agentflow.sandbox``, ``agentflow.owner`` host:pid and,
-when pooled, ``agentflow.pool``) and is created with ``auto_remove``; ``close()`` removes it; an ``atexit`` hook and
-a SIGTERM handler remove what is still open; and when the owning process dies by any means (even SIGKILL) the
-engine closes the container's stdin, the server exits and the engine removes the container.
-``agentflow sandbox cleanup`` removes leftovers of anything else (a container created but never started).
-"""
+"""The Docker sandbox: start a hardened container running the exec server, and drive it through the channel."""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import io
-import json
 import os
-import secrets
 import signal
 import socket
 import ssl
-import struct
 import tarfile
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from agentflow._processes import pid_alive
-from agentflow.errors import (
-    FileTooLargeError,
-    MissingExtraError,
-    PathOutsideWorkdirError,
-    SandboxError,
-    SandboxUnavailableError,
-)
+from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
 from agentflow.sandboxes._base import (
     ExecOutput,
     ExecRequest,
@@ -55,293 +24,34 @@ from agentflow.sandboxes._base import (
     file_error,
     workdir_relative,
 )
+from agentflow.sandboxes._docker.channel import _Channel
+from agentflow.sandboxes._docker.client import (
+    DEFAULT_IMAGE,
+    IMAGE_ENV_VAR,
+    LABEL,
+    OWNER_LABEL,
+    _docker,
+    _install_exit_handlers,
+    _owned,
+    _owned_lock,
+    _owner,
+    _remove_container,
+    cleanup_containers,
+    docker_client,
+)
 from agentflow.sandboxes._registry import sandbox
-
-DEFAULT_IMAGE = "agentflow/python:latest"
-IMAGE_ENV_VAR = "AGENTFLOW_DOCKER_IMAGE"
-"""Overrides the image of ``create_sandbox("docker")`` (the image must have ``python3`` for the exec server)."""
 
 WORKDIR = "/workspace"
 SANDBOX_USER = "1000:1000"
-LABEL = "agentflow.sandbox"
-OWNER_LABEL = "agentflow.owner"
-POOL_LABEL = "agentflow.pool"
 TIMEOUT_EXIT_CODE = -signal.SIGKILL
 """``ExecResult.exit_code`` of a command killed on timeout (``timed_out`` is True): -9, as for SIGKILL."""
 
-_SERVER_SOURCE = Path(__file__).with_name("_execserver.py")
-_FRAME = struct.Struct("!II")
-_DOCKER_FRAME = struct.Struct(">BxxxL")  # the engine's stream multiplexing header: stream type, payload length
+_SERVER_SOURCE = Path(__file__).parents[1] / "_execserver.py"
 _SERVER_MEMORY_MB = 64  # headroom above limits.memory_mb for the exec server, tmpfs pages and the init process
 _SERVER_PIDS = 32  # headroom above limits.pids for docker-init, the server and its threads
 _READY_TIMEOUT_S = 30.0
 _REPLY_GRACE_S = 15.0  # how long past an exec's own timeout the host waits before it declares the container broken
 _FILE_TIMEOUT_S = 120.0
-_START_HINT = (
-    "start the Docker engine (`sudo systemctl start docker`, or run `dockerd` in the background as root) "
-    "or point DOCKER_HOST at a running one"
-)
-
-
-def _docker() -> Any:
-    try:
-        import docker  # type: ignore[import-untyped]
-    except ImportError:
-        raise MissingExtraError("docker", "docker") from None
-    return docker
-
-
-_clients: dict[str, Any] = {}
-_clients_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
-
-
-def docker_client() -> Any:
-    """A connected client of the engine ``DOCKER_HOST`` names (the local socket by default), made once per host.
-
-    Raises:
-        MissingExtraError: the ``docker`` package is not installed.
-        SandboxUnavailableError: the engine does not answer (the message says how to start it).
-    """
-    docker = _docker()
-    key = os.environ.get("DOCKER_HOST", "")
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is not None:
-            return client
-        where = key or "unix:///var/run/docker.sock"
-        if where.startswith("unix://"):
-            # Checked here because the SDK leaks the socket of a failed unix connect (a missing socket file, or a
-            # stale one that a stopped dockerd left behind).
-            _check_unix_socket(where, where[len("unix://") :])
-        client = None
-        try:
-            client = docker.from_env(timeout=120)
-            client.ping()
-        except docker.errors.DockerException as exc:
-            if client is not None:
-                client.close()  # its half-made connection must not linger
-            raise SandboxUnavailableError(f"cannot reach the Docker engine at {where} ({exc}); {_START_HINT}") from exc
-        _clients[key] = client
-        return client
-
-
-def _check_unix_socket(where: str, path: str) -> None:
-    if not os.path.exists(path):
-        raise SandboxUnavailableError(f"cannot reach the Docker engine: {where} does not exist; {_START_HINT}")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(5)
-        try:
-            probe.connect(path)
-        except OSError as exc:
-            raise SandboxUnavailableError(
-                f"cannot reach the Docker engine at {where} ({exc.strerror or exc}); {_START_HINT}"
-            ) from None
-
-
-def docker_available() -> tuple[bool, str]:
-    """Whether a Docker engine answers here, and why not (for tests and ``agentflow sandbox check``)."""
-    try:
-        docker_client()
-    except (MissingExtraError, SandboxUnavailableError) as exc:
-        return False, str(exc)
-    return True, "the Docker engine answers"
-
-
-def image_available(image: str = DEFAULT_IMAGE) -> bool:
-    """Whether the engine holds ``image`` (no pull is attempted: there may be no registry)."""
-    try:
-        docker_client().images.get(image)
-    except (MissingExtraError, SandboxUnavailableError):
-        return False
-    except _docker().errors.ImageNotFound:
-        return False
-    return True
-
-
-# -- containers this process owns, removed however it ends --------------------------------------------------------
-
-_owned: set[str] = set()
-_owned_lock = threading.RLock()  # re-entrant, for the same reason
-_handlers_installed = False
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-_REMOVAL_WAIT_S = 10.0
-
-
-def _remove_container(container_id: str) -> None:
-    """Force-remove a container and its anonymous volumes; gone already is fine."""
-    docker = _docker()
-    try:
-        docker_client().api.remove_container(container_id, force=True, v=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409:
-            raise
-        # 409: the engine is already removing it (auto_remove, once the exec server saw its stdin close); wait for
-        # that to finish, so that a closed sandbox is gone, not going
-        deadline = time.monotonic() + _REMOVAL_WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                docker_client().api.inspect_container(container_id)
-            except docker.errors.NotFound:
-                break
-            time.sleep(0.05)
-    finally:
-        with _owned_lock:
-            _owned.discard(container_id)
-
-
-def _remove_owned() -> None:
-    with _owned_lock:
-        leftover = list(_owned)
-    for container_id in leftover:
-        with contextlib.suppress(Exception):
-            _remove_container(container_id)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _remove_owned()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)  # die of SIGTERM as the sender expects, containers gone
-
-
-def _install_exit_handlers() -> None:
-    """Remove this process's containers at interpreter exit and on SIGTERM (whose default skips ``atexit``)."""
-    global _handlers_installed  # noqa: PLW0603 - once per process
-    if _handlers_installed:
-        return
-    _handlers_installed = True
-    atexit.register(_remove_owned)
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def cleanup_containers(*, everything: bool = False) -> list[str]:
-    """Remove agentflow sandbox containers left behind by processes that are gone.
-
-    Args:
-        everything: remove every agentflow sandbox container on the engine, also those of running processes.
-
-    Returns:
-        The names of the containers removed.
-    """
-    client = docker_client()
-    host = socket.gethostname()
-    removed = []
-    for summary in client.api.containers(all=True, filters={"label": LABEL}):
-        owner = summary.get("Labels", {}).get(OWNER_LABEL, "")
-        owner_host, _, owner_pid = owner.rpartition(":")
-        abandoned = summary.get("State") in ("created", "exited", "dead")
-        if owner_host == host and owner_pid.isdigit():
-            abandoned = abandoned or not pid_alive(int(owner_pid))
-        if everything or abandoned:
-            _remove_container(summary["Id"])
-            removed.append(summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"][:12])
-    for volume in client.api.volumes(filters={"label": LABEL, "dangling": True}).get("Volumes") or []:
-        with contextlib.suppress(_docker().errors.APIError):
-            client.api.remove_volume(volume["Name"])
-    return removed
-
-
-# -- the exec server channel --------------------------------------------------------------------------------------
-
-
-class _Channel:
-    """Requests to the exec server over the container's attached stdio, with replies matched by id."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, container: str) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._container = container
-        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
-        self._next_id = 1
-        self._server_stderr = bytearray()
-        self.closed_reason: str | None = None
-        self.ready: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
-        self._pending[0] = self.ready
-        self._task = asyncio.create_task(self._read_replies())
-
-    async def _read_replies(self) -> None:
-        stdout = bytearray()
-        try:
-            while True:
-                stream, size = _DOCKER_FRAME.unpack(await self._reader.readexactly(_DOCKER_FRAME.size))
-                data = await self._reader.readexactly(size)
-                if stream != 1:
-                    self._server_stderr = (self._server_stderr + data)[-4000:]
-                    continue
-                stdout += data
-                while len(stdout) >= _FRAME.size:
-                    header_len, payload_len = _FRAME.unpack_from(stdout)
-                    end = _FRAME.size + header_len + payload_len
-                    if len(stdout) < end:
-                        break
-                    header = json.loads(bytes(stdout[_FRAME.size : _FRAME.size + header_len]))
-                    payload = bytes(stdout[_FRAME.size + header_len : end])
-                    del stdout[:end]
-                    future = self._pending.pop(int(header.get("id") or 0), None)
-                    if future is not None and not future.done():
-                        future.set_result((header, payload))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        finally:
-            self._fail_pending()
-
-    def _fail_pending(self) -> None:
-        stderr = self._server_stderr.decode(errors="replace").strip()
-        self.closed_reason = self.closed_reason or (
-            f"the sandbox container {self._container[:12]} stopped (killed from outside, out of memory, or the "
-            "engine went away)" + (f"; its exec server said: {stderr[-500:]}" if stderr else "")
-        )
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(SandboxError(self.closed_reason))
-        self._pending.clear()
-
-    @property
-    def alive(self) -> bool:
-        return self.closed_reason is None and not self._task.done()
-
-    def send(self, header: dict[str, Any], payload: bytes = b"") -> asyncio.Future[tuple[dict[str, Any], bytes]]:
-        """Send one request; the future resolves to the reply (or fails when the container stops)."""
-        future: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
-        if not self.alive:
-            future.set_exception(SandboxError(self.closed_reason or "the sandbox container is gone"))
-            return future
-        request_id = self._next_id
-        self._next_id += 1
-        self._pending[request_id] = future
-        encoded = json.dumps({**header, "id": request_id}).encode()
-        self._writer.write(_FRAME.pack(len(encoded), len(payload)) + encoded)
-        if payload:
-            self._writer.write(payload)
-        header["id"] = request_id
-        return future
-
-    async def request(
-        self, header: dict[str, Any], payload: bytes = b"", *, timeout: float
-    ) -> tuple[dict[str, Any], bytes]:
-        future = self.send(header, payload)
-        await self._writer.drain()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            self.closed_reason = f"the exec server of container {self._container[:12]} did not answer in {timeout:g} s"
-            self.close()
-            raise SandboxError(self.closed_reason) from None
-
-    def close(self) -> None:
-        """Close stdin: the server kills every process and exits, and the engine removes the container."""
-        if self.closed_reason is None:
-            self.closed_reason = "the sandbox is closed"
-        with contextlib.suppress(Exception):
-            self._writer.close()
-        self._task.cancel()
 
 
 def _raise_reply_error(header: dict[str, Any], path: str) -> None:
@@ -456,7 +166,7 @@ def _start_container(
 
 @sandbox("docker")
 class DockerSandbox(Sandbox):
-    """A hardened container driven by an exec server; see the module docstring for what it isolates.
+    """A hardened container driven by an exec server; see the package docstring for what it isolates.
 
     Create it with ``await DockerSandbox.create(limits)`` (or ``create_sandbox("docker")``; a warm
     ``SandboxPool`` hands them out in milliseconds). Commands see the workdir at ``/workspace``, run as uid 1000,
@@ -767,8 +477,3 @@ def _untar(archive: bytes, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as members:
         members.extractall(dest, filter="data")
-
-
-def new_pool_id() -> str:
-    """A short random id for the ``agentflow.pool`` label."""
-    return secrets.token_hex(6)
