@@ -40,7 +40,6 @@ KNOWN_UPWARD = {
     ("graph", "models"),
     ("graph", "rewards"),
     ("graph", "routing"),
-    ("graph", "runtime"),  # graph/_compile builds the runtime: compile belongs in runtime
     ("graph", "tools"),
     ("traces", "runtime"),
 }

@@ -38,7 +38,8 @@ def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[D
     parameters check tool nodes' `args`), the files a run opens are checked, and subgraph files are checked too,
     each diagnostic naming its file by the path as the user wrote it, and each said once.
     """
-    from agentflow.graph import check_run_files, compile_workflow
+    from agentflow.graph import check_run_files
+    from agentflow.runtime import compile_workflow
 
     try:
         loaded = load_workflow(path)

@@ -92,8 +92,8 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
 
     While it runs, stderr shows its progress: a live line on a terminal, else one line per finished node.
     """
-    from agentflow.graph import check_run_files, compile_workflow
-    from agentflow.runtime import run_workflow
+    from agentflow.graph import check_run_files
+    from agentflow.runtime import compile_workflow, run_workflow
 
     parsed_inputs = _parse_inputs(inputs or [])
     compiled = compile_workflow(file)

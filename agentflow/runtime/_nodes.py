@@ -24,7 +24,7 @@ from agentflow.tools._base import Tool, ToolContext, ToolOutcome
 from agentflow.traces._events import Event, EventType, seconds_since
 
 if TYPE_CHECKING:
-    from agentflow.graph._compile import CompiledWorkflow
+    from agentflow.runtime._compile import CompiledWorkflow
 
 
 _NO_RETRY = RetryPolicy()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agentflow.errors import Diagnostic, GraphValidationError
-from agentflow.graph import build_template_graph, compile_workflow, compute_metrics, validate_template
+from agentflow.graph import build_template_graph, compute_metrics, validate_template
+from agentflow.runtime import compile_workflow
 from agentflow.spec import load_workflow
 
 EXAMPLES = Path(__file__).parents[2] / "graphs" / "examples"
