@@ -37,10 +37,6 @@ KNOWN_UPWARD = {
     ("spec", "models"),
     ("spec", "sandboxes"),
     ("spec", "traces"),
-    ("graph", "models"),
-    ("graph", "rewards"),
-    ("graph", "routing"),
-    ("graph", "tools"),
     ("traces", "runtime"),
 }
 KNOWN_SIBLING_CYCLES = {frozenset({"models", "traces"})}

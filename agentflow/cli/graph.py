@@ -39,13 +39,14 @@ def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[D
     each diagnostic naming its file by the path as the user wrote it, and each said once.
     """
     from agentflow.graph import check_run_files
-    from agentflow.runtime import compile_workflow
+    from agentflow.runtime import InstalledCheckers, compile_workflow
 
     try:
         loaded = load_workflow(path)
     except SpecError as exc:
         return list(exc.diagnostics)
-    found = check_run_files(build_template_graph(loaded))
+    checkers = InstalledCheckers()
+    found = check_run_files(build_template_graph(loaded), checkers=checkers)
     try:
         compiled = compile_workflow(loaded)
     except (SpecError, GraphValidationError) as exc:
@@ -62,7 +63,7 @@ def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[D
     pending = list(compiled.children.values())
     while pending:
         current = pending.pop()
-        found += [*current.diagnostics, *check_run_files(current.template)]
+        found += [*current.diagnostics, *check_run_files(current.template, checkers=checkers)]
         pending += current.children.values()
     return _in_order(path, found)
 

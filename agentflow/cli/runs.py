@@ -93,12 +93,12 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
     While it runs, stderr shows its progress: a live line on a terminal, else one line per finished node.
     """
     from agentflow.graph import check_run_files
-    from agentflow.runtime import compile_workflow, run_workflow
+    from agentflow.runtime import InstalledCheckers, compile_workflow, run_workflow
 
     parsed_inputs = _parse_inputs(inputs or [])
     compiled = compile_workflow(file)
     # A missing model script or sandbox folder would fail the run only when it gets there: said here, before it.
-    missing = check_run_files(compiled.template, scripts=model is None)
+    missing = check_run_files(compiled.template, checkers=InstalledCheckers(), scripts=model is None)
     if missing:
         raise GraphValidationError(missing)
     with opened_store(store) as trace_store, _progress(file.stem, quiet) as on_event:

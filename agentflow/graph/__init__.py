@@ -2,9 +2,10 @@
 
 from agentflow.graph._build import TemplateGraph, Transition, build_template_graph
 from agentflow.graph._metrics import CycleInfo, GraphMetrics, compute_metrics
-from agentflow.graph._validate import check_run_files, validate_template
+from agentflow.graph._validate import Checkers, check_run_files, validate_template
 
 __all__ = [
+    "Checkers",
     "CycleInfo",
     "GraphMetrics",
     "TemplateGraph",
