@@ -39,11 +39,7 @@ KNOWN_UPWARD = {
 KNOWN_SIBLING_CYCLES = {frozenset({"models", "traces"})}
 # cli modules that import another package's private module (`agentflow.x._y`) instead of its public API.
 KNOWN_PRIVATE_FROM_CLI = {
-    ("agentflow.cli._progress", "agentflow.traces._events"),
-    ("agentflow.cli.graph", "agentflow.spec._models"),
     ("agentflow.cli.replay", "agentflow.traces._replay"),
-    ("agentflow.cli.runs", "agentflow.rewards._aggregate"),
-    ("agentflow.cli.runs", "agentflow.traces._events"),
     ("agentflow.cli.sandbox", "agentflow.sandboxes._build"),
     ("agentflow.cli.sandbox", "agentflow.sandboxes._docker"),
     ("agentflow.cli.traces", "agentflow.traces._import"),

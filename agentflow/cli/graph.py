@@ -12,8 +12,7 @@ from rich.table import Table
 from agentflow.cli._console import console
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
 from agentflow.graph import build_template_graph, compute_metrics
-from agentflow.spec import LoadedWorkflow, load_workflow, workflow_json_schema
-from agentflow.spec._models import SubgraphNode
+from agentflow.spec import LoadedWorkflow, SubgraphNode, load_workflow, workflow_json_schema
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 

@@ -17,8 +17,7 @@ from rich.table import Table
 from agentflow.cli._console import console
 from agentflow.cli._progress import RunProgress
 from agentflow.errors import ConfigError, GraphValidationError
-from agentflow.traces import Store, Trace, open_store, summarize
-from agentflow.traces._events import Event, EventType
+from agentflow.traces import Event, EventType, Store, Trace, open_store, summarize
 
 if TYPE_CHECKING:
     from agentflow.runtime import RunResult
@@ -308,7 +307,7 @@ def _describe_reward(data: dict[str, Any]) -> str:
     if data.get("not_scored"):
         return f"{data.get('hook')} not scored: the run {data['not_scored']}"
     if data.get("aggregate"):
-        from agentflow.rewards._aggregate import describe_aggregates
+        from agentflow.rewards import describe_aggregates
 
         return f"{data.get('hook')} run aggregates: {describe_aggregates(data['aggregate'])}"
     return f"{data.get('hook')} = {data.get('value')} label {data.get('label')}: {str(data.get('explanation'))[:100]}"
@@ -343,7 +342,7 @@ def show(
     for problem in trace.problems:
         out.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
     _print_summary(summary.to_dict(), {}, str(trace.path))
-    from agentflow.rewards._aggregate import describe_aggregates
+    from agentflow.rewards import describe_aggregates
 
     for hook, figures in _aggregates(trace.events).items():
         out.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)
