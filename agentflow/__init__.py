@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 # name -> the module it comes from; `__getattr__` imports that module the first time the name is read
 _EXPORTS: dict[str, str] = {
     "load_workflow": "agentflow.spec",
-    "compile_workflow": "agentflow.graph",
+    "compile_workflow": "agentflow.runtime",
     "run": "agentflow._api",
     "arun": "agentflow._api",
     "RunResult": "agentflow.runtime",
@@ -72,9 +72,8 @@ __all__ = [
 if TYPE_CHECKING:
     from agentflow._api import arun, replay, resume, run
     from agentflow.errors import AgentflowError
-    from agentflow.graph import compile_workflow
     from agentflow.rewards import Reward, RewardHook, StepContext, reward_hook
-    from agentflow.runtime import RunResult
+    from agentflow.runtime import RunResult, compile_workflow
     from agentflow.sandboxes import Sandbox, create_sandbox, sandbox
     from agentflow.spec import load_workflow
     from agentflow.tools import ToolContext, tool

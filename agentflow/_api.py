@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from agentflow.errors import ConfigError
-from agentflow.graph import CompiledWorkflow
-from agentflow.runtime import RunResult, run_workflow
+from agentflow.runtime import CompiledWorkflow, RunResult, run_workflow
 from agentflow.spec import LoadedWorkflow
 from agentflow.traces import Event, ReplayReport, Store, replay_run, resume_run
 

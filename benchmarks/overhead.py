@@ -27,8 +27,7 @@ import yaml
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from agentflow.graph import compile_workflow
-from agentflow.runtime import run_workflow
+from agentflow.runtime import compile_workflow, run_workflow
 from agentflow.traces import TraceStore
 
 PLUGIN = '''

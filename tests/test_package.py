@@ -89,7 +89,7 @@ def test_every_error_is_drawn_in_the_tree_under_its_base() -> None:
 
 
 def test_the_errors_once_outside_the_tree_are_in_it_and_importable_where_they_are_raised() -> None:
-    from agentflow.routing._expr import ExpressionError
+    from agentflow.graph._expr import ExpressionError
     from agentflow.runtime._nodes import NodeTimeout
     from agentflow.spec._templating import TemplateError
     from agentflow.traces._import import MalformedRecord

@@ -60,10 +60,10 @@ def test_the_top_level_lists_shows_and_documents_every_public_name() -> None:
 
 
 def test_the_top_level_names_are_the_subpackages_own() -> None:
-    from agentflow import errors, graph, rewards, runtime, sandboxes, spec, tools, traces
+    from agentflow import errors, rewards, runtime, sandboxes, spec, tools, traces
 
     assert agentflow.load_workflow is spec.load_workflow
-    assert agentflow.compile_workflow is graph.compile_workflow
+    assert agentflow.compile_workflow is runtime.compile_workflow
     assert agentflow.RunResult is runtime.RunResult
     assert agentflow.open_store is traces.open_store and agentflow.Store is traces.Store
     assert agentflow.tool is tools.tool and agentflow.ToolContext is tools.ToolContext

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.text import Text
 
 from agentflow.cli._console import console, is_terminal
-from agentflow.traces._events import Event, EventType
+from agentflow.traces import Event, EventType
 
 
 @dataclass

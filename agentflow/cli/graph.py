@@ -12,8 +12,7 @@ from rich.table import Table
 from agentflow.cli._console import console
 from agentflow.errors import Diagnostic, GraphValidationError, SpecError
 from agentflow.graph import build_template_graph, compute_metrics
-from agentflow.spec import LoadedWorkflow, load_workflow, workflow_json_schema
-from agentflow.spec._models import SubgraphNode
+from agentflow.spec import LoadedWorkflow, SubgraphNode, load_workflow, workflow_json_schema
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 
@@ -38,13 +37,15 @@ def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[D
     parameters check tool nodes' `args`), the files a run opens are checked, and subgraph files are checked too,
     each diagnostic naming its file by the path as the user wrote it, and each said once.
     """
-    from agentflow.graph import check_run_files, compile_workflow
+    from agentflow.graph import check_run_files
+    from agentflow.runtime import InstalledCheckers, compile_workflow
 
     try:
         loaded = load_workflow(path)
     except SpecError as exc:
         return list(exc.diagnostics)
-    found = check_run_files(build_template_graph(loaded))
+    checkers = InstalledCheckers()
+    found = check_run_files(build_template_graph(loaded), checkers=checkers)
     try:
         compiled = compile_workflow(loaded)
     except (SpecError, GraphValidationError) as exc:
@@ -61,7 +62,7 @@ def check_file(path: Path, *, _parents: frozenset[Path] = frozenset()) -> list[D
     pending = list(compiled.children.values())
     while pending:
         current = pending.pop()
-        found += [*current.diagnostics, *check_run_files(current.template)]
+        found += [*current.diagnostics, *check_run_files(current.template, checkers=checkers)]
         pending += current.children.values()
     return _in_order(path, found)
 

@@ -17,8 +17,7 @@ from rich.table import Table
 from agentflow.cli._console import console
 from agentflow.cli._progress import RunProgress
 from agentflow.errors import ConfigError, GraphValidationError
-from agentflow.traces import Store, Trace, open_store, summarize
-from agentflow.traces._events import Event, EventType
+from agentflow.traces import Event, EventType, Store, Trace, open_store, summarize
 
 if TYPE_CHECKING:
     from agentflow.runtime import RunResult
@@ -92,13 +91,13 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an argument or option
 
     While it runs, stderr shows its progress: a live line on a terminal, else one line per finished node.
     """
-    from agentflow.graph import check_run_files, compile_workflow
-    from agentflow.runtime import run_workflow
+    from agentflow.graph import check_run_files
+    from agentflow.runtime import InstalledCheckers, compile_workflow, run_workflow
 
     parsed_inputs = _parse_inputs(inputs or [])
     compiled = compile_workflow(file)
     # A missing model script or sandbox folder would fail the run only when it gets there: said here, before it.
-    missing = check_run_files(compiled.template, scripts=model is None)
+    missing = check_run_files(compiled.template, checkers=InstalledCheckers(), scripts=model is None)
     if missing:
         raise GraphValidationError(missing)
     with opened_store(store) as trace_store, _progress(file.stem, quiet) as on_event:
@@ -308,7 +307,7 @@ def _describe_reward(data: dict[str, Any]) -> str:
     if data.get("not_scored"):
         return f"{data.get('hook')} not scored: the run {data['not_scored']}"
     if data.get("aggregate"):
-        from agentflow.rewards._aggregate import describe_aggregates
+        from agentflow.rewards import describe_aggregates
 
         return f"{data.get('hook')} run aggregates: {describe_aggregates(data['aggregate'])}"
     return f"{data.get('hook')} = {data.get('value')} label {data.get('label')}: {str(data.get('explanation'))[:100]}"
@@ -343,7 +342,7 @@ def show(
     for problem in trace.problems:
         out.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
     _print_summary(summary.to_dict(), {}, str(trace.path))
-    from agentflow.rewards._aggregate import describe_aggregates
+    from agentflow.rewards import describe_aggregates
 
     for hook, figures in _aggregates(trace.events).items():
         out.print(f"aggregate {hook}: {describe_aggregates(figures)}", markup=False)

@@ -10,18 +10,47 @@ import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from agentflow._plugins import is_plugin_ref, load_plugin, plugin_file
 from agentflow.errors import ConfigError, Diagnostic, PluginLoadError, SourceLocation, SpecError, TemplateError
+from agentflow.graph import _expr
 from agentflow.graph._build import TemplateGraph
-from agentflow.routing import _expr
 from agentflow.spec import _templating
 from agentflow.spec._loader import load_workflow
 from agentflow.spec._models import END, AgentNode, NodeSpec, RouterNode, SubgraphNode, ToolNode, WorkflowSpec
+
+
+class Checkers(Protocol):
+    """What validation asks of the packages above the graph (models, tools, reward hooks).
+
+    The caller supplies it (the runtime's `compile_workflow` passes the installed registries), so the graph imports
+    nothing above it.
+    """
+
+    def model_providers(self) -> list[str]:
+        """The provider names a model string may start with."""
+        ...
+
+    def builtin_tools(self) -> list[str]:
+        """The names of the built-in tools."""
+        ...
+
+    def tool_quoting(self, name: str) -> Mapping[str, _templating.Quoting] | None:
+        """How built-in tool ``name`` quotes the placeholders of each parameter; None when there is no such tool."""
+        ...
+
+    def reward_hooks(self) -> list[str]:
+        """The names of the built-in reward hooks."""
+        ...
+
+    def resolve_script(self, script: str, base: Path) -> None:
+        """Raise ConfigError when the script a ``scripted:<script>`` model names cannot be found from ``base``."""
+        ...
+
 
 _ZERO: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
 
@@ -43,12 +72,13 @@ def _unknown(kind: str, name: str, choices: Iterable[str], where: SourceLocation
 
 
 def validate_template(
-    template: TemplateGraph, *, tool_parameters: Mapping[str, type[BaseModel]] | None = None
+    template: TemplateGraph, *, checkers: Checkers, tool_parameters: Mapping[str, type[BaseModel]] | None = None
 ) -> list[Diagnostic]:
     """Run every static rule; errors first, each list in file order.
 
     Args:
         template: the template graph of a loaded workflow.
+        checkers: the model providers, tools and reward hooks names are checked against.
         tool_parameters: the parameter model of each tool by name (what `compile_workflow` resolved), so tool
             nodes' `args` are checked against it; without it they are not.
     """
@@ -62,11 +92,11 @@ def validate_template(
         *_check_names(template),
         *_check_transitions(template),
         *structure,
-        *_check_models(template),
+        *_check_models(template, checkers),
         *_check_subgraph_files(template),
-        *_check_tools(template),
+        *_check_tools(template, checkers),
         *_check_tool_arguments(template, tool_parameters or {}),
-        *_check_rewards(template),
+        *_check_rewards(template, checkers),
         *_check_state(template),
         *_check_expressions(template, _child_specs(template)),
     ]
@@ -217,10 +247,10 @@ def _check_cycles(template: TemplateGraph, graph: Any) -> Iterator[Diagnostic]:
         )
 
 
-def _check_models(template: TemplateGraph) -> Iterator[Diagnostic]:
+def _check_models(template: TemplateGraph, checkers: Checkers) -> Iterator[Diagnostic]:
     workflow = template.workflow
     spec = workflow.spec
-    providers = _provider_names()
+    providers = checkers.model_providers()
     for name, config in spec.models.items():
         provider = config.model.split(":", 1)[0] if ":" in config.model else None
         where = workflow.locate("models", name, "model")
@@ -228,7 +258,7 @@ def _check_models(template: TemplateGraph) -> Iterator[Diagnostic]:
             yield Diagnostic(
                 "model.format", f"model {config.model!r} is not `provider:model`", where, "e.g. openai:gpt-4o-mini"
             )
-        elif providers is not None and provider not in providers:
+        elif provider not in providers:
             yield _unknown("model provider", provider, providers, where, "model.unknown-provider")
     for node_name, node in spec.nodes.items():
         if isinstance(node, AgentNode) and node.model not in spec.models:
@@ -236,28 +266,10 @@ def _check_models(template: TemplateGraph) -> Iterator[Diagnostic]:
             yield _unknown("model", node.model, spec.models, where, "model.unknown")
 
 
-def _provider_names() -> list[str] | None:
-    try:
-        from agentflow.models import model_providers  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    names: list[str] = model_providers.names()
-    return names
-
-
-def _builtin_tool_names() -> list[str] | None:
-    try:
-        from agentflow.tools import tool_registry  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    names: list[str] = tool_registry.names()
-    return names
-
-
-def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
+def _check_tools(template: TemplateGraph, checkers: Checkers) -> Iterator[Diagnostic]:
     workflow = template.workflow
     spec = workflow.spec
-    builtins = _builtin_tool_names()
+    builtins = checkers.builtin_tools()
     declared: dict[str, str] = {}
     misnamed: set[str] = set()  # functions a mistyped plugin reference was meant to name: reported there, once
     for index, tool_ref in enumerate(spec.tool_refs()):
@@ -270,7 +282,7 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
                 yield diagnostic
                 if suggestion:
                     misnamed.add(suggestion)
-        elif builtins is not None and ref not in builtins:
+        elif ref not in builtins:
             yield _unknown("built-in tool", ref, builtins, where, "tool.unknown")
         if tool_ref.host and not is_plugin_ref(ref):
             yield Diagnostic(
@@ -293,18 +305,16 @@ def _check_tools(template: TemplateGraph) -> Iterator[Diagnostic]:
         elif isinstance(node, ToolNode) and node.tool not in declared and node.tool not in misnamed:
             yield _unknown("tool", node.tool, declared, workflow.locate("nodes", node_name, "tool"), "tool.unknown")
         elif isinstance(node, ToolNode) and declared.get(node.tool) == node.tool:
-            yield from _check_code_placeholders(template, node_name, node)
+            yield from _check_code_placeholders(template, node_name, node, checkers)
 
 
-def _check_code_placeholders(template: TemplateGraph, node_name: str, node: ToolNode) -> Iterator[Diagnostic]:
+def _check_code_placeholders(
+    template: TemplateGraph, node_name: str, node: ToolNode, checkers: Checkers
+) -> Iterator[Diagnostic]:
     """A placeholder in a built-in tool's code (python ``code``, shell ``command``) must stand where a literal may."""
-    try:
-        from agentflow.tools import tool_registry  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return
-    if node.tool not in tool_registry:
+    quoting = checkers.tool_quoting(node.tool)
+    if quoting is None:
         return  # reported as an unknown built-in tool
-    quoting = tool_registry.get(node.tool).quoting
     for key, value in node.args.items():
         if key in quoting and isinstance(value, str):
             try:
@@ -338,12 +348,10 @@ def _plugin_problem(
     return None
 
 
-def _check_rewards(template: TemplateGraph) -> Iterator[Diagnostic]:
-    from agentflow.rewards import reward_hooks
-
+def _check_rewards(template: TemplateGraph, checkers: Checkers) -> Iterator[Diagnostic]:
     workflow = template.workflow
     spec = workflow.spec
-    hook_names = reward_hooks.names()
+    hook_names = checkers.reward_hooks()
     for index, reward in enumerate(spec.rewards):
         where = workflow.locate("rewards", index, "hook")
         if is_plugin_ref(reward.hook):
@@ -567,7 +575,7 @@ def _child_specs(template: TemplateGraph) -> dict[str, WorkflowSpec]:
     return children
 
 
-def check_run_files(template: TemplateGraph, *, scripts: bool = True) -> list[Diagnostic]:
+def check_run_files(template: TemplateGraph, *, checkers: Checkers, scripts: bool = True) -> list[Diagnostic]:
     """The files a live run opens: model scripts (unless ``scripts`` is false: a model override) and the host
     folders copied into the sandbox.
 
@@ -580,7 +588,7 @@ def check_run_files(template: TemplateGraph, *, scripts: bool = True) -> list[Di
         provider, _, script = config.model.partition(":")
         if scripts and provider == "scripted" and script:
             try:
-                _resolve_script(script, base)
+                checkers.resolve_script(script, base)
             except ConfigError as exc:
                 where = workflow.locate("models", name, "model")
                 diagnostics.append(Diagnostic("model.missing-script", exc.message, where, exc.fix))
@@ -608,14 +616,6 @@ def _check_subgraph_files(template: TemplateGraph) -> Iterator[Diagnostic]:
                 workflow.locate("nodes", name, "workflow"),
                 "subgraph paths are relative to this workflow file",
             )
-
-
-def _resolve_script(script: str, base: Path) -> None:
-    try:
-        from agentflow.models._scripted import resolve_script_path
-    except ImportError:  # pragma: no cover - the models package always ships; only a partial install lacks it
-        return
-    resolve_script_path(script, base)
 
 
 _UNKNOWN_ARGUMENT: Any = object()

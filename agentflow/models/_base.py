@@ -7,42 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from agentflow.models._retry import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_S, ModelRetry
+from agentflow.models._retry import ModelRetry
+from agentflow.spec import ModelSettings as ModelSettings  # noqa: PLC0414 (defined in spec; re-exported with the contract that takes it)
 
 # Messages are plain dicts in the OpenAI chat-completions format ({"role": ..., "content": ..., "tool_calls": ...}),
 # because every provider, importer and exporter speaks it and the trace stores them verbatim.
 Message = dict[str, Any]
-
-
-class ModelSettings(BaseModel):
-    """Sampling settings of one model config, and how its calls are retried (see ``agentflow.models._retry``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    timeout_s: float = Field(default=120.0, gt=0, description="wall-clock limit of one attempt of a call")
-    max_retries: int = Field(
-        default=DEFAULT_MAX_RETRIES,
-        ge=0,
-        description="retries of a call that failed transiently (429, 408, 409, 5xx, connection or timeout)",
-    )
-    max_retry_s: float = Field(
-        default=DEFAULT_MAX_RETRY_S,
-        ge=0,
-        description="no retry wait may end later than this many seconds after the call's first attempt",
-    )
-
-    def request_data(self) -> dict[str, Any]:
-        """The settings as a model request records them (and its hash covers): the retry policy is left out.
-
-        How failures are retried changes no answer, so changing ``max_retries`` or ``max_retry_s`` must not make
-        a replay of a recorded run diverge.
-        """
-        return self.model_dump(exclude_none=True, exclude={"max_retries", "max_retry_s"})
 
 
 @dataclass(frozen=True)

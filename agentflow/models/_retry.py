@@ -32,8 +32,6 @@ from tenacity import (
 
 T = TypeVar("T")
 
-DEFAULT_MAX_RETRIES = 6
-DEFAULT_MAX_RETRY_S = 120.0
 INITIAL_WAIT_S = 1.0
 MAX_WAIT_S = 30.0
 JITTER_S = 1.0

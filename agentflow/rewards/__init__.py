@@ -5,6 +5,7 @@ from agentflow.rewards import _grounded as _grounded  # tests_delta, verify_comm
 from agentflow.rewards import _judge as _judge  # llm_judge, checklist
 from agentflow.rewards import _lsp as _lsp  # registers lsp_diagnostics (pygls loads when a hook is created)
 from agentflow.rewards import _outcome as _outcome  # outcome
+from agentflow.rewards._aggregate import describe_aggregates
 from agentflow.rewards._base import (
     FunctionHook,
     HookContext,
@@ -26,6 +27,7 @@ __all__ = [
     "StepContext",
     "StepKind",
     "create_reward_hook",
+    "describe_aggregates",
     "resolve_reward_hook",
     "reward_hook",
     "reward_hooks",

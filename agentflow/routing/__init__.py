@@ -1,7 +1,7 @@
 """Routers: CEL expression conditions (and, in their own issue, learned Q-table routing)."""
 
 from agentflow.errors import ExpressionError
-from agentflow.routing._expr import (
+from agentflow.graph._expr import (
     check_syntax,
     evaluate,
     evaluate_condition,

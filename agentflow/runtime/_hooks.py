@@ -20,7 +20,7 @@ from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
 
 if TYPE_CHECKING:
-    from agentflow.graph._compile import CompiledWorkflow
+    from agentflow.runtime._compile import CompiledWorkflow
     from agentflow.runtime._context import RunContext
 
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, NodeTimeout, RunError
+from agentflow.graph import _expr
 from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
 from agentflow.models._retry import observe_retries
-from agentflow.routing import _expr
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import ExecResult
 from agentflow.spec import _templating
@@ -24,7 +24,7 @@ from agentflow.tools._base import Tool, ToolContext, ToolOutcome
 from agentflow.traces._events import Event, EventType, seconds_since
 
 if TYPE_CHECKING:
-    from agentflow.graph._compile import CompiledWorkflow
+    from agentflow.runtime._compile import CompiledWorkflow
 
 
 _NO_RETRY = RetryPolicy()

@@ -29,7 +29,7 @@ from agentflow.errors import (
     TemplateError,
     TraceError,
 )
-from agentflow.graph._compile import CompiledWorkflow, compile_workflow
+from agentflow.runtime._compile import CompiledWorkflow, compile_workflow
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker

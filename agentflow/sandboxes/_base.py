@@ -9,28 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from agentflow.errors import PathOutsideWorkdirError, SandboxError
-
-
-class SandboxLimits(BaseModel):
-    """Resource limits of one sandbox; the defaults are the embedded defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    exec_timeout_s: float = Field(default=30.0, gt=0, description="wall-clock limit of one exec")
-    cpu_s: int = Field(default=60, gt=0, description="CPU seconds of one exec (RLIMIT_CPU)")
-    memory_mb: int = Field(default=1024, gt=0, description="address-space limit of one exec")
-    pids: int = Field(default=128, gt=0, description="processes/threads the sandbox user may run")
-    file_size_mb: int = Field(default=256, gt=0, description="largest file one exec may write (RLIMIT_FSIZE)")
-    output_bytes: int = Field(default=1_000_000, gt=0, description="cap on stdout and on stderr, each")
-    read_bytes: int = Field(
-        default=10 * 1024 * 1024,
-        gt=0,
-        description="largest file read_file returns; a larger one raises FileTooLargeError, read no further",
-    )
-    network: bool = Field(default=False, description="allow network access")
+from agentflow.spec import SandboxLimits as SandboxLimits  # noqa: PLC0414 (defined in spec; re-exported with the contract that takes it)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agentflow._canonical_json import canonical_json
 from agentflow.errors import Diagnostic, SourceLocation, SpecError
 from agentflow.spec import _models
 from agentflow.spec._models import WorkflowSpec
@@ -44,8 +45,6 @@ class LoadedWorkflow:
         Values left at their defaults are left out, so a setting that a later agentflow adds (with a default) does
         not make every recorded run's workflow look changed; writing a default out explicitly changes nothing either.
         """
-        from agentflow.traces._hashing import canonical_json
-
         content = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         return hashlib.sha256(canonical_json(content)).hexdigest()
 

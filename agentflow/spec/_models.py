@@ -7,9 +7,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentflow.models._base import ModelSettings
-from agentflow.sandboxes._base import SandboxLimits
-
 END = "END"
 """The name of the terminal pseudo-node, usable as an edge or route target."""
 
@@ -21,6 +18,59 @@ StateType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# How a model call is retried by default (`agentflow.models._retry` does the retrying).
+DEFAULT_MAX_RETRIES = 6
+DEFAULT_MAX_RETRY_S = 120.0
+
+
+class ModelSettings(BaseModel):
+    """Sampling settings of one model config, and how its calls are retried (see ``agentflow.models._retry``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    timeout_s: float = Field(default=120.0, gt=0, description="wall-clock limit of one attempt of a call")
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES,
+        ge=0,
+        description="retries of a call that failed transiently (429, 408, 409, 5xx, connection or timeout)",
+    )
+    max_retry_s: float = Field(
+        default=DEFAULT_MAX_RETRY_S,
+        ge=0,
+        description="no retry wait may end later than this many seconds after the call's first attempt",
+    )
+
+    def request_data(self) -> dict[str, Any]:
+        """The settings as a model request records them (and its hash covers): the retry policy is left out.
+
+        How failures are retried changes no answer, so changing ``max_retries`` or ``max_retry_s`` must not make
+        a replay of a recorded run diverge.
+        """
+        return self.model_dump(exclude_none=True, exclude={"max_retries", "max_retry_s"})
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandbox; the defaults are the embedded defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exec_timeout_s: float = Field(default=30.0, gt=0, description="wall-clock limit of one exec")
+    cpu_s: int = Field(default=60, gt=0, description="CPU seconds of one exec (RLIMIT_CPU)")
+    memory_mb: int = Field(default=1024, gt=0, description="address-space limit of one exec")
+    pids: int = Field(default=128, gt=0, description="processes/threads the sandbox user may run")
+    file_size_mb: int = Field(default=256, gt=0, description="largest file one exec may write (RLIMIT_FSIZE)")
+    output_bytes: int = Field(default=1_000_000, gt=0, description="cap on stdout and on stderr, each")
+    read_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        description="largest file read_file returns; a larger one raises FileTooLargeError, read no further",
+    )
+    network: bool = Field(default=False, description="allow network access")
 
 
 class StateKey(_Strict):

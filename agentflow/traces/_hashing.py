@@ -25,8 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
-import rfc8785
-
+from agentflow._canonical_json import canonical_json
 from agentflow.errors import TraceError
 
 __all__ = [
@@ -43,28 +42,6 @@ MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer RFC 8785 encodes (the IEEE 754 double precision limit); larger ones are normalised to strings."""
 
 _NON_FINITE_FLOATS = {math.inf: "Infinity", -math.inf: "-Infinity"}
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Encode ``obj`` as RFC 8785 canonical JSON (UTF-8, sorted keys, no whitespace, ECMAScript number format).
-
-    Args:
-        obj: JSON data: ``None``, ``bool``, ``int`` within ``±(2**53 - 1)``, finite ``float``, ``str`` (including
-            ``StrEnum`` members, encoded by value), ``list``/``tuple`` and ``dict`` with ``str`` keys.
-
-    Returns:
-        The canonical encoding; equal data gives equal bytes whatever the key order or float spelling.
-
-    Raises:
-        TraceError: ``obj`` holds a value RFC 8785 cannot encode; the message names its JSON path. Run
-            :func:`to_json_value` first to normalise runtime values instead.
-    """
-    try:
-        return rfc8785.dumps(obj)
-    except (rfc8785.CanonicalizationError, RecursionError) as exc:
-        # The library does not say where the bad value is; look for it only on this (rare) failure path.
-        where = _find_unencodable(obj, "$") or "$"
-        raise TraceError(f"cannot hash trace data: {exc} at {where}") from exc
 
 
 def sha256_hex(data: bytes) -> str:
@@ -353,25 +330,3 @@ def _scrub_surrogates(text: str) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _find_unencodable(obj: Any, path: str) -> str:
-    """Return the JSON path of the first value RFC 8785 rejects, or ``""`` if there is none below ``path``."""
-    children: list[tuple[str, Any]] = []
-    if isinstance(obj, dict):
-        for key in obj:
-            if not isinstance(key, str):
-                return f"{path} (key {key!r} is not a string)"
-        children = [(f"{path}.{key}", item) for key, item in obj.items()]
-    elif isinstance(obj, list | tuple):
-        children = [(f"{path}[{index}]", item) for index, item in enumerate(obj)]
-    else:
-        try:
-            rfc8785.dumps(obj)
-        except rfc8785.CanonicalizationError:
-            return path
-    for child_path, child in children:
-        found = _find_unencodable(child, child_path)
-        if found:
-            return found
-    return ""

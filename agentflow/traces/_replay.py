@@ -495,7 +495,7 @@ async def replay_run(
         TraceError: the run is missing, or its trace fails verification (a tampered trace is never replayed).
         ConfigError: the workflow file is gone or invalid.
     """
-    from agentflow.graph._compile import compile_workflow
+    from agentflow.runtime._compile import compile_workflow
     from agentflow.runtime._run import run_workflow
 
     if mode not in ("tape", "verify"):

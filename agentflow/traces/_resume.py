@@ -38,7 +38,7 @@ from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._protocol import Recorder, Store
 
 if TYPE_CHECKING:
-    from agentflow.graph._compile import CompiledWorkflow
+    from agentflow.runtime._compile import CompiledWorkflow
     from agentflow.runtime._context import RunContext
     from agentflow.runtime._run import RunResult
     from agentflow.sandboxes._base import ExecResult
@@ -60,7 +60,7 @@ async def resume_run(store: Store, run_id: str, *, workflow: str | Path | None =
             LangGraph checkpoint (it was not started with ``--resumable``).
         ConfigError: the workflow file is gone, invalid, or changed since the run started.
     """
-    from agentflow.graph._compile import compile_workflow
+    from agentflow.runtime._compile import compile_workflow
     from agentflow.runtime._run import run_workflow
     from agentflow.traces._base import check_reopenable
 

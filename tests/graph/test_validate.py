@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agentflow.errors import Diagnostic, GraphValidationError
-from agentflow.graph import build_template_graph, compile_workflow, compute_metrics, validate_template
+from agentflow.graph import build_template_graph, compute_metrics, validate_template
+from agentflow.runtime import InstalledCheckers, compile_workflow
 from agentflow.spec import load_workflow
 
 EXAMPLES = Path(__file__).parents[2] / "graphs" / "examples"
@@ -42,7 +43,7 @@ def diagnose(tmp_path: Path, text: str) -> list[Diagnostic]:
     path = tmp_path / "wf.yaml"
     path.write_text(text)
     (tmp_path / "script.yaml").write_text("responses: []\n")  # the model script BASE names (only its presence counts)
-    return validate_template(build_template_graph(load_workflow(path)))
+    return validate_template(build_template_graph(load_workflow(path)), checkers=InstalledCheckers())
 
 
 def codes(diagnostics: list[Diagnostic]) -> list[str]:
@@ -55,7 +56,7 @@ def test_base_is_valid(tmp_path: Path) -> None:
 
 def test_example_workflows_are_valid() -> None:
     for path in EXAMPLES.glob("*.yaml"):
-        diagnostics = validate_template(build_template_graph(load_workflow(path)))
+        diagnostics = validate_template(build_template_graph(load_workflow(path)), checkers=InstalledCheckers())
         assert [d for d in diagnostics if d.severity == "error"] == [], path
 
 
@@ -248,7 +249,7 @@ def test_syntax_error_points_at_its_column_and_says_what_may_come(tmp_path: Path
 
 
 def test_runtime_expression_errors_hide_cel_python_internals() -> None:
-    from agentflow.routing import _expr
+    from agentflow.graph import _expr
 
     with pytest.raises(_expr.ExpressionError) as caught:
         _expr.evaluate("answer.trim()", {"answer": "x"})
@@ -308,13 +309,15 @@ def test_missing_script_sandbox_folder_and_subgraph_file(tmp_path: Path) -> None
     path = tmp_path / "wf.yaml"
     path.write_text(text)
     template = build_template_graph(load_workflow(path))
-    files = {d.code: d for d in check_run_files(template)}
+    checkers = InstalledCheckers()
+    files = {d.code: d for d in check_run_files(template, checkers=checkers)}
     assert "gone.yaml" in files["model.missing-script"].message
     assert files["model.missing-script"].location is not None and files["model.missing-script"].location.line == 7
     assert "no_such_folder" in files["sandbox.missing-files"].message
     assert files["sandbox.missing-files"].location is not None and files["sandbox.missing-files"].location.line == 8
-    assert check_run_files(template, scripts=False)[0].code == "sandbox.missing-files"  # --model replaces scripts
-    subgraph = next(d for d in validate_template(template) if d.code == "subgraph.missing-file")
+    # --model replaces scripts
+    assert check_run_files(template, checkers=checkers, scripts=False)[0].code == "sandbox.missing-files"
+    subgraph = next(d for d in validate_template(template, checkers=checkers) if d.code == "subgraph.missing-file")
     assert "parts/missing.yaml" in subgraph.message and subgraph.location is not None
 
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from agentflow.errors import ConfigError
-from agentflow.graph import compile_workflow
 from agentflow.rewards import Reward, RewardHook, StepContext, reward_hook
 from agentflow.rewards._aggregate import (
     StepReward,
@@ -19,7 +18,7 @@ from agentflow.rewards._aggregate import (
     prof_consistency,
     prof_group_consistency,
 )
-from agentflow.runtime import run_workflow
+from agentflow.runtime import compile_workflow, run_workflow
 from agentflow.traces import EventType
 from agentflow.traces._summary import summarize
 from tests.rewards._support import StepEvents

@@ -32,7 +32,7 @@ from agentflow.errors import (
 )
 from agentflow.grading import grade_runs
 from agentflow.models import Model, ModelResponse, ModelSettings, model_provider
-from agentflow.routing._expr import ExpressionError
+from agentflow.routing import ExpressionError
 from agentflow.runtime import run_workflow
 from agentflow.runtime._run import classify
 from agentflow.spec._templating import TemplateError

@@ -10,7 +10,7 @@ import yaml
 
 from agentflow.errors import GraphValidationError
 from agentflow.graph import build_template_graph, validate_template
-from agentflow.runtime import run_workflow
+from agentflow.runtime import InstalledCheckers, run_workflow
 from agentflow.spec import load_workflow
 from agentflow.spec._templating import TemplateError, render
 from agentflow.traces import TraceStore
@@ -73,7 +73,7 @@ async def test_a_placeholder_inside_quotes_is_refused_before_the_run(
     tmp_path: Path, code: str, command: str, problem: str
 ) -> None:
     workflow = quoting_workflow(tmp_path, code, command)
-    found = validate_template(build_template_graph(load_workflow(workflow)))
+    found = validate_template(build_template_graph(load_workflow(workflow)), checkers=InstalledCheckers())
     [diagnostic] = [d for d in found if d.code == "tool.code-placeholder"]
     assert problem in diagnostic.message
     assert diagnostic.location is not None and diagnostic.location.file == str(workflow)

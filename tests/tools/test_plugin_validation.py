@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agentflow.errors import Diagnostic
 from agentflow.graph import build_template_graph, validate_template
+from agentflow.runtime import InstalledCheckers
 from agentflow.spec import load_workflow
 
 WORKFLOW = """\
@@ -27,7 +28,8 @@ def diagnostics(tmp_path: Path, plugin_source: str, ref: str) -> list[Diagnostic
     (tmp_path / "tools").mkdir(exist_ok=True)
     (tmp_path / "tools" / "search.py").write_text(plugin_source)
     (tmp_path / "wf.yaml").write_text(WORKFLOW.format(tool=ref))
-    return [d for d in validate_template(build_template_graph(load_workflow(tmp_path / "wf.yaml")))]
+    template = build_template_graph(load_workflow(tmp_path / "wf.yaml"))
+    return [d for d in validate_template(template, checkers=InstalledCheckers())]
 
 
 def test_a_plugin_syntax_error_names_the_plugin_position_and_the_workflow_line(tmp_path: Path) -> None:
@@ -59,7 +61,7 @@ def test_host_on_a_builtin_tool_is_a_warning_and_an_unknown_builtin_node_does_no
         "name: b\ntools: [{ref: read_file, host: true}, pythn]\nstart: a\n"
         "nodes:\n  a: {kind: tool, tool: pythn, args: {code: 'print({x})'}}\nend: [a]\n"
     )
-    found = validate_template(build_template_graph(load_workflow(tmp_path / "wf.yaml")))
+    found = validate_template(build_template_graph(load_workflow(tmp_path / "wf.yaml")), checkers=InstalledCheckers())
     codes = {(d.code, d.severity) for d in found}
     assert ("tool.host-builtin", "warning") in codes
     assert ("tool.unknown", "error") in codes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -13,15 +13,39 @@ from pydantic import TypeAdapter, ValidationError
 from agentflow.errors import ConfigError, Diagnostic, GraphValidationError, PluginLoadError, SpecError
 from agentflow.graph._build import TemplateGraph, build_template_graph
 from agentflow.graph._validate import validate_template
+from agentflow.models import model_providers
+from agentflow.models._scripted import resolve_script_path
+from agentflow.rewards import reward_hooks
 from agentflow.runtime import _nodes
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
 from agentflow.spec._loader import LoadedWorkflow, load_workflow
 from agentflow.spec._models import END, StateKey, SubgraphNode
+from agentflow.spec._templating import Quoting
+from agentflow.tools import resolve_tool, tool_registry
 from agentflow.tools._base import Tool
 
 _PYTHON_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 CONTEXT_KEY = "agentflow_run"
+
+
+class InstalledCheckers:
+    """The `Checkers` validation gets for a run: the installed model providers, tools and reward hooks."""
+
+    def model_providers(self) -> list[str]:
+        return model_providers.names()
+
+    def builtin_tools(self) -> list[str]:
+        return tool_registry.names()
+
+    def tool_quoting(self, name: str) -> Mapping[str, Quoting] | None:
+        return tool_registry.get(name).quoting if name in tool_registry else None
+
+    def reward_hooks(self) -> list[str]:
+        return reward_hooks.names()
+
+    def resolve_script(self, script: str, base: Path) -> None:
+        resolve_script_path(script, base)
 
 
 @dataclass
@@ -85,8 +109,6 @@ def compile_workflow(
     from langgraph.graph import END as LANGGRAPH_END
     from langgraph.graph import START, StateGraph
 
-    from agentflow.tools import resolve_tool
-
     loaded = workflow if isinstance(workflow, LoadedWorkflow) else load_workflow(workflow)
     template = build_template_graph(loaded)
     spec = loaded.spec
@@ -102,7 +124,9 @@ def compile_workflow(
         except ConfigError as exc:  # raised below if validation finds nothing else
             unloadable.append(exc)
     diagnostics = validate_template(
-        template, tool_parameters={name: tool.arguments_model for name, tool in tools.items()}
+        template,
+        checkers=InstalledCheckers(),
+        tool_parameters={name: tool.arguments_model for name, tool in tools.items()},
     )
     if any(d.severity == "error" for d in diagnostics):
         raise GraphValidationError(diagnostics)
