@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from agentflow.spec import _templating
 from agentflow.spec._models import AgentNode, NodeSpec, RetryPolicy, RouterNode, SubgraphNode, ToolNode
 from agentflow.tools._base import Tool, ToolContext, ToolOutcome
 from agentflow.traces._events import Event, EventType, seconds_since
+from agentflow.traces._hashing import request_hash
 
 if TYPE_CHECKING:
     from agentflow.runtime._compile import CompiledWorkflow
@@ -44,14 +44,6 @@ class Visit:
     def label(self) -> str:
         """The node's name in the trace (prefixed by its subgraph path)."""
         return self.compiled.prefix + self.name
-
-
-def request_hash(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], settings: Any) -> str:
-    """sha256 of a model request's canonical content; replay matches recorded responses by it."""
-    from agentflow.traces._hashing import canonical_json
-
-    content = {"model": model, "messages": messages, "tools": tools, "settings": settings}
-    return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
 async def execute_node(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: Mapping[str, Any]) -> Any:

@@ -49,6 +49,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def request_hash(model: str, messages: Any, tools: Any, settings: Any) -> str:
+    """sha256 of a model request's canonical content; replay matches recorded responses by it."""
+    content = {"model": model, "messages": messages, "tools": tools, "settings": settings}
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
 def event_hash(event_fields: Mapping[str, Any]) -> str:
     """Hash one trace event: sha256 of the canonical JSON of every field except ``hash``.
 

@@ -34,7 +34,7 @@ from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceE
 from agentflow.sandboxes._base import ExecResult, IsolationReport, Sandbox
 from agentflow.tools._base import ToolOutcome
 from agentflow.traces._events import Event, EventType, ran_by_hook
-from agentflow.traces._hashing import canonical_json, sha256_hex, to_json_value
+from agentflow.traces._hashing import canonical_json, request_hash, sha256_hex, to_json_value
 
 if TYPE_CHECKING:
     from agentflow.models._base import Model
@@ -245,8 +245,6 @@ class Tape:
 
     def request_key(self, model_id: str, messages: Any, tools: Any, settings: Mapping[str, Any]) -> str:
         """The key a request is matched by: its content hash, with volatile text masked in ``verify`` mode."""
-        from agentflow.runtime._nodes import request_hash
-
         if self.volatile is not None:
             messages = _masked(messages, self.volatile)
         return request_hash(model_id, messages, tools, settings)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from agentflow.errors import ConfigError, TraceError
 from agentflow.models._base import Message, Model, ModelResponse, ModelSettings
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._hashing import request_hash
 from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._protocol import Recorder, Store
 
@@ -262,8 +263,6 @@ class ResumeModel(Model):
         self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
     ) -> ModelResponse:
         """The recorded response to this request if the killed process already had one, else the model's."""
-        from agentflow.runtime._nodes import request_hash
-
         digest = request_hash(self.model_id, messages, tools, settings.request_data())
         queue = self.point.served.get(digest)
         if not queue:
