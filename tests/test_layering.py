@@ -33,13 +33,10 @@ LAYERS: list[set[str]] = [
 LEVEL = {name: index for index, names in enumerate(LAYERS) for name in names}
 
 # (importer, imported) subpackage pairs that break the layering today.
-KNOWN_UPWARD = {
-    ("traces", "runtime"),
-}
-KNOWN_SIBLING_CYCLES = {frozenset({"models", "traces"})}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+KNOWN_SIBLING_CYCLES: set[frozenset[str]] = set()
 # cli modules that import another package's private module (`agentflow.x._y`) instead of its public API.
 KNOWN_PRIVATE_FROM_CLI = {
-    ("agentflow.cli.replay", "agentflow.traces._replay"),
     ("agentflow.cli.sandbox", "agentflow.sandboxes._build"),
     ("agentflow.cli.sandbox", "agentflow.sandboxes._docker"),
     ("agentflow.cli.traces", "agentflow.traces._import"),

@@ -33,8 +33,8 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
     """Replay a run; exit 0 when every event is identical, 1 at the first divergence (which is printed)."""
-    from agentflow.traces import open_store, replay_run
-    from agentflow.traces._replay import VOLATILE_TEXT
+    from agentflow.rerun import replay_run
+    from agentflow.traces import VOLATILE_TEXT, open_store
 
     if mode not in ("tape", "verify"):
         raise ConfigError(f"unknown replay mode {mode!r}", fix="use --mode tape or --mode verify")

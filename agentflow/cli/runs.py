@@ -126,7 +126,7 @@ def resume(
     json_output: JsonFlag = False,
 ) -> int:
     """Continue an interrupted run (started with --resumable) from its last LangGraph checkpoint; exit as `run`."""
-    from agentflow.traces import resume_run
+    from agentflow.rerun import resume_run
 
     with opened_store(store) as trace_store:
         result = asyncio.run(resume_run(trace_store, run_id, workflow=workflow))

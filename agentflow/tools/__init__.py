@@ -5,7 +5,7 @@ A workflow file names tools either by a built-in name (``read_file``) or by a pl
 sandbox (`SandboxedTool`), unless it is declared ``host`` or takes a ``ToolContext``.
 """
 
-from agentflow.tools._base import Tool, ToolContext, ToolOutcome
+from agentflow.tools._base import ExecObserver, Tool, ToolContext, ToolOutcome
 from agentflow.tools._builtins import BUILTIN_TOOLS
 from agentflow.tools._exec import CommandResult
 from agentflow.tools._patching import FileChange, PatchResult
@@ -16,6 +16,7 @@ from agentflow.tools._tests import RunCounts, RunTestsResult, parse_pytest_outpu
 __all__ = [
     "BUILTIN_TOOLS",
     "CommandResult",
+    "ExecObserver",
     "FileChange",
     "PatchResult",
     "RunCounts",

@@ -14,9 +14,19 @@ Read it back::
     summary = summarize(trace.events)     # what `agentflow run` and `agentflow show` print
 """
 
-from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD
-from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to_json_value
+from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD, check_reopenable
+from agentflow.traces._compare import (
+    VOLATILE_TEXT,
+    Divergence,
+    comparable,
+    content_digest,
+    first_divergence,
+    volatile_pattern,
+    without_abandoned,
+)
+from agentflow.traces._events import Event, EventType, ran_by_hook
+from agentflow.traces._hashing import canonical_json, event_hash, request_hash, sha256_hex, to_json_value
+from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._open import open_store
 from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
 from agentflow.traces._protocol import (
@@ -30,8 +40,7 @@ from agentflow.traces._protocol import (
     TraceProblem,
 )
 from agentflow.traces._recorder import FINISHED_STATUSES
-from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
-from agentflow.traces._resume import ResumePoint, resume_run
+from agentflow.traces._responses import RecordedResponses
 from agentflow.traces._store import FsyncPolicy, RunRecorder, TraceStore
 from agentflow.traces._summary import (
     ErrorInfo,
@@ -48,6 +57,7 @@ __all__ = [
     "DEFAULT_SPILL_THRESHOLD",
     "FINISHED_STATUSES",
     "LIVE_REWARDS",
+    "VOLATILE_TEXT",
     "Divergence",
     "ErrorInfo",
     "Event",
@@ -59,29 +69,32 @@ __all__ = [
     "NodeSummary",
     "PostgresRecorder",
     "PostgresStore",
+    "RecordedResponses",
     "Recorder",
-    "ReplayReport",
-    "ResumePoint",
     "RewardInfo",
     "RunInfo",
     "RunRecorder",
     "RunSummary",
     "Store",
     "StoredReward",
-    "Tape",
     "Trace",
     "TraceProblem",
     "TraceStore",
     "canonical_json",
+    "check_reopenable",
+    "comparable",
     "content_digest",
     "event_hash",
     "first_divergence",
+    "open_checkpointer",
     "open_store",
+    "ran_by_hook",
     "realized_graph",
     "redact_url",
-    "replay_run",
-    "resume_run",
+    "request_hash",
     "sha256_hex",
     "summarize",
     "to_json_value",
+    "volatile_pattern",
+    "without_abandoned",
 ]
