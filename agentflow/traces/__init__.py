@@ -26,8 +26,10 @@ from agentflow.traces._compare import (
 )
 from agentflow.traces._events import Event, EventType, ran_by_hook
 from agentflow.traces._hashing import canonical_json, event_hash, request_hash, sha256_hex, to_json_value
+from agentflow.traces._import import IMPORT_FORMATS, ImportReport, import_openai_messages
 from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._open import open_store
+from agentflow.traces._otel import OTLP_ENV, export_to_otlp
 from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
 from agentflow.traces._protocol import (
     LIVE_REWARDS,
@@ -56,7 +58,9 @@ from agentflow.traces._summary import (
 __all__ = [
     "DEFAULT_SPILL_THRESHOLD",
     "FINISHED_STATUSES",
+    "IMPORT_FORMATS",
     "LIVE_REWARDS",
+    "OTLP_ENV",
     "VOLATILE_TEXT",
     "Divergence",
     "ErrorInfo",
@@ -65,6 +69,7 @@ __all__ = [
     "FsyncPolicy",
     "GradingPass",
     "HookRewards",
+    "ImportReport",
     "LimitInfo",
     "NodeSummary",
     "PostgresRecorder",
@@ -85,7 +90,9 @@ __all__ = [
     "comparable",
     "content_digest",
     "event_hash",
+    "export_to_otlp",
     "first_divergence",
+    "import_openai_messages",
     "open_checkpointer",
     "open_store",
     "ran_by_hook",

@@ -29,7 +29,7 @@ from agentflow.errors import ConfigError, MalformedRecord
 from agentflow.traces._events import EventType
 from agentflow.traces._protocol import Store
 
-FORMATS = ("openai-messages",)
+IMPORT_FORMATS = ("openai-messages",)
 _METADATA = (
     "question",
     "ground_truth",
