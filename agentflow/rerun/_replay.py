@@ -38,10 +38,10 @@ from agentflow.traces import (
     RecordedResponses,
     Store,
     first_divergence,
-    ran_by_hook,
-    volatile_pattern,
     without_abandoned,
 )
+from agentflow.traces._compare import volatile_pattern
+from agentflow.traces._events import ran_by_hook
 
 ReplayMode = Literal["tape", "verify"]
 

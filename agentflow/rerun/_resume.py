@@ -45,9 +45,9 @@ from agentflow.traces import (
     Recorder,
     Store,
     Trace,
-    check_reopenable,
-    open_checkpointer,
 )
+from agentflow.traces._base import check_reopenable
+from agentflow.traces._langgraph_checkpoints import open_checkpointer
 
 
 async def resume_run(
