@@ -36,8 +36,8 @@ from agentflow.errors import ConfigError, TraceError
 from agentflow.models import Message, Model, ModelResponse, ModelSettings, ScriptedModel
 from agentflow.rerun._recorded import RecordedRun
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult
-from agentflow.sandboxes import ExecResult
-from agentflow.tools import ExecObserver, Tool, ToolContext
+from agentflow.sandboxes import ExecObserver, ExecResult
+from agentflow.tools import Tool, ToolContext
 from agentflow.traces import (
     Event,
     EventType,
@@ -275,7 +275,7 @@ class ResumeModel(Model):
 def _collector_of_rebuild(execs: list[tuple[Event, dict[str, Any]]], call: Event) -> ExecObserver:
     """Keeps each command the sandbox rebuild runs (``by: "resume"``) with the recorded call it repeats."""
 
-    def collect(cmd: list[str], result: ExecResult) -> None:
+    def collect(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
         execs.append((call, {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}))
 
     return collect

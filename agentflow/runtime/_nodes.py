@@ -186,7 +186,7 @@ async def _call_tool(
         },
     )
 
-    def record_exec(cmd: list[str], result: ExecResult) -> None:
+    def record_exec(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
         data = {"cmd": cmd, "by": f"tool:{call.name}", **result.to_dict()}
         ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data=data)
 

@@ -5,7 +5,7 @@ A workflow file names tools either by a built-in name (``read_file``) or by a pl
 sandbox (`SandboxedTool`), unless it is declared ``host`` or takes a ``ToolContext``.
 """
 
-from agentflow.tools._base import ExecObserver, Tool, ToolContext, ToolOutcome
+from agentflow.tools._base import Tool, ToolContext, ToolOutcome
 from agentflow.tools._exec import CommandResult
 from agentflow.tools._patching import FileChange, PatchResult
 from agentflow.tools._registry import resolve_tool, tool, tool_registry
@@ -13,7 +13,6 @@ from agentflow.tools._tests import RunTestsResult
 
 __all__ = [
     "CommandResult",
-    "ExecObserver",
     "FileChange",
     "PatchResult",
     "RunTestsResult",
