@@ -1,4 +1,8 @@
-"""Load a workflow file into a WorkflowSpec, keeping the source position of every value."""
+"""Load a workflow file into a WorkflowSpec, keeping the source position of every value.
+
+The positional loading itself (:func:`load_document`) is the same for any YAML file agentflow reads into a pydantic
+model: benchmark files use it too, so their mistakes are reported with file:line:col and a fix as well.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,34 +23,20 @@ from agentflow.spec import _models
 from agentflow.spec._models import WorkflowSpec
 
 Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
-class LoadedWorkflow:
-    """A validated spec plus where each of its values came from."""
+class LoadedDocument(Generic[M]):
+    """A validated YAML document plus where each of its values came from."""
 
-    spec: WorkflowSpec
+    model: M
     path: Path
     value_locations: dict[Path_, SourceLocation] = field(default_factory=lambda: {})
     key_locations: dict[Path_, SourceLocation] = field(default_factory=lambda: {})
     # Scalars written on one line as they read (no escapes, no folding): how many characters (0, or 1 for the
     # opening quote) come before the value's own text, so a position inside the value is a column of the file.
     inline_scalars: dict[Path_, int] = field(default_factory=lambda: {})
-
-    @property
-    def base_dir(self) -> Path:
-        """The folder relative paths in the file (scripts, plugins, sandbox files, subgraphs) start from."""
-        return self.path.parent
-
-    @functools.cached_property
-    def template_hash(self) -> str:
-        """sha256 of the spec's canonical content: comments and formatting do not change it.
-
-        Values left at their defaults are left out, so a setting that a later agentflow adds (with a default) does
-        not make every recorded run's workflow look changed; writing a default out explicitly changes nothing either.
-        """
-        content = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        return hashlib.sha256(canonical_json(content)).hexdigest()
 
     def locate(self, *path: str | int, key: bool = False) -> SourceLocation:
         """The location of the value (or, with ``key``, of the key) at ``path``, else of its nearest ancestor."""
@@ -67,6 +57,30 @@ class LoadedWorkflow:
         if tuple(path) not in self.inline_scalars or tuple(path) not in self.value_locations:
             return where
         return SourceLocation(where.file, where.line, where.column + self.inline_scalars[tuple(path)] + offset)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the file (scripts, plugins, sandbox files, subgraphs) start from."""
+        return self.path.parent
+
+
+@dataclass
+class LoadedWorkflow(LoadedDocument[WorkflowSpec]):
+    """A validated workflow spec plus where each of its values came from."""
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        return self.model
+
+    @functools.cached_property
+    def template_hash(self) -> str:
+        """sha256 of the spec's canonical content: comments and formatting do not change it.
+
+        Values left at their defaults are left out, so a setting that a later agentflow adds (with a default) does
+        not make every recorded run's workflow look changed; writing a default out explicitly changes nothing either.
+        """
+        content = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -90,7 +104,7 @@ def _inline_prefix(node: yaml.ScalarNode) -> int | None:
     return None
 
 
-def _to_data(node: yaml.Node, path: Path_, file: str, loaded: LoadedWorkflow) -> Any:
+def _to_data(node: yaml.Node, path: Path_, file: str, loaded: LoadedDocument[Any]) -> Any:
     values, keys = loaded.value_locations, loaded.key_locations
     values[path] = _mark(node, file)
     if isinstance(node, yaml.MappingNode):
@@ -118,13 +132,39 @@ def _to_data(node: yaml.Node, path: Path_, file: str, loaded: LoadedWorkflow) ->
     return _UniqueKeyLoader("").construct_object(node, deep=True)
 
 
-def _all_field_names() -> list[str]:
+def _all_field_names(model_type: type[BaseModel]) -> list[str]:
+    """Every key a document of ``model_type`` may hold, at any depth (the suggestions for a mistyped key)."""
     names: set[str] = set()
-    for value in vars(_models).values():
-        if isinstance(value, type) and issubclass(value, BaseModel):
-            for name, info in value.model_fields.items():
-                names.add(info.alias or name)
+    pending, seen = [model_type], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name, info in current.model_fields.items():
+            names.add(info.alias or name)
+            pending.extend(_models_in(info.annotation))
+    if model_type is WorkflowSpec:  # node kinds are a discriminated union the annotation walk reaches anyway
+        names.update(
+            info.alias or name
+            for value in vars(_models).values()
+            if isinstance(value, type) and issubclass(value, BaseModel)
+            for name, info in value.model_fields.items()
+        )
     return sorted(names)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation names (inside lists, dicts, unions, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for argument in getattr(annotation, "__args__", ()) or ():
+        found.extend(_models_in(argument))
+    metadata_origin = getattr(annotation, "__origin__", None)
+    if metadata_origin is not None and hasattr(annotation, "__metadata__"):
+        found.extend(_models_in(metadata_origin))
+    return found
 
 
 def _existing_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
@@ -145,14 +185,14 @@ def _existing_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
     return tuple(result)
 
 
-def _diagnostic_for(error: Any, data: Any, loaded: LoadedWorkflow) -> Diagnostic:
+def _diagnostic_for(error: Any, data: Any, loaded: LoadedDocument[Any], model_type: type[BaseModel]) -> Diagnostic:
     loc: tuple[str | int, ...] = tuple(error["loc"])
     path = _existing_path(data, loc)
     dotted = ".".join(str(p) for p in path) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
-        close = difflib.get_close_matches(key, _all_field_names(), n=1)
+        close = difflib.get_close_matches(key, _all_field_names(model_type), n=1)
         fix = f"did you mean {close[0]!r}?" if close else "remove it; `agentflow schema` lists the allowed keys"
         return Diagnostic("spec.unknown-key", f"unknown key {dotted!r}", loaded.locate(*path, key=True), fix)
     if kind == "missing":
@@ -177,12 +217,36 @@ def load_workflow(path: str | Path) -> LoadedWorkflow:
         SpecError: the file is missing, is not YAML, or does not match the schema; ``diagnostics`` holds every
             problem with its file:line:col and a fix.
     """
+    document = load_document(
+        path,
+        WorkflowSpec,
+        kind="workflow",
+        shape_fix="see graphs/examples/ for a complete workflow",
+        shape="a YAML mapping with at least name, start and nodes",
+    )
+    return LoadedWorkflow(
+        document.model, document.path, document.value_locations, document.key_locations, document.inline_scalars
+    )
+
+
+def load_document(path: str | Path, model_type: type[M], *, kind: str, shape: str, shape_fix: str) -> LoadedDocument[M]:
+    """Read a YAML file into ``model_type``, keeping where each value was written.
+
+    Args:
+        kind: what the file is, for messages (``workflow``, ``benchmark``).
+        shape: what its top level must be, for the message when it is not a mapping.
+        shape_fix: where to see a complete file.
+
+    Raises:
+        SpecError: the file is missing, is not YAML, or does not match the schema; ``diagnostics`` holds every
+            problem with its file:line:col and a fix.
+    """
     file_path = Path(path)
     file = str(file_path)
     try:
         text = file_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(f"workflow file not found: {file}", location=None, fix="check the path") from None
+        raise SpecError(f"{kind} file not found: {file}", location=None, fix="check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {file}: {exc}", location=None) from None
     try:
@@ -197,18 +261,13 @@ def load_workflow(path: str | Path) -> LoadedWorkflow:
             fix="check indentation, colons and quotes around this position",
         ) from None
     if root is None or not isinstance(root, yaml.MappingNode):
-        raise SpecError(
-            "a workflow file must be a YAML mapping with at least name, start and nodes",
-            location=SourceLocation(file, 1, 1),
-            fix="see graphs/examples/ for a complete workflow",
-        )
-    loaded = LoadedWorkflow(spec=WorkflowSpec.model_construct(), path=file_path.resolve())
-    loaded.path = file_path  # keep the path as the user wrote it in diagnostics
+        raise SpecError(f"a {kind} file must be {shape}", location=SourceLocation(file, 1, 1), fix=shape_fix)
+    loaded: LoadedDocument[M] = LoadedDocument(model_type.model_construct(), file_path)  # the path as written
     data = _to_data(root, (), file, loaded)
     try:
-        loaded.spec = WorkflowSpec.model_validate(data)
+        loaded.model = model_type.model_validate(data)
     except ValidationError as exc:
-        diagnostics = [_diagnostic_for(error, data, loaded) for error in exc.errors()]
+        diagnostics = [_diagnostic_for(error, data, loaded, model_type) for error in exc.errors()]
         first = diagnostics[0]
         raise SpecError(first.message, location=first.location, fix=first.fix, diagnostics=diagnostics) from None
     return loaded

@@ -22,6 +22,8 @@ from agentflow.traces._otel import OTLP_ENV, export_to_otlp
 from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import (
     LIVE_REWARDS,
+    BenchItem,
+    BenchRunInfo,
     GradingPass,
     Recorder,
     RunInfo,
@@ -50,6 +52,8 @@ __all__ = [
     "LIVE_REWARDS",
     "OTLP_ENV",
     "VOLATILE_TEXT",
+    "BenchItem",
+    "BenchRunInfo",
     "Divergence",
     "ErrorInfo",
     "Event",

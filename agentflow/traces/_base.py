@@ -32,8 +32,18 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from agentflow._processes import pid_alive
 from agentflow.errors import ConfigError, TraceError
+from agentflow.traces._bench_tables import BenchTables
 from agentflow.traces._events import EventType
-from agentflow.traces._protocol import LIVE_REWARDS, GradingMode, GradingPass, RunInfo, StoredReward, Trace
+from agentflow.traces._protocol import (
+    LIVE_REWARDS,
+    BenchItem,
+    BenchRunInfo,
+    GradingMode,
+    GradingPass,
+    RunInfo,
+    StoredReward,
+    Trace,
+)
 from agentflow.traces._recorder import RecorderBase
 from agentflow.traces._tables import IndexRow, StoreTables, live_rewards
 from agentflow.traces._verify import check_against_index, parse_and_verify
@@ -333,6 +343,61 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
         """The stored realized graph of a run, or None."""
         with self._connection() as connection:
             return self._tables.load_graph(connection, run_id)
+
+    # -- benchmark runs ----------------------------------------------------------------------------------------
+
+    @property
+    def _bench(self) -> BenchTables:
+        return BenchTables(self._tables.placeholder)
+
+    def create_bench_run(self, *, name: str, config: dict[str, Any]) -> BenchRunInfo:
+        """Record a new benchmark run and return it (its id is a fresh run id, prefixed ``bench-``)."""
+        with self._transaction() as connection:
+            return self._bench.create_run(connection, f"bench-{new_run_id()}", name, config)
+
+    def list_bench_runs(self) -> list[BenchRunInfo]:
+        """Every benchmark run, newest first."""
+        if not self._has_index():
+            return []
+        with self._connection() as connection:
+            return self._bench.list_runs(connection)
+
+    def get_bench_run(self, bench_run_id: str) -> BenchRunInfo:
+        """A benchmark run named by its id or a unique prefix.
+
+        Raises:
+            TraceError: no benchmark run matches, or the prefix is ambiguous.
+        """
+        matches = []
+        if self._has_index():
+            with self._connection() as connection:
+                matches = self._bench.list_runs(connection, like=bench_run_id)
+        exact = [info for info in matches if info.bench_run_id == bench_run_id]
+        if exact or len(matches) == 1:
+            return (exact or matches)[0]
+        if matches:
+            shown = ", ".join(info.bench_run_id for info in matches[:5])
+            raise TraceError(f"bench run id prefix {bench_run_id!r} is ambiguous in {self.location}: {shown}")
+        latest = self.list_bench_runs()
+        hint = f"; latest: {latest[0].bench_run_id}" if latest else "; `agentflow bench runs` lists them"
+        raise TraceError(f"no bench run {bench_run_id!r} in {self.location}{hint}")
+
+    def start_bench_item(self, item: BenchItem) -> None:
+        """Record an attempt at a (task, epoch) pair as it starts."""
+        with self._transaction() as connection:
+            self._bench.start_item(connection, item)
+
+    def finish_bench_item(self, item: BenchItem) -> None:
+        """Record how an attempt ended (its ``status``, ``outcome`` and ``finished_at``)."""
+        with self._transaction() as connection:
+            self._bench.finish_item(connection, item)
+
+    def list_bench_items(self, bench_run_id: str) -> list[BenchItem]:
+        """Every attempt of a benchmark run, by task, epoch and attempt."""
+        if not self._has_index():
+            return []
+        with self._connection() as connection:
+            return self._bench.list_items(connection, bench_run_id)
 
 
 def new_run_id() -> str:

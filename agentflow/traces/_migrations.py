@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from agentflow.traces._bench_tables import BENCH_TABLES
+
 # -- SQLite (the index of the embedded store) ---------------------------------------------------------------------
 
 _SQLITE_RUNS = """
@@ -73,6 +75,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     [statement.format(serial="INTEGER PRIMARY KEY", real="REAL") for statement in _GRADING_TABLES],
     # 3: which run a replay replays, so `agentflow runs` marks replays.
     ["ALTER TABLE runs ADD COLUMN replay_of TEXT"],
+    # 4: benchmark runs and their (task, epoch) attempts.
+    [statement.format(real="REAL") for statement in BENCH_TABLES],
 ]
 
 
@@ -141,6 +145,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     [statement.format(serial="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION") for statement in _GRADING_TABLES],
     # 3: as SQLite's 3.
     ["ALTER TABLE runs ADD COLUMN replay_of TEXT"],
+    # 4: as SQLite's 4.
+    [statement.format(real="DOUBLE PRECISION") for statement in BENCH_TABLES],
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

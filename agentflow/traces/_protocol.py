@@ -111,6 +111,45 @@ class GradingPass:
 
 
 @dataclass(frozen=True)
+class BenchRunInfo:
+    """One benchmark run: its id, the benchmark's name, and what it was run with (``config``: the benchmark file,
+    workflow and its template hash, model, sandbox, epochs, seed, agentflow version, the task ids)."""
+
+    bench_run_id: str
+    name: str
+    created_at: str
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the bench run as JSON-serialisable data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One attempt at one (task, epoch) pair of a benchmark run: the run it made and how it ended.
+
+    ``status`` is ``running`` until the run ends, then the run's status; ``outcome`` is the value of the benchmark's
+    outcome reward (None when the run was not scored, e.g. it errored). Errored attempts are retried as new attempts.
+    """
+
+    bench_run_id: str
+    task_id: str
+    epoch: int
+    attempt: int
+    run_id: str
+    seed: int | None
+    status: str
+    outcome: float | None
+    started_at: str
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the item as JSON-serialisable data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """One row of the run index, as ``agentflow runs`` lists it."""
 
@@ -276,6 +315,30 @@ class Store(Protocol):
 
     def load_realized_graph(self, run_id: str) -> dict[str, Any] | None:
         """The stored realized graph of a run, if one was saved."""
+        ...
+
+    def create_bench_run(self, *, name: str, config: dict[str, Any]) -> BenchRunInfo:
+        """Record a new benchmark run and return it (with a fresh id)."""
+        ...
+
+    def list_bench_runs(self) -> list[BenchRunInfo]:
+        """Every benchmark run, newest first."""
+        ...
+
+    def get_bench_run(self, bench_run_id: str) -> BenchRunInfo:
+        """A benchmark run named by its id or a unique prefix."""
+        ...
+
+    def start_bench_item(self, item: BenchItem) -> None:
+        """Record an attempt at a (task, epoch) pair as it starts."""
+        ...
+
+    def finish_bench_item(self, item: BenchItem) -> None:
+        """Record how an attempt ended (its ``status``, ``outcome`` and ``finished_at``)."""
+        ...
+
+    def list_bench_items(self, bench_run_id: str) -> list[BenchItem]:
+        """Every attempt of a benchmark run, by task, epoch and attempt."""
         ...
 
     def close(self) -> None:

@@ -50,6 +50,11 @@ class StoreTables:
         self._placeholder = placeholder
         self._insert_run = insert_run
 
+    @property
+    def placeholder(self) -> str:
+        """The driver's parameter marker, for the other tables' statements (benchmark runs)."""
+        return self._placeholder
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self._placeholder)
 
