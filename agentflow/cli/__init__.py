@@ -55,10 +55,11 @@ def _main(
 
 
 def _register() -> None:
-    from agentflow.cli import graph, runs, sandbox, tools
+    from agentflow.cli import bench, graph, runs, sandbox, tools
 
     graph.register(app)
     runs.register(app)
+    app.add_typer(bench.app, name="bench")
     app.add_typer(sandbox.app, name="sandbox")
     app.add_typer(tools.app, name="tools")
     _register_traces()

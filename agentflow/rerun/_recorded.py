@@ -83,6 +83,7 @@ class RecordedRun:
             if key in state_keys
         }
         override = self.run_started.get("model_override")
+        seed = self.run_started.get("seed")
         sandbox_info = self.run_started.get("sandbox")
         backend = sandbox_info.get("backend") if isinstance(sandbox_info, dict) else None
         return await run_workflow(
@@ -91,6 +92,7 @@ class RecordedRun:
             model=override if isinstance(override, str) else None,
             sandbox=backend if isinstance(backend, str) else None,
             store=store,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             on_event=on_event,
             plan=plan,
         )

@@ -29,6 +29,7 @@ class RunContext:
     limits: LimitTracker
     plan: RunPlan = field(default_factory=RunPlan)  # where model responses and tool results come from
     model_override: str | None = None
+    seed: int | None = None  # the sampling seed of every model call, over the workflow's settings
     on_event: Callable[[Event], None] | None = None  # told of every event as it is recorded (CLI progress)
     events: list[Event] = field(default_factory=lambda: [])
     visits: Counter[str] = field(default_factory=Counter)

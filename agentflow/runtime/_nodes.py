@@ -245,6 +245,8 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     config = spec.models[node.model]
     model = ctx.model(config.model, compiled.loaded.base_dir)
     settings = ModelSettings.model_validate(config.model_dump(exclude={"model"}))
+    if ctx.seed is not None:
+        settings = settings.model_copy(update={"seed": ctx.seed})
     tools = {tool_name: compiled.tools[tool_name] for tool_name in node.tools}
     schemas = [tool.openai_schema() for tool in tools.values()]
     messages: list[dict[str, Any]] = [{"role": "system", "content": _templating.render(node.prompt, state)}]

@@ -75,6 +75,7 @@ async def run_workflow(
     model: str | None = None,
     sandbox: str | None = None,
     store: Store | None = None,
+    seed: int | None = None,
     resumable: bool = False,
     otlp: str | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -88,6 +89,8 @@ async def run_workflow(
         model: a `provider:model` string used for every model of the workflow (e.g. `openai:gpt-4o-mini`).
         sandbox: a sandbox backend name instead of the one the workflow declares.
         store: where the trace goes (default: `.agentflow/` in the working directory).
+        seed: the sampling seed of every model call of the run, over the workflow's (recorded in `run_started`,
+            so a replay asks for it again; a benchmark gives each task and epoch its own).
         resumable: save a LangGraph checkpoint after every node in the store's LangGraph checkpointer, so that
             `agentflow resume` can continue the run if its process dies (off by default: it costs time per node).
         otlp: an OTLP/HTTP endpoint to send the run's spans to while it runs (default: `AGENTFLOW_OTLP_ENDPOINT`;
@@ -127,6 +130,7 @@ async def run_workflow(
             limits=LimitTracker(spec.limits),
             plan=plan,
             model_override=model,
+            seed=seed,
             on_event=on_event,
         )
         outcome.isolation = box.isolation().to_dict()
@@ -137,6 +141,7 @@ async def run_workflow(
             "template_hash": compiled.loaded.template_hash,
             "inputs": initial,
             "model_override": model,
+            **({} if seed is None else {"seed": seed}),
             "sandbox": {"backend": backend, "isolation": outcome.isolation},
             "limits": spec.limits.model_dump(),
             "agentflow_version": agentflow.__version__,

@@ -21,6 +21,7 @@ from agentflow.sandboxes._local import LocalSandbox
 from agentflow.sandboxes._pool import PooledSandbox, SandboxPool
 from agentflow.sandboxes._registry import (
     SandboxBackend,
+    copy_files_in,
     create_sandbox,
     exec_once,
     sandbox,
@@ -39,6 +40,7 @@ __all__ = [
     "SandboxBackend",
     "SandboxLimits",
     "SandboxPool",
+    "copy_files_in",
     "create_sandbox",
     "exec_once",
     "sandbox",

@@ -88,15 +88,26 @@ async def create_sandbox(
     factory = sandbox_backends.get(backend)
     created = await factory.create(limits, image=image, labels=labels)
     try:
-        for inside, host_dir in (files or {}).items():
-            source = Path(host_dir)
-            if not source.is_absolute():
-                source = (base_dir or Path.cwd()) / source
-            await created.copy_in(str(source), inside)
+        await copy_files_in(created, files, base_dir)
     except BaseException:
         await created.close()
         raise
     return created
+
+
+async def copy_files_in(box: Sandbox, files: Mapping[str, str] | None, base_dir: Path | None = None) -> None:
+    """Copy a workflow's ``files`` (sandbox directory -> host directory, relative to ``base_dir``) into ``box``.
+
+    What ``create_sandbox`` does to a new sandbox, for one taken from a pool (reset, so empty) as well.
+
+    Raises:
+        FileNotFoundError: a host directory does not exist.
+    """
+    for inside, host_dir in (files or {}).items():
+        source = Path(host_dir)
+        if not source.is_absolute():
+            source = (base_dir or Path.cwd()) / source
+        await box.copy_in(str(source), inside)
 
 
 async def exec_once(

@@ -1,6 +1,6 @@
 """Workflow templates: the pydantic models of the YAML, the loader with source positions, the JSON Schema."""
 
-from agentflow.spec._loader import LoadedWorkflow, load_workflow, workflow_json_schema
+from agentflow.spec._loader import LoadedDocument, LoadedWorkflow, load_document, load_workflow, workflow_json_schema
 from agentflow.spec._models import (
     END,
     AgentNode,
@@ -28,6 +28,7 @@ __all__ = [
     "AgentNode",
     "EdgeSpec",
     "LimitsSpec",
+    "LoadedDocument",
     "LoadedWorkflow",
     "LoopSpec",
     "ModelConfig",
@@ -44,6 +45,7 @@ __all__ = [
     "ToolNode",
     "ToolRef",
     "WorkflowSpec",
+    "load_document",
     "load_workflow",
     "workflow_json_schema",
 ]

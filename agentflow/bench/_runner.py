@@ -1,0 +1,434 @@
+"""Running a benchmark: every (task, epoch) pair as a run in the store, concurrently, resumably, scored.
+
+Each pair is an ordinary run of the workflow, tagged in its ``run_started`` (``bench``: bench run id, task id,
+epoch, attempt) and in the store's bench tables, which record each attempt as it starts and again when it ends.
+What that buys:
+
+- **Concurrency**: at most ``concurrency`` runs at once (asyncio), their sandboxes lent by one warm pool per
+  benchmark, reset between runs; sandboxes are started two at a time while the pool ramps up, not all at once.
+- **Errored runs** (an outage of the model provider or the sandbox, never the agent's failure) are run again as
+  new attempts, up to ``retry_errored`` times, and reported apart; they are never counted as failures.
+- **Resume**: ``--resume BENCH_RUN_ID`` runs only the pairs without a finished, non-errored attempt (and errored
+  ones with retries left). An attempt whose bench process died is found through the run index: a run that
+  finished is taken as it ended, one that did not is run again as a new attempt. So no pair is lost, and since a
+  report counts one attempt per pair, none is graded twice.
+- **Reproducibility**: each pair's seed is derived from the benchmark's seed, the task id and the epoch, and passed
+  to every model call of its run (recorded with the run); the bench run records the agentflow version, the
+  workflow's template hashes, the model settings and every seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import agentflow
+from agentflow.bench._spec import LoadedBench
+from agentflow.bench._tasks import Task, TaskProblem, read_tasks, task_inputs
+from agentflow.errors import ConfigError
+from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
+from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, create_sandbox
+from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
+from agentflow.traces import BenchItem, BenchRunInfo, Event, EventType, Recorder, Store
+
+FINISHED = frozenset({"succeeded", "failed", "limit_exceeded", "errored"})
+"""Statuses of an attempt that ended (``running``, ``cancelled`` and ``interrupted`` did not)."""
+
+
+def pair_seed(bench_seed: int, task_id: str, epoch: int) -> int:
+    """The seed of one (task, epoch) pair: a 31-bit number derived from the benchmark's seed (the same on every
+    machine and Python version, unlike ``hash``)."""
+    digest = hashlib.sha256(f"{bench_seed}\0{task_id}\0{epoch}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What the command line sets over the benchmark file (None: the file's value)."""
+
+    limit: int | None = None
+    task_ids: list[str] | None = None
+    epochs: int | None = None
+    concurrency: int | None = None
+    model: str | None = None
+    sandbox: str | None = None
+    seed: int | None = None
+    retry_errored: int | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (task, epoch) pair of a benchmark run."""
+
+    task: Task
+    epoch: int
+    seed: int
+
+
+@dataclass
+class BenchProgress:
+    """What a benchmark run has done so far, for a progress display (``on_progress`` gets it after each attempt)."""
+
+    total: int
+    done: int = 0
+    passed: int = 0
+    errored: int = 0
+    retried: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pass_rate(self) -> float | None:
+        scored = self.done - self.errored
+        return self.passed / scored if scored else None
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.done or self.done >= self.total:
+            return None
+        return (time.monotonic() - self.started) / self.done * (self.total - self.done)
+
+
+@dataclass
+class BenchRunOutcome:
+    """How a benchmark run (or the part of it this invocation ran) ended."""
+
+    info: BenchRunInfo
+    items: list[BenchItem]
+    task_problems: list[TaskProblem]
+    ran: int
+    skipped: int
+    cancelled: bool = False
+
+
+class BenchPlan(RunPlan):
+    """The live plan with a benchmark's tags: the run's attempt is recorded as it starts, its sandbox comes from the
+    benchmark's pool, its outcome reward and token use are noted as they are recorded."""
+
+    def __init__(self, bench: BenchRun, pair: Pair, attempt: int) -> None:
+        self.bench = bench
+        self.pair = pair
+        self.attempt = attempt
+        self.item: BenchItem | None = None
+        self.outcome: float | None = None
+        self.tokens = 0
+
+    def check(self, compiled: CompiledWorkflow, model_override: str | None) -> None:
+        return None  # checked once for the whole benchmark
+
+    def open_recorder(self, store: Store, workflow: str) -> Recorder:
+        recorder = super().open_recorder(store, workflow)
+        self.item = BenchItem(
+            bench_run_id=self.bench.info.bench_run_id,
+            task_id=self.pair.task.id,
+            epoch=self.pair.epoch,
+            attempt=self.attempt,
+            run_id=recorder.run_id,
+            seed=self.pair.seed,
+            status="running",
+            outcome=None,
+            started_at=_utc_now(),
+        )
+        store.start_bench_item(self.item)  # before the run records anything: a killed bench process loses no run
+        return recorder
+
+    async def open_sandbox(self, compiled: CompiledWorkflow, backend: str, run_id: str) -> Sandbox:
+        box = await self.bench.sandbox()
+        try:
+            await copy_files_in(box, compiled.loaded.spec.sandbox.files, compiled.loaded.base_dir)
+        except BaseException:
+            await box.close()
+            raise
+        return box
+
+    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: dict[str, Any]) -> None:
+        tag = {
+            "bench_run_id": self.bench.info.bench_run_id,
+            "task_id": self.pair.task.id,
+            "epoch": self.pair.epoch,
+            "attempt": self.attempt,
+        }
+        await super().start(ctx, compiled, {**run_started, "bench": tag})
+
+    def after_event(self, ctx: RunContext, event: Event) -> None:
+        if event.type is EventType.MODEL_RESPONSE:
+            usage = event.data.get("usage") or {}
+            self.tokens += int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
+        elif (
+            event.type is EventType.REWARD
+            and event.data.get("on") == "run"
+            and event.data.get("hook") == self.bench.outcome_hook
+        ):
+            value = event.data.get("value")
+            self.outcome = float(value) if isinstance(value, int | float) else None
+
+
+class BenchRun:
+    """One invocation of ``agentflow bench run``: a new benchmark run, or the rest of one (``resume``)."""
+
+    def __init__(
+        self,
+        loaded: LoadedBench,
+        store: Store,
+        *,
+        options: BenchOptions | None = None,
+        resume: str | None = None,
+        on_progress: Callable[[BenchProgress], None] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.on_progress = on_progress
+        spec = loaded.spec
+        options = options or BenchOptions()
+        self.task_set = read_tasks(
+            loaded.resolve(spec.tasks.path), source=spec.tasks.source, id_field=spec.tasks.id_field
+        )
+        self.workflow = _with_benchmark(load_workflow(loaded.resolve(spec.workflow)), loaded)
+        self.compiled = compile_workflow(self.workflow)
+        self.outcome_hook = spec.outcome.hook
+        if resume is not None:
+            self.info = store.get_bench_run(resume)
+            self.config = self.info.config
+            self._check_resumable()
+        else:
+            tasks = self.task_set.select(options.task_ids, options.limit)
+            if not tasks:
+                raise ConfigError(f"no task to run in {self.task_set.path}", fix="check the task file and --tasks")
+            self.config = self._config(tasks, options)
+            self.info = store.create_bench_run(name=spec.name, config=self.config)
+        self.pairs = self._pairs()
+        self._pool: SandboxPool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    # -- configuration ------------------------------------------------------------------------------------------
+
+    def _config(self, tasks: Sequence[Task], options: BenchOptions) -> dict[str, Any]:
+        """What the bench run is run with, recorded in the store (resume reads it back)."""
+        spec = self.loaded.spec
+        workflow = self.workflow.spec
+        seed = spec.seed if options.seed is None else options.seed
+        epochs = options.epochs or spec.epochs
+        model = options.model or spec.model
+        return {
+            "benchmark": spec.name,
+            "bench_file": str(self.loaded.path.resolve()),
+            "workflow_file": str(self.workflow.path.resolve()),
+            "template_hash": load_workflow(self.workflow.path).template_hash,
+            "bench_template_hash": self.workflow.template_hash,  # with the outcome hook and the overrides
+            "agentflow_version": agentflow.__version__,
+            "task_file": str(self.task_set.path.resolve()),
+            "task_ids": [task.id for task in tasks],
+            "epochs": epochs,
+            "seed": seed,
+            "seeds": {
+                f"{task.id}#{epoch}": pair_seed(seed, task.id, epoch) for task in tasks for epoch in range(epochs)
+            },
+            "model": model,
+            "models": {
+                name: {**config.model_dump(mode="json", exclude_defaults=True), "model": model or config.model}
+                for name, config in workflow.models.items()
+            },
+            "sandbox": options.sandbox or spec.sandbox.backend or workflow.sandbox.backend,
+            "concurrency": options.concurrency or spec.concurrency,
+            "retry_errored": spec.retry_errored if options.retry_errored is None else options.retry_errored,
+            "outcome": spec.outcome.model_dump(mode="json"),
+            "prices": {name: price.model_dump() for name, price in spec.prices.items()},
+            "checkpoints": str(self.loaded.resolve(spec.checkpoints).resolve()) if spec.checkpoints else None,
+        }
+
+    def _check_resumable(self) -> None:
+        recorded = self.config.get("bench_template_hash")
+        if recorded != self.workflow.template_hash:
+            raise ConfigError(
+                f"the benchmark or its workflow changed since bench run {self.info.bench_run_id} started (template "
+                f"hash {str(recorded)[:12]} -> {self.workflow.template_hash[:12]}): its runs would not be comparable",
+                fix="restore the files the bench run started with, or start a new bench run",
+            )
+
+    def _pairs(self) -> list[Pair]:
+        tasks = {task.id: task for task in self.task_set.tasks}
+        missing = [task_id for task_id in self.config["task_ids"] if task_id not in tasks]
+        if missing:
+            raise ConfigError(
+                f"task {missing[0]!r} of bench run {self.info.bench_run_id} is no longer in {self.task_set.path}"
+            )
+        seed = int(self.config["seed"])
+        return [
+            Pair(tasks[task_id], epoch, pair_seed(seed, task_id, epoch))
+            for task_id in self.config["task_ids"]
+            for epoch in range(int(self.config["epochs"]))
+        ]
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> BenchRunOutcome:
+        """Run every pair that has no finished attempt (retrying errored ones); return the bench run's state.
+
+        A cancellation (Ctrl-C) stops the runs in flight (each recorded ``cancelled``) and returns with
+        ``cancelled`` set: the bench run can be resumed.
+        """
+        attempts = _latest_attempts(self.store.list_bench_items(self.info.bench_run_id))
+        todo: list[tuple[Pair, int, int]] = []  # pair, next attempt number, errored attempts so far
+        skipped = 0
+        for pair in self.pairs:
+            previous = attempts.get((pair.task.id, pair.epoch), [])
+            previous = [self._settled(item) for item in previous]
+            errored = sum(item.status == "errored" for item in previous)
+            last = previous[-1] if previous else None
+            if last is not None and last.status in FINISHED and (last.status != "errored" or errored > self._retries):
+                skipped += 1
+                continue
+            todo.append((pair, len(previous) + 1, errored))
+        progress = BenchProgress(total=len(self.pairs), done=skipped)
+        semaphore = asyncio.Semaphore(int(self.config["concurrency"]))
+        cancelled = False
+
+        async def one(pair: Pair, attempt: int, errored: int) -> None:
+            async with semaphore:
+                while True:
+                    item = await self._attempt(pair, attempt)
+                    if item.status != "errored" or errored >= self._retries:
+                        break
+                    errored += 1
+                    attempt += 1
+                    progress.retried += 1
+                progress.done += 1
+                progress.passed += item.outcome is not None and item.outcome >= 0.5 and item.status != "errored"
+                progress.errored += item.status == "errored"
+                if self.on_progress is not None:
+                    self.on_progress(progress)
+
+        try:
+            await asyncio.gather(*(one(pair, attempt, errored) for pair, attempt, errored in todo))
+        except asyncio.CancelledError:
+            cancelled = True
+        finally:
+            if self._pool is not None:
+                await self._pool.close()
+        return BenchRunOutcome(
+            info=self.info,
+            items=self.store.list_bench_items(self.info.bench_run_id),
+            task_problems=self.task_set.problems,
+            ran=len(todo),
+            skipped=skipped,
+            cancelled=cancelled,
+        )
+
+    @property
+    def _retries(self) -> int:
+        return int(self.config["retry_errored"])
+
+    def _settled(self, item: BenchItem) -> BenchItem:
+        """An attempt as it really ended: one left ``running`` by a dead bench process is read from its run."""
+        if item.status != "running":
+            return item
+        # the trace says how the run ended (its run_finished), whatever the bench process managed to record
+        trace = self.store.load_trace(item.run_id)
+        status = trace.summary().status
+        if status in FINISHED:
+            outcome = _outcome_of(trace.events, self.outcome_hook) if status != "errored" else None
+            settled = replace(item, status=status, outcome=outcome)
+        else:
+            settled = replace(item, status="interrupted")
+        settled = replace(settled, finished_at=_utc_now())
+        self.store.finish_bench_item(settled)
+        return settled
+
+    async def _attempt(self, pair: Pair, attempt: int) -> BenchItem:
+        plan = BenchPlan(self, pair, attempt)
+        status = "cancelled"
+        try:
+            result: RunResult = await run_workflow(
+                self.compiled,
+                inputs=task_inputs(self.loaded.spec.inputs, pair.task),
+                model=self.config.get("model"),
+                sandbox=self.config.get("sandbox"),
+                store=self.store,
+                seed=pair.seed,
+                plan=plan,
+            )
+            status = result.status
+        finally:
+            if plan.item is not None:
+                outcome = plan.outcome if status in FINISHED and status != "errored" else None
+                finished = replace(plan.item, status=status, outcome=outcome, finished_at=_utc_now())
+                self.store.finish_bench_item(finished)
+                plan.item = finished
+        assert plan.item is not None
+        return plan.item
+
+    async def sandbox(self) -> Sandbox:
+        """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up two at a time)."""
+        async with self._pool_lock:
+            if self._pool is None:
+                spec = self.compiled.loaded.spec
+                backend = str(self.config.get("sandbox") or spec.sandbox.backend)
+                labels = {"agentflow.workflow": spec.name, "agentflow.bench_run_id": self.info.bench_run_id}
+
+                async def fresh() -> Sandbox:
+                    return await create_sandbox(
+                        backend, limits=spec.sandbox.limits, image=spec.sandbox.image, labels=labels
+                    )
+
+                size = min(int(self.config["concurrency"]), len(self.pairs))
+                self._pool = SandboxPool(fresh, size=size, max_size=size, acquire_timeout=3600, start_concurrency=2)
+                await self._pool.start(wait=False)
+        return await self._pool.acquire()
+
+
+def _with_benchmark(loaded: LoadedWorkflow, bench: LoadedBench) -> LoadedWorkflow:
+    """The workflow as the benchmark runs it: its outcome hook scoring every run, its limits and sandbox over the
+    workflow's."""
+    spec, workflow = bench.spec, loaded.spec
+    outcome = RewardSpec(
+        hook=spec.outcome.hook, on="run", options=spec.outcome.options, timeout_s=spec.outcome.timeout_s
+    )
+    rewards = list(workflow.rewards)
+    if not any(r.hook == outcome.hook and r.on == "run" and r.options == outcome.options for r in rewards):
+        rewards.append(outcome)
+    limits = workflow.limits
+    if spec.limits is not None:
+        limits = limits.model_copy(update=spec.limits.model_dump(exclude_none=True))
+    sandbox = workflow.sandbox
+    if spec.sandbox.backend is not None or spec.sandbox.image is not None:
+        sandbox = sandbox.model_copy(
+            update={key: value for key, value in spec.sandbox.model_dump().items() if value is not None}
+        )
+    changed = workflow.model_copy(update={"rewards": rewards, "limits": limits, "sandbox": sandbox})
+    return LoadedWorkflow(changed, loaded.path, loaded.value_locations, loaded.key_locations, loaded.inline_scalars)
+
+
+def _latest_attempts(items: Sequence[BenchItem]) -> dict[tuple[str, int], list[BenchItem]]:
+    by_pair: dict[tuple[str, int], list[BenchItem]] = {}
+    for item in sorted(items, key=lambda item: item.attempt):
+        by_pair.setdefault((item.task_id, item.epoch), []).append(item)
+    return by_pair
+
+
+def _outcome_of(events: Sequence[Event], hook: str) -> float | None:
+    for event in reversed(events):
+        if event.type is EventType.REWARD and event.data.get("on") == "run" and event.data.get("hook") == hook:
+            value = event.data.get("value")
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def chosen_attempts(items: Sequence[BenchItem]) -> dict[tuple[str, int], BenchItem]:
+    """The one attempt of each pair that a report counts: the last that finished, else the last one.
+
+    Errored attempts are kept only when every attempt of the pair errored (the pair then counts as errored).
+    """
+    chosen: dict[tuple[str, int], BenchItem] = {}
+    for pair, attempts in _latest_attempts(items).items():
+        finished = [item for item in attempts if item.status in FINISHED and item.status != "errored"]
+        chosen[pair] = finished[-1] if finished else attempts[-1]
+    return chosen

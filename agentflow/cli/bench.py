@@ -1,0 +1,187 @@
+"""`agentflow bench run | report | runs`: run a benchmark over its task set, report a bench run, list them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from agentflow.cli._console import console, is_terminal
+from agentflow.cli.runs import JsonFlag, StoreOption, opened_store
+from agentflow.errors import ConfigError
+
+app = typer.Typer(help="Benchmarks: a workflow over a task set, several samples per task, pass@k.")
+
+EXIT_OK, EXIT_FAILED, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 3, 130
+DEFAULT_STORE = ".agentflow"
+FORMATS = ("md", "json", "csv")
+
+
+class _BenchProgressDisplay:
+    """A live bar on a terminal (done/total, pass rate, errored, tokens, ETA); otherwise a line every few seconds
+    and at the end, on stderr."""
+
+    def __init__(self, name: str, *, quiet: bool, interval_s: float = 5.0) -> None:
+        self.name = name
+        self.quiet = quiet
+        self.interval_s = interval_s
+        self._last_line = 0.0
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> _BenchProgressDisplay:
+        if not self.quiet and is_terminal(stderr=True):
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[figures]}"),
+                TimeRemainingColumn(),
+                console=console(stderr=True),
+                transient=False,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, progress: object) -> None:
+        from agentflow.bench import BenchProgress
+
+        assert isinstance(progress, BenchProgress)
+        rate = "n/a" if progress.pass_rate is None else f"{progress.pass_rate:.1%}"
+        figures = f"pass {rate}  errored {progress.errored}  tokens {progress.tokens}"
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.name, total=progress.total, figures=figures)
+            self._bar.update(self._task, completed=progress.done, figures=figures)
+            return
+        now = time.monotonic()
+        if self.quiet or (now - self._last_line < self.interval_s and progress.done < progress.total):
+            return
+        self._last_line = now
+        eta = "" if progress.eta_s is None else f", about {progress.eta_s:.0f} s left"
+        print(f"{self.name}: {progress.done}/{progress.total} done, {figures}{eta}", file=sys.stderr, flush=True)
+
+
+@app.command("run")
+def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
+    bench_file: Annotated[Path, typer.Argument(help="the benchmark file (graphs/bench/NAME.yaml)", show_default=False)],
+    limit: Annotated[int | None, typer.Option("--limit", help="only the first N tasks")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", help="only these task ids, comma-separated")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="samples per task (default: the file's)")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="runs at once (default: the file's)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="provider:model for every model")] = None,
+    sandbox: Annotated[str | None, typer.Option("--sandbox", help="sandbox backend for every run")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="the seed the pairs' seeds derive from")] = None,
+    retry_errored: Annotated[
+        int | None, typer.Option("--retry-errored", help="new attempts for an errored run (default: 2)")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="continue this bench run: only its unfinished pairs run")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="show no progress")] = False,
+    json_output: JsonFlag = False,
+) -> int:
+    """Run every (task, epoch) pair of a benchmark as a run in the store, then print its report.
+
+    Exit 0 when every pair finished, 1 when lines of the task file could not be read (the other tasks ran), 3 when
+    pairs errored after their retries (an outage, not the agent), 130 when interrupted (it says how to resume).
+    """
+    from agentflow.bench import BenchOptions, BenchRun, build_report, load_bench
+
+    if resume is not None and any(value is not None for value in (limit, tasks, epochs, seed)):
+        raise ConfigError(
+            "--resume continues a bench run with the tasks, epochs and seed it started with",
+            fix="drop --limit, --tasks, --epochs and --seed when resuming",
+        )
+    loaded = load_bench(bench_file)
+    options = BenchOptions(
+        limit=limit,
+        task_ids=[part.strip() for part in tasks.split(",") if part.strip()] if tasks else None,
+        epochs=epochs,
+        concurrency=concurrency,
+        model=model,
+        sandbox=sandbox,
+        seed=seed,
+        retry_errored=retry_errored,
+    )
+    with opened_store(store) as trace_store:
+        with _BenchProgressDisplay(loaded.spec.name, quiet=quiet or json_output) as display:
+            bench = BenchRun(loaded, trace_store, options=options, resume=resume, on_progress=display)
+            for problem in bench.task_set.problems:
+                print(f"{bench.task_set.path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
+            try:
+                outcome = asyncio.run(bench.run())
+            except KeyboardInterrupt:
+                outcome = None
+        bench_run_id = bench.info.bench_run_id
+        if outcome is None or outcome.cancelled:
+            print(
+                f"agentflow: interrupted; resume with: agentflow bench run {bench_file} --resume {bench_run_id}"
+                + ("" if store == DEFAULT_STORE else f" --store {store}"),
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        report = asyncio.run(build_report(trace_store, bench_run_id))
+    _print_report(report, "json" if json_output else "md")
+    if report.errored:
+        return EXIT_RUNTIME
+    return EXIT_FAILED if outcome.task_problems else EXIT_OK
+
+
+@app.command("report")
+def report_command(
+    bench_run_id: Annotated[str, typer.Argument(help="a bench run id (or a unique prefix)", show_default=False)],
+    output_format: Annotated[str, typer.Option("--format", help="md | json | csv")] = "md",
+    store: StoreOption = DEFAULT_STORE,
+) -> int:
+    """Print the report of a bench run: pass@k, per-task results, process rewards, cost, graph structure."""
+    from agentflow.bench import build_report
+
+    if output_format not in FORMATS:
+        raise ConfigError(f"unknown report format {output_format!r}", fix=f"use --format {' | '.join(FORMATS)}")
+    with opened_store(store) as trace_store:
+        report = asyncio.run(build_report(trace_store, bench_run_id))
+    _print_report(report, output_format)
+    return EXIT_OK
+
+
+@app.command("runs")
+def runs_command(store: StoreOption = DEFAULT_STORE, json_output: JsonFlag = False) -> int:
+    """List bench runs, newest first."""
+    with opened_store(store) as trace_store:
+        infos = trace_store.list_bench_runs()
+    if json_output:
+        print(json.dumps([info.to_dict() for info in infos], indent=2, default=str))
+        return EXIT_OK
+    out = console()
+    for info in infos:
+        config = info.config
+        out.print(
+            f"{info.bench_run_id}  {info.name}  {info.created_at}  tasks {len(config.get('task_ids', []))} × "
+            f"epochs {config.get('epochs')}  model {config.get('model') or '(workflow)'}",
+            markup=False,
+        )
+    return EXIT_OK
+
+
+def _print_report(report: object, output_format: str) -> None:
+    from agentflow.bench import BenchReport
+
+    assert isinstance(report, BenchReport)
+    if output_format == "json":
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    elif output_format == "csv":
+        sys.stdout.write(report.to_csv())
+    else:
+        sys.stdout.write(report.to_markdown())

@@ -1,0 +1,150 @@
+"""`agentflow bench run` on a small arithmetic benchmark: every pair a tagged run, scored, reported, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from agentflow.bench import BenchOptions, BenchRun, build_report, load_bench, pair_seed
+from agentflow.errors import ConfigError, SpecError
+from agentflow.traces import EventType, TraceStore
+
+WORKFLOW = """
+name: add
+state:
+  a: {type: int, default: 0}
+  b: {type: int, default: 0}
+  expected: {type: int, default: 0}
+  answer: {type: str, default: ""}
+tools: [python]
+start: compute
+nodes:
+  compute: {kind: tool, tool: python, args: {code: "print({a} + {b})"}, output: {answer: result.stdout}}
+edges:
+  - {from: compute, to: END}
+"""
+
+BENCH = """
+name: arith
+workflow: add.yaml
+tasks: {path: tasks.jsonl}
+inputs: {a: "{a}", b: "{b}", expected: "{expected}"}
+outcome: {hook: outcome, options: {mode: numeric, key: answer, expected: "{expected}"}}
+epochs: 2
+seed: 11
+concurrency: 3
+"""
+
+# t3's expected answer is wrong, so the workflow (which adds correctly) fails it; line 4 is broken
+TASKS = [
+    '{"id": "t1", "a": 1, "b": 2, "expected": 3}',
+    '{"id": "t2", "a": 20, "b": 22, "expected": 42}',
+    '{"id": "t3", "a": 2, "b": 2, "expected": 5}',
+    '{"id": "t4", "a": 1,',
+    '{"id": "t5", "a": 0, "b": 0, "expected": 0}',
+]
+
+
+@pytest.fixture
+def bench_file(tmp_path: Path) -> Path:
+    (tmp_path / "add.yaml").write_text(WORKFLOW)
+    (tmp_path / "tasks.jsonl").write_text("\n".join(TASKS) + "\n")
+    path = tmp_path / "arith.yaml"
+    path.write_text(BENCH)
+    return path
+
+
+def test_every_pair_runs_tagged_scored_and_reported(bench_file: Path, tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    bench = BenchRun(load_bench(bench_file), store)
+    assert [str(problem) for problem in bench.task_set.problems] == [
+        "line 4: not JSON: Expecting property name enclosed in double quotes at column 21"
+    ]
+    outcome = asyncio.run(bench.run())
+    assert (outcome.ran, outcome.skipped, outcome.cancelled) == (8, 0, False)
+    items = store.list_bench_items(bench.info.bench_run_id)
+    assert sorted((item.task_id, item.epoch, item.status, item.outcome) for item in items) == [
+        ("t1", 0, "succeeded", 1.0),
+        ("t1", 1, "succeeded", 1.0),
+        ("t2", 0, "succeeded", 1.0),
+        ("t2", 1, "succeeded", 1.0),
+        ("t3", 0, "succeeded", 0.0),
+        ("t3", 1, "succeeded", 0.0),
+        ("t5", 0, "succeeded", 1.0),
+        ("t5", 1, "succeeded", 1.0),
+    ]
+    # each run says in its trace which bench run, task, epoch and attempt it is, and got its pair's seed
+    for item in items:
+        started = store.load_trace(item.run_id).events[0]
+        assert started.data["bench"] == {
+            "bench_run_id": bench.info.bench_run_id,
+            "task_id": item.task_id,
+            "epoch": item.epoch,
+            "attempt": 1,
+        }
+        assert started.data["seed"] == item.seed == pair_seed(11, item.task_id, item.epoch)
+        assert started.data["inputs"]["a"] == json.loads(TASKS[int(item.task_id[1]) - 1])["a"]
+    report = asyncio.run(build_report(store, bench.info.bench_run_id))
+    assert report.pass_at_k == {1: 0.75, 2: 0.75}
+    assert (report.pairs, report.finished, report.scored, report.correct, report.errored) == (8, 8, 8, 6, 0)
+    assert [task.task_id for task in report.tasks] == ["t1", "t2", "t3", "t5"]
+    assert report.structure["common_paths"] == [("compute", 8)]
+    assert "| t3 | 2 | 0 | 0 | 0.000 |" in report.to_markdown()
+    assert report.to_csv().splitlines()[0] == "task_id,samples,correct,errored,pass@1,pass@2,tokens,cost"
+
+
+def test_resume_runs_only_what_did_not_finish(bench_file: Path, tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    loaded = load_bench(bench_file)
+    first = BenchRun(loaded, store, options=BenchOptions(task_ids=["t1", "t2"], epochs=1))
+    asyncio.run(first.run())
+    # the bench process dies while t2's run is recorded as running: its attempt stays `running`, its run unfinished
+    item = next(item for item in store.list_bench_items(first.info.bench_run_id) if item.task_id == "t2")
+    from dataclasses import replace
+
+    recorder = store.new_run(workflow="add")
+    store.finish_bench_item(replace(item, status="running", outcome=None, finished_at=None))
+    broken = replace(item, attempt=2, run_id=recorder.run_id, status="running")
+    store.start_bench_item(broken)
+    store.finish_bench_item(replace(item, status="cancelled"))
+    again = BenchRun(loaded, store, resume=first.info.bench_run_id[:20])
+    assert again.info.bench_run_id == first.info.bench_run_id
+    outcome = asyncio.run(again.run())
+    assert (outcome.ran, outcome.skipped) == (1, 1)
+    attempts = [(i.task_id, i.attempt, i.status) for i in store.list_bench_items(first.info.bench_run_id)]
+    assert attempts == [
+        ("t1", 1, "succeeded"),
+        ("t2", 1, "cancelled"),
+        ("t2", 2, "interrupted"),
+        ("t2", 3, "succeeded"),
+    ]
+    report = asyncio.run(build_report(store, first.info.bench_run_id))
+    assert report.pass_at_k == {1: 1.0}
+    assert report.retried == 2
+
+
+def test_bench_file_mistakes_name_the_line(tmp_path: Path, bench_file: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BENCH.replace("epochs: 2", "epoch: 2"))
+    with pytest.raises(SpecError) as caught:
+        load_bench(bad)
+    assert caught.value.location is not None and (caught.value.location.line, caught.value.location.column) == (7, 1)
+    assert "did you mean 'epochs'" in str(caught.value.fix)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(BENCH.replace("tasks.jsonl", "nope.jsonl"))
+    with pytest.raises(SpecError, match=r"tasks\.path: nope\.jsonl does not exist"):
+        load_bench(missing)
+    with pytest.raises(ConfigError, match="no task 'zz'"):
+        BenchRun(load_bench(bench_file), TraceStore(tmp_path / "s"), options=BenchOptions(task_ids=["zz"]))
+
+
+def test_the_outcome_hook_is_recorded_in_every_run(bench_file: Path, tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    bench = BenchRun(load_bench(bench_file), store, options=BenchOptions(task_ids=["t3"], epochs=1))
+    asyncio.run(bench.run())
+    (item,) = store.list_bench_items(bench.info.bench_run_id)
+    rewards = [e for e in store.load_trace(item.run_id).events if e.type is EventType.REWARD]
+    assert [(r.data["hook"], r.data["on"], r.data["value"]) for r in rewards] == [("outcome", "run", 0)]
