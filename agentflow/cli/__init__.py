@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import Abort, TyperException
 
+from agentflow.cli._interrupt import Interrupted
 from agentflow.errors import AgentflowError, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RUNTIME, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -102,6 +103,8 @@ def run_cli(argv: list[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except Interrupted as exc:
+        return _fail(f"interrupted; {exc}", EXIT_INTERRUPTED)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     except AgentflowError as exc:

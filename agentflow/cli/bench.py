@@ -13,12 +13,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from agentflow.cli._console import console, is_terminal
+from agentflow.cli._interrupt import Interrupted
 from agentflow.cli.runs import JsonFlag, StoreOption, opened_store
 from agentflow.errors import ConfigError
 
 app = typer.Typer(help="Benchmarks: a workflow over a task set, several samples per task, pass@k.")
 
-EXIT_OK, EXIT_FAILED, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_RUNTIME = 0, 1, 3
 DEFAULT_STORE = ".agentflow"
 FORMATS = ("md", "json", "csv")
 
@@ -126,12 +127,8 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
                 outcome = None
         bench_run_id = bench.info.bench_run_id
         if outcome is None or outcome.cancelled:
-            print(
-                f"agentflow: interrupted; resume with: agentflow bench run {bench_file} --resume {bench_run_id}"
-                + ("" if store == DEFAULT_STORE else f" --store {store}"),
-                file=sys.stderr,
-            )
-            return EXIT_INTERRUPTED
+            where = "" if store == DEFAULT_STORE else f" --store {store}"
+            raise Interrupted(f"resume with: agentflow bench run {bench_file} --resume {bench_run_id}{where}")
         report = asyncio.run(build_report(trace_store, bench_run_id))
     _print_report(report, "json" if json_output else "md")
     if report.errored:
