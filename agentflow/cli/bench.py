@@ -1,4 +1,5 @@
-"""`agentflow bench run | report | runs`: run a benchmark over its task set, report a bench run, list them."""
+"""`agentflow bench run | report | compare | runs`: run a benchmark over its task set, report a bench run, compare
+two, list them."""
 
 from __future__ import annotations
 
@@ -150,6 +151,28 @@ def report_command(
     with opened_store(store) as trace_store:
         report = asyncio.run(build_report(trace_store, bench_run_id))
     _print_report(report, output_format)
+    return EXIT_OK
+
+
+@app.command("compare")
+def compare_command(
+    run_a: Annotated[str, typer.Argument(help="the bench run to compare against (A)", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="the bench run compared (B)", show_default=False)],
+    store: StoreOption = DEFAULT_STORE,
+    json_output: JsonFlag = False,
+) -> int:
+    """Two bench runs side by side on their common tasks: per-task deltas, the pass@1 difference with a paired
+    bootstrap 95% interval, token and cost differences."""
+    from agentflow.bench import build_report, compare_reports
+
+    with opened_store(store) as trace_store:
+        report_a = asyncio.run(build_report(trace_store, run_a))
+        report_b = asyncio.run(build_report(trace_store, run_b))
+    comparison = compare_reports(report_a, report_b)
+    if json_output:
+        print(json.dumps(comparison.to_dict(), indent=2, default=str))
+    else:
+        sys.stdout.write(comparison.to_markdown())
     return EXIT_OK
 
 

@@ -148,3 +148,44 @@ def test_the_outcome_hook_is_recorded_in_every_run(bench_file: Path, tmp_path: P
     (item,) = store.list_bench_items(bench.info.bench_run_id)
     rewards = [e for e in store.load_trace(item.run_id).events if e.type is EventType.REWARD]
     assert [(r.data["hook"], r.data["on"], r.data["value"]) for r in rewards] == [("outcome", "run", 0)]
+
+
+def test_compare_pairs_tasks_and_bootstraps_the_pass_at_1_difference(bench_file: Path, tmp_path: Path) -> None:
+    from agentflow.bench import compare_reports, paired_bootstrap
+
+    store = TraceStore(tmp_path / "store")
+    loaded = load_bench(bench_file)
+    first = BenchRun(loaded, store, options=BenchOptions(epochs=1))
+    asyncio.run(first.run())
+    # the same benchmark with t3 expecting the right answer: B solves it, A did not
+    (tmp_path / "tasks.jsonl").write_text(
+        "\n".join([*TASKS[:2], TASKS[2].replace('"expected": 5', '"expected": 4'), TASKS[4]]) + "\n"
+    )
+    second = BenchRun(load_bench(bench_file), store, options=BenchOptions(epochs=1))
+    asyncio.run(second.run())
+    report_a = asyncio.run(build_report(store, first.info.bench_run_id))
+    report_b = asyncio.run(build_report(store, second.info.bench_run_id))
+    comparison = compare_reports(report_a, report_b)
+    assert (comparison.pass_at_1_a, comparison.pass_at_1_b, comparison.pass_at_1_delta) == (0.75, 1.0, 0.25)
+    assert [(d.task_id, d.delta) for d in comparison.tasks if d.delta] == [("t3", 1.0)]
+    assert comparison.interval is not None
+    low, high = comparison.interval
+    assert 0.0 <= low <= 0.25 <= high <= 1.0  # resampling 4 tasks of which one moved: means in {0, .25, .5, ...}
+    assert comparison.interval == compare_reports(report_a, report_b).interval  # a fixed seed: the same interval
+    assert paired_bootstrap([]) is None
+    assert paired_bootstrap([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    assert "| t3 | 0.000 | 1.000 | +1.000 |" in comparison.to_markdown()
+
+
+def test_pass_at_k_is_the_unbiased_estimator() -> None:
+    from math import comb
+
+    from agentflow.bench import pass_at_k
+
+    for n in range(1, 12):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k), abs=1e-12)
+    assert pass_at_k(200, 3, 100) == pytest.approx(1 - comb(197, 100) / comb(200, 100), rel=1e-9)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(3, 1, 4)
