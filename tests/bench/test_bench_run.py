@@ -189,3 +189,57 @@ def test_pass_at_k_is_the_unbiased_estimator() -> None:
     assert pass_at_k(200, 3, 100) == pytest.approx(1 - comb(197, 100) / comb(200, 100), rel=1e-9)
     with pytest.raises(ValueError, match="1 <= k <= n"):
         pass_at_k(3, 1, 4)
+
+
+SCRIPTED_WORKFLOW = """
+name: scripted_add
+state:
+  a: {type: int, default: 0}
+  b: {type: int, default: 0}
+  expected: {type: int, default: 0}
+  answer: {type: str, default: ""}
+models:
+  m: {model: "scripted:add.script.yaml", temperature: 0.7}
+tools: [python]
+start: think
+nodes:
+  think: {kind: agent, model: m, prompt: "Add {a} and {b}.", tools: [python], max_turns: 3, output: {answer: answer}}
+edges:
+  - {from: think, to: END}
+"""
+
+SCRIPT = """
+responses:
+  - tool_calls: [{name: python, arguments: {code: "print(20 + 22)"}}]
+  - content: "42"
+"""
+
+
+def test_the_same_seed_gives_the_same_runs_and_another_seed_other_seeds(tmp_path: Path) -> None:
+    from agentflow.traces import content_digest
+
+    (tmp_path / "add.yaml").write_text(SCRIPTED_WORKFLOW)
+    (tmp_path / "add.script.yaml").write_text(SCRIPT)
+    (tmp_path / "tasks.jsonl").write_text("\n".join(TASKS) + "\n")
+    (tmp_path / "arith.yaml").write_text(BENCH.replace("concurrency: 3", "concurrency: 2"))
+    store = TraceStore(tmp_path / "store")
+    loaded = load_bench(tmp_path / "arith.yaml")
+    runs = []
+    for seed in (5, 5, 6):
+        bench = BenchRun(loaded, store, options=BenchOptions(seed=seed, task_ids=["t2", "t3"]))
+        asyncio.run(bench.run())
+        items = sorted(store.list_bench_items(bench.info.bench_run_id), key=lambda i: (i.task_id, i.epoch))
+        runs.append([(i, store.load_trace(i.run_id).events) for i in items])
+    first, again, other = runs
+    outcomes = [(i.task_id, i.epoch, i.outcome) for i, _ in first]
+    assert outcomes == [("t2", 0, 1.0), ("t2", 1, 1.0), ("t3", 0, 0.0), ("t3", 1, 0.0)]
+    assert [(i.task_id, i.epoch, i.outcome) for i, _ in again] == outcomes
+    for (item_a, events_a), (item_b, events_b) in zip(first, again, strict=True):
+        assert item_a.seed == item_b.seed
+        # everything after run_started (which names its bench run) is the same content, event for event
+        assert [content_digest(e) for e in events_a[1:]] == [content_digest(e) for e in events_b[1:]]
+        requests = [e for e in events_a if e.type is EventType.MODEL_REQUEST]
+        assert requests and {e.data["settings"]["seed"] for e in requests} == {item_a.seed}
+        assert {e.data["settings"]["temperature"] for e in requests} == {0.7}  # the workflow's settings stay
+    assert [i.seed for i, _ in other] != [i.seed for i, _ in first]
+    assert len({i.seed for i, _ in first}) == 4  # every (task, epoch) pair its own seed

@@ -1,0 +1,86 @@
+"""Errored runs in a benchmark: a model provider failing some calls (the real OpenAI SDK against the loopback
+server) makes those runs errored; they are retried, reported apart, and never count as failures in pass@k."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentflow.bench import BenchRun, build_report, load_bench
+from agentflow.traces import TraceStore
+from tests.support.openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - the fixture
+
+WORKFLOW = """
+name: answer
+state:
+  question: {type: str, default: ""}
+  answer: {type: str, default: ""}
+models:
+  m: {model: "openai:test-model", max_retries: 0}
+start: think
+nodes:
+  think: {kind: agent, model: m, prompt: "{question}", max_turns: 1, output: {answer: answer}}
+edges:
+  - {from: think, to: END}
+"""
+
+BENCH = """
+name: answers
+workflow: answer.yaml
+tasks: {path: tasks.jsonl}
+inputs: {question: "What is {n}?"}
+outcome: {hook: outcome, options: {mode: numeric, key: answer, expected: "{expected}"}}
+concurrency: 1
+retry_errored: 2
+"""
+
+
+async def test_errored_runs_are_retried_and_left_out_of_pass_at_k(
+    tmp_path: Path,
+    openai_server: OpenAIServer,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in openai_server.env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "answer.yaml").write_text(
+        WORKFLOW.replace(
+            '  answer: {type: str, default: ""}',
+            '  answer: {type: str, default: ""}\n  expected: {type: int, default: 0}',
+        )
+    )
+    tasks = [json.dumps({"id": f"q{i}", "n": i, "expected": i}) for i in range(10)]
+    (tmp_path / "tasks.jsonl").write_text("\n".join(tasks) + "\n")
+    (tmp_path / "answers.yaml").write_text(
+        BENCH.replace(
+            'inputs: {question: "What is {n}?"}', 'inputs: {question: "What is {n}?", expected: "{expected}"}'
+        )
+    )
+    outage = Reply.error(500, "overloaded", headers={"x-should-retry": "false"})
+    # one run at a time, so replies go to the tasks in order: q0 fails once then answers; q5 answers wrong;
+    # q9's provider fails every attempt (1 + 2 retries)
+    replies = [outage, Reply.text("0")]
+    replies += [Reply.text("99" if i == 5 else str(i)) for i in range(1, 9)]
+    replies += [outage, outage, outage]
+    openai_server.queue(*replies)
+
+    store = TraceStore(tmp_path / "store")
+    bench = BenchRun(load_bench(tmp_path / "answers.yaml"), store)
+    await bench.run()
+    assert openai_server.pending == 0 and len(openai_server.requests) == len(replies)
+    attempts = [(i.task_id, i.attempt, i.status) for i in store.list_bench_items(bench.info.bench_run_id)]
+    assert [a for a in attempts if a[0] in ("q0", "q5", "q9")] == [
+        ("q0", 1, "errored"),
+        ("q0", 2, "succeeded"),
+        ("q5", 1, "succeeded"),
+        ("q9", 1, "errored"),
+        ("q9", 2, "errored"),
+        ("q9", 3, "errored"),
+    ]
+    report = await build_report(store, bench.info.bench_run_id)
+    assert (report.finished, report.scored, report.correct, report.errored) == (10, 9, 8, 1)
+    assert report.pass_at_k == {1: pytest.approx(8 / 9)}  # q9 has no verdict, q5 is the one failure
+    assert report.retried == 3
+    errored_task = next(task for task in report.tasks if task.task_id == "q9")
+    assert (errored_task.samples, errored_task.errored, errored_task.pass_at_k) == (0, 1, {})
