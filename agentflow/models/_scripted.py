@@ -14,9 +14,11 @@ A script is a YAML (or ``.json``) file with one entry per model turn, served in 
       - "Done."                      # a bare string is shorthand for {content: "Done."}
 
 Each entry holds ``content`` and/or ``tool_calls``, or else ``error``; an optional ``usage: {input_tokens: N,
-output_tokens: M}`` replaces the estimate below. A tool call has a ``name`` and either ``arguments`` (a mapping,
-sent as JSON text) or ``arguments_raw`` (text, sent as is); its ``id`` defaults to ``call_<n>_<i>``, where ``n`` is
-the 1-based position of the response in the script and ``i`` the 1-based position of the call in that response.
+output_tokens: M}`` replaces the estimate below, and an optional ``latency_s`` makes the model take that long to
+answer (a provider's latency, offline: for benchmarks of concurrency). A tool call has a ``name`` and either
+``arguments`` (a mapping, sent as JSON text) or ``arguments_raw`` (text, sent as is); its ``id`` defaults to
+``call_<n>_<i>``, where ``n`` is the 1-based position of the response in the script and ``i`` the 1-based position
+of the call in that response.
 
 Token usage is estimated deterministically at one token per 4 characters, rounded up (the rule of thumb OpenAI
 gives for English text): input counts the text of every message (content, tool-call names and arguments) plus the
@@ -25,7 +27,9 @@ compact JSON of the tool schemas; output counts the response's content, tool-cal
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import functools
 import json
 import math
 import threading
@@ -101,6 +105,7 @@ class ScriptedResponse(BaseModel):
     tool_calls: list[ScriptedToolCall] = Field(default_factory=lambda: [])
     usage: ScriptedUsage | None = None
     error: ScriptedError | None = None
+    latency_s: float = Field(default=0.0, ge=0, description="seconds the model takes to answer")
 
     @model_validator(mode="before")
     @classmethod
@@ -188,7 +193,7 @@ class ScriptedModel(Model):
             raise ConfigError(f"model script {path} does not exist", fix="create it or fix the model string") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read model script {path}: {exc}") from exc
-        return cls(name or str(path), _parse_script(text, path), source=str(path))
+        return cls(name or str(path), _parsed_script(text, str(path)), source=str(path))
 
     @classmethod
     def from_responses(
@@ -252,7 +257,10 @@ class ScriptedModel(Model):
                     "max_turns/loop limits"
                 )
             self._next_index = index + 1
-        return self._build_response(index, self.responses[index], request)
+        scripted = self.responses[index]
+        if scripted.latency_s:
+            await asyncio.sleep(scripted.latency_s)
+        return self._build_response(index, scripted, request)
 
     def _build_response(self, index: int, scripted: ScriptedResponse, request: ScriptedRequest) -> ModelResponse:
         if scripted.error is not None:
@@ -303,6 +311,13 @@ def _first_error(exc: ValidationError) -> tuple[tuple[int | str, ...], str]:
     where = ".".join(str(part) for part in location)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return location, f"{where}: {error['msg']}{more}" if where else f"{error['msg']}{more}"
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed_script(text: str, path: str) -> tuple[ScriptedResponse, ...]:
+    """The responses of a script's text, parsed once per text: a benchmark builds the same script's model for every
+    run, and parsing the YAML costs more than the rest of building it (the responses are immutable, so shared)."""
+    return tuple(_parse_script(text, Path(path)))
 
 
 def _parse_script(text: str, path: Path) -> list[ScriptedResponse]:

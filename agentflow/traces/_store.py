@@ -14,10 +14,12 @@ Durability (``fsync`` policy of :class:`TraceStore`):
 - every event is written to the trace file with a single ``write(2)`` as soon as it is emitted (no user-space
   buffering), so a process killed with SIGKILL leaves every event it emitted readable, except at worst a partial
   last line, which :meth:`TraceStore.load_trace` skips and reports;
-- ``"boundary"`` (default) also calls ``fsync`` after the events that end a run or report a failure
-  (``run_finished``, ``error``); a power loss or kernel crash can lose the events since the last of those. Not after
-  every node: an fsync costs about as much as LangGraph's whole per-node work, and a killed process (the common
-  failure) loses nothing without it;
+- ``"boundary"`` (default) also has the trace file (and a new run's directory) ``fsync``-ed after the events that end
+  a run or report a failure (``run_finished``, ``error``), by a background thread, so that no run (nor the event
+  loop it shares with others) waits for the disk; pending fsyncs are done before the process exits normally. A
+  power loss or kernel crash can lose the events since the last completed fsync. Not after every node: an fsync
+  costs about as much as LangGraph's whole per-node work, and a killed process (the common failure) loses nothing
+  without it. An fsync that fails makes the run's next write fail (``TraceError``) and is reported at exit;
 - ``"always"`` fsyncs after every event (and every blob); ``"never"`` leaves flushing to the OS entirely.
 
 Run status in the index: ``running`` from :meth:`TraceStore.new_run` until :meth:`RunRecorder.finish` records
@@ -27,10 +29,14 @@ whose process died (found by :meth:`TraceStore.list_runs` on the same host), is 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import queue
 import sqlite3
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,7 +115,9 @@ class TraceStore(StoreBase["RunRecorder"]):
         return str(self.root)
 
     def close(self) -> None:
-        """Nothing to release: every read or write opens its own connection to the index and closes it."""
+        """Wait for the trace fsyncs still pending (``boundary`` policy); every read or write of the index opens
+        its own connection and closes it, so there is nothing else to release."""
+        _SYNCER.drain()
 
     # -- paths -------------------------------------------------------------------------------------------------
 
@@ -303,7 +311,7 @@ class RunRecorder(RecorderBase):
         self._fd = os.open(self.trace_path, os.O_WRONLY | create | os.O_APPEND, 0o644)
         try:
             if self._fsync_boundaries:
-                _fsync_directory(self.trace_path.parent)
+                _SYNCER.sync_directory(self.trace_path.parent)
             self._index = store.open_index()
             try:
                 if resume is not None:
@@ -337,13 +345,17 @@ class RunRecorder(RecorderBase):
         return self.store.write_blob(payload)
 
     def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
-        boundary = event_type in BOUNDARY_EVENTS
+        failed = _SYNCER.failure(self.trace_path)
+        if failed is not None:
+            raise TraceError(f"cannot make the trace of run {self.run_id} durable: {failed}")
         try:
             written = os.write(self._fd, line)
             while written < len(line):  # only on exotic file systems; regular files write whole
                 written += os.write(self._fd, line[written:])
-            if self._fsync_every_event or (boundary and self._fsync_boundaries):
+            if self._fsync_every_event:
                 os.fsync(self._fd)
+            elif self._fsync_boundaries and event_type in BOUNDARY_EVENTS:
+                _SYNCER.sync_file(self._fd, self.trace_path)
         except OSError as exc:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
 
@@ -352,13 +364,70 @@ class RunRecorder(RecorderBase):
         self._index.close()
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the new trace file's directory entry durable; some platforms cannot open directories, which is fine.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+class _BackgroundSync:
+    """The fsyncs of the ``boundary`` policy, done one after another by a daemon thread (started on first use).
+
+    ``os.fsync`` takes milliseconds on a real disk; done inline it would stall every run sharing the event loop.
+    Each request holds its own duplicate of the file descriptor, so the recorder may close its own meanwhile.
+    Pending requests are completed before the interpreter exits normally (``atexit``).
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[int, Path]] = queue.Queue()
+        self._failures: dict[Path, str] = {}
+        self._reported: set[Path] = set()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def sync_file(self, fd: int, path: Path) -> None:
+        """Have the file open as ``fd`` fsynced (its duplicate: ``fd`` may be closed right after)."""
+        self._submit(os.dup(fd), path)
+
+    def sync_directory(self, directory: Path) -> None:
+        """Have a directory fsynced, so a file just created in it stays named after a crash."""
+        try:
+            descriptor = os.open(directory, os.O_RDONLY)
+        except OSError:  # some platforms cannot open directories, which is fine
+            return
+        self._submit(descriptor, directory)
+
+    def _submit(self, descriptor: int, path: Path) -> None:
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="agentflow-fsync", daemon=True)
+                self._worker.start()
+        self._requests.put((descriptor, path))
+
+    def _work(self) -> None:
+        while True:
+            descriptor, path = self._requests.get()
+            try:
+                os.fsync(descriptor)
+            except OSError as exc:
+                with self._lock:
+                    self._failures.setdefault(path.parent if path.name == TRACE_FILE else path, str(exc))
+            finally:
+                os.close(descriptor)
+                self._requests.task_done()
+
+    def failure(self, trace_path: Path) -> str | None:
+        """Why an fsync of this trace file (or of its run's directory) failed, if one did."""
+        if not self._failures:
+            return None
+        with self._lock:
+            return self._failures.get(trace_path.parent)
+
+    def drain(self) -> None:
+        """Wait for every pending fsync (and say on stderr which failed)."""
+        if self._worker is None:
+            return
+        self._requests.join()
+        with self._lock:
+            unreported = [(path, reason) for path, reason in self._failures.items() if path not in self._reported]
+            self._reported.update(path for path, _ in unreported)
+        for path, reason in unreported:
+            print(f"agentflow: warning: could not fsync the trace in {path}: {reason}", file=sys.stderr)
+
+
+_SYNCER = _BackgroundSync()
+atexit.register(_SYNCER.drain)
