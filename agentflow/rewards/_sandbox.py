@@ -24,13 +24,28 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from agentflow.errors import SandboxError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, ObservedSandbox, Sandbox, workdir_relative
+from agentflow.traces._payloads import SandboxExecData
 
-ExecReport = Callable[[dict[str, Any]], None]
+ExecReport = Callable[[SandboxExecData], None]
 """Receives the data of one ``sandbox_exec`` event (``cmd``, ``by``, the result fields, ...) to record."""
+
+
+def sandbox_exec_data(cmd: list[str], by: str, result: ExecResult) -> SandboxExecData:
+    """The data of the ``sandbox_exec`` event of one command (``ExecResult.to_dict``'s fields, typed)."""
+    return SandboxExecData(
+        cmd=cmd,
+        by=by,
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        timed_out=result.timed_out,
+        truncated=result.truncated,
+        duration_s=round(result.duration_s, 4),  # 0.1 ms, as seconds_since() records durations
+    )
+
 
 COPY_FAILED_EXIT = 125
 _COPY_FAILED = "agentflow: could not copy the workdir for a reward hook"
@@ -97,7 +112,8 @@ class HookSandbox(Sandbox):
         return result
 
     def _record(self, cmd: list[str], cwd: str | None, result: ExecResult) -> None:
-        data: dict[str, Any] = {"cmd": cmd, "by": self.by, "workdir": "copy", **result.to_dict()}
+        data = sandbox_exec_data(cmd, self.by, result)
+        data["workdir"] = "copy"
         if cwd is not None:
             data["cwd"] = cwd
         self._report(data)
@@ -131,7 +147,8 @@ class HookSandbox(Sandbox):
         """
 
         def record(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
-            data: dict[str, Any] = {"cmd": cmd, "by": self.by, "sandbox": label, **result.to_dict()}
+            data = sandbox_exec_data(cmd, self.by, result)
+            data["sandbox"] = label
             if cwd is not None:
                 data["cwd"] = posixpath.normpath(cwd)
             self._report(data)

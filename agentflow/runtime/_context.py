@@ -12,6 +12,7 @@ from agentflow.models._base import Model
 from agentflow.runtime._limits import LimitTracker
 from agentflow.sandboxes._base import Sandbox
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import EmittedData
 from agentflow.traces._protocol import Recorder
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class RunContext:
         return self.tape is not None and self.tape.serves_tools
 
     def emit(
-        self, type: EventType, *, node: str | None = None, parent: int | None = None, data: dict[str, Any] | None = None
+        self, type: EventType, *, node: str | None = None, parent: int | None = None, data: EmittedData | None = None
     ) -> Event:
         event = self.recorder.emit(type, node=node, parent=parent, data=data or {})
         self.events.append(event)

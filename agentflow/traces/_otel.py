@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow.errors import MissingExtraError
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import EmittedData
 
 if TYPE_CHECKING:
     from agentflow.traces._protocol import Recorder, Trace
@@ -288,7 +289,7 @@ class LiveExport:
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: dict[str, Any] | None = None,
+        data: EmittedData | None = None,
     ) -> Event:
         """Record the event, then add it to the run's spans."""
         event = self.recorder.emit(type, node=node, parent=parent, data=data)

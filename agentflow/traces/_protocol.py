@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import EmittedData
 from agentflow.traces._summary import RunSummary, summarize
 
 GradingMode = Literal["append", "overwrite"]
@@ -45,7 +46,7 @@ class Recorder(Protocol):
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: dict[str, Any] | None = None,
+        data: EmittedData | None = None,
     ) -> Event:
         """Append one event and return it with its seq, timestamp and hashes."""
         ...
