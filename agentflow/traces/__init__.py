@@ -4,7 +4,7 @@ Record a run::
 
     store = TraceStore(".agentflow")
     with store.new_run(workflow="fix_failing_test") as recorder:
-        started = recorder.emit(EventType.NODE_STARTED, node="plan", data={"visit": 1, "attempt": 1})
+        started = recorder.emit(EventType.NODE_STARTED, node="plan", data=NodeStartedData(visit=1, attempt=1))
         ...
         recorder.finish("succeeded", final_state={...})
 
@@ -12,12 +12,35 @@ Read it back::
 
     trace = store.load_trace(run_id)      # verified: trace.problems lists truncation or tampering
     summary = summarize(trace.events)     # what `agentflow run` and `agentflow show` print
+    for event in trace.events:
+        if event.type is EventType.TOOL_RESULT:
+            result = event.data_as(ToolResultData)   # typed: one TypedDict per event type (DATA_TYPES)
 """
 
 from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD
-from agentflow.traces._events import Event, EventType
+from agentflow.traces._events import DATA_TYPES, Event, EventType
 from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to_json_value
 from agentflow.traces._open import open_store
+from agentflow.traces._payloads import (
+    ErrorData,
+    EventData,
+    LimitData,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RequestedToolCall,
+    RewardData,
+    RouteData,
+    RunFinishedData,
+    RunResumedData,
+    RunStartedData,
+    SandboxExecData,
+    SandboxRestore,
+    TokenUsage,
+    ToolCallData,
+    ToolResultData,
+)
 from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
 from agentflow.traces._protocol import (
     LIVE_REWARDS,
@@ -45,30 +68,49 @@ from agentflow.traces._summary import (
 )
 
 __all__ = [
+    "DATA_TYPES",
     "DEFAULT_SPILL_THRESHOLD",
     "FINISHED_STATUSES",
     "LIVE_REWARDS",
     "Divergence",
+    "ErrorData",
     "ErrorInfo",
     "Event",
+    "EventData",
     "EventType",
     "FsyncPolicy",
     "GradingPass",
     "HookRewards",
+    "LimitData",
     "LimitInfo",
+    "ModelRequestData",
+    "ModelResponseData",
+    "NodeFinishedData",
+    "NodeStartedData",
     "NodeSummary",
     "PostgresRecorder",
     "PostgresStore",
     "Recorder",
     "ReplayReport",
+    "RequestedToolCall",
     "ResumePoint",
+    "RewardData",
     "RewardInfo",
+    "RouteData",
+    "RunFinishedData",
     "RunInfo",
     "RunRecorder",
+    "RunResumedData",
+    "RunStartedData",
     "RunSummary",
+    "SandboxExecData",
+    "SandboxRestore",
     "Store",
     "StoredReward",
     "Tape",
+    "TokenUsage",
+    "ToolCallData",
+    "ToolResultData",
     "Trace",
     "TraceProblem",
     "TraceStore",
