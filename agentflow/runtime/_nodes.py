@@ -157,7 +157,7 @@ def _timeout_error(ctx: RunContext, message: str, label: str | None) -> RunError
 
 
 def _error_data(exc: BaseException) -> dict[str, Any]:
-    """``error_data`` as a plain dict, for ``runtime/_run.py`` until it reads ``ErrorData`` (it moves, issue 9)."""
+    """``error_data`` as a plain dict: what ``runtime/_run.py`` reads until it is converted to ``ErrorData``."""
     return cast(dict[str, Any], error_data(exc))
 
 
@@ -383,11 +383,8 @@ def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: M
     label = compiled.prefix + name
     for transition in compiled.template.transitions[name]:
         if transition.when is None or _expr.evaluate_condition(transition.when, state):
-            ctx.emit(
-                EventType.ROUTE,
-                node=label,
-                data=RouteData({"from": label, "to": transition.target, "condition": transition.when}),
-            )
+            route: RouteData = {"from": label, "to": transition.target, "condition": transition.when}
+            ctx.emit(EventType.ROUTE, node=label, data=route)
             return transition.target
     conditions = [t.when for t in compiled.template.transitions[name]]
     raise RunError(f"no way out of node {label!r} holds: {conditions}; add a default edge without `when`")

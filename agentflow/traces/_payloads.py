@@ -268,7 +268,8 @@ class RewardData(TypedDict):
 
 RouteData = TypedDict("RouteData", {"from": str, "to": str, "condition": str | None})
 RouteData.__doc__ = """``route``: a node's way out was chosen: ``from`` node, ``to`` node (or ``END``), by ``condition``
-(the ``when`` expression that held, None for the default edge). A functional TypedDict: ``from`` is a keyword."""
+(the ``when`` expression that held, None for the default edge). A functional TypedDict (``from`` is a keyword):
+build it as an annotated literal, ``route: RouteData = {"from": ..., "to": ..., "condition": ...}``."""
 
 
 class LimitData(TypedDict):

@@ -78,7 +78,7 @@ def _record(store: Store, *, events: int = 3, workflow: str = "demo", run_id: st
             EventType.NODE_STARTED, node="a", parent=started.seq, data=NodeStartedData(visit=1, attempt=1)
         )
         for index in range(events):
-            route = RouteData({"from": "a", "to": "b", "condition": f"i == {index}"})
+            route: RouteData = {"from": "a", "to": "b", "condition": f"i == {index}"}
             recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=route)
         finished = NodeFinishedData(status="ok", updates={"x": 1})
         recorder.emit(EventType.NODE_FINISHED, node="a", parent=node.seq, data=finished)
@@ -164,7 +164,7 @@ def check_many_concurrent_writers(store: Store) -> None:
 
         def emit_many(worker: int) -> None:
             for index in range(per_writer):
-                route = RouteData({"from": f"worker{worker}", "to": f"n{index}", "condition": None})
+                route: RouteData = {"from": f"worker{worker}", "to": f"n{index}", "condition": None}
                 recorder.emit(EventType.ROUTE, node="n", data=route)
 
         shared = [threading.Thread(target=emit_many, args=(w,)) for w in range(4)]
