@@ -48,7 +48,10 @@ class Recorder(Protocol):
         parent: int | None = None,
         data: EmittedData | None = None,
     ) -> Event:
-        """Append one event and return it with its seq, timestamp and hashes."""
+        """Append one event and return it with its seq, timestamp and hashes.
+
+        ``data`` is the event type's data (``DATA_TYPES``), built by name: ``ToolResultData(tool=..., ok=...)``.
+        """
         ...
 
     def finish(self, status: str, **data: Any) -> Event:
