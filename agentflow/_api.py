@@ -1,7 +1,7 @@
 """The top-level entry points that are more than a re-export: running, replaying and resuming a workflow.
 
 ``run``, ``replay`` and ``resume`` block until the run ends (each starts its own event loop); async code awaits
-``arun``, ``agentflow.traces.replay_run`` and ``agentflow.traces.resume_run`` instead.
+``arun``, ``agentflow.rerun.replay_run`` and ``agentflow.rerun.resume_run`` instead.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from agentflow.errors import ConfigError
+from agentflow.rerun import ReplayReport, replay_run, resume_run
 from agentflow.runtime import CompiledWorkflow, RunResult, run_workflow
 from agentflow.spec import LoadedWorkflow
-from agentflow.traces import Event, ReplayReport, Store, replay_run, resume_run
+from agentflow.traces import Event, Store
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ def _blocking(name: str, coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(coroutine())
     raise ConfigError(
         f"agentflow.{name}() blocks, so it cannot be called while an event loop runs",
-        fix=f"await its async version ({'agentflow.arun' if name == 'run' else f'agentflow.traces.{name}_run'})",
+        fix=f"await its async version ({'agentflow.arun' if name == 'run' else f'agentflow.rerun.{name}_run'})",
     )
 
 
@@ -118,7 +119,7 @@ def replay(
 
     The replay is recorded as a new run in ``store``; the report says whether every event matched
     (``identical``) and, if not, where the two traces first differ (``divergence``). The async version is
-    ``agentflow.traces.replay_run``.
+    ``agentflow.rerun.replay_run``.
 
     Args:
         store: the store holding the run (``open_store``).
@@ -145,7 +146,7 @@ def replay(
 def resume(store: Store, run_id: str, *, workflow: str | Path | None = None) -> RunResult:
     """Continue a resumable run (``run(..., resumable=True)``) whose process died, until it ends.
 
-    The async version is ``agentflow.traces.resume_run``.
+    The async version is ``agentflow.rerun.resume_run``.
 
     Args:
         store: the store holding the run and its LangGraph checkpoints.

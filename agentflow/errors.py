@@ -39,7 +39,7 @@ configuration mistake (see ``agentflow.runtime._run.classify``).
         ├── TraceError              a trace is unreadable or its hashes do not match
         └── ReplayDivergence        a replay asked for a model turn or tool result the tape does not hold
 
-Outside the tree on purpose, because none reaches a user as itself: ``BuildError`` of ``sandboxes/_build.py``
+Outside the tree on purpose, because none reaches a user as itself: ``BuildError`` of ``sandboxes/images.py``
 (that file imports only the standard library, so CI runs it before agentflow is installed; `agentflow sandbox
 build` raises it as a ``SandboxUnavailableError``), and signals that never leave their module: the model retry
 loop's ``TransientModelError``, the conformance runner's ``CheckFailed`` and ``CheckSkipped``, and the private

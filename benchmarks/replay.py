@@ -23,8 +23,9 @@ from typing import Any
 
 from agentflow.grading import grade_runs
 from agentflow.models import Model, ModelResponse, ModelSettings, ScriptedModel, model_provider
+from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
-from agentflow.traces import EventType, PostgresStore, Store, TraceStore, replay_run
+from agentflow.traces import EventType, PostgresStore, Store, TraceStore
 from agentflow.traces._import import import_openai_messages
 
 STEPS = 20

@@ -1,10 +1,10 @@
 """Imports go one way (DESIGN.md): a lower package never imports a higher one, not even inside a function.
 
 Every ``import`` of ``agentflow/`` is read from the source (module level, inside functions, under TYPE_CHECKING),
-mapped to the subpackages it joins, and checked against the layers below. The violations that exist today are
-listed in ``KNOWN`` (the architecture issue removes them): a new one fails, and so does a listed one that is gone,
-so the list only shrinks. ``agentflow/__init__.py`` is the public facade over everything (it imports lazily) and is
-left out; ``agentflow/_api.py``, its wrappers, sits at the top with the CLI.
+mapped to the subpackages it joins, and checked against the layers below: no import goes up, no two packages of
+one layer import each other, and the CLI uses only the public modules of the others. There are no exceptions.
+``agentflow/__init__.py`` is the public facade over everything (it imports lazily) and is left out;
+``agentflow/_api.py``, its wrappers, sits at the top with the CLI.
 """
 
 from __future__ import annotations
@@ -31,20 +31,6 @@ LAYERS: list[set[str]] = [
     {"cli", "_api"},  # _api: the sync/async wrappers behind the public facade (agentflow/__init__.py)
 ]
 LEVEL = {name: index for index, names in enumerate(LAYERS) for name in names}
-
-# (importer, imported) subpackage pairs that break the layering today.
-KNOWN_UPWARD = {
-    ("traces", "runtime"),
-}
-KNOWN_SIBLING_CYCLES = {frozenset({"models", "traces"})}
-# cli modules that import another package's private module (`agentflow.x._y`) instead of its public API.
-KNOWN_PRIVATE_FROM_CLI = {
-    ("agentflow.cli.replay", "agentflow.traces._replay"),
-    ("agentflow.cli.sandbox", "agentflow.sandboxes._build"),
-    ("agentflow.cli.sandbox", "agentflow.sandboxes._docker"),
-    ("agentflow.cli.traces", "agentflow.traces._import"),
-    ("agentflow.cli.traces", "agentflow.traces._otel"),
-}
 
 
 def _module_name(path: Path) -> str:
@@ -97,19 +83,15 @@ def test_every_subpackage_has_a_layer() -> None:
 
 def test_no_package_imports_one_above_it() -> None:
     edges = _edges()
-    upward = {pair for pair in edges if LEVEL.get(pair[1], 0) > LEVEL.get(pair[0], 0)}
-    new = {pair: sorted(edges[pair]) for pair in upward - KNOWN_UPWARD}
-    assert not new, f"imports against the layering (lower -> higher): {new}"
-    gone = KNOWN_UPWARD - upward
-    assert not gone, f"no longer imported, remove from KNOWN_UPWARD: {sorted(gone)}"
+    upward = {pair: sorted(modules) for pair, modules in edges.items() if LEVEL.get(pair[1], 0) > LEVEL.get(pair[0], 0)}
+    assert not upward, f"imports against the layering (lower -> higher): {upward}"
 
 
 def test_no_import_cycle_between_subpackages_of_one_layer() -> None:
     graph = nx.DiGraph()
     graph.add_edges_from(pair for pair in _edges() if LEVEL.get(pair[0]) == LEVEL.get(pair[1]))
     cycles = {frozenset(component) for component in nx.strongly_connected_components(graph) if len(component) > 1}
-    assert cycles - KNOWN_SIBLING_CYCLES == set(), f"new import cycles: {cycles - KNOWN_SIBLING_CYCLES}"
-    assert KNOWN_SIBLING_CYCLES - cycles == set(), "a known cycle is gone: remove it from KNOWN_SIBLING_CYCLES"
+    assert not cycles, f"import cycles between packages of one layer: {cycles}"
 
 
 def test_the_cli_uses_only_public_modules_of_other_packages() -> None:
@@ -120,5 +102,4 @@ def test_the_cli_uses_only_public_modules_of_other_packages() -> None:
         for module, imported in pairs
         if any(part.startswith("_") for part in imported.split(".")[2:])
     }
-    assert private - KNOWN_PRIVATE_FROM_CLI == set(), f"cli imports private modules: {private - KNOWN_PRIVATE_FROM_CLI}"
-    assert KNOWN_PRIVATE_FROM_CLI - private == set(), f"fixed, remove: {KNOWN_PRIVATE_FROM_CLI - private}"
+    assert not private, f"cli imports private modules of other packages: {sorted(private)}"

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
-
-from agentflow.errors import ConfigError
 
 StoreOption = Annotated[str, typer.Option("--store", help="the trace store: a folder or a postgresql:// URL")]
 
@@ -33,16 +31,14 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
     """Replay a run; exit 0 when every event is identical, 1 at the first divergence (which is printed)."""
-    from agentflow.traces import open_store, replay_run
-    from agentflow.traces._replay import VOLATILE_TEXT
+    from agentflow.rerun import ReplayMode, replay_run
+    from agentflow.traces import VOLATILE_TEXT, open_store
 
-    if mode not in ("tape", "verify"):
-        raise ConfigError(f"unknown replay mode {mode!r}", fix="use --mode tape or --mode verify")
     patterns = [*(() if exact else VOLATILE_TEXT), *(ignore or [])]
     trace_store = open_store(store)
-    report = asyncio.run(
-        replay_run(trace_store, run_id, mode=mode, workflow=workflow, ignore=patterns)  # type: ignore[arg-type]
-    )
+    # replay_run refuses a mode other than tape or verify with the fix to apply
+    replaying = replay_run(trace_store, run_id, mode=cast("ReplayMode", mode), workflow=workflow, ignore=patterns)
+    report = asyncio.run(replaying)
     if json_output:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return 0 if report.identical else 1

@@ -142,12 +142,16 @@ def resume(
     ] = None,
     store: StoreOption = DEFAULT_STORE,
     json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
 ) -> int:
-    """Continue an interrupted run (started with --resumable) from its last LangGraph checkpoint; exit as `run`."""
-    from agentflow.traces import resume_run
+    """Continue an interrupted run (started with --resumable) from its last LangGraph checkpoint; exit as `run`.
 
-    with opened_store(store) as trace_store:
-        result = asyncio.run(resume_run(trace_store, run_id, workflow=workflow))
+    Its progress shows on stderr as `run`'s does, for the nodes that run after the checkpoint.
+    """
+    from agentflow.rerun import resume_run
+
+    with opened_store(store) as trace_store, _progress(f"resume {run_id}", quiet) as on_event:
+        result = asyncio.run(resume_run(trace_store, run_id, workflow=workflow, on_event=on_event))
         trace = trace_store.load_trace(result.run_id)
     return _report(result, trace, json_output)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Annotated, Any
 
 import typer
@@ -25,12 +24,8 @@ def exec_command(
 ) -> int:
     """Run CMD in a fresh sandbox with the default limits; exit 0 when it exited 0, else 1."""
     from agentflow.sandboxes import exec_once
-    from agentflow.sandboxes._docker import IMAGE_ENV_VAR
 
-    if image:
-        os.environ[IMAGE_ENV_VAR] = image  # this process only: the docker backend reads it when it creates
-
-    result, isolation = asyncio.run(exec_once(cmd, backend=backend, timeout=timeout))
+    result, isolation = asyncio.run(exec_once(cmd, backend=backend, timeout=timeout, image=image))
     if json_output:
         print(json.dumps({**result.to_dict(), "isolation": isolation.to_dict()}, indent=2))
     else:
@@ -62,17 +57,17 @@ def build_command(
 ) -> int:
     """Build a sandbox image with no image registry (debootstrap + docker import; needs root and debootstrap)."""
     from agentflow.errors import ConfigError, SandboxUnavailableError
-    from agentflow.sandboxes import _build
+    from agentflow.sandboxes import images
 
-    if recipe not in _build.RECIPES:
-        raise ConfigError(f"unknown image recipe {recipe!r}", fix=f"choices: {', '.join(sorted(_build.RECIPES))}")
-    target = tag or str(_build.RECIPES[recipe]["tag"])
-    if if_missing and _build.image_is_current(recipe, target):
+    if recipe not in images.RECIPES:
+        raise ConfigError(f"unknown image recipe {recipe!r}", fix=f"choices: {', '.join(sorted(images.RECIPES))}")
+    target = tag or str(images.RECIPES[recipe]["tag"])
+    if if_missing and images.image_is_current(recipe, target):
         print(f"{target} already exists")
         return 0
     try:
-        _build.build_image(recipe, tag=target, mirror=mirror, suite=suite)
-    except _build.BuildError as exc:
+        images.build_image(recipe, tag=target, mirror=mirror, suite=suite)
+    except images.BuildError as exc:
         raise SandboxUnavailableError(f"could not build {target}: {exc}") from exc
     print(target)
     return 0

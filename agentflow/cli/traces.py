@@ -22,11 +22,10 @@ def import_command(
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
     """Import each record as a run (status `imported`); exit 1 when a malformed record was skipped."""
-    from agentflow.traces import open_store
-    from agentflow.traces._import import FORMATS, import_openai_messages
+    from agentflow.traces import IMPORT_FORMATS, import_openai_messages, open_store
 
-    if format_name not in FORMATS:
-        raise ConfigError(f"unknown trace format {format_name!r}", fix=f"use --format {' | '.join(FORMATS)}")
+    if format_name not in IMPORT_FORMATS:
+        raise ConfigError(f"unknown trace format {format_name!r}", fix=f"use --format {' | '.join(IMPORT_FORMATS)}")
     report = import_openai_messages(open_store(store), file, workflow=workflow)
     if json_output:
         print(json.dumps(report.to_dict(), indent=2))
@@ -49,8 +48,7 @@ def export_command(
     """Send a stored run to an OpenTelemetry collector as GenAI spans, rewards as evaluation events."""
     import os
 
-    from agentflow.traces import open_store
-    from agentflow.traces._otel import OTLP_ENV, export_to_otlp
+    from agentflow.traces import OTLP_ENV, export_to_otlp, open_store
 
     endpoint = otlp or os.environ.get(OTLP_ENV)
     if not endpoint:

@@ -9,16 +9,7 @@ from agentflow.models._base import Message, Model, ModelResponse, ModelSettings,
 from agentflow.models._openai import OpenAIModel
 from agentflow.models._registry import ModelFactory, create_model, model_provider, model_providers, parse_model_string
 from agentflow.models._replay import ReplayModel
-from agentflow.models._scripted import (
-    ScriptedError,
-    ScriptedModel,
-    ScriptedRequest,
-    ScriptedResponse,
-    ScriptedToolCall,
-    ScriptedUsage,
-    estimate_tokens,
-    resolve_script_path,
-)
+from agentflow.models._scripted import ScriptedModel, ScriptedResponse
 
 __all__ = [
     "Message",
@@ -28,18 +19,12 @@ __all__ = [
     "ModelSettings",
     "OpenAIModel",
     "ReplayModel",
-    "ScriptedError",
     "ScriptedModel",
-    "ScriptedRequest",
     "ScriptedResponse",
-    "ScriptedToolCall",
-    "ScriptedUsage",
     "ToolCall",
     "Usage",
     "create_model",
-    "estimate_tokens",
     "model_provider",
     "model_providers",
     "parse_model_string",
-    "resolve_script_path",
 ]

@@ -1,4 +1,4 @@
-"""The replay model: answers from a recorded run's tape instead of calling a provider.
+"""The replay model: answers from a recorded run's responses instead of calling a provider.
 
 ``replay:<run_id>`` (for example ``agentflow run wf.yaml --model replay:20260101-120000-ab12cd34``) serves the
 responses of that run from the store in ``AGENTFLOW_STORE`` (default ``.agentflow``): each request is matched by the
@@ -17,25 +17,25 @@ from agentflow.models._base import Message, Model, ModelResponse, ModelSettings
 from agentflow.models._registry import model_provider, parse_model_string
 
 if TYPE_CHECKING:
-    from agentflow.traces._replay import Tape
+    from agentflow.traces import RecordedResponses
 
 STORE_ENV = "AGENTFLOW_STORE"
 
 
 class ReplayModel(Model):
-    """Serves recorded model responses from a :class:`~agentflow.traces._replay.Tape`.
+    """Serves recorded model responses (:class:`~agentflow.traces.RecordedResponses`).
 
     Args:
-        tape: the recorded run.
+        responses: the recorded run's responses.
         impersonate: the model string this model stands in for (its ``model_id`` becomes that string, so requests
             and their hashes are the recorded ones); None matches requests made under any recorded model.
     """
 
     provider = "replay"
 
-    def __init__(self, tape: Tape, *, impersonate: str | None = None) -> None:
-        super().__init__(tape.run_id)
-        self.tape = tape
+    def __init__(self, responses: RecordedResponses, *, impersonate: str | None = None) -> None:
+        super().__init__(responses.run_id)
+        self.responses = responses
         self.impersonate = impersonate
         if impersonate is not None:
             self.provider, self.name = parse_model_string(impersonate)
@@ -46,21 +46,20 @@ class ReplayModel(Model):
         """Return the recorded response to this request.
 
         Raises:
-            ReplayDivergence: the tape holds no (more) response to a request with this content.
+            ReplayDivergence: no (more) response to a request with this content was recorded.
         """
         settings_data = settings.request_data()
-        candidates = [self.model_id] if self.impersonate is not None else self.tape.model_ids
-        hashes = [self.tape.request_key(model_id, messages, tools, settings_data) for model_id in candidates]
-        return ModelResponse.from_recorded(self.tape.next_response(hashes), self.model_id)
+        candidates = [self.model_id] if self.impersonate is not None else self.responses.model_ids
+        hashes = [self.responses.request_key(model_id, messages, tools, settings_data) for model_id in candidates]
+        return ModelResponse.from_recorded(self.responses.next_response(hashes), self.model_id)
 
 
 @model_provider("replay")
 def replay_provider(name: str, *, base_dir: Path | None) -> Model:
     """``replay:<run_id>``: the responses of a stored run (store from ``AGENTFLOW_STORE``, else ``.agentflow``)."""
-    from agentflow.traces._open import open_store
-    from agentflow.traces._replay import Tape
+    from agentflow.traces import RecordedResponses, open_store  # the store drivers load only for a replay model
 
     store = open_store(os.environ.get(STORE_ENV) or ".agentflow")
     trace = store.load_trace(name)
     trace.raise_for_problems()
-    return ReplayModel(Tape(trace, "model"))
+    return ReplayModel(RecordedResponses(trace.run_id, trace.resolved_events()))

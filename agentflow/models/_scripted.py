@@ -221,6 +221,11 @@ class ScriptedModel(Model):
         with self._lock:
             return len(self.responses) - self._next_index
 
+    def skip(self, answered: int) -> None:
+        """Continue after the first ``answered`` responses (a resumed run, whose earlier process got those)."""
+        with self._lock:
+            self._next_index = min(answered, len(self.responses))
+
     def reset(self) -> None:
         """Start again from the first response and forget recorded requests (e.g. before the next benchmark task)."""
         with self._lock:

@@ -7,20 +7,17 @@ from agentflow.rewards import _lsp as _lsp  # registers lsp_diagnostics (pygls l
 from agentflow.rewards import _outcome as _outcome  # outcome
 from agentflow.rewards._aggregate import describe_aggregates
 from agentflow.rewards._base import (
-    FunctionHook,
     HookContext,
     Reward,
     RewardHook,
     StepContext,
     StepKind,
     create_reward_hook,
-    resolve_reward_hook,
     reward_hook,
     reward_hooks,
 )
 
 __all__ = [
-    "FunctionHook",
     "HookContext",
     "Reward",
     "RewardHook",
@@ -28,7 +25,6 @@ __all__ = [
     "StepKind",
     "create_reward_hook",
     "describe_aggregates",
-    "resolve_reward_hook",
     "reward_hook",
     "reward_hooks",
 ]

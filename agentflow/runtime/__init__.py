@@ -1,6 +1,17 @@
-"""Compiling and running workflows: compile to LangGraph, the run loop, node executors, limits, retries."""
+"""Compiling and running workflows: compile to LangGraph, the run loop, run plans, node executors, limits."""
 
 from agentflow.runtime._compile import CompiledWorkflow, InstalledCheckers, compile_workflow
+from agentflow.runtime._context import RunContext
+from agentflow.runtime._plan import RunPlan, ServedTool
 from agentflow.runtime._run import RunResult, run_workflow
 
-__all__ = ["CompiledWorkflow", "InstalledCheckers", "RunResult", "compile_workflow", "run_workflow"]
+__all__ = [
+    "CompiledWorkflow",
+    "InstalledCheckers",
+    "RunContext",
+    "RunPlan",
+    "RunResult",
+    "ServedTool",
+    "compile_workflow",
+    "run_workflow",
+]

@@ -158,7 +158,7 @@ class RewardEngine:
         """``step`` with the sandbox as this hook may use it: every exec recorded and run on a copy of the workdir.
 
         The recorded ``sandbox_exec`` names the hook (``by``) and hangs under the step it scores; a tape replay
-        serves it back like the hook's reward (see ``traces._replay``). ``scratch`` makes the copy's folder name
+        serves it back like the hook's reward (see ``agentflow.rerun``). ``scratch`` makes the copy's folder name
         unique per hook binding and step, and the same in every replay.
         """
         binding = self.bindings[index]

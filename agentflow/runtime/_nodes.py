@@ -201,13 +201,13 @@ async def _call_tool(
         data=_tool_call_data(call, tool),
     )
 
-    def record_exec(cmd: list[str], result: ExecResult) -> None:
+    def record_exec(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
         data = sandbox_exec_data(cmd, f"tool:{call.name}", result)
         ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data=data)
 
     clock = time.perf_counter()
-    served = None if ctx.tape is None else ctx.tape.tool_outcome(call.name, call.id, call.arguments)
-    if served is not None:  # replay in tape mode: the recorded result and sandbox commands, nothing executes
+    served = ctx.plan.served_tool(call)
+    if served is not None:  # a replay in tape mode: the recorded result and sandbox commands, nothing executes
         for exec_data in served.execs:
             ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data=exec_data)
         outcome = served.outcome

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import agentflow
 from agentflow.errors import (
@@ -34,15 +34,13 @@ from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _error_data, _timeout_error
-from agentflow.sandboxes import Sandbox, create_sandbox
+from agentflow.runtime._plan import RunPlan
+from agentflow.sandboxes import Sandbox
 from agentflow.spec._loader import LoadedWorkflow
 from agentflow.traces import Recorder, Store, TraceStore
 from agentflow.traces._events import Event, EventType, seconds_since
+from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._otel import OTLP_ENV, LiveExport, require_otel
-
-if TYPE_CHECKING:
-    from agentflow.traces._replay import Tape
-    from agentflow.traces._resume import ResumePoint
 
 DEFAULT_STORE = Path(".agentflow")
 
@@ -77,12 +75,10 @@ async def run_workflow(
     model: str | None = None,
     sandbox: str | None = None,
     store: Store | None = None,
-    tape: Tape | None = None,
     resumable: bool = False,
-    checkpointer: Any | None = None,
-    resume: ResumePoint | None = None,
     otlp: str | None = None,
     on_event: Callable[[Event], None] | None = None,
+    plan: RunPlan | None = None,
 ) -> RunResult:
     """Run a workflow once and record its trace.
 
@@ -92,15 +88,13 @@ async def run_workflow(
         model: a `provider:model` string used for every model of the workflow (e.g. `openai:gpt-4o-mini`).
         sandbox: a sandbox backend name instead of the one the workflow declares.
         store: where the trace goes (default: `.agentflow/` in the working directory).
-        tape: replay a recorded run (see `agentflow.traces.replay_run`): model responses, and in tape mode tool
-            results, come from it; in tape mode the sandbox is one that refuses every operation.
         resumable: save a LangGraph checkpoint after every node in the store's LangGraph checkpointer, so that
             `agentflow resume` can continue the run if its process dies (off by default: it costs time per node).
-        checkpointer: a LangGraph checkpointer (``BaseCheckpointSaver``) to save them in instead; implies resumable.
-        resume: continue an interrupted run (what `agentflow.traces.resume_run` passes); needs ``checkpointer``.
         otlp: an OTLP/HTTP endpoint to send the run's spans to while it runs (default: `AGENTFLOW_OTLP_ENDPOINT`;
             needs the ``otel`` extra).
         on_event: called with every event as the run records it (the CLI's progress display); it must be quick.
+        plan: where model responses, tool results and the sandbox come from (default: the live plan, a new run;
+            ``agentflow.rerun`` has the plans that replay or resume a recorded run).
 
     Raises:
         ConfigError: the workflow or the inputs are wrong; nothing was recorded.
@@ -109,12 +103,12 @@ async def run_workflow(
     spec = compiled.loaded.spec
     initial = compiled.initial_state(inputs)
     store = store or TraceStore(DEFAULT_STORE)
+    plan = plan or RunPlan()
     endpoint = otlp or os.environ.get(OTLP_ENV)
     if endpoint:
         require_otel()  # before anything is recorded
-    if tape is None and resume is None:
-        check_models(compiled, model)  # a missing API key or script is the user's mistake, said before the run
-    recorder: Recorder = store.new_run(workflow=spec.name) if resume is None else store.reopen_run(resume.trace.run_id)
+    plan.check(compiled, model)  # a missing API key or script is the user's mistake, said before the run
+    recorder: Recorder = plan.open_recorder(store, spec.name)
     if endpoint:
         recorder = LiveExport(recorder, endpoint)
     clock = time.perf_counter()
@@ -123,40 +117,32 @@ async def run_workflow(
     backend = sandbox or spec.sandbox.backend
     checkpoints = contextlib.AsyncExitStack()
     try:
+        checkpointer = plan.checkpointer
         if checkpointer is None and resumable:
-            from agentflow.traces._langgraph_checkpoints import open_checkpointer
-
             checkpointer = await checkpoints.enter_async_context(open_checkpointer(store))
-        box = await _open_sandbox(compiled, backend, tape, recorder, outcome)
+        box = await _open_sandbox(compiled, plan, backend, recorder, outcome)
         ctx = RunContext(
             recorder=recorder,
             sandbox=box,
             limits=LimitTracker(spec.limits),
+            plan=plan,
             model_override=model,
-            tape=tape,
             on_event=on_event,
         )
         outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)
-        if resume is not None:
-            resume.restore(ctx)
-            await resume.begin(ctx, compiled, recorder)
-        else:
-            ctx.emit(
-                EventType.RUN_STARTED,
-                data={
-                    "workflow": spec.name,
-                    "workflow_file": str(compiled.loaded.path),
-                    "template_hash": compiled.loaded.template_hash,
-                    "inputs": initial,
-                    "model_override": model,
-                    "sandbox": {"backend": backend, "isolation": outcome.isolation},
-                    "limits": spec.limits.model_dump(),
-                    "agentflow_version": agentflow.__version__,
-                    **({} if tape is None else {"replay_of": tape.run_id, "replay_mode": tape.mode}),
-                    **({} if checkpointer is None else {"resumable": True}),
-                },
-            )
+        run_started = {
+            "workflow": spec.name,
+            "workflow_file": str(compiled.loaded.path),
+            "template_hash": compiled.loaded.template_hash,
+            "inputs": initial,
+            "model_override": model,
+            "sandbox": {"backend": backend, "isolation": outcome.isolation},
+            "limits": spec.limits.model_dump(),
+            "agentflow_version": agentflow.__version__,
+            **({} if checkpointer is None else {"resumable": True}),
+        }
+        await plan.start(ctx, compiled, run_started)
         await start_run_hooks(compiled, ctx)
         await _execute(compiled, ctx, initial, outcome, clock, checkpointer=checkpointer)
         await _score_run(compiled, ctx, outcome)
@@ -168,7 +154,7 @@ async def run_workflow(
             await finish_run_hooks(compiled, ctx, cancel=outcome.status == "cancelled")
         final_state = ctx.state if ctx else initial
         # A resumed run's duration counts the time it ran before it was interrupted too.
-        duration = seconds_since(clock) + (0.0 if resume is None else resume.prior_duration_s)
+        duration = seconds_since(clock) + plan.prior_duration_s
         recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=round(duration, 4))
         if ctx is not None:
             await ctx.close_models()
@@ -207,21 +193,11 @@ class _Outcome:
 
 
 async def _open_sandbox(
-    compiled: CompiledWorkflow, backend: str, tape: Tape | None, recorder: Recorder, outcome: _Outcome
+    compiled: CompiledWorkflow, plan: RunPlan, backend: str, recorder: Recorder, outcome: _Outcome
 ) -> Sandbox:
-    """The run's sandbox (a tape replay's refuses every operation); one that cannot start errors the run."""
-    spec = compiled.loaded.spec
-    if tape is not None and tape.serves_tools:
-        return tape.sandbox()
+    """The plan's sandbox for the run; one that cannot start errors the run."""
     try:
-        return await create_sandbox(
-            backend,
-            limits=spec.sandbox.limits,
-            files=spec.sandbox.files,
-            base_dir=compiled.loaded.base_dir,
-            image=spec.sandbox.image,
-            labels={"agentflow.run_id": recorder.run_id, "agentflow.workflow": spec.name},
-        )
+        return await plan.open_sandbox(compiled, backend, recorder.run_id)
     except (SandboxError, OSError) as exc:
         recorder.emit(EventType.ERROR, data=_error_data(exc))
         outcome.status, outcome.error = "errored", f"sandbox {backend!r} could not start: {exc}"
@@ -252,12 +228,7 @@ async def _execute(
     spec = compiled.loaded.spec
     try:
         async with asyncio.timeout(spec.limits.timeout_s):
-            if checkpointer is None:
-                final = await compiled.graph.ainvoke(initial, config=compiled.invoke_config(ctx))
-            else:
-                from agentflow.traces._resume import invoke_checkpointed
-
-                final = await invoke_checkpointed(compiled, ctx, initial, checkpointer)
+            final = await _invoke(compiled, ctx, ctx.plan.graph_input(initial), checkpointer)
         ctx.state.update(final or {})  # LangGraph returns None for a workflow without state keys
         outcome.status = "succeeded"
     except LimitExceeded as exc:  # already recorded where it was raised
@@ -292,6 +263,25 @@ async def _execute(
             ctx.emit(EventType.ERROR, data=_error_data(exc))
 
 
+async def _invoke(
+    compiled: CompiledWorkflow, ctx: RunContext, graph_input: dict[str, Any] | None, checkpointer: Any | None
+) -> dict[str, Any] | None:
+    """Run the LangGraph graph, with a LangGraph checkpoint saved after every node if there is a checkpointer.
+
+    Checkpoints go under the run id as LangGraph's ``thread_id``. ``durability="sync"`` writes each one before the
+    next node starts, so a process killed at any point loses at most the node it was running. A ``graph_input`` of
+    None continues from the last checkpoint (a resumed run).
+    """
+    config = compiled.invoke_config(ctx)
+    if checkpointer is None:
+        final: dict[str, Any] | None = await compiled.graph.ainvoke(graph_input, config=config)
+        return final
+    graph = compiled.graph.copy(update={"checkpointer": checkpointer})
+    config["configurable"]["thread_id"] = ctx.run_id
+    final = await graph.ainvoke(graph_input, config=config, durability="sync")
+    return final
+
+
 _AGENT_SIDE: tuple[type[BaseException], ...] = (
     ModelScriptExhausted,
     ReplayDivergence,
@@ -305,28 +295,6 @@ configuration mistake (the workflow's expressions and templates, failing at run 
 _INFRASTRUCTURE: tuple[type[BaseException], ...] = (ModelAPIError, SandboxError, TraceError, OSError, ConfigError)
 """The model provider, the sandbox backend, the trace store, the machine (sqlite3 and psycopg errors of a store
 are raised as TraceError), and a configuration mistake found only while running (a model's missing API key)."""
-
-
-def check_models(compiled: CompiledWorkflow, override: str | None = None) -> None:
-    """Build every model the run's agent nodes will call, so that what a provider checks up front (an API key, a
-    script file) fails before anything is recorded, as a ``ConfigError``, rather than as an errored run.
-
-    The models are built again when the run first calls them; building one opens no connection.
-    """
-    from agentflow.models import create_model
-    from agentflow.spec._models import AgentNode
-
-    pending, seen = [compiled], set()
-    while pending:
-        workflow = pending.pop()
-        pending.extend(workflow.children.values())
-        spec, base_dir = workflow.loaded.spec, workflow.loaded.base_dir
-        for node in spec.nodes.values():
-            if isinstance(node, AgentNode) and node.model in spec.models:
-                chosen = override or spec.models[node.model].model
-                if (chosen, base_dir) not in seen:
-                    seen.add((chosen, base_dir))
-                    create_model(chosen, base_dir=base_dir)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:

@@ -8,7 +8,15 @@ conformance suite in ``agentflow.sandboxes.conformance``.
 # Register the container and cloud backends by name; their SDKs (docker, e2b) load only when one is created.
 from agentflow.sandboxes import _docker as _docker
 from agentflow.sandboxes import _e2b as _e2b
-from agentflow.sandboxes._base import ExecOutput, ExecRequest, ExecResult, IsolationReport, Sandbox, SandboxLimits
+from agentflow.sandboxes._base import (
+    ExecObserver,
+    ExecOutput,
+    ExecRequest,
+    ExecResult,
+    IsolationReport,
+    Sandbox,
+    SandboxLimits,
+)
 from agentflow.sandboxes._local import LocalSandbox
 from agentflow.sandboxes._pool import PooledSandbox, SandboxPool
 from agentflow.sandboxes._registry import (
@@ -20,6 +28,7 @@ from agentflow.sandboxes._registry import (
 )
 
 __all__ = [
+    "ExecObserver",
     "ExecOutput",
     "ExecRequest",
     "ExecResult",

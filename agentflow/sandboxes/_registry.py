@@ -105,6 +105,7 @@ async def exec_once(
     backend: str = "local",
     timeout: float | None = None,
     limits: SandboxLimits | None = None,
+    image: str | None = None,
 ) -> tuple[ExecResult, IsolationReport]:
     """Run one command in a fresh sandbox, close it, and return what it did and the isolation obtained.
 
@@ -113,7 +114,8 @@ async def exec_once(
         backend: a registered backend name.
         timeout: wall-clock seconds; the limits' ``exec_timeout_s`` when omitted.
         limits: resource limits; the embedded defaults when omitted.
+        image: the system image of backends that have one (see :func:`create_sandbox`).
     """
-    async with await create_sandbox(backend, limits=limits) as fresh:
+    async with await create_sandbox(backend, limits=limits, image=image) as fresh:
         result = await fresh.exec(cmd, timeout=timeout)
         return result, fresh.isolation()

@@ -6,26 +6,19 @@ sandbox (`SandboxedTool`), unless it is declared ``host`` or takes a ``ToolConte
 """
 
 from agentflow.tools._base import Tool, ToolContext, ToolOutcome
-from agentflow.tools._builtins import BUILTIN_TOOLS
 from agentflow.tools._exec import CommandResult
 from agentflow.tools._patching import FileChange, PatchResult
 from agentflow.tools._registry import resolve_tool, tool, tool_registry
-from agentflow.tools._sandboxed import SandboxedTool
-from agentflow.tools._tests import RunCounts, RunTestsResult, parse_pytest_output, parse_unittest_output
+from agentflow.tools._tests import RunTestsResult
 
 __all__ = [
-    "BUILTIN_TOOLS",
     "CommandResult",
     "FileChange",
     "PatchResult",
-    "RunCounts",
     "RunTestsResult",
-    "SandboxedTool",
     "Tool",
     "ToolContext",
     "ToolOutcome",
-    "parse_pytest_output",
-    "parse_unittest_output",
     "resolve_tool",
     "tool",
     "tool_registry",

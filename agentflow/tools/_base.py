@@ -13,10 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from agentflow.errors import PathOutsideWorkdirError, SandboxError, ToolError
-from agentflow.sandboxes._base import ExecResult, ObservedSandbox, Sandbox
+from agentflow.sandboxes._base import ExecObserver, ExecResult, ObservedSandbox, Sandbox
 from agentflow.spec._templating import Quoting
-
-ExecObserver = Callable[[list[str], ExecResult], None]
 
 
 @dataclass
@@ -34,8 +32,7 @@ class ToolContext:
         # The tool sees the sandbox through an observed view, so a tool that calls `ctx.sandbox.exec` directly
         # (a host plugin orchestrating the sandbox) is recorded just as one that calls `ctx.exec`.
         if self.on_exec is not None:
-            report = self.on_exec
-            self.sandbox = ObservedSandbox(self.sandbox, lambda cmd, _cwd, result: report(cmd, result))
+            self.sandbox = ObservedSandbox(self.sandbox, self.on_exec)
 
     async def exec(
         self,

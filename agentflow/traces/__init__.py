@@ -17,10 +17,11 @@ Read it back::
             result = event.data_as(ToolResultData)   # typed: one TypedDict per event type (DATA_TYPES)
 """
 
-from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD
+from agentflow.traces._compare import VOLATILE_TEXT, Divergence, content_digest, first_divergence, without_abandoned
 from agentflow.traces._events import DATA_TYPES, Event, EventType
-from agentflow.traces._hashing import canonical_json, event_hash, sha256_hex, to_json_value
+from agentflow.traces._import import IMPORT_FORMATS, ImportReport, import_openai_messages
 from agentflow.traces._open import open_store
+from agentflow.traces._otel import OTLP_ENV, export_to_otlp
 from agentflow.traces._payloads import (
     ErrorData,
     EventData,
@@ -41,7 +42,7 @@ from agentflow.traces._payloads import (
     ToolCallData,
     ToolResultData,
 )
-from agentflow.traces._postgres import PostgresRecorder, PostgresStore, redact_url
+from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import (
     LIVE_REWARDS,
     GradingPass,
@@ -53,9 +54,8 @@ from agentflow.traces._protocol import (
     TraceProblem,
 )
 from agentflow.traces._recorder import FINISHED_STATUSES
-from agentflow.traces._replay import Divergence, ReplayReport, Tape, content_digest, first_divergence, replay_run
-from agentflow.traces._resume import ResumePoint, resume_run
-from agentflow.traces._store import FsyncPolicy, RunRecorder, TraceStore
+from agentflow.traces._responses import RecordedResponses
+from agentflow.traces._store import FsyncPolicy, TraceStore
 from agentflow.traces._summary import (
     ErrorInfo,
     HookRewards,
@@ -69,9 +69,11 @@ from agentflow.traces._summary import (
 
 __all__ = [
     "DATA_TYPES",
-    "DEFAULT_SPILL_THRESHOLD",
     "FINISHED_STATUSES",
+    "IMPORT_FORMATS",
     "LIVE_REWARDS",
+    "OTLP_ENV",
+    "VOLATILE_TEXT",
     "Divergence",
     "ErrorData",
     "ErrorInfo",
@@ -81,6 +83,7 @@ __all__ = [
     "FsyncPolicy",
     "GradingPass",
     "HookRewards",
+    "ImportReport",
     "LimitData",
     "LimitInfo",
     "ModelRequestData",
@@ -88,18 +91,15 @@ __all__ = [
     "NodeFinishedData",
     "NodeStartedData",
     "NodeSummary",
-    "PostgresRecorder",
     "PostgresStore",
+    "RecordedResponses",
     "Recorder",
-    "ReplayReport",
     "RequestedToolCall",
-    "ResumePoint",
     "RewardData",
     "RewardInfo",
     "RouteData",
     "RunFinishedData",
     "RunInfo",
-    "RunRecorder",
     "RunResumedData",
     "RunStartedData",
     "RunSummary",
@@ -107,23 +107,18 @@ __all__ = [
     "SandboxRestore",
     "Store",
     "StoredReward",
-    "Tape",
     "TokenUsage",
     "ToolCallData",
     "ToolResultData",
     "Trace",
     "TraceProblem",
     "TraceStore",
-    "canonical_json",
     "content_digest",
-    "event_hash",
+    "export_to_otlp",
     "first_divergence",
+    "import_openai_messages",
     "open_store",
     "realized_graph",
-    "redact_url",
-    "replay_run",
-    "resume_run",
-    "sha256_hex",
     "summarize",
-    "to_json_value",
+    "without_abandoned",
 ]

@@ -40,7 +40,7 @@ from agentflow.traces._payloads import (
 )
 from agentflow.traces._protocol import Store
 
-FORMATS = ("openai-messages",)
+IMPORT_FORMATS = ("openai-messages",)
 _METADATA = (
     "question",
     "ground_truth",

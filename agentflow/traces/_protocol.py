@@ -13,6 +13,7 @@ Events are identical in both: the same fields, the same hashes, verified the sam
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,6 +188,15 @@ class Trace:
     def resolve(self, data: Any) -> Any:
         """Return ``data`` with every spilled payload (``{"$blob": sha256, "size": n}``) replaced by its text."""
         return self.store.resolve_blobs(data)
+
+    def resolved_events(self) -> list[Event]:
+        """The events with every spilled payload read back from its blob (what a re-execution serves from)."""
+        return [self._resolved(event) for event in self.events]
+
+    def _resolved(self, event: Event) -> Event:
+        if "$blob" not in json.dumps(event.data):
+            return event
+        return event.model_copy(update={"data": self.resolve(event.data)})
 
     def summary(self) -> RunSummary:
         """Summarise the run (see :func:`agentflow.traces.summarize`)."""

@@ -97,6 +97,9 @@ def test_sigkill_mid_step_then_resume_finishes_the_same_run(
         openai_server.queue(Reply.text("7"))
         resumed = agentflow("resume", run_id[:15], "--store", store_arg, "--json", cwd=tmp_path, env=openai_server.env)
         assert resumed.returncode == 0, resumed.stderr
+        # progress on stderr, as for `run`: a line per node finished after the checkpoint (prepare finished before)
+        finished = [line.split()[1] for line in resumed.stderr.splitlines() if line.startswith("node ")]
+        assert finished == ["think", "check"], resumed.stderr
         payload = json.loads(resumed.stdout)
         assert payload["run_id"] == run_id and payload["status"] == "succeeded"
         assert payload["final_state"] == {"answer": "7", "seen": "seven"}  # the sandbox held prepare's file
@@ -139,9 +142,7 @@ def test_sigkill_mid_step_then_resume_finishes_the_same_run(
     finally:
         if process.poll() is None:
             process.kill()
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.close()
 
 
 def test_a_run_started_without_resumable_cannot_be_resumed(

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from agentflow.cli import run_cli
+from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
-from agentflow.traces import LIVE_REWARDS, EventType, TraceStore, replay_run
+from agentflow.traces import LIVE_REWARDS, EventType, TraceStore
 
 REWARDS: list[dict[str, Any]] = [
     {"hook": "exit_code", "on": "step", "nodes": ["plan"]},

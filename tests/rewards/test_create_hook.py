@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from agentflow.errors import UnknownBackendError
-from agentflow.rewards import FunctionHook, HookContext, create_reward_hook
+from agentflow.rewards import HookContext, create_reward_hook
+from agentflow.rewards._base import FunctionHook
 from tests.rewards._support import StepEvents, step
 
 HOOKS = '''

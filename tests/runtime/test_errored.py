@@ -32,13 +32,13 @@ from agentflow.errors import (
 )
 from agentflow.grading import grade_runs
 from agentflow.models import Model, ModelResponse, ModelSettings, model_provider
+from agentflow.rerun import replay_run
 from agentflow.routing import ExpressionError
 from agentflow.runtime import run_workflow
 from agentflow.runtime._run import classify
 from agentflow.spec._templating import TemplateError
-from agentflow.traces import EventType, TraceStore, replay_run, summarize
+from agentflow.traces import EventType, TraceStore, content_digest, summarize
 from agentflow.traces._events import Event
-from agentflow.traces._replay import content_digest
 from tests.runtime.conftest import Workspace
 from tests.support.openai_server import OpenAIServer, Reply
 from tests.support.require import require

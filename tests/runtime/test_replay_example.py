@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
-from agentflow.traces import EventType, TraceStore, replay_run
+from agentflow.traces import EventType, TraceStore
 
 
 async def test_tape_replay_of_the_example_is_identical_and_touches_nothing(tmp_path: Path, examples: Path) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from agentflow.runtime import run_workflow
-from agentflow.traces import EventType, TraceStore
-from agentflow.traces._replay import VOLATILE_TEXT
+from agentflow.traces import VOLATILE_TEXT, EventType, TraceStore
 from tests.runtime.conftest import Workspace
 from tests.support.require import require
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.sandboxes import _build
+from agentflow.sandboxes import images as _build
 
 ROOT = Path(__file__).parents[2]
 

@@ -31,4 +31,6 @@ def execs() -> list[list[str]]:
 
 @pytest.fixture
 def ctx(sandbox: Sandbox, execs: list[list[str]]) -> ToolContext:
-    return ToolContext(sandbox=sandbox, run_id="run-test", node="node", on_exec=lambda cmd, _result: execs.append(cmd))
+    return ToolContext(
+        sandbox=sandbox, run_id="run-test", node="node", on_exec=lambda cmd, _cwd, _result: execs.append(cmd)
+    )

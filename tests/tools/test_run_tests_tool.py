@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from agentflow.tools import ToolContext, parse_pytest_output, parse_unittest_output, tool_registry
+from agentflow.tools import ToolContext, tool_registry
+from agentflow.tools._tests import parse_pytest_output, parse_unittest_output
 from tests.tools._support import SandboxFiles
 
 CALC = "def add(a, b):\n    return a + b\n"

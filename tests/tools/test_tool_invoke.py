@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.tools import BUILTIN_TOOLS, Tool, ToolContext, resolve_tool, tool_registry
+from agentflow.tools import Tool, ToolContext, resolve_tool, tool_registry
+from agentflow.tools._builtins import BUILTIN_TOOLS
 
 
 def builtin(name: str) -> Tool:

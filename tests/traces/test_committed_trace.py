@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agentflow.traces import EventType, TraceStore, replay_run
+from agentflow.rerun import replay_run
+from agentflow.traces import EventType, TraceStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fix_failing_test-0.1"
 EXAMPLE = Path(__file__).parents[2] / "graphs" / "examples" / "fix_failing_test.yaml"

@@ -14,7 +14,7 @@ from agentflow.cli import run_cli
 from agentflow.runtime import run_workflow
 from agentflow.traces import TraceStore
 from agentflow.traces._otel import export_trace
-from tests.traces.test_replay import SCRIPT, WORKFLOW
+from tests.rerun.test_replay import SCRIPT, WORKFLOW
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from agentflow.errors import TraceError
+from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
 from agentflow.traces import (
     DATA_TYPES,
@@ -27,9 +28,8 @@ from agentflow.traces import (
     ToolCallData,
     ToolResultData,
     TraceStore,
-    replay_run,
+    import_openai_messages,
 )
-from agentflow.traces._import import import_openai_messages
 from tests.support.event_data import assert_data_declared
 
 FIXTURES = Path(__file__).parent / "fixtures"

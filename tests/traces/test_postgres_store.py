@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from agentflow.errors import TraceError
-from agentflow.traces import PostgresStore, open_store, redact_url
+from agentflow.traces import PostgresStore, open_store
 from agentflow.traces._migrations import POSTGRES_MIGRATIONS
+from agentflow.traces._postgres import redact_url
 
 
 def _free_port() -> int:

@@ -15,8 +15,14 @@ import pytest
 from pydantic import BaseModel
 
 from agentflow.errors import TraceError
-from agentflow.traces import canonical_json, event_hash, sha256_hex, to_json_value
-from agentflow.traces._hashing import encode_event, normalise_json_value
+from agentflow.traces._hashing import (
+    canonical_json,
+    encode_event,
+    event_hash,
+    normalise_json_value,
+    sha256_hex,
+    to_json_value,
+)
 
 
 def _event_fields(data: dict[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -17,7 +17,9 @@ import pytest
 
 import agentflow.traces._recorder as _recorder_module
 from agentflow.errors import TraceError
-from agentflow.traces import EventType, RunRecorder, TraceStore, event_hash
+from agentflow.traces import EventType, TraceStore
+from agentflow.traces._hashing import event_hash
+from agentflow.traces._store import RunRecorder
 
 
 @pytest.fixture

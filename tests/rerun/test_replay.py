@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from agentflow.errors import ConfigError, TraceError
+from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
-from agentflow.traces import EventType, TraceStore, content_digest, replay_run
+from agentflow.traces import EventType, TraceStore, content_digest
 
 WORKFLOW = """
 name: echo_twice

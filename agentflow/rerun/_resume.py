@@ -24,30 +24,35 @@ What the run continues from:
 
 from __future__ import annotations
 
-import json
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import agentflow
 from agentflow.errors import ConfigError, TraceError
-from agentflow.models._base import Message, Model, ModelResponse, ModelSettings
-from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import request_hash
+from agentflow.models import Message, Model, ModelResponse, ModelSettings, ScriptedModel
+from agentflow.rerun._recorded import RecordedRun
+from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult
+from agentflow.sandboxes import ExecObserver, ExecResult
+from agentflow.tools import Tool, ToolContext
+from agentflow.traces import (
+    Event,
+    EventType,
+    RecordedResponses,
+    Recorder,
+    Store,
+    Trace,
+)
+from agentflow.traces._base import check_reopenable
 from agentflow.traces._langgraph_checkpoints import open_checkpointer
-from agentflow.traces._protocol import Recorder, Store
-
-if TYPE_CHECKING:
-    from agentflow.runtime._compile import CompiledWorkflow
-    from agentflow.runtime._context import RunContext
-    from agentflow.runtime._run import RunResult
-    from agentflow.sandboxes._base import ExecResult
-    from agentflow.tools._base import ExecObserver, Tool
-    from agentflow.traces._protocol import Trace
 
 
-async def resume_run(store: Store, run_id: str, *, workflow: str | Path | None = None) -> RunResult:
+async def resume_run(
+    store: Store, run_id: str, *, workflow: str | Path | None = None, on_event: Callable[[Event], None] | None = None
+) -> RunResult:
     """Continue an interrupted resumable run until it ends; return how it ended.
 
     Args:
@@ -55,83 +60,69 @@ async def resume_run(store: Store, run_id: str, *, workflow: str | Path | None =
         run_id: the run's id or a unique prefix.
         workflow: the workflow file; by default the one the run recorded. Its template hash must be the recorded
             one: a LangGraph checkpoint only fits the graph it was saved from.
+        on_event: called with every event the resumed run records (the CLI's progress display); it must be quick.
 
     Raises:
         TraceError: no such run, the run finished or is still running, its trace is damaged, or it has no
             LangGraph checkpoint (it was not started with ``--resumable``).
         ConfigError: the workflow file is gone, invalid, or changed since the run started.
     """
-    from agentflow.runtime._compile import compile_workflow
-    from agentflow.runtime._run import run_workflow
-    from agentflow.traces._base import check_reopenable
-
-    trace = store.load_trace(run_id)
-    check_reopenable(trace, None, (None, None))  # the store checks the process again when it reopens the run
-    started = next((e.data for e in trace.events if e.type is EventType.RUN_STARTED), None)
-    if started is None:
-        raise TraceError(f"run {trace.run_id} has no run_started event; there is nothing to resume")
-    path = Path(workflow) if workflow is not None else Path(str(started.get("workflow_file", "")))
-    if not path.is_file():
-        raise ConfigError(f"the workflow file of run {trace.run_id} is gone: {path}", fix="pass --workflow FILE")
-    compiled = compile_workflow(path)
-    if started.get("template_hash") != compiled.loaded.template_hash:
+    # the store checks the process again when it reopens the run
+    recorded = RecordedRun.load(
+        store,
+        run_id,
+        workflow=workflow,
+        doing="resume",
+        verify=lambda trace: check_reopenable(trace, None, (None, None)),
+    )
+    compiled, path = recorded.compiled, recorded.workflow_path
+    if recorded.recorded_template_hash != compiled.loaded.template_hash:
         raise ConfigError(
-            f"{path} changed since run {trace.run_id} started (template hash {str(started.get('template_hash'))[:12]}"
-            f" -> {compiled.loaded.template_hash[:12]}); its LangGraph checkpoint only fits the workflow it ran",
+            f"{path} changed since run {recorded.run_id} started (template hash "
+            f"{str(recorded.recorded_template_hash)[:12]} -> {compiled.loaded.template_hash[:12]}); its LangGraph "
+            "checkpoint only fits the workflow it ran",
             fix="restore the workflow file the run started with, or start a new run",
         )
     async with open_checkpointer(store) as saver:
         graph = compiled.graph.copy(update={"checkpointer": saver})
-        snapshot = await graph.aget_state({"configurable": {"thread_id": trace.run_id}})
+        snapshot = await graph.aget_state({"configurable": {"thread_id": recorded.run_id}})
         if snapshot.created_at is None:
             raise TraceError(
-                f"run {trace.run_id} has no LangGraph checkpoint in {store.location}: only runs started with "
+                f"run {recorded.run_id} has no LangGraph checkpoint in {store.location}: only runs started with "
                 "--resumable can be resumed"
             )
         point = ResumePoint.from_trace(
-            trace, step=int(snapshot.metadata.get("step", -1)), state=dict(snapshot.values), config=snapshot.config
+            recorded, step=int(snapshot.metadata.get("step", -1)), state=dict(snapshot.values), config=snapshot.config
         )
-        recorded_inputs = started.get("inputs")
-        state_keys = compiled.loaded.spec.state
-        inputs = {
-            k: v for k, v in (recorded_inputs if isinstance(recorded_inputs, dict) else {}).items() if k in state_keys
-        }
-        override = started.get("model_override")
-        sandbox_info = started.get("sandbox")
-        backend = sandbox_info.get("backend") if isinstance(sandbox_info, dict) else None
-        return await run_workflow(
-            compiled,
-            inputs=inputs,
-            model=override if isinstance(override, str) else None,
-            sandbox=backend if isinstance(backend, str) else None,
-            store=store,
-            checkpointer=saver,
-            resume=point,
-        )
+        return await recorded.run(store, ResumePlan(point, saver), on_event=on_event)
 
 
 @dataclass
 class ResumePoint:
-    """Where an interrupted run continues: the trace up to its last completed visit and the checkpointed state."""
+    """Where an interrupted run continues: the trace up to its last completed visit and the checkpointed state.
+
+    ``responses`` holds the model responses the killed process received during the visit that runs again;
+    ``answered`` counts every response it received, per model id.
+    """
 
     trace: Trace
+    events: list[Event]  # the trace's, blob references resolved
     step: int
     state: dict[str, Any]
     checkpoint_id: str | None
     cut_seq: int  # the last event of the completed visits; later events belong to the visit that runs again
     prior_duration_s: float
+    responses: RecordedResponses
     visits: Counter[str] = field(default_factory=Counter)
     steps: int = 0
     model_calls: int = 0
     tokens: int = 0
-    served: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: {})
-    answered: Counter[str] = field(default_factory=Counter)  # model responses received so far, per model id
-    served_count: int = 0
+    answered: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def from_trace(cls, trace: Trace, *, step: int, state: dict[str, Any], config: Any) -> ResumePoint:
+    def from_trace(cls, recorded: RecordedRun, *, step: int, state: dict[str, Any], config: Any) -> ResumePoint:
         """Split the trace at the checkpoint: completed visits before ``cut_seq``, the interrupted one after."""
-        events = [_resolved(trace, event) for event in trace.events]
+        trace, events = recorded.trace, recorded.events
         finished = [
             e
             for e in events
@@ -151,22 +142,19 @@ class ResumePoint:
         configurable = config.get("configurable", {}) if isinstance(config, dict) else {}
         point = cls(
             trace=trace,
+            events=events,
             step=step,
             state=state,
             checkpoint_id=configurable.get("checkpoint_id"),
             cut_seq=cut,
             prior_duration_s=_elapsed(events),
+            responses=RecordedResponses(trace.run_id, [event for event in events if event.seq > cut]),
         )
-        responses = {e.parent: e for e in events if e.type is EventType.MODEL_RESPONSE}
+        answered = {e.parent for e in events if e.type is EventType.MODEL_RESPONSE}
         seen_visits: set[tuple[str, int]] = set()
         for event in events:
-            if event.type is EventType.MODEL_REQUEST:
-                reply = responses.get(event.seq)
-                if reply is None:
-                    continue
+            if event.type is EventType.MODEL_REQUEST and event.seq in answered:
                 point.answered[str(event.data.get("model"))] += 1
-                if event.seq > cut:
-                    point.served.setdefault(str(event.data.get("request_hash")), deque()).append(dict(reply.data))
             if event.seq > cut:
                 continue
             if event.type is EventType.NODE_STARTED and event.node is not None:
@@ -181,31 +169,53 @@ class ResumePoint:
         point.steps = len(seen_visits)
         return point
 
-    def restore(self, ctx: RunContext) -> None:
-        """Give a new run context the run's state, events and counters as of the checkpoint."""
+
+class ResumePlan(RunPlan):
+    """The plan of a resumed run: the same run id and trace, the checkpointed state, the interrupted visit's model
+    responses from the trace, a sandbox rebuilt from the completed visits' tool calls."""
+
+    def __init__(self, point: ResumePoint, checkpointer: Any) -> None:
+        self.point = point
+        self.checkpointer = checkpointer
+        self.prior_duration_s = point.prior_duration_s
+
+    def check(self, compiled: CompiledWorkflow, model_override: str | None) -> None:
+        return None  # the run was checked when it started; a model that fails now errors the resumed run
+
+    def open_recorder(self, store: Store, workflow: str) -> Recorder:
+        return store.reopen_run(self.point.trace.run_id)
+
+    def model(self, model_string: str, base_dir: Path) -> Model:
+        """The model, answering first from the responses of the interrupted visit."""
+        model = super().model(model_string, base_dir)
+        if isinstance(model, ScriptedModel):
+            # A script is the scripted model's conversation: continue it where the killed process left it.
+            model.skip(self.point.answered[model.model_id])
+        return ResumeModel(model, self.point.responses)
+
+    def graph_input(self, initial: dict[str, Any]) -> dict[str, Any] | None:
+        return None  # LangGraph continues from the checkpoint
+
+    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: dict[str, Any]) -> None:
+        """Restore the state and counters as of the checkpoint, rebuild the sandbox, then record ``run_resumed``."""
+        point = self.point
         ctx.state.clear()
-        ctx.state.update(self.state)
-        ctx.events.extend(self.trace.events)
-        ctx.visits.update(self.visits)
-        ctx.limits.steps, ctx.limits.model_calls, ctx.limits.tokens = self.steps, self.model_calls, self.tokens
-        ctx.resume = self
-
-    async def begin(self, ctx: RunContext, compiled: CompiledWorkflow, recorder: Recorder) -> None:
-        """Rebuild the sandbox from the completed visits' tool calls, then record ``run_resumed``."""
-        import agentflow
-
+        ctx.state.update(point.state)
+        ctx.events.extend(point.trace.events)
+        ctx.visits.update(point.visits)
+        ctx.limits.steps, ctx.limits.model_calls, ctx.limits.tokens = point.steps, point.model_calls, point.tokens
         execs: list[tuple[Event, dict[str, Any]]] = []
         replayed, differed = await self._restore_sandbox(ctx, compiled, execs)
         ctx.emit(
             EventType.RUN_RESUMED,
             data={
-                "checkpoint_id": self.checkpoint_id,
-                "checkpoint_step": self.step,
-                "resumed_after_seq": self.cut_seq,
-                "abandoned_events": self.trace.events[-1].seq - self.cut_seq if self.trace.events else 0,
-                "model_responses_on_tape": sum(len(queue) for queue in self.served.values()),
+                "checkpoint_id": point.checkpoint_id,
+                "checkpoint_step": point.step,
+                "resumed_after_seq": point.cut_seq,
+                "abandoned_events": point.trace.events[-1].seq - point.cut_seq if point.trace.events else 0,
+                "model_responses_on_tape": len(point.responses),
                 "sandbox_restored": {"tool_calls": replayed, "differed": differed},
-                "dropped_partial_line": getattr(recorder, "dropped_partial_line", None),
+                "dropped_partial_line": getattr(ctx.recorder, "dropped_partial_line", None),
                 "agentflow_version": agentflow.__version__,
             },
         )
@@ -216,10 +226,8 @@ class ResumePoint:
     async def _restore_sandbox(
         self, ctx: RunContext, compiled: CompiledWorkflow, execs: list[tuple[Event, dict[str, Any]]]
     ) -> tuple[int, list[int]]:
-        from agentflow.tools._base import ToolContext
-
         tools = dict(_all_tools(compiled))
-        events = [_resolved(self.trace, event) for event in self.trace.events if event.seq <= self.cut_seq]
+        events = [event for event in self.point.events if event.seq <= self.point.cut_seq]
         results = {e.parent: e for e in events if e.type is EventType.TOOL_RESULT}
         replayed, differed = 0, []
         for event in events:
@@ -231,7 +239,7 @@ class ResumePoint:
                 sandbox=ctx.sandbox,
                 run_id=ctx.run_id,
                 node=event.node or "",
-                state=self.state,
+                state=self.point.state,
                 on_exec=_collector_of_rebuild(execs, event),
             )
             outcome = await tool.invoke(tool_ctx, str(event.data.get("arguments") or "{}"))
@@ -240,35 +248,25 @@ class ResumePoint:
                 differed.append(event.seq)
         return replayed, differed
 
-    def wrap(self, model: Model) -> Model:
-        """``model``, answering first from the responses of the interrupted visit."""
-        from agentflow.models._scripted import ScriptedModel
-
-        if isinstance(model, ScriptedModel):
-            # A script is the scripted model's conversation: continue it where the killed process left it.
-            model._next_index = min(self.answered[model.model_id], len(model.responses))
-        return ResumeModel(model, self)
-
 
 class ResumeModel(Model):
     """A model that serves recorded responses to the requests of the visit that runs again, then calls through."""
 
-    def __init__(self, inner: Model, point: ResumePoint) -> None:
+    def __init__(self, inner: Model, responses: RecordedResponses) -> None:
         super().__init__(inner.name)
         self.provider = inner.provider
         self.inner = inner
-        self.point = point
+        self.responses = responses
 
     async def complete(
         self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
     ) -> ModelResponse:
         """The recorded response to this request if the killed process already had one, else the model's."""
-        digest = request_hash(self.model_id, messages, tools, settings.request_data())
-        queue = self.point.served.get(digest)
-        if not queue:
+        key = self.responses.request_key(self.model_id, messages, tools, settings.request_data())
+        recorded = self.responses.take([key])
+        if recorded is None:
             return await self.inner.complete(messages, tools, settings)
-        self.point.served_count += 1
-        return ModelResponse.from_recorded(queue.popleft(), self.model_id)
+        return ModelResponse.from_recorded(recorded, self.model_id)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -277,7 +275,7 @@ class ResumeModel(Model):
 def _collector_of_rebuild(execs: list[tuple[Event, dict[str, Any]]], call: Event) -> ExecObserver:
     """Keeps each command the sandbox rebuild runs (``by: "resume"``) with the recorded call it repeats."""
 
-    def collect(cmd: list[str], result: ExecResult) -> None:
+    def collect(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
         execs.append((call, {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}))
 
     return collect
@@ -289,34 +287,10 @@ def _all_tools(compiled: CompiledWorkflow) -> Iterator[tuple[str, Tool]]:
     yield from compiled.tools.items()  # last, so the top workflow's tools win a name clash
 
 
-def _resolved(trace: Trace, event: Event) -> Event:
-    if "$blob" not in json.dumps(event.data):
-        return event
-    return event.model_copy(update={"data": trace.resolve(event.data)})
-
-
 def _elapsed(events: list[Event]) -> float:
     """Seconds from the first to the last event the killed process wrote."""
-    from datetime import datetime
-
     if len(events) < 2:
         return 0.0
     first = datetime.fromisoformat(events[0].ts.replace("Z", "+00:00"))
     last = datetime.fromisoformat(events[-1].ts.replace("Z", "+00:00"))
     return max(0.0, (last - first).total_seconds())
-
-
-async def invoke_checkpointed(
-    compiled: CompiledWorkflow, ctx: RunContext, initial: dict[str, Any], checkpointer: Any
-) -> dict[str, Any]:
-    """Run the LangGraph graph with a LangGraph checkpoint saved after every node (thread id: the run id).
-
-    ``durability="sync"`` writes each checkpoint before the next node starts, so a process killed at any point
-    loses at most the node it was running. A resumed run passes no input: LangGraph continues from the checkpoint.
-    """
-    graph = compiled.graph.copy(update={"checkpointer": checkpointer})
-    config = compiled.invoke_config(ctx)
-    config["configurable"]["thread_id"] = ctx.run_id
-    graph_input = None if ctx.resume is not None else initial
-    final: dict[str, Any] = await graph.ainvoke(graph_input, config=config, durability="sync")
-    return final

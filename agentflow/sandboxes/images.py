@@ -2,9 +2,9 @@
 with ``docker import``.
 
 This file imports nothing but the standard library, so it runs before agentflow is installed (CI's setup script runs
-it with the system ``python3``)::
+it with the system ``python3``); that is why it parses its own arguments too, beside ``agentflow sandbox build``::
 
-    python3 agentflow/sandboxes/_build.py python            # what `agentflow sandbox build python` runs
+    python3 agentflow/sandboxes/images.py python            # what `agentflow sandbox build python` runs
 
 ``sandboxes/python/Dockerfile`` builds the same image for users who can reach a registry; a test keeps its package
 list equal to ``RECIPES["python"]``.
