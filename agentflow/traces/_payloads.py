@@ -321,7 +321,8 @@ EventData: TypeAlias = (
 EmittedData: TypeAlias = EventData | dict[str, Any]
 """What ``emit`` accepts, for now: the data of an event, or an untyped dict.
 
-Temporary: the re-execution code (``runtime/_run.py``'s ``run_started``, replay and resume, which move to
-``agentflow/rerun``) still builds some data as plain dicts and re-emits data read back from traces (``Event.data``).
-Once it builds typed data, ``emit`` takes ``EventData`` and the type checker rejects any untyped dict.
+Temporary: the run plans and re-execution (``runtime/_plan.py``'s ``run_started``, ``runtime/_run.py``'s errors,
+``rerun/``'s replay and resume) still build some data as plain dicts, and re-emit data read back from traces
+(``Event.data``, the tape's commands). Once they build typed data, this is ``EventData`` and the type checker
+rejects any untyped dict.
 """
