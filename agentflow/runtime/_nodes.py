@@ -110,7 +110,10 @@ async def _attempt(
     timeout: float | None,
 ) -> dict[str, Any]:
     label = compiled.prefix + name
-    started = ctx.emit(EventType.NODE_STARTED, node=label, data=NodeStartedData(visit=visit, attempt=attempt))
+    # The event data below are annotated literals, checked against their TypedDict like a call of it, without the
+    # call's copy of every event's data (these run for every node, tool call and model turn).
+    started_data: NodeStartedData = {"visit": visit, "attempt": attempt}
+    started = ctx.emit(EventType.NODE_STARTED, node=label, data=started_data)
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
     try:
@@ -120,20 +123,17 @@ async def _attempt(
         if isinstance(exc, TimeoutError):
             exc = _timeout_error(ctx, f"node {label!r} ran past its timeout of {timeout:g}s", label)
         ctx.emit(EventType.ERROR, node=label, parent=started.seq, data=error_data(exc))
-        ctx.emit(
-            EventType.NODE_FINISHED,
-            node=label,
-            parent=started.seq,
-            data=NodeFinishedData(status="failed", updates={}, duration_s=seconds_since(clock), error=str(exc)),
-        )
+        failed: NodeFinishedData = {
+            "status": "failed",
+            "updates": {},
+            "duration_s": seconds_since(clock),
+            "error": str(exc),
+        }
+        ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=failed)
         raise exc from None
     ctx.state.update(updates)
-    ctx.emit(
-        EventType.NODE_FINISHED,
-        node=label,
-        parent=started.seq,
-        data=NodeFinishedData(status="ok", updates=updates, duration_s=seconds_since(clock)),
-    )
+    finished: NodeFinishedData = {"status": "ok", "updates": updates, "duration_s": seconds_since(clock)}
+    ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=finished)
     if compiled.hooks.wants("node", name):
         await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events[first_index:])
     return updates
@@ -220,25 +220,21 @@ async def _call_tool(
             sandbox=ctx.sandbox, run_id=ctx.run_id, node=label, state=dict(ctx.state), on_exec=record_exec
         )
         outcome = await tool.invoke(tool_ctx, call.arguments if parsed is None else parsed)
-    ctx.emit(
-        EventType.TOOL_RESULT,
-        node=label,
-        parent=call_event.seq,
-        data=ToolResultData(
-            tool=call.name,
-            call_id=call.id,
-            ok=outcome.ok,
-            content=outcome.content,
-            result=_json_safe(outcome.result),
-            error=outcome.error,
-            duration_s=seconds_since(clock),
-        ),
-    )
+    result_data: ToolResultData = {
+        "tool": call.name,
+        "call_id": call.id,
+        "ok": outcome.ok,
+        "content": outcome.content,
+        "result": _json_safe(outcome.result),
+        "error": outcome.error,
+        "duration_s": seconds_since(clock),
+    }
+    ctx.emit(EventType.TOOL_RESULT, node=label, parent=call_event.seq, data=result_data)
     return outcome, ctx.events[first_index:]
 
 
 def _tool_call_data(call: ToolCall, tool: Tool | None) -> ToolCallData:
-    data = ToolCallData(tool=call.name, call_id=call.id, arguments=call.arguments)
+    data: ToolCallData = {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
     if tool is not None and tool.host:
         data["host"] = True  # a plugin run outside the sandbox
     return data
@@ -276,18 +272,14 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     for _turn in range(node.max_turns):
         ctx.limits.start_model_call()
         settings_data = settings.request_data()
-        request = ctx.emit(
-            EventType.MODEL_REQUEST,
-            node=label,
-            parent=started.seq,
-            data=ModelRequestData(
-                model=model.model_id,
-                messages=messages,
-                tools=schemas,
-                settings=settings_data,
-                request_hash=request_hash(model.model_id, messages, schemas, settings_data),
-            ),
-        )
+        request_data: ModelRequestData = {
+            "model": model.model_id,
+            "messages": messages,
+            "tools": schemas,
+            "settings": settings_data,
+            "request_hash": request_hash(model.model_id, messages, schemas, settings_data),
+        }
+        request = ctx.emit(EventType.MODEL_REQUEST, node=label, parent=started.seq, data=request_data)
         clock = time.perf_counter()
         response = await _complete(ctx, label, model, messages=messages, schemas=schemas, settings=settings)
         reply = ctx.emit(
@@ -312,13 +304,17 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
 
 
 def _response_data(response: ModelResponse, model: Model, duration_s: float) -> ModelResponseData:
-    data = ModelResponseData(
-        model=response.model or model.model_id,
-        message=response.message,
-        tool_calls=[RequestedToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in response.tool_calls],
-        usage=TokenUsage(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens),
-        duration_s=duration_s,
-    )
+    calls: list[RequestedToolCall] = [
+        {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
+    ]
+    usage: TokenUsage = {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens}
+    data: ModelResponseData = {
+        "model": response.model or model.model_id,
+        "message": response.message,
+        "tool_calls": calls,
+        "usage": usage,
+        "duration_s": duration_s,
+    }
     if response.retries:  # only when there were any, so a trace without retries reads as before (and replays the same)
         data["retries"] = [retry.to_dict() for retry in response.retries]
     return data
