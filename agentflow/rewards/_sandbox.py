@@ -27,24 +27,10 @@ from collections.abc import Callable, Mapping
 
 from agentflow.errors import SandboxError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, ObservedSandbox, Sandbox, workdir_relative
-from agentflow.traces._payloads import SandboxExecData
+from agentflow.traces._payloads import SandboxExecData, sandbox_exec_data
 
 ExecReport = Callable[[SandboxExecData], None]
 """Receives the data of one ``sandbox_exec`` event (``cmd``, ``by``, the result fields, ...) to record."""
-
-
-def sandbox_exec_data(cmd: list[str], by: str, result: ExecResult) -> SandboxExecData:
-    """The data of the ``sandbox_exec`` event of one command (``ExecResult.to_dict``'s fields, typed)."""
-    return SandboxExecData(
-        cmd=cmd,
-        by=by,
-        exit_code=result.exit_code,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        timed_out=result.timed_out,
-        truncated=result.truncated,
-        duration_s=round(result.duration_s, 4),  # 0.1 ms, as seconds_since() records durations
-    )
 
 
 COPY_FAILED_EXIT = 125

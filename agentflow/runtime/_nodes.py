@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -15,7 +15,6 @@ from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, NodeTimeo
 from agentflow.graph import _expr
 from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
 from agentflow.models._retry import observe_retries
-from agentflow.rewards._sandbox import sandbox_exec_data
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import ExecResult
 from agentflow.spec import _templating
@@ -35,6 +34,7 @@ from agentflow.traces._payloads import (
     TokenUsage,
     ToolCallData,
     ToolResultData,
+    sandbox_exec_data,
 )
 
 if TYPE_CHECKING:
@@ -154,11 +154,6 @@ def _timeout_error(ctx: RunContext, message: str, label: str | None) -> RunError
         status_code=retries[-1]["status_code"],
         retries=retries,
     )
-
-
-def _error_data(exc: BaseException) -> dict[str, Any]:
-    """``error_data`` as a plain dict: what ``runtime/_run.py`` reads until it is converted to ``ErrorData``."""
-    return cast(dict[str, Any], error_data(exc))
 
 
 def error_data(exc: BaseException) -> ErrorData:

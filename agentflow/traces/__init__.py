@@ -41,6 +41,7 @@ from agentflow.traces._payloads import (
     TokenUsage,
     ToolCallData,
     ToolResultData,
+    sandbox_exec_data,
 )
 from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import (
@@ -119,6 +120,7 @@ __all__ = [
     "import_openai_messages",
     "open_store",
     "realized_graph",
+    "sandbox_exec_data",
     "summarize",
     "without_abandoned",
 ]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agentflow.errors import MissingExtraError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._payloads import (
-    EmittedData,
+    EventData,
     ModelRequestData,
     ModelResponseData,
     NodeFinishedData,
@@ -311,7 +311,7 @@ class LiveExport:
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: EmittedData | None = None,
+        data: EventData | None = None,
     ) -> Event:
         """Record the event, then add it to the run's spans."""
         event = self.recorder.emit(type, node=node, parent=parent, data=data)

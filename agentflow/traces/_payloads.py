@@ -16,10 +16,9 @@ that must not fail on such traces keep checking the values they read.
 when the class is created, and sees ``NotRequired`` only when they are not strings.)
 """
 
-from typing import Any, NotRequired, TypeAlias, TypedDict
+from typing import Any, NotRequired, Protocol, TypeAlias, TypedDict
 
 __all__ = [
-    "EmittedData",
     "ErrorData",
     "EventData",
     "LimitData",
@@ -38,6 +37,7 @@ __all__ = [
     "TokenUsage",
     "ToolCallData",
     "ToolResultData",
+    "sandbox_exec_data",
 ]
 
 
@@ -104,7 +104,7 @@ class RunResumedData(TypedDict):
         dropped_partial_line: the blob reference of a partial last line cut off the trace file, or None.
     """
 
-    checkpoint_id: str
+    checkpoint_id: str | None
     checkpoint_step: int
     resumed_after_seq: int
     abandoned_events: int
@@ -318,11 +318,33 @@ EventData: TypeAlias = (
 )
 """The data of any event."""
 
-EmittedData: TypeAlias = EventData | dict[str, Any]
-"""What ``emit`` accepts, for now: the data of an event, or an untyped dict.
 
-Temporary: the run plans and re-execution (``runtime/_plan.py``'s ``run_started``, ``runtime/_run.py``'s errors,
-``rerun/``'s replay and resume) still build some data as plain dicts, and re-emit data read back from traces
-(``Event.data``, the tape's commands). Once they build typed data, this is ``EventData`` and the type checker
-rejects any untyped dict.
-"""
+class _ExecOutcome(Protocol):
+    """What a ``sandbox_exec`` records of a command's result (``agentflow.sandboxes.ExecResult``)."""
+
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def truncated(self) -> bool: ...
+    @property
+    def duration_s(self) -> float: ...
+
+
+def sandbox_exec_data(cmd: list[str], by: str, result: _ExecOutcome) -> SandboxExecData:
+    """The data of the ``sandbox_exec`` event of one command, ``by`` whoever ran it (``tool:<name>``, ...)."""
+    return SandboxExecData(
+        cmd=cmd,
+        by=by,
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        timed_out=result.timed_out,
+        truncated=result.truncated,
+        duration_s=round(result.duration_s, 4),  # 0.1 ms, as seconds_since() records durations
+    )

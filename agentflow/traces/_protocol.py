@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
-from agentflow.traces._payloads import EmittedData
+from agentflow.traces._payloads import EventData
 from agentflow.traces._summary import RunSummary, summarize
 
 GradingMode = Literal["append", "overwrite"]
@@ -47,7 +47,7 @@ class Recorder(Protocol):
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: EmittedData | None = None,
+        data: EventData | None = None,
     ) -> Event:
         """Append one event and return it with its seq, timestamp and hashes.
 

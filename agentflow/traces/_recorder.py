@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value
-from agentflow.traces._payloads import EmittedData, RunFinishedData
+from agentflow.traces._payloads import EventData, RunFinishedData
 from agentflow.traces._summary import RunSummary, SummaryBuilder
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class RecorderBase(abc.ABC):
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: EmittedData | None = None,
+        data: EventData | None = None,
     ) -> Event:
         """Append one event to the trace and return it (with its seq, timestamp and hashes).
 
