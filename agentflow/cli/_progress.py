@@ -15,7 +15,15 @@ from rich.live import Live
 from rich.text import Text
 
 from agentflow.cli._console import console, is_terminal
-from agentflow.traces import Event, EventType
+from agentflow.traces import (
+    Event,
+    EventType,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    TokenUsage,
+    ToolResultData,
+)
 
 
 @dataclass
@@ -82,18 +90,18 @@ class RunProgress:
         match event.type:
             case EventType.NODE_STARTED:
                 self._open.pop(node, None)
-                self._open[node] = _Visit(node, int(event.data.get("visit") or 1))
+                self._open[node] = _Visit(node, int(event.data_as(NodeStartedData).get("visit") or 1))
             case EventType.MODEL_REQUEST if visit is not None:
                 visit.turns += 1
             case EventType.MODEL_RESPONSE:
-                usage = event.data.get("usage") or {}
+                usage = event.data_as(ModelResponseData).get("usage") or TokenUsage(input_tokens=0, output_tokens=0)
                 used = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
                 self.tokens += used
                 if visit is not None:
                     visit.tokens += used
             case EventType.TOOL_CALL if visit is not None:
                 visit.tool_calls += 1
-            case EventType.TOOL_RESULT if visit is not None and not event.data.get("ok", True):
+            case EventType.TOOL_RESULT if visit is not None and not event.data_as(ToolResultData).get("ok", True):
                 visit.tool_failures += 1
             case EventType.NODE_FINISHED:
                 self._finished(node, event, self._open.pop(node, _Visit(node, 0)))
@@ -104,8 +112,9 @@ class RunProgress:
 
     def _finished(self, node: str, event: Event, visit: _Visit) -> None:
         self.nodes_finished += 1
-        status = str(event.data.get("status") or "?")
-        duration = event.data.get("duration_s")
+        data = event.data_as(NodeFinishedData)
+        status = str(data.get("status") or "?")
+        duration = data.get("duration_s")
         seconds = float(duration) if isinstance(duration, int | float) else time.monotonic() - visit.started
         failures = f" ({visit.tool_failures} failed)" if visit.tool_failures else ""
         line = (

@@ -17,7 +17,25 @@ from rich.table import Table
 from agentflow.cli._console import console
 from agentflow.cli._progress import RunProgress
 from agentflow.errors import ConfigError, GraphValidationError
-from agentflow.traces import Event, EventType, Store, Trace, open_store, summarize
+from agentflow.traces import (
+    ErrorData,
+    Event,
+    EventType,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RewardData,
+    RouteData,
+    RunFinishedData,
+    SandboxExecData,
+    Store,
+    ToolCallData,
+    ToolResultData,
+    Trace,
+    open_store,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from agentflow.runtime import RunResult
@@ -272,48 +290,57 @@ def runs(
 
 
 def _describe(event: Event) -> str:
-    data = event.data
     match event.type:
         case EventType.NODE_STARTED:
-            return f"visit {data.get('visit')} attempt {data.get('attempt')}"
+            started = event.data_as(NodeStartedData)
+            return f"visit {started.get('visit')} attempt {started.get('attempt')}"
         case EventType.NODE_FINISHED:
-            return f"{data.get('status')} updates={json.dumps(data.get('updates'), default=str)[:120]}"
+            finished = event.data_as(NodeFinishedData)
+            return f"{finished.get('status')} updates={json.dumps(finished.get('updates'), default=str)[:120]}"
         case EventType.MODEL_REQUEST:
-            return f"{data.get('model')} ({len(data.get('messages') or [])} messages)"
+            request = event.data_as(ModelRequestData)
+            return f"{request.get('model')} ({len(request.get('messages') or [])} messages)"
         case EventType.MODEL_RESPONSE:
-            calls = ", ".join(c.get("name", "?") for c in data.get("tool_calls") or [])
-            content = str((data.get("message") or {}).get("content") or "").strip().replace("\n", " ")
+            response = event.data_as(ModelResponseData)
+            calls = ", ".join(c.get("name", "?") for c in response.get("tool_calls") or [])
+            content = str((response.get("message") or {}).get("content") or "").strip().replace("\n", " ")
             return f"tool calls: {calls}" if calls else f"answer: {content[:120]}"
         case EventType.TOOL_CALL:
-            return f"{data.get('tool')}({str(data.get('arguments'))[:120]})"
+            call = event.data_as(ToolCallData)
+            return f"{call.get('tool')}({str(call.get('arguments'))[:120]})"
         case EventType.TOOL_RESULT:
-            text = str(data.get("error") if not data.get("ok") else data.get("content")).replace("\n", " ")
-            return f"{'ok' if data.get('ok') else 'ERROR'} {text[:120]}"
+            result = event.data_as(ToolResultData)
+            text = str(result.get("error") if not result.get("ok") else result.get("content")).replace("\n", " ")
+            return f"{'ok' if result.get('ok') else 'ERROR'} {text[:120]}"
         case EventType.SANDBOX_EXEC:
-            timed_out = " timed out" if data.get("timed_out") else ""
-            by = f"{data['by']} " if data.get("by") else ""
-            return f"{by}exit {data.get('exit_code')}{timed_out}: {' '.join(data.get('cmd') or [])[:100]}"
+            command = event.data_as(SandboxExecData)
+            timed_out = " timed out" if command.get("timed_out") else ""
+            by = f"{command.get('by')} " if command.get("by") else ""
+            return f"{by}exit {command.get('exit_code')}{timed_out}: {' '.join(command.get('cmd') or [])[:100]}"
         case EventType.REWARD:
-            return _describe_reward(data)
+            return _describe_reward(event.data_as(RewardData))
         case EventType.ROUTE:
-            return f"{data.get('from')} -> {data.get('to')}" + (
-                f" (when {data['condition']})" if data.get("condition") else ""
-            )
+            route = event.data_as(RouteData)
+            condition = route.get("condition")
+            return f"{route.get('from')} -> {route.get('to')}" + (f" (when {condition})" if condition else "")
         case EventType.ERROR:
-            return f"{data.get('kind')}: {data.get('message')}"
+            error = event.data_as(ErrorData)
+            return f"{error.get('kind')}: {error.get('message')}"
         case EventType.RUN_FINISHED:
-            return f"{data.get('status')}" + (f": {data['error']}" if data.get("error") else "")
+            run = event.data_as(RunFinishedData)
+            return f"{run.get('status')}" + (f": {run.get('error')}" if run.get("error") else "")
         case _:
             return ""
 
 
-def _describe_reward(data: dict[str, Any]) -> str:
-    if data.get("not_scored"):
-        return f"{data.get('hook')} not scored: the run {data['not_scored']}"
-    if data.get("aggregate"):
+def _describe_reward(data: RewardData) -> str:
+    not_scored, aggregate = data.get("not_scored"), data.get("aggregate")
+    if not_scored:
+        return f"{data.get('hook')} not scored: the run {not_scored}"
+    if aggregate:
         from agentflow.rewards import describe_aggregates
 
-        return f"{data.get('hook')} run aggregates: {describe_aggregates(data['aggregate'])}"
+        return f"{data.get('hook')} run aggregates: {describe_aggregates(aggregate)}"
     return f"{data.get('hook')} = {data.get('value')} label {data.get('label')}: {str(data.get('explanation'))[:100]}"
 
 
@@ -386,11 +413,8 @@ def _grading_passes(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 def _aggregates(events: list[Event]) -> dict[str, Any]:
     """The run-level reward aggregates the engine recorded, by hook (the last one of each hook)."""
-    return {
-        str(e.data.get("hook")): e.data["aggregate"]
-        for e in events
-        if e.type is EventType.REWARD and e.data.get("aggregate")
-    }
+    rewards = [e.data_as(RewardData) for e in events if e.type is EventType.REWARD]
+    return {str(reward.get("hook")): reward["aggregate"] for reward in rewards if reward.get("aggregate")}
 
 
 def register(app: typer.Typer) -> None:

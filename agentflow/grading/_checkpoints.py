@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agentflow.errors import ConfigError
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import ModelResponseData, RunFinishedData, ToolCallData
 
 
 class Matcher(BaseModel):
@@ -229,12 +230,14 @@ class CheckpointReport:
 def final_answer(events: Sequence[Event]) -> tuple[str, int | None]:
     """The run's final answer (the last assistant message without tool calls, else ``answer`` of the final state)."""
     for event in reversed(events):
-        if event.type is EventType.MODEL_RESPONSE and not event.data.get("tool_calls"):
-            message = event.data.get("message") or {}
-            return str(message.get("content") or ""), event.seq
+        if event.type is EventType.MODEL_RESPONSE:
+            response = event.data_as(ModelResponseData)
+            if not response.get("tool_calls"):
+                message = response.get("message") or {}
+                return str(message.get("content") or ""), event.seq
     for event in reversed(events):
         if event.type is EventType.RUN_FINISHED:
-            state = event.data.get("final_state") or {}
+            state = event.data_as(RunFinishedData).get("final_state") or {}
             if isinstance(state, dict) and "answer" in state:
                 return str(state["answer"]), event.seq
     return "", None
@@ -251,8 +254,8 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _arguments(event: Event) -> dict[str, Any]:
-    raw = event.data.get("arguments")
+def _arguments(call: ToolCallData) -> dict[str, Any]:
+    raw: Any = call.get("arguments")  # JSON text, or already an object in a trace another tool wrote
     if isinstance(raw, dict):
         return raw
     try:
@@ -264,7 +267,7 @@ def _arguments(event: Event) -> dict[str, Any]:
 
 async def evaluate_checkpoints(spec: CheckpointSpec, events: Sequence[Event]) -> CheckpointReport:
     """Evaluate a task's checkpoints over one trace."""
-    calls = [event for event in events if event.type is EventType.TOOL_CALL]
+    calls = [(event.seq, event.data_as(ToolCallData)) for event in events if event.type is EventType.TOOL_CALL]
     used: set[int] = set()
     answer, answer_seq = final_answer(events)
     results: list[CheckpointResult] = []
@@ -274,19 +277,17 @@ async def evaluate_checkpoints(spec: CheckpointSpec, events: Sequence[Event]) ->
             matchers = checkpoint.arg_matchers()
             match = next(
                 (
-                    call
-                    for call in calls
-                    if call.seq not in used
-                    and call.data.get("tool") in checkpoint.tools
+                    seq
+                    for seq, call in calls
+                    if seq not in used
+                    and call.get("tool") in checkpoint.tools
                     and all(key in _arguments(call) and m.matches(_arguments(call)[key]) for key, m in matchers.items())
                 ),
                 None,
             )
             if match is not None:
-                used.add(match.seq)
-            results.append(
-                CheckpointResult(checkpoint.id, axis, "tool", match is not None, match.seq if match else None)
-            )
+                used.add(match)
+            results.append(CheckpointResult(checkpoint.id, axis, "tool", match is not None, match))
         elif checkpoint.answer_check is not None:
             passed = checkpoint.answer_check.passes(answer)
             results.append(CheckpointResult(checkpoint.id, axis, "answer", passed, answer_seq if passed else None))

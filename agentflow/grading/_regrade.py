@@ -13,6 +13,7 @@ from agentflow.errors import ConfigError
 from agentflow.rewards import HookContext, RewardHook, StepContext, StepKind, create_reward_hook
 from agentflow.rewards._aggregate import not_scored_reason
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import ModelResponseData, NodeFinishedData, RunStartedData
 from agentflow.traces._protocol import GradingMode, GradingPass, Store, StoredReward
 
 CHECKPOINT_HOOK = "checkpoints"
@@ -122,7 +123,7 @@ def _node_visits(events: Sequence[Event]) -> Iterator[tuple[str | None, list[Eve
 
 
 def _final_answer(event: Event) -> bool:
-    return event.type is EventType.MODEL_RESPONSE and not event.data.get("tool_calls")
+    return event.type is EventType.MODEL_RESPONSE and not event.data_as(ModelResponseData).get("tool_calls")
 
 
 def _spans(
@@ -151,10 +152,14 @@ def _state_before(events: Sequence[Event], upto: int) -> dict[str, Any]:
     for event in events:
         if event.seq >= upto:
             break
-        if event.type is EventType.RUN_STARTED and isinstance(event.data.get("inputs"), dict):
-            state.update(event.data["inputs"])
-        elif event.type is EventType.NODE_FINISHED and isinstance(event.data.get("updates"), dict):
-            state.update(event.data["updates"])
+        if event.type is EventType.RUN_STARTED:
+            inputs = event.data_as(RunStartedData).get("inputs")
+            if isinstance(inputs, dict):
+                state.update(inputs)
+        elif event.type is EventType.NODE_FINISHED:
+            updates = event.data_as(NodeFinishedData).get("updates")
+            if isinstance(updates, dict):
+                state.update(updates)
     return state
 
 
@@ -324,7 +329,7 @@ def _workflow_hooks(
     from agentflow.spec import load_workflow
 
     started = next((event for event in events if event.type is EventType.RUN_STARTED), None)
-    file = started.data.get("workflow_file") if started is not None else None
+    file = started.data_as(RunStartedData).get("workflow_file") if started is not None else None
     if not isinstance(file, str) or not file:
         raise ConfigError("the run's trace names no workflow file to take its rewards from")
     if file not in cache:

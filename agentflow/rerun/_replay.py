@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from agentflow.errors import ConfigError, ReplayDivergence, SandboxError
 from agentflow.models import Model, ReplayModel, ToolCall
@@ -34,8 +34,11 @@ from agentflow.traces import (
     VOLATILE_TEXT,
     Divergence,
     Event,
+    EventData,
     EventType,
     RecordedResponses,
+    RunStartedData,
+    SandboxExecData,
     Store,
     first_divergence,
     without_abandoned,
@@ -67,7 +70,7 @@ class Tape:
         self._recorded = without_abandoned(events)
         self.responses = RecordedResponses(run_id, self._recorded, volatile if mode == "verify" else None)
         self.tool_results_served = 0
-        self._tools: dict[tuple[str, str, str], deque[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+        self._tools: dict[tuple[str, str, str], deque[tuple[dict[str, Any], list[SandboxExecData]]]] = {}
         self.run_started: dict[str, Any] = {}
         self.original_duration_s: float | None = None
         self._load()
@@ -89,7 +92,11 @@ class Tape:
                 if result is None:
                     continue
                 # a step hook's commands hang under the call too; they come back with the hook's reward instead
-                execs = [dict(e.data) for e in children if e.type is EventType.SANDBOX_EXEC and not ran_by_hook(e)]
+                execs = [
+                    e.data_as(SandboxExecData)
+                    for e in children
+                    if e.type is EventType.SANDBOX_EXEC and not ran_by_hook(e)
+                ]
                 key = _tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments"))
                 self._tools.setdefault(key, deque()).append((dict(result.data), execs))
 
@@ -160,10 +167,10 @@ class VerifyPlan(RunPlan):
         # impersonating the recorded model keeps the requests, and their hashes, the recorded ones
         return ReplayModel(self.tape.responses, impersonate=model_string)
 
-    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: dict[str, Any]) -> None:
-        await super().start(
-            ctx, compiled, {**run_started, "replay_of": self.tape.run_id, "replay_mode": self.tape.mode}
-        )
+    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
+        replayed = run_started.copy()
+        replayed["replay_of"], replayed["replay_mode"] = self.tape.run_id, self.tape.mode
+        await super().start(ctx, compiled, replayed)
 
     def sandbox_execs(self, events: Sequence[Event]) -> int:
         """The sandbox commands that really ran during the replay."""
@@ -191,7 +198,8 @@ class TapePlan(VerifyPlan):
         for recorded in self.tape.hook_events_after(event.seq):
             if recorded.seq != ctx.events[-1].seq + 1:
                 break  # the replay has diverged: its own events no longer line up with the tape's
-            ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=recorded.data)
+            # the data of its type, as the hook that recorded it wrote it
+            ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
 
     def sandbox_execs(self, events: Sequence[Event]) -> int:
         # the recorded commands are only re-emitted; what counts is what something tried to run anyway

@@ -43,8 +43,14 @@ from agentflow.traces import (
     EventType,
     RecordedResponses,
     Recorder,
+    RunResumedData,
+    RunStartedData,
+    SandboxExecData,
+    SandboxRestore,
     Store,
+    ToolCallData,
     Trace,
+    sandbox_exec_data,
 )
 from agentflow.traces._base import check_reopenable
 from agentflow.traces._langgraph_checkpoints import open_checkpointer
@@ -196,7 +202,7 @@ class ResumePlan(RunPlan):
     def graph_input(self, initial: dict[str, Any]) -> dict[str, Any] | None:
         return None  # LangGraph continues from the checkpoint
 
-    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: dict[str, Any]) -> None:
+    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
         """Restore the state and counters as of the checkpoint, rebuild the sandbox, then record ``run_resumed``."""
         point = self.point
         ctx.state.clear()
@@ -204,27 +210,27 @@ class ResumePlan(RunPlan):
         ctx.events.extend(point.trace.events)
         ctx.visits.update(point.visits)
         ctx.limits.steps, ctx.limits.model_calls, ctx.limits.tokens = point.steps, point.model_calls, point.tokens
-        execs: list[tuple[Event, dict[str, Any]]] = []
+        execs: list[tuple[Event, SandboxExecData]] = []
         replayed, differed = await self._restore_sandbox(ctx, compiled, execs)
         ctx.emit(
             EventType.RUN_RESUMED,
-            data={
-                "checkpoint_id": point.checkpoint_id,
-                "checkpoint_step": point.step,
-                "resumed_after_seq": point.cut_seq,
-                "abandoned_events": point.trace.events[-1].seq - point.cut_seq if point.trace.events else 0,
-                "model_responses_on_tape": len(point.responses),
-                "sandbox_restored": {"tool_calls": replayed, "differed": differed},
-                "dropped_partial_line": getattr(ctx.recorder, "dropped_partial_line", None),
-                "agentflow_version": agentflow.__version__,
-            },
+            data=RunResumedData(
+                checkpoint_id=point.checkpoint_id,
+                checkpoint_step=point.step,
+                resumed_after_seq=point.cut_seq,
+                abandoned_events=point.trace.events[-1].seq - point.cut_seq if point.trace.events else 0,
+                model_responses_on_tape=len(point.responses),
+                sandbox_restored=SandboxRestore(tool_calls=replayed, differed=differed),
+                dropped_partial_line=getattr(ctx.recorder, "dropped_partial_line", None),
+                agentflow_version=agentflow.__version__,
+            ),
         )
         # after the marker, which must follow the killed process's last event: the commands the rebuild ran
         for call, data in execs:
             ctx.emit(EventType.SANDBOX_EXEC, node=call.node, parent=call.seq, data=data)
 
     async def _restore_sandbox(
-        self, ctx: RunContext, compiled: CompiledWorkflow, execs: list[tuple[Event, dict[str, Any]]]
+        self, ctx: RunContext, compiled: CompiledWorkflow, execs: list[tuple[Event, SandboxExecData]]
     ) -> tuple[int, list[int]]:
         tools = dict(_all_tools(compiled))
         events = [event for event in self.point.events if event.seq <= self.point.cut_seq]
@@ -272,11 +278,13 @@ class ResumeModel(Model):
         await self.inner.close()
 
 
-def _collector_of_rebuild(execs: list[tuple[Event, dict[str, Any]]], call: Event) -> ExecObserver:
+def _collector_of_rebuild(execs: list[tuple[Event, SandboxExecData]], call: Event) -> ExecObserver:
     """Keeps each command the sandbox rebuild runs (``by: "resume"``) with the recorded call it repeats."""
 
     def collect(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
-        execs.append((call, {"cmd": cmd, "by": "resume", "tool": call.data.get("tool"), **result.to_dict()}))
+        data = sandbox_exec_data(cmd, "resume", result)
+        data["tool"] = call.data_as(ToolCallData).get("tool")
+        execs.append((call, data))
 
     return collect
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import RewardData, RunFinishedData
 
 AggregateName = Literal["mean", "min", "first_error", "discounted", "grounded", "hybrid", "prof"]
 AGGREGATES: tuple[AggregateName, ...] = ("mean", "min", "first_error", "discounted", "grounded", "hybrid", "prof")
@@ -56,8 +57,10 @@ def step_rewards(events: Iterable[Event], hook: str) -> list[StepReward]:
     """The step and node rewards ``hook`` gave in a trace, in the order of the steps they score."""
     found: list[tuple[int, int, StepReward]] = []
     for event in events:
-        data = event.data
-        if event.type is not EventType.REWARD or data.get("hook") != hook or data.get("on") == "run":
+        if event.type is not EventType.REWARD:
+            continue
+        data = event.data_as(RewardData)
+        if data.get("hook") != hook or data.get("on") == "run":
             continue
         value = data.get("value")
         if value is None or data.get("aggregate"):
@@ -86,8 +89,10 @@ def not_scored_reason(events: Iterable[Event]) -> str | None:
     event with ``value`` None and ``not_scored``), so pass@k and training data never count an outage as incorrect.
     """
     for event in events:
-        if event.type is EventType.RUN_FINISHED and event.data.get("status") in NOT_SCORED_STATUSES:
-            return str(event.data["status"])
+        if event.type is EventType.RUN_FINISHED:
+            status = event.data_as(RunFinishedData).get("status")
+            if status in NOT_SCORED_STATUSES:
+                return str(status)
     return None
 
 
@@ -95,10 +100,12 @@ def run_outcome(events: Iterable[Event], hook: str) -> float | None:
     """The value of the last run-level reward ``hook`` gave (the run's outcome), or None when it gave none."""
     outcome: float | None = None
     for event in events:
-        data = event.data
-        is_run_reward = event.type is EventType.REWARD and data.get("hook") == hook and data.get("on") == "run"
-        if is_run_reward and data.get("value") is not None and not data.get("aggregate"):
-            outcome = float(data["value"])
+        if event.type is not EventType.REWARD:
+            continue
+        data = event.data_as(RewardData)
+        value = data.get("value")
+        if data.get("hook") == hook and data.get("on") == "run" and value is not None and not data.get("aggregate"):
+            outcome = float(value)
     return outcome
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
 from agentflow.traces._events import EventType, ran_by_hook
+from agentflow.traces._payloads import SandboxExecData, ToolResultData
 
 
 @reward_hook("exit_code")
@@ -22,15 +23,17 @@ class ExitCodeHook(RewardHook):
         failures: list[str] = []
         for event in step.events:
             if event.type is EventType.TOOL_RESULT:
-                ok = bool(event.data.get("ok"))
+                result = event.data_as(ToolResultData)
+                ok = bool(result.get("ok"))
                 outcomes.append(ok)
                 if not ok:
-                    failures.append(f"{event.data.get('tool')}: {event.data.get('error')}")
+                    failures.append(f"{result.get('tool')}: {result.get('error')}")
             elif event.type is EventType.SANDBOX_EXEC and not ran_by_hook(event):  # the agent's commands only
-                ok = event.data.get("exit_code") == 0 and not event.data.get("timed_out")
+                command = event.data_as(SandboxExecData)
+                ok = command.get("exit_code") == 0 and not command.get("timed_out")
                 outcomes.append(ok)
                 if not ok:
-                    failures.append(f"exit {event.data.get('exit_code')}: {' '.join(event.data.get('cmd', []))}")
+                    failures.append(f"exit {command.get('exit_code')}: {' '.join(command.get('cmd', []))}")
         if not outcomes:
             return None
         share = sum(outcomes) / len(outcomes)
@@ -45,9 +48,10 @@ class ExitCodeHook(RewardHook):
 def _test_report(step: StepContext) -> dict[str, Any] | None:
     """The last run_tests result in the step, if any."""
     for event in reversed(step.events):
-        if event.type is EventType.TOOL_RESULT and event.data.get("tool") == "run_tests":
-            result = event.data.get("result")
-            if isinstance(result, dict):
+        if event.type is EventType.TOOL_RESULT:
+            data = event.data_as(ToolResultData)
+            result = data.get("result")
+            if data.get("tool") == "run_tests" and isinstance(result, dict):
                 return result
     return None
 

@@ -13,13 +13,15 @@ from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
 from agentflow.rewards._sandbox import HookSandbox
 from agentflow.sandboxes._base import Sandbox
 from agentflow.traces._events import EventType
+from agentflow.traces._payloads import ToolCallData, ToolResultData
 
 
 def _report_from_events(step: StepContext) -> dict[str, Any] | None:
     for event in reversed(step.events):
-        if event.type is EventType.TOOL_RESULT and event.data.get("tool") == "run_tests":
-            result = event.data.get("result")
-            if isinstance(result, dict):
+        if event.type is EventType.TOOL_RESULT:
+            data = event.data_as(ToolResultData)
+            result = data.get("result")
+            if data.get("tool") == "run_tests" and isinstance(result, dict):
                 return result
     return None
 
@@ -106,7 +108,7 @@ class VerifyCommandHook(RewardHook):
         )
 
 
-def _comparable(data: dict[str, Any]) -> Any:
+def _comparable(data: ToolResultData | dict[str, Any]) -> Any:
     result = data.get("result")
     if isinstance(result, dict):  # structured results: compare without free text that holds timings
         return {"ok": data.get("ok"), **{k: v for k, v in result.items() if k != "output"}}
@@ -129,11 +131,13 @@ class ReexecuteHook(RewardHook):
         from agentflow.tools._registry import tool_registry
 
         wanted = set(self.options.get("tools", ["read_file", "list_files", "run_tests"]))
-        calls = {e.data.get("call_id"): e for e in step.events if e.type is EventType.TOOL_CALL}
+        tool_calls = [e.data_as(ToolCallData) for e in step.events if e.type is EventType.TOOL_CALL]
+        calls = {call.get("call_id"): call for call in tool_calls}
+        results = [e.data_as(ToolResultData) for e in step.events if e.type is EventType.TOOL_RESULT]
         pairs = [
-            (calls[e.data.get("call_id")], e)
-            for e in step.events
-            if e.type is EventType.TOOL_RESULT and e.data.get("tool") in wanted and e.data.get("call_id") in calls
+            (calls[result.get("call_id")], result)
+            for result in results
+            if result.get("tool") in wanted and result.get("call_id") in calls
         ]
         if not pairs:
             return None
@@ -147,11 +151,11 @@ class ReexecuteHook(RewardHook):
                 await fresh.write_file(path, await step.sandbox.read_file(path))
             mismatches: list[str] = []
             for call, recorded in pairs:
-                tool = tool_registry.get(str(call.data.get("tool")))
-                outcome = await tool.invoke(ToolContext(sandbox=fresh), str(call.data.get("arguments") or "{}"))
+                tool = tool_registry.get(str(call.get("tool")))
+                outcome = await tool.invoke(ToolContext(sandbox=fresh), str(call.get("arguments") or "{}"))
                 again = {"ok": outcome.ok, "content": outcome.content, "result": outcome.result}
-                if _comparable(again) != _comparable(recorded.data):
-                    mismatches.append(str(call.data.get("tool")))
+                if _comparable(again) != _comparable(recorded):
+                    mismatches.append(str(call.get("tool")))
         finally:
             await fresh.close()
         label = -1 if mismatches else 1

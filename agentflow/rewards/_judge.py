@@ -18,6 +18,7 @@ from agentflow.errors import ConfigError
 from agentflow.models._base import Model, ModelSettings
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import ModelResponseData, ToolCallData, ToolResultData
 
 LABEL_DEFINITIONS = """Labels:
 +1: the step is correct and advances the task.
@@ -32,14 +33,15 @@ def render_step(events: Sequence[Event], limit: int = 6000) -> str:
     """The step as the judge reads it: tool calls with their results, and model answers."""
     lines: list[str] = []
     for event in events:
-        data = event.data
         if event.type is EventType.TOOL_CALL:
-            lines.append(f"TOOL CALL {data.get('tool')}({data.get('arguments')})")
+            call = event.data_as(ToolCallData)
+            lines.append(f"TOOL CALL {call.get('tool')}({call.get('arguments')})")
         elif event.type is EventType.TOOL_RESULT:
-            text = data.get("content") if data.get("ok") else f"ERROR {data.get('error')}"
-            lines.append(f"TOOL RESULT {data.get('tool')}: {str(text)[:1500]}")
+            result = event.data_as(ToolResultData)
+            text = result.get("content") if result.get("ok") else f"ERROR {result.get('error')}"
+            lines.append(f"TOOL RESULT {result.get('tool')}: {str(text)[:1500]}")
         elif event.type is EventType.MODEL_RESPONSE:
-            content = (data.get("message") or {}).get("content")
+            content = (event.data_as(ModelResponseData).get("message") or {}).get("content")
             if content:
                 lines.append(f"ASSISTANT: {content}")
     return "\n".join(lines)[-limit:]

@@ -9,6 +9,7 @@ from typing import Any
 from agentflow.errors import ConfigError, RewardHookError
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
 from agentflow.traces._events import EventType
+from agentflow.traces._payloads import ModelResponseData
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -19,8 +20,10 @@ def _answer(step: StepContext, key: str | None) -> str | None:
         value = step.state[key]
         return None if value is None else str(value)
     for event in reversed(step.events):
-        if event.type is EventType.MODEL_RESPONSE and not event.data.get("tool_calls"):
-            return str((event.data.get("message") or {}).get("content") or "")
+        if event.type is EventType.MODEL_RESPONSE:
+            response = event.data_as(ModelResponseData)
+            if not response.get("tool_calls"):
+                return str((response.get("message") or {}).get("content") or "")
     return None
 
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from agentflow.errors import SandboxError
 from agentflow.sandboxes._base import ExecResult, IsolationReport, ObservedSandbox, Sandbox, workdir_relative
+from agentflow.traces._payloads import SandboxExecData, sandbox_exec_data
 
-ExecReport = Callable[[dict[str, Any]], None]
+ExecReport = Callable[[SandboxExecData], None]
 """Receives the data of one ``sandbox_exec`` event (``cmd``, ``by``, the result fields, ...) to record."""
+
 
 COPY_FAILED_EXIT = 125
 _COPY_FAILED = "agentflow: could not copy the workdir for a reward hook"
@@ -97,7 +98,8 @@ class HookSandbox(Sandbox):
         return result
 
     def _record(self, cmd: list[str], cwd: str | None, result: ExecResult) -> None:
-        data: dict[str, Any] = {"cmd": cmd, "by": self.by, "workdir": "copy", **result.to_dict()}
+        data = sandbox_exec_data(cmd, self.by, result)
+        data["workdir"] = "copy"
         if cwd is not None:
             data["cwd"] = cwd
         self._report(data)
@@ -131,7 +133,8 @@ class HookSandbox(Sandbox):
         """
 
         def record(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
-            data: dict[str, Any] = {"cmd": cmd, "by": self.by, "sandbox": label, **result.to_dict()}
+            data = sandbox_exec_data(cmd, self.by, result)
+            data["sandbox"] = label
             if cwd is not None:
                 data["cwd"] = posixpath.normpath(cwd)
             self._report(data)

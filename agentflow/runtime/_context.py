@@ -13,6 +13,7 @@ from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._plan import RunPlan
 from agentflow.sandboxes._base import Sandbox
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import EventData
 from agentflow.traces._protocol import Recorder
 
 
@@ -48,15 +49,13 @@ class RunContext:
         """Whether reward hooks' events come from the plan instead of the hooks (a replay in tape mode)."""
         return self.plan.serves_hook_events
 
-    def emit(
-        self, type: EventType, *, node: str | None = None, parent: int | None = None, data: dict[str, Any] | None = None
-    ) -> Event:
+    def emit(self, type: EventType, *, data: EventData, node: str | None = None, parent: int | None = None) -> Event:
         """Record an event of the run, then let the plan follow it up."""
-        event = self.record(type, node=node, parent=parent, data=data or {})
+        event = self.record(type, node=node, parent=parent, data=data)
         self.plan.after_event(self, event)
         return event
 
-    def record(self, type: EventType, *, node: str | None, parent: int | None, data: dict[str, Any]) -> Event:
+    def record(self, type: EventType, *, node: str | None, parent: int | None, data: EventData) -> Event:
         """Record an event without telling the plan (what the plan itself supplies, so it is not followed up)."""
         event = self.recorder.emit(type, node=node, parent=parent, data=data)
         self.events.append(event)

@@ -18,6 +18,7 @@ from agentflow.rewards._aggregate import NEEDS_OUTCOME, aggregate_trace
 from agentflow.rewards._sandbox import HookSandbox
 from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
+from agentflow.traces._payloads import ErrorData, RewardData, SandboxExecData
 
 if TYPE_CHECKING:
     from agentflow.runtime._compile import CompiledWorkflow
@@ -167,7 +168,7 @@ class RewardEngine:
             return dataclasses.replace(step, sandbox=None)
         label, target = step.node, step.target_seq
 
-        def record(data: dict[str, Any]) -> None:
+        def record(data: SandboxExecData) -> None:
             ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=target, data=data)
 
         view = HookSandbox(
@@ -188,18 +189,18 @@ class RewardEngine:
             return [self._record_failure(ctx, binding, step.kind, label, target=step.target_seq, message=error)]
         if reward is None:
             return []
-        data = {
-            "hook": binding.spec.hook,
-            "hook_version": binding.hook.version,
-            "on": step.kind,
-            "value": reward.value,
-            "weight": binding.spec.weight,
-            "label": reward.label,
-            "explanation": reward.explanation,
-            "components": dict(reward.components),
-            "target_seq": step.target_seq,
-            "duration_s": duration,
-        }
+        data = RewardData(
+            hook=binding.spec.hook,
+            hook_version=binding.hook.version,
+            on=step.kind,
+            value=reward.value,
+            weight=binding.spec.weight,
+            label=reward.label,
+            explanation=reward.explanation,
+            components=dict(reward.components),
+            target_seq=step.target_seq,
+            duration_s=duration,
+        )
         return [ctx.emit(EventType.REWARD, node=label, parent=step.target_seq, data=data)]
 
     @staticmethod
@@ -212,14 +213,14 @@ class RewardEngine:
         target: int | None,
         message: str,
     ) -> Event:
-        data = {
-            "hook": binding.spec.hook,
-            "hook_version": binding.hook.version,
-            "on": kind,
-            "kind": "RewardHookError",
-            "message": message,
-            "target_seq": target,
-        }
+        data = ErrorData(
+            hook=binding.spec.hook,
+            hook_version=binding.hook.version,
+            on=kind,
+            kind="RewardHookError",
+            message=message,
+            target_seq=target,
+        )
         return ctx.emit(EventType.ERROR, node=label, parent=target, data=data)
 
     def record_not_scored(self, ctx: RunContext, *, reason: str, detail: str | None = None) -> list[Event]:
@@ -236,18 +237,18 @@ class RewardEngine:
         for binding in self.bindings:
             if binding.spec.on != "run" and not binding.spec.aggregate:
                 continue
-            data: dict[str, Any] = {
-                "hook": binding.spec.hook,
-                "hook_version": binding.hook.version,
-                "on": "run",
-                "value": None,
-                "label": None,
-                "not_scored": reason,
-                "explanation": f"not scored: the run {reason}" + (f" ({detail})" if detail else ""),
-                "components": {},
-                "target_seq": None,
-                "duration_s": 0.0,
-            }
+            data = RewardData(
+                hook=binding.spec.hook,
+                hook_version=binding.hook.version,
+                on="run",
+                value=None,
+                label=None,
+                not_scored=reason,
+                explanation=f"not scored: the run {reason}" + (f" ({detail})" if detail else ""),
+                components={},
+                target_seq=None,
+                duration_s=0.0,
+            )
             recorded.append(ctx.emit(EventType.REWARD, data=data))
         return recorded
 
@@ -265,18 +266,18 @@ class RewardEngine:
                 outcome_hook=binding.spec.outcome,
                 prof_baseline=binding.spec.prof_baseline,
             )
-            data = {
-                "hook": binding.spec.hook,
-                "hook_version": binding.hook.version,
-                "on": "run",
-                "value": None,
-                "label": None,
-                "aggregate": figures,
-                "explanation": f"aggregates of {figures['steps']} step rewards",
-                "components": {"discount": binding.spec.discount, "outcome_hook": binding.spec.outcome},
-                "target_seq": None,
-                "duration_s": 0.0,
-            }
+            data = RewardData(
+                hook=binding.spec.hook,
+                hook_version=binding.hook.version,
+                on="run",
+                value=None,
+                label=None,
+                aggregate=figures,
+                explanation=f"aggregates of {figures['steps']} step rewards",
+                components={"discount": binding.spec.discount, "outcome_hook": binding.spec.outcome},
+                target_seq=None,
+                duration_s=0.0,
+            )
             recorded.append(ctx.emit(EventType.REWARD, data=data))
         return recorded
 

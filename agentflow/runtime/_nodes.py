@@ -22,6 +22,20 @@ from agentflow.spec._models import AgentNode, NodeSpec, RetryPolicy, RouterNode,
 from agentflow.tools._base import Tool, ToolContext, ToolOutcome
 from agentflow.traces._events import Event, EventType, seconds_since
 from agentflow.traces._hashing import request_hash
+from agentflow.traces._payloads import (
+    ErrorData,
+    LimitData,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RequestedToolCall,
+    RouteData,
+    TokenUsage,
+    ToolCallData,
+    ToolResultData,
+    sandbox_exec_data,
+)
 
 if TYPE_CHECKING:
     from agentflow.runtime._compile import CompiledWorkflow
@@ -56,7 +70,7 @@ async def execute_node(ctx: RunContext, compiled: CompiledWorkflow, name: str, s
     bound = compiled.template.loop_bound(name)
     if visit > compiled.template.max_visits(name):
         limit = LimitExceeded(f"max_iterations of the loop through {label!r}", bound or 1, visit)
-        ctx.emit(EventType.ERROR, node=label, data=_error_data(limit))
+        ctx.emit(EventType.ERROR, node=label, data=error_data(limit))
         raise limit
     ctx.limits.start_step()
     timeout = node.timeout_s or spec.limits.node_timeout_s
@@ -96,7 +110,10 @@ async def _attempt(
     timeout: float | None,
 ) -> dict[str, Any]:
     label = compiled.prefix + name
-    started = ctx.emit(EventType.NODE_STARTED, node=label, data={"visit": visit, "attempt": attempt})
+    # The event data below are annotated literals, checked against their TypedDict like a call of it, without the
+    # call's copy of every event's data (these run for every node, tool call and model turn).
+    started_data: NodeStartedData = {"visit": visit, "attempt": attempt}
+    started = ctx.emit(EventType.NODE_STARTED, node=label, data=started_data)
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
     try:
@@ -105,21 +122,18 @@ async def _attempt(
     except Exception as exc:
         if isinstance(exc, TimeoutError):
             exc = _timeout_error(ctx, f"node {label!r} ran past its timeout of {timeout:g}s", label)
-        ctx.emit(EventType.ERROR, node=label, parent=started.seq, data=_error_data(exc))
-        ctx.emit(
-            EventType.NODE_FINISHED,
-            node=label,
-            parent=started.seq,
-            data={"status": "failed", "updates": {}, "duration_s": seconds_since(clock), "error": str(exc)},
-        )
+        ctx.emit(EventType.ERROR, node=label, parent=started.seq, data=error_data(exc))
+        failed: NodeFinishedData = {
+            "status": "failed",
+            "updates": {},
+            "duration_s": seconds_since(clock),
+            "error": str(exc),
+        }
+        ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=failed)
         raise exc from None
     ctx.state.update(updates)
-    ctx.emit(
-        EventType.NODE_FINISHED,
-        node=label,
-        parent=started.seq,
-        data={"status": "ok", "updates": updates, "duration_s": seconds_since(clock)},
-    )
+    finished: NodeFinishedData = {"status": "ok", "updates": updates, "duration_s": seconds_since(clock)}
+    ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=finished)
     if compiled.hooks.wants("node", name):
         await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events[first_index:])
     return updates
@@ -142,10 +156,11 @@ def _timeout_error(ctx: RunContext, message: str, label: str | None) -> RunError
     )
 
 
-def _error_data(exc: BaseException) -> dict[str, Any]:
-    data: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
+def error_data(exc: BaseException) -> ErrorData:
+    """The data of the ``error`` event that records ``exc``."""
+    data = ErrorData(kind=type(exc).__name__, message=str(exc))
     if isinstance(exc, LimitExceeded):
-        data["limit"] = {"name": exc.limit, "value": exc.value, "observed": exc.observed}
+        data["limit"] = LimitData(name=exc.limit, value=exc.value, observed=exc.observed)
     if isinstance(exc, ModelAPIError):
         data["status_code"] = exc.status_code
         if exc.retries:
@@ -178,16 +193,11 @@ async def _call_tool(
         EventType.TOOL_CALL,
         node=label,
         parent=parent,
-        data={
-            "tool": call.name,
-            "call_id": call.id,
-            "arguments": call.arguments,
-            **({"host": True} if tool is not None and tool.host else {}),  # a plugin run outside the sandbox
-        },
+        data=_tool_call_data(call, tool),
     )
 
     def record_exec(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
-        data = {"cmd": cmd, "by": f"tool:{call.name}", **result.to_dict()}
+        data = sandbox_exec_data(cmd, f"tool:{call.name}", result)
         ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=call_event.seq, data=data)
 
     clock = time.perf_counter()
@@ -205,21 +215,24 @@ async def _call_tool(
             sandbox=ctx.sandbox, run_id=ctx.run_id, node=label, state=dict(ctx.state), on_exec=record_exec
         )
         outcome = await tool.invoke(tool_ctx, call.arguments if parsed is None else parsed)
-    ctx.emit(
-        EventType.TOOL_RESULT,
-        node=label,
-        parent=call_event.seq,
-        data={
-            "tool": call.name,
-            "call_id": call.id,
-            "ok": outcome.ok,
-            "content": outcome.content,
-            "result": _json_safe(outcome.result),
-            "error": outcome.error,
-            "duration_s": seconds_since(clock),
-        },
-    )
+    result_data: ToolResultData = {
+        "tool": call.name,
+        "call_id": call.id,
+        "ok": outcome.ok,
+        "content": outcome.content,
+        "result": _json_safe(outcome.result),
+        "error": outcome.error,
+        "duration_s": seconds_since(clock),
+    }
+    ctx.emit(EventType.TOOL_RESULT, node=label, parent=call_event.seq, data=result_data)
     return outcome, ctx.events[first_index:]
+
+
+def _tool_call_data(call: ToolCall, tool: Tool | None) -> ToolCallData:
+    data: ToolCallData = {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
+    if tool is not None and tool.host:
+        data["host"] = True  # a plugin run outside the sandbox
+    return data
 
 
 def _json_safe(value: Any) -> Any:
@@ -256,33 +269,21 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     for _turn in range(node.max_turns):
         ctx.limits.start_model_call()
         settings_data = settings.request_data()
-        request = ctx.emit(
-            EventType.MODEL_REQUEST,
-            node=label,
-            parent=started.seq,
-            data={
-                "model": model.model_id,
-                "messages": messages,
-                "tools": schemas,
-                "settings": settings_data,
-                "request_hash": request_hash(model.model_id, messages, schemas, settings_data),
-            },
-        )
+        request_data: ModelRequestData = {
+            "model": model.model_id,
+            "messages": messages,
+            "tools": schemas,
+            "settings": settings_data,
+            "request_hash": request_hash(model.model_id, messages, schemas, settings_data),
+        }
+        request = ctx.emit(EventType.MODEL_REQUEST, node=label, parent=started.seq, data=request_data)
         clock = time.perf_counter()
         response = await _complete(ctx, label, model, messages=messages, schemas=schemas, settings=settings)
         reply = ctx.emit(
             EventType.MODEL_RESPONSE,
             node=label,
             parent=request.seq,
-            data={
-                "model": response.model or model.model_id,
-                "message": response.message,
-                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
-                "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
-                "duration_s": seconds_since(clock),
-                # only when there were any, so a trace without retries reads as before (and replays the same)
-                **({"retries": [retry.to_dict() for retry in response.retries]} if response.retries else {}),
-            },
+            data=_response_data(response, model, seconds_since(clock)),
         )
         ctx.limits.add_tokens(response.usage.total_tokens)
         messages = [*messages, response.message]
@@ -297,6 +298,23 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
             if score_steps:
                 await _score_step(ctx, compiled, name, step_events)
     raise LimitExceeded(f"max_turns of agent {label!r}", node.max_turns, node.max_turns + 1)
+
+
+def _response_data(response: ModelResponse, model: Model, duration_s: float) -> ModelResponseData:
+    calls: list[RequestedToolCall] = [
+        {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
+    ]
+    usage: TokenUsage = {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens}
+    data: ModelResponseData = {
+        "model": response.model or model.model_id,
+        "message": response.message,
+        "tool_calls": calls,
+        "usage": usage,
+        "duration_s": duration_s,
+    }
+    if response.retries:  # only when there were any, so a trace without retries reads as before (and replays the same)
+        data["retries"] = [retry.to_dict() for retry in response.retries]
+    return data
 
 
 async def _complete(
@@ -358,11 +376,8 @@ def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: M
     label = compiled.prefix + name
     for transition in compiled.template.transitions[name]:
         if transition.when is None or _expr.evaluate_condition(transition.when, state):
-            ctx.emit(
-                EventType.ROUTE,
-                node=label,
-                data={"from": label, "to": transition.target, "condition": transition.when},
-            )
+            route: RouteData = {"from": label, "to": transition.target, "condition": transition.when}
+            ctx.emit(EventType.ROUTE, node=label, data=route)
             return transition.target
     conditions = [t.when for t in compiled.template.transitions[name]]
     raise RunError(f"no way out of node {label!r} holds: {conditions}; add a default edge without `when`")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from agentflow.models._base import Model, ToolCall
 from agentflow.sandboxes import Sandbox, create_sandbox
 from agentflow.tools._base import ToolOutcome
-from agentflow.traces import Event, EventType, Recorder, Store
+from agentflow.traces import Event, EventType, Recorder, RunStartedData, SandboxExecData, Store
 
 if TYPE_CHECKING:
     from agentflow.runtime._compile import CompiledWorkflow
@@ -28,7 +28,7 @@ class ServedTool:
     """A tool result a plan supplies instead of running the tool, with the sandbox commands it recorded."""
 
     outcome: ToolOutcome
-    execs: list[dict[str, Any]]
+    execs: list[SandboxExecData]
 
 
 class RunPlan:
@@ -76,7 +76,7 @@ class RunPlan:
 
         return create_model(model_string, base_dir=base_dir)
 
-    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: dict[str, Any]) -> None:
+    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
         """Record how the run begins: ``run_started`` with what the runtime knows of it."""
         ctx.emit(EventType.RUN_STARTED, data=run_started)
 

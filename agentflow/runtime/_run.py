@@ -33,7 +33,7 @@ from agentflow.runtime._compile import CompiledWorkflow, compile_workflow
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
-from agentflow.runtime._nodes import _error_data, _timeout_error
+from agentflow.runtime._nodes import _timeout_error, error_data
 from agentflow.runtime._plan import RunPlan
 from agentflow.sandboxes import Sandbox
 from agentflow.spec._loader import LoadedWorkflow
@@ -41,6 +41,7 @@ from agentflow.traces import Recorder, Store, TraceStore
 from agentflow.traces._events import Event, EventType, seconds_since
 from agentflow.traces._langgraph_checkpoints import open_checkpointer
 from agentflow.traces._otel import OTLP_ENV, LiveExport, require_otel
+from agentflow.traces._payloads import RunStartedData
 
 DEFAULT_STORE = Path(".agentflow")
 
@@ -135,7 +136,7 @@ async def run_workflow(
         )
         outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)
-        run_started = {
+        run_started: RunStartedData = {
             "workflow": spec.name,
             "workflow_file": str(compiled.loaded.path),
             "template_hash": compiled.loaded.template_hash,
@@ -145,8 +146,9 @@ async def run_workflow(
             "sandbox": {"backend": backend, "isolation": outcome.isolation},
             "limits": spec.limits.model_dump(),
             "agentflow_version": agentflow.__version__,
-            **({} if checkpointer is None else {"resumable": True}),
         }
+        if checkpointer is not None:
+            run_started["resumable"] = True
         await plan.start(ctx, compiled, run_started)
         await start_run_hooks(compiled, ctx)
         await _execute(compiled, ctx, initial, outcome, clock, checkpointer=checkpointer)
@@ -204,7 +206,7 @@ async def _open_sandbox(
     try:
         return await plan.open_sandbox(compiled, backend, recorder.run_id)
     except (SandboxError, OSError) as exc:
-        recorder.emit(EventType.ERROR, data=_error_data(exc))
+        recorder.emit(EventType.ERROR, data=error_data(exc))
         outcome.status, outcome.error = "errored", f"sandbox {backend!r} could not start: {exc}"
         raise
 
@@ -237,19 +239,19 @@ async def _execute(
         ctx.state.update(final or {})  # LangGraph returns None for a workflow without state keys
         outcome.status = "succeeded"
     except LimitExceeded as exc:  # already recorded where it was raised
-        outcome.status, outcome.error, outcome.limit = "limit_exceeded", str(exc), _error_data(exc)["limit"]
+        outcome.status, outcome.error, outcome.limit = "limit_exceeded", str(exc), _limit(exc)
     except TimeoutError:
         outage = _timeout_error(ctx, f"the run ran past its timeout_s of {spec.limits.timeout_s or 0:g}s", None)
         if isinstance(outage, ModelAPIError):  # the provider, not the agent, took the time
-            ctx.emit(EventType.ERROR, data=_error_data(outage))
+            ctx.emit(EventType.ERROR, data=error_data(outage))
             outcome.status, outcome.error = "errored", str(outage)
             return
         run_timeout = LimitExceeded("timeout_s", spec.limits.timeout_s or 0, seconds_since(clock))
-        ctx.emit(EventType.ERROR, data=_error_data(run_timeout))
+        ctx.emit(EventType.ERROR, data=error_data(run_timeout))
         outcome.status, outcome.error, outcome.limit = (
             "limit_exceeded",
             str(run_timeout),
-            _error_data(run_timeout)["limit"],
+            _limit(run_timeout),
         )
     except asyncio.CancelledError:
         outcome.status, outcome.error = "cancelled", "the run was cancelled"
@@ -265,7 +267,7 @@ async def _execute(
             outcome.limit = {"name": "context_window", "value": None, "observed": None}
         if not isinstance(exc, RunError) or isinstance(exc, GraphRecursionError):
             # node failures were recorded by the node; anything else (a routing error, a bug) is recorded here
-            ctx.emit(EventType.ERROR, data=_error_data(exc))
+            ctx.emit(EventType.ERROR, data=error_data(exc))
 
 
 async def _invoke(
@@ -285,6 +287,11 @@ async def _invoke(
     config["configurable"]["thread_id"] = ctx.run_id
     final = await graph.ainvoke(graph_input, config=config, durability="sync")
     return final
+
+
+def _limit(exc: LimitExceeded) -> dict[str, Any]:
+    """The limit a run exceeded, as ``RunResult.limit`` holds it (what the ``error`` event's ``limit`` says)."""
+    return {"name": exc.limit, "value": exc.value, "observed": exc.observed}
 
 
 _AGENT_SIDE: tuple[type[BaseException], ...] = (

@@ -4,7 +4,7 @@ Record a run::
 
     store = TraceStore(".agentflow")
     with store.new_run(workflow="fix_failing_test") as recorder:
-        started = recorder.emit(EventType.NODE_STARTED, node="plan", data={"visit": 1, "attempt": 1})
+        started = recorder.emit(EventType.NODE_STARTED, node="plan", data=NodeStartedData(visit=1, attempt=1))
         ...
         recorder.finish("succeeded", final_state={...})
 
@@ -12,13 +12,37 @@ Read it back::
 
     trace = store.load_trace(run_id)      # verified: trace.problems lists truncation or tampering
     summary = summarize(trace.events)     # what `agentflow run` and `agentflow show` print
+    for event in trace.events:
+        if event.type is EventType.TOOL_RESULT:
+            result = event.data_as(ToolResultData)   # typed: one TypedDict per event type (DATA_TYPES)
 """
 
 from agentflow.traces._compare import VOLATILE_TEXT, Divergence, content_digest, first_divergence, without_abandoned
-from agentflow.traces._events import Event, EventType
+from agentflow.traces._events import DATA_TYPES, Event, EventType
 from agentflow.traces._import import IMPORT_FORMATS, ImportReport, import_openai_messages
 from agentflow.traces._open import open_store
 from agentflow.traces._otel import OTLP_ENV, export_to_otlp
+from agentflow.traces._payloads import (
+    ErrorData,
+    EventData,
+    LimitData,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RequestedToolCall,
+    RewardData,
+    RouteData,
+    RunFinishedData,
+    RunResumedData,
+    RunStartedData,
+    SandboxExecData,
+    SandboxRestore,
+    TokenUsage,
+    ToolCallData,
+    ToolResultData,
+    sandbox_exec_data,
+)
 from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import (
     LIVE_REWARDS,
@@ -47,6 +71,7 @@ from agentflow.traces._summary import (
 )
 
 __all__ = [
+    "DATA_TYPES",
     "FINISHED_STATUSES",
     "IMPORT_FORMATS",
     "LIVE_REWARDS",
@@ -55,23 +80,41 @@ __all__ = [
     "BenchItem",
     "BenchRunInfo",
     "Divergence",
+    "ErrorData",
     "ErrorInfo",
     "Event",
+    "EventData",
     "EventType",
     "FsyncPolicy",
     "GradingPass",
     "HookRewards",
     "ImportReport",
+    "LimitData",
     "LimitInfo",
+    "ModelRequestData",
+    "ModelResponseData",
+    "NodeFinishedData",
+    "NodeStartedData",
     "NodeSummary",
     "PostgresStore",
     "RecordedResponses",
     "Recorder",
+    "RequestedToolCall",
+    "RewardData",
     "RewardInfo",
+    "RouteData",
+    "RunFinishedData",
     "RunInfo",
+    "RunResumedData",
+    "RunStartedData",
     "RunSummary",
+    "SandboxExecData",
+    "SandboxRestore",
     "Store",
     "StoredReward",
+    "TokenUsage",
+    "ToolCallData",
+    "ToolResultData",
     "Trace",
     "TraceProblem",
     "TraceStore",
@@ -81,6 +124,7 @@ __all__ = [
     "import_openai_messages",
     "open_store",
     "realized_graph",
+    "sandbox_exec_data",
     "summarize",
     "without_abandoned",
 ]

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import builtins
 import enum
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentflow.errors import TraceError
+from agentflow.traces._payloads import (
+    ErrorData,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RewardData,
+    RouteData,
+    RunFinishedData,
+    RunResumedData,
+    RunStartedData,
+    SandboxExecData,
+    ToolCallData,
+    ToolResultData,
+)
+
+DataT = TypeVar("DataT", bound=Mapping[str, object])
 
 
 class EventType(enum.StrEnum):
@@ -23,6 +44,24 @@ class EventType(enum.StrEnum):
     REWARD = "reward"
     ROUTE = "route"
     ERROR = "error"
+
+
+DATA_TYPES: Mapping[EventType, type[Mapping[str, object]]] = {
+    EventType.RUN_STARTED: RunStartedData,
+    EventType.RUN_FINISHED: RunFinishedData,
+    EventType.RUN_RESUMED: RunResumedData,
+    EventType.NODE_STARTED: NodeStartedData,
+    EventType.NODE_FINISHED: NodeFinishedData,
+    EventType.MODEL_REQUEST: ModelRequestData,
+    EventType.MODEL_RESPONSE: ModelResponseData,
+    EventType.TOOL_CALL: ToolCallData,
+    EventType.TOOL_RESULT: ToolResultData,
+    EventType.SANDBOX_EXEC: SandboxExecData,
+    EventType.REWARD: RewardData,
+    EventType.ROUTE: RouteData,
+    EventType.ERROR: ErrorData,
+}
+"""The type of ``Event.data`` for each event type (see ``traces/_payloads.py``)."""
 
 
 class Event(BaseModel):
@@ -45,6 +84,23 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=lambda: {})
     prev_hash: str | None = None
     hash: str = ""
+
+    def data_as(self, data_type: builtins.type[DataT]) -> DataT:
+        """The event's ``data``, typed as ``data_type``, the data type of the event's type (``DATA_TYPES``).
+
+        ``trace_event.data_as(ToolResultData)["ok"]`` reads a field the type checker knows. The data itself is
+        returned, neither copied nor validated (a stored trace is verified by its hashes, not by these types):
+        keys marked ``NotRequired`` may be missing, and values of a trace written by hand may be anything.
+
+        Raises:
+            TraceError: ``data_type`` is not the data type of this event's type (a bug of the caller).
+        """
+        if DATA_TYPES[self.type] is not data_type:
+            raise TraceError(
+                f"event {self.seq} is a {self.type.value} event, whose data is "
+                f"{DATA_TYPES[self.type].__name__}, not {data_type.__name__}"
+            )
+        return cast(DataT, self.data)
 
     @classmethod
     def trusted(cls, **fields: Any) -> Event:
@@ -73,4 +129,6 @@ def seconds_since(start: float) -> float:
 
 def ran_by_hook(event: Event) -> bool:
     """Whether the event is a ``sandbox_exec`` a reward hook ran (``by: "hook:<name>"``), not a tool of the agent."""
-    return event.type is EventType.SANDBOX_EXEC and str(event.data.get("by", "")).startswith("hook:")
+    return event.type is EventType.SANDBOX_EXEC and str(event.data_as(SandboxExecData).get("by", "")).startswith(
+        "hook:"
+    )

@@ -27,6 +27,17 @@ from typing import Any
 
 from agentflow.errors import ConfigError, MalformedRecord
 from agentflow.traces._events import EventType
+from agentflow.traces._payloads import (
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RequestedToolCall,
+    RunStartedData,
+    TokenUsage,
+    ToolCallData,
+    ToolResultData,
+)
 from agentflow.traces._protocol import Store
 
 IMPORT_FORMATS = ("openai-messages",)
@@ -132,14 +143,13 @@ def _record_run(
     with store.new_run(workflow=workflow) as recorder:
         started = recorder.emit(
             EventType.RUN_STARTED,
-            data={
-                "workflow": workflow,
-                "inputs": {"question": record.get("question")},
-                "imported_from": source,
-                "metadata": metadata,
-            },
+            data=RunStartedData(
+                workflow=workflow, inputs={"question": record.get("question")}, imported_from=source, metadata=metadata
+            ),
         )
-        node = recorder.emit(EventType.NODE_STARTED, node="agent", parent=started.seq, data={"visit": 1, "attempt": 1})
+        node = recorder.emit(
+            EventType.NODE_STARTED, node="agent", parent=started.seq, data=NodeStartedData(visit=1, attempt=1)
+        )
         results = {str(m.get("tool_call_id")): m for m in messages if m.get("role") == "tool"}
         for index, message in enumerate(messages):
             if message.get("role") != "assistant":
@@ -148,27 +158,25 @@ def _record_run(
                 EventType.MODEL_REQUEST,
                 node="agent",
                 parent=node.seq,
-                data={"model": "imported", "messages": messages[:index], "tools": tools},
+                data=ModelRequestData(model="imported", messages=messages[:index], tools=tools),
             )
             calls = message.get("tool_calls") or []
             reply = recorder.emit(
                 EventType.MODEL_RESPONSE,
                 node="agent",
                 parent=request.seq,
-                data={
-                    "model": "imported",
-                    "message": message,
-                    "message_index": index,
-                    "tool_calls": [
-                        {
-                            "id": str(c["id"]),
-                            "name": c["function"]["name"],
-                            "arguments": c["function"].get("arguments", ""),
-                        }
+                data=ModelResponseData(
+                    model="imported",
+                    message=message,
+                    message_index=index,
+                    tool_calls=[
+                        RequestedToolCall(
+                            id=str(c["id"]), name=c["function"]["name"], arguments=c["function"].get("arguments", "")
+                        )
                         for c in calls
                     ],
-                    "usage": record.get("usage") or {"input_tokens": 0, "output_tokens": 0},
-                },
+                    usage=record.get("usage") or TokenUsage(input_tokens=0, output_tokens=0),
+                ),
             )
             for call in calls:
                 name = call["function"]["name"]
@@ -176,28 +184,33 @@ def _record_run(
                     EventType.TOOL_CALL,
                     node="agent",
                     parent=reply.seq,
-                    data={"tool": name, "call_id": str(call["id"]), "arguments": call["function"].get("arguments", "")},
+                    data=ToolCallData(
+                        tool=name, call_id=str(call["id"]), arguments=call["function"].get("arguments", "")
+                    ),
                 )
                 answer = results.get(str(call["id"]))
-                content = "" if answer is None else answer.get("content")
+                # as the source wrote it: OpenAI allows a list of content parts (or null) besides a string
+                content: Any = "" if answer is None else answer.get("content")
                 recorder.emit(
                     EventType.TOOL_RESULT,
                     node="agent",
                     parent=event.seq,
-                    data={
-                        "tool": name,
-                        "call_id": str(call["id"]),
-                        "ok": answer is not None,
-                        "content": content,
-                        "result": None,
-                        "error": None if answer is not None else "no tool message answered this call",
-                    },
+                    data=ToolResultData(
+                        tool=name,
+                        call_id=str(call["id"]),
+                        ok=answer is not None,
+                        content=content,
+                        result=None,
+                        error=None if answer is not None else "no tool message answered this call",
+                    ),
                 )
         final = {
             "answer": record.get("answer_text"),
             "ground_truth": record.get("ground_truth"),
             "final_label": record.get("final_label"),
         }
-        recorder.emit(EventType.NODE_FINISHED, node="agent", parent=node.seq, data={"status": "ok", "updates": final})
+        recorder.emit(
+            EventType.NODE_FINISHED, node="agent", parent=node.seq, data=NodeFinishedData(status="ok", updates=final)
+        )
         recorder.finish("imported", final_state=final)
         return recorder.run_id

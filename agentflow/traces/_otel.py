@@ -21,6 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow.errors import MissingExtraError
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import (
+    EventData,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    RewardData,
+    RunFinishedData,
+    RunStartedData,
+    TokenUsage,
+    ToolCallData,
+    ToolResultData,
+)
 
 if TYPE_CHECKING:
     from agentflow.traces._protocol import Recorder, Trace
@@ -82,13 +94,15 @@ class SpanBuilder:
     def _start_root(self, event: Event) -> None:
         from opentelemetry.trace import SpanKind
 
+        # the first event is run_started, unless the run failed before it (a sandbox that could not start)
+        workflow = event.data_as(RunStartedData).get("workflow", "") if event.type is EventType.RUN_STARTED else ""
         self.root = self.tracer.start_span(
             "invoke_workflow",
             kind=SpanKind.INTERNAL,
             start_time=_ns(event.ts),
             attributes={
                 "gen_ai.operation.name": "invoke_workflow",
-                "gen_ai.agent.name": str(event.data.get("workflow", "")),
+                "gen_ai.agent.name": str(workflow),
                 "agentflow.run_id": self.run_id,
             },
         )
@@ -115,8 +129,9 @@ class SpanBuilder:
         elif event.type is EventType.RUN_FINISHED:
             from opentelemetry.trace import Status, StatusCode
 
-            if event.data.get("status") not in ("succeeded", "imported"):
-                self.root.set_status(Status(StatusCode.ERROR, str(event.data.get("error") or event.data.get("status"))))
+            finished = event.data_as(RunFinishedData)
+            if finished.get("status") not in ("succeeded", "imported"):
+                self.root.set_status(Status(StatusCode.ERROR, str(finished.get("error") or finished.get("status"))))
             self.close()
 
     def _open_span(self, event: Event) -> None:
@@ -134,7 +149,7 @@ class SpanBuilder:
                 attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": str(event.node)},
             )
         elif event.type is EventType.MODEL_REQUEST:
-            model = str(event.data.get("model", ""))
+            model = str(event.data_as(ModelRequestData).get("model", ""))
             provider, _, name = model.partition(":")
             span = self.tracer.start_span(
                 f"chat {name or model}",
@@ -148,7 +163,8 @@ class SpanBuilder:
                 },
             )
         else:
-            tool = str(event.data.get("tool", ""))
+            call = event.data_as(ToolCallData)
+            tool = str(call.get("tool", ""))
             span = self.tracer.start_span(
                 f"execute_tool {tool}",
                 context=context,
@@ -156,23 +172,24 @@ class SpanBuilder:
                 attributes={
                     "gen_ai.operation.name": "execute_tool",
                     "gen_ai.tool.name": tool,
-                    "gen_ai.tool.call.id": str(event.data.get("call_id", "")),
+                    "gen_ai.tool.call.id": str(call.get("call_id", "")),
                 },
             )
         self._spans[event.seq] = self._open[event.seq] = span
         self.count += 1
 
     def _reward(self, event: Event) -> None:
-        target = event.data.get("target_seq")
+        reward = event.data_as(RewardData)
+        target = reward.get("target_seq")
         span = self._spans.get(target) if isinstance(target, int) else None
-        attributes: dict[str, Any] = {"gen_ai.evaluation.name": str(event.data.get("hook", ""))}
-        value = event.data.get("value")
+        attributes: dict[str, Any] = {"gen_ai.evaluation.name": str(reward.get("hook", ""))}
+        value = reward.get("value")
         if isinstance(value, int | float):
             attributes["gen_ai.evaluation.score.value"] = float(value)
-        label = event.data.get("label")
+        label = reward.get("label")
         if label is not None:
             attributes["gen_ai.evaluation.score.label"] = str(label)
-        explanation = event.data.get("explanation")
+        explanation = reward.get("explanation")
         if explanation:
             attributes["gen_ai.evaluation.explanation"] = str(explanation)
         if span is None or id(span) in self._ended:
@@ -208,16 +225,22 @@ def _apply_closer(span: Any, closer: Event, spans: dict[int, Any]) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     if closer.type is EventType.MODEL_RESPONSE:
-        usage = closer.data.get("usage") or {}
-        _, _, response_model = str(closer.data.get("model", "")).partition(":")
-        span.set_attribute("gen_ai.response.model", response_model or str(closer.data.get("model", "")))
+        response = closer.data_as(ModelResponseData)
+        usage = response.get("usage") or TokenUsage(input_tokens=0, output_tokens=0)
+        model = str(response.get("model", ""))
+        _, _, response_model = model.partition(":")
+        span.set_attribute("gen_ai.response.model", response_model or model)
         span.set_attribute("gen_ai.usage.input_tokens", int(usage.get("input_tokens") or 0))
         span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("output_tokens") or 0))
         spans[closer.seq] = span  # a final answer's reward targets the response
-    elif closer.type is EventType.TOOL_RESULT and not closer.data.get("ok"):
-        span.set_status(Status(StatusCode.ERROR, str(closer.data.get("error") or "tool failed")))
-    elif closer.type is EventType.NODE_FINISHED and closer.data.get("status") != "ok":
-        span.set_status(Status(StatusCode.ERROR, str(closer.data.get("error") or "node failed")))
+    elif closer.type is EventType.TOOL_RESULT:
+        result = closer.data_as(ToolResultData)
+        if not result.get("ok"):
+            span.set_status(Status(StatusCode.ERROR, str(result.get("error") or "tool failed")))
+    elif closer.type is EventType.NODE_FINISHED:
+        finished = closer.data_as(NodeFinishedData)
+        if finished.get("status") != "ok":
+            span.set_status(Status(StatusCode.ERROR, str(finished.get("error") or "node failed")))
 
 
 def _otlp_provider(endpoint: str, *, batch: bool) -> Any:
@@ -288,7 +311,7 @@ class LiveExport:
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: dict[str, Any] | None = None,
+        data: EventData | None = None,
     ) -> Event:
         """Record the event, then add it to the run's spans."""
         event = self.recorder.emit(type, node=node, parent=parent, data=data)

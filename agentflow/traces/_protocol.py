@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import EventData
 from agentflow.traces._summary import RunSummary, summarize
 
 GradingMode = Literal["append", "overwrite"]
@@ -46,9 +47,12 @@ class Recorder(Protocol):
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: dict[str, Any] | None = None,
+        data: EventData | None = None,
     ) -> Event:
-        """Append one event and return it with its seq, timestamp and hashes."""
+        """Append one event and return it with its seq, timestamp and hashes.
+
+        ``data`` is the event type's data (``DATA_TYPES``), built by name: ``ToolResultData(tool=..., ok=...)``.
+        """
         ...
 
     def finish(self, status: str, **data: Any) -> Event:

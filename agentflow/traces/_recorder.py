@@ -9,11 +9,12 @@ import contextlib
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value
+from agentflow.traces._payloads import EventData, RunFinishedData
 from agentflow.traces._summary import RunSummary, SummaryBuilder
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class RecorderBase(abc.ABC):
         *,
         node: str | None = None,
         parent: int | None = None,
-        data: dict[str, Any] | None = None,
+        data: EventData | None = None,
     ) -> Event:
         """Append one event to the trace and return it (with its seq, timestamp and hashes).
 
@@ -154,14 +155,15 @@ class RecorderBase(abc.ABC):
         if data:
             if not isinstance(data, dict):
                 raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
+            given = cast(dict[str, Any], data)  # the typed data is a plain dict at run time
             with self._lock if self.spill_under_lock else contextlib.nullcontext():
-                encoded = encode_if_plain(data, self._spill_threshold)
+                encoded = encode_if_plain(given, self._spill_threshold)
                 if encoded is None:
-                    payload, plain = normalise_json_value(data, self._spill)
+                    payload, plain = normalise_json_value(given, self._spill)
                 else:
                     # Already plain JSON: the event holds the caller's dict itself, so emitters must not change
                     # `data` after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
-                    payload = data
+                    payload = given
         if node is not None and not isinstance(node, str):
             raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
         with self._lock:
@@ -246,7 +248,8 @@ class RecorderBase(abc.ABC):
         data.setdefault("duration_s", round(time.monotonic() - self._started, 6))
         data.setdefault("error", None)
         try:
-            event = self.emit(EventType.RUN_FINISHED, data={"status": status, **data})
+            # the keyword arguments are the rest of RunFinishedData (untyped: a caller may record keys of its own)
+            event = self.emit(EventType.RUN_FINISHED, data=cast(RunFinishedData, {"status": status, **data}))
         except BaseException:
             self._finishing = False
             raise

@@ -26,6 +26,20 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import (
+    ErrorData,
+    ModelRequestData,
+    ModelResponseData,
+    NodeFinishedData,
+    NodeStartedData,
+    RewardData,
+    RouteData,
+    RunFinishedData,
+    RunStartedData,
+    SandboxExecData,
+    ToolCallData,
+    ToolResultData,
+)
 
 __all__ = [
     "ErrorInfo",
@@ -221,7 +235,7 @@ class SummaryBuilder:
         if node is not None:
             self._node_of_seq[event.seq] = node
         handler = self._HANDLERS.get(event.type)
-        if handler is not None:
+        if handler is not None:  # each handler takes the data of the one event type it is registered for
             handler(self, event, node, event.data)
 
     def _node(self, name: str) -> NodeSummary:
@@ -230,14 +244,14 @@ class SummaryBuilder:
             found = self._summary.nodes[name] = NodeSummary()
         return found
 
-    def _on_run_started(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_run_started(self, event: Event, node: str | None, data: RunStartedData) -> None:
         workflow = data.get("workflow")
         self._summary.workflow = workflow if isinstance(workflow, str) else None
         replay_of = data.get("replay_of")
         self._summary.replay_of = replay_of if isinstance(replay_of, str) else None
         self._summary.started_at = event.ts
 
-    def _on_run_finished(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_run_finished(self, event: Event, node: str | None, data: RunFinishedData) -> None:
         summary = self._summary
         summary.status = str(data.get("status", "unknown"))
         error = data.get("error")
@@ -249,7 +263,7 @@ class SummaryBuilder:
         if summary.status == "limit_exceeded" and summary.limit_exceeded is None:
             summary.limit_exceeded = LimitInfo(name="unknown", value=None, observed=None)
 
-    def _on_node_started(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_node_started(self, event: Event, node: str | None, data: NodeStartedData) -> None:
         if node is None:
             return
         stats = self._node(node)
@@ -264,7 +278,7 @@ class SummaryBuilder:
             stats.visits += 1
             self._summary.nodes_visited.append(node)
 
-    def _on_node_finished(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_node_finished(self, event: Event, node: str | None, data: NodeFinishedData) -> None:
         if node is None:
             return
         stats = self._node(node)
@@ -272,11 +286,11 @@ class SummaryBuilder:
             stats.failures += 1
         stats.duration_s += _as_number(data.get("duration_s")) or 0.0
 
-    def _on_model_request(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_model_request(self, event: Event, node: str | None, data: ModelRequestData) -> None:
         self._model_requests[node] = self._model_requests.get(node, 0) + 1
         self._recount_model_calls(node)
 
-    def _on_model_response(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_model_response(self, event: Event, node: str | None, data: ModelResponseData) -> None:
         self._model_responses[node] = self._model_responses.get(node, 0) + 1
         self._recount_model_calls(node)
         self._count_retries(data)
@@ -290,7 +304,7 @@ class SummaryBuilder:
                 stats.tokens_in += tokens_in
                 stats.tokens_out += tokens_out
 
-    def _count_retries(self, data: dict[str, Any]) -> None:
+    def _count_retries(self, data: ModelResponseData | ErrorData) -> None:
         retries = data.get("retries")
         if isinstance(retries, list):
             self._summary.model_retries += len(retries)
@@ -304,12 +318,12 @@ class SummaryBuilder:
             for key in self._model_requests.keys() | self._model_responses.keys()
         )
 
-    def _on_tool_call(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_tool_call(self, event: Event, node: str | None, data: ToolCallData) -> None:
         self._summary.tool_calls += 1
         if node is not None:
             self._node(node).tool_calls += 1
 
-    def _on_tool_result(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_tool_result(self, event: Event, node: str | None, data: ToolResultData) -> None:
         summary = self._summary
         if data.get("ok") is False:
             summary.tool_calls_failed += 1
@@ -318,10 +332,10 @@ class SummaryBuilder:
         else:
             summary.tool_calls_ok += 1
 
-    def _on_sandbox_exec(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_sandbox_exec(self, event: Event, node: str | None, data: SandboxExecData) -> None:
         self._summary.sandbox_execs += 1
 
-    def _on_reward(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_reward(self, event: Event, node: str | None, data: RewardData) -> None:
         hook = str(data.get("hook", "unknown"))
         figures = data.get("aggregate")
         if isinstance(figures, dict):  # the engine's run-level aggregate of this hook's rewards, not a reward itself
@@ -351,7 +365,7 @@ class SummaryBuilder:
         if reward.label is not None:
             by_hook.labels[str(reward.label)] = by_hook.labels.get(str(reward.label), 0) + 1
 
-    def _on_error(self, event: Event, node: str | None, data: dict[str, Any]) -> None:
+    def _on_error(self, event: Event, node: str | None, data: ErrorData) -> None:
         summary = self._summary
         self._count_retries(data)
         summary.errors.append(
@@ -437,7 +451,7 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     routes: list[tuple[str, str, Any]] = []
     for event in events:
         if event.type is EventType.NODE_STARTED and event.node is not None:
-            visit = event.data.get("visit")
+            visit = event.data_as(NodeStartedData).get("visit")
             seen = visits_seen.setdefault(event.node, set())
             if isinstance(visit, int) and visit in seen:
                 continue  # a retry of the same visit
@@ -448,9 +462,10 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
                 edge_counts[edge] = edge_counts.get(edge, 0) + 1
             path.append(event.node)
         elif event.type is EventType.ROUTE:
-            source, target = event.data.get("from"), event.data.get("to")
+            route = event.data_as(RouteData)
+            source, target = route.get("from"), route.get("to")
             if isinstance(source, str) and isinstance(target, str):
-                routes.append((source, target, event.data.get("condition")))
+                routes.append((source, target, route.get("condition")))
     started_edges = set(edge_counts)
     for source, target, condition in routes:
         edge = (source, target)

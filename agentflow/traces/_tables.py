@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import RewardData
 from agentflow.traces._protocol import LIVE_REWARDS, GradingMode, GradingPass, RunInfo, StoredReward
 from agentflow.traces._recorder import utc_now
 from agentflow.traces._summary import RunSummary
@@ -290,7 +291,7 @@ def live_rewards(events: Sequence[Event], passes: Sequence[GradingPass] = ()) ->
     for event in events:
         if event.type is not EventType.REWARD:
             continue
-        data = event.data
+        data = event.data_as(RewardData)
         hook = str(data.get("hook"))
         components = dict(data.get("components") or {})
         if "aggregate" in data:

@@ -26,6 +26,17 @@ from agentflow._conformance import CheckFailed, CheckRegistry, CheckResult, Chec
 from agentflow._conformance import expect as _expect
 from agentflow.errors import TraceError
 from agentflow.traces._events import EventType
+from agentflow.traces._payloads import (
+    NodeFinishedData,
+    NodeStartedData,
+    RewardData,
+    RouteData,
+    RunResumedData,
+    RunStartedData,
+    SandboxRestore,
+    ToolCallData,
+    ToolResultData,
+)
 from agentflow.traces._postgres import PostgresStore
 from agentflow.traces._protocol import LIVE_REWARDS, Store, StoredReward
 from agentflow.traces._store import TraceStore
@@ -62,11 +73,15 @@ def _raises(match: str, action: Callable[[], object]) -> None:
 
 def _record(store: Store, *, events: int = 3, workflow: str = "demo", run_id: str | None = None) -> str:
     with store.new_run(workflow=workflow, run_id=run_id) as recorder:
-        started = recorder.emit(EventType.RUN_STARTED, data={"workflow": workflow, "inputs": {"task": "t"}})
-        node = recorder.emit(EventType.NODE_STARTED, node="a", parent=started.seq, data={"visit": 1, "attempt": 1})
+        started = recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow=workflow, inputs={"task": "t"}))
+        node = recorder.emit(
+            EventType.NODE_STARTED, node="a", parent=started.seq, data=NodeStartedData(visit=1, attempt=1)
+        )
         for index in range(events):
-            recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data={"from": "a", "to": "b", "i": index})
-        recorder.emit(EventType.NODE_FINISHED, node="a", parent=node.seq, data={"status": "ok", "updates": {"x": 1}})
+            route: RouteData = {"from": "a", "to": "b", "condition": f"i == {index}"}
+            recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=route)
+        finished = NodeFinishedData(status="ok", updates={"x": 1})
+        recorder.emit(EventType.NODE_FINISHED, node="a", parent=node.seq, data=finished)
         recorder.finish("succeeded", final_state={"x": 1})
         return recorder.run_id
 
@@ -149,7 +164,8 @@ def check_many_concurrent_writers(store: Store) -> None:
 
         def emit_many(worker: int) -> None:
             for index in range(per_writer):
-                recorder.emit(EventType.ROUTE, node="n", data={"worker": worker, "i": index})
+                route: RouteData = {"from": f"worker{worker}", "to": f"n{index}", "condition": None}
+                recorder.emit(EventType.ROUTE, node="n", data=route)
 
         shared = [threading.Thread(target=emit_many, args=(w,)) for w in range(4)]
         for thread in shared:
@@ -160,7 +176,8 @@ def check_many_concurrent_writers(store: Store) -> None:
         shared_id = recorder.run_id
     trace = store.load_trace(shared_id)
     _expect(trace.ok, f"shared run: {trace.problems}")
-    seen = {(e.data["worker"], e.data["i"]) for e in trace.events if e.type is EventType.ROUTE}
+    routes = [e.data_as(RouteData) for e in trace.events if e.type is EventType.ROUTE]
+    seen = {(route["from"], route["to"]) for route in routes}
     _expect(len(seen) == 4 * per_writer, f"shared run kept {len(seen)} of {4 * per_writer} events")
 
 
@@ -168,12 +185,13 @@ def check_large_payloads_in_blobs(store: Store) -> None:
     """Payloads over the spill threshold go to content-addressed blobs and resolve back."""
     big = "x" * 70_000 + "end"
     with store.new_run(workflow="blobs") as recorder:
-        event = recorder.emit(EventType.TOOL_RESULT, data={"content": big, "again": big})
+        data = ToolResultData(tool="t", call_id="c", ok=True, content=big, result=big, error=None)
+        event = recorder.emit(EventType.TOOL_RESULT, data=data)
         recorder.finish("succeeded")
         run_id = recorder.run_id
-    content = event.data["content"]
+    content: Any = event.data["content"]  # a blob reference, where the types say str (see traces/_payloads.py)
     _expect(isinstance(content, dict) and set(content) == {"$blob", "size"}, "a 70 kB payload was not spilled")
-    _expect(content == event.data["again"], "the same payload got two blob references")
+    _expect(content == event.data["result"], "the same payload got two blob references")
     trace = store.load_trace(run_id)
     _expect(trace.ok, f"problems: {trace.problems}")
     _expect(trace.resolve(trace.events[0].data)["content"] == big, "the blob does not resolve to the payload")
@@ -183,14 +201,14 @@ def check_large_payloads_in_blobs(store: Store) -> None:
 def check_interrupted_and_reopened(store: Store) -> None:
     """A run closed without finishing is interrupted; reopened, it continues its hash chain and can finish."""
     recorder = store.new_run(workflow="cut")
-    started = recorder.emit(EventType.RUN_STARTED, data={"workflow": "cut"})
+    started = recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="cut", inputs={}))
     _expect([r.status for r in store.list_runs()] == ["running"], "a run in progress is not listed as running")
     recorder.close()
     _expect([r.status for r in store.list_runs()] == ["interrupted"], "a closed unfinished run is not interrupted")
     _expect(store.load_trace(recorder.run_id).ok, "an interrupted run's trace does not verify")
     _raises("closed", lambda: recorder.emit(EventType.ROUTE))
     again = store.reopen_run(recorder.run_id)
-    marker = again.emit(EventType.RUN_RESUMED, data={})
+    marker = again.emit(EventType.RUN_RESUMED, data=_resumed_marker(started.seq))
     _expect(marker.seq == started.seq + 1 and marker.prev_hash == started.hash, "the reopened run broke its chain")
     again.finish("succeeded")
     again.close()
@@ -229,13 +247,15 @@ def check_grading_passes(store: Store) -> None:
 def check_live_rewards(store: Store) -> None:
     """``list_rewards`` gives the rewards the run recorded while it ran (pass ``live``) before the grading passes'."""
     with store.new_run(workflow="demo") as recorder:
-        started = recorder.emit(EventType.RUN_STARTED, data={"workflow": "demo", "inputs": {}})
-        call = recorder.emit(EventType.TOOL_CALL, node="a", parent=started.seq, data={"tool": "t", "call_id": "c"})
-        step = {"hook": "exit_code", "on": "step", "value": 1.0, "label": 1, "explanation": "ok", "components": {}}
-        recorder.emit(EventType.REWARD, node="a", parent=call.seq, data={**step, "target_seq": call.seq})
-        aggregate = {"hook": "exit_code", "on": "run", "value": None, "label": None, "aggregate": {"mean": 1.0}}
-        recorder.emit(EventType.REWARD, data={**aggregate, "explanation": "aggregates", "components": {}})
-        recorder.emit(EventType.REWARD, data={**step, "hook": "outcome", "on": "run", "target_seq": None})
+        started = recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="demo", inputs={}))
+        call_data = ToolCallData(tool="t", call_id="c", arguments="{}")
+        call = recorder.emit(EventType.TOOL_CALL, node="a", parent=started.seq, data=call_data)
+        step = _reward("exit_code", "step", 1.0, 1, target_seq=call.seq)
+        recorder.emit(EventType.REWARD, node="a", parent=call.seq, data=step)
+        aggregate = _reward("exit_code", "run", None, None, target_seq=None, explanation="aggregates")
+        aggregate["aggregate"] = {"mean": 1.0}
+        recorder.emit(EventType.REWARD, data=aggregate)
+        recorder.emit(EventType.REWARD, data=_reward("outcome", "run", 1.0, 1, target_seq=None))
         recorder.finish("succeeded")
         run_id = recorder.run_id
     live = store.list_rewards(run_id)
@@ -265,11 +285,41 @@ def check_live_rewards(store: Store) -> None:
     _expect(only_pass == [graded.pass_id], f"pass_id of a grading pass listed {only_pass}")
 
 
+def _reward(
+    hook: str, on: str, value: float | None, label: int | None, *, target_seq: int | None, explanation: str = "ok"
+) -> RewardData:
+    return RewardData(
+        hook=hook,
+        hook_version="1",
+        on=on,
+        value=value,
+        label=label,
+        explanation=explanation,
+        components={},
+        target_seq=target_seq,
+        duration_s=0.0,
+    )
+
+
+def _resumed_marker(after_seq: int) -> RunResumedData:
+    return RunResumedData(
+        checkpoint_id="checkpoint",
+        checkpoint_step=0,
+        resumed_after_seq=after_seq,
+        abandoned_events=0,
+        model_responses_on_tape=0,
+        sandbox_restored=SandboxRestore(tool_calls=0, differed=[]),
+        dropped_partial_line=None,
+        agentflow_version="conformance",
+    )
+
+
 def check_replays_marked(store: Store) -> None:
     """``list_runs`` names the run a replay replays (``replay_of`` of its run_started), and None for other runs."""
     original = _record(store)
     with store.new_run(workflow="demo") as recorder:
-        recorder.emit(EventType.RUN_STARTED, data={"workflow": "demo", "replay_of": original, "replay_mode": "tape"})
+        started = RunStartedData(workflow="demo", inputs={}, replay_of=original, replay_mode="tape")
+        recorder.emit(EventType.RUN_STARTED, data=started)
         recorder.finish("succeeded")
         replay = recorder.run_id
     listed = {info.run_id: info.replay_of for info in store.list_runs()}
@@ -289,7 +339,7 @@ def check_realized_graphs(store: Store) -> None:
 def check_tampered_event_reported(store: Store, tamper: Tamper) -> None:
     """An event changed behind the store's back is reported as tampered, with its seq."""
     run_id = _record(store)
-    tamper(store, run_id, 2, '"i":0', '"i":7')
+    tamper(store, run_id, 2, '"i == 0"', '"i == 7"')
     trace = store.load_trace(run_id)
     got = [(p.kind, p.seq) for p in trace.problems]
     _expect(got == [("tampered", 2)], f"problems after tampering with event 2: {got}")

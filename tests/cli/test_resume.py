@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.traces import Store, open_store
+from agentflow.traces import EventType, Store, open_store
 from tests.cli.test_cli import AGENTFLOW, agentflow, assert_one_line_error
+from tests.support.event_data import assert_data_declared
 from tests.support.openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - the fixture
 from tests.traces.conftest import postgres_url  # noqa: F401 - the fixture
 
@@ -123,6 +124,7 @@ def test_sigkill_mid_step_then_resume_finishes_the_same_run(
         assert killed.events[rebuilt.parent].type == "tool_call"
         assert marker.data["model_responses_on_tape"] == 1
         assert trace.events[-1].type == "run_finished" and trace.events[-1].data["status"] == "succeeded"
+        assert EventType.RUN_RESUMED in assert_data_declared(trace.events)  # resume writes only declared keys
         summary = trace.summary()
         assert summary.nodes_visited == ["prepare", "think", "check"]  # the re-run visit of think is the same visit
         assert [(i.run_id, i.status) for i in store.list_runs()] == [(run_id, "succeeded")]

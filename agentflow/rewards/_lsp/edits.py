@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentflow.traces._events import Event, EventType
+from agentflow.traces._payloads import ToolCallData, ToolResultData
 
 FILE_TOOLS = frozenset({"write_file", "apply_patch"})
 """Tools whose edited paths are known from their arguments and results."""
@@ -50,25 +51,26 @@ def step_edits(events: Iterable[Event], workdir: str | None = None) -> StepEdits
     import json
 
     for event in events:
-        data = event.data
         if event.type is EventType.TOOL_CALL:
+            call = event.data_as(ToolCallData)
             try:
-                arguments = json.loads(data.get("arguments") or "{}")
+                arguments = json.loads(call.get("arguments") or "{}")
             except (TypeError, ValueError):
                 arguments = {}
-            calls[str(data.get("call_id"))] = (str(data.get("tool")), arguments if isinstance(arguments, dict) else {})
+            calls[str(call.get("call_id"))] = (str(call.get("tool")), arguments if isinstance(arguments, dict) else {})
         elif event.type is EventType.TOOL_RESULT:
-            tool = str(data.get("tool"))
-            _, arguments = calls.get(str(data.get("call_id")), (tool, {}))
+            result = event.data_as(ToolResultData)
+            tool = str(result.get("tool"))
+            _, arguments = calls.get(str(result.get("call_id")), (tool, {}))
             if tool in FILE_TOOLS:
-                _note_edit(edits, tool, arguments, data, workdir)
+                _note_edit(edits, tool, arguments, result, workdir)
             elif tool not in READ_ONLY_TOOLS:
                 edits.rescan = True
     return edits
 
 
 def _note_edit(
-    edits: StepEdits, tool: str, arguments: dict[str, Any], data: dict[str, Any], workdir: str | None
+    edits: StepEdits, tool: str, arguments: dict[str, Any], data: ToolResultData, workdir: str | None
 ) -> None:
     error = str(data.get("error") or "")
     if not data.get("ok"):
