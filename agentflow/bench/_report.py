@@ -23,7 +23,17 @@ from typing import Any
 
 from agentflow.bench._runner import FINISHED, chosen_attempts
 from agentflow.grading import evaluate_checkpoints, load_checkpoints
-from agentflow.traces import BenchItem, BenchRunInfo, Event, EventType, Store, realized_graph, summarize
+from agentflow.traces import (
+    BenchItem,
+    BenchRunInfo,
+    Event,
+    EventType,
+    ModelRequestData,
+    ModelResponseData,
+    Store,
+    realized_graph,
+    summarize,
+)
 
 SOLVED = 0.5
 """An outcome at or above this counts as a correct sample."""
@@ -318,7 +328,9 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _cost(events: Sequence[Event], prices: Mapping[str, Mapping[str, float]], unpriced: set[str]) -> float:
     """Dollars of one run's model calls, by the price of the model each request named."""
-    models = {event.seq: str(event.data.get("model")) for event in events if event.type is EventType.MODEL_REQUEST}
+    models = {
+        event.seq: event.data_as(ModelRequestData)["model"] for event in events if event.type is EventType.MODEL_REQUEST
+    }
     total = 0.0
     for event in events:
         if event.type is not EventType.MODEL_RESPONSE or event.parent not in models:
@@ -328,9 +340,9 @@ def _cost(events: Sequence[Event], prices: Mapping[str, Mapping[str, float]], un
         if price is None:
             unpriced.add(model)
             continue
-        usage = event.data.get("usage") or {}
-        total += int(usage.get("input_tokens") or 0) * float(price["input_per_mtok"]) / 1e6
-        total += int(usage.get("output_tokens") or 0) * float(price["output_per_mtok"]) / 1e6
+        usage = event.data_as(ModelResponseData)["usage"]
+        total += usage["input_tokens"] * float(price["input_per_mtok"]) / 1e6
+        total += usage["output_tokens"] * float(price["output_per_mtok"]) / 1e6
     return total
 
 

@@ -34,7 +34,18 @@ from agentflow.errors import ConfigError
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
 from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, create_sandbox
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
-from agentflow.traces import BenchItem, BenchRunInfo, Event, EventType, Recorder, Store
+from agentflow.traces import (
+    BenchItem,
+    BenchRunInfo,
+    BenchTag,
+    Event,
+    EventType,
+    ModelResponseData,
+    Recorder,
+    RewardData,
+    RunStartedData,
+    Store,
+)
 
 FINISHED = frozenset({"succeeded", "failed", "limit_exceeded", "errored"})
 """Statuses of an attempt that ended (``running``, ``cancelled`` and ``interrupted`` did not)."""
@@ -146,26 +157,24 @@ class BenchPlan(RunPlan):
             raise
         return box
 
-    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: dict[str, Any]) -> None:
-        tag = {
-            "bench_run_id": self.bench.info.bench_run_id,
-            "task_id": self.pair.task.id,
-            "epoch": self.pair.epoch,
-            "attempt": self.attempt,
-        }
-        await super().start(ctx, compiled, {**run_started, "bench": tag})
+    async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
+        tagged = run_started.copy()
+        tagged["bench"] = BenchTag(
+            bench_run_id=self.bench.info.bench_run_id,
+            task_id=self.pair.task.id,
+            epoch=self.pair.epoch,
+            attempt=self.attempt,
+        )
+        await super().start(ctx, compiled, tagged)
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
         if event.type is EventType.MODEL_RESPONSE:
-            usage = event.data.get("usage") or {}
-            self.tokens += int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
-        elif (
-            event.type is EventType.REWARD
-            and event.data.get("on") == "run"
-            and event.data.get("hook") == self.bench.outcome_hook
+            usage = event.data_as(ModelResponseData)["usage"]
+            self.tokens += usage["input_tokens"] + usage["output_tokens"]
+        elif event.type is EventType.REWARD and _is_outcome(
+            reward := event.data_as(RewardData), self.bench.outcome_hook
         ):
-            value = event.data.get("value")
-            self.outcome = float(value) if isinstance(value, int | float) else None
+            self.outcome = _value(reward)
 
 
 class BenchRun:
@@ -410,11 +419,22 @@ def _latest_attempts(items: Sequence[BenchItem]) -> dict[tuple[str, int], list[B
     return by_pair
 
 
+def _is_outcome(reward: RewardData, hook: str) -> bool:
+    """Whether a reward is the benchmark's outcome: its outcome hook's run-level reward."""
+    return reward.get("on") == "run" and reward["hook"] == hook
+
+
+def _value(reward: RewardData) -> float | None:
+    """A reward's value (None: the hook gave no verdict, e.g. the run errored)."""
+    value = reward["value"]
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _outcome_of(events: Sequence[Event], hook: str) -> float | None:
+    """The outcome of a recorded run: its outcome hook's run-level reward (None when there is none)."""
     for event in reversed(events):
-        if event.type is EventType.REWARD and event.data.get("on") == "run" and event.data.get("hook") == hook:
-            value = event.data.get("value")
-            return float(value) if isinstance(value, int | float) else None
+        if event.type is EventType.REWARD and _is_outcome(reward := event.data_as(RewardData), hook):
+            return _value(reward)
     return None
 
 

@@ -142,11 +142,12 @@ async def run_workflow(
             "template_hash": compiled.loaded.template_hash,
             "inputs": initial,
             "model_override": model,
-            **({} if seed is None else {"seed": seed}),
             "sandbox": {"backend": backend, "isolation": outcome.isolation},
             "limits": spec.limits.model_dump(),
             "agentflow_version": agentflow.__version__,
         }
+        if seed is not None:
+            run_started["seed"] = seed
         if checkpointer is not None:
             run_started["resumable"] = True
         await plan.start(ctx, compiled, run_started)

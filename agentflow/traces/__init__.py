@@ -23,6 +23,7 @@ from agentflow.traces._import import IMPORT_FORMATS, ImportReport, import_openai
 from agentflow.traces._open import open_store
 from agentflow.traces._otel import OTLP_ENV, export_to_otlp
 from agentflow.traces._payloads import (
+    BenchTag,
     ErrorData,
     EventData,
     LimitData,
@@ -79,6 +80,7 @@ __all__ = [
     "VOLATILE_TEXT",
     "BenchItem",
     "BenchRunInfo",
+    "BenchTag",
     "Divergence",
     "ErrorData",
     "ErrorInfo",

@@ -19,6 +19,7 @@ when the class is created, and sees ``NotRequired`` only when they are not strin
 from typing import Any, NotRequired, Protocol, TypeAlias, TypedDict
 
 __all__ = [
+    "BenchTag",
     "ErrorData",
     "EventData",
     "LimitData",
@@ -41,6 +42,15 @@ __all__ = [
 ]
 
 
+class BenchTag(TypedDict):
+    """Which benchmark run, task, epoch and attempt a run is (``agentflow bench run``)."""
+
+    bench_run_id: str
+    task_id: str
+    epoch: int
+    attempt: int
+
+
 class RunStartedData(TypedDict):
     """``run_started``: the first event of a run; what replay and resume rebuild the run from.
 
@@ -53,6 +63,8 @@ class RunStartedData(TypedDict):
         replay_of, replay_mode: a replay's original run and mode (``tape`` | ``verify``).
         resumable: LangGraph checkpoints were saved after every node (``agentflow resume`` can continue the run).
         imported_from, metadata: an imported run's source (``file:line``) and the source record's metadata.
+        seed: the sampling seed every model call of the run asked for (a benchmark's, per task and epoch).
+        bench: the benchmark run, task, epoch and attempt the run is (``agentflow bench run``).
     """
 
     workflow: str
@@ -68,6 +80,8 @@ class RunStartedData(TypedDict):
     resumable: NotRequired[bool]
     imported_from: NotRequired[str]
     metadata: NotRequired[dict[str, Any]]
+    seed: NotRequired[int]
+    bench: NotRequired[BenchTag]
 
 
 class RunFinishedData(TypedDict):

@@ -11,6 +11,7 @@ import pytest
 from agentflow.bench import BenchOptions, BenchRun, build_report, load_bench, pair_seed
 from agentflow.errors import ConfigError, SpecError
 from agentflow.traces import EventType, TraceStore
+from tests.support.event_data import assert_data_declared
 
 WORKFLOW = """
 name: add
@@ -87,6 +88,7 @@ def test_every_pair_runs_tagged_scored_and_reported(bench_file: Path, tmp_path: 
         }
         assert started.data["seed"] == item.seed == pair_seed(11, item.task_id, item.epoch)
         assert started.data["inputs"]["a"] == json.loads(TASKS[int(item.task_id[1]) - 1])["a"]
+        assert_data_declared(store.load_trace(item.run_id).events)  # the bench tag and seed are declared data
     report = asyncio.run(build_report(store, bench.info.bench_run_id))
     assert report.pass_at_k == {1: 0.75, 2: 0.75}
     assert (report.pairs, report.finished, report.scored, report.correct, report.errored) == (8, 8, 8, 6, 0)
