@@ -102,8 +102,8 @@ class _Grading:
                 continue  # a line cut by the output cap; its sample is graded again
             if "start" in message:
                 running = message["start"]
-            else:
-                self.verdicts[message["index"]] = Verdict(message["passed"], message["result"], message["duration_s"])
+            elif running is not None and message.get("index") == running:  # only the sample it said it started
+                self.verdicts[running] = Verdict(message["passed"], message["result"], message["duration_s"])
                 running = None
         if running is not None:  # the grading process ended (killed by the sample, or the exec's budget ran out)
             self.verdicts[running] = Verdict(
