@@ -61,6 +61,7 @@ CHEATS = {
         os.kill(os.getppid(), signal.SIGKILL)
     """,
     "kill the checker": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+    "kill every process it may signal": "import os, signal\nos.kill(-1, signal.SIGKILL)\n",
     "kill the whole session": "import os, signal\nos.killpg(0, signal.SIGKILL)\n",
     "SystemExit in a finally": "try:\n    pass\nfinally:\n    raise SystemExit(0)\n",
     # the forked copy goes on to run check (and passes it); the sample's own process exits 0 at once
@@ -137,16 +138,19 @@ async def test_cheating_never_passes_on_docker(humaneval: dict[str, Problem]) ->
     assert {name: v.passed for name, v in verdicts.items()} == dict.fromkeys(CHEATS, False)
 
 
-@pytest.mark.namespaces
-async def test_faults_are_contained_and_graded_failed(humaneval: dict[str, Problem]) -> None:
-    require_namespaces()
+@pytest.mark.parametrize("backend", ["local", "docker"])
+async def test_faults_are_contained_and_graded_failed(humaneval: dict[str, Problem], backend: str) -> None:
+    if backend == "local":
+        require_namespaces()
+    else:
+        require_docker()
     problem = humaneval[TASK]
     honest = problem.program(problem.canonical_solution)
     after = problem.program(_with_canonical(humaneval, FORK_SIXTY))
     programs: list[str] = []
     for fault in FAULTS.values():
         programs += [problem.program(_with_canonical(humaneval, fault)), after, honest]
-    verdicts = await grade_programs(programs, backend="local", workers=1, batch_size=len(programs), timeout=10)
+    verdicts = await grade_programs(programs, backend=backend, workers=1, batch_size=len(programs), timeout=10)
     faults = dict(zip(FAULTS, verdicts[0::3], strict=True))
     assert {name: v.passed for name, v in faults.items()} == dict.fromkeys(FAULTS, False)
     assert faults["fork a thousand processes"].result.startswith("failed: BlockingIOError")  # the pids limit
