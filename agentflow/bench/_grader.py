@@ -141,8 +141,8 @@ async def grade_programs(
         backend: the sandbox backend (``local``, ``docker``...).
         timeout: wall-clock seconds per program.
         workers: sandboxes grading at the same time.
-        limits: the sandboxes' limits (``GRADING_LIMITS`` when omitted); ``output_bytes`` is also what one program
-            may print.
+        limits: the sandboxes' limits (``GRADING_LIMITS`` when omitted, with CPU seconds raised to the timeout);
+            they apply to each program's process, and ``output_bytes`` is also what one program may print.
         image: the image of container backends.
         batch_size: programs per exec of the grading process (by default a quarter of each worker's share, at
             most 16).
@@ -158,7 +158,8 @@ async def grade_programs(
         return []
     if workers < 1 or timeout <= 0:
         raise ValueError(f"need workers >= 1 and timeout > 0 (workers {workers}, timeout {timeout})")
-    chosen = limits or GRADING_LIMITS
+    # a sample's CPU time must not run out before its wall-clock timeout does (RLIMIT_CPU is per process)
+    chosen = limits or GRADING_LIMITS.model_copy(update={"cpu_s": max(GRADING_LIMITS.cpu_s, math.ceil(timeout) + 1)})
     size = batch_size or max(1, min(_MAX_BATCH, math.ceil(len(programs) / (workers * _BATCHES_PER_WORKER))))
     grading = _Grading(programs, timeout=timeout, output_cap=chosen.output_bytes, batch_size=size)
     workers = min(workers, len(grading.batches))

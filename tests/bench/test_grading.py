@@ -197,3 +197,9 @@ async def test_observer_sees_every_exec(humaneval: dict[str, Problem]) -> None:
     await grade_programs(programs, batch_size=2, workers=2, on_exec=lambda argv, _cwd, _result: seen.append(argv))
     assert len(seen) == 3  # batches of 2, 2 and 1
     assert all(argv[:3] == ["python3", "-I", "-c"] for argv in seen)
+
+
+async def test_a_long_timeout_is_not_cut_short_by_the_cpu_limit() -> None:
+    program = "import resource\nassert resource.getrlimit(resource.RLIMIT_CPU)[0] >= 121, resource.getrlimit(0)\n"
+    (verdict,) = await grade_programs([program], timeout=120.0)
+    assert verdict.result == "passed"
