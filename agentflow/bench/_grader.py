@@ -59,6 +59,15 @@ def _runner_source() -> str:
     return Path(__file__).with_name("_sample_runner.py").read_text(encoding="utf-8")
 
 
+class _SandboxBroke(Exception):
+    """One sample's exec failed in its sandbox: the sample broke it (graded failed) or the backend is down."""
+
+    def __init__(self, index: int, error: SandboxError) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
 class _Grading:
     """One call's state: the programs, the verdicts so far, the batches still to run."""
 
@@ -92,8 +101,7 @@ class _Grading:
             if len(batch) > 1:  # find the sample that broke the sandbox: each of the batch alone
                 self.batches.extend([index] for index in batch)
                 return
-            self.verdicts[batch[0]] = Verdict(False, f"failed: the sandbox failed: {exc}", 0.0)
-            return
+            raise _SandboxBroke(batch[0], exc) from exc
         running: int | None = None
         for line in result.stdout.splitlines():
             try:
@@ -170,9 +178,21 @@ async def grade_programs(
     async def work(pool: SandboxPool) -> None:
         while grading.batches:
             batch = grading.batches.popleft()
-            async with await pool.acquire() as pooled:
-                box: Sandbox = ObservedSandbox(pooled, on_exec) if on_exec is not None else pooled
-                await grading.run_batch(box, batch)
+            try:
+                async with await pool.acquire() as pooled:
+                    await grading.run_batch(observed(pooled), batch)
+            except _SandboxBroke as broke:
+                # The pool replaced the broken sandbox. If a fresh one runs Python, the sample broke its own (kill
+                # -1 can end a container's exec server): graded failed. If not, the backend is down: an error, not a
+                # verdict on every sample that follows.
+                async with await pool.acquire() as pooled:
+                    probe = await observed(pooled).exec(["python3", "-I", "-c", "pass"], timeout=_START_SLACK_S)
+                if probe.exit_code != 0:
+                    raise broke.error from None
+                grading.verdicts[broke.index] = Verdict(False, f"failed: the sample broke its sandbox: {broke}", 0.0)
+
+    def observed(box: Sandbox) -> Sandbox:
+        return ObservedSandbox(box, on_exec) if on_exec is not None else box
 
     async with SandboxPool(factory, size=workers, acquire_timeout=3600.0) as pool:
         await asyncio.gather(*(work(pool) for _ in range(workers)))

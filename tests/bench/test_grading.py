@@ -9,6 +9,8 @@ import textwrap
 import pytest
 
 from agentflow.bench import Problem, Sample, Verdict, grade_programs, grade_samples
+from agentflow.errors import SandboxError
+from agentflow.sandboxes import SandboxLimits
 from tests.sandboxes._docker_support import require_docker
 from tests.sandboxes.conftest import require_namespaces
 
@@ -203,3 +205,8 @@ async def test_a_long_timeout_is_not_cut_short_by_the_cpu_limit() -> None:
     program = "import resource\nassert resource.getrlimit(resource.RLIMIT_CPU)[0] >= 121, resource.getrlimit(0)\n"
     (verdict,) = await grade_programs([program], timeout=120.0)
     assert verdict.result == "passed"
+
+
+async def test_a_sandbox_where_the_grader_cannot_run_is_an_error_not_failed_samples() -> None:
+    with pytest.raises(SandboxError, match="the grading process did not start in the local sandboxes"):
+        await grade_programs(["pass", "pass"], limits=SandboxLimits(memory_mb=8))  # too little for Python
