@@ -195,7 +195,12 @@ async def grade_programs(
         return ObservedSandbox(box, on_exec) if on_exec is not None else box
 
     async with SandboxPool(factory, size=workers, acquire_timeout=3600.0) as pool:
-        await asyncio.gather(*(work(pool) for _ in range(workers)))
+        try:
+            async with asyncio.TaskGroup() as group:  # one worker's error cancels the others before the pool closes
+                for _ in range(workers):
+                    group.create_task(work(pool))
+        except ExceptionGroup as errors:  # the first worker's error, as the caller expects it
+            raise errors.exceptions[0] from None
     missing = Verdict(False, "failed: not graded", 0.0)  # unreachable: every batch ends with all its verdicts
     return [verdict if verdict is not None else missing for verdict in grading.verdicts]
 
