@@ -1,12 +1,18 @@
-"""Benchmarks: a workflow run over a task set, ``epochs`` samples per task, scored, reported as pass@k.
+"""Benchmarks: a workflow run over a task set, ``epochs`` samples per task, scored, reported as pass@k; and grading
+precomputed samples (HumanEval) in sandboxes.
 
-bench = BenchRun(load_bench("graphs/bench/arith.yaml"), open_store(".agentflow"))
-outcome = await bench.run()                       # every (task, epoch) pair as a run in the store
-report = await build_report(store, bench.info.bench_run_id)
+    bench = BenchRun(load_bench("graphs/bench/arith.yaml"), open_store(".agentflow"))
+    outcome = await bench.run()                       # every (task, epoch) pair as a run in the store
+    report = await build_report(store, bench.info.bench_run_id)
+
+    verdicts = await grade_samples(samples, load_problems(path), backend="local")   # `bench grade humaneval`
 """
 
 from agentflow.bench._compare import BenchComparison, TaskDelta, compare_reports, paired_bootstrap
-from agentflow.bench._report import BenchReport, TaskResult, build_report, pass_at_k
+from agentflow.bench._grader import DEFAULT_TIMEOUT_S, GRADING_LIMITS, Verdict, grade_programs, grade_samples
+from agentflow.bench._humaneval import LineError, Problem, Sample, checkout_problems, load_problems, read_samples
+from agentflow.bench._passk import pass_at_k, pass_at_ks
+from agentflow.bench._report import BenchReport, TaskResult, build_report
 from agentflow.bench._runner import (
     BenchOptions,
     BenchPlan,
@@ -21,6 +27,8 @@ from agentflow.bench._spec import BenchSpec, LoadedBench, load_bench
 from agentflow.bench._tasks import Task, TaskProblem, TaskSet, read_tasks, task_inputs
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "GRADING_LIMITS",
     "BenchComparison",
     "BenchOptions",
     "BenchPlan",
@@ -29,20 +37,30 @@ __all__ = [
     "BenchRun",
     "BenchRunOutcome",
     "BenchSpec",
+    "LineError",
     "LoadedBench",
     "Pair",
+    "Problem",
+    "Sample",
     "Task",
     "TaskDelta",
     "TaskProblem",
     "TaskResult",
     "TaskSet",
+    "Verdict",
     "build_report",
+    "checkout_problems",
     "chosen_attempts",
     "compare_reports",
+    "grade_programs",
+    "grade_samples",
     "load_bench",
+    "load_problems",
     "pair_seed",
     "paired_bootstrap",
     "pass_at_k",
+    "pass_at_ks",
+    "read_samples",
     "read_tasks",
     "task_inputs",
 ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agentflow.bench._passk import pass_at_k
 from agentflow.bench._runner import FINISHED, chosen_attempts
 from agentflow.grading import evaluate_checkpoints, load_checkpoints
 from agentflow.traces import (
@@ -37,22 +37,6 @@ from agentflow.traces import (
 
 SOLVED = 0.5
 """An outcome at or above this counts as a correct sample."""
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k of one task with ``n`` samples, ``c`` of them correct: ``1 − C(n−c, k) / C(n, k)``.
-
-    Computed as a product (``1 − Π_{i=n−c+1}^{n} (1 − k/i)``), which stays exact for large ``n`` where the
-    binomials overflow floats.
-
-    Raises:
-        ValueError: ``k`` is not between 1 and ``n``, or ``c`` is not between 0 and ``n``.
-    """
-    if not 1 <= k <= n or not 0 <= c <= n:
-        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 @dataclass

@@ -58,6 +58,7 @@ def _main(
 def _register() -> None:
     from agentflow.cli import bench, graph, runs, sandbox, tools
 
+    app.add_typer(bench.app, name="bench")
     graph.register(app)
     runs.register(app)
     app.add_typer(bench.app, name="bench")

