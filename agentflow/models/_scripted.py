@@ -20,6 +20,16 @@ answer (a provider's latency, offline: for benchmarks of concurrency). A tool ca
 ``call_<n>_<i>``, where ``n`` is the 1-based position of the response in the script and ``i`` the 1-based position
 of the call in that response.
 
+A script may instead hold several ``conversations``, each chosen by text of the run's first request, so that one
+script answers every task of a benchmark its own way::
+
+    conversations:
+      - when: "def add(a, b):"          # the first request's messages contain this text
+        responses: [...]
+      - responses: [...]                # no `when`: the conversation for any other first request
+
+The model picks its conversation at its first call and serves that conversation's responses from then on.
+
 Token usage is estimated deterministically at one token per 4 characters, rounded up (the rule of thumb OpenAI
 gives for English text): input counts the text of every message (content, tool-call names and arguments) plus the
 compact JSON of the tool schemas; output counts the response's content, tool-call names and argument text.
@@ -48,8 +58,8 @@ from agentflow.models._registry import model_provider
 CHARS_PER_TOKEN = 4
 SCRIPT_SUFFIXES = (".script.yaml", ".script.yml", ".yaml", ".yml", ".json")
 _FORMAT_FIX = (
-    "a script is a mapping with a 'responses' list; each response holds 'content' and/or 'tool_calls' "
-    "(each {name, arguments | arguments_raw}), or 'error' {status_code, message}"
+    "a script is a mapping with a 'responses' list (or 'conversations', each {when, responses}); each response "
+    "holds 'content' and/or 'tool_calls' (each {name, arguments | arguments_raw}), or 'error' {status_code, message}"
 )
 
 
@@ -122,10 +132,31 @@ class ScriptedResponse(BaseModel):
         return self
 
 
+class ScriptedConversation(BaseModel):
+    """The responses of one conversation of a script, chosen when the first request contains ``when``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: str | None = Field(default=None, description="text the first request's messages must contain")
+    responses: tuple[ScriptedResponse, ...] = Field(min_length=1)
+
+
 class _ScriptFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    responses: list[ScriptedResponse] = Field(min_length=1)
+    responses: list[ScriptedResponse] | None = Field(default=None, min_length=1)
+    conversations: list[ScriptedConversation] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> _ScriptFile:
+        if (self.responses is None) == (self.conversations is None):
+            raise ValueError("a script has either 'responses' or 'conversations'")
+        return self
+
+    def as_conversations(self) -> tuple[ScriptedConversation, ...]:
+        if self.conversations is not None:
+            return tuple(self.conversations)
+        return (ScriptedConversation(responses=tuple(self.responses or ())),)
 
 
 @dataclass(frozen=True)
@@ -163,16 +194,30 @@ class ScriptedModel(Model):
 
     provider = "scripted"
 
-    def __init__(self, name: str, responses: Sequence[ScriptedResponse], *, source: str | None = None) -> None:
-        """Serve ``responses`` in order.
+    def __init__(
+        self,
+        name: str,
+        responses: Sequence[ScriptedResponse],
+        *,
+        source: str | None = None,
+        conversations: Sequence[ScriptedConversation] = (),
+    ) -> None:
+        """Serve ``responses`` in order (or, given ``conversations``, the responses of the one chosen at the first
+        call).
 
         Args:
             name: The model name after ``scripted:`` (usually the script path as written in the workflow).
             responses: The turns to serve.
             source: Where the responses came from, for error messages; the script file when there is one.
+            conversations: the script's conversations, when it has several (``responses`` is then ignored).
         """
         super().__init__(name)
         self.responses: tuple[ScriptedResponse, ...] = tuple(responses)
+        # a plain `responses:` script is one conversation without `when`: nothing to choose at the first call
+        chooses = len(conversations) > 1 or any(conversation.when is not None for conversation in conversations)
+        self.conversations = tuple(conversations) if chooses else ()
+        if conversations and not chooses:
+            self.responses = conversations[0].responses
         self.source = source or name
         self.requests: list[ScriptedRequest] = []
         self._next_index = 0
@@ -193,7 +238,8 @@ class ScriptedModel(Model):
             raise ConfigError(f"model script {path} does not exist", fix="create it or fix the model string") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read model script {path}: {exc}") from exc
-        return cls(name or str(path), _parsed_script(text, str(path)), source=str(path))
+        conversations = _parsed_script(text, str(path))
+        return cls(name or str(path), conversations[0].responses, source=str(path), conversations=conversations)
 
     @classmethod
     def from_responses(
@@ -248,6 +294,8 @@ class ScriptedModel(Model):
         """
         request = ScriptedRequest(copy.deepcopy(messages), copy.deepcopy(tools), settings)
         with self._lock:
+            if self.conversations and not self.requests:
+                self.responses = self._conversation_for(messages).responses
             self.requests.append(request)
             index = self._next_index
             if index >= len(self.responses):
@@ -261,6 +309,20 @@ class ScriptedModel(Model):
         if scripted.latency_s:
             await asyncio.sleep(scripted.latency_s)
         return self._build_response(index, scripted, request)
+
+    def _conversation_for(self, messages: Sequence[Message]) -> ScriptedConversation:
+        """The conversation whose ``when`` the first request's messages contain (else the one without ``when``)."""
+        text = "\n".join(_message_text(message) for message in messages)
+        for conversation in self.conversations:
+            if conversation.when is not None and conversation.when in text:
+                return conversation
+        for conversation in self.conversations:
+            if conversation.when is None:
+                return conversation
+        raise ModelScriptExhausted(
+            f"no conversation of model script {self.source} matches the first request, and none is the default "
+            "(a conversation without `when`)"
+        )
 
     def _build_response(self, index: int, scripted: ScriptedResponse, request: ScriptedRequest) -> ModelResponse:
         if scripted.error is not None:
@@ -314,13 +376,14 @@ def _first_error(exc: ValidationError) -> tuple[tuple[int | str, ...], str]:
 
 
 @functools.lru_cache(maxsize=128)
-def _parsed_script(text: str, path: str) -> tuple[ScriptedResponse, ...]:
-    """The responses of a script's text, parsed once per text: a benchmark builds the same script's model for every
-    run, and parsing the YAML costs more than the rest of building it (the responses are immutable, so shared)."""
-    return tuple(_parse_script(text, Path(path)))
+def _parsed_script(text: str, path: str) -> tuple[ScriptedConversation, ...]:
+    """The conversations of a script's text, parsed once per text: a benchmark builds the same script's model for
+    every run, and parsing the YAML costs more than the rest of building it (the responses are immutable, so
+    shared)."""
+    return _parse_script(text, Path(path))
 
 
-def _parse_script(text: str, path: Path) -> list[ScriptedResponse]:
+def _parse_script(text: str, path: Path) -> tuple[ScriptedConversation, ...]:
     data: Any
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -341,12 +404,12 @@ def _parse_script(text: str, path: Path) -> list[ScriptedResponse]:
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise SpecError(
-            f"a model script must be a mapping with a 'responses' list, found {found}",
+            f"a model script must be a mapping with a 'responses' or 'conversations' list, found {found}",
             location=SourceLocation(str(path), 1, 1),
             fix=_FORMAT_FIX,
         )
     try:
-        return _ScriptFile.model_validate(data).responses
+        return _ScriptFile.model_validate(data).as_conversations()
     except ValidationError as exc:
         error_path, message = _first_error(exc)
         raise SpecError(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentflow.errors import ConfigError, ModelAPIError, ModelScriptExhausted, SpecError
-from agentflow.models import ModelSettings, ScriptedModel, ToolCall, Usage, create_model
+from agentflow.models import Message, ModelSettings, ScriptedModel, ToolCall, Usage, create_model
 
 SETTINGS = ModelSettings()
 USER_TURN = [{"role": "user", "content": "Fix the failing test."}]
@@ -146,7 +146,7 @@ def test_unknown_key_is_rejected_with_its_line(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("", "found an empty file"),
-        ("- just a list\n", "must be a mapping with a 'responses' list, found a list"),
+        ("- just a list\n", "must be a mapping with a 'responses' or 'conversations' list, found a list"),
         ("responses: []\n", "at least 1"),
         ("responses: [{}]\n", "needs 'content', 'tool_calls' or 'error'"),
         ("responses: [{content: x, error: {message: y}}]\n", "cannot also have"),
@@ -262,3 +262,33 @@ def test_create_model_loads_the_script_eagerly(tmp_path: Path) -> None:
 
     with pytest.raises(SpecError, match="contents"):
         create_model("scripted:bad.yaml", base_dir=tmp_path)
+
+
+async def test_a_script_with_conversations_answers_each_first_request_its_own_way(tmp_path: Path) -> None:
+    script = tmp_path / "many.script.yaml"
+    script.write_text(
+        "conversations:\n"
+        "  - {when: 'def add(', responses: ['a + b', 'still a + b']}\n"
+        "  - {when: 'def sub(', responses: ['a - b']}\n"
+        "  - {responses: ['no idea']}\n"
+    )
+    settings = ModelSettings()
+
+    async def first_answers(prompt: str, turns: int) -> list[str | None]:
+        model = ScriptedModel.from_file(script)
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+        return [(await model.complete(messages, [], settings)).message.get("content") for _ in range(turns)]
+
+    assert await first_answers("Complete: def add(a, b):", 2) == ["a + b", "still a + b"]
+    assert await first_answers("Complete: def sub(a, b):", 1) == ["a - b"]
+    assert await first_answers("Complete: def mul(a, b):", 1) == ["no idea"]
+    with pytest.raises(ModelScriptExhausted):
+        await first_answers("Complete: def sub(a, b):", 2)  # its conversation has one response
+    no_default = tmp_path / "strict.script.yaml"
+    no_default.write_text("conversations:\n  - {when: 'def add(', responses: ['a + b']}\n")
+    with pytest.raises(ModelScriptExhausted, match="no conversation"):
+        await ScriptedModel.from_file(no_default).complete([{"role": "user", "content": "hi"}], [], settings)
+    both = tmp_path / "both.script.yaml"
+    both.write_text("responses: [x]\nconversations:\n  - {responses: [y]}\n")
+    with pytest.raises(SpecError, match="either 'responses' or 'conversations'"):
+        ScriptedModel.from_file(both)
