@@ -11,6 +11,7 @@ precomputed samples (HumanEval) in sandboxes.
 from agentflow.bench._compare import BenchComparison, TaskDelta, compare_reports, paired_bootstrap
 from agentflow.bench._grader import DEFAULT_TIMEOUT_S, GRADING_LIMITS, Verdict, grade_programs, grade_samples
 from agentflow.bench._humaneval import LineError, Problem, Sample, checkout_problems, load_problems, read_samples
+from agentflow.bench._humaneval_hook import HumanEvalHook
 from agentflow.bench._passk import pass_at_k, pass_at_ks
 from agentflow.bench._report import BenchReport, TaskResult, build_report
 from agentflow.bench._runner import (
@@ -37,6 +38,7 @@ __all__ = [
     "BenchRun",
     "BenchRunOutcome",
     "BenchSpec",
+    "HumanEvalHook",
     "LineError",
     "LoadedBench",
     "Pair",

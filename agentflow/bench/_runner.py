@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import agentflow
@@ -70,6 +71,7 @@ class BenchOptions:
     sandbox: str | None = None
     seed: int | None = None
     retry_errored: int | None = None
+    task_file: str | None = None  # instead of the benchmark's tasks.path
 
 
 @dataclass(frozen=True)
@@ -194,9 +196,12 @@ class BenchRun:
         self.on_progress = on_progress
         spec = loaded.spec
         options = options or BenchOptions()
-        self.task_set = read_tasks(
-            loaded.resolve(spec.tasks.path), source=spec.tasks.source, id_field=spec.tasks.id_field
-        )
+        if resume is not None:
+            recorded_task_file = store.get_bench_run(resume).config.get("task_file")
+            task_file = Path(str(recorded_task_file)) if recorded_task_file else loaded.resolve(spec.tasks.path)
+        else:
+            task_file = Path(options.task_file) if options.task_file else loaded.resolve(spec.tasks.path)
+        self.task_set = read_tasks(task_file, source=spec.tasks.source, id_field=spec.tasks.id_field)
         self.workflow = _with_benchmark(load_workflow(loaded.resolve(spec.workflow)), loaded)
         self.compiled = compile_workflow(self.workflow)
         self.outcome_hook = spec.outcome.hook
@@ -300,7 +305,8 @@ class BenchRun:
         async def one(pair: Pair, attempt: int, errored: int) -> None:
             async with semaphore:
                 while True:
-                    item = await self._attempt(pair, attempt)
+                    item, tokens = await self._attempt(pair, attempt)
+                    progress.tokens += tokens
                     if item.status != "errored" or errored >= self._retries:
                         break
                     errored += 1
@@ -348,7 +354,8 @@ class BenchRun:
         self.store.finish_bench_item(settled)
         return settled
 
-    async def _attempt(self, pair: Pair, attempt: int) -> BenchItem:
+    async def _attempt(self, pair: Pair, attempt: int) -> tuple[BenchItem, int]:
+        """Run one attempt at a pair; return how it ended and the tokens its model calls used."""
         plan = BenchPlan(self, pair, attempt)
         status = "cancelled"
         try:
@@ -369,7 +376,7 @@ class BenchRun:
                 self.store.finish_bench_item(finished)
                 plan.item = finished
         assert plan.item is not None
-        return plan.item
+        return plan.item, plan.tokens
 
     async def sandbox(self) -> Sandbox:
         """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up two at a time)."""

@@ -111,13 +111,15 @@ class LoadedBench:
         path = Path(relative).expanduser()
         return path if path.is_absolute() else self.path.parent / path
 
-    def check_files(self) -> None:
+    def check_files(self, *, check_tasks: bool = True) -> None:
         """Fail with the file's position when a file the benchmark names is missing.
 
         Raises:
             SpecError: the workflow, the task file or the checkpoints file does not exist.
         """
-        named = [(("workflow",), self.spec.workflow), (("tasks", "path"), self.spec.tasks.path)]
+        named: list[tuple[tuple[str, ...], str]] = [(("workflow",), self.spec.workflow)]
+        if check_tasks:
+            named.append((("tasks", "path"), self.spec.tasks.path))
         if self.spec.checkpoints is not None:
             named.append((("checkpoints",), self.spec.checkpoints))
         for key, relative in named:
@@ -129,8 +131,8 @@ class LoadedBench:
                 )
 
 
-def load_bench(path: str | Path) -> LoadedBench:
-    """Read and validate a benchmark file.
+def load_bench(path: str | Path, *, check_tasks: bool = True) -> LoadedBench:
+    """Read and validate a benchmark file (``check_tasks`` False: its task file is given elsewhere).
 
     Raises:
         SpecError: the file is missing, is not YAML, does not match the schema, or names a missing file; the
@@ -145,5 +147,5 @@ def load_bench(path: str | Path) -> LoadedBench:
             shape_fix="see graphs/bench/ for complete benchmarks",
         )
     )
-    loaded.check_files()
+    loaded.check_files(check_tasks=check_tasks)
     return loaded

@@ -90,6 +90,9 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
     model: Annotated[str | None, typer.Option("--model", help="provider:model for every model")] = None,
     sandbox: Annotated[str | None, typer.Option("--sandbox", help="sandbox backend for every run")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="the seed the pairs' seeds derive from")] = None,
+    task_file: Annotated[
+        Path | None, typer.Option("--task-file", help="the task file instead of the benchmark's tasks.path")
+    ] = None,
     retry_errored: Annotated[
         int | None, typer.Option("--retry-errored", help="new attempts for an errored run (default: 2)")
     ] = None,
@@ -112,7 +115,7 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
             "--resume continues a bench run with the tasks, epochs and seed it started with",
             fix="drop --limit, --tasks, --epochs and --seed when resuming",
         )
-    loaded = load_bench(bench_file)
+    loaded = load_bench(bench_file, check_tasks=task_file is None and resume is None)
     options = BenchOptions(
         limit=limit,
         task_ids=[part.strip() for part in tasks.split(",") if part.strip()] if tasks else None,
@@ -122,6 +125,7 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         sandbox=sandbox,
         seed=seed,
         retry_errored=retry_errored,
+        task_file=str(task_file) if task_file is not None else None,
     )
     with opened_store(store) as trace_store:
         with _BenchProgressDisplay(loaded.spec.name, quiet=quiet or json_output) as display:

@@ -16,9 +16,11 @@ from agentflow.rewards._base import (
     reward_hook,
     reward_hooks,
 )
+from agentflow.rewards._sandbox import HookSandbox
 
 __all__ = [
     "HookContext",
+    "HookSandbox",
     "Reward",
     "RewardHook",
     "StepContext",

@@ -26,7 +26,14 @@ import posixpath
 from collections.abc import Callable, Mapping
 
 from agentflow.errors import SandboxError
-from agentflow.sandboxes._base import ExecResult, IsolationReport, ObservedSandbox, Sandbox, workdir_relative
+from agentflow.sandboxes._base import (
+    ExecObserver,
+    ExecResult,
+    IsolationReport,
+    ObservedSandbox,
+    Sandbox,
+    workdir_relative,
+)
 from agentflow.traces._payloads import SandboxExecData, sandbox_exec_data
 
 ExecReport = Callable[[SandboxExecData], None]
@@ -131,6 +138,11 @@ class HookSandbox(Sandbox):
 
         The data names that sandbox (``sandbox: "fresh"``) so a reader can tell these commands from the agent's.
         """
+        return ObservedSandbox(sandbox, self.observer(label=label))
+
+    def observer(self, *, label: str) -> ExecObserver:
+        """What records the execs of sandboxes the hook's code creates itself (``label`` names them), for code that
+        takes an exec observer rather than a sandbox (a grader with a pool of its own)."""
 
         def record(cmd: list[str], cwd: str | None, result: ExecResult) -> None:
             data = sandbox_exec_data(cmd, self.by, result)
@@ -139,4 +151,4 @@ class HookSandbox(Sandbox):
                 data["cwd"] = posixpath.normpath(cwd)
             self._report(data)
 
-        return ObservedSandbox(sandbox, record)
+        return record
