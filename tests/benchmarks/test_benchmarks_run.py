@@ -61,3 +61,18 @@ def test_humaneval_grading() -> None:
     figures = run_benchmark("humaneval_grading.py", "--limit", "6", "--timeout", "1", "--repeat", "1")
     assert {"reference_s", "local_s", "docker_s", "local_ratio", "docker_ratio", "agreement"} <= set(figures)
     assert figures["agreement"] == 1.0
+
+
+def test_bench() -> None:
+    import importlib.util
+
+    from agentflow.bench import checkout_problems
+
+    require(importlib.util.find_spec("inspect_ai") is not None, "inspect_ai: pip install 'agentflow[compare]'")
+    require(checkout_problems() is not None, "no shared/data/humaneval beside the project's root")
+    figures = run_benchmark(
+        "bench.py", "--tasks", "6", "--concurrency", "3", "--latency", "0.01", "--humaneval-limit", "4"
+    )
+    assert {"ideal_s", "wall_s", "runs_per_s", "efficiency"} <= set(figures)
+    assert {"agentflow_s", "inspect_s", "vs_inspect_ratio"} <= set(figures)
+    assert figures["humaneval_tasks"] == 4
