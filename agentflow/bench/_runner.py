@@ -41,6 +41,7 @@ from agentflow.traces import (
     BenchTag,
     Event,
     EventType,
+    ModelRequestData,
     ModelResponseData,
     Recorder,
     RewardData,
@@ -93,6 +94,7 @@ class BenchProgress:
     errored: int = 0
     retried: int = 0
     tokens: int = 0
+    cost: float | None = None  # dollars, when the benchmark gives prices
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -130,6 +132,8 @@ class BenchPlan(RunPlan):
         self.item: BenchItem | None = None
         self.outcome: float | None = None
         self.tokens = 0
+        self.cost = 0.0  # of the models the benchmark prices
+        self._requested: dict[int, str] = {}  # model_request seq -> the model asked
 
     def check(self, compiled: CompiledWorkflow, model_override: str | None) -> None:
         return None  # checked once for the whole benchmark
@@ -170,9 +174,15 @@ class BenchPlan(RunPlan):
         await super().start(ctx, compiled, tagged)
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
-        if event.type is EventType.MODEL_RESPONSE:
+        if event.type is EventType.MODEL_REQUEST:
+            self._requested[event.seq] = event.data_as(ModelRequestData)["model"]
+        elif event.type is EventType.MODEL_RESPONSE:
             usage = event.data_as(ModelResponseData)["usage"]
             self.tokens += usage["input_tokens"] + usage["output_tokens"]
+            price = self.bench.prices.get(self._requested.get(event.parent or -1, ""))
+            if price is not None:
+                self.cost += usage["input_tokens"] * price["input_per_mtok"] / 1e6
+                self.cost += usage["output_tokens"] * price["output_per_mtok"] / 1e6
         elif event.type is EventType.REWARD and _is_outcome(
             reward := event.data_as(RewardData), self.bench.outcome_hook
         ):
@@ -204,7 +214,7 @@ class BenchRun:
         self.task_set = read_tasks(task_file, source=spec.tasks.source, id_field=spec.tasks.id_field)
         self.workflow = _with_benchmark(load_workflow(loaded.resolve(spec.workflow)), loaded)
         self.compiled = compile_workflow(self.workflow)
-        self.outcome_hook = spec.outcome.hook
+        self.outcome_hook = loaded.outcome_hook
         if resume is not None:
             self.info = store.get_bench_run(resume)
             self.config = self.info.config
@@ -216,6 +226,7 @@ class BenchRun:
             self.config = self._config(tasks, options)
             self.info = store.create_bench_run(name=spec.name, config=self.config)
         self.pairs = self._pairs()
+        self.prices: dict[str, dict[str, float]] = dict(self.config.get("prices") or {})
         self._pool: SandboxPool | None = None
         self._pool_lock = asyncio.Lock()
 
@@ -305,8 +316,10 @@ class BenchRun:
         async def one(pair: Pair, attempt: int, errored: int) -> None:
             async with semaphore:
                 while True:
-                    item, tokens = await self._attempt(pair, attempt)
-                    progress.tokens += tokens
+                    item, plan = await self._attempt(pair, attempt)
+                    progress.tokens += plan.tokens
+                    if self.prices:
+                        progress.cost = (progress.cost or 0.0) + plan.cost
                     if item.status != "errored" or errored >= self._retries:
                         break
                     errored += 1
@@ -354,8 +367,8 @@ class BenchRun:
         self.store.finish_bench_item(settled)
         return settled
 
-    async def _attempt(self, pair: Pair, attempt: int) -> tuple[BenchItem, int]:
-        """Run one attempt at a pair; return how it ended and the tokens its model calls used."""
+    async def _attempt(self, pair: Pair, attempt: int) -> tuple[BenchItem, BenchPlan]:
+        """Run one attempt at a pair; return how it ended and its plan (the tokens and cost it noted)."""
         plan = BenchPlan(self, pair, attempt)
         status = "cancelled"
         try:
@@ -376,7 +389,7 @@ class BenchRun:
                 self.store.finish_bench_item(finished)
                 plan.item = finished
         assert plan.item is not None
-        return plan.item, plan.tokens
+        return plan.item, plan
 
     async def sandbox(self) -> Sandbox:
         """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up two at a time)."""
@@ -402,7 +415,7 @@ def _with_benchmark(loaded: LoadedWorkflow, bench: LoadedBench) -> LoadedWorkflo
     workflow's."""
     spec, workflow = bench.spec, loaded.spec
     outcome = RewardSpec(
-        hook=spec.outcome.hook, on="run", options=spec.outcome.options, timeout_s=spec.outcome.timeout_s
+        hook=bench.outcome_hook, on="run", options=spec.outcome.options, timeout_s=spec.outcome.timeout_s
     )
     rewards = list(workflow.rewards)
     if not any(r.hook == outcome.hook and r.on == "run" and r.options == outcome.options for r in rewards):

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.errors import SpecError
+from agentflow._plugins import is_plugin_ref
+from agentflow.errors import ConfigError, SpecError
 from agentflow.spec import LimitsSpec, LoadedDocument, load_document
 
 
@@ -111,6 +112,25 @@ class LoadedBench:
         path = Path(relative).expanduser()
         return path if path.is_absolute() else self.path.parent / path
 
+    @property
+    def outcome_hook(self) -> str:
+        """The outcome hook as the workflow it is added to must name it (a path made absolute: the workflow's folder
+        is not the benchmark file's)."""
+        return _hook_path(self.spec.outcome.hook, self.path.parent)
+
+    def check_outcome(self) -> None:
+        """Build the outcome hook once, so an unknown name or a bad option is this file's mistake, said here.
+
+        Raises:
+            SpecError: the hook does not exist or rejects its options (at the file's ``outcome`` line).
+        """
+        from agentflow.rewards import HookContext, create_reward_hook
+
+        try:
+            create_reward_hook(self.outcome_hook, self.spec.outcome.options, HookContext(base_dir=self.path.parent))
+        except ConfigError as exc:
+            raise SpecError(f"outcome: {exc}", location=self.document.locate("outcome", "hook"), fix=exc.fix) from None
+
     def check_files(self, *, check_tasks: bool = True) -> None:
         """Fail with the file's position when a file the benchmark names is missing.
 
@@ -131,6 +151,15 @@ class LoadedBench:
                 )
 
 
+def _hook_path(hook: str, folder: Path) -> str:
+    """A hook named by path (``hooks/mine.py:score``) made absolute against the benchmark file's folder; a registered
+    name as it is."""
+    if not is_plugin_ref(hook):
+        return hook
+    file, _, name = hook.rpartition(":")
+    return f"{(folder / file).resolve()}:{name}" if file.endswith(".py") and not Path(file).is_absolute() else hook
+
+
 def load_bench(path: str | Path, *, check_tasks: bool = True) -> LoadedBench:
     """Read and validate a benchmark file (``check_tasks`` False: its task file is given elsewhere).
 
@@ -148,4 +177,5 @@ def load_bench(path: str | Path, *, check_tasks: bool = True) -> LoadedBench:
         )
     )
     loaded.check_files(check_tasks=check_tasks)
+    loaded.check_outcome()
     return loaded

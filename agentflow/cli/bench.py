@@ -67,6 +67,8 @@ class _BenchProgressDisplay:
         assert isinstance(progress, BenchProgress)
         rate = "n/a" if progress.pass_rate is None else f"{progress.pass_rate:.1%}"
         figures = f"pass {rate}  errored {progress.errored}  tokens {progress.tokens}"
+        if progress.cost is not None:
+            figures += f"  cost ${progress.cost:.4f}"
         if self._bar is not None:
             if self._task is None:
                 self._task = self._bar.add_task(self.name, total=progress.total, figures=figures)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.bench import BenchRun, build_report, load_bench
-from agentflow.traces import TraceStore
+from agentflow.bench import BenchProgress, BenchRun, build_report, load_bench
+from agentflow.traces import TraceStore, summarize
 from tests.support.openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - the fixture
 
 WORKFLOW = """
@@ -34,6 +34,8 @@ inputs: {question: "What is {n}?"}
 outcome: {hook: outcome, options: {mode: numeric, key: answer, expected: "{expected}"}}
 concurrency: 1
 retry_errored: 2
+prices:
+  openai:test-model: {input_per_mtok: 2.0, output_per_mtok: 8.0}
 """
 
 
@@ -66,7 +68,8 @@ async def test_errored_runs_are_retried_and_left_out_of_pass_at_k(
     openai_server.queue(*replies)
 
     store = TraceStore(tmp_path / "store")
-    bench = BenchRun(load_bench(tmp_path / "answers.yaml"), store)
+    seen: list[BenchProgress] = []
+    bench = BenchRun(load_bench(tmp_path / "answers.yaml"), store, on_progress=seen.append)
     await bench.run()
     assert openai_server.pending == 0 and len(openai_server.requests) == len(replies)
     attempts = [(i.task_id, i.attempt, i.status) for i in store.list_bench_items(bench.info.bench_run_id)]
@@ -82,5 +85,11 @@ async def test_errored_runs_are_retried_and_left_out_of_pass_at_k(
     assert (report.finished, report.scored, report.correct, report.errored) == (10, 9, 8, 1)
     assert report.pass_at_k == {1: pytest.approx(8 / 9)}  # q9 has no verdict, q5 is the one failure
     assert report.retried == 3
+    # cost: every model call's tokens at the benchmark's prices, the same live (progress) and in the report
+    summaries = [summarize(store.load_trace(i.run_id).events) for i in store.list_bench_items(bench.info.bench_run_id)]
+    expected_cost = sum(s.tokens_in * 2.0 / 1e6 + s.tokens_out * 8.0 / 1e6 for s in summaries)
+    assert expected_cost > 0
+    assert report.cost == pytest.approx(expected_cost)
+    assert seen[-1].cost == pytest.approx(expected_cost) and seen[-1].done == 10
     errored_task = next(task for task in report.tasks if task.task_id == "q9")
     assert (errored_task.samples, errored_task.errored, errored_task.pass_at_k) == (0, 1, {})

@@ -245,3 +245,37 @@ def test_the_same_seed_gives_the_same_runs_and_another_seed_other_seeds(tmp_path
         assert {e.data["settings"]["temperature"] for e in requests} == {0.7}  # the workflow's settings stay
     assert [i.seed for i, _ in other] != [i.seed for i, _ in first]
     assert len({i.seed for i, _ in first}) == 4  # every (task, epoch) pair its own seed
+
+
+def test_an_outcome_hook_that_does_not_exist_is_the_bench_files_mistake(bench_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad_hook.yaml"
+    bad.write_text(BENCH.replace("outcome: {hook: outcome,", "outcome: {hook: outcom,"))
+    with pytest.raises(SpecError) as caught:
+        load_bench(bad)
+    assert "outcome: unknown reward_hook 'outcom'" in str(caught.value)
+    assert "did you mean 'outcome'" in str(caught.value.fix)
+    assert caught.value.location is not None and caught.value.location.line == 6
+    bad.write_text(BENCH.replace("mode: numeric", "mode: sideways"))
+    with pytest.raises(SpecError, match="unknown mode 'sideways'"):
+        load_bench(bad)
+
+
+def test_an_outcome_hook_by_path_is_found_next_to_the_bench_file(bench_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "score.py").write_text(
+        "def exact(step):\n"
+        "    answer, expected = str(step.state.get('answer')).strip(), str(step.state.get('expected'))\n"
+        "    return 1.0 if answer == expected else 0.0\n"
+    )
+    path_hook = tmp_path / "by_path.yaml"
+    path_hook.write_text(
+        BENCH.replace(
+            'outcome: {hook: outcome, options: {mode: numeric, key: answer, expected: "{expected}"}}',
+            "outcome: {hook: hooks/score.py:exact}",
+        )
+    )
+    store = TraceStore(tmp_path / "store")
+    bench = BenchRun(load_bench(path_hook), store, options=BenchOptions(task_ids=["t1", "t3"], epochs=1))
+    asyncio.run(bench.run())
+    outcomes = {i.task_id: i.outcome for i in store.list_bench_items(bench.info.bench_run_id)}
+    assert outcomes == {"t1": 1.0, "t3": 0.0}
