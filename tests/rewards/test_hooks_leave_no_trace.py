@@ -34,6 +34,9 @@ SANDBOX_HOOKS: dict[str, dict[str, Any]] = {
     "reexecute": {},
     "outcome": {"mode": "tests"},
     "lsp_diagnostics": {"server": "basedpyright"},
+    # grades a file of the workdir with "tests" taken from the state (here the task's text: the program fails to
+    # compile, which is still one grading in a fresh sandbox per step)
+    "humaneval": {"file": "calc/stats.py", "test_key": "task", "entry_point_key": "task"},
 }
 
 
