@@ -237,18 +237,8 @@ class RewardEngine:
         for binding in self.bindings:
             if binding.spec.on != "run" and not binding.spec.aggregate:
                 continue
-            data = RewardData(
-                hook=binding.spec.hook,
-                hook_version=binding.hook.version,
-                on="run",
-                value=None,
-                label=None,
-                not_scored=reason,
-                explanation=f"not scored: the run {reason}" + (f" ({detail})" if detail else ""),
-                components={},
-                target_seq=None,
-                duration_s=0.0,
-            )
+            data = _valueless_run_reward(binding, f"not scored: the run {reason}" + (f" ({detail})" if detail else ""))
+            data["not_scored"] = reason
             recorded.append(ctx.emit(EventType.REWARD, data=data))
         return recorded
 
@@ -266,18 +256,12 @@ class RewardEngine:
                 outcome_hook=binding.spec.outcome,
                 prof_baseline=binding.spec.prof_baseline,
             )
-            data = RewardData(
-                hook=binding.spec.hook,
-                hook_version=binding.hook.version,
-                on="run",
-                value=None,
-                label=None,
-                aggregate=figures,
-                explanation=f"aggregates of {figures['steps']} step rewards",
+            data = _valueless_run_reward(
+                binding,
+                f"aggregates of {figures['steps']} step rewards",
                 components={"discount": binding.spec.discount, "outcome_hook": binding.spec.outcome},
-                target_seq=None,
-                duration_s=0.0,
             )
+            data["aggregate"] = figures
             recorded.append(ctx.emit(EventType.REWARD, data=data))
         return recorded
 
@@ -355,3 +339,20 @@ async def finish_run_hooks(compiled: CompiledWorkflow, ctx: RunContext, *, cance
     for engine in _engines(compiled):
         if engine.bindings:
             await engine.finish_run(ctx, cancel=cancel)
+
+
+def _valueless_run_reward(
+    binding: HookBinding, explanation: str, components: dict[str, Any] | None = None
+) -> RewardData:
+    """A run-level reward event without a value (a run not scored, or a hook's aggregates): run means skip it."""
+    return RewardData(
+        hook=binding.spec.hook,
+        hook_version=binding.hook.version,
+        on="run",
+        value=None,
+        label=None,
+        explanation=explanation,
+        components=components or {},
+        target_seq=None,
+        duration_s=0.0,
+    )

@@ -9,24 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agentflow.models import Model, ToolCall
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, ServedTool, run_workflow
 from agentflow.tools import ToolOutcome
 from agentflow.traces import Event, EventType, TraceStore
-from tests.rerun.test_replay import SCRIPT, WORKFLOW
-
-
-@pytest.fixture
-def workflow(tmp_path: Path) -> Path:
-    folder = tmp_path / "wf"
-    (folder / "ws").mkdir(parents=True)
-    (folder / "ws" / "greeting.txt").write_text("hello\n")
-    (folder / "echo.script.yaml").write_text(SCRIPT)
-    path = folder / "echo.yaml"
-    path.write_text(WORKFLOW)
-    return path
+from tests.rerun.test_replay import workflow  # noqa: F401 - the fixture: the echo workflow in a folder
 
 
 class ServesReadFile(RunPlan):
@@ -55,7 +42,10 @@ class ServesReadFile(RunPlan):
         self.seen.append(event.seq)
 
 
-async def test_a_plan_supplies_tool_results_and_sees_every_event(workflow: Path, tmp_path: Path) -> None:
+async def test_a_plan_supplies_tool_results_and_sees_every_event(
+    workflow: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
     store = TraceStore(tmp_path / "store")
     plan = ServesReadFile()
     result = await run_workflow(workflow, store=store, plan=plan)
@@ -77,7 +67,10 @@ async def test_a_plan_supplies_tool_results_and_sees_every_event(workflow: Path,
     assert any(data["by"] == "tool:shell" and "hello" in data["stdout"] for data in execs)
 
 
-async def test_the_live_plan_is_the_default(workflow: Path, tmp_path: Path) -> None:
+async def test_the_live_plan_is_the_default(
+    workflow: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
     store = TraceStore(tmp_path / "store")
     result = await run_workflow(workflow, store=store)
     assert result.status == "succeeded", result.error
