@@ -17,6 +17,7 @@ engine closes the container's stdin, the server exits and the engine removes the
 ``agentflow sandbox cleanup`` removes leftovers of anything else (a container created but never started).
 """
 
+from agentflow.sandboxes._docker.build import build_context_image, context_hash
 from agentflow.sandboxes._docker.client import (
     DEFAULT_IMAGE,
     IMAGE_ENV_VAR,
@@ -41,7 +42,9 @@ __all__ = [
     "TIMEOUT_EXIT_CODE",
     "WORKDIR",
     "DockerSandbox",
+    "build_context_image",
     "cleanup_containers",
+    "context_hash",
     "docker_available",
     "docker_client",
     "image_available",
