@@ -318,7 +318,7 @@ class BenchRun:
             if task.environment is not None and task.environment.solution is not None:
                 kept.append(task)
             else:
-                where = str(task.fields.get("task_dir") or task.id)
+                where = str(task.environment.context.parent) if task.environment is not None else task.id
                 self.task_set.problems.append(
                     TaskProblem(task.line, "no solution/solve.sh: --oracle cannot run it", where)
                 )
