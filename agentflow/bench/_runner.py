@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -240,6 +241,7 @@ class BenchRun:
         workflow_file = ORACLE_WORKFLOW if self.oracle else loaded.resolve(spec.workflow)
         self.workflow = _with_benchmark(load_workflow(workflow_file), loaded)
         self.compiled = compile_workflow(self.workflow)
+        self._compiled_by_timeout: dict[float, CompiledWorkflow] = {}
         self.outcome_hook = spec.outcome.hook
         self.images = TaskImages()
         self._task_sandbox_starts = asyncio.Semaphore(2)  # ramp up: no burst of container starts
@@ -427,7 +429,7 @@ class BenchRun:
         status = "cancelled"
         try:
             result: RunResult = await run_workflow(
-                self.compiled,
+                self._compiled_for(pair.task),
                 inputs=await self._inputs(pair.task),
                 model=self.config.get("model"),
                 sandbox=self.config.get("sandbox"),
@@ -444,6 +446,25 @@ class BenchRun:
                 plan.item = finished
         assert plan.item is not None
         return plan.item
+
+    def _compiled_for(self, task: Task) -> CompiledWorkflow:
+        """The workflow as a task runs it: a task with its own system gives the agent its ``agent_timeout_s`` as
+        the run's ``timeout_s`` (when the workflow's own is not shorter); compiled once per distinct timeout."""
+        if task.environment is None:
+            return self.compiled
+        limits = self.workflow.spec.limits
+        timeout = min(limits.timeout_s or math.inf, task.environment.agent_timeout_s)
+        if timeout == limits.timeout_s:
+            return self.compiled
+        compiled = self._compiled_by_timeout.get(timeout)
+        if compiled is None:
+            loaded = self.workflow
+            spec = loaded.spec.model_copy(update={"limits": limits.model_copy(update={"timeout_s": timeout})})
+            variant = LoadedWorkflow(
+                spec, loaded.path, loaded.value_locations, loaded.key_locations, loaded.inline_scalars
+            )
+            compiled = self._compiled_by_timeout[timeout] = compile_workflow(variant)
+        return compiled
 
     async def _inputs(self, task: Task) -> dict[str, Any]:
         """The run's inputs: the benchmark's mapping of the task's fields, or the oracle's (where, how long)."""

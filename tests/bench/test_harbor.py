@@ -221,3 +221,21 @@ def test_oracle_needs_task_directories(tmp_path: Path) -> None:
     (tmp_path / "bench.yaml").write_text(BENCH.replace("{source: harbor, path: tasks}", "{path: tasks.jsonl}"))
     with pytest.raises(ConfigError, match="--oracle runs the tasks' reference solutions"):
         BenchRun(load_bench(tmp_path / "bench.yaml"), TraceStore(tmp_path / "store"), options=BenchOptions(oracle=True))
+
+
+def test_the_tasks_agent_timeout_limits_the_run_and_the_verifier_still_scores_it(tmp_path: Path) -> None:
+    require_docker()
+    write_tasks(tmp_path / "tasks", ["hello"])
+    toml = tmp_path / "tasks" / "hello" / "task.toml"
+    toml.write_text(toml.read_text().replace("[agent]\ntimeout_sec = 60.0", "[agent]\ntimeout_sec = 1.0"))
+    (tmp_path / "agent.yaml").write_text(WORKFLOW)
+    (tmp_path / "agent.script.yaml").write_text(
+        SCRIPT.replace("echo 'Hello, world!'", "sleep 20; echo 'Hello, world!'")
+    )
+    (tmp_path / "bench.yaml").write_text(BENCH)
+    store = TraceStore(tmp_path / "store")
+    outcome = asyncio.run(BenchRun(load_bench(tmp_path / "bench.yaml"), store).run())
+    (item,) = outcome.items
+    assert (item.status, item.outcome) == ("limit_exceeded", 0.0)  # the agent ran out of time; hello.txt is missing
+    trace = store.load_trace(item.run_id)
+    assert trace.events[0].data_as(RunStartedData)["limits"]["timeout_s"] == 1.0
