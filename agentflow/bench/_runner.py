@@ -438,6 +438,10 @@ class BenchRun:
                 plan=plan,
             )
             status = result.status if plan.outage is None else "errored"
+        except (SandboxError, OSError):
+            if plan.item is None:  # nothing of the run was recorded: not an outage of this attempt
+                raise
+            status = "errored"  # its sandbox could not start (an image that does not build): the run is errored
         finally:
             if plan.item is not None:
                 outcome = plan.outcome if status in FINISHED and status != "errored" else None

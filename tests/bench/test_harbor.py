@@ -60,6 +60,8 @@ TASKS: dict[str, dict[str, str]] = {
     "killer": {"test": "kill -TERM 1; sleep 20", "solve": "true"},
     # no reference solution: --oracle reports it
     "nosolve": {"test": REWARD_TXT.format(file="hello.txt", text="Hello, world!")},
+    # an image that does not build: its runs error (with the build's output), the other tasks run
+    "unbuildable": {"test": "true", "dockerfile": DOCKERFILE + "RUN echo the build breaks here && exit 3\n"},
 }
 
 WORKFLOW = """
@@ -98,7 +100,7 @@ def write_tasks(folder: Path, names: list[str]) -> None:
         root = folder / name
         (root / "environment").mkdir(parents=True)
         (root / "tests").mkdir()
-        (root / "environment" / "Dockerfile").write_text(DOCKERFILE)
+        (root / "environment" / "Dockerfile").write_text(task.get("dockerfile", DOCKERFILE))
         (root / "task.toml").write_text(TASK_TOML.format(verifier_timeout=task.get("verifier_timeout", "60.0")))
         (root / "instruction.md").write_text(f"Task {name}: write the files its verifier expects under /app.\n")
         (root / "tests" / "test.sh").write_text("#!/bin/bash\n" + task["test"] + "\n")
@@ -116,7 +118,7 @@ def write_tasks(folder: Path, names: list[str]) -> None:
 @pytest.fixture(scope="module")
 def bench_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("harbor")
-    write_tasks(root / "tasks", ["hello", "goodbye", "silent", "slow", "killer", "nosolve"])
+    write_tasks(root / "tasks", ["hello", "goodbye", "silent", "slow", "killer", "nosolve", "unbuildable"])
     (root / "agent.yaml").write_text(WORKFLOW)
     (root / "agent.script.yaml").write_text(SCRIPT)
     (root / "bench.yaml").write_text(BENCH)
@@ -126,7 +128,15 @@ def bench_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_task_directories_become_tasks_and_broken_ones_are_reported_by_directory(bench_file: Path) -> None:
     folder = bench_file.parent / "tasks"
     found = read_tasks(folder, source="harbor")
-    assert [task.id for task in found.tasks] == ["goodbye", "hello", "killer", "nosolve", "silent", "slow"]
+    assert [task.id for task in found.tasks] == [
+        "goodbye",
+        "hello",
+        "killer",
+        "nosolve",
+        "silent",
+        "slow",
+        "unbuildable",
+    ]
     assert sorted(str(problem) for problem in found.problems) == [
         f"{folder / 'bad-toml'}: task.toml is not valid TOML: Expected ']' at the end of a table declaration "
         "(at line 1, column 10)",
@@ -157,7 +167,10 @@ def test_each_run_is_scored_by_its_tasks_verifier_in_its_own_container(bench_fil
         "slow": ("succeeded", 0.0),
         "killer": ("errored", None),  # the container died under the verifier: no verdict on the agent
         "nosolve": ("succeeded", 1.0),
+        "unbuildable": ("errored", None),
     }
+    unbuildable = store.load_trace(items["unbuildable"].run_id).summary()
+    assert "did not build" in str(unbuildable.error) and "the build breaks here" in str(unbuildable.error)
     assert bench.config["sandbox"] == "docker"
 
     def outcome_reward(task_id: str) -> RewardData:
