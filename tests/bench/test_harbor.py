@@ -252,3 +252,18 @@ def test_the_tasks_agent_timeout_limits_the_run_and_the_verifier_still_scores_it
     assert (item.status, item.outcome) == ("limit_exceeded", 0.0)  # the agent ran out of time; hello.txt is missing
     trace = store.load_trace(item.run_id)
     assert trace.events[0].data_as(RunStartedData)["limits"]["timeout_s"] == 1.0
+
+
+def test_the_shipped_demo_runs_offline_with_the_scripted_agent_and_the_oracle(tmp_path: Path) -> None:
+    require_docker()
+    demo = load_bench(Path(__file__).parents[2] / "graphs" / "bench" / "harbor_demo.yaml")
+    store = TraceStore(tmp_path / "store")
+    results = {}
+    for oracle in (False, True):
+        outcome = asyncio.run(BenchRun(demo, store, options=BenchOptions(oracle=oracle)).run())
+        assert outcome.task_problems == []
+        results[oracle] = {item.task_id: (item.status, item.outcome) for item in outcome.items}
+    assert results == {
+        False: {"hello-file": ("succeeded", 1.0), "word-count": ("succeeded", 0.0)},
+        True: {"hello-file": ("succeeded", 1.0), "word-count": ("succeeded", 1.0)},
+    }
