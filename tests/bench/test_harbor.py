@@ -267,3 +267,24 @@ def test_the_shipped_demo_runs_offline_with_the_scripted_agent_and_the_oracle(tm
         False: {"hello-file": ("succeeded", 1.0), "word-count": ("succeeded", 0.0)},
         True: {"hello-file": ("succeeded", 1.0), "word-count": ("succeeded", 1.0)},
     }
+
+
+def test_a_task_system_container_is_root_on_a_writable_system_with_three_capabilities_and_no_network() -> None:
+    require_docker()
+    from agentflow.sandboxes import DockerSandbox, SandboxLimits
+
+    async def probe() -> list[str]:
+        box = await DockerSandbox.create(SandboxLimits(), task_system=True)
+        try:
+            script = (
+                "id -u; touch /etc/written && echo wrote /etc; grep CapEff /proc/self/status | cut -f2; "
+                "ls /sys/class/net | tr '\\n' ' '"
+            )
+            result = await box.exec(["sh", "-c", script])
+            return result.stdout.split("\n")
+        finally:
+            await box.close()
+
+    uid, wrote, capabilities, interfaces = asyncio.run(probe())
+    assert (uid, wrote, interfaces.strip()) == ("0", "wrote /etc", "lo")
+    assert int(capabilities, 16) == (1 << 0) | (1 << 1) | (1 << 3)  # CHOWN, DAC_OVERRIDE, FOWNER

@@ -5,6 +5,10 @@ and pids limits, the unprivileged uid 1000, ``cap_drop=ALL``, ``no-new-privilege
 with a size-limited tmpfs workdir at ``/workspace`` (plus small private ``/tmp`` and ``/dev/shm``), and
 ``docker-init`` as PID 1 to reap orphans.
 
+A benchmark task that brings its own system (a Harbor task's image: ``create(..., task_system=True)``) gets a
+writable root filesystem and root with only the CHOWN, DAC_OVERRIDE and FOWNER capabilities, since its agent and
+verifier write anywhere in it; everything else above holds, and such a container is never pooled.
+
 Commands do not go through ``docker exec``: the container's command is a small exec server
 (``agentflow/sandboxes/_execserver.py``) that reads requests from the container's attached stdin, so one exec is one
 message each way (about 1 ms instead of about 50 ms). The server enforces the per-exec timeout, kills the whole
