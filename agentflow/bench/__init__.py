@@ -10,6 +10,7 @@ precomputed samples (HumanEval) in sandboxes.
 
 from agentflow.bench._compare import BenchComparison, TaskDelta, compare_reports, paired_bootstrap
 from agentflow.bench._grader import DEFAULT_TIMEOUT_S, GRADING_LIMITS, Verdict, grade_programs, grade_samples
+from agentflow.bench._harbor import read_harbor_tasks
 from agentflow.bench._humaneval import LineError, Problem, Sample, checkout_problems, load_problems, read_samples
 from agentflow.bench._humaneval_hook import HumanEvalHook
 from agentflow.bench._passk import pass_at_k, pass_at_ks
@@ -25,7 +26,7 @@ from agentflow.bench._runner import (
     pair_seed,
 )
 from agentflow.bench._spec import BenchSpec, LoadedBench, load_bench
-from agentflow.bench._tasks import Task, TaskProblem, TaskSet, read_tasks, task_inputs
+from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, TaskSet, read_tasks, task_inputs
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -46,6 +47,7 @@ __all__ = [
     "Sample",
     "Task",
     "TaskDelta",
+    "TaskEnvironment",
     "TaskProblem",
     "TaskResult",
     "TaskSet",
@@ -62,6 +64,7 @@ __all__ = [
     "paired_bootstrap",
     "pass_at_k",
     "pass_at_ks",
+    "read_harbor_tasks",
     "read_samples",
     "read_tasks",
     "task_inputs",

@@ -15,12 +15,18 @@ What that buys:
 - **Reproducibility**: each pair's seed is derived from the benchmark's seed, the task id and the epoch, and passed
   to every model call of its run (recorded with the run); the bench run records the agentflow version, the
   workflow's template hashes, the model settings and every seed.
+- **Tasks with their own system** (Harbor directories, :class:`TaskEnvironment`): each run starts in a fresh docker
+  sandbox of the task's image (built once per content hash), never pooled, since the agent and the verifier may
+  change anything in the container; its ``run_started`` names the task's verifier for the outcome hook
+  (``harbor_verifier``). ``oracle`` runs the built-in ``oracle.yaml`` (the task's ``solution/solve.sh``) instead
+  of the benchmark's workflow, to check that the tasks can be solved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,16 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import agentflow
+from agentflow.bench._harbor import SOLUTION_DIR, PreparedEnvironment, TaskImages, open_task_sandbox
 from agentflow.bench._spec import LoadedBench
-from agentflow.bench._tasks import Task, TaskProblem, read_tasks, task_inputs
-from agentflow.errors import ConfigError
+from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_tasks, task_inputs
+from agentflow.errors import ConfigError, SandboxError
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
-from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, create_sandbox
+from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, copy_folder_to, create_sandbox
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
 from agentflow.traces import (
     BenchItem,
     BenchRunInfo,
     BenchTag,
+    ErrorData,
     Event,
     EventType,
     ModelRequestData,
@@ -47,7 +55,11 @@ from agentflow.traces import (
     RewardData,
     RunStartedData,
     Store,
+    VerifierTag,
 )
+
+ORACLE_WORKFLOW = Path(__file__).with_name("oracle.yaml")
+"""What ``--oracle`` runs on each task: the task's ``solution/solve.sh`` instead of an agent."""
 
 FINISHED = frozenset({"succeeded", "failed", "limit_exceeded", "errored"})
 """Statuses of an attempt that ended (``running``, ``cancelled`` and ``interrupted`` did not)."""
@@ -73,6 +85,7 @@ class BenchOptions:
     seed: int | None = None
     retry_errored: int | None = None
     task_file: str | None = None  # instead of the benchmark's tasks.path
+    oracle: bool = False  # run each task's reference solution instead of the workflow (tasks with a solution only)
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,9 @@ class BenchPlan(RunPlan):
         self.tokens = 0
         self.cost = 0.0  # of the models the benchmark prices
         self._requested: dict[int, str] = {}  # model_request seq -> the model asked
+        self.box: Sandbox | None = None
+        self.prepared: PreparedEnvironment | None = None
+        self.outage: str | None = None  # the sandbox failed under the outcome hook: no verdict, the attempt errored
 
     def check(self, compiled: CompiledWorkflow, model_override: str | None) -> None:
         return None  # checked once for the whole benchmark
@@ -155,12 +171,20 @@ class BenchPlan(RunPlan):
         return recorder
 
     async def open_sandbox(self, compiled: CompiledWorkflow, backend: str, run_id: str) -> Sandbox:
-        box = await self.bench.sandbox()
+        environment = self.pair.task.environment
+        if environment is None:
+            box = await self.bench.sandbox()
+        else:
+            self.prepared = await self.bench.images.prepare(environment)
+            box = await self.bench.task_sandbox(environment, self.prepared, run_id)
         try:
             await copy_files_in(box, compiled.loaded.spec.sandbox.files, compiled.loaded.base_dir)
+            if self.bench.oracle and environment is not None and environment.solution is not None:
+                await copy_folder_to(box, environment.solution, SOLUTION_DIR)
         except BaseException:
             await box.close()
             raise
+        self.box = box
         return box
 
     async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
@@ -171,6 +195,14 @@ class BenchPlan(RunPlan):
             epoch=self.pair.epoch,
             attempt=self.attempt,
         )
+        environment = self.pair.task.environment
+        if environment is not None and self.prepared is not None:
+            tagged["bench"]["verifier"] = VerifierTag(
+                tests_dir=str(environment.tests.resolve()),
+                timeout_s=environment.verifier_timeout_s,
+                workdir=self.prepared.workdir,
+                env=dict(environment.verifier_env),
+            )
         await super().start(ctx, compiled, tagged)
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
@@ -187,6 +219,10 @@ class BenchPlan(RunPlan):
             reward := event.data_as(RewardData), self.bench.outcome_hook
         ):
             self.outcome = _value(reward)
+        elif event.type is EventType.ERROR and self.box is not None and not self.box.alive:
+            error = event.data_as(ErrorData)
+            if error.get("hook") == self.bench.outcome_hook and error.get("on") == "run":
+                self.outage = error["message"]  # the container died under the verifier: no verdict on the agent
 
 
 class BenchRun:
@@ -206,17 +242,25 @@ class BenchRun:
         self.on_progress = on_progress
         spec = loaded.spec
         options = options or BenchOptions()
-        if resume is not None:
-            recorded_task_file = store.get_bench_run(resume).config.get("task_file")
+        resumed = store.get_bench_run(resume) if resume is not None else None
+        if resumed is not None:
+            recorded_task_file = resumed.config.get("task_file")
             task_file = Path(str(recorded_task_file)) if recorded_task_file else loaded.resolve(spec.tasks.path)
         else:
             task_file = Path(options.task_file) if options.task_file else loaded.resolve(spec.tasks.path)
         self.task_set = read_tasks(task_file, source=spec.tasks.source, id_field=spec.tasks.id_field)
-        self.workflow = _with_benchmark(load_workflow(loaded.resolve(spec.workflow)), loaded)
+        self.oracle = bool(resumed.config.get("oracle", False)) if resumed is not None else options.oracle
+        if self.oracle:
+            self._keep_solvable_tasks()
+        workflow_file = ORACLE_WORKFLOW if self.oracle else loaded.resolve(spec.workflow)
+        self.workflow = _with_benchmark(load_workflow(workflow_file), loaded)
         self.compiled = compile_workflow(self.workflow)
+        self._compiled_by_timeout: dict[float, CompiledWorkflow] = {}
         self.outcome_hook = loaded.outcome_hook
-        if resume is not None:
-            self.info = store.get_bench_run(resume)
+        self.images = TaskImages()
+        self._task_sandbox_starts = asyncio.Semaphore(2)  # ramp up: no burst of container starts
+        if resumed is not None:
+            self.info = resumed
             self.config = self.info.config
             self._check_resumable()
         else:
@@ -258,13 +302,44 @@ class BenchRun:
                 name: {**config.model_dump(mode="json", exclude_defaults=True), "model": model or config.model}
                 for name, config in workflow.models.items()
             },
-            "sandbox": options.sandbox or spec.sandbox.backend or workflow.sandbox.backend,
+            "sandbox": self._backend(tasks, options),
             "concurrency": options.concurrency or spec.concurrency,
             "retry_errored": spec.retry_errored if options.retry_errored is None else options.retry_errored,
             "outcome": spec.outcome.model_dump(mode="json"),
             "prices": {name: price.model_dump() for name, price in spec.prices.items()},
             "checkpoints": str(self.loaded.resolve(spec.checkpoints).resolve()) if spec.checkpoints else None,
+            "oracle": self.oracle,
         }
+
+    def _backend(self, tasks: Sequence[Task], options: BenchOptions) -> str:
+        """The sandbox backend of the runs: docker for tasks with their own image, else as chosen."""
+        chosen = options.sandbox or self.loaded.spec.sandbox.backend
+        if any(task.environment is not None for task in tasks):
+            if chosen not in (None, "docker"):
+                raise ConfigError(
+                    f"the tasks of {self.task_set.path} bring their own images: they run in docker, not {chosen!r}",
+                    fix="drop --sandbox (or `sandbox.backend`) for a benchmark of task directories",
+                )
+            return "docker"
+        return chosen or self.workflow.spec.sandbox.backend
+
+    def _keep_solvable_tasks(self) -> None:
+        """Under ``oracle``: the tasks without a reference solution become problems (reported, not run)."""
+        if not any(task.environment is not None for task in self.task_set.tasks):
+            raise ConfigError(
+                f"--oracle runs the tasks' reference solutions, and the tasks of {self.task_set.path} have none",
+                fix="--oracle works on task directories (`tasks: {source: harbor, ...}`) with solution/solve.sh",
+            )
+        kept: list[Task] = []
+        for task in self.task_set.tasks:
+            if task.environment is not None and task.environment.solution is not None:
+                kept.append(task)
+            else:
+                where = str(task.environment.context.parent) if task.environment is not None else task.id
+                self.task_set.problems.append(
+                    TaskProblem(task.line, "no solution/solve.sh: --oracle cannot run it", where)
+                )
+        self.task_set.tasks = kept
 
     def _check_resumable(self) -> None:
         recorded = self.config.get("bench_template_hash")
@@ -373,15 +448,19 @@ class BenchRun:
         status = "cancelled"
         try:
             result: RunResult = await run_workflow(
-                self.compiled,
-                inputs=task_inputs(self.loaded.spec.inputs, pair.task),
+                self._compiled_for(pair.task),
+                inputs=await self._inputs(pair.task),
                 model=self.config.get("model"),
                 sandbox=self.config.get("sandbox"),
                 store=self.store,
                 seed=pair.seed,
                 plan=plan,
             )
-            status = result.status
+            status = result.status if plan.outage is None else "errored"
+        except (SandboxError, OSError):
+            if plan.item is None:  # nothing of the run was recorded: not an outage of this attempt
+                raise
+            status = "errored"  # its sandbox could not start (an image that does not build): the run is errored
         finally:
             if plan.item is not None:
                 outcome = plan.outcome if status in FINISHED and status != "errored" else None
@@ -390,6 +469,43 @@ class BenchRun:
                 plan.item = finished
         assert plan.item is not None
         return plan.item, plan
+
+    def _compiled_for(self, task: Task) -> CompiledWorkflow:
+        """The workflow as a task runs it: a task with its own system gives the agent its ``agent_timeout_s`` as
+        the run's ``timeout_s`` (when the workflow's own is not shorter); compiled once per distinct timeout."""
+        if task.environment is None:
+            return self.compiled
+        limits = self.workflow.spec.limits
+        timeout = min(limits.timeout_s or math.inf, task.environment.agent_timeout_s)
+        if timeout == limits.timeout_s:
+            return self.compiled
+        compiled = self._compiled_by_timeout.get(timeout)
+        if compiled is None:
+            loaded = self.workflow
+            spec = loaded.spec.model_copy(update={"limits": limits.model_copy(update={"timeout_s": timeout})})
+            variant = LoadedWorkflow(
+                spec, loaded.path, loaded.value_locations, loaded.key_locations, loaded.inline_scalars
+            )
+            compiled = self._compiled_by_timeout[timeout] = compile_workflow(variant)
+        return compiled
+
+    async def _inputs(self, task: Task) -> dict[str, Any]:
+        """The run's inputs: the benchmark's mapping of the task's fields, or the oracle's (where, how long)."""
+        if not self.oracle:
+            return task_inputs(self.loaded.spec.inputs, task)
+        assert task.environment is not None  # (oracle keeps only tasks with a solution)
+        try:
+            workdir = (await self.images.prepare(task.environment)).workdir
+        except SandboxError:
+            workdir = "/"  # the run errors opening its sandbox, with the build's error
+        return {"task_workdir": workdir, "solve_timeout_s": task.environment.agent_timeout_s}
+
+    async def task_sandbox(self, environment: TaskEnvironment, prepared: PreparedEnvironment, run_id: str) -> Sandbox:
+        """A fresh sandbox of a task's own image for one run (closed by the run: never pooled, see the module)."""
+        spec = self.compiled.loaded.spec
+        labels = {"agentflow.run_id": run_id, "agentflow.bench_run_id": self.info.bench_run_id}
+        async with self._task_sandbox_starts:
+            return await open_task_sandbox(environment, prepared, spec.sandbox.limits, labels)
 
     async def sandbox(self) -> Sandbox:
         """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up two at a time)."""

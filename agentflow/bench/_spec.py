@@ -41,10 +41,12 @@ class _Strict(BaseModel):
 class TaskSourceSpec(_Strict):
     """Where the tasks come from."""
 
-    source: Literal["jsonl", "humaneval"] = Field(
-        default="jsonl", description="jsonl: one JSON object per line; humaneval: HumanEval's .jsonl(.gz)"
+    source: Literal["jsonl", "humaneval", "harbor"] = Field(
+        default="jsonl",
+        description="jsonl: one JSON object per line; humaneval: HumanEval's .jsonl(.gz); harbor: a folder of "
+        "Harbor task directories (task.toml, instruction.md, environment/Dockerfile, tests/test.sh)",
     )
-    path: str = Field(description="the task file, relative to the benchmark file")
+    path: str = Field(description="the task file (harbor: the folder of task directories), relative to the benchmark")
     id_field: str | None = Field(default=None, description="the field holding each task's id (jsonl: `id`)")
 
 

@@ -4,6 +4,8 @@ A task is one record of the task file (its ``fields``), with an id; the benchmar
 the workflow's inputs. ``jsonl`` reads one JSON object per line (plain or gzip-compressed), ids in ``id`` unless the
 benchmark names another field; ``humaneval`` reads HumanEval's data file (ids in ``task_id``). A broken line, a
 record without an id or a second record with the same id is a problem of that line: the other tasks still run.
+``harbor`` reads a folder of Harbor task directories (see ``agentflow.bench._harbor``): each task brings its own
+system (a :class:`TaskEnvironment`), and a broken directory is a problem of that directory.
 """
 
 from __future__ import annotations
@@ -22,23 +24,59 @@ DEFAULT_ID_FIELDS = {"jsonl": "id", "humaneval": "task_id"}
 
 
 @dataclass(frozen=True)
+class TaskEnvironment:
+    """The system a task brings along (a Harbor task's): the image its runs' sandboxes start from, their resources,
+    and the verifier that scores a run in the same container once the agent is done.
+
+    Attributes:
+        context: the folder holding the Dockerfile (the image's build context).
+        image: the tag of its image, ending in a hash of the folder's content (built once, reused while unchanged).
+        cpus, memory_mb, network: the container's resources (``network`` False unless the task allows internet).
+        build_timeout_s: how long the image may take to build.
+        agent_timeout_s: how long the task gives the agent (the oracle's ``solve.sh`` gets as long).
+        tests: the verifier's folder, copied into the sandbox as ``/tests`` after the agent's run.
+        verifier_timeout_s: how long ``bash /tests/test.sh`` may run.
+        verifier_env: environment variables of the verifier.
+        solution: the reference solution's folder (with ``solve.sh``), None when the task has none.
+    """
+
+    context: Path
+    image: str
+    cpus: float
+    memory_mb: int
+    network: bool
+    build_timeout_s: float
+    agent_timeout_s: float
+    tests: Path
+    verifier_timeout_s: float
+    verifier_env: Mapping[str, str] = field(default_factory=lambda: {})
+    solution: Path | None = None
+
+
+@dataclass(frozen=True)
 class Task:
-    """One task of a benchmark: its id and its record."""
+    """One task of a benchmark: its id and its record (and, for a task with its own system, its environment)."""
 
     id: str
     fields: Mapping[str, Any]
-    line: int  # where it is in the task file, for messages
+    line: int  # where it is in the task file, for messages (0 for a task directory)
+    environment: TaskEnvironment | None = None
 
 
 @dataclass(frozen=True)
 class TaskProblem:
-    """A record of the task file that could not become a task."""
+    """A record of the task file (or a task directory: ``where``) that could not become a task."""
 
     line: int
     message: str
+    where: str | None = None
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        return f"{self.where}: {self.message}" if self.where else f"line {self.line}: {self.message}"
+
+    def located(self, task_file: Path) -> str:
+        """Where the problem is, for a message: ``tasks.jsonl:4`` or the task directory."""
+        return self.where or f"{task_file}:{self.line}"
 
 
 @dataclass
@@ -73,8 +111,13 @@ def read_tasks(path: Path, *, source: str, id_field: str | None = None) -> TaskS
     """Read a task file; a record that cannot be read is a problem of its line, the rest are tasks.
 
     Raises:
-        ConfigError: the file cannot be read at all (missing, not gzip when named .gz, not UTF-8).
+        ConfigError: the file cannot be read at all (missing, not gzip when named .gz, not UTF-8), or the harbor
+            folder is not a folder.
     """
+    if source == "harbor":
+        from agentflow.bench._harbor import read_harbor_tasks  # the same package: harbor builds on these types
+
+        return read_harbor_tasks(path)
     key = id_field or DEFAULT_ID_FIELDS.get(source, "id")
     found = TaskSet(path)
     seen: dict[str, int] = {}

@@ -101,21 +101,30 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
     resume: Annotated[
         str | None, typer.Option("--resume", help="continue this bench run: only its unfinished pairs run")
     ] = None,
+    oracle: Annotated[
+        bool,
+        typer.Option(
+            "--oracle",
+            help="run each task's reference solution (solution/solve.sh) instead of the workflow, scored the same "
+            "way: checks that the tasks can be solved (task directories only)",
+        ),
+    ] = False,
     store: StoreOption = DEFAULT_STORE,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="show no progress")] = False,
     json_output: JsonFlag = False,
 ) -> int:
     """Run every (task, epoch) pair of a benchmark as a run in the store, then print its report.
 
-    Exit 0 when every pair finished, 1 when lines of the task file could not be read (the other tasks ran), 3 when
+    Exit 0 when every pair finished, 1 when lines of the task file (or task directories; under --oracle, tasks
+    without a solution) could not be used (the other tasks ran), 3 when
     pairs errored after their retries (an outage, not the agent), 130 when interrupted (it says how to resume).
     """
     from agentflow.bench import BenchOptions, BenchRun, build_report, load_bench
 
-    if resume is not None and any(value is not None for value in (limit, tasks, epochs, seed)):
+    if resume is not None and (oracle or any(value is not None for value in (limit, tasks, epochs, seed))):
         raise ConfigError(
-            "--resume continues a bench run with the tasks, epochs and seed it started with",
-            fix="drop --limit, --tasks, --epochs and --seed when resuming",
+            "--resume continues a bench run with the tasks, epochs, seed and --oracle it started with",
+            fix="drop --limit, --tasks, --epochs, --seed and --oracle when resuming",
         )
     loaded = load_bench(bench_file, check_tasks=task_file is None and resume is None)
     options = BenchOptions(
@@ -128,12 +137,13 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         seed=seed,
         retry_errored=retry_errored,
         task_file=str(task_file) if task_file is not None else None,
+        oracle=oracle,
     )
     with opened_store(store) as trace_store:
         with _BenchProgressDisplay(loaded.spec.name, quiet=quiet or json_output) as display:
             bench = BenchRun(loaded, trace_store, options=options, resume=resume, on_progress=display)
             for problem in bench.task_set.problems:
-                print(f"{bench.task_set.path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
+                print(f"{problem.located(bench.task_set.path)}: skipped: {problem.message}", file=sys.stderr)
             try:
                 outcome = asyncio.run(bench.run())
             except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from agentflow.rewards import _builtins as _builtins  # registers the built-in hooks
 from agentflow.rewards import _grounded as _grounded  # tests_delta, verify_command, reexecute
+from agentflow.rewards import _harbor as _harbor  # harbor_verifier
 from agentflow.rewards import _judge as _judge  # llm_judge, checklist
 from agentflow.rewards import _lsp as _lsp  # registers lsp_diagnostics (pygls loads when a hook is created)
 from agentflow.rewards import _outcome as _outcome  # outcome

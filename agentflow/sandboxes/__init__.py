@@ -8,6 +8,7 @@ conformance suite in ``agentflow.sandboxes.conformance``.
 # Register the container and cloud backends by name; their SDKs (docker, e2b) load only when one is created.
 from agentflow.sandboxes import _docker as _docker
 from agentflow.sandboxes import _e2b as _e2b
+from agentflow.sandboxes._archive import copy_folder_to, tar_folder
 from agentflow.sandboxes._base import (
     ExecObserver,
     ExecOutput,
@@ -17,6 +18,7 @@ from agentflow.sandboxes._base import (
     Sandbox,
     SandboxLimits,
 )
+from agentflow.sandboxes._docker import DockerSandbox, build_context_image, context_hash
 from agentflow.sandboxes._local import LocalSandbox
 from agentflow.sandboxes._pool import PooledSandbox, SandboxPool
 from agentflow.sandboxes._registry import (
@@ -29,6 +31,7 @@ from agentflow.sandboxes._registry import (
 )
 
 __all__ = [
+    "DockerSandbox",
     "ExecObserver",
     "ExecOutput",
     "ExecRequest",
@@ -40,9 +43,13 @@ __all__ = [
     "SandboxBackend",
     "SandboxLimits",
     "SandboxPool",
+    "build_context_image",
+    "context_hash",
     "copy_files_in",
+    "copy_folder_to",
     "create_sandbox",
     "exec_once",
     "sandbox",
     "sandbox_backends",
+    "tar_folder",
 ]

@@ -309,6 +309,24 @@ def _file_error_for(exc: OSError, path: str) -> OSError:
     return OSError(exc.errno, f"{path!r}: {exc.strerror}")
 
 
+async def _close_transport(
+    transport: asyncio.SubprocessTransport, process: asyncio.subprocess.Process, exited: asyncio.Future[None]
+) -> None:
+    """Close an exec's transport while the loop runs, once the launcher's exit has been reported.
+
+    A transport left to the garbage collector (an exec cancelled by Ctrl-C) schedules its cleanup on a loop that is
+    closed by then and prints a traceback at exit; closed before its exit was reported, its own ``poll()`` would
+    reap the process under asyncio's child watcher (which then warns of an unknown child). A cancelled exec has
+    killed its processes already, so the exit follows within moments.
+    """
+    if process.returncode is None:
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), _OUTPUT_GRACE_S)
+        except (TimeoutError, asyncio.CancelledError):  # (an exception is leaving the exec already)
+            return
+    transport.close()
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -525,8 +543,12 @@ class LocalSandbox(Sandbox):
         self._running.add(process)
         try:
             timed_out, stdout, stderr = await self._collect(process, protocol.exited, stdin_bytes, request.timeout)
+        except BaseException:
+            os.close(status_read)
+            raise
         finally:
             self._running.discard(process)
+            await _close_transport(transport, process, protocol.exited)
         status = _read_status(status_read)
         if status.setup_error and not timed_out:
             raise SandboxError(f"the local sandbox could not isolate the command: {status.setup_error}")

@@ -42,6 +42,7 @@ from agentflow.traces._payloads import (
     TokenUsage,
     ToolCallData,
     ToolResultData,
+    VerifierTag,
     sandbox_exec_data,
 )
 from agentflow.traces._postgres import PostgresStore
@@ -120,6 +121,7 @@ __all__ = [
     "Trace",
     "TraceProblem",
     "TraceStore",
+    "VerifierTag",
     "content_digest",
     "export_to_otlp",
     "first_divergence",

@@ -42,13 +42,25 @@ __all__ = [
 ]
 
 
+class VerifierTag(TypedDict):
+    """The verifier a benchmark task brings (a Harbor task's ``tests/``), run by the ``harbor_verifier`` hook in the
+    run's sandbox after the agent: ``bash /tests/test.sh`` from ``workdir``, within ``timeout_s``, with ``env``."""
+
+    tests_dir: str
+    timeout_s: float
+    workdir: str
+    env: dict[str, str]
+
+
 class BenchTag(TypedDict):
-    """Which benchmark run, task, epoch and attempt a run is (``agentflow bench run``)."""
+    """Which benchmark run, task, epoch and attempt a run is (``agentflow bench run``), and the task's verifier
+    when it brings one."""
 
     bench_run_id: str
     task_id: str
     epoch: int
     attempt: int
+    verifier: NotRequired[VerifierTag]
 
 
 class RunStartedData(TypedDict):

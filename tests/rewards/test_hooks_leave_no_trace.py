@@ -43,11 +43,16 @@ SANDBOX_HOOKS: dict[str, dict[str, Any]] = {
 # The other built-in hooks work from the trace's events alone (and a judge model); they never see the sandbox.
 EVENTS_ONLY_HOOKS = {"exit_code", "tests_passed", "constant", "noop", "llm_judge", "checklist"}
 
+# Hooks that use the sandbox only once the agent is done (`on: run`, in a benchmark task's own container): what they
+# write there (harbor_verifier: /tests, /logs/verifier) no step of the agent can see; tests/bench/test_harbor.py.
+AFTER_THE_AGENT_HOOKS = {"harbor_verifier"}
+
 
 def test_every_built_in_hook_is_classified_here() -> None:
     # a new built-in hook is added to one of the two sets, and to the observation test if it uses the sandbox
     built_in = {name for name in reward_hooks.names() if reward_hooks.get(name).__module__.startswith("agentflow.")}
-    assert built_in == set(SANDBOX_HOOKS) | EVENTS_ONLY_HOOKS  # other tests register hooks of their own
+    # other tests register hooks of their own
+    assert built_in == set(SANDBOX_HOOKS) | EVENTS_ONLY_HOOKS | AFTER_THE_AGENT_HOOKS
 
 
 def _installed(server: str) -> bool:

@@ -5,6 +5,10 @@ and pids limits, the unprivileged uid 1000, ``cap_drop=ALL``, ``no-new-privilege
 with a size-limited tmpfs workdir at ``/workspace`` (plus small private ``/tmp`` and ``/dev/shm``), and
 ``docker-init`` as PID 1 to reap orphans.
 
+A benchmark task that brings its own system (a Harbor task's image: ``create(..., task_system=True)``) gets a
+writable root filesystem and root with only the CHOWN, DAC_OVERRIDE and FOWNER capabilities, since its agent and
+verifier write anywhere in it; everything else above holds, and such a container is never pooled.
+
 Commands do not go through ``docker exec``: the container's command is a small exec server
 (``agentflow/sandboxes/_execserver.py``) that reads requests from the container's attached stdin, so one exec is one
 message each way (about 1 ms instead of about 50 ms). The server enforces the per-exec timeout, kills the whole
@@ -17,6 +21,7 @@ engine closes the container's stdin, the server exits and the engine removes the
 ``agentflow sandbox cleanup`` removes leftovers of anything else (a container created but never started).
 """
 
+from agentflow.sandboxes._docker.build import build_context_image, context_hash
 from agentflow.sandboxes._docker.client import (
     DEFAULT_IMAGE,
     IMAGE_ENV_VAR,
@@ -41,7 +46,9 @@ __all__ = [
     "TIMEOUT_EXIT_CODE",
     "WORKDIR",
     "DockerSandbox",
+    "build_context_image",
     "cleanup_containers",
+    "context_hash",
     "docker_available",
     "docker_client",
     "image_available",

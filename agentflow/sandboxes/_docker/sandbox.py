@@ -43,6 +43,11 @@ from agentflow.sandboxes._registry import sandbox
 
 WORKDIR = "/workspace"
 SANDBOX_USER = "1000:1000"
+TASK_SYSTEM_USER = "0:0"
+"""Who runs the commands in a task's own system image (``task_system``): root."""
+TASK_SYSTEM_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+"""The only capabilities root keeps in a task's own system: owning and reaching the system's files (a task's setup
+and verifier write files of other users, ``cp -a`` keeps owners); no setuid, network admin, mounts or ptrace."""
 TIMEOUT_EXIT_CODE = -signal.SIGKILL
 """``ExecResult.exit_code`` of a command killed on timeout (``timed_out`` is True): -9, as for SIGKILL."""
 
@@ -82,7 +87,9 @@ def _relative(path: str) -> str:
 # -- container start ----------------------------------------------------------------------------------------------
 
 
-def _host_config(client: Any, limits: SandboxLimits, cpus: float, workdir_mb: int, labels: dict[str, str]) -> Any:
+def _host_config(
+    client: Any, limits: SandboxLimits, cpus: float, workdir_mb: int, labels: dict[str, str], *, task_system: bool
+) -> Any:
     from docker.types import DriverConfig, Mount, Ulimit  # type: ignore[import-untyped]
 
     memory = f"{limits.memory_mb + _SERVER_MEMORY_MB}m"
@@ -99,11 +106,12 @@ def _host_config(client: Any, limits: SandboxLimits, cpus: float, workdir_mb: in
     )
     return client.api.create_host_config(
         network_mode="bridge" if limits.network else "none",
-        read_only=True,
+        read_only=not task_system,
         mounts=[workdir],
         tmpfs={"/tmp": "size=64m,mode=1777,nosuid,nodev"},  # noqa: S108 - the container's private /tmp
         shm_size="16m",
         cap_drop=["ALL"],
+        cap_add=TASK_SYSTEM_CAPABILITIES if task_system else None,
         security_opt=["no-new-privileges"],
         init=True,
         auto_remove=True,
@@ -116,7 +124,7 @@ def _host_config(client: Any, limits: SandboxLimits, cpus: float, workdir_mb: in
 
 
 def _start_container(
-    image: str, limits: SandboxLimits, *, cpus: float, workdir_mb: int, labels: dict[str, str]
+    image: str, limits: SandboxLimits, *, cpus: float, workdir_mb: int, labels: dict[str, str], task_system: bool
 ) -> tuple[str, socket.socket]:
     """Create and start a container running the exec server; return its id and a socket on its stdio."""
     docker = _docker()
@@ -126,13 +134,13 @@ def _start_container(
         created = client.api.create_container(
             image,
             command=["python3", "-I", "-S", "-c", _SERVER_SOURCE.read_text()],
-            user=SANDBOX_USER,
+            user=TASK_SYSTEM_USER if task_system else SANDBOX_USER,
             working_dir=WORKDIR,
             environment={"AGENTFLOW_WORKDIR": WORKDIR, "HOME": WORKDIR, "LANG": "C.UTF-8"},
             stdin_open=True,  # with detach=False this also sets StdinOnce: stdin closes when we disconnect
             hostname="sandbox",
             labels=all_labels,
-            host_config=_host_config(client, limits, cpus, workdir_mb, all_labels),
+            host_config=_host_config(client, limits, cpus, workdir_mb, all_labels, task_system=task_system),
         )
     except docker.errors.ImageNotFound:
         raise SandboxUnavailableError(
@@ -197,6 +205,7 @@ class DockerSandbox(Sandbox):
         cpus: float = 1.0,
         workdir_mb: int = 512,
         labels: Mapping[str, str] | None = None,
+        task_system: bool = False,
     ) -> DockerSandbox:
         """Start a hardened container and wait for its exec server.
 
@@ -206,6 +215,10 @@ class DockerSandbox(Sandbox):
             cpus: CPU cores the container may use.
             workdir_mb: size of the tmpfs workdir.
             labels: extra container labels (a run or pool id).
+            task_system: the image is a task's own system (a Harbor task's environment), whose setup, agent and
+                verifier write anywhere in it (``/app``, ``/tests``, ``/logs``): the root filesystem is writable
+                and commands run as root with only ``TASK_SYSTEM_CAPABILITIES``, still without new privileges or
+                (unless the limits allow it) network. Never pool such a container: a reset empties only the workdir.
 
         Raises:
             MissingExtraError: the ``docker`` package is not installed.
@@ -218,7 +231,13 @@ class DockerSandbox(Sandbox):
         _install_exit_handlers()
         started = time.monotonic()
         container_id, own = await asyncio.to_thread(
-            _start_container, image, limits, cpus=cpus, workdir_mb=workdir_mb, labels=dict(labels or {})
+            _start_container,
+            image,
+            limits,
+            cpus=cpus,
+            workdir_mb=workdir_mb,
+            labels=dict(labels or {}),
+            task_system=task_system,
         )
         try:
             reader, writer = await asyncio.open_connection(sock=own, limit=2**20)
@@ -243,6 +262,7 @@ class DockerSandbox(Sandbox):
             "start_s": round(time.monotonic() - started, 4),
             "cpus": cpus,
             "workdir_mb": workdir_mb,
+            "task_system": task_system,
         }
         return cls(limits=limits, image=image, container_id=container_id, channel=channel, details=details)
 
@@ -420,12 +440,16 @@ class DockerSandbox(Sandbox):
 
     def isolation(self) -> IsolationReport:
         """Report the container's hardening (all of it holds on any engine that accepts the container)."""
+        task_system = bool(self._details.get("task_system"))
+        user = TASK_SYSTEM_USER if task_system else SANDBOX_USER
+        root = "writable (a task's own system)" if task_system else "read-only"
+        caps = "+".join(TASK_SYSTEM_CAPABILITIES) if task_system else "none (cap_drop ALL)"
         details: dict[str, Any] = {
             **self._details,
             "workdir": WORKDIR,
-            "user": f"uid {SANDBOX_USER}, no capabilities (cap_drop ALL), no-new-privileges",
+            "user": f"uid {user}, capabilities {caps}, no-new-privileges",
             "network": "allowed by limits.network (bridge)" if self.limits.network else "none (no interfaces)",
-            "filesystem": f"read-only root; tmpfs {WORKDIR} ({self._details.get('workdir_mb')} MB), /tmp, /dev/shm",
+            "filesystem": f"{root} root; tmpfs {WORKDIR} ({self._details.get('workdir_mb')} MB), /tmp, /dev/shm",
             "memory": f"{self.limits.memory_mb} MB per exec (RLIMIT_AS), container cgroup "
             f"{self.limits.memory_mb + _SERVER_MEMORY_MB} MB, no swap",
             "pids": f"cgroup pids limit {self.limits.pids + _SERVER_PIDS} (limits.pids + exec server headroom)",

@@ -1,0 +1,76 @@
+"""Images built from a folder with a Dockerfile (a benchmark task's environment), cached by a content hash.
+
+A task's image is built once: its tag ends with a hash of every file of the build context (names, modes and
+bytes), so an unchanged folder finds its image on the engine and a changed one gets a new tag. The base image is
+never pulled: a build whose ``FROM`` image is on the engine runs offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from agentflow.errors import SandboxError, SandboxUnavailableError
+from agentflow.sandboxes._docker.client import _docker, docker_client
+
+_build_locks: dict[str, threading.Lock] = {}
+_build_locks_lock = threading.Lock()
+
+
+def context_hash(context: Path) -> str:
+    """The sha256 of a build context: every regular file's relative path, executable bit and bytes, in path order.
+
+    Raises:
+        OSError: a file of the folder cannot be read.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        relative = path.relative_to(context).as_posix()
+        executable = path.stat().st_mode & 0o111 != 0
+        digest.update(f"{relative}\0{int(executable)}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_context_image(context: Path, tag: str, *, timeout_s: float = 600.0) -> tuple[str, bool]:
+    """Build the Dockerfile of ``context`` as ``tag`` unless the engine already holds ``tag``.
+
+    Returns the image's working directory (its ``WORKDIR``, ``/`` when it sets none) and whether it was built now.
+    Blocking: call it in a thread. Two callers asking for the same tag at once build it once.
+
+    Raises:
+        MissingExtraError: the ``docker`` package is not installed.
+        SandboxUnavailableError: the engine does not answer.
+        SandboxError: the build failed (the message ends with the build's last output lines).
+    """
+    docker = _docker()
+    client = docker_client()
+    with _build_locks_lock:
+        lock = _build_locks.setdefault(tag, threading.Lock())
+    with lock:
+        built = False
+        try:
+            image = client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            image = _build(client, docker, context, tag, timeout_s)
+            built = True
+        workdir = (image.attrs.get("Config") or {}).get("WorkingDir") or "/"
+        return str(workdir), built
+
+
+def _build(client: Any, docker: Any, context: Path, tag: str, timeout_s: float) -> Any:
+    errors = docker.errors
+    try:
+        image, _ = client.images.build(
+            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, timeout=int(timeout_s)
+        )
+    except errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log)[-1500:]
+        raise SandboxError(f"the image of {context} did not build: {exc.msg}\n{tail}") from None
+    except errors.APIError as exc:
+        raise SandboxError(f"the Docker engine refused to build {context}: {exc}") from exc
+    except errors.DockerException as exc:
+        raise SandboxUnavailableError(f"cannot build {context}: {exc}") from exc
+    return image

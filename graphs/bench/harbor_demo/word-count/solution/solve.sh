@@ -1,0 +1,2 @@
+#!/bin/bash
+wc -w < poem.txt | tr -d ' ' > count.txt
