@@ -89,6 +89,13 @@ def test_a_stopped_bench_run_resumes_without_losing_or_regrading_a_pair(bench_di
     (bench_run,) = store.list_bench_runs()
     if sig is signal.SIGINT:
         assert stopped.returncode == 130, stderr_of(stopped)
+        # one error line and nothing after it: no traceback of a transport or task the interruption left behind
+        noise = [
+            text
+            for text in ("Traceback", "Exception ignored", "Unknown child", "was destroyed")
+            if text in stopped.stderr
+        ]
+        assert not noise, stopped.stderr
         line = stopped.stderr.strip().splitlines()[-1]
         assert f"resume with: agentflow bench run slow_arith.yaml --resume {bench_run.bench_run_id}" in line
         assert "running" not in {status for *_, status in _items(bench_dir / ".agentflow")}  # all recorded
