@@ -3,7 +3,9 @@
 Same contract, same events and same verification as the embedded store: each event is stored as the exact JSON line
 the JSONL store would write (``events.line``), with its seq, type, node and hash as columns for queries, so a trace
 loaded from PostgreSQL goes through the very parser and hash checks of a JSONL trace. Every event is one autocommit
-``INSERT``: a killed writer leaves every event it emitted, and no partial one. Payloads over the spill threshold go
+``INSERT``: a killed writer leaves every event it emitted, and no partial one; a recorder holding events
+(``hold_events``, as a run does) inserts those held since the last ``flush`` in one transaction, all or none, with
+the embedded store's promise of what a killed run keeps. Payloads over the spill threshold go
 to the ``blobs`` table, content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
 """
 
@@ -178,7 +180,8 @@ class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
     Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
-    threads get unique, increasing seq numbers. Each event is one committed INSERT: a killed writer loses nothing.
+    threads get unique, increasing seq numbers. Each event is one committed INSERT (held events: one transaction per
+    flush), so a killed writer loses nothing it wrote.
     """
 
     spill_under_lock = True  # spilled blobs go through the recorder's one connection

@@ -11,9 +11,15 @@ The JSONL files are the source of truth: the index only makes listing fast and i
 
 Durability (``fsync`` policy of :class:`TraceStore`):
 
-- every event is written to the trace file with a single ``write(2)`` as soon as it is emitted (no user-space
-  buffering), so a process killed with SIGKILL leaves every event it emitted readable, except at worst a partial
-  last line, which :meth:`TraceStore.load_trace` skips and reports;
+- every event is written to the trace file with a single ``write(2)`` as soon as it is emitted, so a process killed
+  with SIGKILL leaves every event it emitted readable, except at worst a partial last line, which
+  :meth:`TraceStore.load_trace` skips and reports. Unless the recorder was told to hold events
+  (:meth:`RunRecorder.hold_events`, which ``run_workflow`` does): then the events wait in memory until
+  :meth:`RunRecorder.flush` writes them all with one ``write(2)``; ``run_started``, ``run_resumed``, ``error`` and
+  ``run_finished`` are written at once, as are the held events when the recorder closes. The runtime flushes at the
+  end of every node and before every effect outside the process (model call, sandbox command, file write or reset,
+  tool or hook code, routing decision), so a killed run loses only events recorded after the last of those, which
+  nothing outside the process followed (``fsync="always"`` holds nothing);
 - ``"boundary"`` (default) also has the trace file (and a new run's directory) ``fsync``-ed after the events that end
   a run or report a failure (``run_finished``, ``error``), by a background thread, so that no run (nor the event
   loop it shares with others) waits for the disk; pending fsyncs are done before the process exits normally. A
@@ -359,8 +365,8 @@ class RunRecorder(RecorderBase):
         self._fsync_every_event = store.fsync == "always"
         self._may_hold = not self._fsync_every_event  # "always" promises each event on disk as it is emitted
         self._fsync_boundaries = store.fsync != "never"
-        # O_APPEND + one os.write per event: no user-space buffer to lose, and each line lands whole or not at all
-        # (short of the process dying inside the write call).
+        # O_APPEND + one os.write per event (or per flush of held events): no user-space buffer to lose beyond the
+        # held events, and the lines land whole or not at all (short of the process dying inside the write call).
         create = os.O_CREAT | os.O_EXCL if resume is None else 0
         self._fd = os.open(self.trace_path, os.O_WRONLY | create | os.O_APPEND, 0o644)
         try:
