@@ -64,11 +64,17 @@ class RewardEngine:
                     fix=f"declare {{hook: {reward.outcome}, on: run}} under rewards",
                 )
         self._pending: dict[str, set[asyncio.Task[list[Event]]]] = {}
+        self._wants: dict[tuple[StepKind, str | None], bool] = {}
 
     def wants(self, kind: StepKind, node: str | None) -> bool:
-        if kind == "run" and any(binding.spec.aggregate for binding in self.bindings):
-            return True
-        return any(binding.applies_to(kind, node) for binding in self.bindings)
+        key = (kind, node)
+        known = self._wants.get(key)
+        if known is None:  # asked for every node visit and step: the bindings never change, so once is enough
+            known = (kind == "run" and any(binding.spec.aggregate for binding in self.bindings)) or any(
+                binding.applies_to(kind, node) for binding in self.bindings
+            )
+            self._wants[key] = known
+        return known
 
     async def start_run(self, ctx: RunContext) -> None:
         """Let each hook prepare for a run (e.g. snapshot the workspace); a failure is recorded, never raised."""

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 _NO_RETRY = RetryPolicy()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made for every node visit: not frozen, whose __init__ costs several times more
 class Visit:
     """One attempt at one node: what every executor needs, in one place."""
 
@@ -117,8 +117,11 @@ async def _attempt(
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):  # no task per node, unlike wait_for
+        if timeout is None:  # the usual case: no timer to schedule and cancel
             updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
+        else:
+            async with asyncio.timeout(timeout):  # no task per node, unlike wait_for
+                updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
     except Exception as exc:
         if isinstance(exc, TimeoutError):
             exc = _timeout_error(ctx, f"node {label!r} ran past its timeout of {timeout:g}s", label)

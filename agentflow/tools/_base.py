@@ -149,7 +149,7 @@ class Tool:
 
     async def call(self, ctx: ToolContext, arguments: BaseModel) -> Any:
         """Run the function on validated arguments; a subclass runs it elsewhere (in the sandbox)."""
-        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        kwargs = dict(arguments)  # the validated fields by name (pydantic iterates them in order)
         value = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
         if inspect.isawaitable(value):
             value = await value
@@ -190,6 +190,8 @@ def _jsonable(value: Any) -> Any:
 def _render(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if type(value) is int:  # what json.dumps writes for an int (not a bool), without its encoder
+        return str(value)
     return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import threading
 import time
 from types import TracebackType
@@ -211,19 +210,16 @@ class RecorderBase(abc.ABC):
                 raise TraceError(f"unknown event type {type!r}; use an EventType") from None
         payload: dict[str, Any] = {}
         plain = True
-        encoded: str | None = None
+        encoded: str | None = "{}"
         if data:
             if not isinstance(data, dict):
                 raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
             given = cast(dict[str, Any], data)  # the typed data is a plain dict at run time
-            with self._lock if self.spill_under_lock else contextlib.nullcontext():
-                encoded = encode_if_plain(given, self._spill_threshold)
-                if encoded is None:
-                    payload, plain = normalise_json_value(given, self._spill)
-                else:
-                    # Already plain JSON: the event holds the caller's dict itself, so emitters must not change
-                    # `data` after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
-                    payload = given
+            if self.spill_under_lock:
+                with self._lock:
+                    payload, plain, encoded = self._normalise(given)
+            else:
+                payload, plain, encoded = self._normalise(given)
         if node is not None and not isinstance(node, str):
             raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
         with self._lock:
@@ -273,6 +269,16 @@ class RecorderBase(abc.ABC):
             if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= INDEX_REFRESH_S:
                 self._update_index("running")  # keeps `agentflow runs` current for a run in progress
         return event
+
+    def _normalise(self, given: dict[str, Any]) -> tuple[dict[str, Any], bool, str | None]:
+        """The event's data as the trace holds it, whether it is plain, and its JSON if the encoder vouched for it."""
+        encoded = encode_if_plain(given, self._spill_threshold)
+        if encoded is not None:
+            # Already plain JSON: the event holds the caller's dict itself, so emitters must not change `data`
+            # after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
+            return given, True, encoded
+        payload, plain = normalise_json_value(given, self._spill)
+        return payload, plain, None
 
     def _catch_up_summary(self) -> SummaryBuilder:
         for event in self._unsummarized:
