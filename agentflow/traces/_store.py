@@ -415,7 +415,7 @@ class RunRecorder(RecorderBase):
                 written += os.write(self._fd, lines[written:])
             if self._fsync_every_event:
                 os.fsync(self._fd)
-            elif self._fsync_boundaries and any(event.type in BOUNDARY_EVENTS for event in events):
+            elif self._fsync_boundaries and events[-1].type in BOUNDARY_EVENTS:  # held events end at a boundary
                 _SYNCER.sync_file(self._fd, self.trace_path)
         except OSError as exc:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
