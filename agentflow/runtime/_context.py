@@ -63,6 +63,12 @@ class RunContext:
             self.on_event(event)
         return event
 
+    def flush(self) -> None:
+        """Write the events the recorder holds: called before every effect outside the process (a model call, a
+        sandbox command, a tool or reward hook's code) and at the end of every node, so a killed run keeps every
+        event that something outside it followed."""
+        self.recorder.flush()
+
     def model(self, model_string: str, base_dir: Path) -> Model:
         """The run's connection for a model string (one per string and folder, created on first use)."""
         chosen = self.model_override or model_string

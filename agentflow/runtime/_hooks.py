@@ -16,6 +16,7 @@ from agentflow.errors import ConfigError, RewardHookError
 from agentflow.rewards import HookContext, RewardHook, StepContext, StepKind, create_reward_hook
 from agentflow.rewards._aggregate import NEEDS_OUTCOME, aggregate_trace
 from agentflow.rewards._sandbox import HookSandbox
+from agentflow.sandboxes._base import ObservedSandbox
 from agentflow.spec._models import RewardSpec, WorkflowSpec
 from agentflow.traces._events import Event, EventType, seconds_since
 from agentflow.traces._payloads import ErrorData, RewardData, SandboxExecData
@@ -63,16 +64,23 @@ class RewardEngine:
                     fix=f"declare {{hook: {reward.outcome}, on: run}} under rewards",
                 )
         self._pending: dict[str, set[asyncio.Task[list[Event]]]] = {}
+        self._wants: dict[tuple[StepKind, str | None], bool] = {}
 
     def wants(self, kind: StepKind, node: str | None) -> bool:
-        if kind == "run" and any(binding.spec.aggregate for binding in self.bindings):
-            return True
-        return any(binding.applies_to(kind, node) for binding in self.bindings)
+        key = (kind, node)
+        known = self._wants.get(key)
+        if known is None:  # asked for every node visit and step: the bindings never change, so once is enough
+            known = (kind == "run" and any(binding.spec.aggregate for binding in self.bindings)) or any(
+                binding.applies_to(kind, node) for binding in self.bindings
+            )
+            self._wants[key] = known
+        return known
 
     async def start_run(self, ctx: RunContext) -> None:
         """Let each hook prepare for a run (e.g. snapshot the workspace); a failure is recorded, never raised."""
         if ctx.replays_hooks:
             return
+        ctx.flush()  # hooks' code may act outside the process
         step = StepContext(run_id=ctx.run_id, kind="run", node=None, events=(), state=ctx.state, sandbox=ctx.sandbox)
         for index, binding in enumerate(self.bindings):
             try:
@@ -115,6 +123,7 @@ class RewardEngine:
         bindings = [b for b in self.bindings if b.applies_to(kind, node)]
         recorded: list[Event] = []
         if bindings:
+            ctx.flush()  # the hooks' code may act outside the process (a judge model, a sandbox command)
             # hooks that never read the sandbox (the usual case: exit codes, test reports, judges) share one step
             # without it, and need no guarded view of their own
             sandbox = ctx.sandbox if any(b.hook.uses_sandbox for b in bindings) else None
@@ -172,7 +181,7 @@ class RewardEngine:
             ctx.emit(EventType.SANDBOX_EXEC, node=label, parent=target, data=data)
 
         view = HookSandbox(
-            step.sandbox,
+            ObservedSandbox(step.sandbox, None, before=ctx.flush),  # each command's forerunners written first
             by=f"hook:{binding.spec.hook}",
             report=record,
             scratch_prefix=f"hook{index}-{binding.spec.hook}-{scratch}",

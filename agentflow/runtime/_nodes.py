@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 _NO_RETRY = RetryPolicy()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made for every node visit: not frozen, whose __init__ costs several times more
 class Visit:
     """One attempt at one node: what every executor needs, in one place."""
 
@@ -117,8 +117,11 @@ async def _attempt(
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):  # no task per node, unlike wait_for
+        if timeout is None:  # the usual case: no timer to schedule and cancel
             updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
+        else:
+            async with asyncio.timeout(timeout):  # no task per node, unlike wait_for
+                updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
     except Exception as exc:
         if isinstance(exc, TimeoutError):
             exc = _timeout_error(ctx, f"node {label!r} ran past its timeout of {timeout:g}s", label)
@@ -130,12 +133,15 @@ async def _attempt(
             "error": str(exc),
         }
         ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=failed)
+        ctx.flush()  # a retry runs the node's effects again
         raise exc from None
     ctx.state.update(updates)
     finished: NodeFinishedData = {"status": "ok", "updates": updates, "duration_s": seconds_since(clock)}
     ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=finished)
     if compiled.hooks.wants("node", name):
         await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events[first_index:])
+    # The node's updates go to LangGraph (the next node, a LangGraph checkpoint): its events are written first.
+    ctx.flush()
     return updates
 
 
@@ -212,8 +218,14 @@ async def _call_tool(
         outcome = ToolOutcome(ok=False, content=f"error: {message}", error=message)
     else:
         tool_ctx = ToolContext(
-            sandbox=ctx.sandbox, run_id=ctx.run_id, node=label, state=dict(ctx.state), on_exec=record_exec
+            sandbox=ctx.sandbox,
+            run_id=ctx.run_id,
+            node=label,
+            state=dict(ctx.state),
+            on_exec=record_exec,
+            before_effect=ctx.flush,
         )
+        ctx.flush()  # the tool's own code may act outside the process (a host plugin), not only through the sandbox
         outcome = await tool.invoke(tool_ctx, call.arguments if parsed is None else parsed)
     result_data: ToolResultData = {
         "tool": call.name,
@@ -329,6 +341,7 @@ async def _complete(
     """One model call, its retries watched while it goes (see ``_timeout_error``)."""
     in_flight: list[dict[str, Any]] = []
     ctx.model_retrying[label] = in_flight
+    ctx.flush()  # the request goes out of the process: what led to it is written first
     with observe_retries(lambda retry: in_flight.append(retry.to_dict())):
         response = await model.complete(list(messages), schemas, settings)
     del ctx.model_retrying[label]  # a call cut by a timeout stays, for _timeout_error to find
@@ -378,6 +391,7 @@ def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: M
         if transition.when is None or _expr.evaluate_condition(transition.when, state):
             route: RouteData = {"from": label, "to": transition.target, "condition": transition.when}
             ctx.emit(EventType.ROUTE, node=label, data=route)
+            ctx.flush()  # before LangGraph acts on the choice (a LangGraph checkpoint may record it)
             return transition.target
     conditions = [t.when for t in compiled.template.transitions[name]]
     raise RunError(f"no way out of node {label!r} holds: {conditions}; add a default edge without `when`")

@@ -115,6 +115,9 @@ async def run_workflow(
     recorder: Recorder = plan.open_recorder(store, spec.name)
     if endpoint:
         recorder = LiveExport(recorder, endpoint)
+    # Events are written in one write per node (and before every effect outside the process, see RunContext.flush)
+    # instead of one per event.
+    recorder.hold_events()
     clock = time.perf_counter()
     outcome = _Outcome()
     ctx: RunContext | None = None
@@ -163,7 +166,7 @@ async def run_workflow(
         final_state = ctx.state if ctx else initial
         # A resumed run's duration counts the time it ran before it was interrupted too.
         duration = seconds_since(clock) + plan.prior_duration_s
-        recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=round(duration, 4))
+        _finish_recording(recorder, outcome, final_state, duration)
         if ctx is not None:
             await ctx.close_models()
             await ctx.sandbox.close()
@@ -178,6 +181,14 @@ async def run_workflow(
         limit=outcome.limit,
         isolation=outcome.isolation,
     )
+
+
+def _finish_recording(recorder: Recorder, outcome: _Outcome, final_state: dict[str, Any], duration: float) -> None:
+    """Record ``run_finished`` and release the trace file and the index connection."""
+    try:
+        recorder.finish(outcome.status, final_state=final_state, error=outcome.error, duration_s=round(duration, 4))
+    finally:
+        recorder.close()  # the trace file, and the index connection back to the store
 
 
 @dataclass

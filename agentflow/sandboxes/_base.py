@@ -277,13 +277,18 @@ class ObservedSandbox(Sandbox):
     Whoever is handed a sandbox (a tool through ``ToolContext``, a reward hook its fresh sandbox) gets it through
     this view, so no command of theirs can run without a ``sandbox_exec`` event in the trace. A view: ``exec``
     delegates to the inner sandbox's ``exec``, which applies the contract (timeout default, output cap) once.
+    ``before`` is called before every command, file write, copy and reset (the runtime writes the events its
+    recorder holds, so that what the trace recorded before an effect on the sandbox survives the process).
     """
 
-    def __init__(self, inner: Sandbox, observer: ExecObserver) -> None:
+    def __init__(
+        self, inner: Sandbox, observer: ExecObserver | None, *, before: Callable[[], None] | None = None
+    ) -> None:
         self.inner = inner
         self.backend = inner.backend
         self.limits = inner.limits
         self._observer = observer
+        self._before = before
 
     async def exec(
         self,
@@ -294,26 +299,35 @@ class ObservedSandbox(Sandbox):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
+        if self._before is not None:
+            self._before()
         result = await self.inner.exec(cmd, stdin=stdin, cwd=cwd, env=env, timeout=timeout)
-        self._observer(cmd, cwd, result)
+        if self._observer is not None:
+            self._observer(cmd, cwd, result)
         return result
 
     async def read_file(self, path: str) -> bytes:
         return await self.inner.read_file(path)
 
     async def write_file(self, path: str, data: str | bytes) -> None:
+        if self._before is not None:
+            self._before()
         await self.inner.write_file(path, data)
 
     async def list_files(self, path: str = ".") -> list[str]:
         return await self.inner.list_files(path)
 
     async def copy_in(self, source_dir: str, dest: str = ".") -> None:
+        if self._before is not None:
+            self._before()
         await self.inner.copy_in(source_dir, dest)
 
     def isolation(self) -> IsolationReport:
         return self.inner.isolation()
 
     async def reset(self) -> bool:
+        if self._before is not None:
+            self._before()
         return await self.inner.reset()
 
     @property

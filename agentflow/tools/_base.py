@@ -27,12 +27,14 @@ class ToolContext:
     state: Mapping[str, Any] = field(default_factory=lambda: {})
     # Called after every sandbox exec a tool makes, so the trace records a sandbox_exec event.
     on_exec: ExecObserver | None = None
+    # Called before every exec, file write, copy or reset of the sandbox: the runtime writes the events it holds.
+    before_effect: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         # The tool sees the sandbox through an observed view, so a tool that calls `ctx.sandbox.exec` directly
         # (a host plugin orchestrating the sandbox) is recorded just as one that calls `ctx.exec`.
-        if self.on_exec is not None:
-            self.sandbox = ObservedSandbox(self.sandbox, self.on_exec)
+        if self.on_exec is not None or self.before_effect is not None:
+            self.sandbox = ObservedSandbox(self.sandbox, self.on_exec, before=self.before_effect)
 
     async def exec(
         self,
@@ -147,7 +149,7 @@ class Tool:
 
     async def call(self, ctx: ToolContext, arguments: BaseModel) -> Any:
         """Run the function on validated arguments; a subclass runs it elsewhere (in the sandbox)."""
-        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        kwargs = dict(arguments)  # the validated fields by name (pydantic iterates them in order)
         value = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
         if inspect.isawaitable(value):
             value = await value
@@ -188,6 +190,8 @@ def _jsonable(value: Any) -> Any:
 def _render(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if type(value) is int:  # what json.dumps writes for an int (not a bool), without its encoder
+        return str(value)
     return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
 
 

@@ -318,6 +318,14 @@ class LiveExport:
         self._observe(event)
         return event
 
+    def hold_events(self) -> None:
+        """Have the recorder hold events until :meth:`flush` (spans are built as events are emitted either way)."""
+        self.recorder.hold_events()
+
+    def flush(self) -> None:
+        """Write the events the recorder holds."""
+        self.recorder.flush()
+
     def finish(self, status: str, **data: Any) -> Event:
         """Record ``run_finished``, end the run's span and flush every span to the endpoint."""
         event = self.recorder.finish(status, **data)

@@ -3,7 +3,9 @@
 Same contract, same events and same verification as the embedded store: each event is stored as the exact JSON line
 the JSONL store would write (``events.line``), with its seq, type, node and hash as columns for queries, so a trace
 loaded from PostgreSQL goes through the very parser and hash checks of a JSONL trace. Every event is one autocommit
-``INSERT``: a killed writer leaves every event it emitted, and no partial one. Payloads over the spill threshold go
+``INSERT``: a killed writer leaves every event it emitted, and no partial one; a recorder holding events
+(``hold_events``, as a run does) inserts those held since the last ``flush`` in one transaction, all or none, with
+the embedded store's promise of what a killed run keeps. Payloads over the spill threshold go
 to the ``blobs`` table, content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
 """
 
@@ -18,11 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agentflow.errors import MissingExtraError, TraceError
 from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD, StoreBase
-from agentflow.traces._events import EventType
 from agentflow.traces._hashing import sha256_hex
 from agentflow.traces._migrations import migrate_postgres
 from agentflow.traces._protocol import Trace
-from agentflow.traces._recorder import RecorderBase
+from agentflow.traces._recorder import EncodedEvent, RecorderBase
 from agentflow.traces._tables import StoreTables
 
 __all__ = ["PostgresRecorder", "PostgresStore", "redact_url"]
@@ -172,11 +173,15 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
         return bytes(rows[0][0]) if rows else None
 
 
+_INSERT_EVENT = "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)"
+
+
 class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
     Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
-    threads get unique, increasing seq numbers. Each event is one committed INSERT: a killed writer loses nothing.
+    threads get unique, increasing seq numbers. Each event is one committed INSERT (held events: one transaction per
+    flush), so a killed writer loses nothing it wrote.
     """
 
     spill_under_lock = True  # spilled blobs go through the recorder's one connection
@@ -197,14 +202,20 @@ class PostgresRecorder(RecorderBase):
     def _write_blob(self, payload: bytes) -> str:
         return _insert_blob(self._connection, payload)
 
-    def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
+    def _append(self, events: list[EncodedEvent]) -> None:
+        rows = [
+            (self.run_id, event.seq, str(event.type), event.node, event.hash, event.line.decode("utf-8"))
+            for event in events
+        ]
         try:
-            self._connection.execute(
-                "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)",
-                (self.run_id, seq, str(event_type), node, digest, line.decode("utf-8")),
-            )
+            if len(rows) == 1:  # autocommit: one statement is its own transaction
+                self._connection.execute(_INSERT_EVENT, rows[0])
+            else:
+                with self._connection.transaction(), self._connection.cursor() as cursor:  # all of them or none
+                    cursor.executemany(_INSERT_EVENT, rows)
         except _psycopg().Error as exc:
-            raise TraceError(f"cannot write event {seq} of run {self.run_id} to {self.store.location}: {exc}") from exc
+            seqs = f"{events[0].seq}" if len(events) == 1 else f"{events[0].seq}-{events[-1].seq}"
+            raise TraceError(f"cannot write event {seqs} of run {self.run_id} to {self.store.location}: {exc}") from exc
 
     def _release(self) -> None:
         self._connection.close()

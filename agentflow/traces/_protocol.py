@@ -55,6 +55,14 @@ class Recorder(Protocol):
         """
         ...
 
+    def hold_events(self) -> None:
+        """Keep emitted events in memory until :meth:`flush` instead of writing each (see ``RunRecorder``)."""
+        ...
+
+    def flush(self) -> None:
+        """Write the events held since the last write (before an external effect: what preceded it stays)."""
+        ...
+
     def finish(self, status: str, **data: Any) -> Event:
         """Record ``run_finished`` with ``status`` and the run's final counts."""
         ...

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, cast
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
@@ -26,6 +25,10 @@ FINISHED_STATUSES = frozenset({"succeeded", "failed", "limit_exceeded", "errored
 
 # The events after which a store makes the trace durable (fsync for files): the end of a run and reported failures.
 BOUNDARY_EVENTS = frozenset({EventType.RUN_FINISHED, EventType.ERROR})
+
+# The events a recorder holding events (see `RecorderBase.hold_events`) still writes at once, with every event held
+# before them: how a run starts or continues, how it ends, and reported failures.
+WRITTEN_AT_ONCE = frozenset({EventType.RUN_STARTED, EventType.RUN_RESUMED, *BOUNDARY_EVENTS})
 
 # How often a run in progress refreshes its index row (counts for `agentflow runs`), at most: a commit per node
 # would cost more than the node's own bookkeeping.
@@ -44,8 +47,21 @@ def utc_now() -> str:
     return f"{_second_prefix[1]}.{micro:06d}Z"
 
 
+class EncodedEvent(NamedTuple):
+    """One event as a store writes it: its trace line and the columns a store indexes it by."""
+
+    seq: int
+    type: EventType
+    node: str | None
+    hash: str
+    line: bytes
+
+
 class RecorderBase(abc.ABC):
     """Appends the events of one run; thread-safe: events from several threads get unique, increasing seqs.
+
+    Each event is written as it is emitted, unless :meth:`hold_events` was called: then events wait in memory until
+    :meth:`flush` (or an event of ``WRITTEN_AT_ONCE``, :meth:`finish`, :meth:`close`) writes them all in one write.
 
     Use it as a context manager, or call :meth:`finish` and then :meth:`close`.
     """
@@ -53,6 +69,9 @@ class RecorderBase(abc.ABC):
     # Whether normalising a payload must hold the recorder's lock (a store whose blob writes share the recorder's
     # one database connection).
     spill_under_lock = False
+
+    # Whether :meth:`hold_events` holds events (a store may promise every event durable as it is emitted).
+    _may_hold = True
 
     dropped_partial_line: dict[str, Any] | None = None
     """The blob reference of a partial last line cut off when the run was reopened (a store writing lines to a file)."""
@@ -85,6 +104,9 @@ class RecorderBase(abc.ABC):
         self._finishing = False
         self._finished = False
         self._closed = False
+        # The events emitted and not yet written (None: each event is written as it is emitted).
+        self._held: list[EncodedEvent] | None = None
+        self._write_failure: str | None = None  # why writing held events failed: the trace ends before them
         if resume is None:
             self._tables.insert_running(index, run_id, workflow)
             return
@@ -101,8 +123,10 @@ class RecorderBase(abc.ABC):
         """Store a spilled payload content-addressed; return its sha256."""
 
     @abc.abstractmethod
-    def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
-        """Make one encoded event durable as the store promises (called under the lock, in seq order)."""
+    def _append(self, events: list[EncodedEvent]) -> None:
+        """Write encoded events, in seq order, in one write (a file) or transaction (a database), and make them
+        durable as the store promises; all of them or, on failure, none that a reader would take as complete.
+        Called under the lock."""
 
     @abc.abstractmethod
     def _release(self) -> None:
@@ -114,6 +138,41 @@ class RecorderBase(abc.ABC):
     def finished(self) -> bool:
         """Whether :meth:`finish` has recorded ``run_finished``."""
         return self._finished
+
+    def hold_events(self) -> None:
+        """From now on keep emitted events in memory until :meth:`flush`, instead of one write per event.
+
+        For a caller that knows its external effects (the runtime: model calls, sandbox commands, reward hooks,
+        the end of each node) and calls :meth:`flush` before each, so that a process killed at any point loses
+        only events that nothing outside the process followed. ``run_started``, ``run_resumed``, ``error`` and
+        ``run_finished`` are still written at once, with everything held before them, as are :meth:`finish` and
+        :meth:`close`. The events returned by :meth:`emit` are the same (seq, hash chain), written or not.
+        """
+        with self._lock:
+            if self._held is None and self._may_hold:
+                self._held = []
+
+    def flush(self) -> None:
+        """Write the events held since the last write, in one write (nothing to do when none are held).
+
+        Raises:
+            TraceError: the store cannot be written (the trace then ends before the held events, and every later
+                emit raises too).
+        """
+        with self._lock:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        # Called under the lock.
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        try:
+            self._append(held)
+        except TraceError as exc:
+            self._write_failure = str(exc)
+            raise
 
     def _spill(self, text: str) -> Any:
         # A str of n characters has between n and 4n UTF-8 bytes: only measure the ones that could be over.
@@ -151,24 +210,23 @@ class RecorderBase(abc.ABC):
                 raise TraceError(f"unknown event type {type!r}; use an EventType") from None
         payload: dict[str, Any] = {}
         plain = True
-        encoded: str | None = None
+        encoded: str | None = "{}"
         if data:
             if not isinstance(data, dict):
                 raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
             given = cast(dict[str, Any], data)  # the typed data is a plain dict at run time
-            with self._lock if self.spill_under_lock else contextlib.nullcontext():
-                encoded = encode_if_plain(given, self._spill_threshold)
-                if encoded is None:
-                    payload, plain = normalise_json_value(given, self._spill)
-                else:
-                    # Already plain JSON: the event holds the caller's dict itself, so emitters must not change
-                    # `data` after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
-                    payload = given
+            if self.spill_under_lock:
+                with self._lock:
+                    payload, plain, encoded = self._normalise(given)
+            else:
+                payload, plain, encoded = self._normalise(given)
         if node is not None and not isinstance(node, str):
             raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
         with self._lock:
             if self._closed:
                 raise TraceError(f"run {self.run_id} is closed; no more events can be recorded")
+            if self._write_failure is not None:
+                raise TraceError(f"run {self.run_id} cannot record more events: {self._write_failure}")
             seq = self._next_seq
             if parent is not None and not 0 <= parent < seq:
                 raise TraceError(f"parent {parent} of a {event_type} event is not an earlier event's seq")
@@ -185,7 +243,15 @@ class RecorderBase(abc.ABC):
                 plain=plain,
                 encoded=encoded,
             )
-            self._append(seq=seq, event_type=event_type, node=node, digest=digest, line=line)
+            encoded_event = EncodedEvent(seq, event_type, node, digest, line)
+            held = self._held
+            if held is None:
+                self._append([encoded_event])
+            elif event_type in WRITTEN_AT_ONCE:
+                held.append(encoded_event)
+                self._write_held()
+            else:
+                held.append(encoded_event)
             event = Event.trusted(
                 run_id=self.run_id,
                 seq=seq,
@@ -204,6 +270,16 @@ class RecorderBase(abc.ABC):
                 self._update_index("running")  # keeps `agentflow runs` current for a run in progress
         return event
 
+    def _normalise(self, given: dict[str, Any]) -> tuple[dict[str, Any], bool, str | None]:
+        """The event's data as the trace holds it, whether it is plain, and its JSON if the encoder vouched for it."""
+        encoded = encode_if_plain(given, self._spill_threshold)
+        if encoded is not None:
+            # Already plain JSON: the event holds the caller's dict itself, so emitters must not change `data`
+            # after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
+            return given, True, encoded
+        payload, plain = normalise_json_value(given, self._spill)
+        return payload, plain, None
+
     def _catch_up_summary(self) -> SummaryBuilder:
         for event in self._unsummarized:
             self._summary.add(event)
@@ -211,7 +287,9 @@ class RecorderBase(abc.ABC):
         return self._summary
 
     def _update_index(self, status: str) -> None:
-        # Called under the lock: the index connection is the recorder's own.
+        # Called under the lock: the index connection is the recorder's own. The index never counts an event
+        # that the trace does not hold yet.
+        self._write_held()
         self._index_refreshed = time.monotonic()
         self._tables.write_counts(
             self._index_connection,
@@ -265,8 +343,11 @@ class RecorderBase(abc.ABC):
                 return
             self._closed = True
             try:
-                if not self._finished:
-                    self._update_index("interrupted")
+                try:
+                    self._write_held()
+                finally:  # a run whose last events could not be written is still no longer running
+                    if not self._finished:
+                        self._update_index("interrupted")
             finally:
                 self._release()
 

@@ -11,9 +11,15 @@ The JSONL files are the source of truth: the index only makes listing fast and i
 
 Durability (``fsync`` policy of :class:`TraceStore`):
 
-- every event is written to the trace file with a single ``write(2)`` as soon as it is emitted (no user-space
-  buffering), so a process killed with SIGKILL leaves every event it emitted readable, except at worst a partial
-  last line, which :meth:`TraceStore.load_trace` skips and reports;
+- every event is written to the trace file with a single ``write(2)`` as soon as it is emitted, so a process killed
+  with SIGKILL leaves every event it emitted readable, except at worst a partial last line, which
+  :meth:`TraceStore.load_trace` skips and reports. Unless the recorder was told to hold events
+  (:meth:`RunRecorder.hold_events`, which ``run_workflow`` does): then the events wait in memory until
+  :meth:`RunRecorder.flush` writes them all with one ``write(2)``; ``run_started``, ``run_resumed``, ``error`` and
+  ``run_finished`` are written at once, as are the held events when the recorder closes. The runtime flushes at the
+  end of every node and before every effect outside the process (model call, sandbox command, file write or reset,
+  tool or hook code, routing decision), so a killed run loses only events recorded after the last of those, which
+  nothing outside the process followed (``fsync="always"`` holds nothing);
 - ``"boundary"`` (default) also has the trace file (and a new run's directory) ``fsync``-ed after the events that end
   a run or report a failure (``run_finished``, ``error``), by a background thread, so that no run (nor the event
   loop it shares with others) waits for the disk; pending fsyncs are done before the process exits normally. A
@@ -44,11 +50,10 @@ from typing import Literal
 
 from agentflow.errors import ConfigError, TraceError
 from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD, StoreBase, check_digest, check_run_id
-from agentflow.traces._events import EventType
 from agentflow.traces._hashing import sha256_hex
 from agentflow.traces._migrations import migrate_sqlite
 from agentflow.traces._protocol import Trace
-from agentflow.traces._recorder import BOUNDARY_EVENTS, FINISHED_STATUSES, RecorderBase, utc_now
+from agentflow.traces._recorder import BOUNDARY_EVENTS, FINISHED_STATUSES, EncodedEvent, RecorderBase, utc_now
 from agentflow.traces._tables import StoreTables
 
 __all__ = ["FsyncPolicy", "RunRecorder", "TraceStore"]
@@ -105,6 +110,11 @@ class TraceStore(StoreBase["RunRecorder"]):
         self.root = Path(root)
         self.fsync: FsyncPolicy = fsync
         self.spill_threshold = spill_threshold
+        # Index connections that finished recorders gave back, with the index file they were opened on: closing
+        # the last connection of a WAL database checkpoints it (an fsync), which would cost every run a millisecond.
+        self._idle_indexes: list[tuple[sqlite3.Connection, tuple[int, int] | None]] = []
+        self._idle_lock = threading.Lock()
+        self._idle_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"TraceStore({str(self.root)!r})"
@@ -115,9 +125,13 @@ class TraceStore(StoreBase["RunRecorder"]):
         return str(self.root)
 
     def close(self) -> None:
-        """Wait for the trace fsyncs still pending (``boundary`` policy); every read or write of the index opens
-        its own connection and closes it, so there is nothing else to release."""
+        """Wait for the trace fsyncs still pending (``boundary`` policy) and close the index connections that
+        finished recorders left for the next run (reads and writes of the store itself each open their own)."""
         _SYNCER.drain()
+        with self._idle_lock:
+            idle, self._idle_indexes = self._idle_indexes, []
+        for connection, _ in idle:
+            connection.close()
 
     # -- paths -------------------------------------------------------------------------------------------------
 
@@ -161,6 +175,47 @@ class TraceStore(StoreBase["RunRecorder"]):
             connection.close()
             raise
         return connection
+
+    def _index_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.index_path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def _lease_index(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+        """An index connection for a recorder: one a finished recorder gave back, if it is still connected to the
+        index file there is now (not to one deleted or replaced since) and this is the process that opened it."""
+        identity = self._index_identity()
+        stale: list[sqlite3.Connection] = []
+        with self._idle_lock:
+            if self._idle_pid != os.getpid():  # a forked child must not use (nor close) its parent's connections
+                self._idle_indexes, self._idle_pid = [], os.getpid()
+            while self._idle_indexes:
+                connection, opened_on = self._idle_indexes.pop()
+                if identity is not None and opened_on == identity:
+                    break
+                stale.append(connection)
+            else:
+                connection = None
+        for old in stale:
+            old.close()
+        if connection is not None:
+            return connection, identity
+        connection = self.open_index()
+        return connection, self._index_identity()
+
+    def _give_back_index(self, connection: sqlite3.Connection, identity: tuple[int, int] | None) -> None:
+        with self._idle_lock:
+            if (
+                not connection.in_transaction
+                and identity is not None
+                and self._idle_pid == os.getpid()
+                and len(self._idle_indexes) < _IDLE_INDEXES
+            ):
+                self._idle_indexes.append((connection, identity))
+                return
+        connection.close()
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -291,6 +346,10 @@ class TraceStore(StoreBase["RunRecorder"]):
             return None
 
 
+_IDLE_INDEXES = 8
+"""How many index connections a store keeps for its next recorders (about as many as runs at once)."""
+
+
 class RunRecorder(RecorderBase):
     """Appends the events of one run to its trace file; get one from :meth:`TraceStore.new_run`.
 
@@ -304,15 +363,16 @@ class RunRecorder(RecorderBase):
         self.store = store
         self.trace_path = store.run_dir(run_id) / TRACE_FILE
         self._fsync_every_event = store.fsync == "always"
+        self._may_hold = not self._fsync_every_event  # "always" promises each event on disk as it is emitted
         self._fsync_boundaries = store.fsync != "never"
-        # O_APPEND + one os.write per event: no user-space buffer to lose, and each line lands whole or not at all
-        # (short of the process dying inside the write call).
+        # O_APPEND + one os.write per event (or per flush of held events): no user-space buffer to lose beyond the
+        # held events, and the lines land whole or not at all (short of the process dying inside the write call).
         create = os.O_CREAT | os.O_EXCL if resume is None else 0
         self._fd = os.open(self.trace_path, os.O_WRONLY | create | os.O_APPEND, 0o644)
         try:
             if self._fsync_boundaries:
                 _SYNCER.sync_directory(self.trace_path.parent)
-            self._index = store.open_index()
+            self._index, self._index_file = store._lease_index()
             try:
                 if resume is not None:
                     self._cut_partial_line()
@@ -344,24 +404,25 @@ class RunRecorder(RecorderBase):
     def _write_blob(self, payload: bytes) -> str:
         return self.store.write_blob(payload)
 
-    def _append(self, *, seq: int, event_type: EventType, node: str | None, digest: str, line: bytes) -> None:
+    def _append(self, events: list[EncodedEvent]) -> None:
         failed = _SYNCER.failure(self.trace_path)
         if failed is not None:
             raise TraceError(f"cannot make the trace of run {self.run_id} durable: {failed}")
+        lines = events[0].line if len(events) == 1 else b"".join(event.line for event in events)
         try:
-            written = os.write(self._fd, line)
-            while written < len(line):  # only on exotic file systems; regular files write whole
-                written += os.write(self._fd, line[written:])
+            written = os.write(self._fd, lines)
+            while written < len(lines):  # only on exotic file systems; regular files write whole
+                written += os.write(self._fd, lines[written:])
             if self._fsync_every_event:
                 os.fsync(self._fd)
-            elif self._fsync_boundaries and event_type in BOUNDARY_EVENTS:
+            elif self._fsync_boundaries and events[-1].type in BOUNDARY_EVENTS:  # held events end at a boundary
                 _SYNCER.sync_file(self._fd, self.trace_path)
         except OSError as exc:
             raise TraceError(f"cannot write the trace of run {self.run_id}: {exc}") from exc
 
     def _release(self) -> None:
         os.close(self._fd)
-        self._index.close()
+        self.store._give_back_index(self._index, self._index_file)
 
 
 class _BackgroundSync:

@@ -27,6 +27,7 @@ from agentflow._conformance import expect as _expect
 from agentflow.errors import TraceError
 from agentflow.traces._events import EventType
 from agentflow.traces._payloads import (
+    ErrorData,
     NodeFinishedData,
     NodeStartedData,
     RewardData,
@@ -217,6 +218,55 @@ def check_interrupted_and_reopened(store: Store) -> None:
     _raises("already finished", lambda: store.reopen_run(recorder.run_id))
 
 
+def check_held_events(store: Store) -> None:
+    """Held events reach the store at ``flush``, ``error``, ``finish`` or ``close``, in order, never out of it.
+
+    A store may write a held event early (one promising every event durable as emitted), never late: what a reader
+    loads is always a verified prefix of what was emitted, and after each of those points all of it.
+    """
+    recorder = store.new_run(workflow="held")
+    recorder.hold_events()
+    emitted = [recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="held", inputs={}))]
+
+    def stored() -> list[str]:
+        trace = store.load_trace(recorder.run_id)
+        _expect(trace.ok, f"a run with held events does not verify: {trace.problems}")
+        hashes = [event.hash for event in trace.events]
+        _expect(hashes == [event.hash for event in emitted[: len(hashes)]], "the store holds other events")
+        return hashes
+
+    def everything_stored(after: str) -> None:
+        _expect(stored() == [event.hash for event in emitted], f"events emitted before {after} are missing")
+
+    everything_stored("run_started")  # how a run starts is written at once
+    node = recorder.emit(EventType.NODE_STARTED, node="a", data=NodeStartedData(visit=1, attempt=1))
+    emitted.append(node)
+    route = RouteData(**{"from": "a", "to": "b", "condition": None})
+    emitted.append(recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=route))
+    stored()
+    recorder.flush()
+    everything_stored("flush()")
+    recorder.flush()  # nothing held: nothing written twice
+    everything_stored("a second flush()")
+    emitted.append(recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=route))
+    emitted.append(recorder.emit(EventType.ERROR, node="a", data=ErrorData(kind="Boom", message="reported")))
+    everything_stored("an error event")
+    emitted.append(recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=route))
+    emitted.append(recorder.finish("failed", error="boom"))
+    everything_stored("finish()")
+    recorder.close()
+    cut = store.new_run(workflow="held")
+    cut.hold_events()
+    emitted = [cut.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="held", inputs={}))]
+    emitted.append(cut.emit(EventType.ROUTE, node="a", data=route))
+    cut.close()
+    _expect(
+        [e.hash for e in store.load_trace(cut.run_id).events] == [e.hash for e in emitted],
+        "events held when the recorder was closed are missing",
+    )
+    _expect({r.run_id: r.status for r in store.list_runs()}[cut.run_id] == "interrupted", "not interrupted")
+
+
 def check_grading_passes(store: Store) -> None:
     """Grading passes append, or overwrite by marking older rewards superseded; nothing is deleted."""
     run_id = _record(store)
@@ -365,6 +415,7 @@ CHECKS: CheckRegistry[Callable[..., None]] = CheckRegistry(
         "many_concurrent_writers": check_many_concurrent_writers,
         "large_payloads_in_blobs": check_large_payloads_in_blobs,
         "interrupted_and_reopened": check_interrupted_and_reopened,
+        "held_events": check_held_events,
         "grading_passes": check_grading_passes,
         "live_rewards": check_live_rewards,
         "replays_marked": check_replays_marked,

@@ -176,6 +176,56 @@ def test_killed_run_leaves_a_readable_trace(ws: Workspace) -> None:
     assert not _processes_running("37.25")
 
 
+def test_run_killed_right_after_a_sandbox_command_started_keeps_every_event_before_it(ws: Workspace) -> None:
+    # The run holds its events in memory between writes; the command starting in the sandbox is an effect outside
+    # the process, so everything recorded before it must already be in the trace when the process dies.
+    spec = {
+        "name": "effect",
+        "tools": ["shell"],
+        "start": "first",
+        "nodes": {
+            "first": {"kind": "tool", "tool": "shell", "args": {"command": "echo one"}},
+            "effect": {"kind": "tool", "tool": "shell", "args": {"command": "sleep 41.75", "timeout_s": 60}},
+        },
+        "edges": [{"from": "first", "to": "effect"}],
+        "end": ["effect"],
+        "rewards": [{"hook": "exit_code", "on": "node"}],
+    }
+    path = ws.workflow(spec)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("agentflow")), "run", str(path), "--store", str(ws.store.root)],
+        cwd=ws.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _processes_running("41.75"):  # the effect itself is the signal, not the trace
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("the sandbox command never started")
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    [run] = ws.store.list_runs()
+    trace = ws.store.load_trace(run.run_id)
+    assert trace.ok, trace.problems
+    assert [(e.type.value, e.node) for e in trace.events] == [
+        ("run_started", None),
+        ("node_started", "first"),
+        ("tool_call", "first"),
+        ("sandbox_exec", "first"),
+        ("tool_result", "first"),
+        ("node_finished", "first"),
+        ("reward", "first"),
+        ("node_started", "effect"),
+        ("tool_call", "effect"),
+    ]
+    assert run.status == "interrupted"
+
+
 def _processes_running(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

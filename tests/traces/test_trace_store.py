@@ -17,7 +17,7 @@ import pytest
 
 import agentflow.traces._recorder as _recorder_module
 from agentflow.errors import TraceError
-from agentflow.traces import EventType, TraceStore
+from agentflow.traces import EventType, NodeStartedData, RouteData, RunStartedData, Store, TraceStore
 from agentflow.traces._hashing import event_hash
 from agentflow.traces._store import RunRecorder
 
@@ -150,7 +150,7 @@ def test_truncated_last_line_is_skipped_and_reported(store: TraceStore) -> None:
 
 _CHILD_RECORDER = """
 import sys
-from agentflow.traces import EventType, TraceStore
+from agentflow.traces import EventType, NodeStartedData, RouteData, RunStartedData, Store, TraceStore
 
 recorder = TraceStore(sys.argv[1]).new_run(workflow="looping", run_id="killed")
 node = recorder.emit(EventType.NODE_STARTED, node="loop", data={"visit": 1, "attempt": 1})
@@ -162,6 +162,29 @@ for index in range(1_000_000):
     if index == 200:
         print("ready", flush=True)
 """
+
+
+def test_held_events_are_written_only_at_a_flush(any_store: Store) -> None:
+    recorder = any_store.new_run(workflow="held")
+    recorder.hold_events()
+    recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="held", inputs={}))
+    node = recorder.emit(EventType.NODE_STARTED, node="a", data=NodeStartedData(visit=1, attempt=1))
+    recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=RouteData(**{"from": "a", "to": "b"}))
+    assert [e.type for e in any_store.load_trace(recorder.run_id).events] == [EventType.RUN_STARTED]
+    recorder.flush()
+    loaded = any_store.load_trace(recorder.run_id)
+    assert loaded.ok, loaded.problems
+    assert [e.type for e in loaded.events] == [EventType.RUN_STARTED, EventType.NODE_STARTED, EventType.ROUTE]
+    recorder.close()
+
+
+def test_the_always_fsync_policy_holds_no_event(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "s", fsync="always")  # it promises every event on disk as soon as it is emitted
+    with store.new_run(workflow="held") as recorder:
+        recorder.hold_events()
+        recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="held", inputs={}))
+        recorder.emit(EventType.NODE_STARTED, node="a", data=NodeStartedData(visit=1, attempt=1))
+        assert len(store.load_trace(recorder.run_id).events) == 2
 
 
 def test_sigkilled_recorder_leaves_a_readable_trace(tmp_path: Path) -> None:
@@ -402,4 +425,5 @@ def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: A
     recorder.emit(EventType.NODE_FINISHED, node="a", parent=node.seq, data={"status": "ok"})  # not a boundary
     recorder.finish("succeeded")  # boundary
     recorder.close()
+    store.close()  # the boundary fsyncs are a background thread's: wait for them
     assert len(synced) == expected_fsyncs
