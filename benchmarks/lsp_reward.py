@@ -135,7 +135,10 @@ async def _engine_overhead(rounds: int = 2000) -> dict[str, Any]:
         }
     )
     engine = RewardEngine(spec)
-    ctx: Any = SimpleNamespace(run_id="bench", state={}, sandbox=None, events=[], replays_hooks=False)
+    # a stand-in run context: the engine alone is measured, with no recorder to flush before the hooks run
+    ctx: Any = SimpleNamespace(
+        run_id="bench", state={}, sandbox=None, events=[], replays_hooks=False, flush=lambda: None
+    )
     events = _events(0, "a.py", "x = 1\n")
     for _ in range(100):
         await engine.score(ctx, kind="step", node="a", label="a", events=events)
