@@ -202,6 +202,7 @@ class _Tally:
         self.finished = self.unfinished = self.errored = self.tokens = self.model_calls = 0
         self.cost: float | None = 0.0 if self.prices else None
         self.unpriced: set[str] = set()
+        self.priced: set[str] = set()  # the priced models the runs called: without any, there is no cost to tell
         self.run_means: dict[str, list[float]] = {}
         self.mins: dict[str, list[float]] = {}
         self.first_errors: dict[str, list[int]] = {}
@@ -223,7 +224,7 @@ class _Tally:
         self.model_calls += summary.model_calls
         task.tokens += summary.tokens
         if self.prices and task.cost is not None and self.cost is not None:
-            run_cost = _cost(events, self.prices, self.unpriced)
+            run_cost = _cost(events, self.prices, self.unpriced, self.priced)
             task.cost += run_cost
             self.cost += run_cost
         if item.status == "errored":
@@ -259,6 +260,10 @@ class _Tally:
         checkpoints: bool,
     ) -> BenchReport:
         tasks = list(self.tasks.values())
+        if not self.priced:  # no model the benchmark prices was called: a cost of 0 would say it was free
+            self.cost = None
+            for task in tasks:
+                task.cost = None
         # a task without a scored sample (all errored, or not run yet) has no verdict: it is left out of pass@k
         scored = [task for task in tasks if task.samples]
         max_k = min(task.samples for task in scored) if scored else 0  # pass@k needs k samples of every task
@@ -310,7 +315,9 @@ def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _cost(events: Sequence[Event], prices: Mapping[str, Mapping[str, float]], unpriced: set[str]) -> float:
+def _cost(
+    events: Sequence[Event], prices: Mapping[str, Mapping[str, float]], unpriced: set[str], priced: set[str]
+) -> float:
     """Dollars of one run's model calls, by the price of the model each request named."""
     models = {
         event.seq: event.data_as(ModelRequestData)["model"] for event in events if event.type is EventType.MODEL_REQUEST
@@ -324,6 +331,7 @@ def _cost(events: Sequence[Event], prices: Mapping[str, Mapping[str, float]], un
         if price is None:
             unpriced.add(model)
             continue
+        priced.add(model)
         usage = event.data_as(ModelResponseData)["usage"]
         total += usage["input_tokens"] * float(price["input_per_mtok"]) / 1e6
         total += usage["output_tokens"] * float(price["output_per_mtok"]) / 1e6

@@ -145,7 +145,7 @@ class BenchPlan(RunPlan):
         self.item: BenchItem | None = None
         self.outcome: float | None = None
         self.tokens = 0
-        self.cost = 0.0  # of the models the benchmark prices
+        self.cost: float | None = None  # of the models the benchmark prices (None: it called none of them)
         self._requested: dict[int, str] = {}  # model_request seq -> the model asked
         self.box: Sandbox | None = None
         self.prepared: PreparedEnvironment | None = None
@@ -213,7 +213,7 @@ class BenchPlan(RunPlan):
             self.tokens += usage["input_tokens"] + usage["output_tokens"]
             price = self.bench.prices.get(self._requested.get(event.parent or -1, ""))
             if price is not None:
-                self.cost += usage["input_tokens"] * price["input_per_mtok"] / 1e6
+                self.cost = (self.cost or 0.0) + usage["input_tokens"] * price["input_per_mtok"] / 1e6
                 self.cost += usage["output_tokens"] * price["output_per_mtok"] / 1e6
         elif event.type is EventType.REWARD and _is_outcome(
             reward := event.data_as(RewardData), self.bench.outcome_hook
@@ -393,7 +393,7 @@ class BenchRun:
                 while True:
                     item, plan = await self._attempt(pair, attempt)
                     progress.tokens += plan.tokens
-                    if self.prices:
+                    if plan.cost is not None:
                         progress.cost = (progress.cost or 0.0) + plan.cost
                     if item.status != "errored" or errored >= self._retries:
                         break

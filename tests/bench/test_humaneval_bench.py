@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agentflow.bench import BenchOptions, BenchRun, build_report, checkout_problems, load_bench
+from agentflow.bench import BenchOptions, BenchProgress, BenchRun, build_report, checkout_problems, load_bench
 from agentflow.rewards import reward_hooks
 from agentflow.traces import EventType, SandboxExecData, TraceStore
 
@@ -47,3 +47,25 @@ def test_the_hook_is_registered_for_every_process_through_its_entry_point() -> N
     )
     assert "HumanEvalHook" in found.stdout
     assert "humaneval" in reward_hooks.names()
+
+
+def test_a_benchmark_whose_models_have_no_price_reports_no_cost(humaneval: object, tmp_path: Path) -> None:
+    # the shipped benchmark prices openai:gpt-4o-mini; offline its scripted model has no price: the cost is unknown,
+    # not zero
+    store = TraceStore(tmp_path / "store")
+    data = checkout_problems()
+    assert data is not None
+    seen: list[BenchProgress] = []
+    bench = BenchRun(
+        load_bench(BENCH, check_tasks=False),
+        store,
+        options=BenchOptions(limit=2, task_file=str(data)),
+        on_progress=seen.append,
+    )
+    asyncio.run(bench.run())
+    report = asyncio.run(build_report(store, bench.info.bench_run_id))
+    assert (report.cost, report.cost_per_success) == (None, None)
+    assert all(task.cost is None for task in report.tasks)
+    assert report.unpriced_models == ["scripted:scripted.script.json"]
+    assert "cost n/a" in report.to_markdown()
+    assert seen and seen[-1].cost is None
