@@ -110,11 +110,12 @@ class TraceStore(StoreBase["RunRecorder"]):
         self.root = Path(root)
         self.fsync: FsyncPolicy = fsync
         self.spill_threshold = spill_threshold
-        # Index connections that finished recorders gave back, with the index file they were opened on: closing
-        # the last connection of a WAL database checkpoints it (an fsync), which would cost every run a millisecond.
-        self._idle_indexes: list[tuple[sqlite3.Connection, tuple[int, int] | None]] = []
-        self._idle_lock = threading.Lock()
-        self._idle_pid = os.getpid()
+        # One connection kept open while the store records, used for nothing: closing the *last* connection of a
+        # WAL database checkpoints it (an fsync), which would cost every run milliseconds when its recorder closes.
+        # (Handing a recorder's connection on to the next run instead made every other run slower: measured.)
+        self._keeper: sqlite3.Connection | None = None
+        self._keeper_lock = threading.Lock()
+        self._keeper_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"TraceStore({str(self.root)!r})"
@@ -128,10 +129,10 @@ class TraceStore(StoreBase["RunRecorder"]):
         """Wait for the trace fsyncs still pending (``boundary`` policy) and close the index connections that
         finished recorders left for the next run (reads and writes of the store itself each open their own)."""
         _SYNCER.drain()
-        with self._idle_lock:
-            idle, self._idle_indexes = self._idle_indexes, []
-        for connection, _ in idle:
-            connection.close()
+        with self._keeper_lock:
+            keeper, self._keeper = self._keeper, None
+        if keeper is not None and self._keeper_pid == os.getpid():
+            keeper.close()
 
     # -- paths -------------------------------------------------------------------------------------------------
 
@@ -176,46 +177,15 @@ class TraceStore(StoreBase["RunRecorder"]):
             raise
         return connection
 
-    def _index_identity(self) -> tuple[int, int] | None:
-        try:
-            status = os.stat(self.index_path)
-        except OSError:
-            return None
-        return status.st_dev, status.st_ino
-
-    def _lease_index(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
-        """An index connection for a recorder: one a finished recorder gave back, if it is still connected to the
-        index file there is now (not to one deleted or replaced since) and this is the process that opened it."""
-        identity = self._index_identity()
-        stale: list[sqlite3.Connection] = []
-        with self._idle_lock:
-            if self._idle_pid != os.getpid():  # a forked child must not use (nor close) its parent's connections
-                self._idle_indexes, self._idle_pid = [], os.getpid()
-            while self._idle_indexes:
-                connection, opened_on = self._idle_indexes.pop()
-                if identity is not None and opened_on == identity:
-                    break
-                stale.append(connection)
-            else:
-                connection = None
-        for old in stale:
-            old.close()
-        if connection is not None:
-            return connection, identity
+    def _lease_index(self) -> sqlite3.Connection:
+        """A connection to the index for a recorder (closed when it is released), the keeper opened first."""
         connection = self.open_index()
-        return connection, self._index_identity()
-
-    def _give_back_index(self, connection: sqlite3.Connection, identity: tuple[int, int] | None) -> None:
-        with self._idle_lock:
-            if (
-                not connection.in_transaction
-                and identity is not None
-                and self._idle_pid == os.getpid()
-                and len(self._idle_indexes) < _IDLE_INDEXES
-            ):
-                self._idle_indexes.append((connection, identity))
-                return
-        connection.close()
+        with self._keeper_lock:
+            if self._keeper_pid != os.getpid():  # a forked child must not close its parent's connection
+                self._keeper, self._keeper_pid = None, os.getpid()
+            if self._keeper is None:
+                self._keeper = self.open_index()
+        return connection
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -346,10 +316,6 @@ class TraceStore(StoreBase["RunRecorder"]):
             return None
 
 
-_IDLE_INDEXES = 8
-"""How many index connections a store keeps for its next recorders (about as many as runs at once)."""
-
-
 class RunRecorder(RecorderBase):
     """Appends the events of one run to its trace file; get one from :meth:`TraceStore.new_run`.
 
@@ -372,7 +338,7 @@ class RunRecorder(RecorderBase):
         try:
             if self._fsync_boundaries:
                 _SYNCER.sync_directory(self.trace_path.parent)
-            self._index, self._index_file = store._lease_index()
+            self._index = store._lease_index()
             try:
                 if resume is not None:
                     self._cut_partial_line()
@@ -422,7 +388,7 @@ class RunRecorder(RecorderBase):
 
     def _release(self) -> None:
         os.close(self._fd)
-        self.store._give_back_index(self._index, self._index_file)
+        self._index.close()  # not the index's last connection (the store's keeper is open): no checkpoint here
 
 
 class _BackgroundSync:
