@@ -54,6 +54,7 @@ _INNER_UID = 1000
 _SANDBOX_UID_BASE = 1_600_000_000  # far above any real account, below the 32-bit "no uid" value
 _SANDBOX_UID_SPAN = 100_000_000
 _OUTPUT_GRACE_S = 1.0  # how long output may still flow once the command has ended or was killed
+_CLOSE_WAIT_S = 10.0  # how long close() waits for the exit of an exec that Ctrl-C cut off
 _READ_CHUNK = 65536
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _PROCESS_KNOWN_FAILURES = ("kill_process_tree_on_timeout",)
@@ -311,8 +312,9 @@ def _file_error_for(exc: OSError, path: str) -> OSError:
 
 async def _close_transport(
     transport: asyncio.SubprocessTransport, process: asyncio.subprocess.Process, exited: asyncio.Future[None]
-) -> None:
-    """Close an exec's transport while the loop runs, once the launcher's exit has been reported.
+) -> bool:
+    """Close an exec's transport while the loop runs, once the launcher's exit has been reported; False when the
+    exit was not reported in time (the sandbox's ``close()`` closes it then).
 
     A transport left to the garbage collector (an exec cancelled by Ctrl-C) schedules its cleanup on a loop that is
     closed by then and prints a traceback at exit; closed before its exit was reported, its own ``poll()`` would
@@ -323,8 +325,9 @@ async def _close_transport(
         try:
             await asyncio.wait_for(asyncio.shield(exited), _OUTPUT_GRACE_S)
         except (TimeoutError, asyncio.CancelledError):  # (an exception is leaving the exec already)
-            return
+            return False
     transport.close()
+    return True
 
 
 def _kill_group(pid: int) -> None:
@@ -379,6 +382,8 @@ class LocalSandbox(Sandbox):
         self._sandbox_gid = self._sandbox_uid if self._is_root else os.getgid()
         self._probe_reason = ""
         self._running: set[asyncio.subprocess.Process] = set()
+        # execs cut off (Ctrl-C) whose exit was not reported yet: their transports are closed by close()
+        self._unclosed: list[tuple[asyncio.SubprocessTransport, asyncio.Future[None]]] = []
         self._closed = False
         for directory in (self._host_workdir, self._host_tmp, self._rootfs):
             directory.mkdir(mode=0o700)
@@ -548,7 +553,8 @@ class LocalSandbox(Sandbox):
             raise
         finally:
             self._running.discard(process)
-            await _close_transport(transport, process, protocol.exited)
+            if not await _close_transport(transport, process, protocol.exited):
+                self._unclosed.append((transport, protocol.exited))
         status = _read_status(status_read)
         if status.setup_error and not timed_out:
             raise SandboxError(f"the local sandbox could not isolate the command: {status.setup_error}")
@@ -837,6 +843,12 @@ class LocalSandbox(Sandbox):
         self._closed = True
         for process in list(self._running):
             _kill_group(process.pid)
+        for transport, exited in self._unclosed:  # killed already: their exits come (bounded: a stuck one is left)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), _CLOSE_WAIT_S)
+            if exited.done():
+                transport.close()
+        self._unclosed.clear()
         if self.mode == "process" and self._is_root:
             await asyncio.to_thread(_kill_uid, self._sandbox_uid)
         await asyncio.to_thread(shutil.rmtree, self._root, True)
