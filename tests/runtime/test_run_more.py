@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,41 +127,56 @@ async def test_step_limit(ws: Workspace) -> None:
     assert result.limit is not None and result.limit["name"] == "max_steps"
 
 
-def test_killed_run_leaves_a_readable_trace(ws: Workspace) -> None:
-    spec = {
-        "name": "slow",
+def _two_shell_nodes(name: str, second: str, command: str, **extra: object) -> dict[str, object]:
+    """A run of `echo one`, then `command` (a sleep, named by its odd duration) in the node `second`."""
+    return {
+        "name": name,
         "tools": ["shell"],
         "start": "first",
         "nodes": {
             "first": {"kind": "tool", "tool": "shell", "args": {"command": "echo one"}},
-            "wait": {"kind": "tool", "tool": "shell", "args": {"command": "sleep 37.25", "timeout_s": 60}},
+            second: {"kind": "tool", "tool": "shell", "args": {"command": command, "timeout_s": 60}},
         },
-        "edges": [{"from": "first", "to": "wait"}],
-        "end": ["wait"],
+        "edges": [{"from": "first", "to": second}],
+        "end": [second],
+        **extra,
     }
-    path = ws.workflow(spec)
+
+
+def _sigkill_run_when(ws: Workspace, spec: dict[str, object], ready: Callable[[], bool], waiting_for: str) -> None:
+    """Run ``spec`` with the CLI in a child process and SIGKILL it as soon as ``ready()`` holds."""
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("agentflow")), "run", str(path), "--store", str(ws.store.root)],
+        [
+            str(Path(sys.executable).with_name("agentflow")),
+            "run",
+            str(ws.workflow(spec)),
+            "--store",
+            str(ws.store.root),
+        ],
         cwd=ws.root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            runs = ws.store.list_runs()
-            if runs and any(
-                e.type is EventType.TOOL_CALL and e.node == "wait" for e in ws.store.load_trace(runs[0].run_id).events
-            ):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the run never reached its second node")
+        while not ready():
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"the run never got to {waiting_for}")
+            time.sleep(0.005)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_killed_run_leaves_a_readable_trace(ws: Workspace) -> None:
+    def at_second_node() -> bool:
+        runs = ws.store.list_runs()
+        events = ws.store.load_trace(runs[0].run_id).events if runs else []
+        return any(e.type is EventType.TOOL_CALL and e.node == "wait" for e in events)
+
+    _sigkill_run_when(ws, _two_shell_nodes("slow", "wait", "sleep 37.25"), at_second_node, "its second node")
     run_id = ws.store.list_runs()[0].run_id
     trace = ws.store.load_trace(run_id)
     assert trace.ok, trace.problems
@@ -179,36 +195,9 @@ def test_killed_run_leaves_a_readable_trace(ws: Workspace) -> None:
 def test_run_killed_right_after_a_sandbox_command_started_keeps_every_event_before_it(ws: Workspace) -> None:
     # The run holds its events in memory between writes; the command starting in the sandbox is an effect outside
     # the process, so everything recorded before it must already be in the trace when the process dies.
-    spec = {
-        "name": "effect",
-        "tools": ["shell"],
-        "start": "first",
-        "nodes": {
-            "first": {"kind": "tool", "tool": "shell", "args": {"command": "echo one"}},
-            "effect": {"kind": "tool", "tool": "shell", "args": {"command": "sleep 41.75", "timeout_s": 60}},
-        },
-        "edges": [{"from": "first", "to": "effect"}],
-        "end": ["effect"],
-        "rewards": [{"hook": "exit_code", "on": "node"}],
-    }
-    path = ws.workflow(spec)
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("agentflow")), "run", str(path), "--store", str(ws.store.root)],
-        cwd=ws.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not _processes_running("41.75"):  # the effect itself is the signal, not the trace
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("the sandbox command never started")
-            time.sleep(0.005)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    spec = _two_shell_nodes("effect", "effect", "sleep 41.75", rewards=[{"hook": "exit_code", "on": "node"}])
+    # the effect itself is the signal, not the trace
+    _sigkill_run_when(ws, spec, lambda: bool(_processes_running("41.75")), "its sandbox command")
     [run] = ws.store.list_runs()
     trace = ws.store.load_trace(run.run_id)
     assert trace.ok, trace.problems
