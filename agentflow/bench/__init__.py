@@ -10,6 +10,7 @@ precomputed samples (HumanEval) in sandboxes.
 
 from agentflow.bench._compare import BenchComparison, TaskDelta, compare_reports, paired_bootstrap
 from agentflow.bench._grader import DEFAULT_TIMEOUT_S, GRADING_LIMITS, Verdict, grade_programs, grade_samples
+from agentflow.bench._harbor import IMAGE_REPOSITORY as HARBOR_IMAGE_REPOSITORY
 from agentflow.bench._harbor import read_harbor_tasks
 from agentflow.bench._humaneval import LineError, Problem, Sample, checkout_problems, load_problems, read_samples
 from agentflow.bench._humaneval_hook import HumanEvalHook
@@ -31,6 +32,7 @@ from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, TaskSet, 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "GRADING_LIMITS",
+    "HARBOR_IMAGE_REPOSITORY",
     "BenchComparison",
     "BenchOptions",
     "BenchPlan",

@@ -202,6 +202,7 @@ class BenchPlan(RunPlan):
                 timeout_s=environment.verifier_timeout_s,
                 workdir=self.prepared.workdir,
                 env=dict(environment.verifier_env),
+                user=environment.verifier_user,
             )
         await super().start(ctx, compiled, tagged)
 

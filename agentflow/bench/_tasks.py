@@ -31,12 +31,17 @@ class TaskEnvironment:
     Attributes:
         context: the folder holding the Dockerfile (the image's build context).
         image: the tag of its image, ending in a hash of the folder's content (built once, reused while unchanged).
+        prebuilt: ``image`` is the task's ``docker_image`` (used as it is, never built nor pulled), not a build of
+            ``context``.
         cpus, memory_mb, network: the container's resources (``network`` False unless the task allows internet).
+        storage_mb: the disk the task asks for (None: not said); not enforced (the reader warns).
         build_timeout_s: how long the image may take to build.
         agent_timeout_s: how long the task gives the agent (the oracle's ``solve.sh`` gets as long).
+        agent_user: who runs the agent's commands (a user of the image, ``name`` or ``uid[:gid]``); None: root.
         tests: the verifier's folder, copied into the sandbox as ``/tests`` after the agent's run.
         verifier_timeout_s: how long ``bash /tests/test.sh`` may run.
         verifier_env: environment variables of the verifier.
+        verifier_user: who runs ``test.sh`` (as ``agent_user``); None: root.
         solution: the reference solution's folder (with ``solve.sh``), None when the task has none.
     """
 
@@ -51,6 +56,10 @@ class TaskEnvironment:
     verifier_timeout_s: float
     verifier_env: Mapping[str, str] = field(default_factory=lambda: {})
     solution: Path | None = None
+    prebuilt: bool = False
+    storage_mb: int | None = None
+    agent_user: str | None = None
+    verifier_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,13 @@ class TaskProblem:
 
 @dataclass
 class TaskSet:
-    """The tasks read from a task file, in file order, and the records that could not be read."""
+    """The tasks read from a task file, in file order, the records that could not be read, and what was read but
+    not honoured (``warnings``: a task directory's unknown keys, a resource the sandbox cannot enforce)."""
 
     path: Path
     tasks: list[Task] = field(default_factory=lambda: [])
     problems: list[TaskProblem] = field(default_factory=lambda: [])
+    warnings: list[TaskProblem] = field(default_factory=lambda: [])
 
     def select(self, ids: list[str] | None = None, limit: int | None = None) -> list[Task]:
         """The tasks named by ``ids`` (in the file's order), or all of them; the first ``limit``.

@@ -144,6 +144,8 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
             bench = BenchRun(loaded, trace_store, options=options, resume=resume, on_progress=display)
             for problem in bench.task_set.problems:
                 print(f"{problem.located(bench.task_set.path)}: skipped: {problem.message}", file=sys.stderr)
+            for warning in bench.task_set.warnings:
+                print(f"{warning.located(bench.task_set.path)}: warning: {warning.message}", file=sys.stderr)
             try:
                 outcome = asyncio.run(bench.run())
             except KeyboardInterrupt:

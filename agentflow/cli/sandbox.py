@@ -81,21 +81,40 @@ def cleanup_command(
     everything: Annotated[
         bool, typer.Option("--all", help="also remove the containers of agentflow processes still running")
     ] = False,
+    harbor_images: Annotated[
+        bool,
+        typer.Option(
+            "--harbor-images",
+            help="docker: remove every image built for a Harbor task (by default only all but each task's newest)",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
     """Remove what sandboxes left behind when their agentflow process died: Docker containers (and their volumes) by
-    default, the local sandbox's workdirs with --backend local."""
+    default, the local sandbox's workdirs with --backend local. On docker it also removes the images built for
+    Harbor tasks (agentflow-harbor/<task>:<hash>) older than each task's newest."""
     from agentflow.sandboxes import sandbox_backends
 
     chosen = sandbox_backends.get(backend)  # an unknown name fails with the choices
     removed = chosen.cleanup(everything=everything)
+    images: list[str] = []
+    if backend == "docker":
+        from agentflow.bench import HARBOR_IMAGE_REPOSITORY
+        from agentflow.sandboxes import cleanup_task_images
+
+        images = cleanup_task_images(HARBOR_IMAGE_REPOSITORY, keep=0 if harbor_images else 1)
     if json_output:
-        print(json.dumps({"removed": removed}))
+        print(json.dumps({"removed": removed, "images": images}))
     else:
         print(
             f"removed {len(removed)} sandbox {chosen.leftover_kind}{'s' if len(removed) != 1 else ''}"
             + "".join(f"\n  {name}" for name in removed)
         )
+        if backend == "docker":
+            print(
+                f"removed {len(images)} task image{'s' if len(images) != 1 else ''}"
+                + "".join(f"\n  {tag}" for tag in images)
+            )
     return 0
 
 

@@ -1,11 +1,12 @@
 """``harbor_verifier``: a Harbor task's own verifier as a run's outcome (declare it ``on: run``).
 
 After the agent's run, in the same sandbox (the task's container): the task's ``tests/`` folder is copied to
-``/tests``, ``/logs/verifier`` is emptied, ``bash /tests/test.sh`` runs from the task's working directory within
-the task's verifier timeout, and the reward it wrote is the run's outcome: ``/logs/verifier/reward.txt`` (one
-number) or ``reward.json`` (``{"reward": x}``, or one number among its values; all kept as components). Every
-command is a ``sandbox_exec`` event of the run (``by: hook:harbor_verifier``), the verifier's stdout and stderr
-with it. Which verifier a run has is in its ``run_started`` (``bench.verifier``), put there by ``bench run``.
+``/tests``, ``/logs/verifier`` is emptied (and given to the verifier's user), ``bash /tests/test.sh`` runs from the
+task's working directory within the task's verifier timeout, as the task's ``[verifier] user`` (root by default),
+and the reward it wrote is the run's outcome: ``/logs/verifier/reward.txt`` (one number) or ``reward.json``
+(``{"reward": x}``, or one number among its values; all kept as components). Every command is a ``sandbox_exec``
+event of the run (``by: hook:harbor_verifier``), the verifier's stdout and stderr with it. Which verifier a run
+has is in its ``run_started`` (``bench.verifier``), put there by ``bench run``.
 
 Verdicts: the reward file's value (label +1 when >= 0.5, else -1); no reward file, or one that holds no number,
 is value 0 ("the verifier wrote no reward"); a verifier that outlived its timeout is value 0 with that reason. A
@@ -22,6 +23,7 @@ from typing import Any
 
 from agentflow.errors import RewardHookError, SandboxError
 from agentflow.rewards._base import Reward, RewardHook, StepContext, reward_hook
+from agentflow.sandboxes import commands_as
 from agentflow.sandboxes._archive import tar_folder
 from agentflow.sandboxes._base import ExecResult
 from agentflow.traces._events import EventType
@@ -29,8 +31,14 @@ from agentflow.traces._payloads import RunStartedData, VerifierTag
 
 TESTS_DIR = "/tests"
 REWARD_DIR = "/logs/verifier"
-# $1 the tests folder, $2 the reward folder; the tests come as a tar on stdin
-_STAGE = 'rm -rf "$1" "$2" && mkdir -p "$1" "$2" && tar -x -C "$1"'
+ROOT = "0"
+# $1 the tests folder, $2 the reward folder (owned by $3, the verifier's user, who writes the reward there); the
+# tests come as a tar on stdin
+_STAGE = (
+    'rm -rf "$1" "$2" && mkdir -p "$1" "$2" && tar -x --no-same-owner -C "$1" && '
+    'if [ "$3" != 0 ]; then u=${3%%:*}; g=${3#*:}; [ "$g" = "$3" ] && g=$(id -g "$u" 2>/dev/null || echo "$u"); '
+    'chown "$u:$g" "$2"; fi'
+)
 _READ_REWARD = (
     'for name in reward.txt reward.json; do if [ -f "$1/$name" ]; then echo "$name"; cat "$1/$name"; exit 0; fi; '
     "done; exit 3"
@@ -49,23 +57,29 @@ class HarborVerifier(RewardHook):
         if step.sandbox is None:
             return None  # offline grading: the container is gone, the recorded reward stands
         box = step.sandbox
-        staged = await box.exec(
-            ["sh", "-c", _STAGE, "stage", TESTS_DIR, REWARD_DIR],
-            stdin=tar_folder(Path(verifier["tests_dir"])),
-            timeout=120,
-        )
+        user = verifier.get("user")
+        with commands_as(ROOT):  # over the agent's user: the verifier's folders are the system's
+            staged = await box.exec(
+                ["sh", "-c", _STAGE, "stage", TESTS_DIR, REWARD_DIR, user or ROOT],
+                stdin=tar_folder(Path(verifier["tests_dir"])),
+                timeout=120,
+            )
         if staged.exit_code != 0:
             raise SandboxError(f"could not copy the verifier's tests to {TESTS_DIR}: {staged.stderr[-500:]}")
         timeout = float(verifier["timeout_s"])
-        ran = await box.exec(
-            ["sh", "-c", 'cd "$1" && exec bash /tests/test.sh', "verifier", verifier["workdir"]],
-            env=verifier["env"],
-            timeout=timeout,
-        )
+        with commands_as(user or ROOT):
+            ran = await box.exec(
+                ["sh", "-c", 'cd "$1" && exec bash /tests/test.sh', "verifier", verifier["workdir"]],
+                env=verifier["env"],
+                timeout=timeout,
+            )
         components: dict[str, Any] = {"exit_code": ran.exit_code, "verifier_s": round(ran.duration_s, 3)}
+        if user is not None:
+            components["user"] = user
         if ran.timed_out:
             return Reward(0.0, -1, f"the verifier timed out after {timeout:g}s", {**components, "timed_out": True})
-        found = await box.exec(["sh", "-c", _READ_REWARD, "read", REWARD_DIR], timeout=60)
+        with commands_as(ROOT):
+            found = await box.exec(["sh", "-c", _READ_REWARD, "read", REWARD_DIR], timeout=60)
         value = _reward_value(found, components)
         if value is None:
             return Reward(

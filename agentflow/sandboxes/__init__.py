@@ -18,7 +18,15 @@ from agentflow.sandboxes._base import (
     Sandbox,
     SandboxLimits,
 )
-from agentflow.sandboxes._docker import DockerSandbox, build_context_image, context_hash
+from agentflow.sandboxes._docker import (
+    TASK_IMAGE_LABEL,
+    DockerSandbox,
+    build_context_image,
+    cleanup_task_images,
+    commands_as,
+    context_hash,
+    image_workdir,
+)
 from agentflow.sandboxes._local import LocalSandbox
 from agentflow.sandboxes._pool import PooledSandbox, SandboxPool
 from agentflow.sandboxes._registry import (
@@ -31,6 +39,7 @@ from agentflow.sandboxes._registry import (
 )
 
 __all__ = [
+    "TASK_IMAGE_LABEL",
     "DockerSandbox",
     "ExecObserver",
     "ExecOutput",
@@ -44,11 +53,14 @@ __all__ = [
     "SandboxLimits",
     "SandboxPool",
     "build_context_image",
+    "cleanup_task_images",
+    "commands_as",
     "context_hash",
     "copy_files_in",
     "copy_folder_to",
     "create_sandbox",
     "exec_once",
+    "image_workdir",
     "sandbox",
     "sandbox_backends",
     "tar_folder",

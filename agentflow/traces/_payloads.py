@@ -44,12 +44,14 @@ __all__ = [
 
 class VerifierTag(TypedDict):
     """The verifier a benchmark task brings (a Harbor task's ``tests/``), run by the ``harbor_verifier`` hook in the
-    run's sandbox after the agent: ``bash /tests/test.sh`` from ``workdir``, within ``timeout_s``, with ``env``."""
+    run's sandbox after the agent: ``bash /tests/test.sh`` from ``workdir``, within ``timeout_s``, with ``env``, as
+    ``user`` (absent or None: root)."""
 
     tests_dir: str
     timeout_s: float
     workdir: str
     env: dict[str, str]
+    user: NotRequired[str | None]
 
 
 class BenchTag(TypedDict):

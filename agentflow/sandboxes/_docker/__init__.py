@@ -7,7 +7,9 @@ with a size-limited tmpfs workdir at ``/workspace`` (plus small private ``/tmp``
 
 A benchmark task that brings its own system (a Harbor task's image: ``create(..., task_system=True)``) gets a
 writable root filesystem and root with only the CHOWN, DAC_OVERRIDE and FOWNER capabilities, since its agent and
-verifier write anywhere in it; everything else above holds, and such a container is never pooled.
+verifier write anywhere in it; everything else above holds, and such a container is never pooled. When the task
+names users (``run_as``, ``switch_users``), root also keeps SETUID, SETGID and KILL, and commands run as the named
+user through the image's ``setpriv``.
 
 Commands do not go through ``docker exec``: the container's command is a small exec server
 (``agentflow/sandboxes/_execserver.py``) that reads requests from the container's attached stdin, so one exec is one
@@ -21,7 +23,13 @@ engine closes the container's stdin, the server exits and the engine removes the
 ``agentflow sandbox cleanup`` removes leftovers of anything else (a container created but never started).
 """
 
-from agentflow.sandboxes._docker.build import build_context_image, context_hash
+from agentflow.sandboxes._docker.build import (
+    TASK_IMAGE_LABEL,
+    build_context_image,
+    cleanup_task_images,
+    context_hash,
+    image_workdir,
+)
 from agentflow.sandboxes._docker.client import (
     DEFAULT_IMAGE,
     IMAGE_ENV_VAR,
@@ -34,7 +42,7 @@ from agentflow.sandboxes._docker.client import (
     image_available,
     new_pool_id,
 )
-from agentflow.sandboxes._docker.sandbox import SANDBOX_USER, TIMEOUT_EXIT_CODE, WORKDIR, DockerSandbox
+from agentflow.sandboxes._docker.sandbox import SANDBOX_USER, TIMEOUT_EXIT_CODE, WORKDIR, DockerSandbox, commands_as
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -43,14 +51,18 @@ __all__ = [
     "OWNER_LABEL",
     "POOL_LABEL",
     "SANDBOX_USER",
+    "TASK_IMAGE_LABEL",
     "TIMEOUT_EXIT_CODE",
     "WORKDIR",
     "DockerSandbox",
     "build_context_image",
     "cleanup_containers",
+    "cleanup_task_images",
+    "commands_as",
     "context_hash",
     "docker_available",
     "docker_client",
     "image_available",
+    "image_workdir",
     "new_pool_id",
 ]

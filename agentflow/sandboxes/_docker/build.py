@@ -34,8 +34,10 @@ def context_hash(context: Path) -> str:
     return digest.hexdigest()
 
 
-def build_context_image(context: Path, tag: str, *, timeout_s: float = 600.0) -> tuple[str, bool]:
-    """Build the Dockerfile of ``context`` as ``tag`` unless the engine already holds ``tag``.
+def build_context_image(
+    context: Path, tag: str, *, timeout_s: float = 600.0, labels: dict[str, str] | None = None
+) -> tuple[str, bool]:
+    """Build the Dockerfile of ``context`` as ``tag`` (with ``labels``) unless the engine already holds ``tag``.
 
     Returns the image's working directory (its ``WORKDIR``, ``/`` when it sets none) and whether it was built now.
     Blocking: call it in a thread. Two callers asking for the same tag at once build it once.
@@ -54,17 +56,41 @@ def build_context_image(context: Path, tag: str, *, timeout_s: float = 600.0) ->
         try:
             image = client.images.get(tag)
         except docker.errors.ImageNotFound:
-            image = _build(client, docker, context, tag, timeout_s)
+            image = _build(client, docker, context, tag, timeout_s=timeout_s, labels=labels or {})
             built = True
-        workdir = (image.attrs.get("Config") or {}).get("WorkingDir") or "/"
-        return str(workdir), built
+        return _workdir(image), built
 
 
-def _build(client: Any, docker: Any, context: Path, tag: str, timeout_s: float) -> Any:
+def image_workdir(tag: str) -> str:
+    """The working directory of an image already on the engine (a task's prebuilt ``docker_image``: never pulled).
+
+    Raises:
+        MissingExtraError: the ``docker`` package is not installed.
+        SandboxUnavailableError: the engine does not answer.
+        SandboxError: the engine does not hold the image.
+    """
+    docker = _docker()
+    try:
+        return _workdir(docker_client().images.get(tag))
+    except docker.errors.ImageNotFound:
+        raise SandboxError(
+            f"the image {tag!r} is not on this Docker engine (images are never pulled: load or build it first)"
+        ) from None
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"the Docker engine could not inspect {tag!r}: {exc}") from exc
+    except docker.errors.DockerException as exc:
+        raise SandboxUnavailableError(f"cannot inspect {tag!r}: {exc}") from exc
+
+
+def _workdir(image: Any) -> str:
+    return str((image.attrs.get("Config") or {}).get("WorkingDir") or "/")
+
+
+def _build(client: Any, docker: Any, context: Path, tag: str, *, timeout_s: float, labels: dict[str, str]) -> Any:
     errors = docker.errors
     try:
         image, _ = client.images.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, timeout=int(timeout_s)
+            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, timeout=int(timeout_s), labels=labels
         )
     except errors.BuildError as exc:
         tail = "".join(str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log)[-1500:]
@@ -74,3 +100,42 @@ def _build(client: Any, docker: Any, context: Path, tag: str, timeout_s: float) 
     except errors.DockerException as exc:
         raise SandboxUnavailableError(f"cannot build {context}: {exc}") from exc
     return image
+
+
+TASK_IMAGE_LABEL = "agentflow.task_image"
+"""The label of every image ``build_context_image`` builds for a task (its value: the task's name); cleanup removes
+only images that carry it, never one agentflow did not build."""
+
+
+def cleanup_task_images(repository: str, *, keep: int = 1) -> list[str]:
+    """Untag the task images of ``repository`` (``<repository>/<task>:<hash>``) beyond the newest ``keep`` of each task.
+
+    Only images built by agentflow (labelled ``TASK_IMAGE_LABEL``) are touched; ``keep=0`` removes every one. An
+    image that a container still uses stays (the engine refuses), as does every tag of another repository.
+    Returns the tags removed.
+
+    Raises:
+        MissingExtraError: the ``docker`` package is not installed.
+        SandboxUnavailableError: the engine does not answer.
+    """
+    docker = _docker()
+    client = docker_client()
+    try:
+        summaries = client.api.images(filters={"label": TASK_IMAGE_LABEL})
+    except docker.errors.DockerException as exc:
+        raise SandboxUnavailableError(f"cannot list the Docker engine's images: {exc}") from exc
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for summary in summaries:
+        for tag in summary.get("RepoTags") or []:
+            name, _, _ = tag.rpartition(":")
+            if name.startswith(f"{repository}/"):
+                by_task.setdefault(name, []).append((int(summary.get("Created") or 0), tag))
+    removed = []
+    for tags in by_task.values():
+        for _, tag in sorted(tags, reverse=True)[keep:]:
+            try:
+                client.api.remove_image(tag)
+            except docker.errors.APIError:
+                continue  # a container still runs it (or another cleanup removed it first)
+            removed.append(tag)
+    return sorted(removed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import io
 import os
 import signal
@@ -10,7 +12,7 @@ import socket
 import ssl
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,33 @@ TASK_SYSTEM_USER = "0:0"
 TASK_SYSTEM_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 """The only capabilities root keeps in a task's own system: owning and reaching the system's files (a task's setup
 and verifier write files of other users, ``cp -a`` keeps owners); no setuid, network admin, mounts or ptrace."""
+USER_SWITCH_CAPABILITIES = ["SETUID", "SETGID", "KILL"]
+"""What root keeps in addition in a task's system whose commands run as other users (``run_as``, ``commands_as``):
+becoming the user (``setpriv``), and killing that user's processes on a timeout."""
+# $1 the user (`name`, `uid`, `name:group`, `uid:gid`), then the command: run it as that user with that user's
+# groups (none for a uid the image does not know, whose group is then the same number).
+_RUN_AS = (
+    "spec=$1; shift; user=${spec%%:*}; group=${spec#*:}; groups=--init-groups; "
+    'if ! id "$user" >/dev/null 2>&1; then '
+    'case $user in *[!0-9]*) echo "no user $user in this image" >&2; exit 126;; esac; groups=--clear-groups; '
+    '[ "$group" = "$spec" ] && group=$user; '
+    'elif [ "$group" = "$spec" ]; then group=$(id -g "$user"); fi; '
+    'exec setpriv --reuid "$user" --regid "$group" $groups -- "$@"'
+)
+_commands_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentflow_commands_user", default=None)
+
+
+@contextlib.contextmanager
+def commands_as(user: str) -> Iterator[None]:
+    """Within this block, the commands of a docker sandbox started with ``switch_users`` run as ``user`` (``"0"``:
+    root) instead of its ``run_as`` user; a harbor verifier stages its tests as root and runs them as its own user."""
+    token = _commands_user.set(user)
+    try:
+        yield
+    finally:
+        _commands_user.reset(token)
+
+
 TIMEOUT_EXIT_CODE = -signal.SIGKILL
 """``ExecResult.exit_code`` of a command killed on timeout (``timed_out`` is True): -9, as for SIGKILL."""
 
@@ -88,7 +117,14 @@ def _relative(path: str) -> str:
 
 
 def _host_config(
-    client: Any, limits: SandboxLimits, cpus: float, workdir_mb: int, labels: dict[str, str], *, task_system: bool
+    client: Any,
+    limits: SandboxLimits,
+    cpus: float,
+    workdir_mb: int,
+    labels: dict[str, str],
+    *,
+    task_system: bool,
+    switch_users: bool = False,
 ) -> Any:
     from docker.types import DriverConfig, Mount, Ulimit  # type: ignore[import-untyped]
 
@@ -111,7 +147,9 @@ def _host_config(
         tmpfs={"/tmp": "size=64m,mode=1777,nosuid,nodev"},  # noqa: S108 - the container's private /tmp
         shm_size="16m",
         cap_drop=["ALL"],
-        cap_add=TASK_SYSTEM_CAPABILITIES if task_system else None,
+        cap_add=(TASK_SYSTEM_CAPABILITIES + (USER_SWITCH_CAPABILITIES if switch_users else []))
+        if task_system
+        else None,
         security_opt=["no-new-privileges"],
         init=True,
         auto_remove=True,
@@ -124,7 +162,14 @@ def _host_config(
 
 
 def _start_container(
-    image: str, limits: SandboxLimits, *, cpus: float, workdir_mb: int, labels: dict[str, str], task_system: bool
+    image: str,
+    limits: SandboxLimits,
+    *,
+    cpus: float,
+    workdir_mb: int,
+    labels: dict[str, str],
+    task_system: bool,
+    switch_users: bool = False,
 ) -> tuple[str, socket.socket]:
     """Create and start a container running the exec server; return its id and a socket on its stdio."""
     docker = _docker()
@@ -140,7 +185,9 @@ def _start_container(
             stdin_open=True,  # with detach=False this also sets StdinOnce: stdin closes when we disconnect
             hostname="sandbox",
             labels=all_labels,
-            host_config=_host_config(client, limits, cpus, workdir_mb, all_labels, task_system=task_system),
+            host_config=_host_config(
+                client, limits, cpus, workdir_mb, all_labels, task_system=task_system, switch_users=switch_users
+            ),
         )
     except docker.errors.ImageNotFound:
         raise SandboxUnavailableError(
@@ -206,6 +253,8 @@ class DockerSandbox(Sandbox):
         workdir_mb: int = 512,
         labels: Mapping[str, str] | None = None,
         task_system: bool = False,
+        run_as: str | None = None,
+        switch_users: bool = False,
     ) -> DockerSandbox:
         """Start a hardened container and wait for its exec server.
 
@@ -219,6 +268,10 @@ class DockerSandbox(Sandbox):
                 verifier write anywhere in it (``/app``, ``/tests``, ``/logs``): the root filesystem is writable
                 and commands run as root with only ``TASK_SYSTEM_CAPABILITIES``, still without new privileges or
                 (unless the limits allow it) network. Never pool such a container: a reset empties only the workdir.
+            run_as: (task_system) the user every command runs as (``name``, ``uid``, ``name:group``; through the
+                image's ``setpriv``), unless a ``commands_as`` block names another; None: root.
+            switch_users: (task_system) commands may run as other users (``commands_as``): root keeps
+                ``USER_SWITCH_CAPABILITIES`` too. Implied by ``run_as``.
 
         Raises:
             MissingExtraError: the ``docker`` package is not installed.
@@ -228,6 +281,9 @@ class DockerSandbox(Sandbox):
         """
         limits = limits or SandboxLimits()
         image = image or os.environ.get(IMAGE_ENV_VAR) or DEFAULT_IMAGE
+        if (run_as is not None or switch_users) and not task_system:
+            raise SandboxError("run_as and switch_users apply to a task's own system (task_system=True)")
+        switch_users = switch_users or run_as is not None
         _install_exit_handlers()
         started = time.monotonic()
         container_id, own = await asyncio.to_thread(
@@ -238,6 +294,7 @@ class DockerSandbox(Sandbox):
             workdir_mb=workdir_mb,
             labels=dict(labels or {}),
             task_system=task_system,
+            switch_users=switch_users,
         )
         try:
             reader, writer = await asyncio.open_connection(sock=own, limit=2**20)
@@ -263,6 +320,8 @@ class DockerSandbox(Sandbox):
             "cpus": cpus,
             "workdir_mb": workdir_mb,
             "task_system": task_system,
+            "run_as": run_as,
+            "switch_users": switch_users,
         }
         return cls(limits=limits, image=image, container_id=container_id, channel=channel, details=details)
 
@@ -299,9 +358,14 @@ class DockerSandbox(Sandbox):
             SandboxError: the container stopped during the exec (killed from outside) or its server stopped answering.
         """
         limit = request.timeout
+        argv = request.argv
+        user = _commands_user.get() if self._details.get("switch_users") else None
+        user = user or self._details.get("run_as")
+        if user is not None and user not in ("0", "root", "0:0", "root:root"):
+            argv = ["sh", "-c", _RUN_AS, "run-as", str(user), *argv]
         header = {
             "op": "exec",
-            "argv": request.argv,
+            "argv": argv,
             "cwd": _relative(request.cwd or "."),
             "env": self._environment(request.env),
             "timeout": limit,
@@ -444,6 +508,8 @@ class DockerSandbox(Sandbox):
         user = TASK_SYSTEM_USER if task_system else SANDBOX_USER
         root = "writable (a task's own system)" if task_system else "read-only"
         caps = "+".join(TASK_SYSTEM_CAPABILITIES) if task_system else "none (cap_drop ALL)"
+        if self._details.get("switch_users"):
+            caps += "+" + "+".join(USER_SWITCH_CAPABILITIES)
         details: dict[str, Any] = {
             **self._details,
             "workdir": WORKDIR,
