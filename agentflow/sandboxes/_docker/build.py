@@ -124,12 +124,17 @@ def cleanup_task_images(repository: str, *, keep: int = 1) -> list[str]:
         summaries = client.api.images(filters={"label": TASK_IMAGE_LABEL})
     except docker.errors.DockerException as exc:
         raise SandboxUnavailableError(f"cannot list the Docker engine's images: {exc}") from exc
-    by_task: dict[str, list[tuple[int, str]]] = {}
+    by_task: dict[str, list[tuple[tuple[str, int], str]]] = {}
     for summary in summaries:
-        for tag in summary.get("RepoTags") or []:
-            name, _, _ = tag.rpartition(":")
-            if name.startswith(f"{repository}/"):
-                by_task.setdefault(name, []).append((int(summary.get("Created") or 0), tag))
+        tags = [tag for tag in summary.get("RepoTags") or [] if tag.rpartition(":")[0].startswith(f"{repository}/")]
+        if not tags:
+            continue
+        try:  # the summary's creation time is in whole seconds: two builds of a task can share one
+            created = _created(client.api.inspect_image(summary["Id"]).get("Created") or "")
+        except docker.errors.APIError:
+            continue  # removed meanwhile
+        for tag in tags:
+            by_task.setdefault(tag.rpartition(":")[0], []).append((created, tag))
     removed = []
     for tags in by_task.values():
         for _, tag in sorted(tags, reverse=True)[keep:]:
@@ -139,3 +144,11 @@ def cleanup_task_images(repository: str, *, keep: int = 1) -> list[str]:
                 continue  # a container still runs it (or another cleanup removed it first)
             removed.append(tag)
     return sorted(removed)
+
+
+def _created(stamp: str) -> tuple[str, int]:
+    """An engine's RFC 3339 creation time (``2026-12-01T23:11:08.1234Z``, trailing zeros of the fraction dropped)
+    as a sortable (date and time to the second, nanoseconds)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    digits = "".join(ch for ch in fraction if ch.isdigit())[:9]
+    return whole, int(digits.ljust(9, "0")) if digits else 0
