@@ -3,18 +3,23 @@
 ``tasks: {source: harbor, path: DIR}`` reads every directory of ``DIR`` that holds a ``task.toml``::
 
     DIR/hello-file/
-      task.toml             # [verifier] timeout_sec, env; [agent] timeout_sec;
-                            # [environment] build_timeout_sec, cpus, memory_mb, allow_internet; [metadata] ...
+      task.toml             # [verifier] timeout_sec, env, user; [agent] timeout_sec, user; [environment]
+                            # build_timeout_sec, docker_image, cpus, memory_mb (memory), storage_mb (storage), gpus,
+                            # allow_internet; [metadata] ...
       instruction.md        # the agent's input: the task field `instruction`
-      environment/Dockerfile  # the task's own system, built with the Docker engine (never pulled)
+      environment/Dockerfile  # the task's own system, built with the Docker engine (never pulled); or a prebuilt
+                              # [environment] docker_image already on the engine
       tests/test.sh         # the verifier: run after the agent, writes /logs/verifier/reward.txt or reward.json
       solution/solve.sh     # optional: the reference solution `bench run --oracle` runs instead of the agent
 
 Each task becomes a :class:`~agentflow.bench._tasks.Task` with the fields ``instruction``, ``task_dir``, ``name``
 and ``metadata``, and a :class:`~agentflow.bench._tasks.TaskEnvironment`: the runner starts each of its runs in a
 fresh docker sandbox of the task's image and the ``harbor_verifier`` hook scores the run in it. A directory that
-cannot be a task (no instruction, TOML that does not parse, a missing Dockerfile or test.sh) is a problem named by
-the directory; the other tasks run.
+cannot be a task (no instruction, TOML that does not parse, a malformed value, a missing Dockerfile or test.sh, GPUs
+asked for, a Docker Compose environment: one container per run here) is a problem named by the directory; the
+other tasks run. What is read but not honoured is a warning of the task (``TaskSet.warnings``): keys this reader does
+not know (Harbor adds fields over time; they are ignored, as Harbor ignores them) and ``storage_mb`` (the engine's
+overlay2 storage limits a container's disk only on xfs with pquota, so the docker sandbox does not try).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def cleanup_command(
 
         images = cleanup_task_images(HARBOR_IMAGE_REPOSITORY, keep=0 if harbor_images else 1)
     if json_output:
-        print(json.dumps({"removed": removed, "images": images}))
+        print(json.dumps({"removed": removed, **({"images": images} if backend == "docker" else {})}))
     else:
         print(
             f"removed {len(removed)} sandbox {chosen.leftover_kind}{'s' if len(removed) != 1 else ''}"
