@@ -5,6 +5,7 @@ Every task image here is ``FROM agentflow/python:latest`` (built offline) or tha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from pathlib import Path
@@ -247,3 +248,23 @@ def test_sandbox_cleanup_lists_the_task_images_it_removed(tmp_path: Path) -> Non
         for tag in tags:
             if any(tag in image.tags for image in client.images.list()):
                 client.images.remove(tag)
+
+
+def test_commands_of_a_named_user_have_no_capability_and_die_with_their_timed_out_exec() -> None:
+    require_docker()
+    from agentflow.sandboxes import DockerSandbox, SandboxLimits, commands_as
+
+    async def probe() -> tuple[str, str, str, str]:
+        box = await DockerSandbox.create(SandboxLimits(), task_system=True, run_as="nobody")
+        try:
+            who = await box.exec(["sh", "-c", "id -un; grep CapEff /proc/self/status | cut -f2"])
+            # a process that left the exec's session and process group (setsid) is still the exec's
+            timed = await box.exec(["sh", "-c", "(setsid sleep 300 &); sleep 301"], timeout=1)
+            with commands_as("0"):
+                root = await box.exec(["id", "-un"])
+                left = await box.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -o 'sleep 30[0-9]'"])
+            return who.stdout, str(timed.timed_out), root.stdout, left.stdout
+        finally:
+            await box.close()
+
+    assert asyncio.run(probe()) == ("nobody\n0000000000000000\n", "True", "root\n", "")

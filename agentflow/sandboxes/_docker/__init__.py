@@ -8,8 +8,8 @@ with a size-limited tmpfs workdir at ``/workspace`` (plus small private ``/tmp``
 A benchmark task that brings its own system (a Harbor task's image: ``create(..., task_system=True)``) gets a
 writable root filesystem and root with only the CHOWN, DAC_OVERRIDE and FOWNER capabilities, since its agent and
 verifier write anywhere in it; everything else above holds, and such a container is never pooled. When the task
-names users (``run_as``, ``switch_users``), root also keeps SETUID, SETGID and KILL, and commands run as the named
-user through the image's ``setpriv``.
+names users (``run_as``, ``switch_users``), root also keeps SETUID, SETGID, KILL and SYS_PTRACE, and commands run
+as the named user (without any capability) through the image's ``setpriv``.
 
 Commands do not go through ``docker exec``: the container's command is a small exec server
 (``agentflow/sandboxes/_execserver.py``) that reads requests from the container's attached stdin, so one exec is one

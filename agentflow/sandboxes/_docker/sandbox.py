@@ -50,9 +50,11 @@ TASK_SYSTEM_USER = "0:0"
 TASK_SYSTEM_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 """The only capabilities root keeps in a task's own system: owning and reaching the system's files (a task's setup
 and verifier write files of other users, ``cp -a`` keeps owners); no setuid, network admin, mounts or ptrace."""
-USER_SWITCH_CAPABILITIES = ["SETUID", "SETGID", "KILL"]
+USER_SWITCH_CAPABILITIES = ["SETUID", "SETGID", "KILL", "SYS_PTRACE"]
 """What root keeps in addition in a task's system whose commands run as other users (``run_as``, ``commands_as``):
-becoming the user (``setpriv``), and killing that user's processes on a timeout."""
+becoming the user (``setpriv``), and, when an exec ends or times out, killing the user's processes that carry its
+marker (SYS_PTRACE: reading another user's ``/proc/<pid>/environ``). The user's commands have none of them (a
+non-root uid after ``setpriv``, and no new privileges)."""
 # $1 the user (`name`, `uid`, `name:group`, `uid:gid`), then the command: run it as that user with that user's
 # groups (none for a uid the image does not know, whose group is then the same number).
 _RUN_AS = (
