@@ -110,7 +110,7 @@ _KNOWN_KEYS: dict[str, frozenset[str] | None] = {
             "allow_internet",
         }
     ),
-    "solution": frozenset({"env"}),
+    "solution": frozenset(),  # Harbor's [solution] env is not passed to the oracle's solve.sh: listed as ignored
 }
 _COMPOSE_FILES = ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)

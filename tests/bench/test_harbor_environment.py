@@ -38,7 +38,8 @@ TASKS = {
     },
     # Harbor's older spelling of the memory ("1G"), a storage request and keys from a newer Harbor: warned about
     "legacy": {
-        "toml": '[environment]\nmemory = "1G"\nstorage = "10G"\nfuture_option = 3\n[verifier]\nfancy = true\n',
+        "toml": '[environment]\nmemory = "1G"\nstorage = "10G"\nfuture_option = 3\n[verifier]\nfancy = true\n'
+        '[solution]\nenv = {A = "1"}\n[checks]\nx = 1\n',
         "test": '[ "$(id -u)" = 0 ] && echo 1 > /logs/verifier/reward.txt',
     },
     # a prebuilt image (no Dockerfile): used as it is
@@ -148,7 +149,8 @@ def test_environment_settings_are_read_and_malformed_ones_name_the_task_director
     assert [str(warning) for warning in found.warnings] == [
         f"{folder / 'legacy'}: task.toml: [environment] storage_mb = 10240 is not enforced: the docker sandbox "
         "cannot limit a container's disk on this engine's storage (overlay2 quotas need xfs with pquota)",
-        f"{folder / 'legacy'}: task.toml: unknown keys ignored: [verifier] fancy, [environment] future_option",
+        f"{folder / 'legacy'}: task.toml: unknown keys ignored: checks, [verifier] fancy, [environment] future_option, "
+        "[solution] env",
     ]
 
 
