@@ -270,3 +270,25 @@ def test_commands_of_a_named_user_have_no_capability_and_die_with_their_timed_ou
             await box.close()
 
     assert asyncio.run(probe()) == ("nobody\n0000000000000000\n", "True", "root\n", "")
+
+
+def test_sandbox_cleanup_harbor_images_removes_every_task_image_but_no_other(tmp_path: Path) -> None:
+    require_docker()
+    client = docker_client()
+    task = f"cleanup-all-{secrets.token_hex(4)}"
+    ours, foreign = f"agentflow-harbor/{task}:v0", f"agentflow-harbor/{task}-foreign:v0"
+    for tag, labels in ((ours, {TASK_IMAGE_LABEL: task}), (foreign, None)):
+        context = tmp_path / tag.replace("/", "_").replace(":", "_")
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM agentflow/python:latest\nLABEL test.tag={tag}\n")
+        build_context_image(context, tag, labels=labels)
+    try:
+        ran = agentflow("sandbox", "cleanup", "--harbor-images", cwd=tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        assert f"\n  {ours}" in ran.stdout and "task image" in ran.stdout
+        remaining = {tag for image in client.images.list() for tag in image.tags}
+        assert ours not in remaining and foreign in remaining and "agentflow/python:latest" in remaining
+    finally:
+        for tag in (ours, foreign):
+            if any(tag in image.tags for image in client.images.list()):
+                client.images.remove(tag)
