@@ -63,6 +63,7 @@ TRACE_FILE = "trace.jsonl"
 INDEX_FILE = "index.sqlite"
 
 _BUSY_TIMEOUT_S = 10.0
+_IDLE_CONNECTIONS = 4  # kept for the store's own reads and writes; more only while that many run at once
 # The folder store claims a run id by creating the run's directory, so its index row replaces one left behind by a
 # run whose directory was deleted.
 _SQLITE_TABLES = StoreTables("?", insert_run="INSERT OR REPLACE")
@@ -116,6 +117,10 @@ class TraceStore(StoreBase["RunRecorder"]):
         self._keeper: sqlite3.Connection | None = None
         self._keeper_lock = threading.Lock()
         self._keeper_pid = os.getpid()
+        # Connections of the store's own reads and writes, given back for the next one: opening one (connect,
+        # pragmas, the schema version check) costs about as much as the statements of a benchmark attempt.
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_identity: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"TraceStore({str(self.root)!r})"
@@ -131,8 +136,12 @@ class TraceStore(StoreBase["RunRecorder"]):
         _SYNCER.drain()
         with self._keeper_lock:
             keeper, self._keeper = self._keeper, None
-        if keeper is not None and self._keeper_pid == os.getpid():
-            keeper.close()
+            idle, self._idle = self._idle, []
+        if self._keeper_pid == os.getpid():
+            for connection in idle:
+                connection.close()
+            if keeper is not None:
+                keeper.close()
 
     # -- paths -------------------------------------------------------------------------------------------------
 
@@ -181,19 +190,56 @@ class TraceStore(StoreBase["RunRecorder"]):
         """A connection to the index for a recorder (closed when it is released), the keeper opened first."""
         connection = self.open_index()
         with self._keeper_lock:
-            if self._keeper_pid != os.getpid():  # a forked child must not close its parent's connection
-                self._keeper, self._keeper_pid = None, os.getpid()
+            self._forget_parent_connections()
             if self._keeper is None:
                 self._keeper = self.open_index()
         return connection
 
+    def _forget_parent_connections(self) -> None:
+        # Called under the keeper lock. A forked child must neither use nor close the connections its parent opened.
+        if self._keeper_pid != os.getpid():
+            self._keeper, self._idle, self._idle_identity = None, [], None
+            self._keeper_pid = os.getpid()
+
+    def _index_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.index_path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        connection = self.open_index()
+        """A connection for one read or write of the store: one an earlier call gave back when it is still
+        connected to the index file there is now (not one deleted or replaced since) and this process opened it."""
+        identity = self._index_identity()
+        connection = None
+        stale: list[sqlite3.Connection] = []
+        with self._keeper_lock:
+            self._forget_parent_connections()
+            if self._idle_identity != identity:
+                stale, self._idle = self._idle, []
+                self._idle_identity = identity
+            if self._idle:
+                connection = self._idle.pop()
+        for old in stale:
+            old.close()
+        if connection is None:
+            connection = self.open_index()
         try:
             yield connection
         finally:
-            connection.close()
+            given_back = False
+            if not connection.in_transaction:
+                with self._keeper_lock:
+                    self._forget_parent_connections()
+                    if len(self._idle) < _IDLE_CONNECTIONS:
+                        if self._idle_identity is None:
+                            self._idle_identity = self._index_identity()
+                        self._idle.append(connection)
+                        given_back = True
+            if not given_back:
+                connection.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
