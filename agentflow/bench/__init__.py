@@ -14,13 +14,17 @@ from agentflow.bench._harbor import read_harbor_tasks
 from agentflow.bench._humaneval import LineError, Problem, Sample, checkout_problems, load_problems, read_samples
 from agentflow.bench._humaneval_hook import HumanEvalHook
 from agentflow.bench._passk import pass_at_k, pass_at_ks
+from agentflow.bench._ray_executor import RayExecutor
 from agentflow.bench._report import BenchReport, TaskResult, build_report
 from agentflow.bench._runner import (
+    AttemptResult,
+    BenchExecutor,
     BenchOptions,
     BenchPlan,
     BenchProgress,
     BenchRun,
     BenchRunOutcome,
+    LocalExecutor,
     Pair,
     chosen_attempts,
     pair_seed,
@@ -31,7 +35,9 @@ from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, TaskSet, 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "GRADING_LIMITS",
+    "AttemptResult",
     "BenchComparison",
+    "BenchExecutor",
     "BenchOptions",
     "BenchPlan",
     "BenchProgress",
@@ -42,8 +48,10 @@ __all__ = [
     "HumanEvalHook",
     "LineError",
     "LoadedBench",
+    "LocalExecutor",
     "Pair",
     "Problem",
+    "RayExecutor",
     "Sample",
     "Task",
     "TaskDelta",
