@@ -17,8 +17,9 @@ import pytest
 from agentflow._processes import pid_alive
 from agentflow.bench import BenchRun, RayExecutor, build_report, chosen_attempts, load_bench
 from agentflow.rerun import replay_run
-from agentflow.traces import TraceStore
+from agentflow.traces import PostgresStore, Store, TraceStore
 from tests.support.require import require
+from tests.traces.conftest import postgres_url  # noqa: F401 - the fixture of a fresh PostgreSQL schema
 
 WORKFLOW = """
 name: add
@@ -89,7 +90,7 @@ def _bench_files(root: Path, tasks: list[str], bench: str = BENCH) -> Path:
     return root / "arith.yaml"
 
 
-def _outcomes(store: TraceStore, bench_run_id: str) -> list[tuple[str, int, int | None, str, float | None]]:
+def _outcomes(store: Store, bench_run_id: str) -> list[tuple[str, int, int | None, str, float | None]]:
     chosen = chosen_attempts(store.list_bench_items(bench_run_id)).values()
     return sorted((item.task_id, item.epoch, item.seed, item.status, item.outcome) for item in chosen)
 
@@ -108,15 +109,27 @@ def _leftovers(pids: set[int]) -> list[str]:
     return left
 
 
-def test_ray_runs_give_the_local_outcomes_and_verifiable_traces(ray_cluster: Any, tmp_path: Path) -> None:
+@pytest.fixture(params=["folder", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The embedded store (the workers ship their runs back), then PostgreSQL (the workers write to it)."""
+    if request.param == "folder":
+        yield TraceStore(tmp_path / "store")
+        return
+    postgres = PostgresStore(request.getfixturevalue("postgres_url"))
+    try:
+        yield postgres
+    finally:
+        postgres.close()
+
+
+def test_ray_runs_give_the_local_outcomes_and_verifiable_traces(ray_cluster: Any, store: Store, tmp_path: Path) -> None:
     bench_file = _bench_files(tmp_path / "bench", TASKS)
-    local_store = TraceStore(tmp_path / "local")
-    local = BenchRun(load_bench(bench_file), local_store)
+    local_store = store  # both bench runs in one store
+    local = BenchRun(load_bench(bench_file), store)
     asyncio.run(local.run())
 
-    store = TraceStore(tmp_path / "ray")
-    executor = RayExecutor()
-    bench = BenchRun(load_bench(bench_file), store, executor=executor)
+    url = store.url if isinstance(store, PostgresStore) else None
+    bench = BenchRun(load_bench(bench_file), store, executor=RayExecutor(store_url=url))
     outcome = asyncio.run(bench.run())
     assert (outcome.ran, outcome.cancelled) == (8, False)
     assert _outcomes(store, bench.info.bench_run_id) == _outcomes(local_store, local.info.bench_run_id)
@@ -130,6 +143,7 @@ def test_ray_runs_give_the_local_outcomes_and_verifiable_traces(ray_cluster: Any
         assert trace.summary().status == "succeeded"
         assert trace.events[0].data["bench"]["task_id"] == item.task_id
         assert trace.events[0].data["seed"] == item.seed
+        assert trace.events[0].data["workflow_file"] == str(bench_file.parent / "wf" / "add.yaml")  # the driver's
     # each pair's run has the events of its local run: same types, nodes, parents, rewards
     local_runs = {(i.task_id, i.epoch): i.run_id for i in local_store.list_bench_items(local.info.bench_run_id)}
     for item in store.list_bench_items(bench.info.bench_run_id):
