@@ -126,7 +126,11 @@ class BenchWorker:
 
     def _loaded(self) -> BenchRun:
         if self._bench is None:
-            store: Store = PostgresStore(self._store_url) if self._store_url else TraceStore(self._root / "store")
+            store: Store
+            if self._store_url:
+                store = PostgresStore(self._store_url)
+            else:  # a staging area, fsync-free: the driver records the run in its own store
+                store = TraceStore(self._root / "store", fsync="never")
             options = BenchOptions(task_file=str(self._task_file))
             self._bench = BenchRun(
                 load_bench(self._bench_file, check_tasks=False), store, options=options, attach=self._info
@@ -199,6 +203,12 @@ class RayExecutor:
         self._start_lock = asyncio.Lock()
         self._we_initialised = False
         self._bundle: Any = None
+
+    async def start(self, bench: BenchRun) -> None:
+        """Start the bench workers for ``bench`` and wait until each is ready (the first attempt does it
+        otherwise)."""
+        await self._start(bench)
+        await asyncio.gather(*(worker.pid.remote() for worker in self._workers))
 
     async def _start(self, bench: BenchRun) -> None:
         async with self._start_lock:
