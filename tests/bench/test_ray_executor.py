@@ -4,6 +4,7 @@ by the driver, a worker SIGKILLed mid-task survived, Ctrl-C leaving a resumable 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from agentflow._processes import pid_alive
 from agentflow.bench import BenchRun, RayExecutor, build_report, chosen_attempts, load_bench
 from agentflow.rerun import replay_run
 from agentflow.traces import PostgresStore, Store, TraceStore
+from tests.cli.test_cli import agentflow, assert_one_line_error
 from tests.support.require import require
 from tests.traces.conftest import postgres_url  # noqa: F401 - the fixture of a fresh PostgreSQL schema
 
@@ -231,3 +233,24 @@ def test_a_cancelled_driver_leaves_a_resumable_bench_run(ray_cluster: Any, tmp_p
         ("succeeded", 1.0),
     ]
     assert _leftovers(set()) == []
+
+
+def test_the_cli_runs_a_benchmark_on_the_cluster_and_show_verifies_its_runs(ray_cluster: Any, tmp_path: Path) -> None:
+    bench_file = _bench_files(tmp_path / "bench", TASKS)
+    store = str(tmp_path / "store")
+    address = ray_cluster.address
+    result = agentflow(
+        "bench", "run", str(bench_file), "--executor", "ray", "--ray-address", address, "--store", store, "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["pairs"], report["finished"], report["errored"]) == (8, 8, 0)
+    assert report["pass_at_k"] == {"pass@1": pytest.approx(0.75), "pass@2": pytest.approx(0.75)}
+    for item in TraceStore(tmp_path / "store").list_bench_items(report["bench_run_id"]):
+        shown = json.loads(agentflow("show", item.run_id, "--store", store, "--json", cwd=tmp_path).stdout)
+        assert shown["problems"] == []
+        assert [e["type"] for e in shown["events"]][-1] == "run_finished"
+
+    wrong = agentflow("bench", "run", str(bench_file), "--ray-address", address, "--store", store, cwd=tmp_path)
+    assert "--ray-address is for --executor ray" in assert_one_line_error(wrong, 2)
