@@ -120,9 +120,9 @@ class BenchWorker:
     def _here(self, path: str) -> Path:
         return self._root / "files" / path.lstrip("/")
 
-    def pid(self) -> int:
-        """The worker's process id (for tests that kill it)."""
-        return os.getpid()
+    def pid(self) -> tuple[int, str]:
+        """The worker's process id and its node's id (for diagnostics and tests)."""
+        return os.getpid(), str(_ray().get_runtime_context().get_node_id())
 
     def _loaded(self) -> BenchRun:
         if self._bench is None:
@@ -230,7 +230,8 @@ class RayExecutor:
                 # pinned to its node (soft: a node that left has its worker restarted elsewhere); no CPU claimed,
                 # since its runs wait on models and sandboxes, and its calls at once are capped instead
                 strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-                options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node}
+                # one call more than its share: its pid and shutdown calls never wait behind its attempts
+                options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node + 1}
                 self._workers.append(
                     actor.options(scheduling_strategy=strategy, **options).remote(
                         bundle,
@@ -246,7 +247,11 @@ class RayExecutor:
     async def worker_pids(self) -> dict[int, int]:
         """Each bench worker's process id and how many calls it has in flight (for diagnostics and tests)."""
         pids = await asyncio.gather(*(worker.pid.remote() for worker in self._workers))
-        return {int(pid): self._in_flight[index] for index, pid in enumerate(pids)}
+        return {int(pid): self._in_flight[index] for index, (pid, _) in enumerate(pids)}
+
+    async def worker_nodes(self) -> list[str]:
+        """The node id of each bench worker."""
+        return [node for _, node in await asyncio.gather(*(worker.pid.remote() for worker in self._workers))]
 
     def _pick(self, avoid: int | None) -> int:
         candidates = [index for index in range(len(self._workers)) if index != avoid] or [0]

@@ -254,3 +254,43 @@ def test_the_cli_runs_a_benchmark_on_the_cluster_and_show_verifies_its_runs(ray_
 
     wrong = agentflow("bench", "run", str(bench_file), "--ray-address", address, "--store", store, cwd=tmp_path)
     assert "--ray-address is for --executor ray" in assert_one_line_error(wrong, 2)
+
+
+def test_a_node_that_leaves_has_its_tasks_run_again_on_the_others(ray_cluster: Any, tmp_path: Path) -> None:
+    extra = ray_cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
+    ray_cluster.wait_for_nodes()
+    tasks = [task.replace('"delay": 0', '"delay": 4') for task in TASKS[:3]]
+    bench_file = _bench_files(tmp_path / "bench", tasks, BENCH.replace("epochs: 2", "epochs: 1"))
+    store = TraceStore(tmp_path / "ray")
+    executor = RayExecutor()
+    bench = BenchRun(load_bench(bench_file), store, executor=executor)
+    pids: set[int] = set()
+
+    async def run_and_remove_the_node() -> None:
+        await executor.start(bench)
+        pids.update(await executor.worker_pids())
+        assert extra.node_id in await executor.worker_nodes()  # one worker per node, the new one's too
+        running = asyncio.create_task(bench.run())
+        while sum(item.status == "running" for item in store.list_bench_items(bench.info.bench_run_id)) < 3:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # one attempt per node, each in its sandbox command
+        assert sorted((await executor.worker_pids()).values()) == [1, 1, 1]  # no worker waits for the others
+        ray_cluster.remove_node(extra, allow_graceful=False)
+        await running
+
+    asyncio.run(run_and_remove_the_node())
+    attempts: dict[str, list[str]] = {}
+    for item in sorted(store.list_bench_items(bench.info.bench_run_id), key=lambda item: item.attempt):
+        attempts.setdefault(item.task_id, []).append(item.status)
+    assert sorted(attempts.values()) == [["interrupted", "succeeded"], ["succeeded"], ["succeeded"]]
+    assert [o[3] for o in _outcomes(store, bench.info.bench_run_id)] == ["succeeded"] * 3
+    # what the lost node's worker left in its temporary folder goes with the next bench worker there (here: the
+    # same machine), as a killed run's sandbox workdirs go with the next sandbox
+
+    async def start_and_stop() -> None:
+        again = RayExecutor()
+        await again.start(BenchRun(load_bench(bench_file), store, executor=again))
+        await again.close()
+
+    asyncio.run(start_and_stop())
+    assert _leftovers(pids) == []
