@@ -10,7 +10,8 @@ store, and unpacked there under a private directory at the same relative places.
 
 Events: with a PostgreSQL store each worker writes its runs into it directly; with the embedded folder store a
 worker records the run in a store of its own and ships the finished trace back to the driver, which records it in
-its store (same run id, seqs, parents, nodes and data; the driver's recorder writes the hash chain). The driver
+its store (same run id, seqs, parents, nodes and data; the driver's recorder writes the hash chain, so the
+timestamps are when the driver recorded the events, the durations in their data are the worker's). The driver
 records each attempt in the bench tables before it is sent out and when it comes back.
 
 Faults: an attempt whose worker process dies (SIGKILL, its node leaves the cluster) is marked ``interrupted`` (kept,

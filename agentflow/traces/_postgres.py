@@ -213,12 +213,8 @@ class PostgresRecorder(RecorderBase):
         try:
             if len(rows) == 1:  # autocommit: one statement is its own transaction
                 self._connection.execute(_INSERT_EVENT, rows[0])
-            else:  # one COPY in one transaction: all of them or none, one round trip and one commit
-                with (
-                    self._connection.transaction(),
-                    self._connection.cursor() as cursor,
-                    cursor.copy(_COPY_EVENTS) as copy,
-                ):
+            else:  # autocommit: one COPY is one statement, so one transaction (all rows or none) and one commit
+                with self._connection.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
                     for row in rows:
                         copy.write_row(row)
         except _psycopg().Error as exc:
