@@ -15,13 +15,17 @@ from agentflow.bench._harbor import read_harbor_tasks
 from agentflow.bench._humaneval import LineError, Problem, Sample, checkout_problems, load_problems, read_samples
 from agentflow.bench._humaneval_hook import HumanEvalHook
 from agentflow.bench._passk import pass_at_k, pass_at_ks
+from agentflow.bench._ray_executor import RayExecutor
 from agentflow.bench._report import BenchReport, TaskResult, build_report
 from agentflow.bench._runner import (
+    AttemptResult,
+    BenchExecutor,
     BenchOptions,
     BenchPlan,
     BenchProgress,
     BenchRun,
     BenchRunOutcome,
+    LocalExecutor,
     Pair,
     chosen_attempts,
     pair_seed,
@@ -33,7 +37,9 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "GRADING_LIMITS",
     "HARBOR_IMAGE_REPOSITORY",
+    "AttemptResult",
     "BenchComparison",
+    "BenchExecutor",
     "BenchOptions",
     "BenchPlan",
     "BenchProgress",
@@ -44,8 +50,10 @@ __all__ = [
     "HumanEvalHook",
     "LineError",
     "LoadedBench",
+    "LocalExecutor",
     "Pair",
     "Problem",
+    "RayExecutor",
     "Sample",
     "Task",
     "TaskDelta",

@@ -32,13 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import agentflow
 from agentflow.bench._harbor import SOLUTION_DIR, PreparedEnvironment, TaskImages, open_task_sandbox
 from agentflow.bench._spec import LoadedBench
 from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_tasks, task_inputs
-from agentflow.errors import ConfigError, SandboxError
+from agentflow.errors import ConfigError, SandboxError, TraceError
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
 from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, copy_folder_to, create_sandbox
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
@@ -122,6 +122,50 @@ class BenchProgress:
         return (time.monotonic() - self.started) / self.done * (self.total - self.done)
 
 
+@dataclass(frozen=True)
+class AttemptResult:
+    """How one attempt at a pair ended, as an executor reports it to the bench run."""
+
+    item: BenchItem
+    tokens: int = 0
+    cost: float | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the attempt's worker died under it (``interrupted``): the pair runs again, nothing is counted."""
+        return self.item.status == "interrupted"
+
+
+class BenchExecutor(Protocol):
+    """Where a bench run's attempts run: in this process (:class:`LocalExecutor`) or on a cluster (``RayExecutor``).
+
+    The bench run decides which pairs and attempts run, how many at once, and records progress; an executor runs
+    one attempt and says how it ended (``interrupted``: its worker died, so the bench run tries again)."""
+
+    async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
+        """Run one attempt at a pair, recorded in ``bench.store``."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the executor holds (sandbox pools, workers); called once when the bench run ends."""
+        ...
+
+
+class LocalExecutor:
+    """Every attempt as a run in this process, sandboxes lent by the bench run's warm pool."""
+
+    async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
+        item, plan = await bench.run_attempt(pair, attempt)
+        return AttemptResult(item, plan.tokens, plan.cost)
+
+    async def close(self) -> None:
+        return None
+
+
+LOST_WORKER_RETRIES = 3
+"""How many times a pair runs again after its worker died under it, before the bench run gives up on it."""
+
+
 @dataclass
 class BenchRunOutcome:
     """How a benchmark run (or the part of it this invocation ran) ended."""
@@ -138,10 +182,14 @@ class BenchPlan(RunPlan):
     """The live plan with a benchmark's tags: the run's attempt is recorded as it starts, its sandbox comes from the
     benchmark's pool, its outcome reward and token use are noted as they are recorded."""
 
-    def __init__(self, bench: BenchRun, pair: Pair, attempt: int) -> None:
+    def __init__(
+        self, bench: BenchRun, pair: Pair, attempt: int, *, run_id: str | None = None, record_item: bool = True
+    ) -> None:
         self.bench = bench
         self.pair = pair
         self.attempt = attempt
+        self.run_id = run_id  # the run's id, when the caller chose it (an executor that records the attempt itself)
+        self.record_item = record_item  # whether this plan records the attempt in the bench tables
         self.item: BenchItem | None = None
         self.outcome: float | None = None
         self.tokens = 0
@@ -155,7 +203,7 @@ class BenchPlan(RunPlan):
         return None  # checked once for the whole benchmark
 
     def open_recorder(self, store: Store, workflow: str) -> Recorder:
-        recorder = super().open_recorder(store, workflow)
+        recorder = store.new_run(workflow=workflow, run_id=self.run_id)
         self.item = BenchItem(
             bench_run_id=self.bench.info.bench_run_id,
             task_id=self.pair.task.id,
@@ -167,7 +215,8 @@ class BenchPlan(RunPlan):
             outcome=None,
             started_at=_utc_now(),
         )
-        store.start_bench_item(self.item)  # before the run records anything: a killed bench process loses no run
+        if self.record_item:  # before the run records anything: a killed bench process loses no run
+            store.start_bench_item(self.item)
         return recorder
 
     async def open_sandbox(self, compiled: CompiledWorkflow, backend: str, run_id: str) -> Sandbox:
@@ -189,6 +238,8 @@ class BenchPlan(RunPlan):
 
     async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
         tagged = run_started.copy()
+        if "workflow_file" in tagged:
+            tagged["workflow_file"] = self.bench.recorded_path(str(tagged["workflow_file"]))
         tagged["bench"] = BenchTag(
             bench_run_id=self.bench.info.bench_run_id,
             task_id=self.pair.task.id,
@@ -198,7 +249,7 @@ class BenchPlan(RunPlan):
         environment = self.pair.task.environment
         if environment is not None and self.prepared is not None:
             tagged["bench"]["verifier"] = VerifierTag(
-                tests_dir=str(environment.tests.resolve()),
+                tests_dir=self.bench.recorded_path(str(environment.tests.resolve())),
                 timeout_s=environment.verifier_timeout_s,
                 workdir=self.prepared.workdir,
                 env=dict(environment.verifier_env),
@@ -237,14 +288,26 @@ class BenchRun:
         options: BenchOptions | None = None,
         resume: str | None = None,
         on_progress: Callable[[BenchProgress], None] | None = None,
+        executor: BenchExecutor | None = None,
+        attach: BenchRunInfo | None = None,
     ) -> None:
+        """Start a bench run, or continue one (``resume``: its id in ``store``).
+
+        ``attach`` is for a worker of a distributed executor: the bench run (read by the driver) whose attempts
+        this process runs through :meth:`run_attempt`, with ``options.task_file`` where the task file is here.
+        """
         self.loaded = loaded
         self.store = store
         self.on_progress = on_progress
+        self.executor: BenchExecutor = executor or LocalExecutor()
+        self.shipped_root: Path | None = None
+        """Where a worker unpacked the driver's files (their driver paths under it): runs record driver paths."""
         spec = loaded.spec
         options = options or BenchOptions()
-        resumed = store.get_bench_run(resume) if resume is not None else None
-        if resumed is not None:
+        resumed = store.get_bench_run(resume) if resume is not None else attach
+        if attach is not None and options.task_file:
+            task_file = Path(options.task_file)
+        elif resumed is not None:
             recorded_task_file = resumed.config.get("task_file")
             task_file = Path(str(recorded_task_file)) if recorded_task_file else loaded.resolve(spec.tasks.path)
         else:
@@ -391,14 +454,19 @@ class BenchRun:
 
         async def one(pair: Pair, attempt: int, errored: int) -> None:
             async with semaphore:
+                lost = 0
                 while True:
-                    item, plan = await self._attempt(pair, attempt)
-                    progress.tokens += plan.tokens
-                    if plan.cost is not None:
-                        progress.cost = (progress.cost or 0.0) + plan.cost
-                    if item.status != "errored" or errored >= self._retries:
+                    result = await self.executor.attempt(self, pair, attempt)
+                    item = result.item
+                    progress.tokens += result.tokens
+                    if result.cost is not None:
+                        progress.cost = (progress.cost or 0.0) + result.cost
+                    if result.abandoned and lost < LOST_WORKER_RETRIES:
+                        lost += 1  # its worker died: kept as `interrupted`, never counted, and run again
+                    elif item.status != "errored" or errored >= self._retries:
                         break
-                    errored += 1
+                    else:
+                        errored += 1
                     attempt += 1
                     progress.retried += 1
                 progress.done += 1
@@ -412,8 +480,10 @@ class BenchRun:
         except asyncio.CancelledError:
             cancelled = True
         finally:
-            if self._pool is not None:
-                await self._pool.close()
+            try:
+                await self.executor.close()
+            finally:
+                await self.close_pool()
         return BenchRunOutcome(
             info=self.info,
             items=self.store.list_bench_items(self.info.bench_run_id),
@@ -422,6 +492,18 @@ class BenchRun:
             skipped=skipped,
             cancelled=cancelled,
         )
+
+    def recorded_path(self, path: str) -> str:
+        """A path as runs record it: the driver's path of a file a worker has under :attr:`shipped_root`."""
+        if self.shipped_root is not None and Path(path).is_relative_to(self.shipped_root):
+            return "/" + str(Path(path).relative_to(self.shipped_root))
+        return path
+
+    async def close_pool(self) -> None:
+        """Close the warm sandbox pool (its sandboxes stop); a later attempt starts a new one."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     @property
     def _retries(self) -> int:
@@ -432,7 +514,12 @@ class BenchRun:
         if item.status != "running":
             return item
         # the trace says how the run ended (its run_finished), whatever the bench process managed to record
-        trace = self.store.load_trace(item.run_id)
+        try:
+            trace = self.store.load_trace(item.run_id)
+        except TraceError:  # a distributed attempt whose run never reached this store (its worker or driver died)
+            settled = replace(item, status="interrupted", finished_at=_utc_now())
+            self.store.finish_bench_item(settled)
+            return settled
         status = trace.summary().status
         if status in FINISHED:
             outcome = _outcome_of(trace.events, self.outcome_hook) if status != "errored" else None
@@ -443,9 +530,17 @@ class BenchRun:
         self.store.finish_bench_item(settled)
         return settled
 
-    async def _attempt(self, pair: Pair, attempt: int) -> tuple[BenchItem, BenchPlan]:
-        """Run one attempt at a pair; return how it ended and its plan (the tokens and cost it noted)."""
-        plan = BenchPlan(self, pair, attempt)
+    async def run_attempt(
+        self, pair: Pair, attempt: int, *, run_id: str | None = None, record_item: bool = True
+    ) -> tuple[BenchItem, BenchPlan]:
+        """Run one attempt at a pair here; return how it ended and its plan (the tokens and cost it noted).
+
+        Args:
+            run_id: the run's id (default: a new one).
+            record_item: record the attempt in the store's bench tables as it starts and ends (False: the caller
+                does, e.g. the driver of a distributed executor).
+        """
+        plan = BenchPlan(self, pair, attempt, run_id=run_id, record_item=record_item)
         status = "cancelled"
         try:
             result: RunResult = await run_workflow(
@@ -466,7 +561,8 @@ class BenchRun:
             if plan.item is not None:
                 outcome = plan.outcome if status in FINISHED and status != "errored" else None
                 finished = replace(plan.item, status=status, outcome=outcome, finished_at=_utc_now())
-                self.store.finish_bench_item(finished)
+                if record_item:
+                    self.store.finish_bench_item(finished)
                 plan.item = finished
         assert plan.item is not None
         return plan.item, plan

@@ -109,6 +109,15 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
             "way: checks that the tasks can be solved (task directories only)",
         ),
     ] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local: runs in this process; ray: on a Ray cluster (the ray extra)")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="the Ray cluster (auto: the one on this machine; ip:port); default: a local one"
+        ),
+    ] = None,
     store: StoreOption = DEFAULT_STORE,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="show no progress")] = False,
     json_output: JsonFlag = False,
@@ -119,8 +128,21 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
     without a solution) could not be used (the other tasks ran), 3 when
     pairs errored after their retries (an outage, not the agent), 130 when interrupted (it says how to resume).
     """
-    from agentflow.bench import BenchOptions, BenchRun, build_report, load_bench
+    from agentflow.bench import (
+        BenchExecutor,
+        BenchOptions,
+        BenchRun,
+        LocalExecutor,
+        RayExecutor,
+        build_report,
+        load_bench,
+    )
+    from agentflow.traces import PostgresStore
 
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}", fix="use --executor local or --executor ray")
+    if ray_address is not None and executor != "ray":
+        raise ConfigError("--ray-address is for --executor ray", fix="add --executor ray, or drop --ray-address")
     if resume is not None and (oracle or any(value is not None for value in (limit, tasks, epochs, seed))):
         raise ConfigError(
             "--resume continues a bench run with the tasks, epochs, seed and --oracle it started with",
@@ -140,8 +162,12 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         oracle=oracle,
     )
     with opened_store(store) as trace_store:
+        runner: BenchExecutor = LocalExecutor()
+        if executor == "ray":
+            url = trace_store.url if isinstance(trace_store, PostgresStore) else None
+            runner = RayExecutor(ray_address, store_url=url)
         with _BenchProgressDisplay(loaded.spec.name, quiet=quiet or json_output) as display:
-            bench = BenchRun(loaded, trace_store, options=options, resume=resume, on_progress=display)
+            bench = BenchRun(loaded, trace_store, options=options, resume=resume, on_progress=display, executor=runner)
             for problem in bench.task_set.problems:
                 print(f"{problem.located(bench.task_set.path)}: skipped: {problem.message}", file=sys.stderr)
             for warning in bench.task_set.warnings:

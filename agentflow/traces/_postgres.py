@@ -4,9 +4,11 @@ Same contract, same events and same verification as the embedded store: each eve
 the JSONL store would write (``events.line``), with its seq, type, node and hash as columns for queries, so a trace
 loaded from PostgreSQL goes through the very parser and hash checks of a JSONL trace. Every event is one autocommit
 ``INSERT``: a killed writer leaves every event it emitted, and no partial one; a recorder holding events
-(``hold_events``, as a run does) inserts those held since the last ``flush`` in one transaction, all or none, with
-the embedded store's promise of what a killed run keeps. Payloads over the spill threshold go
-to the ``blobs`` table, content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
+(``hold_events``, as a run does) writes those held since the last ``flush`` with one ``COPY`` in one transaction,
+committed before ``flush`` returns (so before the effect the flush precedes), all or none: the embedded store's
+promise of what a killed run keeps, at one round trip and one commit per flush instead of one per event. Payloads over
+the spill threshold go to the ``blobs`` table, content-addressed. The schema is versioned
+(``agentflow/traces/_migrations.py``).
 """
 
 from __future__ import annotations
@@ -174,14 +176,15 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
 
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)"
+_COPY_EVENTS = "COPY events (run_id, seq, type, node, hash, line) FROM STDIN"
 
 
 class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
     Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
-    threads get unique, increasing seq numbers. Each event is one committed INSERT (held events: one transaction per
-    flush), so a killed writer loses nothing it wrote.
+    threads get unique, increasing seq numbers. Each event is one committed INSERT (held events: one COPY in one
+    transaction per flush), so a killed writer loses nothing it wrote.
     """
 
     spill_under_lock = True  # spilled blobs go through the recorder's one connection
@@ -210,9 +213,10 @@ class PostgresRecorder(RecorderBase):
         try:
             if len(rows) == 1:  # autocommit: one statement is its own transaction
                 self._connection.execute(_INSERT_EVENT, rows[0])
-            else:
-                with self._connection.transaction(), self._connection.cursor() as cursor:  # all of them or none
-                    cursor.executemany(_INSERT_EVENT, rows)
+            else:  # autocommit: one COPY is one statement, so one transaction (all rows or none) and one commit
+                with self._connection.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
+                    for row in rows:
+                        copy.write_row(row)
         except _psycopg().Error as exc:
             seqs = f"{events[0].seq}" if len(events) == 1 else f"{events[0].seq}-{events[-1].seq}"
             raise TraceError(f"cannot write event {seqs} of run {self.run_id} to {self.store.location}: {exc}") from exc

@@ -45,3 +45,32 @@ def test_migrations_are_versioned_and_applied_once(postgres_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_flush_is_one_transaction_all_of_its_events_or_none(postgres_url: str) -> None:
+    from agentflow.traces import EventType, NodeStartedData, RouteData, RunStartedData
+
+    store = PostgresStore(postgres_url)
+    try:
+        recorder = store.new_run(workflow="held")
+        recorder.hold_events()
+        recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="held", inputs={}))  # written at once
+        node = recorder.emit(EventType.NODE_STARTED, node="a", data=NodeStartedData(visit=1, attempt=1))
+        for _ in range(3):
+            recorder.emit(EventType.ROUTE, node="a", parent=node.seq, data=RouteData(**{"from": "a", "to": "b"}))
+        with store.connect() as intruder:  # another writer took seq 3: the COPY of seqs 1-4 must fail as a whole
+            intruder.execute(
+                "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, 3, 'route', 'a', 'x', 'x')",
+                (recorder.run_id,),
+            )
+        with pytest.raises(TraceError, match="event 1-4"):
+            recorder.flush()
+        with store.connect() as reader:
+            seqs = [
+                row[0]
+                for row in reader.execute("SELECT seq FROM events WHERE run_id = %s ORDER BY seq", (recorder.run_id,))
+            ]
+        assert seqs == [0, 3]  # run_started and the intruder's row, none of the flushed batch
+        recorder.close()
+    finally:
+        store.close()

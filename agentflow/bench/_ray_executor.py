@@ -1,0 +1,313 @@
+"""``agentflow bench run --executor ray``: a benchmark's attempts on a Ray cluster (the ``ray`` extra).
+
+The driver (the ``bench run`` process) decides what runs, as the local executor does: which pairs and attempts,
+how many at once (``concurrency`` in total), the progress display and the report. Each attempt is a call to one of
+the cluster's **bench workers**, one long-lived Ray actor per node, pinned to it, which keeps the benchmark loaded
+and a warm sandbox pool on its node (the local or docker backend there, reset between runs) for every attempt it
+runs, at most ``ceil(concurrency / nodes)`` at once. Nothing assumes the driver's filesystem: the folders of the
+benchmark file, its workflow and its task file are packed once and shipped to every worker through Ray's object
+store, and unpacked there under a private directory at the same relative places.
+
+Events: with a PostgreSQL store each worker writes its runs into it directly; with the embedded folder store a
+worker records the run in a store of its own and ships the finished trace back to the driver, which records it in
+its store (same run id, seqs, parents, nodes and data; the driver's recorder writes the hash chain, so the
+timestamps are when the driver recorded the events, the durations in their data are the worker's). The driver
+records each attempt in the bench tables before it is sent out and when it comes back.
+
+Faults: an attempt whose worker process dies (SIGKILL, its node leaves the cluster) is marked ``interrupted`` (kept,
+never counted) and runs again as a new attempt on the worker with the fewest calls in flight, preferring another
+one; Ray restarts the dead worker. A cancelled driver (Ctrl-C) cancels the calls in flight (their attempts are
+recorded ``cancelled``), then each worker closes its sandbox pool and removes its directory: the bench run is
+resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import os
+import shutil
+import tarfile
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agentflow._tempdirs import owned_tempdir, sweep_stale
+from agentflow.bench._runner import AttemptResult, BenchOptions, BenchRun, Pair
+from agentflow.bench._spec import load_bench
+from agentflow.errors import ConfigError, MissingExtraError
+from agentflow.sandboxes import sandbox_backends
+from agentflow.traces import BenchItem, BenchRunInfo, EventType, PostgresStore, Store, TraceStore
+from agentflow.traces._base import new_run_id
+
+__all__ = ["RayExecutor"]
+
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+"""The most a benchmark's shipped folders may hold, packed (Ray's object store carries them to every node)."""
+
+WORKER_DIR_PREFIX = "agentflow-ray-"
+"""A bench worker's private folder on its node: ``<tmp>/agentflow-ray-<pid>-<random>``."""
+
+_SKIPPED_NAMES = frozenset({".agentflow", ".git", "__pycache__", ".venv", "node_modules"})
+_SHUTDOWN_TIMEOUT_S = 60.0
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingExtraError("ray", "ray") from exc
+    return ray
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def shipped_roots(bench: BenchRun) -> list[Path]:
+    """The folders a worker needs: those of the benchmark file, its workflow and its task file (none inside
+    another)."""
+    folders = {
+        bench.loaded.path.resolve().parent,
+        bench.workflow.path.resolve().parent,
+        bench.task_set.path.resolve().parent,
+    }
+    return sorted(folder for folder in folders if not any(other in folder.parents for other in folders))
+
+
+def pack(roots: list[Path]) -> bytes:
+    """A gzipped tar of ``roots`` under their absolute paths (without stores, VCS and cache folders).
+
+    Raises:
+        ConfigError: the packed folders are over :data:`MAX_BUNDLE_BYTES`.
+    """
+    buffer = io.BytesIO()
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if Path(info.name).name in _SKIPPED_NAMES else info
+
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for root in roots:
+            archive.add(root, arcname=str(root).lstrip("/"), filter=keep)
+    if buffer.tell() > MAX_BUNDLE_BYTES:
+        raise ConfigError(
+            f"the folders shipped to the Ray workers ({', '.join(map(str, roots))}) hold "
+            f"{buffer.tell() // 2**20} MiB packed, over {MAX_BUNDLE_BYTES // 2**20} MiB",
+            fix="keep the benchmark, its workflow and its task file in folders without large unrelated files",
+        )
+    return buffer.getvalue()
+
+
+class BenchWorker:
+    """One node's bench worker (a Ray actor): the benchmark unpacked and loaded once, a warm sandbox pool."""
+
+    def __init__(
+        self, bundle: bytes, bench_file: str, task_file: str, info: BenchRunInfo, store_url: str | None
+    ) -> None:
+        self._root = owned_tempdir(WORKER_DIR_PREFIX)
+        with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as archive:
+            archive.extractall(self._root / "files", filter="data")
+        self._bench_file = self._here(bench_file)
+        self._task_file = self._here(task_file)
+        self._info = info
+        self._store_url = store_url
+        self._bench: BenchRun | None = None
+        self._pairs: dict[tuple[str, int], Pair] = {}
+        sweep_stale(WORKER_DIR_PREFIX)  # a killed worker's folder on this node (its sandboxes go in _loaded)
+        self._loaded()
+
+    def _here(self, path: str) -> Path:
+        return self._root / "files" / path.lstrip("/")
+
+    def pid(self) -> tuple[int, str]:
+        """The worker's process id and its node's id (for diagnostics and tests)."""
+        return os.getpid(), str(_ray().get_runtime_context().get_node_id())
+
+    def _loaded(self) -> BenchRun:
+        if self._bench is None:
+            store: Store
+            if self._store_url:
+                store = PostgresStore(self._store_url)
+            else:  # a staging area, fsync-free: the driver records the run in its own store
+                store = TraceStore(self._root / "store", fsync="never")
+            options = BenchOptions(task_file=str(self._task_file))
+            self._bench = BenchRun(
+                load_bench(self._bench_file, check_tasks=False), store, options=options, attach=self._info
+            )
+            self._bench.shipped_root = self._root / "files"
+            self._pairs = {(pair.task.id, pair.epoch): pair for pair in self._bench.pairs}
+            # what a worker killed on this node left behind (its sandboxes' workdirs or containers) goes now
+            backend = str(self._bench.config.get("sandbox") or self._bench.compiled.loaded.spec.sandbox.backend)
+            sandbox_backends.get(backend).cleanup()
+        return self._bench
+
+    async def run(self, task_id: str, epoch: int, attempt: int, run_id: str) -> dict[str, Any]:
+        """Run one attempt; return its item, tokens, cost and, with a store of its own, the run's events."""
+        bench = self._loaded()
+        item, plan = await bench.run_attempt(self._pairs[(task_id, epoch)], attempt, run_id=run_id, record_item=False)
+        events: list[tuple[str, str | None, int | None, Any]] | None = None
+        if not self._store_url:  # ship the run to the driver, then forget it here
+            trace = bench.store.load_trace(run_id)
+            events = [
+                (str(event.type), event.node, event.parent, bench.store.resolve_blobs(event.data))
+                for event in trace.events
+            ]
+            assert isinstance(bench.store, TraceStore)
+            shutil.rmtree(bench.store.run_dir(run_id), ignore_errors=True)
+        return {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": events}
+
+    async def shutdown(self) -> None:
+        """Close the sandbox pool and the store, remove the worker's directory."""
+        try:
+            if self._bench is not None:
+                await self._bench.close_pool()
+                self._bench.store.close()
+        finally:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+
+def record_shipped_run(
+    store: Store, workflow: str, run_id: str, events: list[tuple[str, str | None, int | None, Any]]
+) -> None:
+    """Record in ``store`` a run a worker recorded elsewhere: the same seqs, types, nodes, parents and data."""
+    recorder = store.new_run(workflow=workflow, run_id=run_id)
+    try:
+        recorder.hold_events()
+        for event_type, node, parent, data in events:
+            if event_type == EventType.RUN_FINISHED:
+                rest = dict(data)
+                recorder.finish(str(rest.pop("status")), **rest)
+            else:
+                recorder.emit(EventType(event_type), node=node, parent=parent, data=data)
+    finally:
+        recorder.close()
+
+
+class RayExecutor:
+    """Runs a bench run's attempts on a Ray cluster, one bench worker per node (see the module).
+
+    Args:
+        address: the cluster (``auto``: the one ``ray start`` runs on this machine; an ``ip:port`` or
+            ``ray://`` address); None starts a local Ray instance for this process.
+        store_url: the PostgreSQL URL the workers write to; None: they ship their runs back to the driver.
+    """
+
+    def __init__(self, address: str | None = None, *, store_url: str | None = None) -> None:
+        self.address = address
+        self.store_url = store_url
+        self._workers: list[Any] = []
+        self._in_flight: list[int] = []
+        self._lost_on: dict[tuple[str, int], int] = {}  # pair -> the worker that died under its last attempt
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._we_initialised = False
+        self._bundle: Any = None
+
+    async def start(self, bench: BenchRun) -> None:
+        """Start the bench workers for ``bench`` and wait until each is ready (the first attempt does it
+        otherwise)."""
+        await self._start(bench)
+        await asyncio.gather(*(worker.pid.remote() for worker in self._workers))
+
+    async def _start(self, bench: BenchRun) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            ray = _ray()
+            if not ray.is_initialized():
+                ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
+                self._we_initialised = True
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+            per_node = max(1, math.ceil(int(bench.config["concurrency"]) / len(nodes)))
+            info = replace(bench.info, config={**bench.info.config, "concurrency": per_node})
+            # held while the workers live: a restarted worker gets its constructor's arguments again
+            self._bundle = bundle = ray.put(pack(shipped_roots(bench)))
+            actor = ray.remote(BenchWorker)
+            for node in nodes:
+                # pinned to its node (soft: a node that left has its worker restarted elsewhere); no CPU claimed,
+                # since its runs wait on models and sandboxes, and its calls at once are capped instead
+                strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+                # one call more than its share: its pid and shutdown calls never wait behind its attempts
+                options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node + 1}
+                self._workers.append(
+                    actor.options(scheduling_strategy=strategy, **options).remote(
+                        bundle,
+                        str(bench.loaded.path.resolve()),
+                        str(bench.task_set.path.resolve()),
+                        info,
+                        self.store_url,
+                    )
+                )
+            self._in_flight = [0] * len(self._workers)
+            self._started = True
+
+    async def worker_pids(self) -> dict[int, int]:
+        """Each bench worker's process id and how many calls it has in flight (for diagnostics and tests)."""
+        pids = await asyncio.gather(*(worker.pid.remote() for worker in self._workers))
+        return {int(pid): self._in_flight[index] for index, (pid, _) in enumerate(pids)}
+
+    async def worker_nodes(self) -> list[str]:
+        """The node id of each bench worker."""
+        return [node for _, node in await asyncio.gather(*(worker.pid.remote() for worker in self._workers))]
+
+    def _pick(self, avoid: int | None) -> int:
+        candidates = [index for index in range(len(self._workers)) if index != avoid] or [0]
+        return min(candidates, key=lambda index: self._in_flight[index])
+
+    async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
+        await self._start(bench)
+        ray = _ray()
+        item = BenchItem(
+            bench_run_id=bench.info.bench_run_id,
+            task_id=pair.task.id,
+            epoch=pair.epoch,
+            attempt=attempt,
+            run_id=new_run_id(),
+            seed=pair.seed,
+            status="running",
+            outcome=None,
+            started_at=_utc_now(),
+        )
+        bench.store.start_bench_item(item)  # before it is sent out: a killed driver loses no attempt
+        index = self._pick(self._lost_on.get((pair.task.id, pair.epoch)))
+        self._in_flight[index] += 1
+        call = self._workers[index].run.remote(pair.task.id, pair.epoch, attempt, item.run_id)
+        try:
+            result: dict[str, Any] = await call
+        except asyncio.CancelledError:
+            ray.cancel(call)
+            bench.store.finish_bench_item(replace(item, status="cancelled", finished_at=_utc_now()))
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
+            abandoned = replace(item, status="interrupted", finished_at=_utc_now())
+            bench.store.finish_bench_item(abandoned)  # kept, marked, never counted: the bench run tries again
+            self._lost_on[(pair.task.id, pair.epoch)] = index  # its retry goes to another worker
+            return AttemptResult(abandoned)
+        finally:
+            self._in_flight[index] -= 1
+        if result["events"] is not None:
+            record_shipped_run(bench.store, bench.workflow.spec.name, item.run_id, result["events"])
+        finished: BenchItem = result["item"]
+        bench.store.finish_bench_item(finished)
+        return AttemptResult(finished, int(result["tokens"]), result["cost"])
+
+    async def close(self) -> None:
+        """Let every worker close its sandbox pool and remove its directory, then stop the workers."""
+        if not self._started:
+            return
+        ray = _ray()
+        closing = [worker.shutdown.remote() for worker in self._workers]
+        try:
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), _SHUTDOWN_TIMEOUT_S)
+        finally:
+            for worker in self._workers:
+                ray.kill(worker, no_restart=True)
+            self._workers.clear()
+            self._bundle = None
+            self._started = False
+            if self._we_initialised:
+                ray.shutdown()
