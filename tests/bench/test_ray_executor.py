@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,23 @@ def ray_cluster() -> Iterator[Any]:
         cluster.add_node(**{key: value for key, value in node.items() if key != "include_dashboard"})
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        _wait_until_schedulable(cpus=2)
         yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _wait_until_schedulable(cpus: int) -> None:
+    """Wait until the scheduler counts every node's CPU: a node that `wait_for_nodes` reports alive may not be in
+    the scheduler's resource view yet, and a soft node-affinity placement (one bench worker per node) then falls
+    back to another node (seen on a loaded machine: all three workers on the head node)."""
+    import ray
+
+    deadline = time.monotonic() + 60
+    while ray.cluster_resources().get("CPU", 0) < cpus:
+        assert time.monotonic() < deadline, f"the Ray cluster never showed {cpus} CPUs: {ray.cluster_resources()}"
+        time.sleep(0.1)
 
 
 def _bench_files(root: Path, tasks: list[str], bench: str = BENCH) -> Path:
@@ -259,6 +273,7 @@ def test_the_cli_runs_a_benchmark_on_the_cluster_and_show_verifies_its_runs(ray_
 def test_a_node_that_leaves_has_its_tasks_run_again_on_the_others(ray_cluster: Any, tmp_path: Path) -> None:
     extra = ray_cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
     ray_cluster.wait_for_nodes()
+    _wait_until_schedulable(cpus=3)
     tasks = [task.replace('"delay": 0', '"delay": 4') for task in TASKS[:3]]
     bench_file = _bench_files(tmp_path / "bench", tasks, BENCH.replace("epochs: 2", "epochs: 1"))
     store = TraceStore(tmp_path / "ray")
