@@ -240,7 +240,7 @@ def _greedy(row: Mapping[str, float], rng: random.Random) -> str:
 
 _NEXT_LINE = re.compile(
     r"(?:next(?:[ _-]?agent)?|route(?:[ _-]?to)?|hand(?:[ _-]?off)?(?:[ _-]?to)?)"  # the label: NEXT, route to, ...
-    r"\s*[:=\-]+\s*\**`?[\"']?"  # then a separator and any markdown or quote
+    r"[\s*_`]*[:=\-]+[\s*_`\"']*"  # then a separator, with any markdown or quotes around it
     r"([A-Za-z_][A-Za-z0-9_]*)",  # then the name
     re.IGNORECASE,
 )

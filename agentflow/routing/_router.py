@@ -246,6 +246,7 @@ class QTableRouter:
 
     def _stop_early(self, run_id: str, episode: _Episode, current: str, record: dict[str, Any]) -> RouteOutcome:
         record["early_stop"] = {"cumulative_reward": episode.total, "retry": episode.retries + 1}
+        record["cumulative_reward"] = episode.total
         empty = Decision(END, "early_stop", current, {}, self._epsilon(episode.table), [])
         if episode.retries < self.settings.max_retries and self.start in self.candidates:
             # Start the episode over from the first agent (its stopped transitions teach nothing, as in the paper).
