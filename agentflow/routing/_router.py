@@ -141,6 +141,10 @@ class QTableRouter:
             raise version_refused(self.workflow, self.label, stored.template_hash, self.template_hash)
         return table_from_stored(stored)
 
+    def check_version(self) -> None:
+        """Raise ConfigError when the store's table was learned on another template hash."""
+        self.load()
+
     def _episode(self, run_id: str, seed: int | None) -> _Episode:
         episode = self._episodes.get(run_id)
         if episode is None:

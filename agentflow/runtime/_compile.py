@@ -66,10 +66,15 @@ class CompiledWorkflow:
     offers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # agent -> the a_priori router after it
 
     def bind_routers(self, store: QTableStore | None, mode: RoutingMode | None = None) -> None:
-        """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`."""
+        """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`.
+
+        Raises:
+            ConfigError: the store's table of a router was learned on another version of the workflow.
+        """
         for router in self.routers.values():
             if store is not None:
                 router.store = store
+                router.check_version()  # a table of another workflow version is refused before the run starts
             if mode is not None:
                 router.mode = mode
         for child in self.children.values():

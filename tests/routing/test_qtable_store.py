@@ -83,7 +83,7 @@ def test_a_table_of_another_template_version_is_refused_until_migrated(any_store
 
 def test_nan_and_infinite_rewards_are_ignored_and_recorded(any_store: Store) -> None:
     episode = [Transition("planner", "coder", math.nan), Transition("coder", "END", math.inf)]
-    stored = _learn(any_store, episode + [Transition("planner", "tester", -4.0)])
+    stored = _learn(any_store, [*episode, Transition("planner", "tester", -4.0)])
     assert set(table_from_stored(stored).values) == {"planner"}
     assert ("planner", "coder") not in stored.values
     record = any_store.qtable_episodes("team", "route")[0].record  # type: ignore[attr-defined]
