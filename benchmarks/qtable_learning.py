@@ -87,8 +87,9 @@ class Team:
         return 1.0 if succeeded else 0.0
 
 
-def reward_of(settings: QTableSettings, path: list[str], successes: list[float], ended: bool) -> float:
-    """The paper's total reward of a route (what the router computes, recomputed for the baselines)."""
+def reward_of(settings: QTableSettings, path: list[str], successes: list[float], solved: float) -> float:
+    """The total reward of a route (what the router computes, recomputed for the baselines); ``solved`` is 1 or 0
+    (or the probability, for an expectation), which END's bonus is weighted by under ``end_when``."""
     from agentflow.routing import transition_reward
 
     total = 0.0
@@ -96,16 +97,15 @@ def reward_of(settings: QTableSettings, path: list[str], successes: list[float],
         total += transition_reward(
             settings, action=path[index], path=path[:index], success=successes[index], cost=AGENTS[path[index]][0]
         )
-    if ended:
-        total += transition_reward(settings, action=END, path=path, success=0.0, cost=0.0)
-    return total
+    bonus = transition_reward(settings, action=END, path=path, success=0.0, cost=0.0)
+    return total + (bonus if settings.end_when is None else bonus * solved)
 
 
 def run_fixed(route: list[str], settings: QTableSettings, rng: random.Random) -> Episode:
     team = Team(rng)
     successes = [team.step(agent) for agent in route]
     return Episode(
-        reward=reward_of(settings, route, successes, ended=True),
+        reward=reward_of(settings, route, successes, float(team.tested)),
         cost=sum(AGENTS[a][0] for a in route),
         solved=team.tested,
         path=list(route),
@@ -123,22 +123,27 @@ def run_random(settings: QTableSettings, rng: random.Random) -> Episode:
             break
         path.append(choice)
         successes.append(team.step(choice))
-    return Episode(reward_of(settings, path, successes, True), sum(AGENTS[a][0] for a in path), team.tested, path)
+    cost = sum(AGENTS[a][0] for a in path)
+    return Episode(reward_of(settings, path, successes, float(team.tested)), cost, team.tested, path)
 
 
 def expected_reward(route: list[str], settings: QTableSettings) -> float:
-    """A fixed route's expected reward in closed form (code correctness is the chance any coder before succeeded)."""
-    p_code_wrong = 1.0
+    """A fixed route's expected reward in closed form: the chance the code is correct after each coder, and that
+    correct code has been tested since the last coder ran."""
+    p_correct = 0.0
+    p_tested = 0.0
     p_success: list[float] = []
     for agent in route:
         p = AGENTS[agent][1]
         if agent in TESTERS:
-            p_success.append(p * (1 - p_code_wrong))
+            p_success.append(p * p_correct)
+            p_tested += (p_correct - p_tested) * p
         else:
             p_success.append(p)
         if agent in CODERS:
-            p_code_wrong *= 1 - p
-    return reward_of(settings, route, p_success, ended=True)
+            p_correct = 1 - (1 - p_correct) * (1 - p)
+            p_tested = 0.0
+    return reward_of(settings, route, p_success, p_tested)
 
 
 def oracle_route(settings: QTableSettings) -> list[str]:
@@ -171,7 +176,7 @@ def run_qtable(router: QTableRouter, episode: int, rng: random.Random, timings: 
     while True:
         decisions += 1
         clock = time.perf_counter()
-        outcome = router.decide(run_id, episode, events, {}, open_slot)
+        outcome = router.decide(run_id, episode, events, {"solved": team.tested}, open_slot)
         elapsed = time.perf_counter() - clock
         choice = outcome.decision.choice
         timings["update" if choice == END else "decision"].append(elapsed)
@@ -204,8 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--paper-end",
+        action="store_true",
+        help="the paper's END bonus for any finished episode (default: only when the task is solved, `end_when`)",
+    )
     args = parser.parse_args(argv)
-    settings = QTableSettings(success=["sim"], salary={name: salary for name, (salary, _) in AGENTS.items()})
+    settings = QTableSettings(
+        success=["sim"],
+        salary={name: salary for name, (salary, _) in AGENTS.items()},
+        end_when=None if args.paper_end else "state.solved",
+    )
     oracle = oracle_route(settings)
     results: dict[str, list[Episode]] = {}
     results["static"] = [run_fixed(STATIC, settings, random.Random(args.seed * 1000 + i)) for i in range(args.episodes)]

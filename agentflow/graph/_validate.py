@@ -185,6 +185,12 @@ def _check_qtable_router(template: TemplateGraph, name: str, node: RouterNode) -
                 where,
                 "list only agent nodes and END in `candidates`, or route to this node with an expression router",
             )
+    if node.qtable.end_when is not None:
+        try:
+            _expr.check_syntax(node.qtable.end_when)
+        except ExpressionError as exc:
+            where = workflow.locate("nodes", name, "qtable", "end_when")
+            yield Diagnostic("expr.syntax", f"end_when: {exc}", where, "fix the CEL expression")
     for index, feature in enumerate(node.qtable.features):
         try:
             _expr.check_syntax(feature.expr)

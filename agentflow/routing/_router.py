@@ -238,6 +238,9 @@ class QTableRouter:
             decision = decide_greedy(row, epsilon, episode.rng, cold_start=cold, state=key)
         if decision.choice == END:
             reward = transition_reward(self.settings, action=END, path=episode.path, success=0.0, cost=0.0)
+            if self.settings.end_when is not None and not _expr.evaluate_condition(self.settings.end_when, state):
+                reward = 0.0  # END without the task solved earns no bonus
+                record["end_unmet"] = self.settings.end_when
             episode.transitions.append(Transition(key, END, reward))
             episode.total += reward
             record["episode"] = self._finish(run_id, episode)

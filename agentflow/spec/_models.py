@@ -207,6 +207,11 @@ class QTableSettings(_Strict):
     bounce_penalty: float = Field(default=10.0, description="going straight back to the agent before")
     repeat_penalty: float = Field(default=10.0, description="visiting an agent again in one episode")
     end_reward: float = Field(default=100.0, description="reaching END earns end_reward - ...")
+    end_when: str | None = Field(
+        default=None,
+        description="CEL condition over `state`: END earns its reward only when it holds (beyond the paper, whose "
+        "END bonus does not depend on the task being solved); default: always",
+    )
     min_path_length: int = Field(default=5, ge=0, description="... path_penalty * max(0, min_path_length - len)")
     path_penalty: float = Field(default=10.0)
     early_stop_below: float = Field(default=-50.0, description="stop an episode whose cumulative reward is below")
