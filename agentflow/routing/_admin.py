@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from agentflow.errors import ConfigError
 from agentflow.routing._qtable import pruned_actions, state_agent
-from agentflow.routing._router import QTableStore, table_from_stored
+from agentflow.routing._router import QTableStore, routing_hash, table_from_stored
 from agentflow.spec._loader import LoadedWorkflow, load_workflow
 from agentflow.spec._models import END, QTableSettings, RouterNode
 from agentflow.traces._qtable_tables import QTableEpisode, StoredQTable
@@ -88,7 +88,7 @@ def describe_qtables(path: str | Path, store: QTableAdminStore, router: str | No
             QTableReport(
                 workflow=loaded.spec.name,
                 router=name,
-                template_hash=loaded.template_hash,
+                template_hash=routing_hash(loaded),
                 stored_hash=stored.template_hash if stored is not None else None,
                 candidates=list(node.candidates),
                 values=table.values,
@@ -117,7 +117,7 @@ def migrate_qtables(path: str | Path, store: QTableAdminStore, router: str | Non
         def keep(state: str, action: str, allowed: set[str] = allowed) -> bool:
             return state_agent(state) in allowed and (action in allowed or action == END)
 
-        moved[name] = store.migrate_qtable(loaded.spec.name, name, loaded.template_hash, keep)
+        moved[name] = store.migrate_qtable(loaded.spec.name, name, routing_hash(loaded), keep)
     return moved
 
 

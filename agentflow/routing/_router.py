@@ -9,6 +9,7 @@ concurrent runs lose no update (see :mod:`agentflow.traces._qtable_tables`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from agentflow._canonical_json import canonical_json
 from agentflow.graph import _expr
 from agentflow.routing._qtable import (
     Decision,
@@ -31,6 +33,7 @@ from agentflow.routing._qtable import (
     transition_reward,
     update_episode,
 )
+from agentflow.spec._loader import LoadedWorkflow
 from agentflow.spec._models import END, QTableSettings
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._qtable_tables import QTableChange, StoredQTable
@@ -51,6 +54,20 @@ class QTableStore(Protocol):
     def update_qtable(
         self, workflow: str, router: str, template_hash: str, change: Callable[[StoredQTable], QTableChange]
     ) -> StoredQTable: ...
+
+
+def routing_hash(loaded: LoadedWorkflow) -> str:
+    """The version a Q-table is learned on: the template hash without what does not change the routing problem
+    (limits, sandbox, default inputs, description and run-level rewards, which a benchmark sets over the workflow's
+    own), so the table a benchmark learns serves plain runs of the same file and back."""
+    content = loaded.spec.model_dump(
+        mode="json",
+        by_alias=True,
+        exclude_defaults=True,
+        exclude={"limits", "sandbox", "inputs", "description"},
+    )
+    content["rewards"] = [reward for reward in content.get("rewards", []) if reward.get("on") != "run"]
+    return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
 def table_from_stored(stored: StoredQTable | None) -> QTable:

@@ -16,7 +16,7 @@ from agentflow.graph._validate import validate_template
 from agentflow.models import model_providers
 from agentflow.models._scripted import resolve_script_path
 from agentflow.rewards import reward_hooks
-from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode
+from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode, routing_hash
 from agentflow.runtime import _nodes
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
@@ -206,7 +206,7 @@ def _qtable_routers(compiled: CompiledWorkflow) -> tuple[dict[str, QTableRouter]
             continue
         routers[name] = QTableRouter(
             workflow=spec.name,
-            template_hash=compiled.loaded.template_hash,
+            template_hash=routing_hash(compiled.loaded),
             name=name,
             label=compiled.prefix + name,
             settings=node.qtable,

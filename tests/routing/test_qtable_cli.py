@@ -114,3 +114,35 @@ def test_a_model_naming_an_unknown_agent_falls_back_to_greedy_and_is_recorded(ex
     assert set(first["q_values"].values()) == {0}  # an empty table: the greedy choice is a tie among the candidates
     assert first["candidates"] == ["coder", "tester", "reviewer", "END"]
     assert route["to"] in first["candidates"]
+
+
+BENCH = """
+name: team_bench
+workflow: dynamic_team.yaml
+tasks: {path: tasks.jsonl}
+inputs: {task: "{task}"}
+outcome: {hook: outcome, options: {mode: contains, key: plan, expected: "{expected}"}}
+epochs: 1
+concurrency: 1
+"""
+
+
+def test_bench_run_learn_updates_after_each_episode_and_freeze_learns_nothing(examples: Path) -> None:
+    lines = [json.dumps({"id": f"t{i}", "task": f"task {i}", "expected": "plan"}) for i in range(3)]
+    (examples / "tasks.jsonl").write_text("\n".join(lines) + "\n")
+    (examples / "team_bench.yaml").write_text(BENCH)
+    workflow = str(examples / "dynamic_team.yaml")
+    bench = str(examples / "team_bench.yaml")
+    assert agentflow("bench", "run", bench, "--learn", "--freeze", cwd=examples.parent).returncode == 2
+    learned = agentflow("bench", "run", bench, "--learn", "-q", cwd=examples.parent)
+    assert learned.returncode == 0, learned.stderr
+    show = json.loads(agentflow("qtable", "show", workflow, "--json", cwd=examples.parent).stdout)
+    assert show[0]["episodes"] == 3  # the table the bench learned is the one plain runs of the file use
+    frozen = agentflow("bench", "run", bench, "--freeze", "-q", cwd=examples.parent)
+    assert frozen.returncode == 0, frozen.stderr
+    assert json.loads(agentflow("qtable", "show", workflow, "--json", cwd=examples.parent).stdout)[0]["episodes"] == 3
+    routes = _routes(examples.parent / ".agentflow")
+    assert len(routes) == 6
+    assert {r["qtable"]["epsilon"] for run in routes[3:] for r in run} == {0.0}  # type: ignore[index]
+    assert all(run[-1]["qtable"]["episode"]["learned"] is False for run in routes[3:])  # type: ignore[index]
+    assert all(run[-1]["qtable"]["episode"]["learned"] is True for run in routes[:3])  # type: ignore[index]
