@@ -56,6 +56,14 @@ class QTableStore(Protocol):
     ) -> StoredQTable: ...
 
 
+def offer_text(candidates: Sequence[str]) -> str:
+    """What an agent's system prompt gets when an a_priori router follows it."""
+    return (
+        f"\n\nWhen you are done, choose who works next, one of: {', '.join(candidates)} (END finishes the task). "
+        "Write it on the last line of your answer as `NEXT: <name>`."
+    )
+
+
 def routing_hash(loaded: LoadedWorkflow) -> str:
     """The version a Q-table is learned on: the template hash without what does not change the routing problem
     (limits, sandbox, default inputs, description and run-level rewards, which a benchmark sets over the workflow's
@@ -209,11 +217,7 @@ class QTableRouter:
         row = self._row(episode, key, agent, open_slot)
         candidates, _extra = offer(row, self._epsilon(episode.table), episode.rng, cold_start=self._cold(episode))
         episode.offers[agent] = candidates
-        names = ", ".join(candidates)
-        return (
-            f"\n\nWhen you are done, choose who works next, one of: {names} (END finishes the task). "
-            "Write it on the last line of your answer as `NEXT: <name>`."
-        )
+        return offer_text(candidates)
 
     # -- decisions ---------------------------------------------------------------------------------------------
 

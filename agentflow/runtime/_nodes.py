@@ -15,7 +15,7 @@ from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, NodeTimeo
 from agentflow.graph import _expr
 from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
 from agentflow.models._retry import observe_retries
-from agentflow.routing._router import QTableRouter
+from agentflow.routing._router import QTableRouter, offer_text
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import ExecResult
 from agentflow.spec import _templating
@@ -278,7 +278,11 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     system = _templating.render(node.prompt, state)
     offering = compiled.offers.get(name)
     if offering is not None:  # an a_priori router follows: the agent is told whom it may hand over to
-        system += offering.offer_prompt(ctx.run_id, ctx.seed, name, state, _open_slot(ctx, compiled))
+        served = ctx.plan.served_route(offering.label, _decisions_so_far(ctx, offering.label))
+        if served is not None:  # a replay offers what the recorded run offered
+            system += offer_text(served["qtable"]["candidates"])
+        else:
+            system += offering.offer_prompt(ctx.run_id, ctx.seed, name, state, _open_slot(ctx, compiled))
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     if node.input:
         messages.append({"role": "user", "content": _templating.render(node.input, state)})
@@ -405,6 +409,10 @@ def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: M
     raise RunError(f"no way out of node {label!r} holds: {conditions}; add a default edge without `when`")
 
 
+def _decisions_so_far(ctx: RunContext, label: str) -> int:
+    return sum(1 for event in ctx.events if event.type is EventType.ROUTE and event.node == label)
+
+
 def _open_slot(ctx: RunContext, compiled: CompiledWorkflow) -> Callable[[str], bool]:
     """Whether an agent may run again in this run (its loop bound is not reached)."""
     return lambda agent: ctx.visits[compiled.prefix + agent] < compiled.template.max_visits(agent)
@@ -412,6 +420,17 @@ def _open_slot(ctx: RunContext, compiled: CompiledWorkflow) -> Callable[[str], b
 
 def _choose_learned(ctx: RunContext, compiled: CompiledWorkflow, router: QTableRouter, state: Mapping[str, Any]) -> str:
     """A `policy: qtable` router's decision, recorded with what it saw (Q-values, epsilon, candidates, chooser)."""
+    served = ctx.plan.served_route(router.label, _decisions_so_far(ctx, router.label))
+    if served is not None:  # a replay: the recorded decision again, nothing learned
+        replayed: RouteData = {
+            "from": served["from"],
+            "to": served["to"],
+            "condition": None,
+            "qtable": served["qtable"],
+        }
+        ctx.emit(EventType.ROUTE, node=router.label, data=replayed)
+        ctx.flush()
+        return str(served["to"])
     outcome = router.decide(ctx.run_id, ctx.seed, ctx.events, state, _open_slot(ctx, compiled))
     decision = outcome.decision
     route: RouteData = {

@@ -146,3 +146,17 @@ def test_bench_run_learn_updates_after_each_episode_and_freeze_learns_nothing(ex
     assert {r["qtable"]["epsilon"] for run in routes[3:] for r in run} == {0.0}  # type: ignore[index]
     assert all(run[-1]["qtable"]["episode"]["learned"] is False for run in routes[3:])  # type: ignore[index]
     assert all(run[-1]["qtable"]["episode"]["learned"] is True for run in routes[:3])  # type: ignore[index]
+
+
+def test_a_replay_takes_the_recorded_decisions_and_learns_nothing(examples: Path) -> None:
+    workflow = str(examples / "dynamic_team.yaml")
+    for _ in range(2):
+        assert agentflow("run", workflow, cwd=examples.parent).returncode == 0
+    with TraceStore(examples.parent / ".agentflow") as store:
+        first = sorted(store.run_ids())[0]
+    for mode in ("tape", "verify"):
+        replay = agentflow("replay", first, "--mode", mode, cwd=examples.parent)
+        assert replay.returncode == 0, replay.stdout + replay.stderr  # identical, though the table changed since
+        assert "identical" in replay.stdout
+    shown = json.loads(agentflow("qtable", "show", workflow, "--json", cwd=examples.parent).stdout)
+    assert shown[0]["episodes"] == 2
