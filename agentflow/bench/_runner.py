@@ -39,6 +39,7 @@ from agentflow.bench._harbor import SOLUTION_DIR, PreparedEnvironment, TaskImage
 from agentflow.bench._spec import LoadedBench
 from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_tasks, task_inputs
 from agentflow.errors import ConfigError, SandboxError, TraceError
+from agentflow.routing import RoutingMode
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
 from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, copy_folder_to, create_sandbox
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
@@ -86,6 +87,7 @@ class BenchOptions:
     retry_errored: int | None = None
     task_file: str | None = None  # instead of the benchmark's tasks.path
     oracle: bool = False  # run each task's reference solution instead of the workflow (tasks with a solution only)
+    routing: RoutingMode | None = None  # Q-table routers: "learn" after each episode, or "freeze" (epsilon 0)
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,7 @@ class BenchRun:
         workflow_file = ORACLE_WORKFLOW if self.oracle else loaded.resolve(spec.workflow)
         self.workflow = _with_benchmark(load_workflow(workflow_file), loaded)
         self.compiled = compile_workflow(self.workflow)
+        self.routing = options.routing
         self._compiled_by_timeout: dict[float, CompiledWorkflow] = {}
         self.outcome_hook = loaded.outcome_hook
         self.images = TaskImages()
@@ -542,9 +545,11 @@ class BenchRun:
         """
         plan = BenchPlan(self, pair, attempt, run_id=run_id, record_item=record_item)
         status = "cancelled"
+        compiled = self._compiled_for(pair.task)
+        compiled.bind_routers(None, self.routing)
         try:
             result: RunResult = await run_workflow(
-                self._compiled_for(pair.task),
+                compiled,
                 inputs=await self._inputs(pair.task),
                 model=self.config.get("model"),
                 sandbox=self.config.get("sandbox"),

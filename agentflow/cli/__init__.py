@@ -68,11 +68,12 @@ def _register() -> None:
 
 
 def _register_traces() -> None:
-    from agentflow.cli import grade, replay, traces
+    from agentflow.cli import grade, qtable, replay, traces
 
     replay.register(app)
     grade.register(app)
     app.add_typer(traces.app, name="traces")
+    app.add_typer(qtable.app, name="qtable")
 
 
 def _fail(message: str, code: int) -> int:

@@ -118,6 +118,12 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
             "--ray-address", help="the Ray cluster (auto: the one on this machine; ip:port); default: a local one"
         ),
     ] = None,
+    learn: Annotated[
+        bool, typer.Option("--learn", help="Q-table routers update their table after each episode (run)")
+    ] = False,
+    freeze: Annotated[
+        bool, typer.Option("--freeze", help="Q-table routers route greedily (epsilon 0) and learn nothing")
+    ] = False,
     store: StoreOption = DEFAULT_STORE,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="show no progress")] = False,
     json_output: JsonFlag = False,
@@ -148,8 +154,11 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
             "--resume continues a bench run with the tasks, epochs, seed and --oracle it started with",
             fix="drop --limit, --tasks, --epochs, --seed and --oracle when resuming",
         )
+    if learn and freeze:
+        raise ConfigError("--learn and --freeze exclude each other", fix="pass one of them")
     loaded = load_bench(bench_file, check_tasks=task_file is None and resume is None)
     options = BenchOptions(
+        routing="learn" if learn else "freeze" if freeze else None,
         limit=limit,
         task_ids=[part.strip() for part in tasks.split(",") if part.strip()] if tasks else None,
         epochs=epochs,

@@ -58,7 +58,12 @@ def build_template_graph(workflow: LoadedWorkflow) -> TemplateGraph:
         where = workflow.locate("edges", index)
         transitions.setdefault(edge.from_, []).append(Transition(edge.from_, edge.to, edge.when, where))
     for name, node in spec.nodes.items():
-        if isinstance(node, RouterNode):
+        if isinstance(node, RouterNode) and node.policy == "qtable":
+            # A learned router may take any of its candidates; none is a default, the table chooses.
+            for index, candidate in enumerate(node.candidates):
+                where = workflow.locate("nodes", name, "candidates", index)
+                transitions[name].append(Transition(name, candidate, None, where))
+        elif isinstance(node, RouterNode):
             for index, route in enumerate(node.routes):
                 where = workflow.locate("nodes", name, "routes", index)
                 transitions[name].append(Transition(name, route.to, route.when, where))

@@ -16,7 +16,15 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from agentflow._plugins import is_plugin_ref, load_plugin, plugin_file
-from agentflow.errors import ConfigError, Diagnostic, PluginLoadError, SourceLocation, SpecError, TemplateError
+from agentflow.errors import (
+    ConfigError,
+    Diagnostic,
+    ExpressionError,
+    PluginLoadError,
+    SourceLocation,
+    SpecError,
+    TemplateError,
+)
 from agentflow.graph import _expr
 from agentflow.graph._build import TemplateGraph
 from agentflow.spec import _templating
@@ -91,6 +99,7 @@ def validate_template(
     diagnostics = [
         *_check_names(template),
         *_check_transitions(template),
+        *_check_qtable_routers(template),
         *structure,
         *_check_models(template, checkers),
         *_check_subgraph_files(template),
@@ -143,6 +152,63 @@ def _check_names(template: TemplateGraph) -> Iterator[Diagnostic]:
                 yield _unknown("node", name, spec.nodes, where, "graph.unknown-node")
 
 
+def _check_qtable_routers(template: TemplateGraph) -> Iterator[Diagnostic]:
+    for name, node in template.workflow.spec.nodes.items():
+        if isinstance(node, RouterNode) and node.policy == "qtable":
+            yield from _check_qtable_router(template, name, node)
+
+
+def _check_qtable_router(template: TemplateGraph, name: str, node: RouterNode) -> Iterator[Diagnostic]:
+    """A learned router routes between agents: each candidate is an agent node or END, named once."""
+    workflow = template.workflow
+    spec = workflow.spec
+    seen: set[str] = set()
+    for index, candidate in enumerate(node.candidates):
+        where = workflow.locate("nodes", name, "candidates", index)
+        if candidate in seen:
+            yield Diagnostic(
+                "graph.qtable-candidate",
+                f"router {name!r} lists candidate {candidate!r} twice",
+                where,
+                "name each candidate once",
+            )
+        seen.add(candidate)
+        if candidate == END:
+            continue
+        if candidate not in spec.nodes:
+            yield _unknown("qtable candidate", candidate, [*spec.nodes, END], where, "graph.unknown-node")
+        elif not isinstance(spec.nodes[candidate], AgentNode):
+            yield Diagnostic(
+                "graph.qtable-candidate",
+                f"router {name!r} (policy qtable) has candidate {candidate!r}, a {spec.nodes[candidate].kind} node; "
+                "a Q-table routes between agent nodes and END",
+                where,
+                "list only agent nodes and END in `candidates`, or route to this node with an expression router",
+            )
+    if node.qtable.end_when is not None:
+        try:
+            _expr.check_syntax(node.qtable.end_when)
+        except ExpressionError as exc:
+            where = workflow.locate("nodes", name, "qtable", "end_when")
+            yield Diagnostic("expr.syntax", f"end_when: {exc}", where, "fix the CEL expression")
+    for index, feature in enumerate(node.qtable.features):
+        try:
+            _expr.check_syntax(feature.expr)
+        except ExpressionError as exc:
+            where = workflow.locate("nodes", name, "qtable", "features", index, "expr")
+            yield Diagnostic("expr.syntax", f"feature {feature.name!r}: {exc}", where, "fix the CEL expression")
+    for index, hook in enumerate(node.qtable.success):
+        if not any(reward.hook == hook for reward in spec.rewards):
+            where = workflow.locate("nodes", name, "qtable", "success", index)
+            declared = sorted({reward.hook for reward in spec.rewards})
+            yield Diagnostic(
+                "graph.qtable-success",
+                f"router {name!r} takes success from hook {hook!r}, which `rewards` does not declare",
+                where,
+                f"declare it under `rewards` for the agent nodes (declared: {', '.join(declared) or 'none'})",
+            )
+
+
 def _corrected_graph(template: TemplateGraph) -> Any:
     """The graph as the user meant it: each misspelt node name replaced by the name it resembles.
 
@@ -170,6 +236,9 @@ def _check_transitions(template: TemplateGraph) -> Iterator[Diagnostic]:
     for source, transitions in template.transitions.items():
         if source not in template.workflow.spec.nodes:
             continue
+        node = template.workflow.spec.nodes[source]
+        if isinstance(node, RouterNode) and node.policy == "qtable":
+            continue  # its candidates are chosen by the table, not tried in order
         unconditional = [t for t in transitions if t.when is None]
         if len(unconditional) > 1:
             yield Diagnostic(

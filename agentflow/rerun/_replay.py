@@ -68,6 +68,7 @@ class Tape:
         self.run_id = run_id
         self.mode = mode
         self._recorded = without_abandoned(events)
+        self.recorded_events: Sequence[Event] = self._recorded
         self.responses = RecordedResponses(run_id, self._recorded, volatile if mode == "verify" else None)
         self.tool_results_served = 0
         self._tools: dict[tuple[str, str, str], deque[tuple[dict[str, Any], list[SandboxExecData]]]] = {}
@@ -172,6 +173,11 @@ class VerifyPlan(RunPlan):
         replayed["replay_of"], replayed["replay_mode"] = self.tape.run_id, self.tape.mode
         await super().start(ctx, compiled, replayed)
 
+    def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
+        # a learned router takes the recorded decision again (and learns nothing from a replay)
+        routes = [e.data for e in self.tape.recorded_events if e.type is EventType.ROUTE and e.node == node]
+        return routes[index] if index < len(routes) and "qtable" in routes[index] else None
+
     def sandbox_execs(self, events: Sequence[Event]) -> int:
         """The sandbox commands that really ran during the replay."""
         return sum(1 for event in events if event.type is EventType.SANDBOX_EXEC)
@@ -200,6 +206,11 @@ class TapePlan(VerifyPlan):
                 break  # the replay has diverged: its own events no longer line up with the tape's
             # the data of its type, as the hook that recorded it wrote it
             ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
+
+    def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
+        # a learned router takes the recorded decision again (and learns nothing from a replay)
+        routes = [e.data for e in self.tape.recorded_events if e.type is EventType.ROUTE and e.node == node]
+        return routes[index] if index < len(routes) and "qtable" in routes[index] else None
 
     def sandbox_execs(self, events: Sequence[Event]) -> int:
         # the recorded commands are only re-emitted; what counts is what something tried to run anyway

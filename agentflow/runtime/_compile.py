@@ -16,11 +16,12 @@ from agentflow.graph._validate import validate_template
 from agentflow.models import model_providers
 from agentflow.models._scripted import resolve_script_path
 from agentflow.rewards import reward_hooks
+from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode, routing_hash
 from agentflow.runtime import _nodes
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
 from agentflow.spec._loader import LoadedWorkflow, load_workflow
-from agentflow.spec._models import END, StateKey, SubgraphNode
+from agentflow.spec._models import END, AgentNode, RouterNode, StateKey, SubgraphNode
 from agentflow.spec._templating import Quoting
 from agentflow.tools import resolve_tool, tool_registry
 from agentflow.tools._base import Tool
@@ -61,6 +62,23 @@ class CompiledWorkflow:
     prefix: str = ""
     children: dict[str, CompiledWorkflow] = field(default_factory=lambda: {})
     diagnostics: list[Diagnostic] = field(default_factory=lambda: [])  # the warnings validation gave
+    routers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # the `policy: qtable` routers by node
+    offers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # agent -> the a_priori router after it
+
+    def bind_routers(self, store: QTableStore | None, mode: RoutingMode | None = None) -> None:
+        """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`.
+
+        Raises:
+            ConfigError: the store's table of a router was learned on another version of the workflow.
+        """
+        for router in self.routers.values():
+            if store is not None:
+                router.store = store
+                router.check_version()  # a table of another workflow version is refused before the run starts
+            if mode is not None:
+                router.mode = mode
+        for child in self.children.values():
+            child.bind_routers(store, mode)
 
     @property
     def name(self) -> str:
@@ -160,12 +178,13 @@ def compile_workflow(
         children=children,
         diagnostics=diagnostics,
     )
+    compiled.routers, compiled.offers = _qtable_routers(compiled)
     builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing
     for name in spec.nodes:
         builder.add_node(name, _node_function(compiled, name))
     builder.add_edge(START, spec.start)
     for name, transitions in template.transitions.items():
-        if len(transitions) == 1 and transitions[0].when is None:
+        if len(transitions) == 1 and transitions[0].when is None and name not in compiled.routers:
             target = transitions[0].target
             builder.add_edge(name, LANGGRAPH_END if target == END else target)
         else:
@@ -175,6 +194,33 @@ def compile_workflow(
             builder.add_conditional_edges(name, _route_function(compiled, name), targets)
     compiled.graph = builder.compile()
     return compiled
+
+
+def _qtable_routers(compiled: CompiledWorkflow) -> tuple[dict[str, QTableRouter], dict[str, QTableRouter]]:
+    spec = compiled.loaded.spec
+    agents = [name for name, node in spec.nodes.items() if isinstance(node, AgentNode)]
+    routers: dict[str, QTableRouter] = {}
+    offers: dict[str, QTableRouter] = {}
+    for name, node in spec.nodes.items():
+        if not isinstance(node, RouterNode) or node.policy != "qtable":
+            continue
+        routers[name] = QTableRouter(
+            workflow=spec.name,
+            template_hash=routing_hash(compiled.loaded),
+            name=name,
+            label=compiled.prefix + name,
+            settings=node.qtable,
+            candidates=node.candidates,
+            agents=agents,
+            start=spec.start,
+            prefix=compiled.prefix,
+        )
+        if node.qtable.mode == "a_priori":
+            for source, transitions in compiled.template.transitions.items():
+                # an agent whose only way out leads to this router names its successor itself
+                if source in agents and [t.target for t in transitions] == [name]:
+                    offers[source] = routers[name]
+    return routers, offers
 
 
 NodeFunction = Callable[[dict[str, Any], RunnableConfig], Coroutine[Any, Any, Any]]

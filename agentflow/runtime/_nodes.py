@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from agentflow.errors import LimitExceeded, ModelAPIError, NodeFailed, NodeTimeo
 from agentflow.graph import _expr
 from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
 from agentflow.models._retry import observe_retries
+from agentflow.routing._router import QTableRouter, offer_text
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import ExecResult
 from agentflow.spec import _templating
@@ -274,7 +275,15 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
         settings = settings.model_copy(update={"seed": ctx.seed})
     tools = {tool_name: compiled.tools[tool_name] for tool_name in node.tools}
     schemas = [tool.openai_schema() for tool in tools.values()]
-    messages: list[dict[str, Any]] = [{"role": "system", "content": _templating.render(node.prompt, state)}]
+    system = _templating.render(node.prompt, state)
+    offering = compiled.offers.get(name)
+    if offering is not None:  # an a_priori router follows: the agent is told whom it may hand over to
+        served = ctx.plan.served_route(offering.label, _decisions_so_far(ctx, offering.label))
+        if served is not None:  # a replay offers what the recorded run offered
+            system += offer_text(served["qtable"]["candidates"])
+        else:
+            system += offering.offer_prompt(ctx.run_id, ctx.seed, name, state, _open_slot(ctx, compiled))
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     if node.input:
         messages.append({"role": "user", "content": _templating.render(node.input, state)})
     score_steps = compiled.hooks.wants("step", name)
@@ -387,6 +396,9 @@ async def _run_subgraph(visit: Visit, node: SubgraphNode) -> dict[str, Any]:
 def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: Mapping[str, Any]) -> str:
     """Evaluate a node's ways out in order and record the choice; the first that holds wins."""
     label = compiled.prefix + name
+    router = compiled.routers.get(name)
+    if router is not None:
+        return _choose_learned(ctx, compiled, router, state)
     for transition in compiled.template.transitions[name]:
         if transition.when is None or _expr.evaluate_condition(transition.when, state):
             route: RouteData = {"from": label, "to": transition.target, "condition": transition.when}
@@ -395,3 +407,46 @@ def choose_next(ctx: RunContext, compiled: CompiledWorkflow, name: str, state: M
             return transition.target
     conditions = [t.when for t in compiled.template.transitions[name]]
     raise RunError(f"no way out of node {label!r} holds: {conditions}; add a default edge without `when`")
+
+
+def _decisions_so_far(ctx: RunContext, label: str) -> int:
+    return sum(1 for event in ctx.events if event.type is EventType.ROUTE and event.node == label)
+
+
+def _open_slot(ctx: RunContext, compiled: CompiledWorkflow) -> Callable[[str], bool]:
+    """Whether an agent may run again in this run (its loop bound is not reached)."""
+    return lambda agent: ctx.visits[compiled.prefix + agent] < compiled.template.max_visits(agent)
+
+
+def _choose_learned(ctx: RunContext, compiled: CompiledWorkflow, router: QTableRouter, state: Mapping[str, Any]) -> str:
+    """A `policy: qtable` router's decision, recorded with what it saw (Q-values, epsilon, candidates, chooser)."""
+    served = ctx.plan.served_route(router.label, _decisions_so_far(ctx, router.label))
+    if served is not None:  # a replay: the recorded decision again, nothing learned
+        replayed: RouteData = {
+            "from": served["from"],
+            "to": served["to"],
+            "condition": None,
+            "qtable": served["qtable"],
+        }
+        ctx.emit(EventType.ROUTE, node=router.label, data=replayed)
+        ctx.flush()
+        return str(served["to"])
+    outcome = router.decide(ctx.run_id, ctx.seed, ctx.events, state, _open_slot(ctx, compiled))
+    decision = outcome.decision
+    route: RouteData = {
+        "from": router.label,
+        "to": decision.choice,
+        "condition": None,
+        "qtable": {
+            **outcome.record,
+            "state": decision.state,
+            "q_values": decision.q_values,
+            "epsilon": decision.epsilon,
+            "candidates": decision.candidates,
+            "chosen_by": decision.chooser,
+            **({"model_said": decision.model_said} if decision.model_said is not None else {}),
+        },
+    }
+    ctx.emit(EventType.ROUTE, node=router.label, data=route)
+    ctx.flush()
+    return decision.choice

@@ -9,6 +9,7 @@ resume); nothing in the runtime knows what they serve or why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,11 @@ class RunPlan:
 
     def served_tool(self, call: ToolCall) -> ServedTool | None:
         """A result for this tool call instead of running the tool, or None to run it (the live plan always runs)."""
+        return None
+
+    def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
+        """The recorded data of the ``index``-th decision of a learned (``policy: qtable``) router ``node``, to
+        take again instead of deciding (and learning), or None to decide (the live plan always decides)."""
         return None
 
     def after_event(self, ctx: RunContext, event: Event) -> None:

@@ -29,6 +29,7 @@ from agentflow.errors import (
     TemplateError,
     TraceError,
 )
+from agentflow.routing._router import QTableStore
 from agentflow.runtime._compile import CompiledWorkflow, compile_workflow
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
@@ -106,7 +107,7 @@ async def run_workflow(
     compiled = workflow if isinstance(workflow, CompiledWorkflow) else compile_workflow(workflow)
     spec = compiled.loaded.spec
     initial = compiled.initial_state(inputs)
-    store = store or TraceStore(DEFAULT_STORE)
+    store = _bind_routers(compiled, store or TraceStore(DEFAULT_STORE))
     plan = plan or RunPlan()
     endpoint = otlp or os.environ.get(OTLP_ENV)
     if endpoint:
@@ -181,6 +182,13 @@ async def run_workflow(
         limit=outcome.limit,
         isolation=outcome.isolation,
     )
+
+
+def _bind_routers(compiled: CompiledWorkflow, store: Store) -> Store:
+    """The run's store, given to the workflow's Q-table routers too (a store without tables leaves them unbound)."""
+    if isinstance(store, QTableStore):
+        compiled.bind_routers(store)
+    return store
 
 
 def _finish_recording(recorder: Recorder, outcome: _Outcome, final_state: dict[str, Any], duration: float) -> None:

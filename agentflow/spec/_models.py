@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 END = "END"
 """The name of the terminal pseudo-node, usable as an edge or route target."""
@@ -162,11 +162,87 @@ class Route(_Strict):
     to: str
 
 
+class QTableFeature(_Strict):
+    """One discretized state feature of a Q-table router: a CEL expression over `state`, cut into bins.
+
+    Without `bins` the value itself is the feature (a bool, a category string); with `bins` a number becomes the
+    index of the first bin edge it is below (``bins: [0, 5]`` gives 0 for < 0, 1 for < 5, 2 otherwise).
+    """
+
+    name: str = Field(pattern=IDENTIFIER)
+    expr: str = Field(description="CEL expression over `state`")
+    bins: list[float] | None = Field(default=None, description="ascending bin edges of a numeric feature")
+
+
+class QTableSettings(_Strict):
+    """The learning and routing settings of a `policy: qtable` router; the defaults are PriorDynaFlow's."""
+
+    mode: Literal["greedy", "a_priori"] = Field(
+        default="greedy",
+        description="greedy: the router picks; a_priori: the agent that just ran is offered the two best Q groups "
+        "(+1 random agent with probability epsilon) and names the next agent in its answer",
+    )
+    learn: bool = Field(default=True, description="update the table after each finished run (episode)")
+    lr: float = Field(default=0.1, gt=0, le=1, description="learning rate")
+    gamma: float = Field(default=0.9, ge=0, le=1, description="discount factor")
+    entropy_weight: float = Field(default=0.01, ge=0, description="beta of the entropy bonus H(softmax Q(s,.))")
+    terminal_multiplier: float = Field(default=1.5, gt=0, description="factor of a positive terminal reward")
+    epsilon: float = Field(default=0.3, ge=0, le=1, description="exploration rate of the first episode")
+    epsilon_decay: float = Field(default=0.995, gt=0, le=1, description="factor of epsilon per episode")
+    epsilon_min: float = Field(default=0.1, ge=0, le=1, description="floor of epsilon")
+    cold_start_decisions: int = Field(default=50, ge=0, description="decisions that offer every agent")
+    salary: dict[str, float] = Field(
+        default_factory=lambda: {}, description="agent -> declared cost of one visit (default: default_salary)"
+    )
+    default_salary: float = Field(default=5.0, ge=0)
+    price_per_1k_tokens: float | None = Field(
+        default=None, ge=0, description="cost from the visit's real tokens instead of a salary not declared"
+    )
+    success: list[str] = Field(
+        default_factory=lambda: [],
+        description="reward hooks whose node rewards are a visit's success signal (mean of their values)",
+    )
+    salary_weight: float = Field(default=2.0, description="reward per transition: -salary_weight * salary")
+    success_weight: float = Field(default=5.0, description="... + success_weight * success")
+    bounce_penalty: float = Field(default=10.0, description="going straight back to the agent before")
+    repeat_penalty: float = Field(default=10.0, description="visiting an agent again in one episode")
+    end_reward: float = Field(default=100.0, description="reaching END earns end_reward - ...")
+    end_when: str | None = Field(
+        default=None,
+        description="CEL condition over `state`: END earns its reward only when it holds (beyond the paper, whose "
+        "END bonus does not depend on the task being solved); default: always",
+    )
+    min_path_length: int = Field(default=5, ge=0, description="... path_penalty * max(0, min_path_length - len)")
+    path_penalty: float = Field(default=10.0)
+    early_stop_below: float = Field(default=-50.0, description="stop an episode whose cumulative reward is below")
+    max_retries: int = Field(default=3, ge=0, description="restarts of an episode stopped early, from `start`")
+    prune_below: float = Field(default=-50.0, description="actions with Q <= this are no longer offered")
+    features: list[QTableFeature] = Field(
+        default_factory=lambda: [], description="state features beside the agent that just ran"
+    )
+
+
 class RouterNode(_NodeBase):
-    """Picks the next node from its routes; every target is declared here."""
+    """Picks the next node: from its `routes` (`policy: expr`) or from a learned Q-table over `candidates`."""
 
     kind: Literal["router"]
-    routes: list[Route] = Field(min_length=1)
+    policy: Literal["expr", "qtable"] = "expr"
+    routes: list[Route] = Field(default_factory=lambda: [])
+    candidates: list[str] = Field(
+        default_factory=lambda: [], description="policy qtable: the agent nodes (and END) it may route to"
+    )
+    qtable: QTableSettings = Field(default_factory=QTableSettings)
+
+    @model_validator(mode="after")
+    def _targets(self) -> RouterNode:
+        if self.policy == "expr" and not self.routes:
+            raise ValueError("a router with policy expr needs at least one entry in `routes`")
+        if self.policy == "qtable":
+            if self.routes:
+                raise ValueError("a router with policy qtable routes by its table: list targets in `candidates`")
+            if not self.candidates:
+                raise ValueError("a router with policy qtable needs `candidates` (agent nodes and END)")
+        return self
 
 
 class SubgraphNode(_NodeBase):

@@ -58,6 +58,7 @@ from agentflow.traces._protocol import (
     Trace,
     TraceProblem,
 )
+from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, StoredQTable
 from agentflow.traces._recorder import FINISHED_STATUSES
 from agentflow.traces._responses import RecordedResponses
 from agentflow.traces._store import FsyncPolicy, TraceStore
@@ -100,6 +101,8 @@ __all__ = [
     "NodeStartedData",
     "NodeSummary",
     "PostgresStore",
+    "QTableChange",
+    "QTableEpisode",
     "RecordedResponses",
     "Recorder",
     "RequestedToolCall",
@@ -114,6 +117,7 @@ __all__ = [
     "SandboxExecData",
     "SandboxRestore",
     "Store",
+    "StoredQTable",
     "StoredReward",
     "TokenUsage",
     "ToolCallData",

@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from agentflow.traces._protocol import (
     StoredReward,
     Trace,
 )
+from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, QTableTables, StoredQTable
 from agentflow.traces._recorder import RecorderBase
 from agentflow.traces._tables import IndexRow, StoreTables, live_rewards
 from agentflow.traces._verify import check_against_index, parse_and_verify
@@ -398,6 +399,57 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
             return []
         with self._connection() as connection:
             return self._bench.list_items(connection, bench_run_id)
+
+    # -- learned Q-tables --------------------------------------------------------------------------------------
+
+    @property
+    def _qtables(self) -> QTableTables:
+        return QTableTables(self._tables.placeholder)
+
+    def load_qtable(self, workflow: str, router: str) -> StoredQTable | None:
+        """The Q-table of a workflow's router, or None when it has learned nothing yet."""
+        if not self._has_index():
+            return None
+        with self._connection() as connection:
+            return self._qtables.load(connection, workflow, router)
+
+    def list_qtables(self, workflow: str | None = None) -> list[StoredQTable]:
+        """Every stored Q-table (of one workflow), without its values."""
+        if not self._has_index():
+            return []
+        with self._connection() as connection:
+            return self._qtables.list_tables(connection, workflow)
+
+    def update_qtable(
+        self, workflow: str, router: str, template_hash: str, change: Callable[[StoredQTable], QTableChange]
+    ) -> StoredQTable:
+        """Apply ``change`` to the table as it is now, in one locked transaction (no update of a concurrent run is
+        lost), and store the change with its episode.
+
+        Raises:
+            ConfigError: the table was learned on another template hash.
+        """
+        with self._transaction() as connection:
+            return self._qtables.update(connection, workflow, router, template_hash, change)
+
+    def qtable_episodes(self, workflow: str, router: str) -> list[QTableEpisode]:
+        """The episodes a table learned from, oldest first (its full history)."""
+        if not self._has_index():
+            return []
+        with self._connection() as connection:
+            return self._qtables.episodes(connection, workflow, router)
+
+    def reset_qtable(self, workflow: str, router: str | None = None) -> int:
+        """Forget the table of one router (or of every router of the workflow); the number of tables removed."""
+        with self._transaction() as connection:
+            return self._qtables.reset(connection, workflow, router)
+
+    def migrate_qtable(
+        self, workflow: str, router: str, template_hash: str, keep: Callable[[str, str], bool]
+    ) -> tuple[int, int]:
+        """Move a table to a new template hash, keeping the (state, action) values ``keep`` accepts."""
+        with self._transaction() as connection:
+            return self._qtables.migrate(connection, workflow, router, template_hash, keep)
 
 
 def new_run_id() -> str:

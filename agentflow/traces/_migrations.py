@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from agentflow.traces._bench_tables import BENCH_TABLES
+from agentflow.traces._qtable_tables import QTABLE_TABLES
 
 # -- SQLite (the index of the embedded store) ---------------------------------------------------------------------
 
@@ -77,6 +78,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     ["ALTER TABLE runs ADD COLUMN replay_of TEXT"],
     # 4: benchmark runs and their (task, epoch) attempts.
     [statement.format(real="REAL") for statement in BENCH_TABLES],
+    # 5: learned Q-tables of `policy: qtable` routers, their values and the episodes they learned from.
+    [statement.format(real="REAL") for statement in QTABLE_TABLES],
 ]
 
 
@@ -147,6 +150,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     ["ALTER TABLE runs ADD COLUMN replay_of TEXT"],
     # 4: as SQLite's 4.
     [statement.format(real="DOUBLE PRECISION") for statement in BENCH_TABLES],
+    # 5: as SQLite's 5.
+    [statement.format(real="DOUBLE PRECISION") for statement in QTABLE_TABLES],
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

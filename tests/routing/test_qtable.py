@@ -1,0 +1,123 @@
+"""Q-table routing: the update rule on a hand-computed example, rewards, decisions, a-priori parsing."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from agentflow.routing import (
+    QTable,
+    Transition,
+    decide_a_priori,
+    decide_greedy,
+    epsilon_after,
+    parse_named_agent,
+    transition_reward,
+    update_episode,
+)
+from agentflow.routing._qtable import available_actions, best_groups, offer
+from agentflow.spec import QTableSettings
+
+SETTINGS = QTableSettings()
+ACTIONS = {"planner": ["coder", "tester", "END"], "coder": ["planner", "tester", "END"]}
+
+
+def test_update_of_one_episode_matches_the_hand_computed_values() -> None:
+    table = QTable()
+    updates = update_episode(
+        table, [Transition("planner", "coder", -5.0), Transition("coder", "END", 60.0)], SETTINGS, ACTIONS
+    )
+    # planner -> coder: Q = 0 + 0.1 * (-5 + 0.01 * H(uniform of 3) + 0.9 * max Q(coder, .) - 0), max Q(coder) = 0
+    assert table.q("planner", "coder") == pytest.approx(0.1 * (-5 + 0.01 * math.log(3)))
+    # coder -> END, the last transition: a positive reward is multiplied by 1.5; END has no row (max 0)
+    assert table.q("coder", "END") == pytest.approx(0.1 * (60 * 1.5 + 0.01 * math.log(3)))
+    assert [(u.state, u.action) for u in updates] == [("planner", "coder"), ("coder", "END")]
+    # a second episode: the entropy of a non-uniform row and gamma times the next state's best value now count
+    update_episode(table, [Transition("planner", "coder", -5.0), Transition("coder", "END", 60.0)], SETTINGS, ACTIONS)
+    q_pc, q_ce = 0.1 * (-5 + 0.01 * math.log(3)), 0.1 * (90 + 0.01 * math.log(3))
+    row = [q_pc, 0.0, 0.0]
+    weights = [math.exp(v - max(row)) for v in row]
+    entropy = -sum(w / sum(weights) * math.log(w / sum(weights)) for w in weights)
+    assert table.q("planner", "coder") == pytest.approx(q_pc + 0.1 * (-5 + 0.01 * entropy + 0.9 * q_ce - q_pc))
+    assert table.updates["planner"]["coder"] == 2
+
+
+def test_negative_terminal_reward_is_not_multiplied() -> None:
+    table = QTable()
+    update_episode(table, [Transition("coder", "END", -20.0)], SETTINGS, ACTIONS)
+    assert table.q("coder", "END") == pytest.approx(0.1 * (-20 + 0.01 * math.log(3)))
+
+
+def test_transition_rewards_salary_success_bounce_repeat_and_end() -> None:
+    assert transition_reward(SETTINGS, action="coder", path=["planner"], success=1.0, cost=5) == -10 + 5
+    # straight back to the agent before (a bounce, and a repeat): -10 each
+    assert transition_reward(SETTINGS, action="planner", path=["planner", "coder"], success=0.0, cost=5) == -30
+    # a repeat that is not a bounce
+    assert transition_reward(SETTINGS, action="planner", path=["planner", "coder", "tester"], success=0, cost=5) == -20
+    assert transition_reward(SETTINGS, action="END", path=["a", "b"], success=0, cost=0) == 100 - 10 * 3
+    assert transition_reward(SETTINGS, action="END", path=list("abcdef"), success=0, cost=0) == 100
+
+
+def test_epsilon_decays_to_its_floor() -> None:
+    assert epsilon_after(SETTINGS, 0) == 0.3
+    assert epsilon_after(SETTINGS, 10) == pytest.approx(0.3 * 0.995**10)
+    assert epsilon_after(SETTINGS, 10_000) == 0.1
+
+
+def test_pruned_actions_are_not_offered_unless_all_are() -> None:
+    table = QTable(values={"coder": {"tester": -50.0, "END": 3.0, "planner": -49.0}})
+    assert available_actions(table, "coder", ["planner", "tester", "END"], SETTINGS) == ["planner", "END"]
+    table.values["coder"] = {"tester": -60.0, "END": -70.0}
+    assert available_actions(table, "coder", ["tester", "END"], SETTINGS) == ["tester", "END"]
+
+
+def test_greedy_random_and_cold_start_choices() -> None:
+    row = {"coder": 2.0, "tester": 5.0, "END": 1.0}
+    greedy = decide_greedy(row, 0.0, random.Random(1), cold_start=False, state="planner")
+    assert (greedy.choice, greedy.chooser) == ("tester", "greedy")
+    explored = [decide_greedy(row, 1.0, random.Random(i), cold_start=False, state="p") for i in range(30)]
+    assert {d.chooser for d in explored} == {"random"}
+    assert {d.choice for d in explored} == set(row)
+    cold = decide_greedy(row, 0.0, random.Random(3), cold_start=True, state="p")
+    assert cold.chooser == "cold_start"
+    assert cold.candidates == list(row)
+
+
+def test_a_priori_offer_is_the_two_best_groups_plus_one_random() -> None:
+    row = {"a": 3.0, "b": 3.0, "c": 1.0, "d": 0.0, "END": -2.0}
+    assert best_groups(row) == ["a", "b", "c"]
+    candidates, extra = offer(row, 0.0, random.Random(0), cold_start=False)
+    assert (candidates, extra) == (["a", "b", "c"], None)
+    offers = [offer(row, 1.0, random.Random(i), cold_start=False) for i in range(40)]
+    assert any(extra in {"d", "END"} and extra in cands for cands, extra in offers)
+    assert offer(row, 0.0, random.Random(0), cold_start=True) == (list(row), None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        ("The plan is ready.\nNEXT: coder", "coder"),
+        ("**Next agent:** `Tester`", "Tester"),
+        ("next = reviewer\n", "reviewer"),
+        ("Route to: END", "END"),
+        ("next: coder ... actually NEXT: tester", "tester"),
+        ("I think we are done here.", None),
+    ],
+)
+def test_parse_named_agent(answer: str, named: str | None) -> None:
+    assert parse_named_agent(answer) == named
+
+
+def test_a_priori_takes_the_models_choice_and_falls_back_to_greedy() -> None:
+    row = {"coder": 1.0, "tester": 4.0, "reviewer": 2.0, "END": 0.0}
+    offered = ["tester", "reviewer", "coder"]
+    chosen = decide_a_priori(row, offered, 0.1, "Done.\nNEXT: Coder", random.Random(0), state="p", cold_start=False)
+    assert (chosen.choice, chosen.chooser, chosen.model_said) == ("coder", "model", "Coder")
+    unknown = decide_a_priori(row, offered, 0.1, "NEXT: ghost", random.Random(0), state="p", cold_start=False)
+    assert (unknown.choice, unknown.chooser, unknown.model_said) == ("tester", "fallback", "ghost")
+    not_offered = decide_a_priori(row, offered, 0.1, "NEXT: END", random.Random(0), state="p", cold_start=False)
+    assert (not_offered.choice, not_offered.chooser) == ("tester", "fallback")
+    garbled = decide_a_priori(row, offered, 0.1, "who knows", random.Random(0), state="p", cold_start=False)
+    assert (garbled.choice, garbled.chooser, garbled.model_said) == ("tester", "fallback", None)
