@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from agentflow.errors import AgentflowError
-from agentflow.traces import Event, Store, Trace, first_divergence, realized_graph, summarize
+from agentflow.traces import Event, EventType, Store, Trace, first_divergence, realized_graph, summarize
 from agentflow.viewer._queries import RunsQuery, runs_page
 
 STATIC = Path(__file__).parent / "static"
@@ -114,6 +114,8 @@ class Viewer:
                 "run_id": run_id,
                 "summary": summary.to_dict(),
                 "events": len(trace.events),
+                # Without run_finished the run may still be going (in another process): the page tails it.
+                "finished": bool(trace.events) and trace.events[-1].type is EventType.RUN_FINISHED,
                 "problems": [str(problem) for problem in trace.problems],
                 "template": template_graph(trace),
                 "realized": realized_graph(trace.events),
@@ -166,7 +168,7 @@ class Viewer:
                 for event in trace.events[seen + 1 :]:
                     yield f"id: {event.seq}\nevent: trace\ndata: {json.dumps(event_json(event))}\n\n"
                     seen = event.seq
-                if trace.events and trace.events[-1].type.value == "run_finished":
+                if trace.events and trace.events[-1].type is EventType.RUN_FINISHED:
                     yield "event: finished\ndata: {}\n\n"
                     return
                 if await request.is_disconnected():

@@ -12,7 +12,54 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// An exported site (agentflow view --export) opens from file://, where fetch() is blocked: its data are scripts
+// that each register one response under the path the server would have answered.
+const EXPORTED = Boolean(window.AGENTFLOW_EXPORT);
+const loaded = {};
+window.AGENTFLOW_DATA = window.AGENTFLOW_DATA || {};
+
+function dataFile(key) {
+  return "data/" + key.replace(/[^A-Za-z0-9-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0")) + ".js";
+}
+
+function loadExported(key) {
+  if (key in window.AGENTFLOW_DATA) return Promise.resolve(window.AGENTFLOW_DATA[key]);
+  if (!loaded[key]) {
+    loaded[key] = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = dataFile(key);
+      script.onload = () => (key in window.AGENTFLOW_DATA ? resolve(window.AGENTFLOW_DATA[key]) : reject(new Error("not exported: " + key)));
+      script.onerror = () => reject(new Error("not exported: " + key));
+      document.head.append(script);
+    });
+  }
+  return loaded[key];
+}
+
+// The exported runs list is one file; filters, sort and pages are applied here as the server would.
+const SORT_FIELDS = { started_at: "started_at", status: "status", workflow: "workflow", reward: "reward_mean",
+  tokens: "tokens", duration: "duration_s", steps: "steps" };
+function exportedRuns(query) {
+  return loadExported("api/runs").then((all) => {
+    const q = Object.fromEntries(query);
+    let runs = all.runs.filter((run) => (!q.workflow || run.workflow === q.workflow) && (!q.status || run.status === q.status)
+      && (!q.since || run.started_at >= q.since) && (!q.until || run.started_at < q.until)
+      && (!q.text || (run.error || "").toLowerCase().includes(q.text.toLowerCase()))
+      && (!q.bench || (all.bench_members[q.bench] || []).includes(run.run_id)));
+    const field = SORT_FIELDS[q.sort || "started_at"] || "started_at";
+    const sign = q.order === "asc" ? 1 : -1;
+    runs.sort((a, b) => (a[field] === null) - (b[field] === null) || sign * ((a[field] > b[field]) - (a[field] < b[field]))
+      || sign * ((a.run_id > b.run_id) - (a.run_id < b.run_id)));
+    const offset = Number(q.offset || 0), limit = Number(q.limit || 50);
+    return { total: runs.length, offset, limit, runs: runs.slice(offset, offset + limit) };
+  });
+}
+
 async function getJSON(path) {
+  if (EXPORTED) {
+    const [base, query = ""] = path.split("?");
+    return base === "api/runs" ? exportedRuns(new URLSearchParams(query)) : loadExported(path);
+  }
   const response = await fetch(path, { credentials: "same-origin" });
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
@@ -198,8 +245,9 @@ async function runPageView(runId) {
     for (const match of JSON.stringify(event.data).matchAll(/"\$blob":"([0-9a-f]{64})"/g)) {
       const button = el("button", {}, "load payload " + match[1].slice(0, 12));
       button.addEventListener("click", async () => {
-        const response = await fetch("api/blobs/" + match[1]);
-        button.replaceWith(el("div", { class: "blob" }, await response.text()));
+        const text = EXPORTED ? (await loadExported("api/blobs/" + match[1])).text
+          : await (await fetch("api/blobs/" + match[1])).text();
+        button.replaceWith(el("div", { class: "blob" }, text));
       });
       detail.append(button);
     }
@@ -207,7 +255,7 @@ async function runPageView(runId) {
   timeline.addEventListener("scroll", () => { render(); });
   await render();
 
-  if (run.summary.status === "running") {
+  if (!run.finished && !EXPORTED) {
     const source = new EventSource(`api/runs/${encodeURIComponent(run.run_id)}/live?after=${total - 1}`);
     source.addEventListener("trace", (message) => {
       const event = JSON.parse(message.data);
@@ -255,6 +303,7 @@ async function route() {
   const hash = location.hash.slice(1) || "/";
   const [path, query = ""] = hash.split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  delete page.dataset.ready;
   try {
     if (parts[0] === "run") await runPageView(parts[1]);
     else if (parts[0] === "compare") await comparePage(parts[1], parts[2]);
@@ -263,6 +312,7 @@ async function route() {
   } catch (error) {
     page.replaceChildren(el("p", { class: "error", id: "error" }, String(error.message || error)));
   }
+  page.dataset.ready = location.hash; // which view the page shows, once it is drawn
 }
 
 window.addEventListener("hashchange", route);
