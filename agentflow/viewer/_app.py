@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +37,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 LIVE_POLL_S = 0.5
+TRACES_KEPT = 4
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -78,6 +80,9 @@ class Viewer:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # A finished run's trace never changes: the last few are kept, so paging through a 50,000-event trace
+        # loads and verifies it once, not once per page. A run still going is read afresh every time.
+        self._finished: OrderedDict[str, Trace] = OrderedDict()
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(function, *args)
@@ -102,7 +107,17 @@ class Viewer:
         )
 
     def _trace(self, run_id: str) -> Trace:
-        return self.store.load_trace(self.store.resolve_run_id(run_id))
+        resolved = self.store.resolve_run_id(run_id)
+        cached = self._finished.get(resolved)
+        if cached is not None:
+            self._finished.move_to_end(resolved)
+            return cached
+        trace = self.store.load_trace(resolved)
+        if trace.events and trace.events[-1].type is EventType.RUN_FINISHED:
+            self._finished[resolved] = trace
+            while len(self._finished) > TRACES_KEPT:
+                self._finished.popitem(last=False)
+        return trace
 
     async def run(self, request: Request) -> Response:
         trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
