@@ -48,6 +48,8 @@ def test_run_page_has_the_template_and_realized_path(
     assert run["realized"]["nodes"]["code"]["visits"] == 2
     assert set(run["template"]["nodes"]) >= {"plan", "code", "test", "check"}
     assert any(reward["hook"] == "tests_passed" for reward in run["rewards"])
+    # read from the trace the page already loaded, and the same as the store's own list
+    assert run["rewards"] == [reward.to_dict() for reward in recorded_store[0].list_rewards(run_id)]
 
 
 def test_events_are_paged_by_seq(client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]) -> None:
