@@ -184,7 +184,8 @@ function describe(event) {
   const bits = [event.seq, event.type, event.node || ""];
   if (data.tool) bits.push(data.tool);
   if (data.value !== undefined) bits.push("reward " + fmt(data.value));
-  if (data.message) bits.push(String(data.message).slice(0, 80));
+  const message = data.message && typeof data.message === "object" ? data.message.content : data.message;
+  if (message) bits.push(String(message).slice(0, 80));
   return bits.join("  ");
 }
 
