@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # run_tests tool runs pytest in the local sandbox (whose Python is this venv's), as the Docker image's pytest does.
 RUN_EXTRAS ?= lsp,pytest
 # The extras the test suite exercises (each optional backend is tested against the real thing where it runs).
-TEST_EXTRAS ?= dev,docker,e2b,postgres,otel,lsp,pytest,compare,ray
+TEST_EXTRAS ?= dev,docker,e2b,postgres,otel,lsp,pytest,compare,ray,viewer
 
 .PHONY: run test lint typecheck unit schema clean
 

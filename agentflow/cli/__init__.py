@@ -56,7 +56,7 @@ def _main(
 
 
 def _register() -> None:
-    from agentflow.cli import bench, graph, runs, sandbox, tools
+    from agentflow.cli import bench, graph, runs, sandbox, tools, view
 
     app.add_typer(bench.app, name="bench")
     graph.register(app)
@@ -64,6 +64,7 @@ def _register() -> None:
     app.add_typer(bench.app, name="bench")
     app.add_typer(sandbox.app, name="sandbox")
     app.add_typer(tools.app, name="tools")
+    view.register(app)
     _register_traces()
 
 

@@ -1,0 +1,301 @@
+"""The viewer's Starlette app: read-only JSON over a store, the static pages, and a live tail of a run's events."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from agentflow.errors import AgentflowError
+from agentflow.traces import (
+    LIVE_REWARDS,
+    Event,
+    EventType,
+    RewardData,
+    Store,
+    Trace,
+    first_divergence,
+    realized_graph,
+    summarize,
+)
+from agentflow.viewer._queries import RunsQuery, runs_page
+
+STATIC = Path(__file__).parent / "static"
+EVENTS_PAGE_MAX = 2000
+# No inline script or style, nothing from elsewhere: trace data can only ever be text on the page.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+LIVE_POLL_S = 0.5
+TRACES_KEPT = 4
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {value!r}") from None
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the pages show it (large payloads stay ``{"$blob": digest}`` references, fetched on demand)."""
+    return event.model_dump(mode="json")
+
+
+def template_graph(trace: Trace) -> dict[str, Any] | None:
+    """The workflow's nodes and edges, read from the run's workflow file if it is still there."""
+    from agentflow.spec import load_workflow  # only when a run page asks
+
+    first = trace.events[0] if trace.events else None
+    workflow_file = first.data.get("workflow_file") if first is not None else None
+    if not isinstance(workflow_file, str) or not Path(workflow_file).is_file():
+        return None
+    try:
+        spec = load_workflow(workflow_file).spec
+    except (AgentflowError, OSError):
+        return None
+    edges = [{"from": edge.from_, "to": edge.to, "when": edge.when} for edge in spec.edges]
+    for name, node in spec.nodes.items():
+        for route in getattr(node, "routes", None) or []:
+            edges.append({"from": name, "to": route.to, "when": route.when})
+    edges += [{"from": name, "to": "END", "when": None} for name in spec.end]
+    return {"start": spec.start, "nodes": list(spec.nodes), "edges": edges}
+
+
+class Viewer:
+    """The endpoints, over one open store. Every one only reads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # A finished run's trace never changes: the last few are kept, so paging through a 50,000-event trace
+        # loads and verifies it once, not once per page. A run still going is read afresh every time.
+        self._finished: OrderedDict[str, Trace] = OrderedDict()
+
+    async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(function, *args)
+
+    async def runs(self, request: Request) -> Response:
+        params = request.query_params
+        query = RunsQuery(
+            workflow=params.get("workflow") or None,
+            status=params.get("status") or None,
+            bench_run=params.get("bench") or None,
+            since=params.get("since") or None,
+            until=params.get("until") or None,
+            text=params.get("text") or None,
+            sort=params.get("sort") or "started_at",
+            descending=params.get("order", "desc") != "asc",
+            offset=_int(request, "offset", 0),
+            limit=_int(request, "limit", 50),
+        )
+        total, infos = await self._blocking(runs_page, self.store, query)
+        return JSONResponse(
+            {"total": total, "offset": query.offset, "limit": query.limit, "runs": [i.to_dict() for i in infos]}
+        )
+
+    def _trace(self, run_id: str) -> Trace:
+        resolved = self.store.resolve_run_id(run_id)
+        cached = self._finished.get(resolved)
+        if cached is not None:
+            self._finished.move_to_end(resolved)
+            return cached
+        trace = self.store.load_trace(resolved)
+        if trace.events and trace.events[-1].type is EventType.RUN_FINISHED:
+            self._finished[resolved] = trace
+            while len(self._finished) > TRACES_KEPT:
+                self._finished.popitem(last=False)
+        return trace
+
+    def _rewards(self, trace: Trace, run_id: str) -> list[dict[str, Any]]:
+        """The run's live rewards (read from the trace already loaded), then its grading passes' rewards.
+
+        ``Store.list_rewards`` would load and verify the trace a second time: seconds for a 50,000-event run.
+        """
+        passes = [grading for grading in self.store.list_grading_passes() if run_id in grading.run_ids]
+        overwritten = {
+            label.partition(":")[0]: grading.pass_id
+            for grading in reversed(passes)
+            if grading.mode == "overwrite"
+            for label in grading.hooks
+        }
+        live = []
+        for event in trace.events:
+            if event.type is not EventType.REWARD:
+                continue
+            data = event.data_as(RewardData)
+            hook = str(data.get("hook"))
+            components = dict(data.get("components") or {})
+            if "aggregate" in data:
+                components["aggregate"] = data["aggregate"]
+            value = data.get("value")
+            live.append(
+                {
+                    "pass_id": LIVE_REWARDS,
+                    "run_id": run_id,
+                    "hook": hook,
+                    "kind": str(data.get("on") or "step"),
+                    "node": event.node,
+                    "target_seq": data.get("target_seq"),
+                    "value": float(value) if isinstance(value, int | float) else None,
+                    "label": data.get("label"),
+                    "explanation": str(data.get("explanation") or ""),
+                    "components": components,
+                    "superseded_by": overwritten.get(hook),
+                }
+            )
+        graded = [
+            reward.to_dict()
+            for grading in passes
+            for reward in self.store.list_rewards(run_id, pass_id=grading.pass_id)
+        ]
+        return [reward for reward in live if reward["superseded_by"] is None] + graded
+
+    async def run(self, request: Request) -> Response:
+        trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
+        run_id = trace.events[0].run_id if trace.events else request.path_params["run_id"]
+        rewards = await self._blocking(self._rewards, trace, run_id)
+        summary = summarize(trace.events)
+        return JSONResponse(
+            {
+                "run_id": run_id,
+                "summary": summary.to_dict(),
+                "events": len(trace.events),
+                # Without run_finished the run may still be going (in another process): the page tails it.
+                "finished": bool(trace.events) and trace.events[-1].type is EventType.RUN_FINISHED,
+                "problems": [str(problem) for problem in trace.problems],
+                "template": template_graph(trace),
+                "realized": realized_graph(trace.events),
+                "rewards": rewards,
+            }
+        )
+
+    async def events(self, request: Request) -> Response:
+        start = _int(request, "from", 0)
+        limit = min(_int(request, "limit", 500), EVENTS_PAGE_MAX)
+        trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
+        page = [event_json(event) for event in trace.events[max(start, 0) : max(start, 0) + max(limit, 0)]]
+        return JSONResponse({"total": len(trace.events), "from": start, "events": page})
+
+    async def blob(self, request: Request) -> Response:
+        content: bytes = await self._blocking(self.store.read_blob, request.path_params["digest"])
+        # Served as text and never sniffed: a blob is shown, not run.
+        return Response(content, media_type="text/plain; charset=utf-8")
+
+    async def compare(self, request: Request) -> Response:
+        first: Trace = await self._blocking(self._trace, request.query_params.get("a", ""))
+        second: Trace = await self._blocking(self._trace, request.query_params.get("b", ""))
+        divergence = first_divergence(first.events, second.events)
+        return JSONResponse(
+            {
+                "a": {"summary": summarize(first.events).to_dict(), "realized": realized_graph(first.events)},
+                "b": {"summary": summarize(second.events).to_dict(), "realized": realized_graph(second.events)},
+                "divergence": divergence.to_dict() if divergence is not None else None,
+            }
+        )
+
+    async def bench_runs(self, request: Request) -> Response:
+        infos = await self._blocking(self.store.list_bench_runs)
+        return JSONResponse({"bench_runs": [info.to_dict() for info in infos]})
+
+    async def bench_run(self, request: Request) -> Response:
+        from agentflow.bench import build_report  # the bench layer only when a bench page asks
+
+        report = await build_report(self.store, request.path_params["bench_run_id"])
+        return JSONResponse(_plain(report))
+
+    async def live(self, request: Request) -> Response:
+        run_id: str = await self._blocking(self.store.resolve_run_id, request.path_params["run_id"])
+        after = _int(request, "after", -1)
+
+        async def stream() -> AsyncIterator[str]:
+            seen = after
+            while True:
+                trace: Trace = await self._blocking(self.store.load_trace, run_id)
+                for event in trace.events[seen + 1 :]:
+                    yield f"id: {event.seq}\nevent: trace\ndata: {json.dumps(event_json(event))}\n\n"
+                    seen = event.seq
+                if trace.events and trace.events[-1].type is EventType.RUN_FINISHED:
+                    yield "event: finished\ndata: {}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(LIVE_POLL_S)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def _plain(value: Any) -> Any:
+    """A report dataclass (or anything JSON can hold) as JSON data."""
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    try:
+        return asdict(value)
+    except TypeError:
+        return json.loads(json.dumps(value, default=str))
+
+
+def create_app(store: Store, *, token: str | None = None) -> Starlette:
+    """The viewer over ``store``. With ``token``, every request must carry it (``?token=`` or the cookie it sets)."""
+    viewer = Viewer(store)
+
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        sets_cookie = False
+        if token is not None:
+            given = request.query_params.get("token") or request.cookies.get("agentflow_view_token") or ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _secured(JSONResponse({"error": "a valid access token is required"}, status_code=401))
+            sets_cookie = "token" in request.query_params
+        try:
+            response = await call_next(request)
+        except (AgentflowError, ValueError, KeyError) as error:
+            status = 400 if isinstance(error, ValueError) else 404
+            response = JSONResponse({"error": str(error)}, status_code=status)
+        if sets_cookie and token is not None:
+            response.set_cookie("agentflow_view_token", token, httponly=True, samesite="strict")
+        return _secured(response)
+
+    routes = [
+        Route("/api/runs", viewer.runs),
+        Route("/api/runs/{run_id}", viewer.run),
+        Route("/api/runs/{run_id}/events", viewer.events),
+        Route("/api/runs/{run_id}/live", viewer.live),
+        Route("/api/blobs/{digest}", viewer.blob),
+        Route("/api/compare", viewer.compare),
+        Route("/api/bench", viewer.bench_runs),
+        Route("/api/bench/{bench_run_id}", viewer.bench_run),
+        Mount("/", StaticFiles(directory=STATIC, html=True)),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=middleware)])
+
+
+def _secured(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+__all__ = ["create_app"]

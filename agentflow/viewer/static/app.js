@@ -1,0 +1,320 @@
+// The viewer's pages. Every piece of trace data reaches the page through textContent or an SVG text node's
+// textContent, never innerHTML, so a model's output can only ever be shown, not run.
+const page = document.getElementById("page");
+const ROW = 22;
+
+function el(tag, attrs = {}, ...children) {
+  const node = tag.startsWith("svg:")
+    ? document.createElementNS("http://www.w3.org/2000/svg", tag.slice(4))
+    : document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+// An exported site (agentflow view --export) opens from file://, where fetch() is blocked: its data are scripts
+// that each register one response under the path the server would have answered.
+const EXPORTED = Boolean(window.AGENTFLOW_EXPORT);
+const loaded = {};
+window.AGENTFLOW_DATA = window.AGENTFLOW_DATA || {};
+
+function dataFile(key) {
+  return "data/" + key.replace(/[^A-Za-z0-9-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0")) + ".js";
+}
+
+function loadExported(key) {
+  if (key in window.AGENTFLOW_DATA) return Promise.resolve(window.AGENTFLOW_DATA[key]);
+  if (!loaded[key]) {
+    loaded[key] = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = dataFile(key);
+      script.onload = () => (key in window.AGENTFLOW_DATA ? resolve(window.AGENTFLOW_DATA[key]) : reject(new Error("not exported: " + key)));
+      script.onerror = () => reject(new Error("not exported: " + key));
+      document.head.append(script);
+    });
+  }
+  return loaded[key];
+}
+
+// The exported runs list is one file; filters, sort and pages are applied here as the server would.
+const SORT_FIELDS = { started_at: "started_at", status: "status", workflow: "workflow", reward: "reward_mean",
+  tokens: "tokens", duration: "duration_s", steps: "steps" };
+function exportedRuns(query) {
+  return loadExported("api/runs").then((all) => {
+    const q = Object.fromEntries(query);
+    let runs = all.runs.filter((run) => (!q.workflow || run.workflow === q.workflow) && (!q.status || run.status === q.status)
+      && (!q.since || run.started_at >= q.since) && (!q.until || run.started_at < q.until)
+      && (!q.text || (run.error || "").toLowerCase().includes(q.text.toLowerCase()))
+      && (!q.bench || (all.bench_members[q.bench] || []).includes(run.run_id)));
+    const field = SORT_FIELDS[q.sort || "started_at"] || "started_at";
+    const sign = q.order === "asc" ? 1 : -1;
+    runs.sort((a, b) => (a[field] === null) - (b[field] === null) || sign * ((a[field] > b[field]) - (a[field] < b[field]))
+      || sign * ((a.run_id > b.run_id) - (a.run_id < b.run_id)));
+    const offset = Number(q.offset || 0), limit = Number(q.limit || 50);
+    return { total: runs.length, offset, limit, runs: runs.slice(offset, offset + limit) };
+  });
+}
+
+async function getJSON(path) {
+  if (EXPORTED) {
+    const [base, query = ""] = path.split("?");
+    return base === "api/runs" ? exportedRuns(new URLSearchParams(query)) : loadExported(path);
+  }
+  const response = await fetch(path, { credentials: "same-origin" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function fmt(value) { return typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(3)) : (value ?? ""); }
+
+// -- runs list -----------------------------------------------------------------------------------------------
+const COLUMNS = [["run_id", null], ["workflow", "workflow"], ["status", "status"], ["started_at", "started_at"],
+  ["duration_s", "duration"], ["steps", "steps"], ["tokens", "tokens"], ["reward_mean", "reward"], ["error", null]];
+
+async function runsPage(params) {
+  const state = Object.fromEntries(params);
+  const form = el("form", { id: "filters" });
+  for (const name of ["workflow", "status", "bench", "since", "until", "text"]) {
+    form.append(el("label", {}, name + " ", el("input", { name, value: state[name] || "" })), " ");
+  }
+  form.append(el("button", { type: "submit" }, "filter"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams(new FormData(form));
+    for (const key of ["sort", "order"]) if (state[key]) next.set(key, state[key]);
+    location.hash = "#/?" + next.toString();
+  });
+  const query = new URLSearchParams(params);
+  const data = await getJSON("api/runs?" + query.toString());
+  const head = el("tr");
+  for (const [column, sort] of COLUMNS) {
+    const th = el("th", sort ? { "data-sort": sort } : {}, column);
+    if (sort) th.addEventListener("click", () => {
+      const next = new URLSearchParams(params);
+      next.set("order", state.sort === sort && state.order !== "asc" ? "asc" : "desc");
+      next.set("sort", sort);
+      next.delete("offset");
+      location.hash = "#/?" + next.toString();
+    });
+    head.append(th);
+  }
+  const table = el("table", { id: "runs" }, el("thead", {}, head));
+  const body = el("tbody");
+  for (const run of data.runs) {
+    const tr = el("tr", { "data-run": run.run_id });
+    for (const [column] of COLUMNS) {
+      const td = el("td", column === "status" ? { class: run.status } : {});
+      if (column === "run_id") td.append(el("a", { href: "#/run/" + encodeURIComponent(run.run_id) }, run.run_id));
+      else td.textContent = fmt(run[column]);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  table.append(body);
+  const offset = data.offset, limit = data.limit;
+  const pager = el("p", { id: "pager" }, `${data.total} runs; showing ${data.total ? offset + 1 : 0}–${offset + data.runs.length} `);
+  for (const [label, to] of [["previous", offset - limit], ["next", offset + limit]]) {
+    if (to < 0 || to >= data.total) continue;
+    const link = el("a", { href: "#" }, label);
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      const next = new URLSearchParams(params);
+      next.set("offset", String(to));
+      location.hash = "#/?" + next.toString();
+    });
+    pager.append(link, " ");
+  }
+  const compare = el("p", {}, "compare: ", el("input", { id: "cmp-a", placeholder: "run A" }), " ",
+    el("input", { id: "cmp-b", placeholder: "run B" }), " ");
+  const go = el("button", { id: "cmp-go" }, "compare");
+  go.addEventListener("click", () => {
+    location.hash = `#/compare/${encodeURIComponent(document.getElementById("cmp-a").value)}/${encodeURIComponent(document.getElementById("cmp-b").value)}`;
+  });
+  compare.append(go);
+  page.replaceChildren(form, pager, table, compare);
+}
+
+// -- run page -------------------------------------------------------------------------------------------------
+function rewardColour(value) {
+  if (typeof value !== "number") return "#ddd";
+  const clamped = Math.max(0, Math.min(1, value));
+  return `hsl(${Math.round(clamped * 120)}, 70%, 60%)`;
+}
+
+function graphSvg(run) {
+  const realized = run.realized;
+  const names = run.template ? [...run.template.nodes] : Object.keys(realized.nodes);
+  const edges = run.template ? run.template.edges : realized.edges;
+  if (edges.some((edge) => edge.to === "END") && !names.includes("END")) names.push("END");
+  const nodeReward = {};
+  for (const reward of run.rewards) if (reward.node && typeof reward.value === "number") nodeReward[reward.node] = reward.value;
+  for (const [name, node] of Object.entries(run.summary.nodes || {})) {
+    if (nodeReward[name] === undefined && node && typeof node.reward === "number") nodeReward[name] = node.reward;
+  }
+  const x = (index) => 20 + index * 150, y = 40;
+  const svg = el("svg:svg", { id: "graph", width: Math.max(300, names.length * 150 + 40), height: 150 });
+  const taken = new Map(realized.edges.map((edge) => [edge.from + "\u0000" + edge.to, edge.count]));
+  for (const edge of edges) {
+    const a = names.indexOf(edge.from), b = names.indexOf(edge.to);
+    if (a < 0 || b < 0) continue;
+    const count = taken.get(edge.from + "\u0000" + edge.to) || 0;
+    const bend = b <= a ? 60 : -30;
+    const path = el("svg:path", {
+      d: `M${x(a) + 55},${y + 15} Q${(x(a) + x(b)) / 2 + 55},${y + 15 + bend} ${x(b) + 55},${y + 15}`,
+      fill: "none", stroke: count ? "#225" : "#bbb", "stroke-width": count ? 3 : 1, class: count ? "taken" : "untaken",
+    });
+    svg.append(path);
+    if (count) svg.append(el("svg:text", { x: (x(a) + x(b)) / 2 + 55, y: y + 15 + bend / 2 + 4 }, "×" + count));
+  }
+  names.forEach((name, index) => {
+    const visits = realized.nodes[name] ? realized.nodes[name].visits : 0;
+    const group = el("svg:g", { class: "node", "data-node": name, "data-visits": visits });
+    group.append(el("svg:rect", { x: x(index), y, width: 110, height: 30, rx: 6,
+      fill: visits ? rewardColour(nodeReward[name]) : "#f4f4f4", stroke: visits ? "#000" : "#bbb" }));
+    group.append(el("svg:text", { x: x(index) + 6, y: y + 19 }, `${name}${visits ? " (" + visits + ")" : ""}`));
+    svg.append(group);
+  });
+  const order = el("p", { id: "path" }, "path: " + realized.path.join(" → "));
+  return [svg, order];
+}
+
+function describe(event) {
+  const data = event.data || {};
+  const bits = [event.seq, event.type, event.node || ""];
+  if (data.tool) bits.push(data.tool);
+  if (data.value !== undefined) bits.push("reward " + fmt(data.value));
+  const message = data.message && typeof data.message === "object" ? data.message.content : data.message;
+  if (message) bits.push(String(message).slice(0, 80));
+  return bits.join("  ");
+}
+
+async function runPageView(runId) {
+  const run = await getJSON("api/runs/" + encodeURIComponent(runId));
+  const header = el("h2", { id: "run-title" }, `${run.run_id} · ${run.summary.workflow || ""} · `,
+    el("span", { class: run.summary.status, id: "run-status" }, run.summary.status));
+  const problems = run.problems.length ? el("p", { class: "error" }, run.problems.join("; ")) : "";
+  const [svg, order] = graphSvg(run);
+  const timeline = el("div", { id: "timeline" });
+  const spacer = el("div", {});
+  timeline.append(spacer);
+  const detail = el("div", { id: "detail" }, "click a step");
+  page.replaceChildren(header, problems, svg, order, el("p", { id: "count" }), timeline, detail);
+
+  // The timeline is virtual: only the rows in view exist, and pages of events are fetched as they scroll in.
+  const events = [];
+  let total = run.events;
+  const pages = new Map();
+  function setTotal(next) {
+    total = next;
+    spacer.style.height = `${total * ROW}px`;
+    document.getElementById("count").textContent = `${total} events`;
+  }
+  setTotal(total);
+  async function ensure(from, to) {
+    const size = 500;
+    for (let start = Math.floor(from / size) * size; start < to; start += size) {
+      if (pages.has(start)) continue;
+      pages.set(start, getJSON(`api/runs/${encodeURIComponent(run.run_id)}/events?from=${start}&limit=${size}`).then((data) => {
+        data.events.forEach((event) => { events[event.seq] = event; });
+      }));
+    }
+    await Promise.all([...pages.values()]);
+  }
+  const rows = new Map();
+  async function render() {
+    const first = Math.floor(timeline.scrollTop / ROW);
+    const last = Math.min(total, first + Math.ceil(timeline.clientHeight / ROW) + 5);
+    await ensure(first, last);
+    for (const [seq, row] of rows) if (seq < first || seq >= last) { row.remove(); rows.delete(seq); }
+    for (let seq = first; seq < last; seq++) {
+      if (rows.has(seq) || !events[seq]) continue;
+      const row = el("div", { class: "row", "data-seq": seq }, describe(events[seq]));
+      row.style.top = `${seq * ROW}px`;
+      row.addEventListener("click", () => showStep(events[seq]));
+      spacer.append(row);
+      rows.set(seq, row);
+    }
+  }
+  function showStep(event) {
+    const related = run.rewards.filter((reward) => reward.target_seq === event.seq);
+    detail.replaceChildren(el("div", { id: "step" }, JSON.stringify(event, null, 2)));
+    for (const reward of related) {
+      detail.append(el("div", { class: "reward" }, `reward ${reward.hook}: ${fmt(reward.value)} ${reward.explanation}\n` +
+        JSON.stringify(reward.components, null, 2)));
+    }
+    for (const match of JSON.stringify(event.data).matchAll(/"\$blob":"([0-9a-f]{64})"/g)) {
+      const button = el("button", {}, "load payload " + match[1].slice(0, 12));
+      button.addEventListener("click", async () => {
+        const text = EXPORTED ? (await loadExported("api/blobs/" + match[1])).text
+          : await (await fetch("api/blobs/" + match[1])).text();
+        button.replaceWith(el("div", { class: "blob" }, text));
+      });
+      detail.append(button);
+    }
+  }
+  timeline.addEventListener("scroll", () => { render(); });
+  await render();
+
+  if (!run.finished && !EXPORTED) {
+    const source = new EventSource(`api/runs/${encodeURIComponent(run.run_id)}/live?after=${total - 1}`);
+    source.addEventListener("trace", (message) => {
+      const event = JSON.parse(message.data);
+      events[event.seq] = event;
+      if (event.seq >= total) setTotal(event.seq + 1);
+      render();
+    });
+    source.addEventListener("finished", () => {
+      source.close();
+      document.getElementById("run-status").textContent = "finished";
+    });
+  }
+}
+
+// -- compare and bench ------------------------------------------------------------------------------------------
+async function comparePage(a, b) {
+  const data = await getJSON(`api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+  const table = el("table", { id: "compare" }, el("tr", {}, el("th"), el("th", {}, a), el("th", {}, b)));
+  for (const key of ["status", "workflow", "steps", "tokens", "duration_s"]) {
+    table.append(el("tr", {}, el("td", {}, key), el("td", {}, fmt(data.a.summary[key])), el("td", {}, fmt(data.b.summary[key]))));
+  }
+  table.append(el("tr", {}, el("td", {}, "path"), el("td", {}, data.a.realized.path.join(" → ")),
+    el("td", {}, data.b.realized.path.join(" → "))));
+  const divergence = data.divergence
+    ? el("pre", { id: "divergence" }, `first difference at event ${data.divergence.index} (node ${data.divergence.node ?? "-"})\n${data.divergence.diff}`)
+    : el("p", { id: "divergence" }, "no difference");
+  page.replaceChildren(el("h2", {}, "compare"), table, divergence);
+}
+
+async function benchPage(id) {
+  if (!id) {
+    const data = await getJSON("api/bench");
+    const list = el("ul", { id: "bench-runs" });
+    for (const run of data.bench_runs) {
+      list.append(el("li", {}, el("a", { href: "#/bench/" + encodeURIComponent(run.bench_run_id) }, run.bench_run_id), " ", run.name));
+    }
+    page.replaceChildren(el("h2", {}, "benchmark runs"), list);
+    return;
+  }
+  const report = await getJSON("api/bench/" + encodeURIComponent(id));
+  page.replaceChildren(el("h2", {}, "bench " + id), el("pre", { id: "bench-report" }, JSON.stringify(report, null, 2)));
+}
+
+async function route() {
+  const hash = location.hash.slice(1) || "/";
+  const [path, query = ""] = hash.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  delete page.dataset.ready;
+  try {
+    if (parts[0] === "run") await runPageView(parts[1]);
+    else if (parts[0] === "compare") await comparePage(parts[1], parts[2]);
+    else if (parts[0] === "bench") await benchPage(parts[1]);
+    else await runsPage(new URLSearchParams(query));
+  } catch (error) {
+    page.replaceChildren(el("p", { class: "error", id: "error" }, String(error.message || error)));
+  }
+  page.dataset.ready = location.hash; // which view the page shows, once it is drawn
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,54 @@
+"""Stores of real recorded runs for the viewer's tests: the shipped example, a failed run, an errored one, and a
+run whose model output is hostile markup."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentflow.runtime import run_workflow
+from agentflow.traces import EventType, TraceStore
+
+ROOT = Path(__file__).parents[2]
+XSS = '<script>alert(1)</script><img src=x onerror="alert(2)"><a href="javascript:alert(3)">x</a>'
+
+
+def record_hostile_run(store: TraceStore, workflow: str = "hostile") -> str:
+    """A run recorded through the store's own API whose model answer and error are markup meant to run."""
+    with store.new_run(workflow=workflow) as recorder:
+        recorder.emit(EventType.RUN_STARTED, data={"workflow": workflow, "inputs": {"task": XSS}})
+        started = recorder.emit(EventType.NODE_STARTED, node=XSS, data={"visit": 1, "attempt": 1})
+        recorder.emit(
+            EventType.MODEL_RESPONSE,
+            node=XSS,
+            parent=started.seq,
+            data={"model": XSS, "message": {"role": "assistant", "content": XSS}, "tool_calls": []},
+        )
+        recorder.emit(EventType.ERROR, node=XSS, data={"message": XSS, "kind": "model"})
+        recorder.finish("failed", error=XSS)
+        return recorder.summary().run_id
+
+
+@pytest.fixture(scope="session")
+def recorded_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, dict[str, str]]:
+    """A store holding a succeeded run of graphs/examples/fix_failing_test.yaml, a failed one and a hostile one."""
+    base = tmp_path_factory.mktemp("viewer")
+    shutil.copytree(ROOT / "graphs" / "examples", base / "graphs" / "examples")
+    shutil.copytree(ROOT / "tools", base / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    store = TraceStore(base / ".agentflow")
+    example = base / "graphs" / "examples" / "fix_failing_test.yaml"
+    succeeded = asyncio.run(run_workflow(example, store=store))
+    assert succeeded.status == "succeeded", succeeded.error
+    # The same example with its scripted model cut short after three answers: the script runs out, the run fails.
+    script = base / "graphs" / "examples" / "fix_failing_test" / "script.yaml"
+    document = yaml.safe_load(script.read_text())
+    script.write_text(yaml.safe_dump({"responses": document["responses"][:3]}))
+    failed = asyncio.run(run_workflow(example, store=store))
+    assert failed.status != "succeeded"
+    runs = {"succeeded": succeeded.run_id, "failed": failed.run_id}
+    runs["hostile"] = record_hostile_run(store)
+    return store, runs

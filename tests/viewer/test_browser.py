@@ -1,0 +1,216 @@
+"""The viewer's pages in headless Chromium (Debian's, driven by Playwright) over real recorded runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from agentflow.traces import EventType, TraceStore
+from agentflow.viewer import create_app
+from tests.support.require import require
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+READY = "document.getElementById('page').dataset.ready === location.hash"
+# wait_for_function gets a function, not an expression: an expression is eval'ed, which the page's CSP forbids.
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+
+    HAVE_PLAYWRIGHT = True
+except ImportError:  # the dev extra brings it
+    HAVE_PLAYWRIGHT = False
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require(HAVE_PLAYWRIGHT, "playwright is not installed (the dev extra)")
+    require(Path(CHROMIUM).exists(), "no chromium (.ci/setup-chromium.sh installs it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def server(recorded_store: tuple[TraceStore, dict[str, str]]) -> Iterator[str]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(create_app(recorded_store[0]), log_level="warning")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not uvicorn_server.started:
+        threading.Event().wait(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uvicorn_server.should_exit = True
+    thread.join(10)
+
+
+class Watched:
+    """A page whose dialogs and console errors are collected: a hostile trace must cause neither."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def shot(self, name: str) -> None:
+        if os.environ.get("CI") == "true":
+            ARTIFACTS.mkdir(exist_ok=True)
+            self.page.screenshot(path=str(ARTIFACTS / f"viewer-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context()
+    watched = Watched(context.new_page())
+    yield watched
+    context.close()
+    assert watched.dialogs == []
+    assert watched.errors == []
+
+
+def test_runs_list_filters_and_sorts(page: Watched, server: str, recorded_store: Any) -> None:
+    runs = recorded_store[1]
+    page.page.goto(server + "/")
+    page.page.wait_for_selector("#runs tbody tr")
+    listed = page.page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
+    assert set(runs.values()) <= set(listed)
+    page.shot("runs")
+    page.page.fill("input[name=status]", "succeeded")
+    page.page.click("#filters button")
+    page.page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 1")
+    assert page.page.locator("#runs tbody tr").get_attribute("data-run") == runs["succeeded"]
+    page.page.fill("input[name=status]", "")
+    page.page.click("#filters button")
+    page.page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length > 1")
+    page.page.click("th[data-sort=tokens]")  # descending first
+    page.page.wait_for_function("() => " + READY + " && location.hash.includes('sort=tokens')")
+    tokens = page.page.locator("#runs tbody tr td:nth-child(7)").all_text_contents()
+    assert [int(t) for t in tokens] == sorted((int(t) for t in tokens), reverse=True)
+    page.page.click("th[data-sort=tokens]")
+    page.page.wait_for_function("() => " + READY + " && location.hash.includes('order=asc')")
+    tokens = page.page.locator("#runs tbody tr td:nth-child(7)").all_text_contents()
+    assert [int(t) for t in tokens] == sorted(int(t) for t in tokens)
+
+
+def test_run_page_draws_the_realized_path_and_opens_a_step(page: Watched, server: str, recorded_store: Any) -> None:
+    run_id = recorded_store[1]["succeeded"]
+    page.page.goto(server + "/")
+    page.page.click(f"#runs a[href='#/run/{run_id}']")
+    page.page.wait_for_selector("#graph g.node")
+    assert page.page.text_content("#path") == "path: plan → code → test → check → code → test → check"
+    assert page.page.get_attribute("g.node[data-node=code]", "data-visits") == "2"
+    fills = page.page.locator("g.node rect").evaluate_all("rects => rects.map(r => r.getAttribute('fill'))")
+    assert any(fill.startswith("hsl(") for fill in fills)  # visited nodes coloured by their reward
+    assert page.page.locator("path.taken").count() >= 4
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    page.page.click("#timeline .row[data-seq='1']")
+    assert '"seq": 1' in (page.page.text_content("#step") or "")
+    page.shot("run")
+    # the step a reward scored shows the reward, its components and explanation
+    reward_seq = page.page.evaluate(
+        "fetch('api/runs/" + run_id + "').then(r => r.json()).then(d => d.rewards.find(x => x.target_seq !== null)"
+        ".target_seq)"
+    )
+    page.page.evaluate(f"document.getElementById('timeline').scrollTop = {reward_seq} * 22")
+    page.page.wait_for_selector(f"#timeline .row[data-seq='{reward_seq}']")
+    page.page.click(f"#timeline .row[data-seq='{reward_seq}']")
+    assert page.page.locator("#detail .reward").count() >= 1
+
+
+def test_compare_page_shows_the_first_divergence(page: Watched, server: str, recorded_store: Any) -> None:
+    runs = recorded_store[1]
+    page.page.goto(server + "/")
+    page.page.wait_for_selector("#cmp-a")
+    page.page.fill("#cmp-a", runs["succeeded"])
+    page.page.fill("#cmp-b", runs["failed"])
+    page.page.click("#cmp-go")
+    page.page.wait_for_selector("#divergence")
+    assert "first difference at event" in (page.page.text_content("#divergence") or "")
+    page.shot("compare")
+
+
+def test_hostile_model_output_runs_nothing(page: Watched, server: str, recorded_store: Any) -> None:
+    run_id = recorded_store[1]["hostile"]
+    page.page.goto(server + "/#/?text=onerror")
+    page.page.wait_for_selector("#runs tbody tr")
+    page.page.goto(server + f"/#/run/{run_id}")
+    page.page.wait_for_selector("#timeline .row[data-seq='2']")
+    page.page.click("#timeline .row[data-seq='2']")
+    assert "<script>alert(1)</script>" in (page.page.text_content("#step") or "")
+    assert page.page.locator("#page script, #page img, #page a[href^=javascript]").count() == 0
+    page.page.wait_for_timeout(300)  # an onerror would have fired by now
+    page.shot("hostile")
+
+
+def test_a_live_run_grows_on_its_page(page: Watched, server: str, recorded_store: Any) -> None:
+    store: TraceStore = recorded_store[0]
+    # Written through a second store object, as `agentflow run` in another process would.
+    writer = TraceStore(store.root)
+    recorder = writer.new_run(workflow="live")
+    recorder.emit(EventType.RUN_STARTED, data={"workflow": "live", "inputs": {}})
+    run_id = recorder.summary().run_id
+    page.page.goto(server + f"/#/run/{run_id}")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    recorder.emit(EventType.NODE_STARTED, node="work", data={"visit": 1, "attempt": 1})
+    page.page.wait_for_selector("#timeline .row[data-seq='1']", timeout=15_000)
+    recorder.finish("succeeded")
+    recorder.close()
+    page.page.wait_for_function(
+        "() => document.getElementById('run-status').textContent === 'finished'", timeout=15_000
+    )
+    assert page.page.locator("#timeline .row").count() >= 3
+
+
+def test_exported_site_opens_from_file(page: Watched, recorded_store: Any, tmp_path: Path) -> None:
+    store, runs = recorded_store
+    site = tmp_path / "site"
+    # By the CLI, in its own process (Playwright's sync API holds this thread's event loop).
+    command = "import sys; from agentflow.cli import main; sys.argv[0] = 'agentflow'; main()"
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            command,
+            "view",
+            "--store",
+            str(store.root),
+            "--export",
+            str(site),
+            runs["succeeded"],
+            runs["failed"],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert "exported 2 runs" in exported.stdout
+    page.page.goto((site / "index.html").as_uri())
+    page.page.wait_for_selector("#runs tbody tr")
+    assert sorted(page.page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")) == sorted(
+        [runs["succeeded"], runs["failed"]]
+    )
+    page.page.click(f"#runs a[href='#/run/{runs['succeeded']}']")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    assert page.page.get_attribute("g.node[data-node=code]", "data-visits") == "2"
+    page.page.goto((site / "index.html").as_uri() + f"#/compare/{runs['succeeded']}/{runs['failed']}")
+    page.page.wait_for_selector("#divergence")
+    page.shot("export")

@@ -1,0 +1,110 @@
+"""The viewer's HTTP side over a real store: pagination, filters, sort, events paging, token and headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from agentflow.traces import TraceStore
+from agentflow.viewer import CSP, create_app
+from tests.viewer.conftest import XSS, record_hostile_run
+
+
+@pytest.fixture
+def client(recorded_store: tuple[TraceStore, dict[str, str]]) -> TestClient:
+    return TestClient(create_app(recorded_store[0]))
+
+
+def test_runs_list_pages_filters_and_sorts(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    ids = [record_hostile_run(store, workflow="a" if index % 2 else "b") for index in range(7)]
+    client = TestClient(create_app(store))
+    first = client.get("/api/runs", params={"limit": 3}).json()
+    second = client.get("/api/runs", params={"limit": 3, "offset": 3}).json()
+    third = client.get("/api/runs", params={"limit": 3, "offset": 6}).json()
+    assert first["total"] == 7
+    listed = [run["run_id"] for page in (first, second, third) for run in page["runs"]]
+    assert sorted(listed) == sorted(ids) and len(set(listed)) == 7  # no run twice, none left out
+    only_a = client.get("/api/runs", params={"workflow": "a"}).json()
+    assert only_a["total"] == 3 and {run["workflow"] for run in only_a["runs"]} == {"a"}
+    ascending = client.get("/api/runs", params={"sort": "started_at", "order": "asc", "limit": 50}).json()
+    starts = [run["started_at"] for run in ascending["runs"]]
+    assert starts == sorted(starts)
+    assert client.get("/api/runs", params={"status": "succeeded"}).json()["total"] == 0
+    assert client.get("/api/runs", params={"text": "onerror"}).json()["total"] == 7
+    bad = client.get("/api/runs", params={"sort": "run_id; DROP TABLE runs"})
+    assert bad.status_code == 400 and "unknown sort column" in bad.json()["error"]
+
+
+def test_run_page_has_the_template_and_realized_path(
+    client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]
+) -> None:
+    run_id = recorded_store[1]["succeeded"]
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["summary"]["status"] == "succeeded"
+    assert run["realized"]["path"] == ["plan", "code", "test", "check", "code", "test", "check"]
+    assert run["realized"]["nodes"]["code"]["visits"] == 2
+    assert set(run["template"]["nodes"]) >= {"plan", "code", "test", "check"}
+    assert any(reward["hook"] == "tests_passed" for reward in run["rewards"])
+    # read from the trace the page already loaded, and the same as the store's own list
+    assert run["rewards"] == [reward.to_dict() for reward in recorded_store[0].list_rewards(run_id)]
+
+
+def test_events_are_paged_by_seq(client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]) -> None:
+    run_id = recorded_store[1]["succeeded"]
+    total = client.get(f"/api/runs/{run_id}").json()["events"]
+    page = client.get(f"/api/runs/{run_id}/events", params={"from": 5, "limit": 4}).json()
+    assert page["total"] == total
+    assert [event["seq"] for event in page["events"]] == [5, 6, 7, 8]
+    assert client.get(f"/api/runs/{run_id}/events", params={"from": total}).json()["events"] == []
+
+
+def test_compare_names_the_first_divergence(
+    client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]
+) -> None:
+    runs = recorded_store[1]
+    same = client.get("/api/compare", params={"a": runs["succeeded"], "b": runs["succeeded"]}).json()
+    assert same["divergence"] is None
+    different = client.get("/api/compare", params={"a": runs["succeeded"], "b": runs["failed"]}).json()
+    assert different["divergence"] is not None and different["divergence"]["index"] > 0
+    assert different["b"]["summary"]["status"] != "succeeded"
+
+
+def test_every_response_carries_a_strict_csp(client: TestClient) -> None:
+    for path in ("/", "/app.js", "/api/runs", "/api/runs/no-such-run"):
+        response = client.get(path)
+        assert response.headers["content-security-policy"] == CSP, path
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP
+    assert client.get("/api/runs/no-such-run").status_code == 404
+
+
+def test_hostile_text_comes_back_as_data(client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]) -> None:
+    response = client.get("/api/runs", params={"text": "onerror"})
+    assert response.headers["content-type"].startswith("application/json")
+    assert XSS in {run["error"] for run in response.json()["runs"]}
+    page = client.get("/")
+    assert '<script src="app.js" defer></script>' in page.text  # the one script, from the page's origin
+    script = client.get("/app.js").text
+    assert ".innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
+
+
+def test_a_token_guards_every_request(recorded_store: tuple[TraceStore, dict[str, str]]) -> None:
+    client = TestClient(create_app(recorded_store[0], token="s3cret"))
+    assert client.get("/api/runs").status_code == 401
+    assert client.get("/", params={"token": "wrong"}).status_code == 401
+    assert client.get("/", params={"token": "s3cret"}).status_code == 200
+    assert client.get("/api/runs").status_code == 200  # the cookie set by the tokened URL
+
+
+def test_live_stream_sends_events_after_the_given_seq(
+    client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]
+) -> None:
+    run_id = recorded_store[1]["hostile"]
+    with client.stream("GET", f"/api/runs/{run_id}/live", params={"after": 2}) as response:
+        body = "".join(response.iter_text())
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "id: 3\n" in body and "id: 2\n" not in body
+    assert body.rstrip().endswith("event: finished\ndata: {}")
