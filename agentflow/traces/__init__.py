@@ -72,6 +72,7 @@ from agentflow.traces._summary import (
     realized_graph,
     summarize,
 )
+from agentflow.traces._tables import live_rewards
 
 __all__ = [
     "DATA_TYPES",
@@ -130,6 +131,7 @@ __all__ = [
     "export_to_otlp",
     "first_divergence",
     "import_openai_messages",
+    "live_rewards",
     "open_store",
     "realized_graph",
     "sandbox_exec_data",

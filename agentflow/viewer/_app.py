@@ -21,13 +21,12 @@ from starlette.staticfiles import StaticFiles
 
 from agentflow.errors import AgentflowError
 from agentflow.traces import (
-    LIVE_REWARDS,
     Event,
     EventType,
-    RewardData,
     Store,
     Trace,
     first_divergence,
+    live_rewards,
     realized_graph,
     summarize,
 )
@@ -135,43 +134,13 @@ class Viewer:
         ``Store.list_rewards`` would load and verify the trace a second time: seconds for a 50,000-event run.
         """
         passes = [grading for grading in self.store.list_grading_passes() if run_id in grading.run_ids]
-        overwritten = {
-            label.partition(":")[0]: grading.pass_id
-            for grading in reversed(passes)
-            if grading.mode == "overwrite"
-            for label in grading.hooks
-        }
-        live = []
-        for event in trace.events:
-            if event.type is not EventType.REWARD:
-                continue
-            data = event.data_as(RewardData)
-            hook = str(data.get("hook"))
-            components = dict(data.get("components") or {})
-            if "aggregate" in data:
-                components["aggregate"] = data["aggregate"]
-            value = data.get("value")
-            live.append(
-                {
-                    "pass_id": LIVE_REWARDS,
-                    "run_id": run_id,
-                    "hook": hook,
-                    "kind": str(data.get("on") or "step"),
-                    "node": event.node,
-                    "target_seq": data.get("target_seq"),
-                    "value": float(value) if isinstance(value, int | float) else None,
-                    "label": data.get("label"),
-                    "explanation": str(data.get("explanation") or ""),
-                    "components": components,
-                    "superseded_by": overwritten.get(hook),
-                }
-            )
+        live = [reward.to_dict() for reward in live_rewards(trace.events, passes) if reward.superseded_by is None]
         graded = [
             reward.to_dict()
             for grading in passes
             for reward in self.store.list_rewards(run_id, pass_id=grading.pass_id)
         ]
-        return [reward for reward in live if reward["superseded_by"] is None] + graded
+        return live + graded
 
     async def run(self, request: Request) -> Response:
         trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
