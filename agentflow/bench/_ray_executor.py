@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ WORKER_DIR_PREFIX = "agentflow-ray-"
 
 _SKIPPED_NAMES = frozenset({".agentflow", ".git", "__pycache__", ".venv", "node_modules"})
 _SHUTDOWN_TIMEOUT_S = 60.0
+PLACEMENT_WAIT_S = 30.0
+"""How long starting the bench workers waits for each to run on its own node (see ``RayExecutor._place_on``)."""
 
 
 def _ray() -> Any:
@@ -227,23 +230,40 @@ class RayExecutor:
             # held while the workers live: a restarted worker gets its constructor's arguments again
             self._bundle = bundle = ray.put(pack(shipped_roots(bench)))
             actor = ray.remote(BenchWorker)
-            for node in nodes:
+
+            def worker_on(node: str) -> Any:
                 # pinned to its node (soft: a node that left has its worker restarted elsewhere); no CPU claimed,
                 # since its runs wait on models and sandboxes, and its calls at once are capped instead
                 strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
                 # one call more than its share: its pid and shutdown calls never wait behind its attempts
                 options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node + 1}
-                self._workers.append(
-                    actor.options(scheduling_strategy=strategy, **options).remote(
-                        bundle,
-                        str(bench.loaded.path.resolve()),
-                        str(bench.task_set.path.resolve()),
-                        info,
-                        self.store_url,
-                    )
+                return actor.options(scheduling_strategy=strategy, **options).remote(
+                    bundle, str(bench.loaded.path.resolve()), str(bench.task_set.path.resolve()), info, self.store_url
                 )
+
+            self._workers = [worker_on(node) for node in nodes]
+            await self._place_on(nodes, worker_on)
             self._in_flight = [0] * len(self._workers)
             self._started = True
+
+    async def _place_on(self, nodes: list[str], worker_on: Callable[[str], Any]) -> None:
+        """Start each worker again until it runs on its own node (for up to ``PLACEMENT_WAIT_S``).
+
+        A node that has just joined may be alive but not yet in the scheduler's view of the cluster, and a soft
+        affinity then puts its worker on another node: the benchmark would still run, on fewer nodes than it has.
+        """
+        ray = _ray()
+        deadline = asyncio.get_running_loop().time() + PLACEMENT_WAIT_S
+        while True:
+            placed = [node for _, node in await asyncio.gather(*(worker.pid.remote() for worker in self._workers))]
+            alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+            misplaced = [i for i, node in enumerate(nodes) if placed[i] != node and node in alive]
+            if not misplaced or asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.5)
+            for index in misplaced:
+                ray.kill(self._workers[index], no_restart=True)
+                self._workers[index] = worker_on(nodes[index])
 
     async def worker_pids(self) -> dict[int, int]:
         """Each bench worker's process id and how many calls it has in flight (for diagnostics and tests)."""
