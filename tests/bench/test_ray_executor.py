@@ -284,7 +284,8 @@ def test_a_node_that_leaves_has_its_tasks_run_again_on_the_others(ray_cluster: A
     async def run_and_remove_the_node() -> None:
         await executor.start(bench)
         pids.update(await executor.worker_pids())
-        assert extra.node_id in await executor.worker_nodes()  # one worker per node, the new one's too
+        placed = await executor.worker_nodes()
+        assert extra.node_id in placed and len(set(placed)) == 3  # one worker per node, the new one's too
         running = asyncio.create_task(bench.run())
         while sum(item.status == "running" for item in store.list_bench_items(bench.info.bench_run_id)) < 3:
             await asyncio.sleep(0.1)
