@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentflow.models._base import Model
+from agentflow.runtime._branches import Branch, current_branch
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._plan import RunPlan
 from agentflow.sandboxes._base import Sandbox
@@ -56,12 +58,54 @@ class RunContext:
         return event
 
     def record(self, type: EventType, *, node: str | None, parent: int | None, data: EventData) -> Event:
-        """Record an event without telling the plan (what the plan itself supplies, so it is not followed up)."""
+        """Record an event without telling the plan (what the plan itself supplies, so it is not followed up).
+
+        Inside a branch the event's data carries the branch's id under ``branch``.
+        """
+        branch = current_branch.get()
+        if branch is not None:
+            data = {**data, "branch": branch.id}  # type: ignore[assignment]  # every payload type may carry it
         event = self.recorder.emit(type, node=node, parent=parent, data=data)
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
         return event
+
+    @property
+    def branch(self) -> Branch | None:
+        """The branch the calling task runs in (None: the run's main path)."""
+        return current_branch.get()
+
+    @contextlib.contextmanager
+    def in_branch(self, branch: Branch) -> Iterator[Branch]:
+        """Run the body as ``branch``: its events carry the branch id, its tools and hooks use its sandbox.
+
+        The branch is set for the calling task and the tasks it starts (a context variable), never for the
+        concurrent branches beside it.
+        """
+        token = current_branch.set(branch)
+        try:
+            yield branch
+        finally:
+            current_branch.reset(token)
+
+    def current_sandbox(self) -> Sandbox:
+        """The sandbox the calling branch works in: a forked branch's own copy, else the run's sandbox."""
+        branch = current_branch.get()
+        return self.sandbox if branch is None else branch.effective_sandbox(self.sandbox)
+
+    def events_since(self, first_index: int) -> list[Event]:
+        """The run's events from index ``first_index`` on that the calling branch recorded (all of them outside any
+        branch): what a node's reward hooks score, without the events of the branches running beside it."""
+        branch = current_branch.get()
+        if branch is None:
+            return self.events[first_index:]
+        prefix = branch.id
+        return [
+            event
+            for event in self.events[first_index:]
+            if (tag := event.data.get("branch")) == prefix or (isinstance(tag, str) and tag.startswith(prefix + "/"))
+        ]
 
     def flush(self) -> None:
         """Write the events the recorder holds: called before every effect outside the process (a model call, a

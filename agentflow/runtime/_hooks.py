@@ -126,7 +126,7 @@ class RewardEngine:
             ctx.flush()  # the hooks' code may act outside the process (a judge model, a sandbox command)
             # hooks that never read the sandbox (the usual case: exit codes, test reports, judges) share one step
             # without it, and need no guarded view of their own
-            sandbox = ctx.sandbox if any(b.hook.uses_sandbox for b in bindings) else None
+            sandbox = ctx.current_sandbox() if any(b.hook.uses_sandbox for b in bindings) else None
             step = StepContext(
                 run_id=ctx.run_id,
                 kind=kind,

@@ -140,7 +140,7 @@ async def _attempt(
     finished: NodeFinishedData = {"status": "ok", "updates": updates, "duration_s": seconds_since(clock)}
     ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=finished)
     if compiled.hooks.wants("node", name):
-        await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events[first_index:])
+        await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events_since(first_index))
     # The node's updates go to LangGraph (the next node, a LangGraph checkpoint): its events are written first.
     ctx.flush()
     return updates
@@ -219,7 +219,7 @@ async def _call_tool(
         outcome = ToolOutcome(ok=False, content=f"error: {message}", error=message)
     else:
         tool_ctx = ToolContext(
-            sandbox=ctx.sandbox,
+            sandbox=ctx.current_sandbox(),
             run_id=ctx.run_id,
             node=label,
             state=dict(ctx.state),
@@ -238,7 +238,7 @@ async def _call_tool(
         "duration_s": seconds_since(clock),
     }
     ctx.emit(EventType.TOOL_RESULT, node=label, parent=call_event.seq, data=result_data)
-    return outcome, ctx.events[first_index:]
+    return outcome, ctx.events_since(first_index)
 
 
 def _tool_call_data(call: ToolCall, tool: Tool | None) -> ToolCallData:

@@ -202,6 +202,18 @@ class Sandbox(abc.ABC):
         """
         return False
 
+    async def fork(self) -> Sandbox:
+        """A new, independent sandbox of the same backend and limits whose workdir is a copy of this one's (the
+        branches of a workflow with ``sandbox: fork``, best-of-N candidates, forked rollouts).
+
+        What runs in the copy never shows in this sandbox, nor the reverse; the caller closes the copy. Processes
+        are not copied, only files (what a command left running here is not running there).
+
+        Raises:
+            SandboxError: this backend cannot fork (the default), or the copy failed.
+        """
+        raise SandboxError(f"a {type(self).__name__} cannot fork its workdir")
+
     @property
     def alive(self) -> bool:
         """Whether the sandbox still works: False once closed, or when its backend lost it (a container killed
@@ -329,6 +341,12 @@ class ObservedSandbox(Sandbox):
         if self._before is not None:
             self._before()
         return await self.inner.reset()
+
+    async def fork(self) -> Sandbox:
+        """A fork of the inner sandbox (the copy is not observed: its owner wraps it in its own view)."""
+        if self._before is not None:
+            self._before()
+        return await self.inner.fork()
 
     @property
     def alive(self) -> bool:
