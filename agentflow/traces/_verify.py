@@ -7,7 +7,7 @@ import json
 from pydantic import ValidationError
 
 from agentflow.traces._events import Event
-from agentflow.traces._hashing import event_hash
+from agentflow.traces._hashing import event_hash, stored_event_hash
 from agentflow.traces._protocol import TraceProblem
 
 
@@ -28,7 +28,8 @@ def parse_and_verify(raw: bytes, run_id: str) -> tuple[list[Event], list[TracePr
             continue
         unterminated = number == len(lines) and not ends_with_newline
         try:
-            event = Event.model_validate(json.loads(line))
+            stored = json.loads(line)
+            event = Event.model_validate(stored)
         except (ValueError, ValidationError) as exc:
             if unterminated:
                 message = f"incomplete last line ({len(line)} bytes), the writer stopped mid-write; skipped"
@@ -40,7 +41,11 @@ def parse_and_verify(raw: bytes, run_id: str) -> tuple[list[Event], list[TracePr
         seq = event.seq
         if event.run_id != run_id:
             problems.append(TraceProblem("corrupt", number, seq, f"event belongs to run {event.run_id!r}"))
-        if event_hash(event.model_dump(mode="json")) != event.hash:
+        # The line as stored is what its hash covers (model_validate may have coerced a value of a damaged line).
+        digest = stored_event_hash(stored)
+        if digest is None:
+            digest = event_hash(event.model_dump(mode="json"))
+        if digest != event.hash:
             problems.append(TraceProblem("tampered", number, seq, "content does not match the event's hash"))
         if event.prev_hash != previous_hash:
             problems.append(

@@ -21,6 +21,7 @@ from agentflow.traces._hashing import (
     event_hash,
     normalise_json_value,
     sha256_hex,
+    stored_event_hash,
     to_json_value,
 )
 
@@ -209,7 +210,9 @@ def test_recorder_fast_path_hashes_exactly_like_the_rfc8785_library() -> None:
         assert digest == event_hash(fields)
         stored = json.loads(line)
         assert stored.pop("hash") == digest
-        assert event_hash(stored) == digest  # what load_trace recomputes from the line
+        assert event_hash(stored) == digest  # the library's hash of the line
+        stored["hash"] = digest
+        assert stored_event_hash(stored) == digest  # what load_trace recomputes from the line
     assert plain_seen[True] > 100
     assert plain_seen[False] > 100
 
@@ -219,3 +222,15 @@ def test_plain_flag_is_cleared_by_floats_and_keys_the_fast_encoder_would_get_wro
     assert normalise_json_value({"a": 1.0}, None) == ({"a": 1}, True)  # recorded as 1, which RFC 8785 writes anyway
     assert normalise_json_value({"a": 1e-7}, None)[1] is False  # exponent forms differ
     assert normalise_json_value({"😀": 1}, None)[1] is False  # sorted differently in UTF-16
+
+
+def test_stored_event_hash_takes_the_library_path_for_lines_the_recorder_never_writes() -> None:
+    fields = _event_fields({"text": "héllo", "n": 3}, node="code", parent=1)
+    digest = event_hash(fields)
+    assert stored_event_hash({**fields, "hash": digest}) == digest
+    # A value of another type where the fast path expects an int: the library hashes it, and it no longer matches.
+    assert stored_event_hash({**fields, "parent": "1", "hash": digest}) != digest
+    assert stored_event_hash({**fields, "node": 7, "hash": digest}) != digest
+    # A field missing or extra: no hash from the line (load_trace hashes the event as the model read it).
+    assert stored_event_hash(fields) is None
+    assert stored_event_hash({**fields, "hash": digest, "extra": 1}) is None
