@@ -285,8 +285,9 @@ def encode_event(
     """Hash one event and encode its trace line, serialising ``data`` once.
 
     The hash is exactly :func:`event_hash` of the same fields (the canonical JSON is assembled from the canonical
-    encodings of its members, keys in RFC 8785 order); :meth:`TraceStore.load_trace` recomputes it with the
-    ``rfc8785`` library, so the two are checked against each other on every load.
+    encodings of its members, keys in RFC 8785 order); the test suite pins the two together on varied data, and
+    loading a trace recomputes every hash (:func:`stored_event_hash`: this path for plain data, the ``rfc8785``
+    library for the rest).
 
     Args:
         run_id: the event's fields, already normalised (``data`` by :func:`normalise_json_value`; ``run_id``,
