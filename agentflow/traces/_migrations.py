@@ -69,6 +69,12 @@ _GRADING_TABLES = [
     )""",
 ]
 
+_RUN_VIEW_COLUMNS = [
+    "ALTER TABLE runs ADD COLUMN reward_min {real}",
+    "ALTER TABLE runs ADD COLUMN first_error_seq INTEGER",
+    "ALTER TABLE runs ADD COLUMN final_answer TEXT",
+]
+
 SQLITE_MIGRATIONS: list[list[str]] = [
     # 1: the run index of the foundation.
     [_SQLITE_RUNS, "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"],
@@ -80,6 +86,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     [statement.format(real="REAL") for statement in BENCH_TABLES],
     # 5: learned Q-tables of `policy: qtable` routers, their values and the episodes they learned from.
     [statement.format(real="REAL") for statement in QTABLE_TABLES],
+    # 6: what the viewer's runs list sorts and filters on beyond the counts: lowest reward, first error, answer.
+    [statement.format(real="REAL") for statement in _RUN_VIEW_COLUMNS],
 ]
 
 
@@ -152,6 +160,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     [statement.format(real="DOUBLE PRECISION") for statement in BENCH_TABLES],
     # 5: as SQLite's 5.
     [statement.format(real="DOUBLE PRECISION") for statement in QTABLE_TABLES],
+    # 6: as SQLite's 6.
+    [statement.format(real="DOUBLE PRECISION") for statement in _RUN_VIEW_COLUMNS],
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

@@ -178,6 +178,10 @@ class RunInfo:
     reward_mean: float | None
     error: str | None
     replay_of: str | None = None  # the run this one replays
+    # Indexed from migration 6 on (None for runs the index recorded before it, and for a run still going):
+    reward_min: float | None = None  # the lowest reward of the run
+    first_error_seq: int | None = None  # the seq of its first error event or reward labelled -1
+    final_answer: str | None = None  # the text of its last model answer that called no tool (first 2,000 chars)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the row as JSON-serialisable data."""

@@ -170,6 +170,7 @@ class RunSummary:
     errors: list[ErrorInfo] = field(default_factory=lambda: [])
     limit_exceeded: LimitInfo | None = None
     not_scored: dict[str, str] = field(default_factory=lambda: {})  # hook -> why it gave the run no verdict
+    final_answer: str | None = None  # the text of the last model answer that called no tool
 
     @property
     def tokens(self) -> int:
@@ -181,11 +182,26 @@ class RunSummary:
         """Mean of every reward value in the run, any hook and level (``None`` when there is none)."""
         return _mean(reward.value for reward in self.rewards)
 
+    @property
+    def reward_min(self) -> float | None:
+        """The lowest reward value in the run, any hook and level (``None`` when there is none)."""
+        return min((reward.value for reward in self.rewards if reward.value is not None), default=None)
+
+    @property
+    def first_error_seq(self) -> int | None:
+        """The seq of the run's first error: an ``error`` event or a reward labelled -1 (a step a hook refuted),
+        whichever came first; ``None`` when there is neither."""
+        first_error = self.errors[0].seq if self.errors else None
+        first_refuted = next((reward.seq for reward in self.rewards if reward.label == -1), None)
+        return min((seq for seq in (first_error, first_refuted) if seq is not None), default=None)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as JSON-serialisable data, derived values (means, token totals) included."""
         data = asdict(self)
         data["tokens"] = self.tokens
         data["reward_mean"] = self.reward_mean
+        data["reward_min"] = self.reward_min
+        data["first_error_seq"] = self.first_error_seq
         for name, node in self.nodes.items():
             data["nodes"][name]["reward_mean"] = node.reward_mean
             data["nodes"][name]["tokens"] = node.tokens
@@ -294,6 +310,11 @@ class SummaryBuilder:
         self._model_responses[node] = self._model_responses.get(node, 0) + 1
         self._recount_model_calls(node)
         self._count_retries(data)
+        message = data.get("message")
+        if isinstance(message, dict) and not data.get("tool_calls") and not message.get("tool_calls"):
+            content = message.get("content")
+            if isinstance(content, str) and content.strip():
+                self._summary.final_answer = content
         usage = data.get("usage")
         if isinstance(usage, dict):
             tokens_in, tokens_out = _as_int(usage.get("input_tokens")), _as_int(usage.get("output_tokens"))

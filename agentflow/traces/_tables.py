@@ -23,8 +23,9 @@ from agentflow.traces._summary import RunSummary
 
 _RUN_COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error, replay_of"
+    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer"
 )
+FINAL_ANSWER_CHARS = 2000  # what the index keeps of a run's final answer (for the viewer's text filter)
 
 
 class IndexRow(NamedTuple):
@@ -92,7 +93,8 @@ class StoreTables:
         connection.execute(
             self._sql(
                 "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?,"
-                " model_calls = ?, tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ?"
+                " model_calls = ?, tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ?,"
+                " reward_min = ?, first_error_seq = ?, final_answer = ?"
                 " WHERE run_id = ?"
             ),
             (
@@ -108,6 +110,9 @@ class StoreTables:
                 events,
                 last_hash,
                 summary.replay_of,
+                summary.reward_min,
+                summary.first_error_seq,
+                summary.final_answer[:FINAL_ANSWER_CHARS] if summary.final_answer else None,
                 run_id,
             ),
         )

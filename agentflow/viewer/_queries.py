@@ -19,6 +19,8 @@ SORT_COLUMNS = {
     "status": "status",
     "workflow": "workflow",
     "reward": "reward_mean",
+    "reward_min": "reward_min",
+    "first_error": "first_error_seq",
     "tokens": "tokens",
     "duration": "duration_s",
     "steps": "steps",
@@ -35,7 +37,7 @@ class RunsQuery:
     bench_run: str | None = None
     since: str | None = None  # ISO date or time, inclusive
     until: str | None = None  # ISO date or time, exclusive
-    text: str | None = None  # substring of the run's error (the index holds no final answer)
+    text: str | None = None  # substring of the run's final answer or its error
     sort: str = "started_at"
     descending: bool = True
     offset: int = 0
@@ -52,7 +54,7 @@ class RunsQuery:
 
 _COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error, replay_of"
+    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer"
 )
 
 
@@ -75,8 +77,11 @@ def _where(query: RunsQuery) -> tuple[str, list[Any]]:
         clauses.append("started_at < ?")
         params.append(query.until)
     if query.text:
-        clauses.append("instr(lower(coalesce(error, '')), lower(?)) > 0")
-        params.append(query.text)
+        clauses.append(
+            "(instr(lower(coalesce(final_answer, '')), lower(?)) > 0"
+            " OR instr(lower(coalesce(error, '')), lower(?)) > 0)"
+        )
+        params.extend([query.text, query.text])
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -111,7 +116,7 @@ def _generic_page(store: Store, query: RunsQuery) -> tuple[int, list[RunInfo]]:
             and (bench_runs is None or info.run_id in bench_runs)
             and (not query.since or info.started_at >= query.since)
             and (not query.until or info.started_at < query.until)
-            and (not query.text or query.text.lower() in (info.error or "").lower())
+            and (not query.text or query.text.lower() in f"{info.final_answer or ''}\n{info.error or ''}".lower())
         )
 
     kept = [info for info in infos if keep(info)]

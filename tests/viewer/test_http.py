@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from agentflow.traces import TraceStore
+from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import CSP, create_app
 from tests.viewer.conftest import XSS, record_hostile_run
 
@@ -108,3 +108,47 @@ def test_live_stream_sends_events_after_the_given_seq(
     assert response.headers["content-type"].startswith("text/event-stream")
     assert "id: 3\n" in body and "id: 2\n" not in body
     assert body.rstrip().endswith("event: finished\ndata: {}")
+
+
+def _run_with(store: TraceStore, *, answer: str, rewards: list[tuple[float, int | None]], error: bool) -> str:
+    """A finished run recorded through the store's API: one model answer, then the given rewards (value, label)."""
+    with store.new_run(workflow="scored") as recorder:
+        recorder.emit(EventType.RUN_STARTED, data={"workflow": "scored", "inputs": {}})
+        started = recorder.emit(EventType.NODE_STARTED, node="solve", data={"visit": 1, "attempt": 1})
+        recorder.emit(
+            EventType.MODEL_RESPONSE,
+            node="solve",
+            parent=started.seq,
+            data={"model": "m", "message": {"role": "assistant", "content": answer}, "tool_calls": []},
+        )
+        for value, label in rewards:
+            recorder.emit(
+                EventType.REWARD, node="solve", data={"hook": "h", "on": "node", "value": value, "label": label}
+            )
+        if error:
+            recorder.emit(EventType.ERROR, node="solve", data={"message": "tool crashed", "kind": "ToolError"})
+        recorder.finish("succeeded")
+        return recorder.summary().run_id
+
+
+def test_runs_list_sorts_by_lowest_reward_and_first_error_and_finds_text_in_the_final_answer(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    low = _run_with(store, answer="The answer is 42", rewards=[(0.9, 1), (-0.5, -1)], error=False)
+    high = _run_with(store, answer="I could not find it", rewards=[(0.7, 1), (0.8, 1)], error=True)
+    none = _run_with(store, answer="nothing scored", rewards=[], error=False)
+    client = TestClient(create_app(store))
+    rows = {run["run_id"]: run for run in client.get("/api/runs").json()["runs"]}
+    assert rows[low]["reward_min"] == -0.5 and rows[high]["reward_min"] == 0.7 and rows[none]["reward_min"] is None
+    assert rows[low]["first_error_seq"] == 4  # the reward labelled -1 (seq 4), there is no error event
+    assert rows[high]["first_error_seq"] == 5  # the error event after two positive rewards
+    assert rows[none]["first_error_seq"] is None
+    assert rows[low]["final_answer"] == "The answer is 42"
+    by_min = client.get("/api/runs", params={"sort": "reward_min", "order": "asc"}).json()["runs"]
+    assert [run["run_id"] for run in by_min] == [low, high, none]  # runs without a reward last either way
+    by_error = client.get("/api/runs", params={"sort": "first_error", "order": "desc"}).json()["runs"]
+    assert [run["run_id"] for run in by_error] == [high, low, none]
+    found = client.get("/api/runs", params={"text": "ANSWER IS"}).json()
+    assert [run["run_id"] for run in found["runs"]] == [low]
+    assert (
+        client.get("/api/runs", params={"text": "tool crashed"}).json()["runs"] == []
+    )  # a finished run's error is its run_finished error

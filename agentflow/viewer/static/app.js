@@ -38,13 +38,13 @@ function loadExported(key) {
 
 // The exported runs list is one file; filters, sort and pages are applied here as the server would.
 const SORT_FIELDS = { started_at: "started_at", status: "status", workflow: "workflow", reward: "reward_mean",
-  tokens: "tokens", duration: "duration_s", steps: "steps" };
+  reward_min: "reward_min", first_error: "first_error_seq", tokens: "tokens", duration: "duration_s", steps: "steps" };
 function exportedRuns(query) {
   return loadExported("api/runs").then((all) => {
     const q = Object.fromEntries(query);
     let runs = all.runs.filter((run) => (!q.workflow || run.workflow === q.workflow) && (!q.status || run.status === q.status)
       && (!q.since || run.started_at >= q.since) && (!q.until || run.started_at < q.until)
-      && (!q.text || (run.error || "").toLowerCase().includes(q.text.toLowerCase()))
+      && (!q.text || ((run.final_answer || "") + "\n" + (run.error || "")).toLowerCase().includes(q.text.toLowerCase()))
       && (!q.bench || (all.bench_members[q.bench] || []).includes(run.run_id)));
     const field = SORT_FIELDS[q.sort || "started_at"] || "started_at";
     const sign = q.order === "asc" ? 1 : -1;
@@ -70,7 +70,8 @@ function fmt(value) { return typeof value === "number" ? (Number.isInteger(value
 
 // -- runs list -----------------------------------------------------------------------------------------------
 const COLUMNS = [["run_id", null], ["workflow", "workflow"], ["status", "status"], ["started_at", "started_at"],
-  ["duration_s", "duration"], ["steps", "steps"], ["tokens", "tokens"], ["reward_mean", "reward"], ["error", null]];
+  ["duration_s", "duration"], ["steps", "steps"], ["tokens", "tokens"], ["reward_mean", "reward"],
+  ["reward_min", "reward_min"], ["first_error_seq", "first_error"], ["final_answer", null], ["error", null]];
 
 async function runsPage(params) {
   const state = Object.fromEntries(params);
@@ -106,6 +107,7 @@ async function runsPage(params) {
     for (const [column] of COLUMNS) {
       const td = el("td", column === "status" ? { class: run.status } : {});
       if (column === "run_id") td.append(el("a", { href: "#/run/" + encodeURIComponent(run.run_id) }, run.run_id));
+      else if (column === "final_answer") td.textContent = (run.final_answer || "").slice(0, 80);
       else td.textContent = fmt(run[column]);
       tr.append(td);
     }
