@@ -56,6 +56,7 @@ from agentflow.traces._protocol import (
     Store,
     StoredReward,
     Trace,
+    TraceFollower,
     TraceProblem,
 )
 from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, StoredQTable
@@ -124,6 +125,7 @@ __all__ = [
     "ToolCallData",
     "ToolResultData",
     "Trace",
+    "TraceFollower",
     "TraceProblem",
     "TraceStore",
     "VerifierTag",

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 from agentflow._processes import pid_alive
 from agentflow.errors import ConfigError, TraceError
 from agentflow.traces._bench_tables import BenchTables
-from agentflow.traces._events import EventType
+from agentflow.traces._events import Event, EventType
 from agentflow.traces._protocol import (
     LIVE_REWARDS,
     BenchItem,
@@ -43,13 +43,14 @@ from agentflow.traces._protocol import (
     RunInfo,
     StoredReward,
     Trace,
+    TraceProblem,
 )
 from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, QTableTables, StoredQTable
 from agentflow.traces._recorder import RecorderBase
 from agentflow.traces._tables import IndexRow, StoreTables, live_rewards
 from agentflow.traces._verify import check_against_index, parse_and_verify
 
-__all__ = ["DEFAULT_SPILL_THRESHOLD", "StoreBase", "check_reopenable", "check_run_id"]
+__all__ = ["DEFAULT_SPILL_THRESHOLD", "RunFollower", "StoreBase", "check_reopenable", "check_run_id"]
 
 DEFAULT_SPILL_THRESHOLD = 64 * 1024
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -111,6 +112,16 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
     @abc.abstractmethod
     def _read_trace(self, run_id: str) -> bytes:
         """The stored JSONL lines of one run's events, in seq order (raises TraceError when they cannot be read)."""
+
+    def _read_trace_from(self, run_id: str, position: int) -> tuple[bytes, int]:
+        """The complete lines of a run's trace from ``position`` on, and the position after them.
+
+        A position is the store's own (here: a byte offset into the whole trace, which this default reads again;
+        a store that can read from a position overrides it).
+        """
+        raw = self._read_trace(run_id)
+        end = raw.rfind(b"\n") + 1
+        return raw[position:end] if end > position else b"", max(end, position)
 
     @abc.abstractmethod
     def _trace_path(self, run_id: str) -> Path:
@@ -267,6 +278,15 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
         if indexed is not None and indexed.status != "running":
             check_against_index(events, indexed.events, indexed.last_hash, problems)
         return Trace(run_id=full_id, path=self._trace_path(full_id), events=events, problems=problems, store=self)
+
+    def follow_trace(self, run_id: str) -> RunFollower:
+        """Read a run's trace as it grows: each :meth:`RunFollower.poll` returns the events appended since the
+        last one, verified like :meth:`load_trace` verifies them (hash, chain, seq), reading only what is new.
+
+        Raises:
+            TraceError: no such run.
+        """
+        return RunFollower(self, self.resolve_run_id(run_id))
 
     def read_blob(self, digest: str) -> bytes:
         """The bytes of a spilled payload, checked against its digest.
@@ -450,6 +470,38 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
         """Move a table to a new template hash, keeping the (state, action) values ``keep`` accepts."""
         with self._transaction() as connection:
             return self._qtables.migrate(connection, workflow, router, template_hash, keep)
+
+
+class RunFollower:
+    """A run's trace read incrementally (:meth:`StoreBase.follow_trace`): the viewer's live tail."""
+
+    def __init__(self, store: StoreBase[Any], run_id: str) -> None:
+        self._store = store
+        self.run_id = run_id
+        self._position = 0
+        self._next_line = 1
+        self._last: Event | None = None
+        self._problems: list[TraceProblem] = []
+
+    @property
+    def problems(self) -> list[TraceProblem]:
+        return list(self._problems)
+
+    @property
+    def finished(self) -> bool:
+        return self._last is not None and self._last.type is EventType.RUN_FINISHED
+
+    def poll(self) -> list[Event]:
+        """The events appended since the last poll; a line still being written waits for the next poll."""
+        raw, self._position = self._store._read_trace_from(self.run_id, self._position)
+        if not raw:
+            return []
+        events, problems = parse_and_verify(raw, self.run_id, after=self._last, first_line=self._next_line)
+        self._next_line += raw.count(b"\n")
+        self._problems.extend(problems)
+        if events:
+            self._last = events[-1]
+        return events
 
 
 def new_run_id() -> str:

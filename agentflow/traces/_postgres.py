@@ -158,6 +158,11 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
         lines = self._rows("SELECT line FROM events WHERE run_id = %s ORDER BY seq", (run_id,))
         return "".join(str(row[0]) for row in lines).encode("utf-8")
 
+    def _read_trace_from(self, run_id: str, position: int) -> tuple[bytes, int]:
+        # The position is the number of events already read (the next seq): only the rows after them are fetched.
+        lines = self._rows("SELECT line FROM events WHERE run_id = %s AND seq >= %s ORDER BY seq", (run_id, position))
+        return "".join(str(row[0]) for row in lines).encode("utf-8"), position + len(lines)
+
     def _trace_path(self, run_id: str) -> Path:
         # A path-like name for messages: postgresql/<host>/<database>/runs/<run_id>.
         parts = urlsplit(self.url)

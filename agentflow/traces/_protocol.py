@@ -255,6 +255,24 @@ class Trace:
 
 
 @runtime_checkable
+class TraceFollower(Protocol):
+    """A run's trace read as it grows (:meth:`Store.follow_trace`)."""
+
+    @property
+    def problems(self) -> list[TraceProblem]:
+        """What failed verification in the events read so far (line numbers and seqs as in the whole trace)."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """Whether the last event read is ``run_finished``."""
+        ...
+
+    def poll(self) -> list[Event]:
+        """The events appended since the last poll (complete lines only), verified against the chain so far."""
+        ...
+
+
 class Store(Protocol):
     """Append events, list runs, load traces, and keep grading passes and realized graphs."""
 
@@ -289,6 +307,10 @@ class Store(Protocol):
 
     def load_trace(self, run_id: str) -> Trace:
         """Load and verify one run's events."""
+        ...
+
+    def follow_trace(self, run_id: str) -> TraceFollower:
+        """Read one run's events as they are appended (a run still going), each verified as it arrives."""
         ...
 
     def read_blob(self, digest: str) -> bytes:

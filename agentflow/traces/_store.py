@@ -327,6 +327,17 @@ class TraceStore(StoreBase["RunRecorder"]):
         except OSError as exc:
             raise TraceError(f"cannot read the trace of run {run_id}: {exc}") from exc
 
+    def _read_trace_from(self, run_id: str, position: int) -> tuple[bytes, int]:
+        # The position is a byte offset into trace.jsonl: only what was appended since is read.
+        try:
+            with self._trace_path(run_id).open("rb") as trace:
+                trace.seek(position)
+                appended = trace.read()
+        except OSError as exc:
+            raise TraceError(f"cannot read the trace of run {run_id}: {exc}") from exc
+        complete = appended[: appended.rfind(b"\n") + 1]
+        return complete, position + len(complete)
+
     # -- blobs -------------------------------------------------------------------------------------------------
 
     @property

@@ -11,22 +11,30 @@ from agentflow.traces._hashing import event_hash, stored_event_hash
 from agentflow.traces._protocol import TraceProblem
 
 
-def parse_and_verify(raw: bytes, run_id: str) -> tuple[list[Event], list[TraceProblem]]:
+def parse_and_verify(
+    raw: bytes, run_id: str, *, after: Event | None = None, first_line: int = 1
+) -> tuple[list[Event], list[TraceProblem]]:
     """Parse a trace's JSONL bytes and check every event: its run, its hash, the ``prev_hash`` chain, seq order.
 
     A line that fails is reported in the problems (with its line number and seq) rather than raised; an incomplete
     last line (a writer killed mid-write) is ``truncated`` and skipped.
+
+    Args:
+        raw: the lines, from the trace's first (or from the line after ``after``).
+        run_id: the run they belong to.
+        after: the event the lines follow (a trace read in parts: the chain goes on from its hash and seq).
+        first_line: the line number of the first line of ``raw`` in the trace (for the problems' messages).
     """
     events: list[Event] = []
     problems: list[TraceProblem] = []
     lines = raw.split(b"\n")
     ends_with_newline = raw.endswith(b"\n")
-    previous_hash: str | None = None
-    expected_seq = 0
-    for number, line in enumerate(lines, start=1):
+    previous_hash: str | None = None if after is None else after.hash
+    expected_seq = 0 if after is None else after.seq + 1
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
-        unterminated = number == len(lines) and not ends_with_newline
+        unterminated = number == first_line + len(lines) - 1 and not ends_with_newline
         try:
             stored = json.loads(line)
             event = Event.model_validate(stored)

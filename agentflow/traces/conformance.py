@@ -396,6 +396,34 @@ def check_tampered_event_reported(store: Store, tamper: Tamper) -> None:
     _raises("tampered", trace.raise_for_problems)
 
 
+def check_trace_followed(store: Store, tamper: Tamper) -> None:
+    """A run followed while it records: each poll gives exactly the events appended since the last, in order,
+    verified as they arrive (an event changed before it was read is reported); ``finished`` after run_finished."""
+    recorder = store.new_run(workflow="followed")
+    try:
+        started = recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="followed", inputs={}))
+        follower = store.follow_trace(recorder.run_id)
+        first = follower.poll()
+        _expect([e.seq for e in first] == [0], f"the first poll gave seqs {[e.seq for e in first]}")
+        _expect(follower.poll() == [], "a poll with nothing new gave events")
+        for index in range(3):
+            route: RouteData = {"from": "a", "to": "b", "condition": f"i == {index}"}
+            recorder.emit(EventType.ROUTE, node="a", parent=started.seq, data=route)
+        recorder.flush()
+        tamper(store, recorder.run_id, 2, '"i == 1"', '"i == 8"')
+        appended = follower.poll()
+        _expect([e.seq for e in appended] == [1, 2, 3], f"the second poll gave seqs {[e.seq for e in appended]}")
+        got = [(p.kind, p.seq) for p in follower.problems]
+        _expect(got == [("tampered", 2)], f"problems of the followed run: {got}")
+        _expect(not follower.finished, "finished before run_finished")
+        recorder.finish("succeeded")
+    finally:
+        recorder.close()
+    last = follower.poll()
+    _expect([e.type for e in last] == [EventType.RUN_FINISHED], f"the last poll gave {[e.type for e in last]}")
+    _expect(follower.finished, "not finished after run_finished")
+
+
 def check_opened_again(store: Store, reopen: Reopen) -> None:
     """A second handle on the same data sees every run: nothing lives only in one handle's memory."""
     run_id = _record(store)
@@ -421,6 +449,7 @@ CHECKS: CheckRegistry[Callable[..., None]] = CheckRegistry(
         "replays_marked": check_replays_marked,
         "realized_graphs": check_realized_graphs,
         "tampered_event_reported": check_tampered_event_reported,
+        "trace_followed": check_trace_followed,
         "opened_again": check_opened_again,
     },
 )
@@ -452,6 +481,7 @@ def run_conformance(
     selected = CHECKS.select(only, known_failures)
     extras: dict[str, tuple[Any, ...]] = {
         "tampered_event_reported": (tamper or tamper_builtin,),
+        "trace_followed": (tamper or tamper_builtin,),
         "opened_again": (reopen or _reopen_builtin,),
     }
 

@@ -25,6 +25,7 @@ from agentflow.traces import (
     EventType,
     Store,
     Trace,
+    TraceFollower,
     first_divergence,
     live_rewards,
     realized_graph,
@@ -198,15 +199,21 @@ class Viewer:
     async def live(self, request: Request) -> Response:
         run_id: str = await self._blocking(self.store.resolve_run_id, request.path_params["run_id"])
         after = _int(request, "after", -1)
+        # Only what the run appends is read and verified at each poll, not its whole trace again.
+        follower: TraceFollower = await self._blocking(self.store.follow_trace, run_id)
 
         async def stream() -> AsyncIterator[str]:
-            seen = after
+            reported = 0
             while True:
-                trace: Trace = await self._blocking(self.store.load_trace, run_id)
-                for event in trace.events[seen + 1 :]:
-                    yield f"id: {event.seq}\nevent: trace\ndata: {json.dumps(event_json(event))}\n\n"
-                    seen = event.seq
-                if trace.events and trace.events[-1].type is EventType.RUN_FINISHED:
+                events: list[Event] = await self._blocking(follower.poll)
+                for event in events:
+                    if event.seq > after:
+                        yield f"id: {event.seq}\nevent: trace\ndata: {json.dumps(event_json(event))}\n\n"
+                problems = follower.problems
+                for problem in problems[reported:]:
+                    yield f"event: problem\ndata: {json.dumps(str(problem))}\n\n"
+                reported = len(problems)
+                if follower.finished:
                     yield "event: finished\ndata: {}\n\n"
                     return
                 if await request.is_disconnected():

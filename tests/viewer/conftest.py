@@ -33,9 +33,26 @@ def record_hostile_run(store: TraceStore, workflow: str = "hostile") -> str:
         return recorder.summary().run_id
 
 
+def record_errored_run(store: TraceStore) -> str:
+    """A run whose model provider stayed unreachable: the infrastructure failed, not the agent (status errored)."""
+    with store.new_run(workflow="fix_failing_test") as recorder:
+        recorder.emit(EventType.RUN_STARTED, data={"workflow": "fix_failing_test", "inputs": {}})
+        started = recorder.emit(EventType.NODE_STARTED, node="plan", data={"visit": 1, "attempt": 1})
+        outage = "the model API did not answer after 3 attempts: connection refused"
+        recorder.emit(
+            EventType.ERROR,
+            node="plan",
+            parent=started.seq,
+            data={"kind": "ModelAPIError", "message": outage, "status_code": None},
+        )
+        recorder.finish("errored", error=outage)
+        return recorder.summary().run_id
+
+
 @pytest.fixture(scope="session")
 def recorded_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, dict[str, str]]:
-    """A store holding a succeeded run of graphs/examples/fix_failing_test.yaml, a failed one and a hostile one."""
+    """A store holding a succeeded run of graphs/examples/fix_failing_test.yaml, a failed one, an errored one and a
+    hostile one."""
     base = tmp_path_factory.mktemp("viewer")
     shutil.copytree(ROOT / "graphs" / "examples", base / "graphs" / "examples")
     shutil.copytree(ROOT / "tools", base / "tools", ignore=shutil.ignore_patterns("__pycache__"))
@@ -51,4 +68,5 @@ def recorded_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore
     assert failed.status != "succeeded"
     runs = {"succeeded": succeeded.run_id, "failed": failed.run_id}
     runs["hostile"] = record_hostile_run(store)
+    runs["errored"] = record_errored_run(store)
     return store, runs

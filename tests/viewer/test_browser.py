@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 import uvicorn
+import yaml
 
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import create_app
 from tests.support.require import require
+from tests.viewer.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "document.getElementById('page').dataset.ready === location.hash"
@@ -42,20 +45,29 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def server(recorded_store: tuple[TraceStore, dict[str, str]]) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(store: TraceStore) -> Iterator[str]:
+    """The viewer of ``store`` served by uvicorn on a free loopback port, for as long as the block runs."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(recorded_store[0]), log_level="warning")
+    config = uvicorn.Config(create_app(store), log_level="warning")
     uvicorn_server = uvicorn.Server(config)
     thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not uvicorn_server.started:
         threading.Event().wait(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(recorded_store: tuple[TraceStore, dict[str, str]]) -> Iterator[str]:
+    with serving(recorded_store[0]) as url:
+        yield url
 
 
 class Watched:
@@ -176,6 +188,53 @@ def test_a_live_run_grows_on_its_page(page: Watched, server: str, recorded_store
         "() => document.getElementById('run-status').textContent === 'finished'", timeout=15_000
     )
     assert page.page.locator("#timeline .row").count() >= 3
+
+
+def test_a_run_of_agentflow_run_in_another_process_is_tailed_live(page: Watched, tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / ".agentflow")  # its own store: the shared one's run counts stay as they are
+    # The shipped example with a model that takes 0.4 s per answer, run by the CLI in its own process.
+    shutil.copytree(ROOT / "graphs" / "examples", tmp_path / "graphs" / "examples")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    script = tmp_path / "graphs" / "examples" / "fix_failing_test" / "script.yaml"
+    document = yaml.safe_load(script.read_text())
+    document["responses"] = [{**response, "latency_s": 0.4} for response in document["responses"]]
+    script.write_text(yaml.safe_dump(document))
+    before = set(store.run_ids())
+    command = "import sys; from agentflow.cli import main; sys.argv[0] = 'agentflow'; main()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, "run", "graphs/examples/fix_failing_test.yaml", "--store", str(store.root)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    with serving(store) as server:
+        try:
+            run_id = _wait_for_new_run(store, before, page)
+            page.page.goto(server + f"/#/run/{run_id}")
+            page.page.wait_for_selector("#timeline .row[data-seq='0']")
+            assert process.poll() is None  # the page opened while the run was still going
+            shown_early = page.page.locator("#timeline .row").count()
+            page.page.wait_for_function(
+                "() => document.getElementById('run-status').textContent === 'finished'", timeout=60_000
+            )
+        finally:
+            _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        total = len(store.load_trace(run_id).events)
+        assert total > shown_early  # events arrived after the page was drawn
+        assert page.page.text_content("#count") == f"{total} events"
+        assert (page.page.text_content("#problems") or "") == ""  # every event arrived verified
+
+
+def _wait_for_new_run(store: TraceStore, before: set[str], page: Watched) -> str:
+    """The id of the run another process starts in ``store`` (up to 15 s)."""
+    for _ in range(300):  # the run appears in the store once the process has started it
+        new = set(store.run_ids()) - before
+        if new:
+            return new.pop()
+        page.page.wait_for_timeout(50)
+    raise AssertionError("agentflow run never started its run")
 
 
 def test_exported_site_opens_from_file(page: Watched, recorded_store: Any, tmp_path: Path) -> None:

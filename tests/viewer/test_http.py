@@ -152,3 +152,16 @@ def test_runs_list_sorts_by_lowest_reward_and_first_error_and_finds_text_in_the_
     assert (
         client.get("/api/runs", params={"text": "tool crashed"}).json()["runs"] == []
     )  # a finished run's error is its run_finished error
+
+
+def test_an_errored_run_is_listed_apart_from_failed_ones(
+    client: TestClient, recorded_store: tuple[TraceStore, dict[str, str]]
+) -> None:
+    runs = recorded_store[1]
+    errored = client.get("/api/runs", params={"status": "errored"}).json()
+    assert [run["run_id"] for run in errored["runs"]] == [runs["errored"]]
+    assert "connection refused" in errored["runs"][0]["error"]
+    failed = {run["run_id"] for run in client.get("/api/runs", params={"status": "failed"}).json()["runs"]}
+    assert runs["errored"] not in failed and runs["failed"] in failed
+    page = client.get(f"/api/runs/{runs['errored']}").json()
+    assert page["summary"]["status"] == "errored" and page["summary"]["first_error_seq"] == 2

@@ -195,7 +195,7 @@ async function runPageView(runId) {
   const run = await getJSON("api/runs/" + encodeURIComponent(runId));
   const header = el("h2", { id: "run-title" }, `${run.run_id} · ${run.summary.workflow || ""} · `,
     el("span", { class: run.summary.status, id: "run-status" }, run.summary.status));
-  const problems = run.problems.length ? el("p", { class: "error" }, run.problems.join("; ")) : "";
+  const problems = el("p", { class: "error", id: "problems" }, run.problems.join("; "));
   const [svg, order] = graphSvg(run);
   const timeline = el("div", { id: "timeline" });
   const spacer = el("div", {});
@@ -265,6 +265,10 @@ async function runPageView(runId) {
       events[event.seq] = event;
       if (event.seq >= total) setTotal(event.seq + 1);
       render();
+    });
+    source.addEventListener("problem", (message) => {
+      const shown = document.getElementById("problems");
+      shown.textContent = [shown.textContent, JSON.parse(message.data)].filter(Boolean).join("; ");
     });
     source.addEventListener("finished", () => {
       source.close();
