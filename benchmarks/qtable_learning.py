@@ -21,7 +21,14 @@ the first episode at which (c)'s mean reward over the 50 episodes before it reac
 (a)'s; ``decision_us``: the median time of one ``decide()`` that does not end the episode (``update_ms``: the median
 time of the decision that reaches END, which writes the update in one SQLite transaction).
 
-    python benchmarks/qtable_learning.py [--episodes 600] [--seed 7] [--json]
+**The HumanEval world** (``humaneval`` in the JSON, the same figures): the same four policies over the first
+``--humaneval-tasks`` HumanEval problems (../shared/data/humaneval), one per episode in turn, with scripted agents
+of different quality: a coder writes the task's reference solution with its quality as probability, else the
+solution without its last line, and each completion replaces the last; the ``tester`` succeeds only when the
+current completion passes the task's tests. Whether each completion passes was graded once, for real, by
+agentflow's HumanEval grader in the local sandbox (the reference harness's programs).
+
+    python benchmarks/qtable_learning.py [--episodes 600] [--seed 7] [--humaneval-tasks 164] [--json]
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentflow.routing import QTableRouter
 from agentflow.spec import QTableSettings
@@ -68,26 +76,54 @@ class Episode:
     path: list[str] = field(default_factory=lambda: [])
 
 
-class Team:
-    """The simulated agents: runs one step of an agent and says whether it succeeded."""
+@dataclass(frozen=True)
+class World:
+    """A team to route: agents (salary, success probability), which of them write code and which test it, the
+    static route, and whether a coder's code replaces the last (HumanEval) or only adds a chance (the simulation).
 
-    def __init__(self, rng: random.Random) -> None:
+    ``graded`` holds, per HumanEval task, whether a good and a bad completion passed the task's tests in a real
+    sandbox (None: the simulation, where a step's success is its probability alone).
+    """
+
+    name: str
+    agents: dict[str, tuple[float, float]]
+    coders: frozenset[str]
+    testers: frozenset[str]
+    static: list[str]
+    graded: list[tuple[str, bool, bool]] | None = None
+
+
+SIMULATION = World("simulation", AGENTS, frozenset(CODERS), frozenset(TESTERS), STATIC)
+
+
+class Team:
+    """The agents of a world on one task: runs one step of an agent and says whether it succeeded."""
+
+    def __init__(self, world: World, rng: random.Random, task: int = 0) -> None:
+        self.world = world
         self.rng = rng
         self.code_correct = False
         self.tested = False
+        self.task = world.graded[task % len(world.graded)] if world.graded else None
 
     def step(self, agent: str) -> float:
-        succeeded = self.rng.random() < AGENTS[agent][1]
-        if agent in CODERS:
-            self.code_correct = self.code_correct or succeeded
+        world = self.world
+        succeeded = self.rng.random() < world.agents[agent][1]
+        if agent in world.coders:
+            if self.task is None:
+                self.code_correct = self.code_correct or succeeded
+            else:  # the coder's completion replaces the last; the real tests said whether each one passes
+                _, good_passes, bad_passes = self.task
+                self.code_correct = good_passes if succeeded else bad_passes
+                succeeded = self.code_correct
             self.tested = False  # new code needs testing again
-        if agent in TESTERS:
+        if agent in world.testers:
             succeeded = succeeded and self.code_correct
             self.tested = self.tested or succeeded
         return 1.0 if succeeded else 0.0
 
 
-def reward_of(settings: QTableSettings, path: list[str], successes: list[float], solved: float) -> float:
+def reward_of(world: World, settings: QTableSettings, path: list[str], successes: list[float], solved: float) -> float:
     """The total reward of a route (what the router computes, recomputed for the baselines); ``solved`` is 1 or 0
     (or the probability, for an expectation), which END's bonus is weighted by under ``end_when``."""
     from agentflow.routing import transition_reward
@@ -95,70 +131,95 @@ def reward_of(settings: QTableSettings, path: list[str], successes: list[float],
     total = 0.0
     for index in range(len(path)):
         total += transition_reward(
-            settings, action=path[index], path=path[:index], success=successes[index], cost=AGENTS[path[index]][0]
+            settings,
+            action=path[index],
+            path=path[:index],
+            success=successes[index],
+            cost=world.agents[path[index]][0],
         )
     bonus = transition_reward(settings, action=END, path=path, success=0.0, cost=0.0)
     return total + (bonus if settings.end_when is None else bonus * solved)
 
 
-def run_fixed(route: list[str], settings: QTableSettings, rng: random.Random) -> Episode:
-    team = Team(rng)
+def run_fixed(world: World, route: list[str], settings: QTableSettings, rng: random.Random, task: int) -> Episode:
+    team = Team(world, rng, task)
     successes = [team.step(agent) for agent in route]
     return Episode(
-        reward=reward_of(settings, route, successes, float(team.tested)),
-        cost=sum(AGENTS[a][0] for a in route),
+        reward=reward_of(world, settings, route, successes, float(team.tested)),
+        cost=sum(world.agents[a][0] for a in route),
         solved=team.tested,
         path=list(route),
     )
 
 
-def run_random(settings: QTableSettings, rng: random.Random) -> Episode:
-    team = Team(rng)
+def run_random(world: World, settings: QTableSettings, rng: random.Random, task: int) -> Episode:
+    team = Team(world, rng, task)
     path: list[str] = []
     successes: list[float] = []
     while len(path) < MAX_DECISIONS:
-        choices = [a for a in AGENTS if path.count(a) < MAX_VISITS] + ([END] if path else [])
+        choices = [a for a in world.agents if path.count(a) < MAX_VISITS] + ([END] if path else [])
         choice = rng.choice(choices)
         if choice == END:
             break
         path.append(choice)
         successes.append(team.step(choice))
-    cost = sum(AGENTS[a][0] for a in path)
-    return Episode(reward_of(settings, path, successes, float(team.tested)), cost, team.tested, path)
+    cost = sum(world.agents[a][0] for a in path)
+    return Episode(reward_of(world, settings, path, successes, float(team.tested)), cost, team.tested, path)
 
 
-def expected_reward(route: list[str], settings: QTableSettings) -> float:
+def expected_reward(world: World, route: list[str], settings: QTableSettings) -> float:
     """A fixed route's expected reward in closed form: the chance the code is correct after each coder, and that
-    correct code has been tested since the last coder ran."""
+    correct code has been tested since the last coder ran (for HumanEval, averaged over the graded tasks)."""
+    if world.graded is None:
+        return _expected_reward_on(world, route, settings, None)
+    values = [_expected_reward_on(world, route, settings, task) for task in world.graded]
+    return statistics.fmean(values)
+
+
+def _expected_reward_on(
+    world: World, route: list[str], settings: QTableSettings, task: tuple[str, bool, bool] | None
+) -> float:
     p_correct = 0.0
     p_tested = 0.0
     p_success: list[float] = []
     for agent in route:
-        p = AGENTS[agent][1]
-        if agent in TESTERS:
+        p = world.agents[agent][1]
+        if agent in world.coders and task is not None:
+            _, good, bad = task
+            p_correct = p * good + (1 - p) * bad  # the new completion replaces the last one
+            p_success.append(p_correct)
+            p_tested = 0.0
+            continue
+        if agent in world.testers:
             p_success.append(p * p_correct)
             p_tested += (p_correct - p_tested) * p
         else:
             p_success.append(p)
-        if agent in CODERS:
+        if agent in world.coders:
             p_correct = 1 - (1 - p_correct) * (1 - p)
             p_tested = 0.0
-    return reward_of(settings, route, p_success, p_tested)
+    return reward_of(world, settings, route, p_success, p_tested)
 
 
-def oracle_route(settings: QTableSettings) -> list[str]:
+def oracle_route(world: World, settings: QTableSettings) -> list[str]:
     best: tuple[float, list[str]] = (-1e9, [])
     for length in range(1, 7):
-        for route in itertools.permutations(AGENTS, length):
-            value = expected_reward(list(route), settings)
+        for route in itertools.permutations(world.agents, length):
+            value = expected_reward(world, list(route), settings)
             if value > best[0]:
                 best = (value, list(route))
     return best[1]
 
 
-def run_qtable(router: QTableRouter, episode: int, rng: random.Random, timings: dict[str, list[float]]) -> Episode:
+def run_qtable(
+    world: World,
+    router: QTableRouter,
+    episode: int,
+    rng: random.Random,
+    timings: dict[str, list[float]],
+) -> Episode:
     """One episode through the real router: the events the runtime would record, decisions, learning at END."""
-    team = Team(rng)
+    team = Team(world, rng, episode)
     run_id = f"sim-{episode}"
     events: list[Event] = []
     path: list[str] = []
@@ -185,7 +246,7 @@ def run_qtable(router: QTableRouter, episode: int, rng: random.Random, timings: 
             ended = "early_stop" not in record
             reward = float(record["cumulative_reward"])
             solved = team.tested and ended
-            return Episode(reward, sum(AGENTS[a][0] for a in path), solved, path)
+            return Episode(reward, sum(world.agents[a][0] for a in path), solved, path)
         path.append(choice)
         visits[choice] = visits.get(choice, 0) + 1
         success = team.step(choice)
@@ -204,6 +265,137 @@ def summary(episodes: list[Episode]) -> dict[str, float | None]:
     }
 
 
+HUMANEVAL_AGENTS: dict[str, tuple[float, float]] = {  # name -> (salary, chance its step is good)
+    "planner": (6, 0.8),
+    "senior": (9, 0.9),  # writes the reference solution 9 times in 10, else a broken one
+    "junior": (3, 0.6),
+    "intern": (1, 0.25),
+    "reviewer": (5, 0.7),
+    "tester": (1, 0.95),  # runs the task's tests: succeeds only when the current completion passes them
+    "linter": (1, 0.9),
+    "formatter": (1, 0.9),
+}
+HUMANEVAL_STATIC = ["planner", "senior", "reviewer", "tester"]
+
+
+def humaneval_world(tasks: int) -> World:
+    """The team on the first ``tasks`` HumanEval problems: a coder's good completion is the reference solution, its
+    bad one the solution without its last line; whether each passes the task's tests is graded once, for real, in
+    the local sandbox by agentflow's HumanEval grader (the reference harness's programs)."""
+    import asyncio
+
+    from agentflow.bench import checkout_problems, grade_programs, load_problems
+
+    folder = checkout_problems()
+    if folder is None:
+        raise SystemExit("no ../shared/data/humaneval beside the project's root")
+    problems = list(load_problems(folder).values())[:tasks]
+    programs: list[str] = []
+    for problem in problems:
+        good = problem.canonical_solution
+        lines = good.rstrip("\n").split("\n")
+        bad = "\n".join(lines[:-1]) + "\n" if len(lines) > 1 else "    pass\n"
+        programs += [problem.program(good), problem.program(bad)]
+    verdicts = asyncio.run(grade_programs(programs, backend="local"))
+    graded = [
+        (problem.task_id, verdicts[2 * i].passed, verdicts[2 * i + 1].passed) for i, problem in enumerate(problems)
+    ]
+    return World(
+        "humaneval",
+        HUMANEVAL_AGENTS,
+        frozenset({"senior", "junior", "intern"}),
+        frozenset({"tester"}),
+        HUMANEVAL_STATIC,
+        graded,
+    )
+
+
+def measure_world(world: World, *, episodes: int, seed: int, paper_end: bool) -> dict[str, Any]:
+    """The four policies on ``world``, ``episodes`` each, and the figures the issue names."""
+    settings = QTableSettings(
+        success=["sim"],
+        salary={name: salary for name, (salary, _) in world.agents.items()},
+        end_when=None if paper_end else "state.solved",
+    )
+    oracle = oracle_route(world, settings)
+    results: dict[str, list[Episode]] = {}
+
+    def fixed(route: list[str]) -> list[Episode]:
+        return [run_fixed(world, route, settings, random.Random(seed * 1000 + i), i) for i in range(episodes)]
+
+    results["static"] = fixed(world.static)
+    rng = random.Random(seed)
+    results["random"] = [run_random(world, settings, rng, i) for i in range(episodes)]
+    results["oracle"] = fixed(oracle)
+    timings: dict[str, list[float]] = {"decision": [], "update": []}
+    with tempfile.TemporaryDirectory() as folder, TraceStore(Path(folder) / ".agentflow") as store:
+        router = QTableRouter(
+            workflow="qtable_learning",
+            template_hash="simulated",
+            name="route",
+            label="route",
+            settings=settings,
+            candidates=[*world.agents, END],
+            agents=list(world.agents),
+            start="",  # no restart after an early stop: the episode ends (and teaches nothing)
+        )
+        router.store = store
+        router.mode = "learn"
+        results["qtable"] = [
+            run_qtable(world, router, i, random.Random(seed * 1000 + i), timings) for i in range(episodes)
+        ]
+        learned = store.load_qtable("qtable_learning", "route")
+    oracle_mean = statistics.fmean(e.reward for e in results["oracle"][-100:])
+    window = 50
+    reached = next(
+        (
+            i
+            for i in range(window, episodes + 1)
+            if statistics.fmean(e.reward for e in results["qtable"][i - window : i]) >= 0.95 * oracle_mean
+        ),
+        None,
+    )
+    table = {name: summary(run) for name, run in results.items()}
+    static_cps, qtable_cps = table["static"]["cost_per_success"], table["qtable"]["cost_per_success"]
+    report: dict[str, Any] = {
+        "world": world.name,
+        "episodes": episodes,
+        "seed": seed,
+        "static_route": world.static,
+        "oracle_route": oracle,
+        "learned_greedy_route": _greedy_route(learned.values if learned else {}),
+        "policies": table,
+        "episodes_to_95pct": reached,
+        "qtable_vs_oracle": round(float(table["qtable"]["mean_reward"] or 0) / oracle_mean, 3),
+        "cost_vs_static": round(qtable_cps / static_cps, 3) if qtable_cps and static_cps else None,
+        "decision_us": round(statistics.median(timings["decision"]) * 1e6, 1),
+        "update_ms": round(statistics.median(timings["update"]) * 1e3, 2),
+    }
+    if world.graded is not None:
+        report["humaneval_tasks"] = len(world.graded)
+        report["good_completions_passing"] = sum(good for _, good, _ in world.graded)
+        report["bad_completions_passing"] = sum(bad for _, _, bad in world.graded)
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"{report['world']}: {report['episodes']} episodes, seed {report['seed']}; last 100 episodes:")
+    if "humaneval_tasks" in report:
+        print(
+            f"  {report['humaneval_tasks']} HumanEval tasks graded in the local sandbox: good completions passing "
+            f"{report['good_completions_passing']}, bad ones passing {report['bad_completions_passing']}"
+        )
+    print(f"{'policy':8} {'mean reward':>12} {'success':>8} {'cost/success':>13}")
+    for name, row in report["policies"].items():
+        print(f"{name:8} {row['mean_reward']:>12} {row['success_rate']:>8} {row['cost_per_success']!s:>13}")
+    print(
+        f"oracle route: {' -> '.join(report['oracle_route'])}; "
+        f"learned greedy route: {' -> '.join(report['learned_greedy_route'])}"
+    )
+    for key in ("episodes_to_95pct", "qtable_vs_oracle", "cost_vs_static", "decision_us", "update_ms"):
+        print(f"{key}: {report[key]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=600)
@@ -214,72 +406,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the paper's END bonus for any finished episode (default: only when the task is solved, `end_when`)",
     )
+    parser.add_argument(
+        "--humaneval-tasks",
+        type=int,
+        default=164,
+        help="HumanEval problems of the second world (0 leaves it out)",
+    )
     args = parser.parse_args(argv)
-    settings = QTableSettings(
-        success=["sim"],
-        salary={name: salary for name, (salary, _) in AGENTS.items()},
-        end_when=None if args.paper_end else "state.solved",
-    )
-    oracle = oracle_route(settings)
-    results: dict[str, list[Episode]] = {}
-    results["static"] = [run_fixed(STATIC, settings, random.Random(args.seed * 1000 + i)) for i in range(args.episodes)]
-    rng = random.Random(args.seed)
-    results["random"] = [run_random(settings, rng) for _ in range(args.episodes)]
-    results["oracle"] = [run_fixed(oracle, settings, random.Random(args.seed * 1000 + i)) for i in range(args.episodes)]
-    timings: dict[str, list[float]] = {"decision": [], "update": []}
-    with tempfile.TemporaryDirectory() as folder, TraceStore(Path(folder) / ".agentflow") as store:
-        router = QTableRouter(
-            workflow="qtable_learning",
-            template_hash="simulated",
-            name="route",
-            label="route",
-            settings=settings,
-            candidates=[*AGENTS, END],
-            agents=list(AGENTS),
-            start="",  # no restart after an early stop: the episode ends (and teaches nothing)
-        )
-        router.store = store
-        router.mode = "learn"
-        results["qtable"] = [
-            run_qtable(router, i, random.Random(args.seed * 1000 + i), timings) for i in range(args.episodes)
-        ]
-        learned = store.load_qtable("qtable_learning", "route")
-    oracle_mean = statistics.fmean(e.reward for e in results["oracle"][-100:])
-    window = 50
-    reached = next(
-        (
-            i
-            for i in range(window, args.episodes + 1)
-            if statistics.fmean(e.reward for e in results["qtable"][i - window : i]) >= 0.95 * oracle_mean
-        ),
-        None,
-    )
-    table = {name: summary(episodes) for name, episodes in results.items()}
-    static_cps, qtable_cps = table["static"]["cost_per_success"], table["qtable"]["cost_per_success"]
-    greedy = _greedy_route(learned.values if learned else {})
-    report = {
-        "episodes": args.episodes,
-        "seed": args.seed,
-        "static_route": STATIC,
-        "oracle_route": oracle,
-        "learned_greedy_route": greedy,
-        "policies": table,
-        "episodes_to_95pct": reached,
-        "qtable_vs_oracle": round(float(table["qtable"]["mean_reward"] or 0) / oracle_mean, 3),
-        "cost_vs_static": round(qtable_cps / static_cps, 3) if qtable_cps and static_cps else None,
-        "decision_us": round(statistics.median(timings["decision"]) * 1e6, 1),
-        "update_ms": round(statistics.median(timings["update"]) * 1e3, 2),
-    }
+    report = measure_world(SIMULATION, episodes=args.episodes, seed=args.seed, paper_end=args.paper_end)
+    if args.humaneval_tasks > 0:
+        world = humaneval_world(args.humaneval_tasks)
+        report["humaneval"] = measure_world(world, episodes=args.episodes, seed=args.seed, paper_end=args.paper_end)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report))
         return 0
-    print(f"{args.episodes} episodes, seed {args.seed}; last 100 episodes:")
-    print(f"{'policy':8} {'mean reward':>12} {'success':>8} {'cost/success':>13}")
-    for name, row in table.items():
-        print(f"{name:8} {row['mean_reward']:>12} {row['success_rate']:>8} {row['cost_per_success']!s:>13}")
-    print(f"oracle route: {' -> '.join(oracle)}; learned greedy route: {' -> '.join(greedy)}")
-    for key in ("episodes_to_95pct", "qtable_vs_oracle", "cost_vs_static", "decision_us", "update_ms"):
-        print(f"{key}: {report[key]}")
+    _print_report(report)
+    if "humaneval" in report:
+        print()
+        _print_report(report["humaneval"])
     return 0
 
 
