@@ -9,16 +9,19 @@ benchmark file, its workflow and its task file are packed once and shipped to ev
 store, and unpacked there under a private directory at the same relative places.
 
 Events: with a PostgreSQL store each worker writes its runs into it directly; with the embedded folder store a
-worker records the run in a store of its own and ships the finished trace back to the driver, which records it in
-its store (same run id, seqs, parents, nodes and data; the driver's recorder writes the hash chain, so the
-timestamps are when the driver recorded the events, the durations in their data are the worker's). The driver
-records each attempt in the bench tables before it is sent out and when it comes back.
+worker records the run in a store of its own and streams what it has written (every ``STREAM_INTERVAL_S``, a Ray
+generator) back to the driver, which records it in its store as it arrives (same run id, seqs, parents, nodes and
+data; the driver's recorder writes the hash chain, so the timestamps are when the driver recorded the events, the
+durations in their data are the worker's). The driver records each attempt in the bench tables before it is sent
+out and when it comes back.
 
 Faults: an attempt whose worker process dies (SIGKILL, its node leaves the cluster) is marked ``interrupted`` (kept,
 never counted) and runs again as a new attempt on the worker with the fewest calls in flight, preferring another
-one; Ray restarts the dead worker. A cancelled driver (Ctrl-C) cancels the calls in flight (their attempts are
-recorded ``cancelled``), then each worker closes its sandbox pool and removes its directory: the bench run is
-resumable.
+one; Ray restarts the dead worker. With the folder store the abandoned attempt's run keeps what its worker had
+streamed (at most ``STREAM_INTERVAL_S`` behind what the worker wrote) and ends ``errored``, with an ``error`` event
+saying the worker died: the infrastructure failed, not the agent. A cancelled driver (Ctrl-C) cancels the calls in
+flight (their attempts and runs are recorded ``cancelled``), then each worker closes its sandbox pool and removes
+its directory: the bench run is resumable.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import math
 import os
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,9 +41,18 @@ from typing import Any
 from agentflow._tempdirs import owned_tempdir, sweep_stale
 from agentflow.bench._runner import AttemptResult, BenchOptions, BenchRun, Pair
 from agentflow.bench._spec import load_bench
-from agentflow.errors import ConfigError, MissingExtraError
+from agentflow.errors import ConfigError, MissingExtraError, TraceError
 from agentflow.sandboxes import sandbox_backends
-from agentflow.traces import BenchItem, BenchRunInfo, EventType, PostgresStore, Store, TraceStore
+from agentflow.traces import (
+    BenchItem,
+    BenchRunInfo,
+    EventType,
+    PostgresStore,
+    Recorder,
+    Store,
+    TraceFollower,
+    TraceStore,
+)
 from agentflow.traces._base import new_run_id
 
 __all__ = ["RayExecutor"]
@@ -53,6 +65,8 @@ WORKER_DIR_PREFIX = "agentflow-ray-"
 
 _SKIPPED_NAMES = frozenset({".agentflow", ".git", "__pycache__", ".venv", "node_modules"})
 _SHUTDOWN_TIMEOUT_S = 60.0
+STREAM_INTERVAL_S = 0.2
+"""How often a bench worker sends the driver what its run wrote since the last time (folder store)."""
 PLACEMENT_WAIT_S = 30.0
 """How long starting the bench workers waits for each to run on its own node (see ``RayExecutor._place_on``)."""
 
@@ -146,20 +160,52 @@ class BenchWorker:
             sandbox_backends.get(backend).cleanup()
         return self._bench
 
-    async def run(self, task_id: str, epoch: int, attempt: int, run_id: str) -> dict[str, Any]:
-        """Run one attempt; return its item, tokens, cost and, with a store of its own, the run's events."""
+    async def run(self, task_id: str, epoch: int, attempt: int, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Run one attempt (a Ray generator): with a store of its own, yield ``{"events": [...]}`` with what the run
+        wrote since the last message, every ``STREAM_INTERVAL_S``; last, ``{"item", "tokens", "cost", "events"}``
+        (``events`` None with a shared store, where the run is already recorded)."""
         bench = self._loaded()
-        item, plan = await bench.run_attempt(self._pairs[(task_id, epoch)], attempt, run_id=run_id, record_item=False)
-        events: list[tuple[str, str | None, int | None, Any]] | None = None
-        if not self._store_url:  # ship the run to the driver, then forget it here
-            trace = bench.store.load_trace(run_id)
-            events = [
-                (str(event.type), event.node, event.parent, bench.store.resolve_blobs(event.data))
-                for event in trace.events
-            ]
-            assert isinstance(bench.store, TraceStore)
-            shutil.rmtree(bench.store.run_dir(run_id), ignore_errors=True)
-        return {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": events}
+        running = asyncio.create_task(
+            bench.run_attempt(self._pairs[(task_id, epoch)], attempt, run_id=run_id, record_item=False)
+        )
+        follower: TraceFollower | None = None
+        try:
+            if self._store_url:
+                item, plan = await running
+                yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": None}
+                return
+            while not running.done():
+                await asyncio.wait({running}, timeout=STREAM_INTERVAL_S)
+                follower = follower or self._follow(bench.store, run_id)
+                batch = self._shipped(bench.store, follower)
+                if batch:
+                    yield {"events": batch}
+            item, plan = running.result()
+            follower = follower or self._follow(bench.store, run_id)
+            rest = self._shipped(bench.store, follower) if follower is not None else []
+            yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": rest}
+        finally:
+            if not running.done():  # the driver cancelled the call
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+            if not self._store_url:  # the run is the driver's now: forget it here
+                assert isinstance(bench.store, TraceStore)
+                shutil.rmtree(bench.store.run_dir(run_id), ignore_errors=True)
+
+    @staticmethod
+    def _follow(store: Store, run_id: str) -> TraceFollower | None:
+        """A follower of the run, once the run exists in the worker's store (None before)."""
+        try:
+            return store.follow_trace(run_id)
+        except TraceError:
+            return None
+
+    @staticmethod
+    def _shipped(store: Store, follower: TraceFollower | None) -> list[ShippedEvent]:
+        """What the run wrote since the last poll, its spilled payloads read back (the driver has no blobs)."""
+        if follower is None:
+            return []
+        return [(str(e.type), e.node, e.parent, store.resolve_blobs(e.data)) for e in follower.poll()]
 
     async def shutdown(self) -> None:
         """Close the sandbox pool and the store, remove the worker's directory."""
@@ -171,21 +217,44 @@ class BenchWorker:
             shutil.rmtree(self._root, ignore_errors=True)
 
 
-def record_shipped_run(
-    store: Store, workflow: str, run_id: str, events: list[tuple[str, str | None, int | None, Any]]
-) -> None:
-    """Record in ``store`` a run a worker recorded elsewhere: the same seqs, types, nodes, parents and data."""
-    recorder = store.new_run(workflow=workflow, run_id=run_id)
-    try:
-        recorder.hold_events()
+ShippedEvent = tuple[str, str | None, int | None, Any]
+"""An event as a worker ships it: its type, node, parent and data (the driver's recorder adds the rest)."""
+
+
+class ShippedRun:
+    """The driver's recording of a run a worker records elsewhere, event by event as batches arrive."""
+
+    def __init__(self, store: Store, workflow: str, run_id: str) -> None:
+        self.store = store
+        self.workflow = workflow
+        self.run_id = run_id
+        self._recorder: Recorder | None = None
+        self._finished = False
+
+    def record(self, events: list[ShippedEvent]) -> None:
+        """Record the next events of the run, in the order the worker wrote them."""
         for event_type, node, parent, data in events:
+            if self._recorder is None:
+                self._recorder = self.store.new_run(workflow=self.workflow, run_id=self.run_id)
+                self._recorder.hold_events()
             if event_type == EventType.RUN_FINISHED:
                 rest = dict(data)
-                recorder.finish(str(rest.pop("status")), **rest)
+                self._recorder.finish(str(rest.pop("status")), **rest)
+                self._finished = True
             else:
-                recorder.emit(EventType(event_type), node=node, parent=parent, data=data)
-    finally:
-        recorder.close()
+                self._recorder.emit(EventType(event_type), node=node, parent=parent, data=data)
+
+    def abandon(self, status: str, reason: str) -> None:
+        """End a run whose worker stopped before it did (kept with what arrived, and why it ends here)."""
+        if self._recorder is None or self._finished:
+            return
+        self._recorder.emit(EventType.ERROR, data={"kind": "BenchWorkerLost", "message": reason})
+        self._recorder.finish(status, error=reason)
+        self._finished = True
+
+    def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
 
 
 class RayExecutor:
@@ -295,22 +364,30 @@ class RayExecutor:
         bench.store.start_bench_item(item)  # before it is sent out: a killed driver loses no attempt
         index = self._pick(self._lost_on.get((pair.task.id, pair.epoch)))
         self._in_flight[index] += 1
-        call = self._workers[index].run.remote(pair.task.id, pair.epoch, attempt, item.run_id)
+        calls = self._workers[index].run.options(num_returns="streaming")
+        stream = calls.remote(pair.task.id, pair.epoch, attempt, item.run_id)
+        shipped = ShippedRun(bench.store, bench.workflow.spec.name, item.run_id)
+        result: dict[str, Any] = {}
         try:
-            result: dict[str, Any] = await call
+            async for reference in stream:
+                message: dict[str, Any] = await reference
+                shipped.record(message["events"] or [])
+                if "item" in message:
+                    result = message
         except asyncio.CancelledError:
-            ray.cancel(call)
+            ray.cancel(stream)
+            shipped.abandon("cancelled", "the bench run was cancelled while this attempt ran")
             bench.store.finish_bench_item(replace(item, status="cancelled", finished_at=_utc_now()))
             raise
-        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+            shipped.abandon("errored", f"the bench worker running this attempt died ({type(exc).__name__})")
             abandoned = replace(item, status="interrupted", finished_at=_utc_now())
             bench.store.finish_bench_item(abandoned)  # kept, marked, never counted: the bench run tries again
             self._lost_on[(pair.task.id, pair.epoch)] = index  # its retry goes to another worker
             return AttemptResult(abandoned)
         finally:
             self._in_flight[index] -= 1
-        if result["events"] is not None:
-            record_shipped_run(bench.store, bench.workflow.spec.name, item.run_id, result["events"])
+            shipped.close()
         finished: BenchItem = result["item"]
         bench.store.finish_bench_item(finished)
         return AttemptResult(finished, int(result["tokens"]), result["cost"])

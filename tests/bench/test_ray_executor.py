@@ -210,6 +210,19 @@ def test_a_worker_killed_mid_task_has_its_task_run_again_on_another(ray_cluster:
         if item.task_id == "slow"
     )
     assert attempts == [(1, "interrupted", None), (2, "succeeded", 1.0)]  # the abandoned attempt is kept, marked
+    # ... and so is its run, with what its worker had streamed to the driver before it died, ending errored
+    [abandoned] = [
+        item.run_id
+        for item in store.list_bench_items(bench.info.bench_run_id)
+        if item.task_id == "slow" and item.status == "interrupted"
+    ]
+    trace = store.load_trace(abandoned)
+    assert trace.ok, trace.problems
+    types = [event.type.value for event in trace.events]
+    assert types[:2] == ["run_started", "node_started"] and "tool_call" in types  # written before the command ran
+    assert types[-2:] == ["error", "run_finished"]
+    assert "bench worker" in trace.events[-2].data["message"]
+    assert trace.events[-1].data["status"] == "errored"  # the infrastructure failed, not the agent
     assert progress[-1] == 1  # the retry is counted as one
     report = asyncio.run(build_report(store, bench.info.bench_run_id))
     assert (report.pairs, report.scored, report.correct, report.errored) == (3, 3, 3, 0)  # and counted once
