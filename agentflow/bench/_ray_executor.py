@@ -257,6 +257,26 @@ class ShippedRun:
             self._recorder.close()
 
 
+def _refuse_qtables_without_a_shared_store(bench: BenchRun) -> None:
+    """Q-table routers read (and learn) their table in the run's store; each worker's folder store is its own, so
+    a worker would route by an empty table and its learning would be lost.
+
+    Raises:
+        ConfigError: the workflow (or a subgraph) has a ``policy: qtable`` router.
+    """
+    pending, routers = [bench.compiled], []
+    while pending:
+        compiled = pending.pop()
+        pending.extend(compiled.children.values())
+        routers += [compiled.prefix + name for name in compiled.routers]
+    if routers:
+        raise ConfigError(
+            f"Q-table router {', '.join(sorted(routers))} needs the store its table is in, and the Ray workers of a "
+            "folder store each record into their own",
+            fix="give the bench run a shared PostgreSQL --store (postgresql://...), or run it with --executor local",
+        )
+
+
 class RayExecutor:
     """Runs a bench run's attempts on a Ray cluster, one bench worker per node (see the module).
 
@@ -287,6 +307,8 @@ class RayExecutor:
         async with self._start_lock:
             if self._started:
                 return
+            if self.store_url is None:
+                _refuse_qtables_without_a_shared_store(bench)
             ray = _ray()
             if not ray.is_initialized():
                 ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)

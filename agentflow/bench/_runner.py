@@ -336,6 +336,9 @@ class BenchRun:
                 raise ConfigError(f"no task to run in {self.task_set.path}", fix="check the task file and --tasks")
             self.config = self._config(tasks, options)
             self.info = store.create_bench_run(name=spec.name, config=self.config)
+        if self.routing is None:  # a resumed bench run, or a worker's copy of one, routes as it started
+            recorded_routing = self.config.get("routing")
+            self.routing = recorded_routing if recorded_routing in ("learn", "freeze") else None
         self.pairs = self._pairs()
         self.prices: dict[str, dict[str, float]] = dict(self.config.get("prices") or {})
         self._pool: SandboxPool | None = None
@@ -376,6 +379,7 @@ class BenchRun:
             "prices": {name: price.model_dump() for name, price in spec.prices.items()},
             "checkpoints": str(self.loaded.resolve(spec.checkpoints).resolve()) if spec.checkpoints else None,
             "oracle": self.oracle,
+            "routing": options.routing,
         }
 
     def _backend(self, tasks: Sequence[Task], options: BenchOptions) -> str:

@@ -160,3 +160,21 @@ def test_a_replay_takes_the_recorded_decisions_and_learns_nothing(examples: Path
         assert "identical" in replay.stdout
     shown = json.loads(agentflow("qtable", "show", workflow, "--json", cwd=examples.parent).stdout)
     assert shown[0]["episodes"] == 2
+
+
+def test_a_qtable_bench_on_ray_with_a_folder_store_is_refused_before_anything_runs(examples: Path) -> None:
+    import importlib.util
+
+    from tests.cli.test_cli import assert_one_line_error
+    from tests.support.require import require
+
+    require(importlib.util.find_spec("ray") is not None, "ray is not installed: pip install 'agentflow[ray]'")
+    lines = [json.dumps({"id": "t0", "task": "task 0", "expected": "plan"})]
+    (examples / "tasks.jsonl").write_text("\n".join(lines) + "\n")
+    (examples / "team_bench.yaml").write_text(BENCH)
+    bench = str(examples / "team_bench.yaml")
+    for routing in ("--learn", "--freeze"):
+        refused = agentflow("bench", "run", bench, "--executor", "ray", routing, cwd=examples.parent)
+        message = assert_one_line_error(refused, 2)
+        assert "Q-table router" in message and "PostgreSQL --store" in message
+    assert not list((examples.parent / ".agentflow" / "runs").glob("*"))  # no run was started
