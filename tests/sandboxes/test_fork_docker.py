@@ -4,6 +4,7 @@ workdir (a tmpfs volume, which ``docker commit`` does not capture) copied, a tas
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -152,3 +153,21 @@ def test_cleanup_removes_the_snapshot_images_of_a_killed_process() -> None:
     assert not _image_exists(snapshot), removed
     assert any(name.startswith("agentflow-fork:") for name in removed)
     assert not container_exists(container_id)
+
+
+async def test_several_forks_at_once_of_a_task_system_each_get_their_own_snapshot_and_copy() -> None:
+    require_docker()  # best-of-N forks its candidates concurrently
+    async with await DockerSandbox.create(task_system=True) as parent:
+        await parent.exec(["sh", "-c", "mkdir -p /app && echo base > /app/state && echo base > notes.txt"])
+        forks = await asyncio.gather(*(parent.fork() for _ in range(3)))
+        try:
+            snapshots = {fork.isolation().details["snapshot_image"] for fork in forks}
+            assert len(snapshots) == 3
+            for index, fork in enumerate(forks):
+                await fork.exec(["sh", "-c", f"echo {index} > /app/state && echo {index} > notes.txt"])
+            for index, fork in enumerate(forks):
+                shown = await fork.exec(["cat", "/app/state", "notes.txt"])
+                assert shown.stdout == f"{index}\n{index}\n"
+        finally:
+            await asyncio.gather(*(fork.close() for fork in forks))
+        assert not snapshots & set(_snapshots())

@@ -151,6 +151,7 @@ def _remove_container(container_id: str) -> None:
 # Snapshot images of this process's forks still to remove: one whose removal met a conflict (a fork of the fork
 # was committed on top of it, or its container is not gone yet) waits here and is tried again after each removal.
 _owned_images: set[str] = set()
+_snapshot_removal_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while a removal holds it
 
 
 def _remove_snapshot_image(image_id: str) -> None:
@@ -163,23 +164,34 @@ def _remove_snapshot_image(image_id: str) -> None:
 
 def _remove_free_snapshots() -> None:
     docker = _docker()
-    progress = True
-    while progress:
-        progress = False
-        with _owned_lock:
-            waiting = list(_owned_images)
-        for image_id in waiting:
-            try:
-                docker_client().api.remove_image(image_id, noprune=False)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409:  # still used by a container or a child image: tried again later
-                    continue
-                raise
+    with _snapshot_removal_lock:  # forks closing at once: one removes an image, not two racing for it
+        progress = True
+        while progress:
+            progress = False
             with _owned_lock:
-                _owned_images.discard(image_id)
-            progress = True
+                waiting = list(_owned_images)
+            for image_id in waiting:
+                try:
+                    docker_client().api.remove_image(image_id, noprune=False)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code == 409:  # still used by a container or a child image: tried again later
+                        continue
+                    if not _image_gone(image_id):
+                        raise
+                with _owned_lock:
+                    _owned_images.discard(image_id)
+                progress = True
+
+
+def _image_gone(image_id: str) -> bool:
+    """Whether the engine no longer holds an image (its removal may answer 500 when another removal won the race)."""
+    try:
+        docker_client().api.inspect_image(image_id)
+    except _docker().errors.NotFound:
+        return True
+    return False
 
 
 def _remove_owned() -> None:
