@@ -505,12 +505,12 @@ _DESCRIBE_TREE = (
     "        info = os.lstat(path)\n"
     "        link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else ''\n"
     "        size = info.st_size if stat.S_ISREG(info.st_mode) else ''\n"
-    "        seen.append(f'{path} {stat.filemode(info.st_mode)} {size} {link}')\n"
+    "        seen.append(f'{path} {stat.filemode(info.st_mode)} {size} {info.st_nlink} {link}')\n"
     "print('\\n'.join(sorted(seen)))\n"
 )
 _MAKE_TREE = (
     "mkdir -p empty deep/er && printf '#!/bin/sh\\necho ran\\n' > deep/er/run.sh && chmod 750 deep/er/run.sh && "
-    "ln -s ../notes/a.txt deep/link && chmod 640 notes/a.txt"
+    "ln -s ../notes/a.txt deep/link && ln deep/er/run.sh hard.sh && chmod 640 notes/a.txt"
 )
 
 
@@ -539,8 +539,8 @@ async def _seeded(box: Sandbox) -> None:
 
 async def check_fork_copies_files(factory: SandboxFactory) -> None:
     """A fork's workdir is a copy of its parent's: text and every byte value, modes (an executable script, a file
-    made ``640``), a relative symlink (a link, not its target), an empty folder, nested folders; the fork's commands
-    run the copied script and its user may change the copied files."""
+    made ``640``), a relative symlink (a link, not its target), a hard link, an empty folder, nested folders; the
+    fork's commands run the copied script and its user may change the copied files."""
     async with _fresh(factory) as box:
         await _seeded(box)
         before = await _describe_tree(box)

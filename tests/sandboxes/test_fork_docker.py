@@ -22,10 +22,10 @@ from agentflow.sandboxes._docker.client import FORK_OF_LABEL, SNAPSHOT_LABEL, cl
 from ._docker_support import container_exists, require_docker
 
 ROOT = Path(__file__).parents[2]
-DESCRIBE = "find . -printf '%p %y %m %u %l\\n' | sort; stat -c 'root %a %u' ."
+DESCRIBE = "find . -printf '%p %y %m %u %l %n\\n' | sort; stat -c 'root %a %u' ."
 MAKE_TREE = (
     "mkdir -p src/pkg empty && printf 'print(1)\\n' > src/pkg/run.py && chmod 750 src/pkg/run.py && "
-    "ln -s pkg/run.py src/link.py && chmod 711 ."
+    "ln -s pkg/run.py src/link.py && ln src/pkg/run.py hard.py && chmod 711 ."
 )
 
 
@@ -69,10 +69,12 @@ async def test_a_fork_is_a_new_container_with_the_parents_settings_and_a_copy_of
         # independent both ways
         await fork.write_file("only_fork.txt", "f")
         await parent.write_file("only_parent.txt", "p")
-        await fork.exec(["rm", "blob.bin"])
+        await fork.exec(["sh", "-c", "rm blob.bin && echo changed >> hard.py"])
         assert "only_fork.txt" not in await parent.list_files()
         assert "only_parent.txt" not in await fork.list_files()
         assert "blob.bin" in await parent.list_files()
+        assert await parent.read_file("hard.py") == b"print(1)\n"  # the hard link was copied, not shared
+        assert await fork.read_file("src/pkg/run.py") == b"print(1)\nchanged\n"  # and is a hard link in the fork
         # the parent's close leaves the fork working
         await parent.close()
         assert not container_exists(parent.container_id)

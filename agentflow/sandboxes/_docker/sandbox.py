@@ -712,6 +712,8 @@ def _copy_workdir(source_id: str, target_id: str) -> int | None:
                         member.name = member.name[len(top) + 1 :]
                     else:
                         continue
+                    if member.islnk() and member.linkname.startswith(top + "/"):  # a hard link names its first path
+                        member.linkname = member.linkname[len(top) + 1 :]
                     target.addfile(member, source.extractfile(member) if member.isfile() else None)
             spool.seek(0)
             client.api.put_archive(target_id, WORKDIR, spool)
