@@ -508,9 +508,11 @@ _DESCRIBE_TREE = (
     "        seen.append(f'{path} {stat.filemode(info.st_mode)} {size} {info.st_nlink} {link}')\n"
     "print('\\n'.join(sorted(seen)))\n"
 )
+_LONG_PATH = "long/" + "d" * 120 + "/" + "f" * 120 + ".txt"  # past the 100 characters of a plain tar header
 _MAKE_TREE = (
     "mkdir -p empty deep/er && printf '#!/bin/sh\\necho ran\\n' > deep/er/run.sh && chmod 750 deep/er/run.sh && "
-    "ln -s ../notes/a.txt deep/link && ln deep/er/run.sh hard.sh && chmod 640 notes/a.txt"
+    "ln -s ../notes/a.txt deep/link && ln deep/er/run.sh hard.sh && chmod 640 notes/a.txt && "
+    f"mkdir -p {_LONG_PATH.rsplit('/', 1)[0]} && echo long > {_LONG_PATH}"
 )
 
 
@@ -539,8 +541,8 @@ async def _seeded(box: Sandbox) -> None:
 
 async def check_fork_copies_files(factory: SandboxFactory) -> None:
     """A fork's workdir is a copy of its parent's: text and every byte value, modes (an executable script, a file
-    made ``640``), a relative symlink (a link, not its target), a hard link, an empty folder, nested folders; the
-    fork's commands run the copied script and its user may change the copied files."""
+    made ``640``), a relative symlink (a link, not its target), a hard link, an empty folder, nested folders, a path
+    of 250 characters; the fork's commands run the copied script and its user may change the copied files."""
     async with _fresh(factory) as box:
         await _seeded(box)
         before = await _describe_tree(box)

@@ -25,7 +25,8 @@ ROOT = Path(__file__).parents[2]
 DESCRIBE = "find . -printf '%p %y %m %u %l %n\\n' | sort; stat -c 'root %a %u' ."
 MAKE_TREE = (
     "mkdir -p src/pkg empty && printf 'print(1)\\n' > src/pkg/run.py && chmod 750 src/pkg/run.py && "
-    "ln -s pkg/run.py src/link.py && ln src/pkg/run.py hard.py && chmod 711 ."
+    "ln -s pkg/run.py src/link.py && ln src/pkg/run.py hard.py && mkfifo pipe && "
+    "printf x > \"$(printf 'caf\\351')\" && chmod 711 ."  # a FIFO, a name that is not UTF-8
 )
 
 

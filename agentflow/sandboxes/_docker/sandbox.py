@@ -708,11 +708,14 @@ def _copy_workdir(source_id: str, target_id: str) -> int | None:
                     if member.name == top:
                         mode = stat.S_IMODE(member.mode)
                         continue
-                    if member.name.startswith(top + "/"):
-                        member.name = member.name[len(top) + 1 :]
-                    else:
+                    if not member.name.startswith(top + "/"):
                         continue
+                    # A long or non-ASCII name also sits in the member's PAX header, which tarfile writes as it
+                    # was: the renamed field alone would not change it.
+                    member.pax_headers.pop("path", None)
+                    member.name = member.name[len(top) + 1 :]
                     if member.islnk() and member.linkname.startswith(top + "/"):  # a hard link names its first path
+                        member.pax_headers.pop("linkpath", None)
                         member.linkname = member.linkname[len(top) + 1 :]
                     target.addfile(member, source.extractfile(member) if member.isfile() else None)
             spool.seek(0)
