@@ -711,11 +711,12 @@ def _copy_workdir(source_id: str, target_id: str) -> int | None:
                     if not member.name.startswith(top + "/"):
                         continue
                     # A long or non-ASCII name also sits in the member's PAX header, which tarfile writes as it
-                    # was: the renamed field alone would not change it.
-                    member.pax_headers.pop("path", None)
+                    # was: the renamed fields alone would not change it.
+                    member.pax_headers = {
+                        key: value for key, value in member.pax_headers.items() if key not in ("path", "linkpath")
+                    }
                     member.name = member.name[len(top) + 1 :]
                     if member.islnk() and member.linkname.startswith(top + "/"):  # a hard link names its first path
-                        member.pax_headers.pop("linkpath", None)
                         member.linkname = member.linkname[len(top) + 1 :]
                     target.addfile(member, source.extractfile(member) if member.isfile() else None)
             spool.seek(0)
