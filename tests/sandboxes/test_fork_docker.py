@@ -5,6 +5,7 @@ workdir (a tmpfs volume, which ``docker commit`` does not capture) copied, a tas
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -17,9 +18,10 @@ import pytest
 from agentflow.errors import SandboxError
 from agentflow.sandboxes import SandboxLimits
 from agentflow.sandboxes._docker import DockerSandbox, docker_client
-from agentflow.sandboxes._docker.client import FORK_OF_LABEL, SNAPSHOT_LABEL, cleanup_containers
+from agentflow.sandboxes._docker.client import FORK_OF_LABEL, SNAPSHOT_LABEL
 
 from ._docker_support import container_exists, require_docker
+from .test_sandbox_cli import agentflow
 
 ROOT = Path(__file__).parents[2]
 DESCRIBE = "find . -printf '%p %y %m %u %l %n\\n' | sort; stat -c 'root %a %u' ."
@@ -144,7 +146,7 @@ _KILLED_OWNER = textwrap.dedent(
 )
 
 
-def test_cleanup_removes_the_snapshot_images_of_a_killed_process() -> None:
+def test_sandbox_cleanup_removes_the_snapshot_images_of_a_killed_process(tmp_path: Path) -> None:
     require_docker()
     killed = subprocess.run(
         [sys.executable, "-c", _KILLED_OWNER], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
@@ -152,7 +154,10 @@ def test_cleanup_removes_the_snapshot_images_of_a_killed_process() -> None:
     assert killed.returncode == -9, killed.stderr
     container_id, snapshot = killed.stdout.split()
     assert _image_exists(snapshot)  # SIGKILL: nothing of the process could remove it
-    removed = cleanup_containers()  # the containers of the dead process first, then the snapshot they used
+    # the containers of the dead process go first (the engine may be removing them already), then their snapshot
+    cleaned = agentflow("sandbox", "cleanup", "--json", cwd=tmp_path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    removed = json.loads(cleaned.stdout)["removed"]
     assert not _image_exists(snapshot), removed
     assert any(name.startswith("agentflow-fork:") for name in removed)
     assert not container_exists(container_id)
