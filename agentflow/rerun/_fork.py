@@ -205,6 +205,7 @@ class PrefixSandboxes:
         self.base: Sandbox | None = None
         self.rebuilt = Rebuilt()
         self.rebuild_s = 0.0  # seconds the rebuilds took (once when the backend forks, else once per continuation)
+        self.prepare_s = 0.0  # seconds the group's one rebuild took
         self.forks = 0
         self._lock = asyncio.Lock()
 
@@ -227,7 +228,9 @@ class PrefixSandboxes:
 
     async def prepare(self, compiled: CompiledWorkflow) -> None:
         """Rebuild the prefix's sandbox (once for the whole group)."""
+        clock = time.perf_counter()
         self.base, self.rebuilt = await self._rebuilt_sandbox(compiled, f"fork-{self.group}")
+        self.prepare_s = time.perf_counter() - clock
 
     async def for_continuation(self, compiled: CompiledWorkflow, run_id: str) -> tuple[Sandbox, dict[str, Any]]:
         """A sandbox holding the prefix's workspace for one continuation, and how it was made."""
@@ -267,8 +270,8 @@ class ForkPlan(RunPlan):
         self.live = point.steps == 0
         self.in_graph = False  # past run_started and the hooks' start: what the hooks record may come from the tape
         self.sandbox_facts: dict[str, Any] = {}
-        self.opened_at: float | None = None
-        self.prefix_s: float | None = None  # seconds from opening the sandbox to the first live step
+        self.opened_at: float | None = None  # perf_counter() when the run asked for its sandbox
+        self.live_at: float | None = None  # perf_counter() when its first live step began
 
     @property  # the runtime reads it at every hook; it changes when the run goes live
     def serves_hook_events(self) -> bool:
@@ -281,8 +284,7 @@ class ForkPlan(RunPlan):
     def _go_live(self) -> None:
         if not self.live:
             self.live = True
-            if self.opened_at is not None:
-                self.prefix_s = time.perf_counter() - self.opened_at
+            self.live_at = time.perf_counter()
 
     async def open_sandbox(self, compiled: CompiledWorkflow, backend: str, run_id: str) -> Sandbox:
         self.opened_at = time.perf_counter()
