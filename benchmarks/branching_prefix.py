@@ -44,7 +44,8 @@ tools: [shell]
 start: work
 nodes:
   work: {{kind: agent, model: m, prompt: "Append to the log.", tools: [shell], max_turns: {TURNS + 1}}}
-  check: {{kind: tool, tool: shell, args: {{command: "sleep {tool_s} && wc -c log.txt"}}, output: {{answer: result.stdout}}}}
+  check:
+    {{kind: tool, tool: shell, args: {{command: "sleep {tool_s} && wc -c log.txt"}}, output: {{answer: result.stdout}}}}
 edges: [{{from: work, to: check}}, {{from: check, to: END}}]
 limits: {{max_model_calls: {TURNS + 5}}}
 """

@@ -136,7 +136,7 @@ async def test_fork_past_the_end_or_malformed_is_refused_before_anything_is_reco
     workflow: Path, store: TraceStore, at: str
 ) -> None:
     parent = await run_workflow(workflow, store=store)
-    with pytest.raises(TraceError, match="past the end|neither a step number"):
+    with pytest.raises(TraceError, match=r"past the end|neither a step number"):
         await fork_run(store, parent.run_id, at=at, n=2)
     assert [info.run_id for info in store.list_runs()] == [parent.run_id]
 
@@ -161,7 +161,7 @@ async def test_fork_of_a_run_with_branches_is_refused(workflow: Path, store: Tra
     )
     recorder.finish("succeeded", final_state={}, error=None, duration_s=0.1)
     recorder.close()
-    with pytest.raises(TraceError, match="branches .* not supported yet"):
+    with pytest.raises(TraceError, match=r"branches .* not supported yet"):
         await fork_run(store, recorder.run_id, at=1)
 
 
