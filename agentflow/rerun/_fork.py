@@ -38,7 +38,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -404,14 +404,20 @@ class Fork:
         at: int | str,
         workflow: str | Path | None = None,
         group: str | None = None,
+        compiled: CompiledWorkflow | None = None,
     ) -> Fork:
         """Load and check run ``run_id`` and its fork point; nothing is recorded or started yet.
+
+        ``group`` names the fork group (default: a new random id); ``compiled`` is the workflow as the run ran it
+        when that is not its file alone (a benchmark adds its outcome hook).
 
         Raises:
             TraceError: see the module (unknown run, damaged trace, step past the end, branches).
             ConfigError: the workflow file is gone, invalid or changed since the run.
         """
         recorded = RecordedRun.load(store, run_id, workflow=workflow, doing="fork")
+        if compiled is not None:
+            recorded = replace(recorded, compiled=compiled)
         if recorded.recorded_template_hash != recorded.compiled.loaded.template_hash:
             raise ConfigError(
                 f"{recorded.workflow_path} changed since run {recorded.run_id} was recorded (template hash "
