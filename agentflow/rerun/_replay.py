@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from agentflow.errors import ConfigError, ReplayDivergence, SandboxError
+from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceError
 from agentflow.models import Model, ReplayModel, ToolCall
 from agentflow.rerun._recorded import RecordedRun
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, ServedTool
@@ -40,6 +40,7 @@ from agentflow.traces import (
     RunStartedData,
     SandboxExecData,
     Store,
+    content_digest,
     first_divergence,
     without_abandoned,
 )
@@ -300,6 +301,9 @@ class ReplayReport:
     status: str
     problems: list[str] = field(default_factory=lambda: [])
     ignored: list[str] = field(default_factory=lambda: [])  # the volatile-text patterns masked before comparing
+    # a forked run's prefix against its parent's trace: "identical", where it differs, or that the parent is gone
+    # (None: the run is no fork)
+    prefix_of_parent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-serialisable data."""
@@ -343,6 +347,7 @@ async def replay_run(
     replay_wall = time.perf_counter() - clock
     replayed = store.load_trace(result.run_id)
     expected = without_abandoned(recorded.trace.events)
+    forked_from = recorded.run_started.get("forked_from")
     divergence = first_divergence(expected, replayed.events, volatile)
     return ReplayReport(
         run_id=recorded.run_id,
@@ -363,4 +368,36 @@ async def replay_run(
         status=result.status,
         problems=[str(problem) for problem in replayed.problems],
         ignored=list(ignore),
+        prefix_of_parent=compare_with_parent(store, recorded.events, forked_from) if forked_from else None,
     )
+
+
+# what a fork's prefix shares with its parent: all but run_started and the model requests, whose seed and model are
+# the continuation's own
+_UNSHARED = (EventType.RUN_STARTED, EventType.MODEL_REQUEST)
+
+
+def compare_with_parent(store: Store, events: Sequence[Event], forked_from: Any) -> str:
+    """How a forked run's prefix (its events up to ``forked_from["seq"]``) compares with its parent's trace.
+
+    Returns ``identical``, the first seq whose content differs, or why the parent could not be read.
+    """
+    parent_id, cut = (
+        (forked_from.get("run_id"), forked_from.get("seq")) if isinstance(forked_from, dict) else (None, None)
+    )
+    if not isinstance(parent_id, str) or not isinstance(cut, int):
+        return f"forked_from {forked_from!r} names no parent run and seq"
+    try:
+        parent = store.load_trace(parent_id)
+    except TraceError as exc:
+        return f"the parent run {parent_id} cannot be read: {exc}"
+    if parent.problems:
+        return f"the parent run {parent_id} fails verification: {parent.problems[0]}"
+    mine = [e for e in events if e.seq <= cut and e.type not in _UNSHARED]
+    theirs = [e for e in parent.resolved_events() if e.seq <= cut and e.type not in _UNSHARED]
+    for own, recorded in zip(mine, theirs, strict=False):
+        if own.seq != recorded.seq or content_digest(own) != content_digest(recorded):
+            return f"differs from parent run {parent_id} at seq {own.seq}"
+    if len(mine) != len(theirs):
+        return f"differs from parent run {parent_id}: {len(mine)} prefix events against {len(theirs)}"
+    return "identical"

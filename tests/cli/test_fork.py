@@ -82,6 +82,7 @@ def test_fork_serves_the_prefix_without_a_model_call_and_continues_live(
             replayed = agentflow("replay", item["run_id"], "--json", cwd=tmp_path, env=env)
             assert replayed.returncode == 0, replayed.stderr
             assert json.loads(replayed.stdout)["identical"] is True
+            assert json.loads(replayed.stdout)["prefix_of_parent"] == "identical"
         assert len(openai_server.requests) == 5  # replays called no model
 
         text = agentflow("fork", parent[:15], "--at", "seq:0", cwd=tmp_path, env=env)  # no prefix: all live

@@ -117,7 +117,15 @@ async def test_fork_mid_node_serves_the_prefix_rebuilds_the_sandbox_and_replays_
         report = await replay_run(store, result.run_id, mode="tape")
         assert report.identical, report.divergence
         assert (report.model_calls_served, report.sandbox_execs) == (4, 0)
+        assert report.prefix_of_parent == "identical"  # every prefix event but the requests is the parent's
     assert len(seeds) == 3  # each continuation samples with its own seed
+
+    # a parent changed behind its hashes' back no longer vouches for the prefix of its forks
+    path = Path(store.load_trace(parent.run_id).path)
+    path.write_text(path.read_text().replace('"cat out.txt"', '"cat out.md"'))
+    report = await replay_run(store, results[0].run_id, mode="tape")
+    assert report.identical and report.prefix_of_parent is not None
+    assert report.prefix_of_parent.startswith(f"the parent run {parent.run_id} fails verification")
 
 
 async def test_fork_at_an_event_seq_and_at_the_start(workflow: Path, store: TraceStore) -> None:
