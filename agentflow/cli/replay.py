@@ -32,7 +32,8 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
 ) -> int:
     """Replay a run; exit 0 when every event is identical, 1 at the first divergence (which is printed).
 
-    A forked run's prefix is also compared with its parent's trace; one that differs (or a parent gone) exits 1.
+    A forked run's prefix is also compared with its parent's trace; one that differs exits 1 (a parent that is gone
+    is said, and is no failure: the forked run's trace is self-contained).
     """
     from agentflow.rerun import ReplayMode, replay_run
     from agentflow.traces import VOLATILE_TEXT, open_store
@@ -42,7 +43,7 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     # replay_run refuses a mode other than tape or verify with the fix to apply
     replaying = replay_run(trace_store, run_id, mode=cast("ReplayMode", mode), workflow=workflow, ignore=patterns)
     report = asyncio.run(replaying)
-    prefix_ok = report.prefix_of_parent in (None, "identical")
+    prefix_ok = not report.prefix_differs
     if json_output:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return 0 if report.identical and prefix_ok else 1

@@ -301,9 +301,14 @@ class ReplayReport:
     status: str
     problems: list[str] = field(default_factory=lambda: [])
     ignored: list[str] = field(default_factory=lambda: [])  # the volatile-text patterns masked before comparing
-    # a forked run's prefix against its parent's trace: "identical", where it differs, or that the parent is gone
-    # (None: the run is no fork)
+    # a forked run's prefix against its parent's trace: "identical", "differs: ..." or "parent gone: ..." (None: the
+    # run is no fork)
     prefix_of_parent: str | None = None
+
+    @property
+    def prefix_differs(self) -> bool:
+        """Whether a forked run's prefix is not its parent's (a parent that is gone is no difference)."""
+        return self.prefix_of_parent is not None and self.prefix_of_parent.startswith("differs")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-serialisable data."""
@@ -380,24 +385,25 @@ _UNSHARED = (EventType.RUN_STARTED, EventType.MODEL_REQUEST)
 def compare_with_parent(store: Store, events: Sequence[Event], forked_from: Any) -> str:
     """How a forked run's prefix (its events up to ``forked_from["seq"]``) compares with its parent's trace.
 
-    Returns ``identical``, the first seq whose content differs, or why the parent could not be read.
+    Returns ``identical``; ``differs: ...`` with the first seq whose content differs (or a parent that fails
+    verification); or ``parent gone: ...`` (the prefix stands on its own: the trace is self-contained).
     """
     parent_id, cut = (
         (forked_from.get("run_id"), forked_from.get("seq")) if isinstance(forked_from, dict) else (None, None)
     )
     if not isinstance(parent_id, str) or not isinstance(cut, int):
-        return f"forked_from {forked_from!r} names no parent run and seq"
+        return f"differs: forked_from {forked_from!r} names no parent run and seq"
     try:
         parent = store.load_trace(parent_id)
     except TraceError as exc:
-        return f"the parent run {parent_id} cannot be read: {exc}"
+        return f"parent gone: the parent run {parent_id} cannot be read: {exc}"
     if parent.problems:
-        return f"the parent run {parent_id} fails verification: {parent.problems[0]}"
+        return f"differs: the parent run {parent_id} fails verification: {parent.problems[0]}"
     mine = [e for e in events if e.seq <= cut and e.type not in _UNSHARED]
     theirs = [e for e in parent.resolved_events() if e.seq <= cut and e.type not in _UNSHARED]
     for own, recorded in zip(mine, theirs, strict=False):
         if own.seq != recorded.seq or content_digest(own) != content_digest(recorded):
-            return f"differs from parent run {parent_id} at seq {own.seq}"
+            return f"differs: from parent run {parent_id} at seq {own.seq}"
     if len(mine) != len(theirs):
-        return f"differs from parent run {parent_id}: {len(mine)} prefix events against {len(theirs)}"
+        return f"differs: from parent run {parent_id}: {len(mine)} prefix events against {len(theirs)}"
     return "identical"

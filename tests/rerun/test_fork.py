@@ -125,7 +125,8 @@ async def test_fork_mid_node_serves_the_prefix_rebuilds_the_sandbox_and_replays_
     path.write_text(path.read_text().replace('"cat out.txt"', '"cat out.md"'))
     report = await replay_run(store, results[0].run_id, mode="tape")
     assert report.identical and report.prefix_of_parent is not None
-    assert report.prefix_of_parent.startswith(f"the parent run {parent.run_id} fails verification")
+    assert report.prefix_differs
+    assert report.prefix_of_parent.startswith(f"differs: the parent run {parent.run_id} fails verification")
 
 
 async def test_fork_at_an_event_seq_and_at_the_start(workflow: Path, store: TraceStore) -> None:
