@@ -212,3 +212,20 @@ async def test_a_docker_run_is_forked_from_one_rebuilt_container(workflow: Path,
         assert started["sandbox"]["backend"] == "docker"
         assert started["fork_sandbox"] == {"forked": True, "rebuilt_tool_calls": 2, "differed": []}
     assert containers_of(os.getpid()) == []  # the rebuilt container and the forks are gone
+
+
+async def test_continuations_call_another_model_once_live(workflow: Path, store: TraceStore) -> None:
+    (workflow.parent / "other.script.yaml").write_text(
+        'responses:\n  - tool_calls: [{name: shell, arguments: {command: "printf three >> out.txt"}}]\n'
+        "  - content: finished\n"
+    )
+    parent = await run_workflow(workflow, store=store)
+    [result] = await fork_run(store, parent.run_id, at=4, model="scripted:other.script.yaml")
+    assert result.succeeded and result.final_state["answer"] == "onethree", result.error  # the other script, live
+    events = store.load_trace(result.run_id).resolved_events()
+    assert events[0].data["model_override"] == "scripted:other.script.yaml"
+    responses = [e for e in events if e.type is EventType.MODEL_RESPONSE]
+    # the prefix's two turns are the parent's answers; the live ones the other model's, from its first response
+    assert [e.data["model"] for e in responses] == ["fork.script.yaml"] * 2 + ["other.script.yaml"] * 2
+    report = await replay_run(store, result.run_id, mode="tape")
+    assert report.identical, report.divergence
