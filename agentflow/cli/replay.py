@@ -30,7 +30,11 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     exact: Annotated[bool, typer.Option("--exact", help="compare every character, timings included")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
-    """Replay a run; exit 0 when every event is identical, 1 at the first divergence (which is printed)."""
+    """Replay a run; exit 0 when every event is identical, 1 at the first divergence (which is printed).
+
+    A forked run's prefix is also compared with its parent's trace; one that differs exits 1 (a parent that is gone
+    is said, and is no failure: the forked run's trace is self-contained).
+    """
     from agentflow.rerun import ReplayMode, replay_run
     from agentflow.traces import VOLATILE_TEXT, open_store
 
@@ -39,9 +43,10 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     # replay_run refuses a mode other than tape or verify with the fix to apply
     replaying = replay_run(trace_store, run_id, mode=cast("ReplayMode", mode), workflow=workflow, ignore=patterns)
     report = asyncio.run(replaying)
+    prefix_ok = not report.prefix_differs
     if json_output:
         print(json.dumps(report.to_dict(), indent=2, default=str))
-        return 0 if report.identical else 1
+        return 0 if report.identical and prefix_ok else 1
     verdict = "identical" if report.identical else "diverged"
     print(f"replay ({report.mode}) of {report.run_id}: {verdict}; replay run {report.replay_run_id}")
     print(
@@ -55,11 +60,13 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
             f"the workflow changed since the run was recorded: template hash "
             f"{str(report.recorded_template_hash)[:12]} -> {report.current_template_hash[:12]}"
         )
+    if report.prefix_of_parent is not None:
+        print(f"forked run: its prefix against its parent's trace: {report.prefix_of_parent}")
     if report.divergence is not None:
         divergence = report.divergence
         print(f"first divergence at event {divergence.index} (node {divergence.node or '-'}):")
         print(divergence.diff)
-    return 0 if report.identical else 1
+    return 0 if report.identical and prefix_ok else 1
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from agentflow.errors import ConfigError, ReplayDivergence, SandboxError
+from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceError
 from agentflow.models import Model, ReplayModel, ToolCall
 from agentflow.rerun._recorded import RecordedRun
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, ServedTool
@@ -40,6 +40,7 @@ from agentflow.traces import (
     RunStartedData,
     SandboxExecData,
     Store,
+    content_digest,
     first_divergence,
     without_abandoned,
 )
@@ -199,13 +200,7 @@ class TapePlan(VerifyPlan):
         return self.tape.tool_outcome(call)
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
-        # Hooks may need the sandbox or a model, which a tape replay must not touch, and background hooks record at
-        # moments no replay can reproduce: so what the hooks recorded right after this event is copied from the tape.
-        for recorded in self.tape.hook_events_after(event.seq):
-            if recorded.seq != ctx.events[-1].seq + 1:
-                break  # the replay has diverged: its own events no longer line up with the tape's
-            # the data of its type, as the hook that recorded it wrote it
-            ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
+        copy_hook_events(ctx, self.tape, event)
 
     def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
         # a learned router takes the recorded decision again (and learns nothing from a replay)
@@ -215,6 +210,19 @@ class TapePlan(VerifyPlan):
     def sandbox_execs(self, events: Sequence[Event]) -> int:
         # the recorded commands are only re-emitted; what counts is what something tried to run anyway
         return self.tape_sandbox.execs
+
+
+def copy_hook_events(ctx: RunContext, tape: Tape, event: Event) -> None:
+    """Record again what the reward hooks recorded on ``tape`` right after ``event`` (a tape replay, a fork's prefix).
+
+    Hooks may need the sandbox or a model, which a tape replay must not touch, and background hooks record at
+    moments no replay can reproduce: so what the hooks recorded right after an event is copied from the tape.
+    """
+    for recorded in tape.hook_events_after(event.seq):
+        if recorded.seq != ctx.events[-1].seq + 1:
+            break  # the replay has diverged: its own events no longer line up with the tape's
+        # the data of its type, as the hook that recorded it wrote it
+        ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
 
 
 class TapeSandbox(Sandbox):
@@ -293,6 +301,14 @@ class ReplayReport:
     status: str
     problems: list[str] = field(default_factory=lambda: [])
     ignored: list[str] = field(default_factory=lambda: [])  # the volatile-text patterns masked before comparing
+    # a forked run's prefix against its parent's trace: "identical", "differs: ..." or "parent gone: ..." (None: the
+    # run is no fork)
+    prefix_of_parent: str | None = None
+
+    @property
+    def prefix_differs(self) -> bool:
+        """Whether a forked run's prefix is not its parent's (a parent that is gone is no difference)."""
+        return self.prefix_of_parent is not None and self.prefix_of_parent.startswith("differs")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-serialisable data."""
@@ -336,6 +352,7 @@ async def replay_run(
     replay_wall = time.perf_counter() - clock
     replayed = store.load_trace(result.run_id)
     expected = without_abandoned(recorded.trace.events)
+    forked_from = recorded.run_started.get("forked_from")
     divergence = first_divergence(expected, replayed.events, volatile)
     return ReplayReport(
         run_id=recorded.run_id,
@@ -356,4 +373,37 @@ async def replay_run(
         status=result.status,
         problems=[str(problem) for problem in replayed.problems],
         ignored=list(ignore),
+        prefix_of_parent=compare_with_parent(store, recorded.events, forked_from) if forked_from else None,
     )
+
+
+# what a fork's prefix shares with its parent: all but run_started and the model requests, whose seed and model are
+# the continuation's own
+_UNSHARED = (EventType.RUN_STARTED, EventType.MODEL_REQUEST)
+
+
+def compare_with_parent(store: Store, events: Sequence[Event], forked_from: Any) -> str:
+    """How a forked run's prefix (its events up to ``forked_from["seq"]``) compares with its parent's trace.
+
+    Returns ``identical``; ``differs: ...`` with the first seq whose content differs (or a parent that fails
+    verification); or ``parent gone: ...`` (the prefix stands on its own: the trace is self-contained).
+    """
+    parent_id, cut = (
+        (forked_from.get("run_id"), forked_from.get("seq")) if isinstance(forked_from, dict) else (None, None)
+    )
+    if not isinstance(parent_id, str) or not isinstance(cut, int):
+        return f"differs: forked_from {forked_from!r} names no parent run and seq"
+    try:
+        parent = store.load_trace(parent_id)
+    except TraceError as exc:
+        return f"parent gone: the parent run {parent_id} cannot be read: {exc}"
+    if parent.problems:
+        return f"differs: the parent run {parent_id} fails verification: {parent.problems[0]}"
+    mine = [e for e in events if e.seq <= cut and e.type not in _UNSHARED]
+    theirs = [e for e in parent.resolved_events() if e.seq <= cut and e.type not in _UNSHARED]
+    for own, recorded in zip(mine, theirs, strict=False):
+        if own.seq != recorded.seq or content_digest(own) != content_digest(recorded):
+            return f"differs: from parent run {parent_id} at seq {own.seq}"
+    if len(mine) != len(theirs):
+        return f"differs: from parent run {parent_id}: {len(mine)} prefix events against {len(theirs)}"
+    return "identical"

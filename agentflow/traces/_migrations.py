@@ -75,6 +75,12 @@ _RUN_VIEW_COLUMNS = [
     "ALTER TABLE runs ADD COLUMN final_answer TEXT",
 ]
 
+_FORK_COLUMNS = [
+    "ALTER TABLE runs ADD COLUMN forked_from TEXT",
+    "ALTER TABLE runs ADD COLUMN fork_group TEXT",
+    "CREATE INDEX IF NOT EXISTS runs_by_fork_group ON runs (fork_group)",
+]
+
 SQLITE_MIGRATIONS: list[list[str]] = [
     # 1: the run index of the foundation.
     [_SQLITE_RUNS, "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"],
@@ -88,6 +94,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     [statement.format(real="REAL") for statement in QTABLE_TABLES],
     # 6: what the viewer's runs list sorts and filters on beyond the counts: lowest reward, first error, answer.
     [statement.format(real="REAL") for statement in _RUN_VIEW_COLUMNS],
+    # 7: which run a forked run was forked from, and its fork group, so `agentflow runs` lists a group.
+    _FORK_COLUMNS,
 ]
 
 
@@ -162,6 +170,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     [statement.format(real="DOUBLE PRECISION") for statement in QTABLE_TABLES],
     # 6: as SQLite's 6.
     [statement.format(real="DOUBLE PRECISION") for statement in _RUN_VIEW_COLUMNS],
+    # 7: as SQLite's 7.
+    _FORK_COLUMNS,
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

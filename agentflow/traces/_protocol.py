@@ -178,10 +178,14 @@ class RunInfo:
     reward_mean: float | None
     error: str | None
     replay_of: str | None = None  # the run this one replays
-    # Indexed from migration 6 on (None for runs the index recorded before it, and for a run still going):
+    # In the order of the index's columns (rows are read positionally). Indexed from migration 6 on (None for runs
+    # the index recorded before it, and for a run still going):
     reward_min: float | None = None  # the lowest reward of the run
     first_error_seq: int | None = None  # the seq of its first error event or reward labelled -1
     final_answer: str | None = None  # the text of its last model answer that called no tool (first 2,000 chars)
+    # From migration 7 on:
+    forked_from: str | None = None  # the run this one was forked from (``agentflow fork``)
+    fork_group: str | None = None  # the group of continuations of one fork this run belongs to
 
     def to_dict(self) -> dict[str, Any]:
         """Return the row as JSON-serialisable data."""
@@ -289,8 +293,15 @@ class Store(Protocol):
         """Continue recording an unfinished run whose process is gone (``agentflow resume``)."""
         ...
 
-    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
-        """Runs, newest first."""
+    def list_runs(
+        self,
+        limit: int = 50,
+        status: str | None = None,
+        *,
+        fork_group: str | None = None,
+        forked_from: str | None = None,
+    ) -> list[RunInfo]:
+        """Runs, newest first (only a fork group's, or the continuations of one run, when asked)."""
         ...
 
     def run_ids(self) -> list[str]:

@@ -89,3 +89,9 @@ def test_qtable_learning() -> None:
     assert isinstance(humaneval, dict) and keys <= set(humaneval)
     # the reference solutions pass their own tests when graded for real; the broken ones are graded too
     assert humaneval["humaneval_tasks"] == 4 and humaneval["good_completions_passing"] == 4
+
+
+def test_branching_prefix() -> None:
+    figures = run_benchmark("branching_prefix.py", "--quick")
+    assert {"prefix_ratio", "original_prefix_s", "rebuild_s", "prefixes_wall_s"} <= set(figures)
+    assert figures["rebuilt_tool_calls"] == 7  # the prefix's tool calls, run once for the group
