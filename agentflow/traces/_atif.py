@@ -142,7 +142,9 @@ class AtifStep(_Closed):
         calls = {call.tool_call_id for call in self.tool_calls or []}
         for result in self.observation.results if self.observation else []:
             if result.source_call_id is not None and result.source_call_id not in calls:
-                raise ValueError(f"observation names source_call_id {result.source_call_id!r}, no tool call of the step")
+                raise ValueError(
+                    f"observation names source_call_id {result.source_call_id!r}, no tool call of the step"
+                )
         return self
 
 
@@ -309,7 +311,7 @@ def atif_trajectory(conversation: Conversation) -> dict[str, Any]:
         if turn.kind == "context":
             role = turn.message.get("role")
             source = "system" if role in ("system", "developer") else "user"
-            step = {"step_id": len(steps) + 1, "timestamp": turn.ts, "source": source}
+            step: dict[str, Any] = {"step_id": len(steps) + 1, "timestamp": turn.ts, "source": source}
             step["message"] = text_of(turn.message.get("content"))
             if turn.node is not None:
                 step["extra"] = {"node": turn.node}
@@ -555,7 +557,10 @@ class _TrajectoryWriter:
         for reward in (step.extra or {}).get("rewards") or []:
             if isinstance(reward, dict) and isinstance(reward.get("hook"), str):
                 self.recorder.emit(
-                    EventType.REWARD, node=node, parent=target, data=imported_reward(reward, on="step", target_seq=target)
+                    EventType.REWARD,
+                    node=node,
+                    parent=target,
+                    data=imported_reward(reward, on="step", target_seq=target),
                 )
 
 
@@ -582,7 +587,9 @@ def _record_trajectory(store: Store, workflow: str, trajectory: AtifTrajectory, 
             EventType.RUN_STARTED,
             data=RunStartedData(
                 workflow=name,
-                inputs=inputs if inputs is not None else {"question": _message_text(users[0].message) if users else None},
+                inputs=inputs
+                if inputs is not None
+                else {"question": _message_text(users[0].message) if users else None},
                 imported_from=source,
                 metadata=metadata,
             ),

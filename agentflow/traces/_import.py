@@ -47,7 +47,7 @@ from agentflow.traces._payloads import (
 )
 from agentflow.traces._protocol import Store
 
-IMPORT_FORMATS = ("openai-messages",)
+IMPORT_FORMATS = ("openai-messages", "atif")
 _METADATA = (
     "question",
     "ground_truth",
