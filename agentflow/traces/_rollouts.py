@@ -23,7 +23,8 @@ JSON line per group::
   deviation (divided by n, not n − 1), ε = 1e-6; a group whose outcomes are all equal gets advantages 0.
 
 Which groups: for run ids, every group a named run belongs to (as a continuation) or was forked into (as the
-parent); a named run in no group is refused (a run that was never forked has no rollouts). For ``--bench ID``,
+parent), in the order the runs are named, a parent's groups by fork point (then group id); a named run in no group
+is refused (a run that was never forked has no rollouts). For ``--bench ID``,
 every group whose parent or continuations are runs of that benchmark run (or are tagged with it).
 """
 
@@ -99,7 +100,9 @@ def _groups(members: Sequence[ForkMember]) -> dict[str, list[ForkMember]]:
         groups.setdefault(member.group_id, []).append(member)
     for group in groups.values():
         group.sort(key=lambda m: (m.fork_index, m.run_id))
-    return groups
+    # groups by parent, fork point, then id: runs started in the same second have no order of their own
+    ordered = sorted(groups.items(), key=lambda item: (item[1][0].parent_run_id, item[1][0].fork_seq, item[0]))
+    return dict(ordered)
 
 
 def groups_of_runs(store: Store, run_ids: Sequence[str]) -> list[list[ForkMember]]:
