@@ -27,6 +27,7 @@ from agentflow.traces import (
     import_openai_messages,
     validate_atif,
 )
+from tests.support.event_data import assert_data_declared
 from tests.support.require import require
 from tests.traces.export_support import EXAMPLE_RUN, example_store, record_run
 from tests.traces.test_export_messages import AGENTPROCESSBENCH_RECORD
@@ -187,6 +188,7 @@ def test_another_agents_trajectory_imports_as_a_run(tmp_path: Path) -> None:
     assert responses[0]["usage"] == {"input_tokens": 120, "output_tokens": 12}
     [result] = [e.data for e in events if e.type is EventType.TOOL_RESULT]
     assert (result["tool"], result["ok"], result["content"]) == ("bash", True, "a.txt\nb.txt")
+    assert_data_declared(events)  # an ATIF import writes what the event types declare, like any run
     [exported] = export_atif(store, [run_id])
     assert exported["agent"]["name"] == "terminus"  # the agent that made the trajectory, not agentflow
     assert [s["source"] for s in exported["steps"]] == ["system", "user", "agent", "user", "agent"]

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from agentflow.cli import run_cli
-from agentflow.traces import TraceStore, export_openai_messages, import_openai_messages
+from agentflow.traces import Store, TraceStore, export_atif, export_openai_messages, import_openai_messages
 from tests.cli.test_cli import agentflow
+from tests.support.event_data import assert_data_declared
 from tests.traces.export_support import EXAMPLE_RUN, example_store, record_run
 
 AGENTPROCESSBENCH_RECORD: dict[str, Any] = {
@@ -177,3 +178,32 @@ def test_bad_input_is_refused_with_one_line_and_the_documented_exit_code(
     damaged = agentflow("traces", "export", run_id, "--format", "openai-messages", "-o", "x.jsonl", cwd=tmp_path)
     assert damaged.returncode == 3 and "failed verification" in _error_line(damaged)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_records_whose_rewards_break_the_format_are_skipped_by_line(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    good = {**AGENTPROCESSBENCH_RECORD, "step_rewards": {"2": [{"hook": "exit_code", "value": 1, "label": 1}]}}
+    on_a_user_message = {**AGENTPROCESSBENCH_RECORD, "step_rewards": {"1": [{"hook": "h", "value": 1}]}}
+    bad_label = {**AGENTPROCESSBENCH_RECORD, "rewards": [{"hook": "outcome", "value": 1, "label": 2}]}
+    no_hook = {**AGENTPROCESSBENCH_RECORD, "step_rewards": {"4": [{"value": 1}]}}
+    source = tmp_path / "records.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in [good, on_a_user_message, bad_label, no_hook]))
+    report = import_openai_messages(store, source)
+    assert len(report.run_ids) == 1
+    assert report.skipped == [
+        (2, "step_rewards['1'] does not name an assistant message"),
+        (3, "rewards[0].label = 2: use -1, 0, +1 or null"),
+        (4, "step_rewards['4'][0] must be an object with a 'hook' name"),
+    ]
+    events = store.load_trace(report.run_ids[0]).events
+    assert_data_declared(events)  # the reward events an import writes hold what RewardData declares
+    [record] = export_openai_messages(store, report.run_ids)
+    assert record["step_rewards"] == {"2": [{"hook": "exit_code", "on": "step", "value": 1.0, "label": 1}]}
+
+
+def test_both_stores_export_the_same(any_store: Store) -> None:
+    run_id = record_run(any_store, [("ls", "c1", 1.0), ("done", None, 0)], outcome=1.0)
+    [record] = export_openai_messages(any_store, [run_id])
+    assert record["step_labels"] == {"2": 1} and record["rewards"][0]["hook"] == "outcome"
+    [trajectory] = export_atif(any_store, [run_id])
+    assert [s["source"] for s in trajectory["steps"]] == ["system", "user", "agent", "agent"]
