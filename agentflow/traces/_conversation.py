@@ -9,7 +9,8 @@ are added in full, so a run of several agent nodes is their conversations one af
 system and user messages). An assistant message that a fresh conversation repeats from earlier is marked
 ``copied``. Each ``model_response`` adds its assistant message, and tool results not seen by any later request (the
 last turn's) are added as ``tool`` messages at the end. A tool called by a ``tool`` node (no model asked for it) is a
-turn of its own (kind ``tool_node``), not a message.
+turn of its own (kind ``tool_node``), not a message. Concurrent branches (``data.branch``) each keep their own
+conversation; their turns are listed in the order they happened.
 
 Rewards: a step reward names the ``tool_call`` (or ``model_response``) it scores and lands on that assistant
 message's turn; a node reward names the visit's ``node_started`` and lands on the visit's last turn; a run reward
@@ -154,8 +155,10 @@ class _Builder:
         self.turns: list[Turn] = []
         self.tools: list[dict[str, Any]] = []
         self._tool_names: set[str] = set()
-        self._current: list[dict[str, Any]] | None = None  # the conversation the last request and answer make
-        self._pending: list[Turn] = []  # tool results since the last answer, not yet shown in a request
+        # per node and branch (concurrent branches interleave their events): the conversation its last request and
+        # answer make, and the tool results since that answer that no request has shown yet
+        self._current: dict[str, list[dict[str, Any]]] = {}
+        self._pending: dict[str, list[Turn]] = {}
         self.turn_of_seq: dict[int, Turn] = {}
         self.visit_last: dict[int, Turn] = {}  # node_started seq -> the visit's last turn
         self._open_visit: dict[str, int] = {}  # node (+ branch) -> seq of its open node_started
@@ -187,20 +190,27 @@ class _Builder:
                 self._tool_names.add(name)
                 self.tools.append(tool)
         sent = list(data.get("messages") or [])
-        current = self._current
+        key = self._visit_key(event)
+        branch = key.partition("\x00")[2]
+        for other, pending in self._pending.items():
+            if other != key and _encloses(other.partition("\x00")[2], branch):
+                # a node of this branch, or of the run it branched from, ran before: its last results came first
+                self.turns.extend(pending)
+                self._pending[other] = []
+        current = self._current.get(key)
         if current is not None and sent[: len(current)] == current:
             delta, fresh = sent[len(current) :], False
         else:
-            self.turns.extend(self._pending)
-            delta, fresh = sent, current is not None
-        self._pending = []
+            self.turns.extend(self._pending.get(key, []))
+            delta, fresh = sent, bool(self._current)
+        self._pending[key] = []
         for message in delta:
             role = message.get("role")
             kind: TurnKind = "tool" if role == "tool" else "assistant" if role == "assistant" else "context"
             self.turns.append(
                 Turn(kind=kind, message=message, node=event.node, copied=fresh and kind != "context", ts=event.ts)
             )
-        self._current = sent
+        self._current[key] = sent
 
     def _response(self, event: Event, data: ModelResponseData) -> None:
         message = dict(data.get("message") or {})
@@ -224,8 +234,9 @@ class _Builder:
         self.turns.append(turn)
         self.turn_of_seq[event.seq] = turn
         self._note_visit(event, turn)
-        if self._current is not None:
-            self._current = [*self._current, data.get("message") or {}]
+        key = self._visit_key(event)
+        if key in self._current:
+            self._current[key] = [*self._current[key], data.get("message") or {}]
 
     def _tool_call(self, event: Event, data: ToolCallData) -> None:
         asked_by = self.turn_of_seq.get(event.parent) if event.parent is not None else None
@@ -268,11 +279,18 @@ class _Builder:
         self.turn_of_seq[event.seq] = turn
         if turn.kind == "assistant":
             tool_message = {"role": "tool", "tool_call_id": outcome.call_id, "content": outcome.content}
-            self._pending.append(Turn(kind="tool", message=tool_message, node=event.node, ts=event.ts))
+            pending = self._pending.setdefault(self._visit_key(event), [])
+            pending.append(Turn(kind="tool", message=tool_message, node=event.node, ts=event.ts))
 
     def close(self) -> None:
-        self.turns.extend(self._pending)
-        self._pending = []
+        for pending in self._pending.values():
+            self.turns.extend(pending)
+        self._pending = {}
+
+
+def _encloses(outer: str, inner: str) -> bool:
+    """Whether branch ``outer`` is ``inner`` or one it was forked from ("" is the run outside every branch)."""
+    return outer in ("", inner) or inner.startswith(f"{outer}/")
 
 
 def place_rewards(conversation: Conversation, rewards: Sequence[StoredReward]) -> None:

@@ -11,10 +11,25 @@ from typing import Any
 import pytest
 
 from agentflow.cli import run_cli
-from agentflow.traces import Store, TraceStore, export_atif, export_openai_messages, import_openai_messages
+from agentflow.traces import (
+    BenchItem,
+    EventType,
+    ModelRequestData,
+    ModelResponseData,
+    NodeStartedData,
+    RunStartedData,
+    Store,
+    TokenUsage,
+    ToolCallData,
+    ToolResultData,
+    TraceStore,
+    export_atif,
+    export_openai_messages,
+    import_openai_messages,
+)
 from tests.cli.test_cli import agentflow
 from tests.support.event_data import assert_data_declared
-from tests.traces.export_support import EXAMPLE_RUN, example_store, record_run
+from tests.traces.export_support import EXAMPLE_RUN, call, example_store, record_run
 
 AGENTPROCESSBENCH_RECORD: dict[str, Any] = {
     "messages": [
@@ -123,8 +138,6 @@ def test_several_runs_and_the_runs_of_a_bench_run(tmp_path: Path, capsys: pytest
     assert records[1]["step_rewards"]["2"] == [{"hook": "exit_code", "on": "step", "value": 0.0, "label": -1}]
     assert records[1]["rewards"] == [{"hook": "outcome", "on": "run", "value": 0.0, "label": -1}]
     bench = store.create_bench_run(name="fixers", config={"outcome": {"hook": "outcome"}})
-    from agentflow.traces import BenchItem
-
     for epoch, run_id in enumerate([second, first]):
         store.start_bench_item(
             BenchItem(bench.bench_run_id, "t1", epoch, 1, run_id, None, "succeeded", 1.0, "2026-12-02T00:00:00Z")
@@ -207,3 +220,93 @@ def test_both_stores_export_the_same(any_store: Store) -> None:
     assert record["step_labels"] == {"2": 1} and record["rewards"][0]["hook"] == "outcome"
     [trajectory] = export_atif(any_store, [run_id])
     assert [s["source"] for s in trajectory["steps"]] == ["system", "user", "agent", "agent"]
+
+
+def _turn(
+    recorder: Any, node: str, parent: int, sent: list[dict[str, Any]], answer: dict[str, Any], branch: str | None
+) -> None:
+    """One model turn of ``node`` (in ``branch``), with the `run` tool calls its answer makes answered."""
+    extra = {"branch": branch} if branch else {}
+    request = recorder.emit(
+        EventType.MODEL_REQUEST,
+        node=node,
+        parent=parent,
+        data={**ModelRequestData(model="m", messages=list(sent), tools=[]), **extra},
+    )
+    calls = answer.get("tool_calls") or []
+    response = recorder.emit(
+        EventType.MODEL_RESPONSE,
+        node=node,
+        parent=request.seq,
+        data={
+            **ModelResponseData(
+                model="m",
+                message=answer,
+                tool_calls=[{"id": c["id"], "name": "run", "arguments": c["function"]["arguments"]} for c in calls],
+                usage=TokenUsage(input_tokens=1, output_tokens=1),
+            ),
+            **extra,
+        },
+    )
+    for c in calls:
+        tool_call = recorder.emit(
+            EventType.TOOL_CALL,
+            node=node,
+            parent=response.seq,
+            data={**ToolCallData(tool="run", call_id=c["id"], arguments=c["function"]["arguments"]), **extra},
+        )
+        recorder.emit(
+            EventType.TOOL_RESULT,
+            node=node,
+            parent=tool_call.seq,
+            data={
+                **ToolResultData(
+                    tool="run", call_id=c["id"], ok=True, content=f"ran {c['id']}", result=None, error=None
+                ),
+                **extra,
+            },
+        )
+
+
+def test_sequential_nodes_and_concurrent_branches_keep_each_conversation_in_order(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    ask = {"role": "user", "content": "go"}
+    with store.new_run(workflow="w") as recorder:
+        started = recorder.emit(EventType.RUN_STARTED, data=RunStartedData(workflow="w", inputs={}))
+        # `plan` ends on a tool call no later request of its shows (its turns ran out): its result still counts
+        plan = recorder.emit(
+            EventType.NODE_STARTED, node="plan", parent=started.seq, data=NodeStartedData(visit=1, attempt=1)
+        )
+        first = {"role": "assistant", "content": "", "tool_calls": [call("p1", "ls")]}
+        _turn(recorder, "plan", plan.seq, [ask], first, None)
+        # two branches of `code` run concurrently: their events interleave
+        left_ask, right_ask = {"role": "user", "content": "left"}, {"role": "user", "content": "right"}
+        left = {"role": "assistant", "content": "", "tool_calls": [call("l1", "a")]}
+        right = {"role": "assistant", "content": "", "tool_calls": [call("r1", "b")]}
+        for branch in ("code#0", "code#1"):
+            recorder.emit(
+                EventType.NODE_STARTED,
+                node="code",
+                parent=started.seq,
+                data={"visit": 1, "attempt": 1, "branch": branch},
+            )
+        _turn(recorder, "code", plan.seq, [left_ask], left, "code#0")
+        _turn(recorder, "code", plan.seq, [right_ask], right, "code#1")
+        left_tool = {"role": "tool", "tool_call_id": "l1", "content": "ran l1"}
+        right_tool = {"role": "tool", "tool_call_id": "r1", "content": "ran r1"}
+        _turn(recorder, "code", plan.seq, [left_ask, left, left_tool], {"role": "assistant", "content": "L"}, "code#0")
+        _turn(
+            recorder, "code", plan.seq, [right_ask, right, right_tool], {"role": "assistant", "content": "R"}, "code#1"
+        )
+        recorder.finish("succeeded")
+        run_id = recorder.run_id
+    [record] = export_openai_messages(store, [run_id])
+    plan_tool = {"role": "tool", "tool_call_id": "p1", "content": "ran p1"}
+    assert record["messages"] == [
+        ask, first, plan_tool,  # plan's conversation, its last result before what came next
+        left_ask, left, right_ask, right,  # each branch's turns as they happened, none repeated
+        {"role": "tool", "tool_call_id": "l1", "content": "ran l1"},
+        {"role": "assistant", "content": "L"},
+        {"role": "tool", "tool_call_id": "r1", "content": "ran r1"},
+        {"role": "assistant", "content": "R"},
+    ]  # fmt: skip
