@@ -8,7 +8,7 @@ The names a user touches, one import away (docs/python-api.md shows them at work
     print(result.status, result.run_id)
 
 - Workflows: ``load_workflow``, ``compile_workflow``, ``run`` / ``arun``, ``RunResult``.
-- Traces: ``open_store``, ``Store``, ``replay``, ``resume``.
+- Traces: ``open_store``, ``Store``, ``replay``, ``resume``, ``fork``.
 - Tools: ``tool``, ``ToolContext``. Rewards: ``reward_hook``, ``RewardHook``, ``Reward``, ``StepContext``.
 - Sandboxes: ``sandbox``, ``Sandbox``, ``create_sandbox``. Errors: ``AgentflowError`` (the tree is in
   ``agentflow.errors``).
@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "Store": "agentflow.traces",
     "replay": "agentflow._api",
     "resume": "agentflow._api",
+    "fork": "agentflow._api",
     "tool": "agentflow.tools",
     "ToolContext": "agentflow.tools",
     "reward_hook": "agentflow.rewards",
@@ -59,6 +60,7 @@ __all__ = [
     "arun",
     "compile_workflow",
     "create_sandbox",
+    "fork",
     "load_workflow",
     "open_store",
     "replay",
@@ -70,7 +72,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from agentflow._api import arun, replay, resume, run
+    from agentflow._api import arun, fork, replay, resume, run
     from agentflow.errors import AgentflowError
     from agentflow.rewards import Reward, RewardHook, StepContext, reward_hook
     from agentflow.runtime import RunResult, compile_workflow

@@ -1,7 +1,8 @@
-"""The top-level entry points that are more than a re-export: running, replaying and resuming a workflow.
+"""The top-level entry points that are more than a re-export: running, replaying, resuming and forking a workflow.
 
-``run``, ``replay`` and ``resume`` block until the run ends (each starts its own event loop); async code awaits
-``arun``, ``agentflow.rerun.replay_run`` and ``agentflow.rerun.resume_run`` instead.
+``run``, ``replay``, ``resume`` and ``fork`` block until the runs end (each starts its own event loop); async code
+awaits ``arun``, ``agentflow.rerun.replay_run``, ``agentflow.rerun.resume_run`` and ``agentflow.rerun.fork_run``
+instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from agentflow.errors import ConfigError
-from agentflow.rerun import ReplayReport, replay_run, resume_run
+from agentflow.rerun import ReplayReport, fork_run, replay_run, resume_run
 from agentflow.runtime import CompiledWorkflow, RunResult, run_workflow
 from agentflow.spec import LoadedWorkflow
 from agentflow.traces import Event, Store
@@ -158,3 +159,37 @@ def resume(store: Store, run_id: str, *, workflow: str | Path | None = None) -> 
         ConfigError: the workflow file is gone, invalid, or changed since the run started.
     """
     return _blocking("resume", lambda: resume_run(store, run_id, workflow=workflow))
+
+
+def fork(
+    store: Store,
+    run_id: str,
+    *,
+    at: int | str,
+    n: int = 1,
+    model: str | None = None,
+    workflow: str | Path | None = None,
+) -> list[RunResult]:
+    """Fork a stored run after ``at`` steps into ``n`` new runs that continue live from there; return how each ended.
+
+    The continuations share the run's prefix: its model responses, tool results and reward-hook events are served
+    from its trace (nothing is called or executed for them), the sandbox is rebuilt to its state at ``at`` once and
+    copied for each continuation, and each samples the rest with its own seed. Each records
+    ``forked_from: {run_id, seq}``, ``fork_group`` and ``fork_index`` in its ``run_started``. The async version is
+    ``agentflow.rerun.fork_run``; ``docs/forks.md`` has the details.
+
+    Args:
+        store: the store holding the run; the continuations are recorded there.
+        run_id: the run's id or a unique prefix.
+        at: a step count (``15``: the first 15 model turns and tool calls) or ``"seq:N"`` (the steps that ended at
+            or before event N).
+        n: how many continuations.
+        model: a ``provider:model`` the continuations call once live (default: the run's).
+        workflow: the workflow file; by default the one the run recorded (it must not have changed since).
+
+    Raises:
+        TraceError: no such run, its trace is damaged, ``at`` is past its end, or it has concurrent branches
+            (nothing is recorded).
+        ConfigError: the workflow file is gone, invalid or changed since the run; ``n`` below 1.
+    """
+    return _blocking("fork", lambda: fork_run(store, run_id, at=at, n=n, model=model, workflow=workflow))

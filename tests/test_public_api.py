@@ -29,6 +29,7 @@ PUBLIC = {
     "Store",
     "replay",
     "resume",
+    "fork",
     "tool",
     "ToolContext",
     "reward_hook",

@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from agentflow.bench._passk import pass_at_k
-from agentflow.bench._runner import FINISHED, chosen_attempts
+from agentflow.bench._rollouts import RolloutGroup, rollout_groups
+from agentflow.bench._runner import FINISHED, _outcome_of, chosen_attempts
 from agentflow.grading import evaluate_checkpoints, load_checkpoints
 from agentflow.traces import (
     BenchItem,
@@ -79,10 +80,12 @@ class BenchReport:
     structure: dict[str, Any]
     retried: int = 0
     unpriced_models: list[str] = field(default_factory=lambda: [])
+    rollouts: list[RolloutGroup] = field(default_factory=lambda: [])  # never counted above (see bench._rollouts)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-serialisable data (pass@k keyed ``pass@1`` ...)."""
         data = asdict(self)
+        data["rollouts"] = [group.to_dict() for group in self.rollouts]
         data["pass_at_k"] = {f"pass@{k}": value for k, value in self.pass_at_k.items()}
         for task in data["tasks"]:
             task["pass_at_k"] = {f"pass@{k}": value for k, value in task["pass_at_k"].items()}
@@ -137,6 +140,23 @@ class BenchReport:
         ]
         for path, count in structure["common_paths"]:
             lines.append(f"- {count} × {path}")
+        if self.rollouts:
+            lines += [
+                "",
+                f"Rollout groups ({len(self.rollouts)}; not counted in pass@k): outcome of each group's runs",
+                "",
+            ]
+            lines += [
+                "| task | epoch | fork at step | runs | mean | std | min | max | solved | succeeded | parent |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for group in self.rollouts:
+                figures = group.figures()
+                lines.append(
+                    f"| {group.task_id} | {group.epoch} | {group.fork_step} | {len(group.run_ids)} | "
+                    + " | ".join(_number(figures[key]) for key in ("mean", "std", "min", "max", "solved", "succeeded"))
+                    + f" | {_number(group.parent_outcome)} |"
+                )
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -185,7 +205,11 @@ async def build_report(store: Store, bench_run_id: str) -> BenchReport:
                 tally.pqs.append(checked.pqs)
                 if checked.overthinking is not None:
                     tally.overthinking.append(checked.overthinking)
-    return tally.report(info, items, chosen, checkpoints=checkpoint_spec is not None)
+    report = tally.report(info, items, chosen, checkpoints=checkpoint_spec is not None)
+    if config.get("rollouts"):
+        hook = tally.outcome_hook
+        report.rollouts = rollout_groups(store, chosen, lambda events: _outcome_of(events, hook))
+    return report
 
 
 class _Tally:

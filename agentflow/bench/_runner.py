@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import agentflow
 from agentflow.bench._harbor import SOLUTION_DIR, PreparedEnvironment, TaskImages, open_task_sandbox
+from agentflow.bench._rollouts import fork_pair
 from agentflow.bench._spec import LoadedBench
 from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_tasks, task_inputs
 from agentflow.errors import ConfigError, SandboxError, TraceError
@@ -88,6 +89,8 @@ class BenchOptions:
     task_file: str | None = None  # instead of the benchmark's tasks.path
     oracle: bool = False  # run each task's reference solution instead of the workflow (tasks with a solution only)
     routing: RoutingMode | None = None  # Q-table routers: "learn" after each episode, or "freeze" (epsilon 0)
+    rollouts: int = 0  # continuations per fork point of each pair's run (0: no rollout groups); see _rollouts
+    fork_at: str = "first_error"  # where the pairs' runs are forked: first_error | each_step | STEP | seq:N
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class BenchRunOutcome:
     ran: int
     skipped: int
     cancelled: bool = False
+    rollout_problems: list[str] = field(default_factory=lambda: [])  # pairs' runs a rollout could not fork
 
 
 class BenchPlan(RunPlan):
@@ -376,6 +380,7 @@ class BenchRun:
             "prices": {name: price.model_dump() for name, price in spec.prices.items()},
             "checkpoints": str(self.loaded.resolve(spec.checkpoints).resolve()) if spec.checkpoints else None,
             "oracle": self.oracle,
+            "rollouts": {"k": options.rollouts, "fork_at": options.fork_at} if options.rollouts > 0 else None,
         }
 
     def _backend(self, tasks: Sequence[Task], options: BenchOptions) -> str:
@@ -454,6 +459,7 @@ class BenchRun:
         progress = BenchProgress(total=len(self.pairs), done=skipped)
         semaphore = asyncio.Semaphore(int(self.config["concurrency"]))
         cancelled = False
+        rollout_problems: list[str] = []
 
         async def one(pair: Pair, attempt: int, errored: int) -> None:
             async with semaphore:
@@ -477,6 +483,7 @@ class BenchRun:
                 progress.errored += item.status == "errored"
                 if self.on_progress is not None:
                     self.on_progress(progress)
+                rollout_problems.extend(await self._fork_rollouts(pair, item))
 
         try:
             await asyncio.gather(*(one(pair, attempt, errored) for pair, attempt, errored in todo))
@@ -494,6 +501,28 @@ class BenchRun:
             ran=len(todo),
             skipped=skipped,
             cancelled=cancelled,
+            rollout_problems=rollout_problems,
+        )
+
+    async def _fork_rollouts(self, pair: Pair, item: BenchItem) -> list[str]:
+        """The rollout groups of a pair's counted attempt (``--rollouts``; see ``bench._rollouts``), if asked for;
+        returns the problems met."""
+        rollouts = self.config.get("rollouts")
+        if not rollouts or item.status not in FINISHED or item.status == "errored":
+            return []
+        if pair.task.environment is not None:
+            return [
+                f"{pair.task.id}#{pair.epoch}: not forked: rollouts of tasks with their own environment are not "
+                "supported yet"
+            ]
+        return await fork_pair(
+            self.store,
+            self.info.bench_run_id,
+            item,
+            self._compiled_for(pair.task),
+            k=int(rollouts["k"]),
+            fork_at=str(rollouts["fork_at"]),
+            concurrency=int(self.config["concurrency"]),
         )
 
     def recorded_path(self, path: str) -> str:

@@ -69,9 +69,10 @@ def _register() -> None:
 
 
 def _register_traces() -> None:
-    from agentflow.cli import grade, qtable, replay, traces
+    from agentflow.cli import fork, grade, qtable, replay, traces
 
     replay.register(app)
+    fork.register(app)
     grade.register(app)
     app.add_typer(traces.app, name="traces")
     app.add_typer(qtable.app, name="qtable")

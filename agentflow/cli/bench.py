@@ -124,6 +124,18 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
     freeze: Annotated[
         bool, typer.Option("--freeze", help="Q-table routers route greedily (epsilon 0) and learn nothing")
     ] = False,
+    rollouts: Annotated[
+        int,
+        typer.Option(
+            "--rollouts",
+            help="fork each pair's run into K continuations per fork point (rollout groups, not counted in pass@k)",
+            min=0,
+        ),
+    ] = 0,
+    fork_at: Annotated[
+        str,
+        typer.Option("--fork-at", help="where --rollouts forks: first_error, each_step, a step number or seq:N"),
+    ] = "first_error",
     store: StoreOption = DEFAULT_STORE,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="show no progress")] = False,
     json_output: JsonFlag = False,
@@ -149,11 +161,17 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         raise ConfigError(f"unknown executor {executor!r}", fix="use --executor local or --executor ray")
     if ray_address is not None and executor != "ray":
         raise ConfigError("--ray-address is for --executor ray", fix="add --executor ray, or drop --ray-address")
-    if resume is not None and (oracle or any(value is not None for value in (limit, tasks, epochs, seed))):
+    if resume is not None and (oracle or rollouts or any(value is not None for value in (limit, tasks, epochs, seed))):
         raise ConfigError(
-            "--resume continues a bench run with the tasks, epochs, seed and --oracle it started with",
-            fix="drop --limit, --tasks, --epochs, --seed and --oracle when resuming",
+            "--resume continues a bench run with the tasks, epochs, seed, --oracle and --rollouts it started with",
+            fix="drop --limit, --tasks, --epochs, --seed, --oracle and --rollouts when resuming",
         )
+    from agentflow.bench._rollouts import check_fork_at
+
+    try:
+        fork_at = check_fork_at(fork_at)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if learn and freeze:
         raise ConfigError("--learn and --freeze exclude each other", fix="pass one of them")
     loaded = load_bench(bench_file, check_tasks=task_file is None and resume is None)
@@ -169,6 +187,8 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         retry_errored=retry_errored,
         task_file=str(task_file) if task_file is not None else None,
         oracle=oracle,
+        rollouts=rollouts,
+        fork_at=fork_at,
     )
     with opened_store(store) as trace_store:
         runner: BenchExecutor = LocalExecutor()
@@ -189,6 +209,8 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         if outcome is None or outcome.cancelled:
             where = "" if store == DEFAULT_STORE else f" --store {store}"
             raise Interrupted(f"resume with: agentflow bench run {bench_file} --resume {bench_run_id}{where}")
+        for rollout_problem in outcome.rollout_problems:
+            print(f"rollouts: {rollout_problem}", file=sys.stderr)
         report = asyncio.run(build_report(trace_store, bench_run_id))
     _print_report(report, "json" if json_output else "md")
     if report.errored:

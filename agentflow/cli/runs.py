@@ -243,15 +243,21 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
     out.print(f"trace {trace_path}", markup=False)
 
 
-def runs(
+def runs(  # noqa: PLR0917 - typer maps each parameter to an option
     limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
     status: Annotated[str | None, typer.Option("--status", help="only runs with this status")] = None,
+    fork_group: Annotated[
+        str | None, typer.Option("--fork-group", help="only the continuations of this fork group (agentflow fork)")
+    ] = None,
+    forked_from: Annotated[
+        str | None, typer.Option("--forked-from", help="only the runs forked from this run id")
+    ] = None,
     store: StoreOption = DEFAULT_STORE,
     json_output: JsonFlag = False,
 ) -> int:
     """List stored runs, newest first."""
     with opened_store(store) as trace_store:
-        infos = trace_store.list_runs(limit=limit, status=status)
+        infos = trace_store.list_runs(limit=limit, status=status, fork_group=fork_group, forked_from=forked_from)
     if json_output:
         print(json.dumps({"runs": [info.to_dict() for info in infos]}, indent=2))
         return 0
@@ -263,13 +269,16 @@ def runs(
         columns = ["run id", "workflow", "status", "time s", "reward"]
     if any(info.replay_of for info in infos):  # a replay names the run it replays
         columns.append("replay of")
+    if any(info.forked_from for info in infos):  # a continuation names the run it was forked from, and its group
+        columns += ["fork of", "fork group"]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     whole = {
         "run id": max((len(i.run_id) for i in infos), default=6),
         "status": max((len(i.status) for i in infos), default=6),
     }
     for header in columns:
-        folds = header in ("workflow", "replay of")  # these wrap on a narrow terminal; the id and status never do
+        # these wrap on a narrow terminal; the id and status never do
+        folds = header in ("workflow", "replay of", "fork of", "fork group")
         table.add_column(header, no_wrap=not folds, overflow="fold", min_width=whole.get(header))
     for info in infos:
         cells = {
@@ -283,6 +292,8 @@ def runs(
             "tokens": str(info.tokens),
             "reward": _fmt(info.reward_mean),
             "replay of": info.replay_of or "",
+            "fork of": info.forked_from or "",
+            "fork group": info.fork_group or "",
         }
         table.add_row(*(cells[header] for header in columns))
     out.print(table)

@@ -70,10 +70,19 @@ class RecordedRun:
         recorded = self.run_started.get("template_hash")
         return recorded if isinstance(recorded, str) else None
 
-    async def run(self, store: Store, plan: RunPlan, *, on_event: Callable[[Event], None] | None = None) -> RunResult:
+    async def run(
+        self,
+        store: Store,
+        plan: RunPlan,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        model: str | None = None,
+        seed: int | None = None,
+    ) -> RunResult:
         """Run the workflow again under ``plan``, with the inputs, model override and sandbox backend it recorded.
 
-        Inputs the workflow no longer declares as state keys are left out.
+        Inputs the workflow no longer declares as state keys are left out. ``model`` and ``seed`` replace the
+        recorded model override and seed (a forked run's continuation samples with its own).
         """
         recorded_inputs = self.run_started.get("inputs")
         state_keys = self.compiled.loaded.spec.state
@@ -82,8 +91,8 @@ class RecordedRun:
             for key, value in (recorded_inputs if isinstance(recorded_inputs, dict) else {}).items()
             if key in state_keys
         }
-        override = self.run_started.get("model_override")
-        seed = self.run_started.get("seed")
+        override = model if model is not None else self.run_started.get("model_override")
+        seed = seed if seed is not None else self.run_started.get("seed")
         sandbox_info = self.run_started.get("sandbox")
         backend = sandbox_info.get("backend") if isinstance(sandbox_info, dict) else None
         return await run_workflow(

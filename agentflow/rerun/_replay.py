@@ -199,13 +199,7 @@ class TapePlan(VerifyPlan):
         return self.tape.tool_outcome(call)
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
-        # Hooks may need the sandbox or a model, which a tape replay must not touch, and background hooks record at
-        # moments no replay can reproduce: so what the hooks recorded right after this event is copied from the tape.
-        for recorded in self.tape.hook_events_after(event.seq):
-            if recorded.seq != ctx.events[-1].seq + 1:
-                break  # the replay has diverged: its own events no longer line up with the tape's
-            # the data of its type, as the hook that recorded it wrote it
-            ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
+        copy_hook_events(ctx, self.tape, event)
 
     def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
         # a learned router takes the recorded decision again (and learns nothing from a replay)
@@ -215,6 +209,19 @@ class TapePlan(VerifyPlan):
     def sandbox_execs(self, events: Sequence[Event]) -> int:
         # the recorded commands are only re-emitted; what counts is what something tried to run anyway
         return self.tape_sandbox.execs
+
+
+def copy_hook_events(ctx: RunContext, tape: Tape, event: Event) -> None:
+    """Record again what the reward hooks recorded on ``tape`` right after ``event`` (a tape replay, a fork's prefix).
+
+    Hooks may need the sandbox or a model, which a tape replay must not touch, and background hooks record at
+    moments no replay can reproduce: so what the hooks recorded right after an event is copied from the tape.
+    """
+    for recorded in tape.hook_events_after(event.seq):
+        if recorded.seq != ctx.events[-1].seq + 1:
+            break  # the replay has diverged: its own events no longer line up with the tape's
+        # the data of its type, as the hook that recorded it wrote it
+        ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
 
 
 class TapeSandbox(Sandbox):

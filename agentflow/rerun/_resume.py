@@ -25,7 +25,7 @@ What the run continues from:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,10 +34,10 @@ from typing import Any
 import agentflow
 from agentflow.errors import ConfigError, TraceError
 from agentflow.models import Message, Model, ModelResponse, ModelSettings, ScriptedModel
+from agentflow.rerun._rebuild import rebuild_sandbox
 from agentflow.rerun._recorded import RecordedRun
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult
 from agentflow.sandboxes import ExecObserver, ExecResult
-from agentflow.tools import Tool, ToolContext
 from agentflow.traces import (
     Event,
     EventType,
@@ -232,27 +232,16 @@ class ResumePlan(RunPlan):
     async def _restore_sandbox(
         self, ctx: RunContext, compiled: CompiledWorkflow, execs: list[tuple[Event, SandboxExecData]]
     ) -> tuple[int, list[int]]:
-        tools = dict(_all_tools(compiled))
         events = [event for event in self.point.events if event.seq <= self.point.cut_seq]
-        results = {e.parent: e for e in events if e.type is EventType.TOOL_RESULT}
-        replayed, differed = 0, []
-        for event in events:
-            recorded = results.get(event.seq)
-            tool = tools.get(str(event.data.get("tool")))
-            if event.type is not EventType.TOOL_CALL or recorded is None or tool is None:
-                continue
-            tool_ctx = ToolContext(
-                sandbox=ctx.sandbox,
-                run_id=ctx.run_id,
-                node=event.node or "",
-                state=self.point.state,
-                on_exec=_collector_of_rebuild(execs, event),
-            )
-            outcome = await tool.invoke(tool_ctx, str(event.data.get("arguments") or "{}"))
-            replayed += 1
-            if outcome.ok != recorded.data.get("ok") or outcome.content != recorded.data.get("content"):
-                differed.append(event.seq)
-        return replayed, differed
+        rebuilt = await rebuild_sandbox(
+            ctx.sandbox,
+            compiled,
+            events,
+            run_id=ctx.run_id,
+            state=self.point.state,
+            observer_of=lambda call: _collector_of_rebuild(execs, call),
+        )
+        return rebuilt.tool_calls, rebuilt.differed
 
 
 class ResumeModel(Model):
@@ -287,12 +276,6 @@ def _collector_of_rebuild(execs: list[tuple[Event, SandboxExecData]], call: Even
         execs.append((call, data))
 
     return collect
-
-
-def _all_tools(compiled: CompiledWorkflow) -> Iterator[tuple[str, Tool]]:
-    for child in compiled.children.values():
-        yield from _all_tools(child)
-    yield from compiled.tools.items()  # last, so the top workflow's tools win a name clash
 
 
 def _elapsed(events: list[Event]) -> float:

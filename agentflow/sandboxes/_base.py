@@ -121,6 +121,9 @@ class Sandbox(abc.ABC):
     """The limits the sandbox was created with (every backend sets it)."""
     leftover_kind: ClassVar[str] = "leftover"
     """What ``cleanup()`` removes, in words (``container``, ``workdir``), for ``agentflow sandbox cleanup``."""
+    forked_from: str | None = None
+    """What this sandbox is a fork of (the parent as ``repr`` shows it), None for a sandbox made fresh. A fork is
+    never pooled: ``SandboxPool.release`` refuses one."""
     _closed: bool = False
     """Set by the backend's ``close()``; ``exec`` (and the backend's file operations, through ``_ensure_open``) then
     refuse."""
@@ -206,8 +209,10 @@ class Sandbox(abc.ABC):
         """A new, independent sandbox of the same backend and limits whose workdir is a copy of this one's (the
         branches of a workflow with ``sandbox: fork``, best-of-N candidates, forked rollouts).
 
-        What runs in the copy never shows in this sandbox, nor the reverse; the caller closes the copy. Processes
-        are not copied, only files (what a command left running here is not running there).
+        What runs in the copy never shows in this sandbox, nor the reverse; the caller closes the copy, and closing
+        this sandbox leaves the copy working. Processes are not copied, only files (what a command left running
+        here is not running there). The copy is never pooled (closing it destroys it), and it has ``forked_from``
+        set.
 
         Raises:
             SandboxError: this backend cannot fork (the default), or the copy failed.
@@ -299,6 +304,7 @@ class ObservedSandbox(Sandbox):
         self.inner = inner
         self.backend = inner.backend
         self.limits = inner.limits
+        self.forked_from = inner.forked_from
         self._observer = observer
         self._before = before
 

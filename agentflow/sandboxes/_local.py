@@ -762,6 +762,86 @@ class LocalSandbox(Sandbox):
             for name in [*dirs, *files]:
                 self._give_to_sandbox(Path(directory) / name)
 
+    # -- fork -------------------------------------------------------------------------------------------------
+
+    async def fork(self) -> LocalSandbox:
+        """A new local sandbox with the same limits and mode whose workdir is a copy of this one's.
+
+        The copy is ``cp -a --reflink=auto`` of the workdir (copy-on-write where the filesystem offers it): file
+        modes, empty folders, hard links and symlinks are kept (a symlink is copied as the link, not followed; an
+        absolute one into this sandbox's host workdir, which process mode shows, is pointed at the fork's). As
+        root, the fork has its own sandbox uid, and what this sandbox's uid owned the fork's uid owns. The private
+        ``/tmp`` is not copied, nor are processes. Files a command changes during the copy may be copied half
+        way: fork between commands.
+
+        The fork is independent: writes in either never show in the other, closing this sandbox leaves the fork
+        working, and closing the fork removes its workdir. It is never pooled, even when this sandbox came from a
+        pool.
+
+        Raises:
+            SandboxError: this sandbox is closed, or the copy failed (as a non-root user, a folder a command made
+                unreadable with ``chmod`` cannot be copied).
+        """
+        self._ensure_open()
+        forked = LocalSandbox(limits=self.limits, _root=owned_tempdir(_ROOT_PREFIX), _mode=self.mode)
+        forked._probe_reason = self._probe_reason
+        forked.forked_from = repr(self)
+        try:
+            await asyncio.to_thread(self._copy_workdir_to, forked)
+        except BaseException:
+            await forked.close()
+            raise
+        return forked
+
+    def _copy_workdir_to(self, forked: LocalSandbox) -> None:
+        source, target = self._host_workdir, forked._host_workdir
+        if sys.platform.startswith("linux") and shutil.which("cp"):
+            # "source/." copies the folder's contents and its own mode onto the existing target folder.
+            completed = subprocess.run(
+                ["cp", "-a", "--reflink=auto", "--", f"{source}/.", f"{target}/"],
+                capture_output=True,
+                check=False,
+            )
+            if completed.returncode != 0:
+                error = completed.stderr.decode(errors="replace").replace(str(source), self.workdir)
+                raise SandboxError(f"could not fork the workdir: {error.strip()[-500:]}")
+        else:
+            try:
+                shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+                shutil.copystat(source, target)
+            except OSError as exc:
+                raise SandboxError(f"could not fork the workdir: {exc}") from None
+        self._hand_over_copy(forked)
+
+    def _hand_over_copy(self, forked: LocalSandbox) -> None:
+        """Give the fork's uid what this sandbox's uid owned, and repoint absolute symlinks into this workdir."""
+        repoint = self.mode == "process"
+        if not (self._is_root or repoint):
+            return
+        self._hand_over_entry(forked._host_workdir, forked, repoint=False)
+        for directory, dirs, files in os.walk(forked._host_workdir):
+            for name in [*dirs, *files]:
+                self._hand_over_entry(Path(directory) / name, forked, repoint=repoint)
+
+    def _hand_over_entry(self, path: Path, forked: LocalSandbox, *, repoint: bool) -> None:
+        info = path.lstat()
+        if repoint and stat.S_ISLNK(info.st_mode):
+            old_prefix, target = str(self._host_workdir), os.readlink(path)
+            if target == old_prefix or target.startswith(old_prefix + "/"):
+                path.unlink()
+                path.symlink_to(str(forked._host_workdir) + target[len(old_prefix) :])
+                if self._is_root:  # the new link is root's until handed over below
+                    os.chown(path, info.st_uid, info.st_gid, follow_symlinks=False)
+        if not self._is_root:
+            return
+        uid = forked._sandbox_uid if info.st_uid == self._sandbox_uid else info.st_uid
+        gid = forked._sandbox_gid if info.st_gid == self._sandbox_gid else info.st_gid
+        if (uid, gid) == (info.st_uid, info.st_gid):
+            return
+        os.chown(path, uid, gid, follow_symlinks=False)
+        if not stat.S_ISLNK(info.st_mode) and info.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            os.chmod(path, stat.S_IMODE(info.st_mode))  # chown cleared them; the fork's uid owns the file now
+
     # -- report and lifecycle ---------------------------------------------------------------------------------
 
     @property

@@ -22,7 +22,9 @@ class SandboxPool:
     ``release()``) resets it (``Sandbox.reset()``; Docker's kills every process and empties the workdir and
     ``/tmp``) and puts it back. A sandbox that misbehaved (no longer ``alive``: its container died; or its reset
     failed) or whose backend cannot reset (``reset()`` returned False) is discarded and replaced in the background.
-    At most ``max_size`` sandboxes exist; an ``acquire()`` past that waits up to its timeout for a release, then
+    A fork of a lent sandbox (``fork()`` on what ``acquire()`` returned) is not the pool's: it is made fresh by the
+    backend, closing it destroys it, and ``release()`` refuses it, so a pool never hands out a fork. At most
+    ``max_size`` sandboxes exist; an ``acquire()`` past that waits up to its timeout for a release, then
     raises ``PoolExhaustedError``.
 
     Example::
@@ -154,11 +156,20 @@ class SandboxPool:
         return PooledSandbox(created, self)
 
     async def release(self, box: Sandbox) -> None:
-        """Reset a sandbox and make it idle again, or discard it when it cannot be reset."""
+        """Reset a sandbox and make it idle again, or discard it when it cannot be reset.
+
+        A fork (``forked_from`` set; a factory may make them) is never reused: it is closed, as one that cannot
+        be reset.
+
+        Raises:
+            SandboxError: ``box`` is a fork this pool did not lend (of a sandbox it lent): close it instead.
+        """
         inner = box._inner if isinstance(box, PooledSandbox) else box
         if inner not in self._in_use:
+            if inner.forked_from is not None:
+                raise SandboxError("a forked sandbox is never handed back to a pool: close it, which removes it")
             return
-        healthy = not self._closed and inner.alive
+        healthy = not self._closed and inner.alive and inner.forked_from is None
         if healthy:
             try:
                 healthy = await inner.reset()  # False: the backend cannot reset, so a fresh one replaces it
@@ -279,6 +290,11 @@ class PooledSandbox(Sandbox):
             report.resource_limits,
             details,
         )
+
+    async def fork(self) -> Sandbox:
+        """A fork of the pooled sandbox (see ``Sandbox.fork``): a new sandbox of the backend, not the pool's, which
+        its closing destroys; it is never handed back to the pool."""
+        return await self._box().fork()
 
     @property
     def workdir(self) -> str:

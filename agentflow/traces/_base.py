@@ -174,7 +174,14 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
         check_reopenable(trace, None if row is None else row.status, owner)
         return self._continue_run(trace, trace.summary().workflow or "unknown")
 
-    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
+    def list_runs(
+        self,
+        limit: int = 50,
+        status: str | None = None,
+        *,
+        fork_group: str | None = None,
+        forked_from: str | None = None,
+    ) -> list[RunInfo]:
         """Runs from the index, newest first.
 
         Runs still marked ``running`` whose process is gone (same host) are first marked ``interrupted``, with
@@ -184,12 +191,14 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
             limit: at most this many runs.
             status: only runs with this status (``running``, ``succeeded``, ``failed``, ``limit_exceeded``,
                 ``errored``, ``cancelled``, ``interrupted``).
+            fork_group: only the continuations of this fork group (``run_started.fork_group``).
+            forked_from: only the runs forked from this run id (finished ones: the index learns it at the end).
         """
         if not self._has_index():
             return []
         self._mark_dead_runs_interrupted()
         with self._connection() as connection:
-            return self._tables.list_runs(connection, limit, status)
+            return self._tables.list_runs(connection, limit, status, fork_group=fork_group, forked_from=forked_from)
 
     def _mark_dead_runs_interrupted(self) -> None:
         with self._connection() as connection:

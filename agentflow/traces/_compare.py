@@ -27,7 +27,19 @@ from agentflow.traces._hashing import canonical_json, sha256_hex, to_json_value
 
 # run_started keys that differ between two executions of the same run by nature (where and how it ran, not what it
 # did): `resumable` says whether LangGraph checkpoints were saved, which a replay does not do.
-_HOST_FACTS = ("workflow_file", "agentflow_version", "replay_of", "replay_mode", "resumable")
+# A forked run's lineage (`forked_from`, `fork_*`) says where its prefix came from, which its replay does not repeat.
+_HOST_FACTS = (
+    "workflow_file",
+    "agentflow_version",
+    "replay_of",
+    "replay_mode",
+    "resumable",
+    "forked_from",
+    "fork_group",
+    "fork_index",
+    "fork_step",
+    "fork_sandbox",
+)
 
 
 VOLATILE_TEXT: tuple[str, ...] = (

@@ -69,6 +69,12 @@ _GRADING_TABLES = [
     )""",
 ]
 
+_FORK_COLUMNS = [
+    "ALTER TABLE runs ADD COLUMN forked_from TEXT",
+    "ALTER TABLE runs ADD COLUMN fork_group TEXT",
+    "CREATE INDEX IF NOT EXISTS runs_by_fork_group ON runs (fork_group)",
+]
+
 SQLITE_MIGRATIONS: list[list[str]] = [
     # 1: the run index of the foundation.
     [_SQLITE_RUNS, "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"],
@@ -80,6 +86,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     [statement.format(real="REAL") for statement in BENCH_TABLES],
     # 5: learned Q-tables of `policy: qtable` routers, their values and the episodes they learned from.
     [statement.format(real="REAL") for statement in QTABLE_TABLES],
+    # 6: which run a forked run was forked from, and its fork group, so `agentflow runs` lists a group.
+    _FORK_COLUMNS,
 ]
 
 
@@ -152,6 +160,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     [statement.format(real="DOUBLE PRECISION") for statement in BENCH_TABLES],
     # 5: as SQLite's 5.
     [statement.format(real="DOUBLE PRECISION") for statement in QTABLE_TABLES],
+    # 6: as SQLite's 6.
+    _FORK_COLUMNS,
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

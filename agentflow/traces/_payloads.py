@@ -65,6 +65,13 @@ class BenchTag(TypedDict):
     verifier: NotRequired[VerifierTag]
 
 
+class ForkedFrom(TypedDict):
+    """Where a forked run's prefix comes from: the parent run and the seq of the prefix's last event in it."""
+
+    run_id: str
+    seq: int
+
+
 class RunStartedData(TypedDict):
     """``run_started``: the first event of a run; what replay and resume rebuild the run from.
 
@@ -79,6 +86,12 @@ class RunStartedData(TypedDict):
         imported_from, metadata: an imported run's source (``file:line``) and the source record's metadata.
         seed: the sampling seed every model call of the run asked for (a benchmark's, per task and epoch).
         bench: the benchmark run, task, epoch and attempt the run is (``agentflow bench run``).
+        forked_from: a forked run's parent and the seq of the parent's last event its prefix holds
+            (``{"run_id", "seq"}``); its events up to that seq were served from the parent's tape.
+        fork_group, fork_index: the group id the continuations of one fork share, and this one's index (0..K-1).
+        fork_step: how many steps (model turns and tool calls) of the parent the prefix holds.
+        fork_sandbox: how the continuation's sandbox was made: ``{"forked": bool, "rebuilt_tool_calls": int,
+            "differed": [seq, ...]}`` (forked: a copy of the prefix sandbox rebuilt once for the group).
     """
 
     workflow: str
@@ -96,6 +109,11 @@ class RunStartedData(TypedDict):
     metadata: NotRequired[dict[str, Any]]
     seed: NotRequired[int]
     bench: NotRequired[BenchTag]
+    forked_from: NotRequired[ForkedFrom]
+    fork_group: NotRequired[str]
+    fork_index: NotRequired[int]
+    fork_step: NotRequired[int]
+    fork_sandbox: NotRequired[dict[str, Any]]
 
 
 class RunFinishedData(TypedDict):

@@ -178,6 +178,8 @@ class RunInfo:
     reward_mean: float | None
     error: str | None
     replay_of: str | None = None  # the run this one replays
+    forked_from: str | None = None  # the run this one was forked from (``agentflow fork``)
+    fork_group: str | None = None  # the group of continuations of one fork this run belongs to
 
     def to_dict(self) -> dict[str, Any]:
         """Return the row as JSON-serialisable data."""
@@ -267,8 +269,15 @@ class Store(Protocol):
         """Continue recording an unfinished run whose process is gone (``agentflow resume``)."""
         ...
 
-    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunInfo]:
-        """Runs, newest first."""
+    def list_runs(
+        self,
+        limit: int = 50,
+        status: str | None = None,
+        *,
+        fork_group: str | None = None,
+        forked_from: str | None = None,
+    ) -> list[RunInfo]:
+        """Runs, newest first (only a fork group's, or the continuations of one run, when asked)."""
         ...
 
     def run_ids(self) -> list[str]:

@@ -148,6 +148,8 @@ class RunSummary:
     run_id: str | None = None
     workflow: str | None = None
     replay_of: str | None = None  # the run this one replays (``agentflow replay``), from its run_started
+    forked_from: str | None = None  # the run this one was forked from (``agentflow fork``), from its run_started
+    fork_group: str | None = None  # its fork group, from its run_started
     status: str = "incomplete"
     error: str | None = None
     started_at: str | None = None
@@ -249,6 +251,11 @@ class SummaryBuilder:
         self._summary.workflow = workflow if isinstance(workflow, str) else None
         replay_of = data.get("replay_of")
         self._summary.replay_of = replay_of if isinstance(replay_of, str) else None
+        forked_from = data.get("forked_from")
+        parent = forked_from.get("run_id") if isinstance(forked_from, dict) else None
+        self._summary.forked_from = parent if isinstance(parent, str) else None
+        fork_group = data.get("fork_group")
+        self._summary.fork_group = fork_group if isinstance(fork_group, str) else None
         self._summary.started_at = event.ts
 
     def _on_run_finished(self, event: Event, node: str | None, data: RunFinishedData) -> None:

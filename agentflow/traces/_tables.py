@@ -23,7 +23,7 @@ from agentflow.traces._summary import RunSummary
 
 _RUN_COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error, replay_of"
+    " reward_mean, error, replay_of, forked_from, fork_group"
 )
 
 
@@ -92,8 +92,8 @@ class StoreTables:
         connection.execute(
             self._sql(
                 "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?,"
-                " model_calls = ?, tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ?"
-                " WHERE run_id = ?"
+                " model_calls = ?, tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ?,"
+                " forked_from = ?, fork_group = ? WHERE run_id = ?"
             ),
             (
                 status,
@@ -108,17 +108,31 @@ class StoreTables:
                 events,
                 last_hash,
                 summary.replay_of,
+                summary.forked_from,
+                summary.fork_group,
                 run_id,
             ),
         )
 
-    def list_runs(self, connection: Any, limit: int, status: str | None) -> list[RunInfo]:
-        """Indexed runs, newest first."""
+    def list_runs(
+        self,
+        connection: Any,
+        limit: int,
+        status: str | None,
+        *,
+        fork_group: str | None = None,
+        forked_from: str | None = None,
+    ) -> list[RunInfo]:
+        """Indexed runs, newest first, of the status, fork group and parent asked for (None: any)."""
         query = f"SELECT {_RUN_COLUMNS} FROM runs"  # noqa: S608 - a constant column list
+        conditions: list[str] = []
         parameters: list[Any] = []
-        if status is not None:
-            query += " WHERE status = ?"
-            parameters.append(status)
+        for column, value in (("status", status), ("fork_group", fork_group), ("forked_from", forked_from)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                parameters.append(value)
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY started_at DESC, run_id DESC LIMIT ?"
         parameters.append(limit)
         return [RunInfo(*row) for row in connection.execute(self._sql(query), parameters).fetchall()]

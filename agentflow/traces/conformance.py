@@ -376,6 +376,29 @@ def check_replays_marked(store: Store) -> None:
     _expect(listed == {original: None, replay: original}, f"replay_of in the run list: {listed}")
 
 
+def check_forks_marked(store: Store) -> None:
+    """``list_runs`` names a forked run's parent and group (from its run_started) and lists a group or a parent's
+    continuations alone."""
+    parent = _record(store)
+    forks = []
+    for index in range(2):
+        with store.new_run(workflow="demo") as recorder:
+            started = RunStartedData(
+                workflow="demo", inputs={}, forked_from={"run_id": parent, "seq": 3}, fork_group="g1", fork_index=index
+            )
+            recorder.emit(EventType.RUN_STARTED, data=started)
+            recorder.finish("succeeded")
+            forks.append(recorder.run_id)
+    listed = {info.run_id: (info.forked_from, info.fork_group) for info in store.list_runs()}
+    expected = {parent: (None, None), **{run_id: (parent, "g1") for run_id in forks}}
+    _expect(listed == expected, f"forked_from and fork_group in the run list: {listed}")
+    group = sorted(info.run_id for info in store.list_runs(fork_group="g1"))
+    _expect(group == sorted(forks), f"the runs of fork group g1: {group}")
+    children = sorted(info.run_id for info in store.list_runs(forked_from=parent))
+    _expect(children == sorted(forks), f"the runs forked from {parent}: {children}")
+    _expect(store.list_runs(fork_group="nope") == [], "an unknown fork group lists runs")
+
+
 def check_realized_graphs(store: Store) -> None:
     """A realized graph is kept, and saving it again replaces it."""
     run_id = _record(store)
@@ -419,6 +442,7 @@ CHECKS: CheckRegistry[Callable[..., None]] = CheckRegistry(
         "grading_passes": check_grading_passes,
         "live_rewards": check_live_rewards,
         "replays_marked": check_replays_marked,
+        "forks_marked": check_forks_marked,
         "realized_graphs": check_realized_graphs,
         "tampered_event_reported": check_tampered_event_reported,
         "opened_again": check_opened_again,

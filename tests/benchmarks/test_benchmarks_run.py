@@ -76,3 +76,9 @@ def test_bench() -> None:
     assert {"ideal_s", "wall_s", "runs_per_s", "efficiency"} <= set(figures)
     assert {"agentflow_s", "inspect_s", "vs_inspect_ratio"} <= set(figures)
     assert figures["humaneval_tasks"] == 4
+
+
+def test_branching_prefix() -> None:
+    figures = run_benchmark("branching_prefix.py", "--quick")
+    assert {"prefix_ratio", "original_prefix_s", "rebuild_s", "prefixes_wall_s"} <= set(figures)
+    assert figures["rebuilt_tool_calls"] == 7  # the prefix's tool calls, run once for the group
