@@ -82,10 +82,17 @@ def _fork_member(run_id: str, started: dict[str, Any]) -> ForkMember | None:
 
 
 def fork_members(store: Store) -> list[ForkMember]:
-    """Every continuation of every fork group in the store (read from each run's ``run_started``)."""
+    """Every continuation of every fork group in the store, read from its ``run_started``.
+
+    The runs index names the fork group of every finished run, so only the forks' traces are read (a continuation
+    still running, or whose process died, is not a rollout yet).
+    """
     members = []
-    for run_id in store.run_ids():
-        trace = store.load_trace(run_id)
+    everything = max(1, len(store.run_ids()))
+    for info in store.list_runs(limit=everything):
+        if info.fork_group is None:
+            continue
+        trace = store.load_trace(info.run_id)
         first = trace.events[0] if trace.events else None
         if first is not None and first.type is EventType.RUN_STARTED:
             member = _fork_member(trace.run_id, dict(first.data))
