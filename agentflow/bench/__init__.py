@@ -17,6 +17,7 @@ from agentflow.bench._humaneval_hook import HumanEvalHook
 from agentflow.bench._passk import pass_at_k, pass_at_ks
 from agentflow.bench._ray_executor import RayExecutor
 from agentflow.bench._report import BenchReport, TaskResult, build_report
+from agentflow.bench._rollouts import RolloutGroup, check_fork_at, rollout_points
 from agentflow.bench._runner import (
     AttemptResult,
     BenchExecutor,
@@ -54,6 +55,7 @@ __all__ = [
     "Pair",
     "Problem",
     "RayExecutor",
+    "RolloutGroup",
     "Sample",
     "Task",
     "TaskDelta",
@@ -63,6 +65,7 @@ __all__ = [
     "TaskSet",
     "Verdict",
     "build_report",
+    "check_fork_at",
     "checkout_problems",
     "chosen_attempts",
     "compare_reports",
@@ -77,5 +80,6 @@ __all__ = [
     "read_harbor_tasks",
     "read_samples",
     "read_tasks",
+    "rollout_points",
     "task_inputs",
 ]

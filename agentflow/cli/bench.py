@@ -166,7 +166,7 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
             "--resume continues a bench run with the tasks, epochs, seed, --oracle and --rollouts it started with",
             fix="drop --limit, --tasks, --epochs, --seed, --oracle and --rollouts when resuming",
         )
-    from agentflow.bench._rollouts import check_fork_at
+    from agentflow.bench import check_fork_at
 
     try:
         fork_at = check_fork_at(fork_at)

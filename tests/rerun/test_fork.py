@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,21 @@ def test_first_error_names_the_turn_before_the_failing_call() -> None:
     assert first_error_step(events[:5]) is None
     scored = [*events[:5], event(5, EventType.REWARD, 4, on="step", value=-0.5, target_seq=4)]
     assert first_error_step(scored) == 0  # the call of step 2 was scored negative; turn 1 asked for it
+
+
+async def test_a_docker_run_is_forked_from_one_rebuilt_container(workflow: Path, store: TraceStore) -> None:
+    from tests.sandboxes._docker_support import containers_of, require_docker
+
+    require_docker()
+    parent = await run_workflow(workflow, store=store, sandbox="docker")
+    assert parent.succeeded and parent.isolation["backend"] == "docker", parent.error
+    fork = Fork.open(store, parent.run_id, at=4)
+    results = await fork.continue_runs(2)
+    # the prefix's container was rebuilt once (2 tool calls) and each continuation worked in a fork of it
+    assert (fork.sandboxes.rebuilt.tool_calls, fork.sandboxes.forks) == (2, 2)
+    for result in results:
+        assert result.succeeded and result.final_state["answer"] == "onetwo", result.error
+        started = store.load_trace(result.run_id).events[0].data
+        assert started["sandbox"]["backend"] == "docker"
+        assert started["fork_sandbox"] == {"forked": True, "rebuilt_tool_calls": 2, "differed": []}
+    assert containers_of(os.getpid()) == []  # the rebuilt container and the forks are gone
