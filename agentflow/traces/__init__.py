@@ -15,10 +15,19 @@ Read it back::
     for event in trace.events:
         if event.type is EventType.TOOL_RESULT:
             result = event.data_as(ToolResultData)   # typed: one TypedDict per event type (DATA_TYPES)
+
+Export for training and other tools (``agentflow traces export``)::
+
+    export_openai_messages(store, [run_id])  # chat messages + tools, rewards and labels per assistant message
+    export_atif(store, [run_id])             # Harbor's ATIF trajectories; import_atif(store, path) reads them back
+    export_rollouts(store, [run_id])         # fork groups: shared prefix, continuations, group-normalized advantages
 """
 
+from agentflow.traces._atif import ATIF_VERSION, export_atif, import_atif, validate_atif
 from agentflow.traces._compare import VOLATILE_TEXT, Divergence, content_digest, first_divergence, without_abandoned
 from agentflow.traces._events import DATA_TYPES, Event, EventType
+from agentflow.traces._export import EXPORT_FORMATS, export_records, to_jsonl
+from agentflow.traces._export_messages import export_openai_messages
 from agentflow.traces._import import IMPORT_FORMATS, ImportReport, import_openai_messages
 from agentflow.traces._open import open_store
 from agentflow.traces._otel import OTLP_ENV, export_to_otlp
@@ -63,6 +72,8 @@ from agentflow.traces._protocol import (
 from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, StoredQTable
 from agentflow.traces._recorder import FINISHED_STATUSES
 from agentflow.traces._responses import RecordedResponses
+from agentflow.traces._rollouts import EPSILON as ADVANTAGE_EPSILON
+from agentflow.traces._rollouts import export_rollouts, group_advantages
 from agentflow.traces._store import FsyncPolicy, TraceStore
 from agentflow.traces._summary import (
     ErrorInfo,
@@ -77,7 +88,10 @@ from agentflow.traces._summary import (
 from agentflow.traces._tables import live_rewards
 
 __all__ = [
+    "ADVANTAGE_EPSILON",
+    "ATIF_VERSION",
     "DATA_TYPES",
+    "EXPORT_FORMATS",
     "FINISHED_STATUSES",
     "IMPORT_FORMATS",
     "LIVE_REWARDS",
@@ -132,13 +146,21 @@ __all__ = [
     "TraceStore",
     "VerifierTag",
     "content_digest",
+    "export_atif",
+    "export_openai_messages",
+    "export_records",
+    "export_rollouts",
     "export_to_otlp",
     "first_divergence",
+    "group_advantages",
+    "import_atif",
     "import_openai_messages",
     "live_rewards",
     "open_store",
     "realized_graph",
     "sandbox_exec_data",
     "summarize",
+    "to_jsonl",
+    "validate_atif",
     "without_abandoned",
 ]

@@ -8,13 +8,19 @@
                   {"role": "tool", "tool_call_id": ..., "content": ...}, ...],
      "tools": [...function schemas...],                       # optional
      "question": ..., "ground_truth": ..., "answer_text": ..., # optional metadata, kept in run_started
-     "step_labels": {"2": 1, "4": -1}, "final_label": ..., "total_index": ..., "query_index": ..., "sample_index": ...}
+     "step_labels": {"2": 1, "4": -1}, "final_label": ..., "total_index": ..., "query_index": ..., "sample_index": ...,
+     "step_rewards": {"2": [{"hook": "exit_code", "on": "step", "value": 1.0, "label": 1}]},    # optional
+     "rewards": [{"hook": "outcome", "on": "run", "value": 1.0, "label": 1}]}                    # optional
 
 Each record becomes a run with status ``imported``: ``run_started`` (metadata in ``inputs`` and ``metadata``), one
 ``agent`` node visit, and for each assistant message a ``model_request`` (the conversation so far) and a
 ``model_response`` (``data.message_index`` is its index in ``messages``, the index ``step_labels`` use), followed by a
 ``tool_call``/``tool_result`` pair for each of its tool calls (the result is the tool message with that id). A
 malformed record is reported with its line number and skipped; the others import.
+
+``step_rewards`` and ``rewards`` (what ``traces export --format openai-messages`` writes) become ``reward`` events:
+each step reward scores the ``model_response`` of its assistant message, each of ``rewards`` the run (a node
+reward keeps its ``node``), so an exported file imports back to runs that export the same.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from agentflow.traces._payloads import (
     NodeFinishedData,
     NodeStartedData,
     RequestedToolCall,
+    RewardData,
     RunStartedData,
     TokenUsage,
     ToolCallData,
@@ -40,7 +47,7 @@ from agentflow.traces._payloads import (
 )
 from agentflow.traces._protocol import Store
 
-IMPORT_FORMATS = ("openai-messages",)
+IMPORT_FORMATS = ("openai-messages", "atif")
 _METADATA = (
     "question",
     "ground_truth",
@@ -101,7 +108,56 @@ def _check_record(record: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any
                 raise MalformedRecord(f"step_labels[{index!r}] = {label!r}: use an integer index and -1, 0 or +1")
             if not 0 <= int(index) < len(messages) or messages[int(index)].get("role") != "assistant":
                 raise MalformedRecord(f"step_labels[{index!r}] does not name an assistant message")
+    _check_rewards(record, messages)
     return messages, tools
+
+
+def _check_reward(where: str, reward: Any) -> None:
+    if not isinstance(reward, dict) or not isinstance(reward.get("hook"), str):
+        raise MalformedRecord(f"{where} must be an object with a 'hook' name")
+    value, label = reward.get("value"), reward.get("label")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise MalformedRecord(f"{where}.value = {value!r}: use a number or null")
+    if label not in (None, -1, 0, 1):
+        raise MalformedRecord(f"{where}.label = {label!r}: use -1, 0, +1 or null")
+
+
+def _check_rewards(record: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    step_rewards = record.get("step_rewards")
+    if step_rewards is not None:
+        if not isinstance(step_rewards, Mapping):
+            raise MalformedRecord("'step_rewards' must map assistant message indexes to lists of rewards")
+        for index, rewards in step_rewards.items():
+            if not str(index).isdigit() or not int(index) < len(messages):
+                raise MalformedRecord(f"step_rewards[{index!r}] does not name a message")
+            if messages[int(index)].get("role") != "assistant":
+                raise MalformedRecord(f"step_rewards[{index!r}] does not name an assistant message")
+            if not isinstance(rewards, list):
+                raise MalformedRecord(f"step_rewards[{index!r}] must be a list of rewards")
+            for position, reward in enumerate(rewards):
+                _check_reward(f"step_rewards[{index!r}][{position}]", reward)
+    run_rewards = record.get("rewards")
+    if run_rewards is not None:
+        if not isinstance(run_rewards, list):
+            raise MalformedRecord("'rewards' must be a list of rewards")
+        for position, reward in enumerate(run_rewards):
+            _check_reward(f"rewards[{position}]", reward)
+
+
+def imported_reward(reward: dict[str, Any], *, on: str, target_seq: int | None) -> RewardData:
+    """The ``reward`` event data of a reward read from an imported file."""
+    value, label = reward.get("value"), reward.get("label")
+    return RewardData(
+        hook=str(reward["hook"]),
+        hook_version="imported",
+        on=str(reward.get("on") or on),
+        value=float(value) if isinstance(value, int | float) else None,
+        label=label if label in (-1, 0, 1) else None,
+        explanation=str(reward.get("explanation") or ""),
+        components={},
+        target_seq=target_seq,
+        duration_s=0,
+    )
 
 
 def import_openai_messages(store: Store, path: str | Path, *, workflow: str | None = None) -> ImportReport:
@@ -151,6 +207,7 @@ def _record_run(
             EventType.NODE_STARTED, node="agent", parent=started.seq, data=NodeStartedData(visit=1, attempt=1)
         )
         results = {str(m.get("tool_call_id")): m for m in messages if m.get("role") == "tool"}
+        step_rewards = record.get("step_rewards") or {}
         for index, message in enumerate(messages):
             if message.get("role") != "assistant":
                 continue
@@ -178,6 +235,13 @@ def _record_run(
                     usage=record.get("usage") or TokenUsage(input_tokens=0, output_tokens=0),
                 ),
             )
+            for reward in step_rewards.get(str(index)) or []:
+                recorder.emit(
+                    EventType.REWARD,
+                    node="agent",
+                    parent=reply.seq,
+                    data=imported_reward(reward, on="step", target_seq=reply.seq),
+                )
             for call in calls:
                 name = call["function"]["name"]
                 event = recorder.emit(
@@ -212,5 +276,9 @@ def _record_run(
         recorder.emit(
             EventType.NODE_FINISHED, node="agent", parent=node.seq, data=NodeFinishedData(status="ok", updates=final)
         )
+        for reward in record.get("rewards") or []:
+            on = str(reward.get("on") or "run")
+            node_name = reward.get("node") if on != "run" and isinstance(reward.get("node"), str) else None
+            recorder.emit(EventType.REWARD, node=node_name, data=imported_reward(reward, on=on, target_seq=None))
         recorder.finish("imported", final_state=final)
         return recorder.run_id
