@@ -26,6 +26,6 @@ fi
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet harbor
+"$VENV/bin/python" -m pip install --quiet "harbor==0.26.0"  # the version the ATIF tests were checked against
 "$VENV/bin/python" -c "import harbor.models.trajectories"
 echo "harbor ready in $VENV"
