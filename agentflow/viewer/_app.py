@@ -23,6 +23,7 @@ from agentflow.errors import AgentflowError
 from agentflow.traces import (
     Event,
     EventType,
+    RunInfo,
     Store,
     Trace,
     TraceFollower,
@@ -162,6 +163,10 @@ class Viewer:
             }
         )
 
+    async def forks(self, request: Request) -> Response:
+        run_id: str = await self._blocking(self.store.resolve_run_id, request.path_params["run_id"])
+        return JSONResponse(await self._blocking(fork_tree, self.store, run_id))
+
     async def events(self, request: Request) -> Response:
         start = _int(request, "from", 0)
         limit = min(_int(request, "limit", 500), EVENTS_PAGE_MAX)
@@ -223,6 +228,39 @@ class Viewer:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+FORK_DEPTH = 4  # levels of forks of forks a run page shows
+FORKS_LISTED = 1000  # continuations read per run
+
+
+def fork_tree(store: Store, run_id: str, depth: int = FORK_DEPTH) -> dict[str, Any]:
+    """The forks of a run as a tree: its fork groups (where each forked it, their continuations, and theirs in
+    turn, ``depth`` levels), from the runs index (one trace read per group, for its fork point). The run it was
+    itself forked from is in its summary (``forked_from``)."""
+    children = store.list_runs(limit=FORKS_LISTED, forked_from=run_id)
+    groups: dict[str, list[RunInfo]] = {}
+    for child in sorted(children, key=lambda info: info.run_id):
+        groups.setdefault(child.fork_group or "", []).append(child)
+    listed = []
+    for group, runs in sorted(groups.items()):
+        started = store.load_trace(runs[0].run_id).events[:1]
+        point = started[0].data.get("forked_from", {}) if started else {}
+        listed.append(
+            {
+                "group": group,
+                "seq": point.get("seq") if isinstance(point, dict) else None,
+                "step": started[0].data.get("fork_step") if started else None,
+                "runs": [
+                    {
+                        **info.to_dict(),
+                        "forks": fork_tree(store, info.run_id, depth - 1)["groups"] if depth > 1 else [],
+                    }
+                    for info in runs
+                ],
+            }
+        )
+    return {"run_id": run_id, "groups": listed}
+
+
 def _plain(value: Any) -> Any:
     """A report dataclass (or anything JSON can hold) as JSON data."""
     to_dict = getattr(value, "to_dict", None)
@@ -258,6 +296,7 @@ def create_app(store: Store, *, token: str | None = None) -> Starlette:
         Route("/api/runs", viewer.runs),
         Route("/api/runs/{run_id}", viewer.run),
         Route("/api/runs/{run_id}/events", viewer.events),
+        Route("/api/runs/{run_id}/forks", viewer.forks),
         Route("/api/runs/{run_id}/live", viewer.live),
         Route("/api/blobs/{digest}", viewer.blob),
         Route("/api/compare", viewer.compare),

@@ -165,3 +165,29 @@ def test_an_errored_run_is_listed_apart_from_failed_ones(
     assert runs["errored"] not in failed and runs["failed"] in failed
     page = client.get(f"/api/runs/{runs['errored']}").json()
     assert page["summary"]["status"] == "errored" and page["summary"]["first_error_seq"] == 2
+
+
+def test_a_run_page_lists_its_forks_as_a_tree(tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+
+    from agentflow.rerun import fork_run
+    from agentflow.runtime import run_workflow
+    from tests.viewer.conftest import ROOT
+
+    shutil.copytree(ROOT / "graphs" / "examples", tmp_path / "graphs" / "examples")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    store = TraceStore(tmp_path / ".agentflow")
+    parent = asyncio.run(run_workflow(tmp_path / "graphs" / "examples" / "fix_failing_test.yaml", store=store))
+    children = asyncio.run(fork_run(store, parent.run_id, at=3, n=2))
+    grandchild = asyncio.run(fork_run(store, children[0].run_id, at=5, n=1))[0]
+    client = TestClient(create_app(store))
+    tree = client.get(f"/api/runs/{parent.run_id}/forks").json()
+    [group] = tree["groups"]
+    assert sorted(run["run_id"] for run in group["runs"]) == sorted(child.run_id for child in children)
+    assert group["step"] == 3 and isinstance(group["seq"], int)
+    [first] = [run for run in group["runs"] if run["run_id"] == children[0].run_id]
+    assert [run["run_id"] for run in first["forks"][0]["runs"]] == [grandchild.run_id]  # a fork of a fork, nested
+    child_page = client.get(f"/api/runs/{children[1].run_id}").json()
+    assert child_page["summary"]["forked_from"] == parent.run_id
+    assert client.get(f"/api/runs/{grandchild.run_id}/forks").json()["groups"] == []

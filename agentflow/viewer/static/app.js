@@ -201,7 +201,9 @@ async function runPageView(runId) {
   const spacer = el("div", {});
   timeline.append(spacer);
   const detail = el("div", { id: "detail" }, "click a step");
-  page.replaceChildren(header, problems, svg, order, el("p", { id: "count" }), timeline, detail);
+  const forks = el("div", { id: "forks" });
+  page.replaceChildren(header, problems, svg, order, forks, el("p", { id: "count" }), timeline, detail);
+  forkTree(run, forks);  // drawn when it arrives: the timeline does not wait for it
 
   // The timeline is virtual: only the rows in view exist, and pages of events are fetched as they scroll in.
   const events = [];
@@ -275,6 +277,44 @@ async function runPageView(runId) {
       document.getElementById("run-status").textContent = "finished";
     });
   }
+}
+
+// -- forks: the run a run was forked from, and its fork groups as a tree of continuations ----------------------
+async function forkTree(run, into) {
+  const parent = run.summary.forked_from;
+  if (parent) {
+    into.append(el("p", { id: "forked-from" }, "forked from ",
+      el("a", { href: "#/run/" + encodeURIComponent(parent) }, parent), ` (group ${run.summary.fork_group || "?"}) · `,
+      el("a", { href: `#/compare/${encodeURIComponent(parent)}/${encodeURIComponent(run.run_id)}` }, "compare with it")));
+  }
+  let tree;
+  try {
+    tree = await getJSON(`api/runs/${encodeURIComponent(run.run_id)}/forks`);
+  } catch (error) {
+    return;  // an exported site without this run's forks
+  }
+  if (tree.groups.length) into.append(el("h3", {}, "forks"), groupsList(run.run_id, tree.groups));
+}
+
+function groupsList(parentId, groups) {
+  const list = el("ul", { class: "fork-groups" });
+  for (const group of groups) {
+    const counts = {};
+    for (const child of group.runs) counts[child.status] = (counts[child.status] || 0) + 1;
+    const summary = Object.entries(counts).map(([status, n]) => `${n} ${status}`).join(", ");
+    const runs = el("ul", {});
+    for (const child of group.runs) {
+      const item = el("li", { "data-run": child.run_id },
+        el("a", { href: "#/run/" + encodeURIComponent(child.run_id) }, child.run_id), " ",
+        el("span", { class: child.status }, child.status), ` reward ${fmt(child.reward_mean)} · `,
+        el("a", { href: `#/compare/${encodeURIComponent(parentId)}/${encodeURIComponent(child.run_id)}` }, "compare"));
+      if (child.forks.length) item.append(groupsList(child.run_id, child.forks));
+      runs.append(item);
+    }
+    list.append(el("li", { class: "fork-group", "data-group": group.group },
+      `group ${group.group} at seq ${group.seq ?? "?"} (step ${group.step ?? "?"}): ${group.runs.length} continuations, ${summary}`, runs));
+  }
+  return list;
 }
 
 // -- compare and bench ------------------------------------------------------------------------------------------
