@@ -26,10 +26,21 @@ from agentflow.errors import (
     TemplateError,
 )
 from agentflow.graph import _expr
+from agentflow.graph._branches import map_item_nodes
 from agentflow.graph._build import TemplateGraph
+from agentflow.graph._validate_branches import check_branches, extra_reads
 from agentflow.spec import _templating
 from agentflow.spec._loader import load_workflow
-from agentflow.spec._models import END, AgentNode, NodeSpec, RouterNode, SubgraphNode, ToolNode, WorkflowSpec
+from agentflow.spec._models import (
+    END,
+    AgentNode,
+    MapNode,
+    NodeSpec,
+    RouterNode,
+    SubgraphNode,
+    ToolNode,
+    WorkflowSpec,
+)
 
 
 class Checkers(Protocol):
@@ -107,6 +118,7 @@ def validate_template(
         *_check_tool_arguments(template, tool_parameters or {}),
         *_check_rewards(template, checkers),
         *_check_state(template),
+        *check_branches(template),
         *_check_expressions(template, _child_specs(template)),
     ]
 
@@ -240,6 +252,8 @@ def _check_transitions(template: TemplateGraph) -> Iterator[Diagnostic]:
         if isinstance(node, RouterNode) and node.policy == "qtable":
             continue  # its candidates are chosen by the table, not tried in order
         unconditional = [t for t in transitions if t.when is None]
+        if source in template.fanouts:
+            continue  # its targets all run, concurrently (see `_validate_branches` for its rules)
         if len(unconditional) > 1:
             yield Diagnostic(
                 "graph.ambiguous-edge",
@@ -273,7 +287,7 @@ def _check_reachability(template: TemplateGraph, graph: Any) -> Iterator[Diagnos
     if start is None:
         return
     reachable = nx.descendants(graph, start) | {start}
-    can_end = nx.ancestors(graph, END) | {END}
+    can_end = nx.ancestors(graph, END) | {END} | set(map_item_nodes(template))  # an item hands back to its map
     for name in workflow.spec.nodes:
         where = workflow.locate("nodes", name, key=True)
         if name not in reachable:
@@ -449,16 +463,22 @@ def _state_reads(template: TemplateGraph) -> Iterator[tuple[str, SourceLocation]
         elif isinstance(node, ToolNode):
             for key, value in node.args.items():
                 for field in _safe_value_placeholders(value):
-                    yield field.split(".")[0], workflow.locate("nodes", name, "args", key)
+                    if field.split(".")[0] not in extra_reads(template, name):
+                        yield field.split(".")[0], workflow.locate("nodes", name, "args", key)
             expressions += [(e, ("output", k)) for k, e in node.output.items()]
         elif isinstance(node, SubgraphNode):
             expressions += [(e, ("inputs", k)) for k, e in node.inputs.items()]
+        elif isinstance(node, MapNode):
+            expressions.append((node.over, ("over",)))
+        besides = extra_reads(template, name)
         for text, path in texts:
             for field in _safe_placeholders(text):
-                yield field.split(".")[0], workflow.locate("nodes", name, *path)
+                if field.split(".")[0] not in besides:
+                    yield field.split(".")[0], workflow.locate("nodes", name, *path)
         for expression, path in expressions:
             for key in _expr.state_keys_read(expression):
-                yield key, workflow.locate("nodes", name, *path)
+                if key not in besides:
+                    yield key, workflow.locate("nodes", name, *path)
     for transitions in template.transitions.values():
         for transition in transitions:
             for key in _expr.state_keys_read(transition.when or ""):
@@ -485,6 +505,8 @@ def _node_outputs(node: NodeSpec) -> tuple[str, dict[str, str]]:
         return "output", node.output
     if isinstance(node, SubgraphNode):
         return "outputs", node.outputs
+    if isinstance(node, MapNode):
+        return "output", {node.output: node.over}
     return "output", {}
 
 
@@ -492,10 +514,11 @@ def _check_node_writes(template: TemplateGraph) -> Iterator[Diagnostic]:
     """Output mappings name declared state keys; prompt templates parse (expressions: `_check_expressions`)."""
     workflow = template.workflow
     spec = workflow.spec
+    items = map_item_nodes(template)
     for name, node in spec.nodes.items():
         part, outputs = _node_outputs(node)
         for key in outputs:
-            if key not in spec.state:
+            if key not in spec.state and name not in items:  # an item node's outputs name parts of its result
                 where = workflow.locate("nodes", name, part, key, key=True)
                 yield _unknown("state key", key, spec.state, where, "state.unknown-key")
         if isinstance(node, AgentNode):
@@ -511,8 +534,9 @@ def _check_state(template: TemplateGraph) -> Iterator[Diagnostic]:
     spec = workflow.spec
     yield from _check_node_writes(template)
     writers: set[str] = set(spec.inputs)
-    for node in spec.nodes.values():
-        writers.update(_node_outputs(node)[1])
+    for name, node in spec.nodes.items():
+        if name not in map_item_nodes(template):
+            writers.update(_node_outputs(node)[1])
     for key in spec.inputs:
         if key not in spec.state:
             yield _unknown("state key", key, spec.state, workflow.locate("inputs", key, key=True), "state.unknown-key")
@@ -555,7 +579,8 @@ class _Expression:
 
 def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) -> Iterator[_Expression]:
     spec = template.workflow.spec
-    state = {"state": _samples(spec)}
+    base = {"state": _samples(spec)}
+    state = base
     types = {key: declared.type for key, declared in spec.state.items()}
 
     def target(key: str, declared: Mapping[str, str]) -> tuple[str, str] | None:
@@ -564,9 +589,13 @@ def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) 
     for index, edge in enumerate(spec.edges):
         if edge.when is not None:
             yield _Expression(edge.when, ("edges", index, "when"), state, condition=True)
+    items = map_item_nodes(template)
     for name, node in spec.nodes.items():
         here: tuple[str | int, ...] = ("nodes", name)
-        if isinstance(node, RouterNode):
+        state = base if name not in items else {"state": {**base["state"], "index": 0}}
+        if isinstance(node, MapNode):
+            yield _Expression(node.over, (*here, "over"), state, target=("over", "list"))
+        elif isinstance(node, RouterNode):
             for index, route in enumerate(node.routes):
                 if route.when is not None:
                     yield _Expression(route.when, (*here, "routes", index, "when"), state, condition=True)

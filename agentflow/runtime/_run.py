@@ -35,6 +35,7 @@ from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _timeout_error, error_data
+from agentflow.runtime._parallel import close_branch_sandboxes
 from agentflow.runtime._plan import RunPlan
 from agentflow.sandboxes import Sandbox
 from agentflow.spec._loader import LoadedWorkflow
@@ -170,6 +171,7 @@ async def run_workflow(
         _finish_recording(recorder, outcome, final_state, duration)
         if ctx is not None:
             await ctx.close_models()
+            await close_branch_sandboxes(ctx)  # forks of branches the run stopped inside
             await ctx.sandbox.close()
         await checkpoints.aclose()
     return RunResult(
