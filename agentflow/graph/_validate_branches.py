@@ -117,8 +117,8 @@ def _check_joins(template: TemplateGraph) -> Iterator[Diagnostic]:
                     f"node {source!r} is in the `after:` of join {join!r} but has other ways out "
                     f"(to {', '.join(t.target for t in others) or 'its parallel targets'})",
                     where,
-                    f"the last node of a branch leads only into its join: remove its other edges, or join a "
-                    f"node after it",
+                    "the last node of a branch leads only into its join: remove its other edges, or join a "
+                    "node after it",
                 )
         if join not in joined:
             yield Diagnostic(
@@ -139,7 +139,7 @@ def _check_fanout(template: TemplateGraph, fanout: FanOut) -> Iterator[Diagnosti
             "graph.fanout-no-join",
             f"the branches of {fanout.source!r} ({', '.join(fanout.targets)}) are never joined",
             first,
-            f"add a node with `after: [<the last node of each branch>]` that runs once every branch finished",
+            "add a node with `after: [<the last node of each branch>]` that runs once every branch finished",
         )
         return
     join = fanout.join

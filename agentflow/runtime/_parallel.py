@@ -34,7 +34,7 @@ from agentflow.graph._validate_branches import FAILED_BRANCHES, node_writes
 from agentflow.runtime._branches import Branch, current_branch
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import Sandbox
-from agentflow.spec._models import END, MapNode
+from agentflow.spec._models import MapNode
 from agentflow.traces._events import EventType
 from agentflow.traces._payloads import ErrorData
 
