@@ -73,6 +73,28 @@ def build_template_graph(workflow: LoadedWorkflow) -> TemplateGraph:
                 transitions[name].append(Transition(name, route.to, route.when, where))
     for index, name in enumerate(spec.end):
         transitions.setdefault(name, []).append(Transition(name, END, None, workflow.locate("end", index)))
+    fanouts, joins = _branch_transitions(workflow, transitions)
+    for source, outs in transitions.items():
+        for transition in outs:
+            if not graph.has_edge(source, transition.target):
+                graph.add_edge(source, transition.target, when=transition.when, location=transition.location)
+    _add_map_edges(workflow, graph)
+    return TemplateGraph(workflow=workflow, graph=graph, transitions=transitions, fanouts=fanouts, joins=joins)
+
+
+def _add_map_edges(workflow: LoadedWorkflow, graph: Any) -> None:
+    spec = workflow.spec
+    for name, node in spec.nodes.items():
+        if isinstance(node, MapNode) and node.node in spec.nodes and not graph.has_edge(name, node.node):
+            # the item node runs inside the map (once per item) and hands back to it: no transition of its own
+            graph.add_edge(name, node.node, when=None, location=workflow.locate("nodes", name, "node"), map=True)
+
+
+def _branch_transitions(
+    workflow: LoadedWorkflow, transitions: dict[str, list[Transition]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Add the transitions of fan-outs and joins; return the fan-outs (source -> targets) and joins (-> sources)."""
+    spec = workflow.spec
     fanouts: dict[str, list[str]] = {}
     joins: dict[str, list[str]] = {}
     for name, node in spec.nodes.items():
@@ -92,12 +114,4 @@ def build_template_graph(workflow: LoadedWorkflow) -> TemplateGraph:
             transitions.setdefault(source, []).append(Transition(source, name, None, where))
         if node.after:
             joins[name] = list(node.after)
-    for source, outs in transitions.items():
-        for transition in outs:
-            if not graph.has_edge(source, transition.target):
-                graph.add_edge(source, transition.target, when=transition.when, location=transition.location)
-    for name, node in spec.nodes.items():
-        if isinstance(node, MapNode) and node.node in spec.nodes and not graph.has_edge(name, node.node):
-            # the item node runs inside the map (once per item) and hands back to it: no transition of its own
-            graph.add_edge(name, node.node, when=None, location=workflow.locate("nodes", name, "node"), map=True)
-    return TemplateGraph(workflow=workflow, graph=graph, transitions=transitions, fanouts=fanouts, joins=joins)
+    return fanouts, joins

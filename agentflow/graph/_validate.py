@@ -450,39 +450,44 @@ def _check_rewards(template: TemplateGraph, checkers: Checkers) -> Iterator[Diag
 
 
 def _state_reads(template: TemplateGraph) -> Iterator[tuple[str, SourceLocation]]:
-    """Every (state key, where) a template or expression reads."""
+    """Every (state key, where) a template or expression reads (not what a node sees beside the state: a map item's
+    ``item``, a join's ``failed_branches``)."""
     workflow = template.workflow
     for name, node in workflow.spec.nodes.items():
-        texts: list[tuple[str, tuple[str | int, ...]]] = []
-        expressions: list[tuple[str, tuple[str | int, ...]]] = []
-        if isinstance(node, AgentNode):
-            texts.append((node.prompt, ("prompt",)))
-            if node.input:
-                texts.append((node.input, ("input",)))
-            expressions += [(e, ("output", k)) for k, e in node.output.items()]
-        elif isinstance(node, ToolNode):
-            for key, value in node.args.items():
-                for field in _safe_value_placeholders(value):
-                    if field.split(".")[0] not in extra_reads(template, name):
-                        yield field.split(".")[0], workflow.locate("nodes", name, "args", key)
-            expressions += [(e, ("output", k)) for k, e in node.output.items()]
-        elif isinstance(node, SubgraphNode):
-            expressions += [(e, ("inputs", k)) for k, e in node.inputs.items()]
-        elif isinstance(node, MapNode):
-            expressions.append((node.over, ("over",)))
         besides = extra_reads(template, name)
-        for text, path in texts:
-            for field in _safe_placeholders(text):
-                if field.split(".")[0] not in besides:
-                    yield field.split(".")[0], workflow.locate("nodes", name, *path)
-        for expression, path in expressions:
-            for key in _expr.state_keys_read(expression):
-                if key not in besides:
-                    yield key, workflow.locate("nodes", name, *path)
+        for key, path in _node_reads(node):
+            if key not in besides:
+                yield key, workflow.locate("nodes", name, *path)
     for transitions in template.transitions.values():
         for transition in transitions:
             for key in _expr.state_keys_read(transition.when or ""):
                 yield key, transition.location
+
+
+def _node_reads(node: NodeSpec) -> Iterator[tuple[str, tuple[str | int, ...]]]:
+    """(state key, path inside the node) of every read of one node's templates and expressions."""
+    texts: list[tuple[str, tuple[str | int, ...]]] = []
+    expressions: list[tuple[str, tuple[str | int, ...]]] = []
+    if isinstance(node, AgentNode):
+        texts.append((node.prompt, ("prompt",)))
+        if node.input:
+            texts.append((node.input, ("input",)))
+        expressions += [(e, ("output", k)) for k, e in node.output.items()]
+    elif isinstance(node, ToolNode):
+        for key, value in node.args.items():
+            for field in _safe_value_placeholders(value):
+                yield field.split(".")[0], ("args", key)
+        expressions += [(e, ("output", k)) for k, e in node.output.items()]
+    elif isinstance(node, SubgraphNode):
+        expressions += [(e, ("inputs", k)) for k, e in node.inputs.items()]
+    elif isinstance(node, MapNode):
+        expressions.append((node.over, ("over",)))
+    for text, path in texts:
+        for field in _safe_placeholders(text):
+            yield field.split(".")[0], path
+    for expression, path in expressions:
+        for key in _expr.state_keys_read(expression):
+            yield key, path
 
 
 def _safe_placeholders(text: str) -> list[str]:
@@ -577,6 +582,12 @@ class _Expression:
     target: tuple[str, str] | None = None  # (state key, declared type) the result is stored in
 
 
+def _map_expressions(spec: WorkflowSpec, state: dict[str, Any]) -> Iterator[_Expression]:
+    for name, node in spec.nodes.items():
+        if isinstance(node, MapNode):
+            yield _Expression(node.over, ("nodes", name, "over"), state, target=("over", "list"))
+
+
 def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) -> Iterator[_Expression]:
     spec = template.workflow.spec
     base = {"state": _samples(spec)}
@@ -589,13 +600,14 @@ def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) 
     for index, edge in enumerate(spec.edges):
         if edge.when is not None:
             yield _Expression(edge.when, ("edges", index, "when"), state, condition=True)
-    items = map_item_nodes(template)
+    yield from _map_expressions(spec, base)
+    # a map's item node sees its `item` (of a type known at run time) and `index` beside the state
+    item_state = {"state": {**base["state"], "index": 0}}
+    items = set(map_item_nodes(template))
     for name, node in spec.nodes.items():
         here: tuple[str | int, ...] = ("nodes", name)
-        state = base if name not in items else {"state": {**base["state"], "index": 0}}
-        if isinstance(node, MapNode):
-            yield _Expression(node.over, (*here, "over"), state, target=("over", "list"))
-        elif isinstance(node, RouterNode):
+        state = item_state if name in items else base
+        if isinstance(node, RouterNode):
             for index, route in enumerate(node.routes):
                 if route.when is not None:
                     yield _Expression(route.when, (*here, "routes", index, "when"), state, condition=True)

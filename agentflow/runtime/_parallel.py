@@ -222,7 +222,9 @@ def wrap_node(compiled: CompiledWorkflow, name: str, inner: NodeFunction, contex
     async def run(state: dict[str, Any], config: RunnableConfig) -> Any:
         ctx: RunContext = config.get("configurable", {})[context_key]
         if join_sources:
-            state = await _start_join(ctx, compiled, name, state, join_sources, continues)
+            state = await _start_join(
+                ctx, compiled=compiled, name=name, state=state, sources=join_sources, continues=continues
+            )
         if not steps:
             return as_contributions(await inner(state, config), reducers)
         branch = await _enter_branch(ctx, compiled, steps)
@@ -322,6 +324,7 @@ async def _enter_branch(ctx: RunContext, compiled: CompiledWorkflow, steps: tupl
 
 async def _start_join(
     ctx: RunContext,
+    *,
     compiled: CompiledWorkflow,
     name: str,
     state: dict[str, Any],

@@ -170,9 +170,7 @@ async def run_workflow(
         duration = seconds_since(clock) + plan.prior_duration_s
         _finish_recording(recorder, outcome, final_state, duration)
         if ctx is not None:
-            await ctx.close_models()
-            await close_branch_sandboxes(ctx)  # forks of branches the run stopped inside
-            await ctx.sandbox.close()
+            await _release(ctx)
         await checkpoints.aclose()
     return RunResult(
         run_id=recorder.run_id,
@@ -184,6 +182,13 @@ async def run_workflow(
         limit=outcome.limit,
         isolation=outcome.isolation,
     )
+
+
+async def _release(ctx: RunContext) -> None:
+    """Close the run's model connections and its sandbox (and the forks of branches the run stopped inside)."""
+    await ctx.close_models()
+    await close_branch_sandboxes(ctx)
+    await ctx.sandbox.close()
 
 
 def _bind_routers(compiled: CompiledWorkflow, store: Store) -> Store:

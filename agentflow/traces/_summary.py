@@ -433,6 +433,37 @@ def summarize(events: Iterable[Event]) -> RunSummary:
     return builder.build()
 
 
+class _BranchStreams:
+    """Where each visit of a realized graph comes from when branches (``data.branch``) interleave.
+
+    Each branch is its own stream of visits, starting after the last visit of the stream it branched from; the next
+    visit of that stream (a join, a map's collection) follows the last visit of every branch that started since.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str | None, str] = {}
+        self.open_children: dict[str | None, list[str]] = {}
+        self.branches: dict[str, list[str]] = {}  # branch id -> its nodes in visit order
+
+    def visit(self, stream: str | None, node: str) -> list[str]:
+        """Record a visit of ``node`` in ``stream``; return the nodes it follows."""
+        sources: list[str] = []
+        children = self.open_children.pop(stream, [])
+        if children:
+            sources = [self.last[child] for child in children if child in self.last]
+        elif stream in self.last:
+            sources = [self.last[stream]]
+        elif stream is not None:
+            parent = stream.rsplit("/", 1)[0] if "/" in stream else None
+            if parent in self.last:
+                sources = [self.last[parent]]
+            self.open_children.setdefault(parent, []).append(stream)
+        self.last[stream] = node
+        if stream is not None and node not in self.branches.setdefault(stream, []):
+            self.branches[stream].append(node)
+        return sources
+
+
 def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     """Return the part of the template graph one run actually took, with visit and edge counts.
 
@@ -451,12 +482,7 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     edge_counts: dict[tuple[str, str], int] = {}
     conditions: dict[tuple[str, str], list[Any]] = {}
     routes: list[tuple[str, str, Any]] = []
-    # Branches (data.branch) run concurrently, so their events interleave: each branch is its own stream of visits,
-    # starting after the last visit of the stream it branched from; the next visit of that stream (a join, a map's
-    # collection) follows the last visit of every branch that started since.
-    last: dict[str | None, str] = {}
-    open_children: dict[str | None, list[str]] = {}
-    branches: dict[str, list[str]] = {}
+    streams = _BranchStreams()
     for event in events:
         if event.type is EventType.NODE_STARTED and event.node is not None:
             visit = event.data_as(NodeStartedData).get("visit")
@@ -467,25 +493,9 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
                 continue  # a retry of the same visit
             if isinstance(visit, int):
                 seen.add(visit)
-            sources: list[str] = []
-            children = open_children.pop(stream, [])
-            if children:
-                sources = [last[child] for child in children if child in last]
-            elif stream in last:
-                sources = [last[stream]]
-            elif stream is not None:
-                parent = stream.rsplit("/", 1)[0] if "/" in stream else None
-                if parent in last:
-                    sources = [last[parent]]
-                open_children.setdefault(parent, []).append(stream)
-            elif path:
-                sources = [path[-1]]
-            for source in sources:
+            for source in streams.visit(stream, event.node):
                 edge = (source, event.node)
                 edge_counts[edge] = edge_counts.get(edge, 0) + 1
-            last[stream] = event.node
-            if stream is not None and event.node not in branches.setdefault(stream, []):
-                branches[stream].append(event.node)
             path.append(event.node)
         elif event.type is EventType.ROUTE:
             route = event.data_as(RouteData)
@@ -502,6 +512,7 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     nodes: dict[str, dict[str, Any]] = {}
     for name in path:
         nodes.setdefault(name, {"visits": 0})["visits"] += 1
+    branches = streams.branches
     for stream, names in branches.items():
         for name in names:
             nodes[name].setdefault("branches", []).append(stream)
