@@ -592,7 +592,8 @@ def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) 
     spec = template.workflow.spec
     base = {"state": _samples(spec)}
     state = base
-    types = {key: declared.type for key, declared in spec.state.items()}
+    # a write to an `append` key is one element of its list: of any type
+    types = {key: declared.type for key, declared in spec.state.items() if declared.reduce != "append"}
 
     def target(key: str, declared: Mapping[str, str]) -> tuple[str, str] | None:
         return (key, declared[key]) if key in declared else None
