@@ -93,7 +93,8 @@ def main() -> None:
         print(json.dumps(figures))
         return
     print(
-        f"{figures['branches']:g} branches: {figures['fanout_wall_s']:.3f} s; one branch: {figures['one_branch_wall_s']:.3f} s; "
+        f"{figures['branches']:g} branches: {figures['fanout_wall_s']:.3f} s; "
+        f"one branch: {figures['one_branch_wall_s']:.3f} s; "
         f"parallel_efficiency {figures['parallel_efficiency']:.3f} (target <= 1.2)"
     )
 

@@ -103,21 +103,17 @@ async def test_tape_and_verify_replays_of_a_parallel_run_are_identical(tmp_path:
 
 
 async def test_replay_serves_each_branch_its_own_responses_to_identical_requests(ws: Workspace) -> None:
-    # two branches send the same request; their scripts answer differently, so matching by request hash alone
-    # would hand one branch the other's answer when they interleave differently
-    for name, answer in (("left", "L"), ("right", "R")):
-        ws.file(
-            f"{name}.yaml",
-            f"responses:\n  - tool_calls: [{{name: shell, arguments: {{command: 'sleep 0.0{len(name)}'}}}}]\n  - {answer}\n",
-        )
-    agent = {"kind": "agent", "prompt": "same prompt", "tools": ["shell"], "output": {"notes": "answer"}}
-    spec = _fanout(
-        {"left": {**agent, "model": "left"}, "right": {**agent, "model": "right"}},
-        models={"left": {"model": "scripted:left.yaml"}, "right": {"model": "scripted:right.yaml"}},
-    )
-    recorded = await run_workflow(ws.workflow(spec), store=ws.store)
+    # Both branches send the same requests to one model. The first asker's answer comes slowly, so the other branch
+    # sends the (identical) second request first and gets the third response; the first asker gets the fourth. A
+    # tape replay answers at once, so the first asker also asks second first: matched by request hash alone it
+    # would get the other branch's answer (and the same tool call id in both branches, the other's tool result).
+    call = {"id": "t", "name": "shell", "arguments": {"command": "true"}}
+    script = [{"tool_calls": [call], "latency_s": 0.3}, {"tool_calls": [call]}, "answered first", "answered second"]
+    agent = {"kind": "agent", "model": "m", "prompt": "same prompt", "tools": ["shell"], "output": {"notes": "answer"}}
+    spec = _fanout({"left": agent, "right": agent}, models={"m": {"model": "scripted:script.yaml"}})
+    recorded = await run_workflow(ws.workflow(spec, script), store=ws.store)
     assert recorded.status == "succeeded", recorded.error
-    assert sorted(recorded.final_state["notes"]) == ["L", "R"]
+    assert sorted(recorded.final_state["notes"]) == ["answered first", "answered second"]
 
     report = await replay_run(ws.store, recorded.run_id, mode="tape")
 
