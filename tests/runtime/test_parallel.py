@@ -281,3 +281,82 @@ async def test_resume_refuses_a_run_with_parallel_branches(ws: Workspace) -> Non
     assert result.status == "succeeded", result.error
     with pytest.raises(TraceError, match="concurrent branches"):
         await resume_run(ws.store, result.run_id)
+
+
+async def test_the_state_of_a_run_that_fails_after_the_join_follows_the_reducers(ws: Workspace) -> None:
+    spec = _fanout(
+        {"a": _shell("printf 4", total="int(result.stdout)"), "b": _shell("printf 6", total="int(result.stdout)")}
+    )
+    spec["nodes"]["join"] = {**_fail(), "after": ["a", "b"]}
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+
+    assert result.status == "failed"
+    assert result.final_state["total"] == 10  # both contributions, summed, though LangGraph never returned a state
+    recorded = _events(ws.store, result.run_id)[-1]
+    assert recorded.type is EventType.RUN_FINISHED and recorded.data["final_state"]["total"] == 10
+
+
+async def test_nested_fanouts_nest_their_branch_ids(ws: Workspace) -> None:
+    spec = _fanout({"a": _shell("true"), "b": _shell("true", notes="'b'")})
+    spec["nodes"]["a"] = {**_shell("true"), "parallel": ["a1", "a2"]}
+    spec["nodes"]["a1"] = _shell("true", notes="'a1'")
+    spec["nodes"]["a2"] = _shell("true", notes="'a2'")
+    spec["nodes"]["a_join"] = {**_shell("true"), "after": ["a1", "a2"]}
+    spec["nodes"]["join"]["after"] = ["a_join", "b"]
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+
+    assert result.status == "succeeded", result.error
+    assert sorted(result.final_state["notes"]) == ["a1", "a2", "b"]
+    branches = {
+        e.node: e.data.get("branch") for e in _events(ws.store, result.run_id) if e.type is EventType.NODE_STARTED
+    }
+    assert branches == {"begin": None, "a": "a", "b": "b", "a1": "a/a1", "a2": "a/a2", "a_join": "a", "join": None}
+    report = await replay_run(ws.store, result.run_id, mode="tape")
+    assert report.identical, report.divergence
+
+
+async def test_forked_map_items_each_work_in_their_own_workdir(ws: Workspace) -> None:
+    ws.file("files/keep.txt", "kept\n")
+    spec = {
+        "name": "forked_map",
+        "state": {"words": {"type": "list", "default": ["x", "y"]}, "out": {"type": "list", "default": []}},
+        "tools": ["shell"],
+        "sandbox": {"backend": "local", "files": {".": "files"}},
+        "start": "each",
+        "nodes": {
+            "each": {"kind": "map", "over": "state.words", "node": "touch", "output": "out", "sandbox": "fork"},
+            "touch": _shell("touch {item}.txt && ls | tr '\\n' ' '", listing="result.stdout"),
+            "after": _shell("ls | tr '\\n' ' '", seen="result.stdout"),
+        },
+        "edges": [{"from": "each", "to": "after"}],
+        "end": ["after"],
+    }
+    spec["state"]["seen"] = {"type": "str", "default": ""}
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+
+    assert result.status == "succeeded", result.error
+    assert result.final_state["out"] == ["keep.txt x.txt ", "keep.txt y.txt "]
+    assert result.final_state["seen"] == "keep.txt "
+
+
+async def test_agentflow_show_prints_the_branch_of_each_event(tmp_path: Path, examples: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    store = TraceStore(tmp_path / ".agentflow")
+    result = await run_workflow(examples / "parallel_review.yaml", store=store)
+    shown = subprocess.run(
+        [str(Path(sys.executable).with_name("agentflow")), "show", result.run_id],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert any(line.split()[:3] == ["seq", "branch", "node"] for line in shown.stdout.splitlines())  # the header
+    assert "branch measure[2]: count_lines" in shown.stdout
+    assert any(line.split()[1:3] == ["style", "style"] for line in shown.stdout.splitlines() if line.split())
