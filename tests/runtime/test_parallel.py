@@ -360,3 +360,46 @@ async def test_agentflow_show_prints_the_branch_of_each_event(tmp_path: Path, ex
     assert any(line.split()[:3] == ["seq", "branch", "node"] for line in shown.stdout.splitlines())  # the header
     assert "branch measure[2]: count_lines" in shown.stdout
     assert any(line.split()[1:3] == ["style", "style"] for line in shown.stdout.splitlines() if line.split())
+
+
+@pytest.mark.parametrize(
+    ("limits", "name"),
+    [({"max_steps": 3}, "max_steps"), ({"max_tokens": 60}, "max_tokens"), ({"timeout_s": 0.3}, "timeout_s")],
+)
+async def test_steps_tokens_and_wall_time_count_every_branch(ws: Workspace, limits: dict[str, Any], name: str) -> None:
+    # begin + two branches = 3 steps, each branch's model call about 40 tokens, each branch sleeps 0.2 s after it:
+    # one branch alone stays under every limit, both together go over (steps only with the join)
+    for branch in ("left", "right"):
+        ws.file(
+            f"{branch}.yaml",
+            "responses:\n  - tool_calls: [{name: shell, arguments: {command: 'sleep 0.2'}}]\n  - done\n",
+        )
+    agent = {"kind": "agent", "prompt": "go", "tools": ["shell"], "output": {"notes": "answer"}}
+    spec = _fanout(
+        {"left": {**agent, "model": "left"}, "right": {**agent, "model": "right"}},
+        models={"left": {"model": "scripted:left.yaml"}, "right": {"model": "scripted:right.yaml"}},
+        limits=limits,
+    )
+    if name == "timeout_s":  # sequential branches would take 0.4 s and more; concurrent ones still pass 0.3 s
+        ws.file("left.yaml", "responses:\n  - tool_calls: [{name: shell, arguments: {command: 'sleep 1'}}]\n  - done\n")
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+
+    assert result.status == "limit_exceeded", result.error
+    assert result.limit is not None and result.limit["name"] == name
+
+
+async def test_several_unconditional_edges_from_a_node_fan_out(ws: Workspace) -> None:
+    spec = _fanout(
+        {"a": _shell("printf 1", total="int(result.stdout)"), "b": _shell("printf 2", total="int(result.stdout)")}
+    )
+    del spec["nodes"]["begin"]["parallel"]
+    spec["edges"] = [{"from": "begin", "to": "a"}, {"from": "begin", "to": "b"}]
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+
+    assert result.status == "succeeded", result.error
+    assert result.final_state["total"] == 3
+    events = _events(ws.store, result.run_id)
+    assert {e.node: e.data["branch"] for e in events if e.type is EventType.NODE_STARTED and e.node in "ab"} == {
+        "a": "a",
+        "b": "b",
+    }
