@@ -364,11 +364,11 @@ async def test_agentflow_show_prints_the_branch_of_each_event(tmp_path: Path, ex
 
 @pytest.mark.parametrize(
     ("limits", "name"),
-    [({"max_steps": 3}, "max_steps"), ({"max_tokens": 60}, "max_tokens"), ({"timeout_s": 0.3}, "timeout_s")],
+    [({"max_steps": 3}, "max_steps"), ({"max_tokens": 400}, "max_tokens"), ({"timeout_s": 0.3}, "timeout_s")],
 )
 async def test_steps_tokens_and_wall_time_count_every_branch(ws: Workspace, limits: dict[str, Any], name: str) -> None:
-    # begin + two branches = 3 steps, each branch's model call about 40 tokens, each branch sleeps 0.2 s after it:
-    # one branch alone stays under every limit, both together go over (steps only with the join)
+    # begin + two branches + the join = 4 steps (one branch: 3); one branch's two model calls use 329 tokens (both:
+    # 658); a branch still running when the run's timeout_s passes stops the run
     for branch in ("left", "right"):
         ws.file(
             f"{branch}.yaml",
@@ -380,7 +380,7 @@ async def test_steps_tokens_and_wall_time_count_every_branch(ws: Workspace, limi
         models={"left": {"model": "scripted:left.yaml"}, "right": {"model": "scripted:right.yaml"}},
         limits=limits,
     )
-    if name == "timeout_s":  # sequential branches would take 0.4 s and more; concurrent ones still pass 0.3 s
+    if name == "timeout_s":
         ws.file("left.yaml", "responses:\n  - tool_calls: [{name: shell, arguments: {command: 'sleep 1'}}]\n  - done\n")
     result = await run_workflow(ws.workflow(spec), store=ws.store)
 
