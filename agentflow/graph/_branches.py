@@ -8,14 +8,13 @@ belongs to the same branches in every run, so the runtime knows a node's branch 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from agentflow.errors import SourceLocation
-from agentflow.spec._models import END
+from agentflow.spec._models import END, MapNode
 
 if TYPE_CHECKING:
     from agentflow.graph._build import TemplateGraph
@@ -87,13 +86,4 @@ def branch_membership(template: TemplateGraph) -> dict[str, tuple[BranchStep, ..
 
 def map_item_nodes(template: TemplateGraph) -> dict[str, str]:
     """Item node -> the map node that runs it."""
-    from agentflow.spec._models import MapNode
-
     return {node.node: name for name, node in template.workflow.spec.nodes.items() if isinstance(node, MapNode)}
-
-
-def iter_branch_nodes(fanout: FanOut) -> Iterator[tuple[str, str]]:
-    """(target, node) for every node of every branch of ``fanout``."""
-    for target, nodes in fanout.branches.items():
-        for name in sorted(nodes):
-            yield target, name

@@ -177,6 +177,7 @@ class _Wiring:
     fanout_sandbox: dict[str, str]  # fan-out source -> shared | fork
     join_of: dict[str, str]  # fan-out source -> its join
     joins: dict[str, tuple[str, ...]]  # join -> the fan-outs it closes
+    join_targets: dict[str, frozenset[str]]  # join -> the targets (branch names) of the fan-outs it closes
     exits: dict[str, str]  # a node named in a join's `after:` -> that join
     maps: dict[str, MapNode]
     reducers: dict[str, str]  # state key -> its reducer
@@ -196,6 +197,10 @@ def wiring(compiled: CompiledWorkflow) -> _Wiring:
         fanout_sandbox={f.source: spec.nodes[f.source].sandbox for f in fanouts},
         join_of={f.source: f.join for f in fanouts if f.join is not None},
         joins={join: tuple(sources) for join, sources in joins.items()},
+        join_targets={
+            join: frozenset(t for f in fanouts if f.source in sources for t in f.targets)
+            for join, sources in joins.items()
+        },
         exits={source: join for join, sources in template.joins.items() for source in sources},
         maps={name: node for name, node in spec.nodes.items() if isinstance(node, MapNode)},
         reducers=reducers_of(compiled),
@@ -203,7 +208,8 @@ def wiring(compiled: CompiledWorkflow) -> _Wiring:
     )
 
 
-def _map_label(compiled: CompiledWorkflow, name: str, part: str) -> str:
+def _map_label(name: str, part: str) -> str:
+    """The LangGraph name of a map's extra nodes: ``<map>[items]`` (evaluates `over`), ``<map>[item]`` (one item)."""
     return f"{name}[{part}]"
 
 
@@ -222,9 +228,7 @@ def wrap_node(compiled: CompiledWorkflow, name: str, inner: NodeFunction, contex
     async def run(state: dict[str, Any], config: RunnableConfig) -> Any:
         ctx: RunContext = config.get("configurable", {})[context_key]
         if join_sources:
-            state = await _start_join(
-                ctx, compiled=compiled, name=name, state=state, sources=join_sources, continues=continues
-            )
+            state = await _start_join(ctx, compiled=compiled, name=name, state=state, continues=continues)
         if not steps:
             return as_contributions(await inner(state, config), reducers)
         branch = await _enter_branch(ctx, compiled, steps)
@@ -328,15 +332,12 @@ async def _start_join(
     compiled: CompiledWorkflow,
     name: str,
     state: dict[str, Any],
-    sources: tuple[str, ...],
     continues: bool,
 ) -> dict[str, Any]:
     """Before a join runs: its branches are over (close what is left of them); with ``on_branch_error:
     continue`` the join sees (and the trace records) the branches that failed."""
     runs = branch_runs(ctx)
-    fanout_targets = {
-        target for fanout in find_fanouts(compiled.template) if fanout.source in sources for target in fanout.targets
-    }
+    fanout_targets = compiled.wiring.join_targets.get(name, frozenset())
     enclosing = current_branch.get()
     prefix = "" if enclosing is None else enclosing.id + "/"
     mine = {prefix + target for target in fanout_targets}
@@ -407,7 +408,7 @@ def map_sends(compiled: CompiledWorkflow, name: str, context_key: str) -> RouteF
         if not run.items:
             return name
         return [
-            Send(_map_label(compiled, name, "item"), {**state, "item": item, "index": index})
+            Send(_map_label(name, "item"), {**state, "item": item, "index": index})
             for index, item in enumerate(run.items)
         ]
 
@@ -479,9 +480,9 @@ def add_branch_nodes(builder: Any, compiled: CompiledWorkflow, context_key: str)
     """The extra LangGraph nodes of map nodes."""
     for name in compiled.wiring.maps:
         dispatch = _in_branch_of(compiled, name, map_dispatch(compiled, name, context_key), context_key)
-        builder.add_node(_map_label(compiled, name, "items"), dispatch)
+        builder.add_node(_map_label(name, "items"), dispatch)
         item = _in_branch_of(compiled, name, map_item(compiled, name, context_key), context_key)
-        builder.add_node(_map_label(compiled, name, "item"), item)
+        builder.add_node(_map_label(name, "item"), item)
 
 
 def add_branch_edges(
@@ -499,7 +500,7 @@ def add_branch_edges(
     for join, sources in template.joins.items():
         builder.add_edge(list(sources), entry(join))
     for name in compiled.wiring.maps:
-        items, item = _map_label(compiled, name, "items"), _map_label(compiled, name, "item")
+        items, item = _map_label(name, "items"), _map_label(name, "item")
         sends = wrap_route(compiled, name, map_sends(compiled, name, context_key), context_key)
         builder.add_conditional_edges(items, sends, [item, name])
         builder.add_edge(item, name)
@@ -513,4 +514,4 @@ def add_branch_edges(
 
 def entry_of(compiled: CompiledWorkflow, name: str) -> str:
     """The LangGraph node an edge to ``name`` goes to: a map is entered through its ``[items]`` node."""
-    return _map_label(compiled, name, "items") if name in compiled.wiring.maps else name
+    return _map_label(name, "items") if name in compiled.wiring.maps else name
