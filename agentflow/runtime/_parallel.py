@@ -227,11 +227,17 @@ def wrap_node(compiled: CompiledWorkflow, name: str, inner: NodeFunction, contex
 
     async def run(state: dict[str, Any], config: RunnableConfig) -> Any:
         ctx: RunContext = config.get("configurable", {})[context_key]
-        if join_sources:
-            state = await _start_join(ctx, compiled=compiled, name=name, state=state, continues=continues)
         if not steps:
+            if join_sources:
+                state = await _start_join(
+                    ctx, compiled=compiled, name=name, state=state, enclosing=current_branch.get(), continues=continues
+                )
             return as_contributions(await inner(state, config), reducers)
         branch = await _enter_branch(ctx, compiled, steps)
+        if join_sources:  # a join inside a branch (nested fan-outs) closes the branches nested in its own
+            state = await _start_join(
+                ctx, compiled=compiled, name=name, state=state, enclosing=branch, continues=continues
+            )
         runs = branch_runs(ctx)
         if any(branch.id == failed or branch.id.startswith(failed + "/") for failed in runs.failed):
             return {}  # the branch failed before this node (on_branch_error: continue): it does no more
@@ -275,7 +281,8 @@ def wrap_route(compiled: CompiledWorkflow, name: str, inner: RouteFunction, cont
 
 
 def _branch_key(compiled: CompiledWorkflow, parent: Branch | None, target: str) -> str:
-    return compiled.prefix + (target if parent is None else f"{parent.id}/{target}")
+    """The id of branch ``target`` under ``parent``: how ``BranchRuns`` knows it."""
+    return target if parent is None else f"{parent.id}/{target}"
 
 
 def _known_branch(ctx: RunContext, compiled: CompiledWorkflow, steps: tuple[BranchStep, ...]) -> Branch | None:
@@ -283,9 +290,8 @@ def _known_branch(ctx: RunContext, compiled: CompiledWorkflow, steps: tuple[Bran
     branch = current_branch.get()
     for step in steps:
         found = runs.branches.get(_branch_key(compiled, branch, step.target))
-        if found is None:
-            return Branch(name=step.target, kind="parallel", parent=branch)  # closed already: the id is what counts
-        branch = found
+        # a branch closed already (its fork discarded) is still the branch: only its id counts here
+        branch = found if found is not None else Branch(name=step.target, kind="parallel", parent=branch)
     return branch
 
 
@@ -332,19 +338,18 @@ async def _start_join(
     compiled: CompiledWorkflow,
     name: str,
     state: dict[str, Any],
+    enclosing: Branch | None,
     continues: bool,
 ) -> dict[str, Any]:
     """Before a join runs: its branches are over (close what is left of them); with ``on_branch_error:
     continue`` the join sees (and the trace records) the branches that failed."""
     runs = branch_runs(ctx)
     fanout_targets = compiled.wiring.join_targets.get(name, frozenset())
-    enclosing = current_branch.get()
     prefix = "" if enclosing is None else enclosing.id + "/"
     mine = {prefix + target for target in fanout_targets}
     failed = sorted(branch_id for branch_id in runs.failed if branch_id in mine)
     for branch_id in mine:
-        await runs.close(branch_id)
-        runs.branches.pop(compiled.prefix + branch_id, None)
+        await runs.close(branch_id)  # a loop back to the fan-out starts its branches (and forks) afresh
     if not continues:
         return state
     if failed:
