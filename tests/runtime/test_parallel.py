@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +284,17 @@ async def test_resume_refuses_a_run_with_parallel_branches(ws: Workspace) -> Non
     assert result.status == "succeeded", result.error
     with pytest.raises(TraceError, match="concurrent branches"):
         await resume_run(ws.store, result.run_id)
+    resumed = subprocess.run(
+        [str(Path(sys.executable).with_name("agentflow")), "resume", result.run_id],
+        cwd=ws.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert resumed.returncode == 3, resumed.stderr  # refused: an error outside the workflow, said in one line
+    assert len(resumed.stderr.strip().splitlines()) == 1 and "cannot be resumed" in resumed.stderr
 
 
 async def test_the_state_of_a_run_that_fails_after_the_join_follows_the_reducers(ws: Workspace) -> None:
@@ -340,10 +354,6 @@ async def test_forked_map_items_each_work_in_their_own_workdir(ws: Workspace) ->
 
 
 async def test_agentflow_show_prints_the_branch_of_each_event(tmp_path: Path, examples: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     store = TraceStore(tmp_path / ".agentflow")
     result = await run_workflow(examples / "parallel_review.yaml", store=store)
     shown = subprocess.run(
