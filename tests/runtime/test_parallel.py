@@ -15,6 +15,7 @@ from agentflow.rerun import replay_run, resume_run
 from agentflow.runtime import run_workflow
 from agentflow.traces import Event, EventType, TraceStore, realized_graph
 from tests.runtime.conftest import Workspace
+from tests.support.require import require
 
 
 def _fanout(branches: dict[str, dict[str, Any]], **overrides: Any) -> dict[str, Any]:
@@ -413,3 +414,33 @@ async def test_several_unconditional_edges_from_a_node_fan_out(ws: Workspace) ->
         "a": "a",
         "b": "b",
     }
+
+
+async def test_forked_branches_on_docker_work_in_their_own_container(ws: Workspace) -> None:
+    from agentflow.sandboxes._docker import DEFAULT_IMAGE, docker_available, image_available
+
+    available, reason = docker_available()
+    require(available, f"no Docker engine: {reason}")
+    require(image_available(DEFAULT_IMAGE), f"image {DEFAULT_IMAGE} missing: run `agentflow sandbox build python`")
+    ws.file("files/base.txt", "base\n")
+    spec = _fanout(
+        {
+            "a": _shell("echo a > mine.txt && sleep 0.2 && cat mine.txt && ls", notes="result.stdout"),
+            "b": _shell("echo b > mine.txt && sleep 0.2 && cat mine.txt && ls", notes="result.stdout"),
+        },
+        sandbox={"backend": "docker", "image": DEFAULT_IMAGE, "files": {".": "files"}},
+    )
+    spec["nodes"]["begin"]["sandbox"] = "fork"
+    result = await run_workflow(ws.workflow(spec), store=ws.store)
+
+    assert result.status == "succeeded", result.error
+    assert sorted(result.final_state["notes"]) == ["a\nbase.txt\nmine.txt\n", "b\nbase.txt\nmine.txt\n"]
+    assert "mine.txt" not in result.final_state["seen"]
+    import docker
+
+    client = docker.from_env()
+    try:  # the forks' containers were removed when their branches ended, the run's when it ended
+        left = client.containers.list(all=True, filters={"label": f"agentflow.run_id={result.run_id}"})
+    finally:
+        client.close()
+    assert left == []
