@@ -444,3 +444,63 @@ async def test_forked_branches_on_docker_work_in_their_own_container(ws: Workspa
     finally:
         client.close()
     assert left == []
+
+
+def _map_spec(node: dict[str, Any], **map_options: Any) -> dict[str, Any]:
+    return {
+        "name": "mapped",
+        "state": {
+            "words": {"type": "list", "default": ["ok", "missing", "fine"]},
+            "out": {"type": "list", "default": []},
+        },
+        "tools": ["shell", "read_file"],
+        "start": "each",
+        "nodes": {
+            "each": {"kind": "map", "over": "state.words", "node": "item", "output": "out", **map_options},
+            "item": node,
+        },
+        "end": ["each"],
+    }
+
+
+async def test_a_failing_map_item_fails_the_run_unless_the_map_continues(ws: Workspace) -> None:
+    ws.file("files/ok.txt", "OK")
+    ws.file("files/fine.txt", "FINE")
+    item = {"kind": "tool", "tool": "read_file", "args": {"path": "{item}.txt"}, "output": {"text": "result"}}
+    item["fail_on_error"] = True
+    failing = _map_spec(item)
+    failing["sandbox"] = {"backend": "local", "files": {".": "files"}}
+    result = await run_workflow(ws.workflow(failing), store=ws.store)
+    assert result.status == "failed"
+    assert "each[1]" in {e.data.get("branch") for e in _events(ws.store, result.run_id) if e.type is EventType.ERROR}
+
+    continuing = {
+        **failing,
+        "nodes": {**failing["nodes"], "each": {**failing["nodes"]["each"], "on_branch_error": "continue"}},
+    }
+    result = await run_workflow(ws.workflow(continuing), store=ws.store)
+    assert result.status == "succeeded", result.error
+    assert result.final_state["out"] == ["OK", None, "FINE"]
+    failed = [e for e in _events(ws.store, result.run_id) if e.type is EventType.ERROR and e.node == "each"]
+    assert len(failed) == 1 and "each[1]" in failed[0].data["message"]
+
+
+async def test_a_map_runs_a_subgraph_per_item(ws: Workspace) -> None:
+    ws.file(
+        "child.yaml",
+        "name: child\nstate:\n  word: {type: str, default: ''}\n  shout: {type: str, default: ''}\ntools: [shell]\n"
+        "start: up\nnodes:\n  up: {kind: tool, tool: shell, args: {command: 'printf %s {word} | tr a-z A-Z'},"
+        " output: {shout: result.stdout}}\nend: [up]\n",
+    )
+    item = {
+        "kind": "subgraph",
+        "workflow": "child.yaml",
+        "inputs": {"word": "state.item"},
+        "outputs": {"loud": "state.shout"},
+    }
+    result = await run_workflow(ws.workflow(_map_spec(item)), store=ws.store)
+
+    assert result.status == "succeeded", result.error
+    assert result.final_state["out"] == ["OK", "MISSING", "FINE"]
+    inner = {e.data.get("branch") for e in _events(ws.store, result.run_id) if e.node == "item/up"}
+    assert inner == {"each[0]", "each[1]", "each[2]"}
