@@ -85,7 +85,10 @@ class RunProgress:
         )
 
     def __call__(self, event: Event) -> None:
-        node = event.node or ""
+        label = event.node or ""
+        branch = event.data.get("branch")
+        # concurrent branches may run the same node (a map's items): each branch's visit is its own
+        node = label if not isinstance(branch, str) else f"{label} [{branch}]"
         visit = self._open.get(node)
         match event.type:
             case EventType.NODE_STARTED:

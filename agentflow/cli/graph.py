@@ -157,6 +157,9 @@ def inspect(
         out.print(f"cycle {' -> '.join([*cycle.nodes, cycle.nodes[0]])}  max_iterations {bound}", markup=False)
     out.print(f"critical path {' -> '.join(metrics.critical_path)}", markup=False)
     out.print(f"worst-case node executions {metrics.max_steps}")
+    for source, branches in metrics.branches.items():
+        side_by_side = " | ".join(f"{branch}: {' -> '.join(names)}" for branch, names in branches.items())
+        out.print(f"branches of {source}: {side_by_side}", markup=False)
     for entry in host_tools:
         out.print(f"host tool {entry['name']} ({entry['ref']}): {entry['reason']}", markup=False)
     return 0

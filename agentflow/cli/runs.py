@@ -34,6 +34,7 @@ from agentflow.traces import (
     ToolResultData,
     Trace,
     open_store,
+    realized_graph,
     summarize,
 )
 
@@ -377,13 +378,19 @@ def show(
         print(json.dumps(payload, indent=2, default=str))
         return 0
     out = console()
-    table = Table("seq", "node", "event", "detail", title=f"run {trace.run_id}", box=box.SIMPLE_HEAD)
+    branched = any(isinstance(event.data.get("branch"), str) for event in trace.events)
+    columns = ("seq", "branch", "node", "event", "detail") if branched else ("seq", "node", "event", "detail")
+    table = Table(*columns, title=f"run {trace.run_id}", box=box.SIMPLE_HEAD)
     for event in trace.events:
-        table.add_row(str(event.seq), event.node or "", event.type.value, _describe(event))
+        branch = [str(event.data.get("branch") or "")] if branched else []
+        table.add_row(str(event.seq), *branch, event.node or "", event.type.value, _describe(event))
     out.print(table)
     for problem in trace.problems:
         out.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
     _print_summary(summary.to_dict(), {}, str(trace.path))
+    realized = realized_graph(trace.events)
+    for branch, names in realized.get("branches", {}).items():
+        out.print(f"branch {branch}: {' -> '.join(names)}", markup=False)
     from agentflow.rewards import describe_aggregates
 
     for hook, figures in _aggregates(trace.events).items():

@@ -9,7 +9,7 @@ import networkx as nx
 
 from agentflow.errors import SourceLocation
 from agentflow.spec._loader import LoadedWorkflow
-from agentflow.spec._models import END, RouterNode
+from agentflow.spec._models import END, MapNode, RouterNode
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class TemplateGraph:
     workflow: LoadedWorkflow
     graph: Any  # networkx.DiGraph; networkx ships no type hints
     transitions: dict[str, list[Transition]]
+    # fan-out source -> its parallel targets (`parallel:`, or several unconditional `edges:` and no other way out)
+    fanouts: dict[str, list[str]] = field(default_factory=lambda: {})
+    # join -> the nodes it runs after (`after:`); their transitions into the join are in `transitions` too
+    joins: dict[str, list[str]] = field(default_factory=lambda: {})
     _bounds: dict[str, int | None] = field(default_factory=lambda: {})
 
     @property
@@ -69,8 +73,45 @@ def build_template_graph(workflow: LoadedWorkflow) -> TemplateGraph:
                 transitions[name].append(Transition(name, route.to, route.when, where))
     for index, name in enumerate(spec.end):
         transitions.setdefault(name, []).append(Transition(name, END, None, workflow.locate("end", index)))
+    fanouts, joins = _branch_transitions(workflow, transitions)
     for source, outs in transitions.items():
         for transition in outs:
             if not graph.has_edge(source, transition.target):
                 graph.add_edge(source, transition.target, when=transition.when, location=transition.location)
-    return TemplateGraph(workflow=workflow, graph=graph, transitions=transitions)
+    _add_map_edges(workflow, graph)
+    return TemplateGraph(workflow=workflow, graph=graph, transitions=transitions, fanouts=fanouts, joins=joins)
+
+
+def _add_map_edges(workflow: LoadedWorkflow, graph: Any) -> None:
+    spec = workflow.spec
+    for name, node in spec.nodes.items():
+        if isinstance(node, MapNode) and node.node in spec.nodes and not graph.has_edge(name, node.node):
+            # the item node runs inside the map (once per item) and hands back to it: no transition of its own
+            graph.add_edge(name, node.node, when=None, location=workflow.locate("nodes", name, "node"), map=True)
+
+
+def _branch_transitions(
+    workflow: LoadedWorkflow, transitions: dict[str, list[Transition]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Add the transitions of fan-outs and joins; return the fan-outs (source -> targets) and joins (-> sources)."""
+    spec = workflow.spec
+    fanouts: dict[str, list[str]] = {}
+    joins: dict[str, list[str]] = {}
+    for name, node in spec.nodes.items():
+        for index, target in enumerate(node.parallel):
+            transitions[name].append(Transition(name, target, None, workflow.locate("nodes", name, "parallel", index)))
+        if node.parallel:
+            fanouts[name] = list(node.parallel)
+        elif (
+            not isinstance(node, RouterNode)
+            and len(transitions[name]) > 1
+            and all(t.when is None and t.target != END for t in transitions[name])
+        ):
+            fanouts[name] = [t.target for t in transitions[name]]  # several unconditional edges: a fan-out
+    for name, node in spec.nodes.items():
+        for index, source in enumerate(node.after):
+            where = workflow.locate("nodes", name, "after", index)
+            transitions.setdefault(source, []).append(Transition(source, name, None, where))
+        if node.after:
+            joins[name] = list(node.after)
+    return fanouts, joins

@@ -7,6 +7,7 @@ from typing import Any
 
 import networkx as nx
 
+from agentflow.graph._branches import find_fanouts, map_item_nodes
 from agentflow.graph._build import TemplateGraph
 from agentflow.spec._models import END
 
@@ -30,6 +31,8 @@ class GraphMetrics:
     critical_path: list[str]
     max_steps: int
     kinds: dict[str, int] = field(default_factory=lambda: {})
+    # fan-out source (or map node) -> its branches side by side: branch -> its nodes (a map: "<map>[i]" -> item node)
+    branches: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +95,17 @@ def compute_metrics(template: TemplateGraph) -> GraphMetrics:
         critical_path=critical,
         max_steps=sum(template.max_visits(n) for n in template.workflow.spec.nodes),
         kinds=kinds,
+        branches=_branches(template),
     )
+
+
+def _branches(template: TemplateGraph) -> dict[str, dict[str, list[str]]]:
+    found: dict[str, dict[str, list[str]]] = {}
+    for fanout in find_fanouts(template):
+        found[fanout.source] = {target: sorted(nodes) for target, nodes in fanout.branches.items()}
+    for item, name in map_item_nodes(template).items():
+        found[name] = {f"{name}[i]": [item]}
+    return found
 
 
 def _cycle_bound(template: TemplateGraph, cycle: list[str]) -> int | None:

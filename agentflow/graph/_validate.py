@@ -26,10 +26,21 @@ from agentflow.errors import (
     TemplateError,
 )
 from agentflow.graph import _expr
+from agentflow.graph._branches import map_item_nodes
 from agentflow.graph._build import TemplateGraph
+from agentflow.graph._validate_branches import check_branches, extra_reads
 from agentflow.spec import _templating
 from agentflow.spec._loader import load_workflow
-from agentflow.spec._models import END, AgentNode, NodeSpec, RouterNode, SubgraphNode, ToolNode, WorkflowSpec
+from agentflow.spec._models import (
+    END,
+    AgentNode,
+    MapNode,
+    NodeSpec,
+    RouterNode,
+    SubgraphNode,
+    ToolNode,
+    WorkflowSpec,
+)
 
 
 class Checkers(Protocol):
@@ -107,6 +118,7 @@ def validate_template(
         *_check_tool_arguments(template, tool_parameters or {}),
         *_check_rewards(template, checkers),
         *_check_state(template),
+        *check_branches(template),
         *_check_expressions(template, _child_specs(template)),
     ]
 
@@ -240,6 +252,8 @@ def _check_transitions(template: TemplateGraph) -> Iterator[Diagnostic]:
         if isinstance(node, RouterNode) and node.policy == "qtable":
             continue  # its candidates are chosen by the table, not tried in order
         unconditional = [t for t in transitions if t.when is None]
+        if source in template.fanouts:
+            continue  # its targets all run, concurrently (see `_validate_branches` for its rules)
         if len(unconditional) > 1:
             yield Diagnostic(
                 "graph.ambiguous-edge",
@@ -273,7 +287,7 @@ def _check_reachability(template: TemplateGraph, graph: Any) -> Iterator[Diagnos
     if start is None:
         return
     reachable = nx.descendants(graph, start) | {start}
-    can_end = nx.ancestors(graph, END) | {END}
+    can_end = nx.ancestors(graph, END) | {END} | set(map_item_nodes(template))  # an item hands back to its map
     for name in workflow.spec.nodes:
         where = workflow.locate("nodes", name, key=True)
         if name not in reachable:
@@ -436,33 +450,44 @@ def _check_rewards(template: TemplateGraph, checkers: Checkers) -> Iterator[Diag
 
 
 def _state_reads(template: TemplateGraph) -> Iterator[tuple[str, SourceLocation]]:
-    """Every (state key, where) a template or expression reads."""
+    """Every (state key, where) a template or expression reads (not what a node sees beside the state: a map item's
+    ``item``, a join's ``failed_branches``)."""
     workflow = template.workflow
     for name, node in workflow.spec.nodes.items():
-        texts: list[tuple[str, tuple[str | int, ...]]] = []
-        expressions: list[tuple[str, tuple[str | int, ...]]] = []
-        if isinstance(node, AgentNode):
-            texts.append((node.prompt, ("prompt",)))
-            if node.input:
-                texts.append((node.input, ("input",)))
-            expressions += [(e, ("output", k)) for k, e in node.output.items()]
-        elif isinstance(node, ToolNode):
-            for key, value in node.args.items():
-                for field in _safe_value_placeholders(value):
-                    yield field.split(".")[0], workflow.locate("nodes", name, "args", key)
-            expressions += [(e, ("output", k)) for k, e in node.output.items()]
-        elif isinstance(node, SubgraphNode):
-            expressions += [(e, ("inputs", k)) for k, e in node.inputs.items()]
-        for text, path in texts:
-            for field in _safe_placeholders(text):
-                yield field.split(".")[0], workflow.locate("nodes", name, *path)
-        for expression, path in expressions:
-            for key in _expr.state_keys_read(expression):
+        besides = extra_reads(template, name)
+        for key, path in _node_reads(node):
+            if key not in besides:
                 yield key, workflow.locate("nodes", name, *path)
     for transitions in template.transitions.values():
         for transition in transitions:
             for key in _expr.state_keys_read(transition.when or ""):
                 yield key, transition.location
+
+
+def _node_reads(node: NodeSpec) -> Iterator[tuple[str, tuple[str | int, ...]]]:
+    """(state key, path inside the node) of every read of one node's templates and expressions."""
+    texts: list[tuple[str, tuple[str | int, ...]]] = []
+    expressions: list[tuple[str, tuple[str | int, ...]]] = []
+    if isinstance(node, AgentNode):
+        texts.append((node.prompt, ("prompt",)))
+        if node.input:
+            texts.append((node.input, ("input",)))
+        expressions += [(e, ("output", k)) for k, e in node.output.items()]
+    elif isinstance(node, ToolNode):
+        for key, value in node.args.items():
+            for field in _safe_value_placeholders(value):
+                yield field.split(".")[0], ("args", key)
+        expressions += [(e, ("output", k)) for k, e in node.output.items()]
+    elif isinstance(node, SubgraphNode):
+        expressions += [(e, ("inputs", k)) for k, e in node.inputs.items()]
+    elif isinstance(node, MapNode):
+        expressions.append((node.over, ("over",)))
+    for text, path in texts:
+        for field in _safe_placeholders(text):
+            yield field.split(".")[0], path
+    for expression, path in expressions:
+        for key in _expr.state_keys_read(expression):
+            yield key, path
 
 
 def _safe_placeholders(text: str) -> list[str]:
@@ -485,6 +510,8 @@ def _node_outputs(node: NodeSpec) -> tuple[str, dict[str, str]]:
         return "output", node.output
     if isinstance(node, SubgraphNode):
         return "outputs", node.outputs
+    if isinstance(node, MapNode):
+        return "output", {node.output: node.over}
     return "output", {}
 
 
@@ -492,10 +519,11 @@ def _check_node_writes(template: TemplateGraph) -> Iterator[Diagnostic]:
     """Output mappings name declared state keys; prompt templates parse (expressions: `_check_expressions`)."""
     workflow = template.workflow
     spec = workflow.spec
+    items = map_item_nodes(template)
     for name, node in spec.nodes.items():
         part, outputs = _node_outputs(node)
         for key in outputs:
-            if key not in spec.state:
+            if key not in spec.state and name not in items:  # an item node's outputs name parts of its result
                 where = workflow.locate("nodes", name, part, key, key=True)
                 yield _unknown("state key", key, spec.state, where, "state.unknown-key")
         if isinstance(node, AgentNode):
@@ -511,8 +539,9 @@ def _check_state(template: TemplateGraph) -> Iterator[Diagnostic]:
     spec = workflow.spec
     yield from _check_node_writes(template)
     writers: set[str] = set(spec.inputs)
-    for node in spec.nodes.values():
-        writers.update(_node_outputs(node)[1])
+    for name, node in spec.nodes.items():
+        if name not in map_item_nodes(template):
+            writers.update(_node_outputs(node)[1])
     for key in spec.inputs:
         if key not in spec.state:
             yield _unknown("state key", key, spec.state, workflow.locate("inputs", key, key=True), "state.unknown-key")
@@ -553,10 +582,18 @@ class _Expression:
     target: tuple[str, str] | None = None  # (state key, declared type) the result is stored in
 
 
+def _map_expressions(spec: WorkflowSpec, state: dict[str, Any]) -> Iterator[_Expression]:
+    for name, node in spec.nodes.items():
+        if isinstance(node, MapNode):
+            yield _Expression(node.over, ("nodes", name, "over"), state, target=("over", "list"))
+
+
 def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) -> Iterator[_Expression]:
     spec = template.workflow.spec
-    state = {"state": _samples(spec)}
-    types = {key: declared.type for key, declared in spec.state.items()}
+    base = {"state": _samples(spec)}
+    state = base
+    # a write to an `append` key is one element of its list: of any type
+    types = {key: declared.type for key, declared in spec.state.items() if declared.reduce != "append"}
 
     def target(key: str, declared: Mapping[str, str]) -> tuple[str, str] | None:
         return (key, declared[key]) if key in declared else None
@@ -564,8 +601,13 @@ def _expressions(template: TemplateGraph, children: Mapping[str, WorkflowSpec]) 
     for index, edge in enumerate(spec.edges):
         if edge.when is not None:
             yield _Expression(edge.when, ("edges", index, "when"), state, condition=True)
+    yield from _map_expressions(spec, base)
+    # a map's item node sees its `item` (of a type known at run time) and `index` beside the state
+    item_state = {"state": {**base["state"], "index": 0}}
+    items = set(map_item_nodes(template))
     for name, node in spec.nodes.items():
         here: tuple[str | int, ...] = ("nodes", name)
+        state = item_state if name in items else base
         if isinstance(node, RouterNode):
             for index, route in enumerate(node.routes):
                 if route.when is not None:

@@ -28,6 +28,7 @@ from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceE
 from agentflow.models import Model, ReplayModel, ToolCall
 from agentflow.rerun._recorded import RecordedRun
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, ServedTool
+from agentflow.runtime._branches import current_branch
 from agentflow.sandboxes import ExecResult, IsolationReport, Sandbox
 from agentflow.tools import ToolOutcome
 from agentflow.traces import (
@@ -70,9 +71,20 @@ class Tape:
         self.mode = mode
         self._recorded = without_abandoned(events)
         self.recorded_events: Sequence[Event] = self._recorded
-        self.responses = RecordedResponses(run_id, self._recorded, volatile if mode == "verify" else None)
+        # a run with concurrent branches: each branch is served its own recorded responses and tool results, and
+        # its hook events are found by its position in its own stream of events, whatever the interleaving
+        self.branched = any(isinstance(event.data.get("branch"), str) for event in self._recorded)
+        masking = volatile if mode == "verify" else None
+        self.responses: RecordedResponses = (
+            BranchResponses(run_id, self._recorded, masking)
+            if self.branched
+            else RecordedResponses(run_id, self._recorded, masking)
+        )
+        self.streams: dict[str | None, list[Event]] = {}
+        for event in self._recorded:
+            self.streams.setdefault(_branch_of(event), []).append(event)
         self.tool_results_served = 0
-        self._tools: dict[tuple[str, str, str], deque[tuple[dict[str, Any], list[SandboxExecData]]]] = {}
+        self._tools: dict[tuple[str | None, str, str, str], deque[tuple[dict[str, Any], list[SandboxExecData]]]] = {}
         self.run_started: dict[str, Any] = {}
         self.original_duration_s: float | None = None
         self._load()
@@ -99,7 +111,10 @@ class Tape:
                     for e in children
                     if e.type is EventType.SANDBOX_EXEC and not ran_by_hook(e)
                 ]
-                key = _tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments"))
+                key = (
+                    _branch_of(event),
+                    *_tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments")),
+                )
                 self._tools.setdefault(key, deque()).append((dict(result.data), execs))
 
     @property
@@ -121,7 +136,8 @@ class Tape:
         Raises:
             ReplayDivergence: the tape holds no (more) result for this call.
         """
-        queue = self._tools.get(_tool_key(call.name, call.id, call.arguments))
+        branch = current_branch.get()
+        queue = self._tools.get((None if branch is None else branch.id, *_tool_key(call.name, call.id, call.arguments)))
         if not queue:
             raise ReplayDivergence(
                 f"tool call {call.name}({call.arguments[:200]}) with id {call.id!r} is not on the tape of run "
@@ -142,6 +158,37 @@ class Tape:
         sandbox_info = self.run_started.get("sandbox")
         isolation = sandbox_info.get("isolation") if isinstance(sandbox_info, dict) else None
         return isolation if isinstance(isolation, dict) else {}
+
+
+def _branch_of(event: Event) -> str | None:
+    tag = event.data.get("branch")
+    return tag if isinstance(tag, str) else None
+
+
+class BranchResponses(RecordedResponses):
+    """Recorded responses served per branch: a branch gets the responses its own requests got when recorded.
+
+    Concurrent branches may send the same request (two map items with the same prompt) and interleave differently
+    on replay, so one queue per request hash would hand one branch the other's answer.
+    """
+
+    def __init__(self, run_id: str, events: Sequence[Event], volatile: re.Pattern[str] | None = None) -> None:
+        super().__init__(run_id, events, volatile)
+        streams: dict[str | None, list[Event]] = {}
+        for event in events:
+            streams.setdefault(_branch_of(event), []).append(event)
+        self._by_branch = {branch: RecordedResponses(run_id, mine, volatile) for branch, mine in streams.items()}
+
+    def __len__(self) -> int:
+        return sum(len(responses) for responses in self._by_branch.values())
+
+    def take(self, request_hashes: Sequence[str]) -> dict[str, Any] | None:
+        branch = current_branch.get()
+        responses = self._by_branch.get(None if branch is None else branch.id)
+        found = responses.take(request_hashes) if responses is not None else None
+        if found is not None:
+            self.served += 1
+        return found
 
 
 def _tool_key(tool: Any, call_id: Any, arguments: Any) -> tuple[str, str, str]:
@@ -192,6 +239,8 @@ class TapePlan(VerifyPlan):
     def __init__(self, tape: Tape) -> None:
         super().__init__(tape)
         self.tape_sandbox = TapeSandbox(tape.recorded_isolation())
+        self._positions: dict[str | None, int] = {}  # per branch stream: its events the replay recorded so far
+        self._seqs: dict[int, int] = {}  # recorded seq -> the replay's seq of the same event
 
     async def open_sandbox(self, compiled: CompiledWorkflow, backend: str, run_id: str) -> Sandbox:
         return self.tape_sandbox
@@ -200,7 +249,35 @@ class TapePlan(VerifyPlan):
         return self.tape.tool_outcome(call)
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
+        if self.tape.branched:  # each branch's hook events are found at their place in that branch's stream
+            self._copy_hook_events_of_stream(ctx, event)
+            return
         copy_hook_events(ctx, self.tape, event)
+
+    def _copy_hook_events_of_stream(self, ctx: RunContext, event: Event) -> None:
+        """The hook events the recording has after ``event``'s counterpart: the event at the same position of the
+        same branch's stream (branches interleave differently on replay; each branch's own order is the run's)."""
+        stream = _branch_of(event)
+        recorded_stream = self.tape.streams.get(stream, [])
+        position = self._positions.get(stream, 0)
+        self._positions[stream] = position + 1
+        if position >= len(recorded_stream):
+            return
+        counterpart = recorded_stream[position]
+        if counterpart.type is not event.type or counterpart.node != event.node:
+            return  # the replay has diverged from the tape here
+        self._seqs[counterpart.seq] = event.seq
+        for recorded in recorded_stream[position + 1 :]:
+            if not _is_hook_event(recorded):
+                break
+            data = dict(recorded.data)
+            target = data.get("target_seq")
+            if isinstance(target, int):
+                data["target_seq"] = self._seqs.get(target, target)
+            parent = self._seqs.get(recorded.parent, recorded.parent) if recorded.parent is not None else None
+            copied = ctx.record(recorded.type, node=recorded.node, parent=parent, data=cast("EventData", data))
+            self._seqs[recorded.seq] = copied.seq
+            self._positions[stream] += 1
 
     def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
         # a learned router takes the recorded decision again (and learns nothing from a replay)
@@ -270,6 +347,10 @@ class TapeSandbox(Sandbox):
         if fields >= self._isolation.keys() and {"backend"} <= self._isolation.keys():
             return IsolationReport(**self._isolation)
         return IsolationReport("tape", False, False, False, False, {"replay": "tape mode: nothing executes"})
+
+    async def fork(self) -> Sandbox:
+        """A branch's ``sandbox: fork`` on replay: nothing executes, so the fork is this sandbox again."""
+        return self
 
     @property
     def workdir(self) -> str:

@@ -20,6 +20,10 @@ What the run continues from:
   which rebuilds nothing, leaves them out of the comparison).
 - **counters**: visits, steps, model calls and tokens of the completed visits, so loop bounds and limits hold over
   the whole run.
+
+A run whose workflow has parallel branches or map nodes is refused (``TraceError``, exit 3): several nodes share a
+LangGraph step there, so a checkpoint's ``step`` no longer counts completed visits, and the branches' visits in
+flight, their forked sandboxes and their per-branch model responses would all need restoring; none of that is done.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ async def resume_run(
             LangGraph checkpoint (it was not started with ``--resumable``).
         ConfigError: the workflow file is gone, invalid, or changed since the run started.
     """
+    _refuse_branches(store.load_trace(run_id).events, run_id, [])
     # the store checks the process again when it reopens the run
     recorded = RecordedRun.load(
         store,
@@ -82,6 +87,8 @@ async def resume_run(
         verify=lambda trace: check_reopenable(trace, None, (None, None)),
     )
     compiled, path = recorded.compiled, recorded.workflow_path
+    maps = [name for name, node in compiled.loaded.spec.nodes.items() if node.kind == "map"]
+    _refuse_branches(recorded.events, recorded.run_id, sorted({*compiled.template.fanouts, *maps}))
     if recorded.recorded_template_hash != compiled.loaded.template_hash:
         raise ConfigError(
             f"{path} changed since run {recorded.run_id} started (template hash "
@@ -101,6 +108,22 @@ async def resume_run(
             recorded, step=int(snapshot.metadata.get("step", -1)), state=dict(snapshot.values), config=snapshot.config
         )
         return await recorded.run(store, ResumePlan(point, saver), on_event=on_event)
+
+
+def _refuse_branches(events: list[Event], run_id: str, branching: list[str]) -> None:
+    """A run that ran concurrent branches, or whose workflow has fan-outs or maps (``branching``), is not resumed
+    (see the module docstring).
+
+    Raises:
+        TraceError: it has some.
+    """
+    if branching or any(isinstance(event.data.get("branch"), str) for event in events):
+        where = f" (at {', '.join(branching)})" if branching else ""
+        raise TraceError(
+            f"run {run_id} cannot be resumed: its workflow runs concurrent branches{where}, and resume continues "
+            "one node per LangGraph step; the run is not resumed (start it again with `agentflow run`, or replay "
+            "it with `agentflow replay`)"
+        )
 
 
 @dataclass

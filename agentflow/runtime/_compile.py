@@ -17,7 +17,7 @@ from agentflow.models import model_providers
 from agentflow.models._scripted import resolve_script_path
 from agentflow.rewards import reward_hooks
 from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode, routing_hash
-from agentflow.runtime import _nodes
+from agentflow.runtime import _nodes, _parallel
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
 from agentflow.spec._loader import LoadedWorkflow, load_workflow
@@ -64,6 +64,7 @@ class CompiledWorkflow:
     diagnostics: list[Diagnostic] = field(default_factory=lambda: [])  # the warnings validation gave
     routers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # the `policy: qtable` routers by node
     offers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # agent -> the a_priori router after it
+    wiring: Any = None  # its fan-outs, joins and maps (`_parallel.wiring`), once compiled
 
     def bind_routers(self, store: QTableStore | None, mode: RoutingMode | None = None) -> None:
         """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`.
@@ -165,7 +166,8 @@ def compile_workflow(
                 )
             children[name] = compile_workflow(child_path, prefix=f"{prefix}{name}/", _parents=(*_parents, resolved))
     state_type = TypedDict(  # type: ignore[misc]
-        f"{spec.name}_state", {key: _PYTHON_TYPES.get(k.type, Any) for key, k in spec.state.items()}
+        f"{spec.name}_state",
+        {key: _parallel.state_annotation(_PYTHON_TYPES.get(k.type, Any), k.reduce) for key, k in spec.state.items()},
     )
     compiled = CompiledWorkflow(
         loaded=loaded,
@@ -179,19 +181,25 @@ def compile_workflow(
         diagnostics=diagnostics,
     )
     compiled.routers, compiled.offers = _qtable_routers(compiled)
+    compiled.wiring = _parallel.wiring(compiled)
     builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing
     for name in spec.nodes:
-        builder.add_node(name, _node_function(compiled, name))
-    builder.add_edge(START, spec.start)
+        builder.add_node(name, _parallel.wrap_node(compiled, name, _node_function(compiled, name), CONTEXT_KEY))
+    _parallel.add_branch_nodes(builder, compiled, CONTEXT_KEY)
+
+    def entry(target: str) -> str:
+        return LANGGRAPH_END if target == END else _parallel.entry_of(compiled, target)
+
+    builder.add_edge(START, entry(spec.start))
     for name, transitions in template.transitions.items():
+        if _parallel.handles_transitions(compiled, name):
+            continue
         if len(transitions) == 1 and transitions[0].when is None and name not in compiled.routers:
-            target = transitions[0].target
-            builder.add_edge(name, LANGGRAPH_END if target == END else target)
+            builder.add_edge(name, entry(transitions[0].target))
         else:
-            targets: dict[Hashable, str] = {
-                t.target: (LANGGRAPH_END if t.target == END else t.target) for t in transitions
-            }
+            targets: dict[Hashable, str] = {t.target: entry(t.target) for t in transitions}
             builder.add_conditional_edges(name, _route_function(compiled, name), targets)
+    _parallel.add_branch_edges(builder, compiled, lambda name: _route_function(compiled, name), entry, CONTEXT_KEY)
     compiled.graph = builder.compile()
     return compiled
 
@@ -235,9 +243,9 @@ def _node_function(compiled: CompiledWorkflow, name: str) -> NodeFunction:
     return run_node
 
 
-def _route_function(compiled: CompiledWorkflow, name: str) -> Callable[[dict[str, Any], RunnableConfig], str]:
+def _route_function(compiled: CompiledWorkflow, name: str) -> Callable[[dict[str, Any], RunnableConfig], Any]:
     def route(state: dict[str, Any], config: RunnableConfig) -> str:
         ctx: RunContext = config.get("configurable", {})[CONTEXT_KEY]
         return _nodes.choose_next(ctx, compiled, name, state)
 
-    return route
+    return _parallel.wrap_route(compiled, name, route, CONTEXT_KEY)

@@ -40,6 +40,8 @@ class RunContext:
     # node label -> the retries (trace data) of its model call in flight; a timeout that cuts a call which already
     # retried a failing provider errors the run instead of counting against the agent
     model_retrying: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {})
+    # the parallel branches and map items in flight, their forks and failures (see `_parallel.BranchRuns`)
+    branch_runs: dict[str, Any] = field(default_factory=lambda: {})
     _models: dict[tuple[str, str], Model] = field(default_factory=lambda: {})
 
     @property
@@ -70,6 +72,12 @@ class RunContext:
         if self.on_event is not None:
             self.on_event(event)
         return event
+
+    def visit_key(self, label: str) -> str:
+        """The key of ``visits`` for a node: its label, inside a branch prefixed by the branch id (the items of a map
+        run the same node once each, every one its own first visit)."""
+        branch = current_branch.get()
+        return label if branch is None else f"{branch.id}:{label}"
 
     @property
     def branch(self) -> Branch | None:

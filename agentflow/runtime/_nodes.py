@@ -16,10 +16,11 @@ from agentflow.graph import _expr
 from agentflow.models._base import Model, ModelResponse, ModelSettings, ToolCall
 from agentflow.models._retry import observe_retries
 from agentflow.routing._router import QTableRouter, offer_text
+from agentflow.runtime import _parallel
 from agentflow.runtime._context import RunContext
 from agentflow.sandboxes._base import ExecResult
 from agentflow.spec import _templating
-from agentflow.spec._models import AgentNode, NodeSpec, RetryPolicy, RouterNode, SubgraphNode, ToolNode
+from agentflow.spec._models import AgentNode, MapNode, NodeSpec, RetryPolicy, RouterNode, SubgraphNode, ToolNode
 from agentflow.tools._base import Tool, ToolContext, ToolOutcome
 from agentflow.traces._events import Event, EventType, seconds_since
 from agentflow.traces._hashing import request_hash
@@ -66,8 +67,9 @@ async def execute_node(ctx: RunContext, compiled: CompiledWorkflow, name: str, s
     spec = compiled.loaded.spec
     node = spec.nodes[name]
     label = compiled.prefix + name
-    ctx.visits[label] += 1
-    visit = ctx.visits[label]
+    visit_key = ctx.visit_key(label)
+    ctx.visits[visit_key] += 1
+    visit = ctx.visits[visit_key]
     bound = compiled.template.loop_bound(name)
     if visit > compiled.template.max_visits(name):
         limit = LimitExceeded(f"max_iterations of the loop through {label!r}", bound or 1, visit)
@@ -136,7 +138,7 @@ async def _attempt(
         ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=failed)
         ctx.flush()  # a retry runs the node's effects again
         raise exc from None
-    ctx.state.update(updates)
+    _parallel.merge_updates(ctx.state, compiled, name, updates)
     finished: NodeFinishedData = {"status": "ok", "updates": updates, "duration_s": seconds_since(clock)}
     ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=finished)
     if compiled.hooks.wants("node", name):
@@ -184,6 +186,8 @@ async def _dispatch(visit: Visit, node: NodeSpec) -> dict[str, Any]:
         return await _run_subgraph(visit, node)
     if isinstance(node, RouterNode):
         return {}  # a router decides in its conditional edge; the node itself changes nothing
+    if isinstance(node, MapNode):
+        return _parallel.collect_map(visit, node)  # its items ran before it, each as its own branch
     raise AssertionError(f"unknown node kind {node!r}")
 
 
@@ -374,7 +378,7 @@ async def _run_tool_node(visit: Visit, node: ToolNode) -> dict[str, Any]:
     ctx, compiled, name, state, label = visit.ctx, visit.compiled, visit.name, visit.state, visit.label
     tool = compiled.tools.get(node.tool)
     arguments = _templating.render_arguments(node.args, state, tool.quoting if tool is not None else None)
-    call = ToolCall(id=f"{label}-{ctx.visits[label]}", name=node.tool, arguments=json.dumps(arguments))
+    call = ToolCall(id=f"{label}-{ctx.visits[ctx.visit_key(label)]}", name=node.tool, arguments=json.dumps(arguments))
     outcome, events = await _call_tool(visit, tool, call, visit.started.seq, arguments)
     if compiled.hooks.wants("step", name):
         await _score_step(ctx, compiled, name, events)

@@ -35,6 +35,7 @@ from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import drain_background, finish_run_hooks, start_run_hooks
 from agentflow.runtime._limits import LimitTracker
 from agentflow.runtime._nodes import _timeout_error, error_data
+from agentflow.runtime._parallel import close_branch_sandboxes
 from agentflow.runtime._plan import RunPlan
 from agentflow.sandboxes import Sandbox
 from agentflow.spec._loader import LoadedWorkflow
@@ -169,8 +170,7 @@ async def run_workflow(
         duration = seconds_since(clock) + plan.prior_duration_s
         _finish_recording(recorder, outcome, final_state, duration)
         if ctx is not None:
-            await ctx.close_models()
-            await ctx.sandbox.close()
+            await _release(ctx)
         await checkpoints.aclose()
     return RunResult(
         run_id=recorder.run_id,
@@ -182,6 +182,13 @@ async def run_workflow(
         limit=outcome.limit,
         isolation=outcome.isolation,
     )
+
+
+async def _release(ctx: RunContext) -> None:
+    """Close the run's model connections and its sandbox (and the forks of branches the run stopped inside)."""
+    await ctx.close_models()
+    await close_branch_sandboxes(ctx)
+    await ctx.sandbox.close()
 
 
 def _bind_routers(compiled: CompiledWorkflow, store: Store) -> Store:

@@ -202,9 +202,20 @@ def _diagnostic_for(error: Any, data: Any, loaded: LoadedDocument[Any], model_ty
             "spec.node-kind",
             f"{dotted}: {error['msg']}",
             loaded.locate(*path),
-            "set `kind:` to one of agent, tool, router, subgraph",
+            "set `kind:` to one of agent, tool, router, subgraph, map",
         )
     given = json.dumps(error.get("input"), default=str)[:60]
+    if kind == "literal_error" and isinstance(error.get("input"), str):
+        expected = str((error.get("ctx") or {}).get("expected", ""))
+        choices = [choice.strip(" '") for choice in expected.replace(" or ", ", ").split(",") if choice.strip(" '")]
+        close = difflib.get_close_matches(error["input"], choices, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return Diagnostic(
+            "spec.type",
+            f"{dotted}: {error['input']!r} is not one of {', '.join(choices)}",
+            loaded.locate(*path),
+            f"{hint}use one of: {', '.join(choices)}",
+        )
     return Diagnostic(
         "spec.type", f"{dotted}: {error['msg']} (got {given})", loaded.locate(*path), "see `agentflow schema`"
     )

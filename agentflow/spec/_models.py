@@ -14,6 +14,8 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _identifier = re.compile(IDENTIFIER)
 
 StateType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
+Reducer = Literal["append", "extend", "merge", "sum", "max", "min", "last"]
+"""How concurrent writes to one state key combine (``reduce:`` on the key; see ``agentflow.runtime._parallel``)."""
 
 
 class _Strict(BaseModel):
@@ -79,6 +81,11 @@ class StateKey(_Strict):
     type: StateType = "any"
     default: Any = None
     description: str | None = None
+    reduce: Reducer | None = Field(
+        default=None,
+        description="how writes of several nodes combine: append (each write one element), extend (each write a "
+        "list), merge (dicts), sum, max, min, last; needed when parallel branches write the key",
+    )
 
 
 class ModelConfig(ModelSettings):
@@ -119,10 +126,32 @@ class RetryPolicy(_Strict):
     max_backoff_s: float = Field(default=30.0, ge=0)
 
 
+BranchSandbox = Literal["shared", "fork"]
+BranchErrors = Literal["fail", "continue"]
+
+
 class _NodeBase(_Strict):
     description: str | None = None
     timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit of one visit")
     retry: RetryPolicy | None = None
+    parallel: list[str] = Field(
+        default_factory=lambda: [],
+        description="nodes to run next, concurrently, each as its own branch; a node with `after:` joins them",
+    )
+    after: list[str] = Field(
+        default_factory=lambda: [],
+        description="join: this node runs once every listed node (the last node of each parallel branch) finished",
+    )
+    sandbox: BranchSandbox = Field(
+        default="shared",
+        description="with `parallel:`: shared (the branches work in the run's sandbox, like threads in one working "
+        "copy) or fork (each branch gets its own copy of the workdir, discarded when the branch ends)",
+    )
+    on_branch_error: BranchErrors = Field(
+        default="fail",
+        description="with `after:`: a failing branch fails the join (fail) or the join runs anyway and "
+        "`failed_branches` lists the branches that failed (continue)",
+    )
 
 
 class AgentNode(_NodeBase):
@@ -258,7 +287,26 @@ class SubgraphNode(_NodeBase):
     )
 
 
-NodeSpec = Annotated[AgentNode | ToolNode | RouterNode | SubgraphNode, Field(discriminator="kind")]
+class MapNode(_NodeBase):
+    """Runs another node once per item of a list, each item as its own branch, and collects the results in order.
+
+    The item node sees ``item`` and ``index`` beside the state (``{item}`` in templates, ``state.item`` in CEL).
+    Its result for one item is the value of its single `output` entry (a dict of them when it has several); the
+    list of results, in item order, is written to the state key `output`.
+    """
+
+    kind: Literal["map"]
+    over: str = Field(description="CEL expression over `state` giving the list of items")
+    node: str = Field(description="the agent, tool or subgraph node run for each item (reached only through here)")
+    output: str = Field(description="state key (a list) the results are written to, in item order")
+    max_concurrency: int = Field(default=4, ge=1, description="items that run at the same time")
+    on_branch_error: BranchErrors = Field(
+        default="fail",
+        description="a failing item fails the map (fail), or its result is null and the run goes on (continue)",
+    )
+
+
+NodeSpec = Annotated[AgentNode | ToolNode | RouterNode | SubgraphNode | MapNode, Field(discriminator="kind")]
 
 
 class EdgeSpec(_Strict):

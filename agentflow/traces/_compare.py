@@ -172,10 +172,46 @@ class Divergence:
         return asdict(self)
 
 
+def in_branch_order(events: Sequence[Event]) -> list[Event]:
+    """The events with each stretch of concurrent branches' events put in branch order (stable), renumbered.
+
+    Concurrent branches (events with ``data.branch``) interleave differently in every execution: only the order of
+    each branch's own events, and where the stretch of branches sits among the run's other events, are the run's.
+    So two executions compare equal when every branch did the same, whatever the interleaving. ``seq``, ``parent``
+    and rewards' ``target_seq`` are renumbered to the new order. A trace without branches comes back as it is.
+    """
+    if not any(isinstance(event.data.get("branch"), str) for event in events):
+        return list(events)
+    ordered: list[Event] = []
+    stretch: list[Event] = []
+    for event in events:
+        if isinstance(event.data.get("branch"), str):
+            stretch.append(event)
+            continue
+        ordered.extend(sorted(stretch, key=lambda e: str(e.data.get("branch"))))
+        stretch = []
+        ordered.append(event)
+    ordered.extend(sorted(stretch, key=lambda e: str(e.data.get("branch"))))
+    renumbered = {event.seq: index for index, event in enumerate(ordered)}
+    result: list[Event] = []
+    for index, event in enumerate(ordered):
+        data = event.data
+        target = data.get("target_seq")
+        if isinstance(target, int) and target in renumbered:
+            data = {**data, "target_seq": renumbered[target]}
+        parent = renumbered.get(event.parent, event.parent) if event.parent is not None else None
+        result.append(event.model_copy(update={"seq": index, "parent": parent, "data": data}))
+    return result
+
+
 def first_divergence(
     expected: Sequence[Event], actual: Sequence[Event], volatile: re.Pattern[str] | None = None
 ) -> Divergence | None:
-    """Compare two event sequences by content (volatile text masked); return where they first differ, or None."""
+    """Compare two event sequences by content (volatile text masked); return where they first differ, or None.
+
+    Concurrent branches are compared branch by branch (see :func:`in_branch_order`).
+    """
+    expected, actual = in_branch_order(expected), in_branch_order(actual)
     for index in range(max(len(expected), len(actual))):
         old = expected[index] if index < len(expected) else None
         new = actual[index] if index < len(actual) else None

@@ -293,7 +293,8 @@ class SummaryBuilder:
         stats.attempts += 1
         self._summary.steps += 1
         visit = data.get("visit")
-        seen = self._visits_seen.setdefault(node, set())
+        branch = event.data.get("branch")  # the items of a map run one node, each its own first visit
+        seen = self._visits_seen.setdefault(node if not isinstance(branch, str) else f"{branch}:{node}", set())
         # Without a visit number every start is a new visit; with one, a retry (same visit) is not.
         if not isinstance(visit, int) or visit not in seen:
             if isinstance(visit, int):
@@ -460,6 +461,37 @@ def summarize(events: Iterable[Event]) -> RunSummary:
     return builder.build()
 
 
+class _BranchStreams:
+    """Where each visit of a realized graph comes from when branches (``data.branch``) interleave.
+
+    Each branch is its own stream of visits, starting after the last visit of the stream it branched from; the next
+    visit of that stream (a join, a map's collection) follows the last visit of every branch that started since.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str | None, str] = {}
+        self.open_children: dict[str | None, list[str]] = {}
+        self.branches: dict[str, list[str]] = {}  # branch id -> its nodes in visit order
+
+    def visit(self, stream: str | None, node: str) -> list[str]:
+        """Record a visit of ``node`` in ``stream``; return the nodes it follows."""
+        sources: list[str] = []
+        children = self.open_children.pop(stream, [])
+        if children:
+            sources = [self.last[child] for child in children if child in self.last]
+        elif stream in self.last:
+            sources = [self.last[stream]]
+        elif stream is not None:
+            parent = stream.rsplit("/", 1)[0] if "/" in stream else None
+            if parent in self.last:
+                sources = [self.last[parent]]
+            self.open_children.setdefault(parent, []).append(stream)
+        self.last[stream] = node
+        if stream is not None and node not in self.branches.setdefault(stream, []):
+            self.branches[stream].append(node)
+        return sources
+
+
 def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     """Return the part of the template graph one run actually took, with visit and edge counts.
 
@@ -470,23 +502,27 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     Returns:
         ``{"start": first node or None, "path": [node, ...] in visit order, "nodes": {name: {"visits": n}},
         "edges": [{"from": a, "to": b, "count": n, "conditions": [...]}]}``, JSON-serialisable; edges in the order
-        they were first taken.
+        they were first taken. A run with parallel branches or map items also has ``"branches": {branch id: [node,
+        ...]}`` (the branches side by side), and each node inside one lists its ``"branches"``.
     """
     path: list[str] = []
     visits_seen: dict[str, set[int]] = {}
     edge_counts: dict[tuple[str, str], int] = {}
     conditions: dict[tuple[str, str], list[Any]] = {}
     routes: list[tuple[str, str, Any]] = []
+    streams = _BranchStreams()
     for event in events:
         if event.type is EventType.NODE_STARTED and event.node is not None:
             visit = event.data_as(NodeStartedData).get("visit")
-            seen = visits_seen.setdefault(event.node, set())
+            tag = event.data.get("branch")
+            stream = tag if isinstance(tag, str) else None
+            seen = visits_seen.setdefault(event.node if stream is None else f"{stream}:{event.node}", set())
             if isinstance(visit, int) and visit in seen:
                 continue  # a retry of the same visit
             if isinstance(visit, int):
                 seen.add(visit)
-            if path:
-                edge = (path[-1], event.node)
+            for source in streams.visit(stream, event.node):
+                edge = (source, event.node)
                 edge_counts[edge] = edge_counts.get(edge, 0) + 1
             path.append(event.node)
         elif event.type is EventType.ROUTE:
@@ -501,10 +537,14 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
             edge_counts[edge] = edge_counts.get(edge, 0) + 1
         if condition is not None and condition not in conditions.setdefault(edge, []):
             conditions[edge].append(condition)
-    nodes: dict[str, dict[str, int]] = {}
+    nodes: dict[str, dict[str, Any]] = {}
     for name in path:
         nodes.setdefault(name, {"visits": 0})["visits"] += 1
-    return {
+    branches = streams.branches
+    for stream, names in branches.items():
+        for name in names:
+            nodes[name].setdefault("branches", []).append(stream)
+    result: dict[str, Any] = {
         "start": path[0] if path else None,
         "path": path,
         "nodes": nodes,
@@ -513,3 +553,6 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
             for (source, target), count in edge_counts.items()
         ],
     }
+    if branches:  # concurrent branches, side by side: id -> its nodes in visit order
+        result["branches"] = branches
+    return result

@@ -31,6 +31,11 @@ def test_overhead() -> None:
     assert {"bare_us_per_node", "agentflow_us_per_node", "ratio"} <= set(figures)
 
 
+def test_branching_parallel() -> None:
+    figures = run_benchmark("branching_parallel.py", "--quick")
+    assert {"parallel_efficiency", "fanout_wall_s", "one_branch_wall_s"} <= set(figures)
+
+
 def test_lsp_reward() -> None:
     figures = run_benchmark("lsp_reward.py", "--steps", "2")
     assert {"warm_cold_ratio", "engine_three_noop_hooks_us_per_step"} <= set(figures)
