@@ -15,9 +15,10 @@ from agentflow.graph._build import TemplateGraph, build_template_graph
 from agentflow.graph._validate import validate_template
 from agentflow.models import model_providers
 from agentflow.models._scripted import resolve_script_path
-from agentflow.rewards import reward_hooks
+from agentflow.rewards import RewardHook, reward_hooks
 from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode, routing_hash
 from agentflow.runtime import _nodes
+from agentflow.runtime._best_of import best_of_hooks
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
 from agentflow.spec._loader import LoadedWorkflow, load_workflow
@@ -64,6 +65,7 @@ class CompiledWorkflow:
     diagnostics: list[Diagnostic] = field(default_factory=lambda: [])  # the warnings validation gave
     routers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # the `policy: qtable` routers by node
     offers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # agent -> the a_priori router after it
+    best_of_hooks: dict[str, RewardHook] = field(default_factory=lambda: {})  # node -> its `best_of.by` hook
 
     def bind_routers(self, store: QTableStore | None, mode: RoutingMode | None = None) -> None:
         """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`.
@@ -177,6 +179,7 @@ def compile_workflow(
         prefix=prefix,
         children=children,
         diagnostics=diagnostics,
+        best_of_hooks=best_of_hooks(spec, loaded.base_dir),
     )
     compiled.routers, compiled.offers = _qtable_routers(compiled)
     builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing

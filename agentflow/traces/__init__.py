@@ -24,6 +24,8 @@ from agentflow.traces._open import open_store
 from agentflow.traces._otel import OTLP_ENV, export_to_otlp
 from agentflow.traces._payloads import (
     BenchTag,
+    BestOfCandidateData,
+    BestOfData,
     ErrorData,
     EventData,
     LimitData,
@@ -84,6 +86,8 @@ __all__ = [
     "BenchItem",
     "BenchRunInfo",
     "BenchTag",
+    "BestOfCandidateData",
+    "BestOfData",
     "Divergence",
     "ErrorData",
     "ErrorInfo",
