@@ -11,6 +11,12 @@ Two modes (``agentflow replay RUN_ID --mode tape|verify``):
 
 The replay is recorded as a new run and compared with the recording event by event (``agentflow.traces``'
 comparison: content digests without what differs by nature, volatile text masked).
+
+Branches (best-of candidates, parallel branches) run concurrently, so their events interleave differently in a
+replay than in the recording. The tape therefore serves per branch (the events' ``data.branch``): a model request
+or tool call made in a branch gets what that branch got, and the hook events that followed an event of a branch
+are copied after the same event of that branch (the k-th event a branch replays stands for the k-th event it
+recorded), their ``parent`` and ``target_seq`` renumbered to the replay's.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from agentflow.errors import ConfigError, ReplayDivergence, SandboxError
 from agentflow.models import Model, ReplayModel, ToolCall
 from agentflow.rerun._recorded import RecordedRun
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, ServedTool
+from agentflow.runtime._branches import current_branch
 from agentflow.sandboxes import ExecResult, IsolationReport, Sandbox
 from agentflow.tools import ToolOutcome
 from agentflow.traces import (
@@ -71,7 +78,9 @@ class Tape:
         self.recorded_events: Sequence[Event] = self._recorded
         self.responses = RecordedResponses(run_id, self._recorded, volatile if mode == "verify" else None)
         self.tool_results_served = 0
-        self._tools: dict[tuple[str, str, str], deque[tuple[dict[str, Any], list[SandboxExecData]]]] = {}
+        # (branch, tool, call id, arguments) -> the recorded results of such calls, in order
+        self._tools: dict[tuple[str | None, str, str, str], deque[tuple[dict[str, Any], list[SandboxExecData]]]] = {}
+        self._streams: dict[str | None, list[Event]] = {}  # branch -> its recorded events, in order
         self.run_started: dict[str, Any] = {}
         self.original_duration_s: float | None = None
         self._load()
@@ -82,6 +91,7 @@ class Tape:
             if event.parent is not None:
                 by_parent.setdefault(event.parent, []).append(event)
         for event in self._recorded:
+            self._streams.setdefault(_branch_of(event), []).append(event)
             if event.type is EventType.RUN_STARTED:
                 self.run_started = dict(event.data)
             elif event.type is EventType.RUN_FINISHED:
@@ -98,32 +108,41 @@ class Tape:
                     for e in children
                     if e.type is EventType.SANDBOX_EXEC and not ran_by_hook(e)
                 ]
-                key = _tool_key(event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments"))
+                key = _tool_key(
+                    _branch_of(event), event.data.get("tool"), event.data.get("call_id"), event.data.get("arguments")
+                )
                 self._tools.setdefault(key, deque()).append((dict(result.data), execs))
 
     @property
     def model_calls_served(self) -> int:
         return self.responses.served
 
-    def hook_events_after(self, seq: int) -> list[Event]:
-        """The recorded events that reward hooks wrote right after event ``seq`` (rewards, failures, commands)."""
+    def branch_event(self, branch: str | None, index: int) -> Event | None:
+        """The ``index``-th recorded event of ``branch`` (None: the run's main path), if there is one."""
+        stream = self._streams.get(branch, [])
+        return stream[index] if index < len(stream) else None
+
+    def branch_hook_events_after(self, branch: str | None, index: int) -> list[Event]:
+        """The recorded events that reward hooks wrote in ``branch`` right after its ``index``-th event (rewards,
+        failures, commands)."""
         found: list[Event] = []
-        for event in self._recorded[seq + 1 :]:
+        for event in self._streams.get(branch, [])[index + 1 :]:
             if not _is_hook_event(event):
                 break
             found.append(event)
         return found
 
-    def tool_outcome(self, call: ToolCall) -> ServedTool:
-        """The recorded result of this tool call, with the sandbox commands it ran.
+    def tool_outcome(self, call: ToolCall, branch: str | None = None) -> ServedTool:
+        """The recorded result of this tool call (made in ``branch``), with the sandbox commands it ran.
 
         Raises:
             ReplayDivergence: the tape holds no (more) result for this call.
         """
-        queue = self._tools.get(_tool_key(call.name, call.id, call.arguments))
+        queue = self._tools.get(_tool_key(branch, call.name, call.id, call.arguments))
         if not queue:
+            where = f" in branch {branch!r}" if branch is not None else ""
             raise ReplayDivergence(
-                f"tool call {call.name}({call.arguments[:200]}) with id {call.id!r} is not on the tape of run "
+                f"tool call {call.name}({call.arguments[:200]}) with id {call.id!r}{where} is not on the tape of run "
                 f"{self.run_id}"
             )
         result, execs = queue.popleft()
@@ -143,9 +162,21 @@ class Tape:
         return isolation if isinstance(isolation, dict) else {}
 
 
-def _tool_key(tool: Any, call_id: Any, arguments: Any) -> tuple[str, str, str]:
+def _tool_key(branch: str | None, tool: Any, call_id: Any, arguments: Any) -> tuple[str | None, str, str, str]:
     text = arguments if isinstance(arguments, str) else json.dumps(arguments, sort_keys=True)
-    return str(tool), str(call_id), text
+    return branch, str(tool), str(call_id), text
+
+
+def _branch_of(event: Event) -> str | None:
+    """The branch an event was recorded in (None: the run's main path)."""
+    branch = event.data.get("branch")
+    return branch if isinstance(branch, str) else None
+
+
+def _calling_branch() -> str | None:
+    """The id of the branch the calling task runs in (None: the run's main path)."""
+    branch = current_branch.get()
+    return None if branch is None else branch.id
 
 
 def _is_hook_event(event: Event) -> bool:
@@ -166,7 +197,7 @@ class VerifyPlan(RunPlan):
 
     def model(self, model_string: str, base_dir: Path) -> Model:
         # impersonating the recorded model keeps the requests, and their hashes, the recorded ones
-        return ReplayModel(self.tape.responses, impersonate=model_string)
+        return ReplayModel(self.tape.responses, impersonate=model_string, branch=_calling_branch)
 
     async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
         replayed = run_started.copy()
@@ -191,21 +222,37 @@ class TapePlan(VerifyPlan):
     def __init__(self, tape: Tape) -> None:
         super().__init__(tape)
         self.tape_sandbox = TapeSandbox(tape.recorded_isolation())
+        self._replayed: dict[str | None, int] = {}  # branch -> how many of its events the replay has recorded
+        self._seqs: dict[int, int] = {}  # recorded seq -> the seq of the same event in the replay
 
     async def open_sandbox(self, compiled: CompiledWorkflow, backend: str, run_id: str) -> Sandbox:
         return self.tape_sandbox
 
     def served_tool(self, call: ToolCall) -> ServedTool:
-        return self.tape.tool_outcome(call)
+        return self.tape.tool_outcome(call, _calling_branch())
 
     def after_event(self, ctx: RunContext, event: Event) -> None:
         # Hooks may need the sandbox or a model, which a tape replay must not touch, and background hooks record at
         # moments no replay can reproduce: so what the hooks recorded right after this event is copied from the tape.
-        for recorded in self.tape.hook_events_after(event.seq):
-            if recorded.seq != ctx.events[-1].seq + 1:
-                break  # the replay has diverged: its own events no longer line up with the tape's
-            # the data of its type, as the hook that recorded it wrote it
-            ctx.record(recorded.type, node=recorded.node, parent=recorded.parent, data=cast("EventData", recorded.data))
+        # Branches interleave differently in a replay: the event stands for the recorded one at its place in its
+        # branch, and the hook events that followed that one in the branch follow it here.
+        branch = _branch_of(event)
+        index = self._replayed.get(branch, 0)
+        self._replayed[branch] = index + 1
+        recorded_event = self.tape.branch_event(branch, index)
+        if recorded_event is None or recorded_event.type is not event.type or recorded_event.node != event.node:
+            return  # the replay has diverged: its own events no longer line up with the tape's
+        self._seqs[recorded_event.seq] = event.seq
+        for recorded in self.tape.branch_hook_events_after(branch, index):
+            # the data of its type, as the hook that recorded it wrote it, pointing at the replay's events
+            data = dict(recorded.data)
+            target = data.get("target_seq")
+            if isinstance(target, int):
+                data["target_seq"] = self._seqs.get(target, target)
+            parent = self._seqs.get(recorded.parent, recorded.parent) if recorded.parent is not None else None
+            copied = ctx.record(recorded.type, node=recorded.node, parent=parent, data=cast("EventData", data))
+            self._seqs[recorded.seq] = copied.seq
+            self._replayed[branch] += 1
 
     def served_route(self, node: str, index: int) -> Mapping[str, Any] | None:
         # a learned router takes the recorded decision again (and learns nothing from a replay)
@@ -266,6 +313,10 @@ class TapeSandbox(Sandbox):
     @property
     def workdir(self) -> str:
         return "/tape"
+
+    async def fork(self) -> Sandbox:
+        """Itself: a branch's fork in a tape replay holds nothing either (its tool results come from the trace)."""
+        return self
 
     async def close(self) -> None:
         return None

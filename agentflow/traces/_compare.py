@@ -8,6 +8,11 @@ changed workflow shows in ``run_started``'s ``template_hash``. A resumed run is 
 execution (see :func:`without_abandoned`). Text that differs between two executions of the same command
 (``VOLATILE_TEXT``: test runners' timings) can be masked before comparing.
 
+A run with branches (events carrying ``data.branch``: best-of candidates, parallel branches) interleaves their
+events as the concurrent tasks happened to run, which no second execution repeats. Such traces are compared branch
+by branch: each event is placed by its branch and its position in that branch's events (instead of its ``seq``),
+and so are the events its ``parent`` and ``target_seq`` point at.
+
 Replay (``agentflow.rerun``) compares a replay with its recording through these; so can anything else that holds
 two traces of the same workflow.
 """
@@ -160,15 +165,59 @@ class Divergence:
         return asdict(self)
 
 
+def _branch(event: Event) -> str | None:
+    branch = event.data.get("branch")
+    return branch if isinstance(branch, str) else None
+
+
+def _by_branch(events: Sequence[Event], volatile: re.Pattern[str] | None) -> list[tuple[Event, dict[str, Any]]]:
+    """The events with their comparable views placed by branch: the main path's events first, then each branch's in
+    the order branches first appear; ``seq``, ``parent`` and ``target_seq`` become ``[branch, position]``."""
+    places: dict[int, list[Any]] = {}
+    counts: dict[str | None, int] = {}
+    streams: dict[str | None, list[Event]] = {}
+    for event in events:
+        branch = _branch(event)
+        places[event.seq] = [branch, counts.get(branch, 0)]
+        counts[branch] = counts.get(branch, 0) + 1
+        streams.setdefault(branch, []).append(event)
+    ordered = [*streams.pop(None, []), *(event for stream in streams.values() for event in stream)]
+    placed: list[tuple[Event, dict[str, Any]]] = []
+    for event in ordered:
+        view = comparable(event, volatile)
+        view["seq"] = places[event.seq]
+        view["parent"] = places.get(event.parent) if event.parent is not None else None
+        data = view["data"]
+        if isinstance(data, dict) and isinstance(data.get("target_seq"), int):
+            data["target_seq"] = places.get(data["target_seq"])
+        placed.append((event, view))
+    return placed
+
+
 def first_divergence(
     expected: Sequence[Event], actual: Sequence[Event], volatile: re.Pattern[str] | None = None
 ) -> Divergence | None:
-    """Compare two event sequences by content (volatile text masked); return where they first differ, or None."""
+    """Compare two event sequences by content (volatile text masked); return where they first differ, or None.
+
+    With branches in either sequence they are compared branch by branch (see the module); ``index`` is then the
+    position in that order.
+    """
+    branched = any(_branch(event) is not None for event in (*expected, *actual))
+    old_placed = _by_branch(expected, volatile) if branched else None
+    new_placed = _by_branch(actual, volatile) if branched else None
+
+    def view_at(
+        events: Sequence[Event], placed: list[tuple[Event, dict[str, Any]]] | None, index: int
+    ) -> tuple[Event | None, dict[str, Any] | None]:
+        if index >= len(events):
+            return None, None
+        if placed is not None:
+            return placed[index]
+        return events[index], comparable(events[index], volatile)  # one at a time: most replays match to the end
+
     for index in range(max(len(expected), len(actual))):
-        old = expected[index] if index < len(expected) else None
-        new = actual[index] if index < len(actual) else None
-        old_view = comparable(old, volatile) if old is not None else None
-        new_view = comparable(new, volatile) if new is not None else None
+        old, old_view = view_at(expected, old_placed, index)
+        new, new_view = view_at(actual, new_placed, index)
         if old_view == new_view:
             continue
         diff = "\n".join(
