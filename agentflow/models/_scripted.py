@@ -42,7 +42,8 @@ list of responses per candidate::
 
 Each candidate gets a copy of the model (``for_candidate``) that continues from the same position in the script;
 at a ``candidates`` entry it serves its own list, then the entry after it. Once the node has chosen, the run goes
-on from the chosen candidate's position (``continue_from``). A model serving no candidate (a node without
+on from the chosen candidate's position (``continue_from``), past the ``candidates`` entry if the chosen
+candidate's visit ended inside its list (the rest of the list goes unused). A model serving no candidate (a node without
 ``best_of``) takes the first list. Tool call ids of a candidate's turn read ``call_<n>.<c>.<k>_<i>``: entry ``n``,
 list ``c``, turn ``k`` of the list (all 1-based).
 
@@ -335,6 +336,8 @@ class ScriptedModel(Model):
         with candidate._lock:
             responses, chosen, position = candidate.responses, candidate._chosen, candidate._next_index
             turn = candidate._turn
+        if turn:  # the kept candidate's visit ended inside its list: the rest of the list goes unused
+            position, turn = position + 1, 0
         with self._lock:
             self.responses, self._chosen, self._next_index, self._turn = responses, chosen, position, turn
 
@@ -353,6 +356,7 @@ class ScriptedModel(Model):
                 self.responses = self._conversation_for(messages).responses
                 self._chosen = True
             self.requests.append(request)
+            self._skip_finished_list()
             index = self._next_index
             if index >= len(self.responses):
                 raise ModelScriptExhausted(
@@ -364,6 +368,16 @@ class ScriptedModel(Model):
         if scripted.latency_s:
             await asyncio.sleep(scripted.latency_s)
         return self._build_response(number, scripted, request)
+
+    def _skip_finished_list(self) -> None:
+        """Past a ``candidates`` entry whose list this model has served to its end (a shorter list than the one
+        the model stood in when it was copied); called under the lock."""
+        if self._turn and self._next_index < len(self.responses):
+            entry = self.responses[self._next_index]
+            if entry.candidates is not None:
+                variant = entry.candidates[self._candidate % len(entry.candidates)]
+                if self._turn >= len(variant):
+                    self._next_index, self._turn = self._next_index + 1, 0
 
     def _take(self, index: int) -> tuple[ScriptedResponse, str]:
         """The response at the cursor and its number (``n``, or ``n.c.k`` in a ``candidates`` entry), moving the

@@ -439,17 +439,24 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     visits, so they add no edge). ``route`` events add the conditions that chose an edge, and the edges that no node
     start shows: a route to ``END`` / ``__end__``, or a route whose target never started (the run stopped first).
 
+    A visit of a node with ``best_of`` is one visit on the path; its candidates are listed under ``best_of``, one
+    entry per such visit, in order: ``{"node", "by", "candidates": [{"branch", "score", "error", ...}], "chosen"}``
+    (what its ``node_finished`` recorded).
+
     Returns:
         ``{"start": first node or None, "path": [node, ...] in visit order, "nodes": {name: {"visits": n}},
-        "edges": [{"from": a, "to": b, "count": n, "conditions": [...]}]}``, JSON-serialisable; edges in the order
-        they were first taken.
+        "edges": [{"from": a, "to": b, "count": n, "conditions": [...]}], "best_of": [...]}``, JSON-serialisable;
+        edges in the order they were first taken.
     """
     path: list[str] = []
     visits_seen: dict[str, set[int]] = {}
     edge_counts: dict[tuple[str, str], int] = {}
     conditions: dict[tuple[str, str], list[Any]] = {}
     routes: list[tuple[str, str, Any]] = []
+    best_of: list[dict[str, Any]] = []
     for event in events:
+        if event.type is EventType.NODE_FINISHED and "best_of" in event.data:
+            best_of.append({"node": event.node, **event.data_as(NodeFinishedData)["best_of"]})
         if event.type is EventType.NODE_STARTED and event.node is not None:
             visit = event.data_as(NodeStartedData).get("visit")
             seen = visits_seen.setdefault(event.node, set())
@@ -484,4 +491,5 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
             {"from": source, "to": target, "count": count, "conditions": conditions.get((source, target), [])}
             for (source, target), count in edge_counts.items()
         ],
+        "best_of": best_of,
     }
