@@ -9,9 +9,11 @@
    (``ctx.current_sandbox().fork()``); with ``shared`` (the default) they all work in that sandbox, like threads in
    one working copy (for candidates that only read).
 3. The ``by`` hook starts a run of its own per candidate (its ``start_run`` with the run id
-   ``<run_id>/<branch>``, on the candidate's sandbox, before the candidate starts), so a stateful hook (the tests
+   ``<run_id>/<branch>``, on the node's sandbox as the candidate starts from it), so a stateful hook (the tests
    before, for ``tests_delta``) compares each candidate with the node's starting point, never with another
-   candidate. Its commands are recorded on the run's main path.
+   candidate. With ``shared`` this happens before the candidates start; with ``fork`` the node's own sandbox does
+   not change during the visit, so it happens while the forks are made and the candidates run (each candidate's
+   score waits for it). Its commands are recorded on the run's main path.
 4. The candidates run concurrently, each calling ``Model.for_candidate(i)`` (the scripted model: its own list of
    a ``candidates`` entry) with its own seed (``vary: seed``: the run's or model's seed + i) or temperature.
 5. Each finished candidate is scored in its branch as one node step (``kind="node"``, its events); the hook's
@@ -79,6 +81,7 @@ class _Candidate:
     updates: dict[str, Any] | None = None  # its state updates, once it finished
     failure: BaseException | None = None
     events: list[Event] = field(default_factory=lambda: [])
+    baseline: asyncio.Task[None] | None = None  # the hook's start_run for it, awaited before it is scored
 
     def pick_model(self, node_model: Model) -> Model:
         self.model = node_model.for_candidate(self.index)
@@ -115,13 +118,20 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
     ]
     shared = _BestOfVisit(ctx, visit, node, hook, best_of)
     forks: list[Sandbox] = []
+    home = ctx.current_sandbox()
     try:
+        if not ctx.replays_hooks:
+            ctx.flush()  # the hook's code may act outside the process
+            for candidate in candidates:
+                candidate.baseline = asyncio.create_task(_start_scoring(shared, candidate, home))
+            if best_of.sandbox == "shared":  # the candidates are about to change that sandbox
+                await asyncio.gather(*(c.baseline for c in candidates if c.baseline is not None))
+            # with forks the node's own sandbox stays as it is during the visit: the hook takes each candidate's
+            # starting point there while the forks are made and the candidates run
         if best_of.sandbox == "fork":
             forks = await _fork(ctx, len(candidates))
             for candidate, forked in zip(candidates, forks, strict=True):
                 candidate.branch.sandbox = forked
-        if not ctx.replays_hooks:
-            await asyncio.gather(*(_start_scoring(shared, c) for c in candidates))
         await _run_concurrently(shared, candidates)
         chosen = _choose(ctx, best_of, candidates)
         visit.finished = {"best_of": _record(best_of, candidates, chosen)}
@@ -136,6 +146,7 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
             forks.remove(chosen.branch.sandbox)
         return dict(chosen.updates or {})
     finally:
+        await _settle([c.baseline for c in candidates if c.baseline is not None])
         if not ctx.replays_hooks:
             for candidate in candidates:
                 try:
@@ -155,6 +166,14 @@ def _sampling(best_of: BestOfSpec, config: Any, ctx: RunContext, index: int) -> 
     low = config.temperature if config.temperature is not None else 0.0
     high = max(low, 1.0)
     return {"temperature": round(low + (high - low) * index / (best_of.n - 1), 4)}
+
+
+async def _settle(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for tasks still running (cancelled first when the visit is ending early)."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _fork(ctx: RunContext, count: int) -> list[Sandbox]:
@@ -199,6 +218,8 @@ async def _run_candidate(shared: _BestOfVisit, candidate: _Candidate) -> None:
         finally:
             candidate.events = ctx.events_since(first_index)
         if not ctx.replays_hooks and candidate.events:
+            if candidate.baseline is not None:
+                await candidate.baseline  # records its own failure, never raises
             await _score(shared, candidate)
 
 
@@ -232,11 +253,11 @@ def _hook_sandbox(
     )
 
 
-async def _start_scoring(shared: _BestOfVisit, candidate: _Candidate) -> None:
-    """The hook's ``start_run`` for one candidate, on the run's main path (a failure is recorded, never raised)."""
+async def _start_scoring(shared: _BestOfVisit, candidate: _Candidate, sandbox: Sandbox) -> None:
+    """The hook's ``start_run`` for one candidate on ``sandbox`` (the node's, as the candidate starts from it), on
+    the run's main path (a failure is recorded, never raised)."""
     ctx, visit, hook, best_of = shared.ctx, shared.visit, shared.hook, shared.spec
     label = visit.label
-    sandbox = candidate.branch.effective_sandbox(ctx.sandbox)
     step = StepContext(
         run_id=_hook_run_id(ctx, candidate),
         kind="run",
@@ -248,7 +269,6 @@ async def _start_scoring(shared: _BestOfVisit, candidate: _Candidate) -> None:
             ctx, hook, best_of, sandbox, label, scratch=f"start-{candidate.index}", parent=visit.started.seq
         ),
     )
-    ctx.flush()  # the hook's code may act outside the process
     try:
         async with asyncio.timeout(best_of.timeout_s):
             await hook.start_run(step)

@@ -76,3 +76,8 @@ def test_bench() -> None:
     assert {"ideal_s", "wall_s", "runs_per_s", "efficiency"} <= set(figures)
     assert {"agentflow_s", "inspect_s", "vs_inspect_ratio"} <= set(figures)
     assert figures["humaneval_tasks"] == 4
+
+
+def test_branching_best_of() -> None:
+    figures = run_benchmark("branching_best_of.py", "--quick")
+    assert {"single_visit_s", "best_of_4_s", "best_of_overhead"} <= set(figures)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -101,14 +102,14 @@ async def test_the_example_keeps_the_candidate_that_makes_the_tests_pass_and_lea
 def test_show_lists_the_candidates_their_scores_and_the_kept_one(examples: Path, tmp_path: Path) -> None:
     ran = agentflow("run", str(examples / "fix_failing_test_best_of.yaml"), "--json", "-q", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
-    run_id = __import__("json").loads(ran.stdout)["run_id"]
+    run_id = json.loads(ran.stdout)["run_id"]
 
     shown = agentflow("show", run_id, cwd=tmp_path)
 
     assert shown.returncode == 0, shown.stderr
     assert "best of code by tests_delta: code#0 0.25; code#1 0.50 (kept); code#2 0.00; code#3 0.25" in shown.stdout
     assert "code [code#2]" in shown.stdout  # each candidate's events name its branch
-    payload = __import__("json").loads(agentflow("show", run_id, "--json", cwd=tmp_path).stdout)
+    payload = json.loads(agentflow("show", run_id, "--json", cwd=tmp_path).stdout)
     assert payload["best_of"][0]["chosen"] == "code#1"
 
 
