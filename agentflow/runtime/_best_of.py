@@ -13,7 +13,8 @@
    before, for ``tests_delta``) compares each candidate with the node's starting point, never with another
    candidate. With ``shared`` this happens before the candidates start; with ``fork`` the node's own sandbox does
    not change during the visit, so it happens while the forks are made and the candidates run (each candidate's
-   score waits for it). Its commands are recorded on the run's main path.
+   score waits for it). The candidates' starts go one after the other, so the hook's commands are recorded on the
+   run's main path in the same order in every execution.
 4. The candidates run concurrently, each calling ``Model.for_candidate(i)`` (the scripted model: its own list of
    a ``candidates`` entry) with its own seed (``vary: seed``: the run's or model's seed + i) or temperature.
 5. Each finished candidate is scored in its branch as one node step (``kind="node"``, its events); the hook's
@@ -81,7 +82,7 @@ class _Candidate:
     updates: dict[str, Any] | None = None  # its state updates, once it finished
     failure: BaseException | None = None
     events: list[Event] = field(default_factory=lambda: [])
-    baseline: asyncio.Task[None] | None = None  # the hook's start_run for it, awaited before it is scored
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # the hook's start_run for it is over
 
     def pick_model(self, node_model: Model) -> Model:
         self.model = node_model.for_candidate(self.index)
@@ -119,13 +120,15 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
     shared = _BestOfVisit(ctx, visit, node, hook, best_of)
     forks: list[Sandbox] = []
     home = ctx.current_sandbox()
+    baselines: asyncio.Task[None] | None = None
     try:
-        if not ctx.replays_hooks:
-            ctx.flush()  # the hook's code may act outside the process
+        if ctx.replays_hooks:
             for candidate in candidates:
-                candidate.baseline = asyncio.create_task(_start_scoring(shared, candidate, home))
+                candidate.started.set()
+        else:
+            baselines = asyncio.create_task(_start_scoring(shared, candidates, home))
             if best_of.sandbox == "shared":  # the candidates are about to change that sandbox
-                await asyncio.gather(*(c.baseline for c in candidates if c.baseline is not None))
+                await baselines
             # with forks the node's own sandbox stays as it is during the visit: the hook takes each candidate's
             # starting point there while the forks are made and the candidates run
         if best_of.sandbox == "fork":
@@ -146,7 +149,7 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
             forks.remove(chosen.branch.sandbox)
         return dict(chosen.updates or {})
     finally:
-        await _settle([c.baseline for c in candidates if c.baseline is not None])
+        await _settle([baselines] if baselines is not None else [])
         if not ctx.replays_hooks:
             for candidate in candidates:
                 try:
@@ -218,8 +221,7 @@ async def _run_candidate(shared: _BestOfVisit, candidate: _Candidate) -> None:
         finally:
             candidate.events = ctx.events_since(first_index)
         if not ctx.replays_hooks and candidate.events:
-            if candidate.baseline is not None:
-                await candidate.baseline  # records its own failure, never raises
+            await candidate.started.wait()
             await _score(shared, candidate)
 
 
@@ -253,9 +255,20 @@ def _hook_sandbox(
     )
 
 
-async def _start_scoring(shared: _BestOfVisit, candidate: _Candidate, sandbox: Sandbox) -> None:
-    """The hook's ``start_run`` for one candidate on ``sandbox`` (the node's, as the candidate starts from it), on
-    the run's main path (a failure is recorded, never raised)."""
+async def _start_scoring(shared: _BestOfVisit, candidates: list[_Candidate], sandbox: Sandbox) -> None:
+    """The hook's ``start_run`` for each candidate in turn on ``sandbox`` (the node's, as the candidates start from
+    it), on the run's main path: one after the other, so its commands are recorded in the same order in every
+    execution (a verify replay compares them). A failure is recorded, never raised."""
+    try:
+        for candidate in candidates:
+            await _start_scoring_one(shared, candidate, sandbox)
+            candidate.started.set()
+    finally:
+        for candidate in candidates:  # cancelled: no candidate waits for what will not come
+            candidate.started.set()
+
+
+async def _start_scoring_one(shared: _BestOfVisit, candidate: _Candidate, sandbox: Sandbox) -> None:
     ctx, visit, hook, best_of = shared.ctx, shared.visit, shared.hook, shared.spec
     label = visit.label
     step = StepContext(
@@ -269,6 +282,7 @@ async def _start_scoring(shared: _BestOfVisit, candidate: _Candidate, sandbox: S
             ctx, hook, best_of, sandbox, label, scratch=f"start-{candidate.index}", parent=visit.started.seq
         ),
     )
+    ctx.flush()  # the hook's code may act outside the process
     try:
         async with asyncio.timeout(best_of.timeout_s):
             await hook.start_run(step)

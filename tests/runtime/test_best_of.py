@@ -97,6 +97,11 @@ async def test_the_example_keeps_the_candidate_that_makes_the_tests_pass_and_lea
 
     assert answers(replayed) == answers(events)
     assert len(answers(events)) == 4
+    # verify mode runs the tools and the hook again, in new forks: the same commands, scores and choice
+    verified = await replay_run(store, result.run_id, mode="verify")
+    assert verified.identical, verified.divergence
+    assert _choice(store.load_trace(verified.replay_run_id).events) == choice
+    assert _sandbox_dirs() == before
 
 
 def test_show_lists_the_candidates_their_scores_and_the_kept_one(examples: Path, tmp_path: Path) -> None:
