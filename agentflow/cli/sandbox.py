@@ -90,9 +90,10 @@ def cleanup_command(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> int:
-    """Remove what sandboxes left behind when their agentflow process died: Docker containers (and their volumes) by
-    default, the local sandbox's workdirs with --backend local. On docker it also removes the images built for
-    Harbor tasks (agentflow-harbor/<task>:<hash>) older than each task's newest."""
+    """Remove what sandboxes left behind when their agentflow process died: Docker containers (their volumes, and the
+    snapshot images their forks started from) by default, the local sandbox's workdirs with --backend local. On
+    docker it also removes the images built for Harbor tasks (agentflow-harbor/<task>:<hash>) older than each task's
+    newest."""
     from agentflow.sandboxes import sandbox_backends
 
     chosen = sandbox_backends.get(backend)  # an unknown name fails with the choices

@@ -70,10 +70,20 @@ class E2BSandbox(Sandbox):
 
     backend = "e2b"
 
-    def __init__(self, *, limits: SandboxLimits, box: Any, template: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        limits: SandboxLimits,
+        box: Any,
+        template: str | None,
+        api_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.limits = limits
         self._box = box
         self._template = template
+        self._api_key = api_key  # what a fork is created with
+        self._labels = dict(labels or {})
         self._closed = False
 
     @classmethod
@@ -114,7 +124,7 @@ class E2BSandbox(Sandbox):
             raise SandboxUnavailableError(f"E2B refused the API key in E2B_API_KEY: {exc}") from exc
         except e2b.SandboxException as exc:
             raise SandboxError(f"E2B could not start a sandbox: {exc}") from exc
-        created = cls(limits=limits, box=box, template=template)
+        created = cls(limits=limits, box=box, template=template, api_key=key, labels=labels)
         try:
             await created._run_raw(["mkdir", "-p", WORKDIR], timeout=60)
         except BaseException:
@@ -228,6 +238,48 @@ class E2BSandbox(Sandbox):
         for file in files:
             data = await asyncio.to_thread(file.read_bytes)
             await self.write_file(posixpath.join(base, file.relative_to(source).as_posix()), data)
+
+    async def fork(self) -> E2BSandbox:
+        """A new E2B sandbox of the same template, limits and labels (plus ``agentflow.fork_of``, this sandbox's id)
+        whose workdir is a copy of this one's, carried as one tar (modes, symlinks and empty folders kept): ``tar -c``
+        here, downloaded, uploaded to the new sandbox and unpacked there.
+
+        Only the workdir is copied: not ``/tmp``, the rest of the VM, or processes (E2B's own memory-snapshot fork
+        would copy all of those, unlike a fork of the other backends). The copy goes through this machine, so its
+        cost grows with the workdir's size. The fork is independent and never pooled; closing it kills it.
+
+        Raises:
+            SandboxError: this sandbox is closed, or packing, starting or unpacking failed.
+        """
+        self._ensure_open()
+        archive = f"/tmp/agentflow-fork-{secrets.token_hex(8)}.tar"  # noqa: S108 - inside each VM
+        code, _, err, timed_out = await self._run_raw(["tar", "-c", "-f", archive, "-C", WORKDIR, "."], timeout=300)
+        try:
+            if code != 0 or timed_out:
+                raise SandboxError(f"could not pack the workdir to fork it: {err.strip()[-500:] or 'timed out'}")
+            try:
+                data = bytes(await self._box.files.read(archive, format="bytes"))
+            except _e2b().SandboxException as exc:
+                raise SandboxError(f"E2B could not download the workdir to fork it: {exc}") from exc
+        finally:
+            await self._run_raw(["rm", "-f", archive], timeout=30)
+        labels = {**self._labels, "agentflow.fork_of": str(getattr(self._box, "sandbox_id", ""))}
+        forked = await E2BSandbox.create(self.limits, template=self._template, api_key=self._api_key, labels=labels)
+        forked.forked_from = repr(self)
+        try:
+            await forked._write_raw(archive, data)
+            unpack = 'tar -x -p -f "$1" -C "$2"; status=$?; rm -f "$1"; exit $status'
+            code, _, err, timed_out = await forked._run_raw(["sh", "-c", unpack, "sh", archive, WORKDIR], timeout=300)
+            if code != 0 or timed_out:
+                raise SandboxError(f"could not unpack the workdir in the fork: {err.strip()[-500:] or 'timed out'}")
+        except BaseException:
+            await forked.close()
+            raise
+        return forked
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<E2BSandbox {state} {getattr(self._box, 'sandbox_id', '?')} template={self._template or 'default'}>"
 
     @property
     def known_failures(self) -> tuple[str, ...]:

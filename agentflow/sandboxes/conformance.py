@@ -11,7 +11,9 @@ isolation when the limits allow network). ``run_conformance`` runs them all and 
     for result in await run_conformance(LocalSandbox.create):
         print(result)
 
-The checks need ``sh``, the POSIX utilities and ``python3`` inside the sandbox. To check a warm pool's reset, pass a
+The ``fork_*`` checks (``FORK_CHECKS``) test ``Sandbox.fork()``: the copied workdir, isolation both ways, the
+limits kept, a fork outliving its parent, a closed fork gone. The checks need ``sh``, the POSIX utilities and
+``python3`` inside the sandbox. To check a warm pool's reset, pass a
 factory that acquires from it (``pool.acquire``): ``reset_between_uses`` then gets the same sandbox back.
 """
 
@@ -40,12 +42,13 @@ from agentflow._conformance import (
     run_async_check,
 )
 from agentflow._conformance import expect as _expect
-from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError
+from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError, SandboxError
 from agentflow.sandboxes._base import Sandbox
 
 __all__ = [  # the check_* functions are importable too, for a suite that reuses some of them
     "CHECKS",
     "CHECK_TIMEOUT_S",
+    "FORK_CHECKS",
     "Check",
     "CheckFailed",
     "CheckResult",
@@ -491,6 +494,145 @@ async def check_reset_between_uses(factory: SandboxFactory) -> None:
         _expect(await second.read_file("left/behind.txt") == b"second user", "the next user cannot reuse the path")
 
 
+# -- fork -----------------------------------------------------------------------------------------------------------
+
+_DESCRIBE_TREE = (
+    "import os, stat\n"
+    "seen = [f\". {stat.filemode(os.lstat('.').st_mode)}\"]\n"
+    "for folder, dirs, files in os.walk('.'):\n"
+    "    for name in dirs + files:\n"
+    "        path = os.path.join(folder, name)\n"
+    "        info = os.lstat(path)\n"
+    "        link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else ''\n"
+    "        size = info.st_size if stat.S_ISREG(info.st_mode) else ''\n"
+    "        seen.append(f'{path} {stat.filemode(info.st_mode)} {size} {info.st_nlink} {link}')\n"
+    "print('\\n'.join(sorted(seen)))\n"
+)
+_LONG_PATH = "long/" + "d" * 120 + "/" + "f" * 120 + ".txt"  # past the 100 characters of a plain tar header
+_MAKE_TREE = (
+    "mkdir -p empty deep/er && printf '#!/bin/sh\\necho ran\\n' > deep/er/run.sh && chmod 750 deep/er/run.sh && "
+    "ln -s ../notes/a.txt deep/link && ln deep/er/run.sh hard.sh && chmod 640 notes/a.txt && "
+    f"mkdir -p {_LONG_PATH.rsplit('/', 1)[0]} && echo long > {_LONG_PATH}"
+)
+
+
+async def _describe_tree(box: Sandbox) -> str:
+    """Every path of the workdir with its type, mode, size and symlink target, as the sandbox's python3 sees it."""
+    shown = await box.exec(["python3", "-c", _DESCRIBE_TREE], timeout=60)
+    _expect(shown.exit_code == 0, f"could not describe the workdir: {_short(shown.stderr)}")
+    return shown.stdout
+
+
+@contextlib.asynccontextmanager
+async def _forked(box: Sandbox) -> AsyncIterator[Sandbox]:
+    fork = await box.fork()
+    try:
+        yield fork
+    finally:
+        await fork.close()
+
+
+async def _seeded(box: Sandbox) -> None:
+    await box.write_file("notes/a.txt", "héllo\n")
+    await box.write_file("blob.bin", bytes(range(256)) * 4)
+    made = await box.exec(["sh", "-c", _MAKE_TREE])
+    _expect(made.exit_code == 0, f"could not make the files to fork: {_short(made.stderr)}")
+
+
+async def check_fork_copies_files(factory: SandboxFactory) -> None:
+    """A fork's workdir is a copy of its parent's: text and every byte value, modes (an executable script, a file
+    made ``640``), a relative symlink (a link, not its target), a hard link, an empty folder, nested folders, a path
+    of 250 characters; the fork's commands run the copied script and its user may change the copied files."""
+    async with _fresh(factory) as box:
+        await _seeded(box)
+        before = await _describe_tree(box)
+        listed = await box.list_files()
+        async with _forked(box) as fork:
+            _expect(fork.forked_from is not None, "a fork does not say what it was forked from (forked_from)")
+            after = await _describe_tree(fork)
+            _expect(after == before, f"the fork's workdir differs:\nparent:\n{before}\nfork:\n{after}")
+            _expect(await fork.list_files() == listed, f"the fork lists {await fork.list_files()}, not {listed}")
+            _expect(await fork.read_file("blob.bin") == bytes(range(256)) * 4, "binary data did not survive the fork")
+            _expect(await fork.read_file("deep/link") == "héllo\n".encode(), "the symlink does not lead to its file")
+            ran = await fork.exec(["sh", "-c", "./deep/er/run.sh && echo more >> notes/a.txt && touch empty/new"])
+            _expect(ran.stdout == "ran\n", f"the fork could not run or change the copied files: {_short(ran.stderr)}")
+
+
+async def check_fork_isolated_both_ways(factory: SandboxFactory) -> None:
+    """After a fork, what either side writes, changes or deletes never shows in the other."""
+    async with _fresh(factory) as box:
+        await _seeded(box)
+        async with _forked(box) as fork:
+            await fork.write_file("only_fork.txt", "fork")
+            await box.write_file("only_parent.txt", "parent")
+            changed = await fork.exec(["sh", "-c", "echo fork > notes/a.txt && rm blob.bin && rm -r empty"])
+            _expect(changed.exit_code == 0, f"the fork could not change its files: {_short(changed.stderr)}")
+            await box.write_file("deep/er/run.sh", "#!/bin/sh\necho parent\n")
+            parent_files, fork_files = await box.list_files(), await fork.list_files()
+            _expect("only_fork.txt" not in parent_files, "the parent lists a file written in the fork")
+            _expect("only_parent.txt" not in fork_files, "the fork lists a file written in the parent")
+            _expect(await box.read_file("notes/a.txt") == "héllo\n".encode(), "the fork's edit shows in the parent")
+            _expect("blob.bin" in parent_files, "a file deleted in the fork is gone from the parent")
+            seen = await box.exec(["test", "-d", "empty"])
+            _expect(seen.exit_code == 0, "a folder removed in the fork is gone from the parent")
+            ran = await fork.exec(["sh", "deep/er/run.sh"])
+            _expect(ran.stdout == "ran\n", f"the parent's edit shows in the fork: {ran.stdout!r}")
+
+
+async def check_fork_keeps_limits(factory: SandboxFactory) -> None:
+    """A fork has its parent's backend, limits and isolation, and its commands are held to the same output cap."""
+    async with _fresh(factory) as box, _forked(box) as fork:
+        _expect(fork.backend == box.backend, f"the fork is a {fork.backend} sandbox, its parent {box.backend}")
+        _expect(fork.limits == box.limits, f"the fork's limits {fork.limits} differ from {box.limits}")
+        mine, theirs = fork.isolation(), box.isolation()
+        for name in ("network_isolated", "filesystem_isolated", "pid_namespace", "resource_limits"):
+            _expect(getattr(mine, name) == getattr(theirs, name), f"the fork's {name} differs from its parent's")
+        cap = fork.limits.output_bytes
+        flood = await fork.exec(["sh", "-c", f"head -c {cap + 100} /dev/zero | tr '\\0' x"])
+        _expect(flood.truncated and len(flood.stdout) == cap, f"the fork kept {len(flood.stdout)} of a {cap} cap")
+
+
+async def check_fork_survives_parent_close(factory: SandboxFactory) -> None:
+    """Closing the parent leaves the fork working with its files, and the fork can fork in turn."""
+    box = await factory()
+    try:
+        await _seeded(box)
+        fork = await box.fork()
+    finally:
+        await box.close()
+    try:
+        _expect(fork.alive, "the fork is not alive once its parent closed")
+        _expect(await fork.read_file("notes/a.txt") == "héllo\n".encode(), "the fork lost its files")
+        ran = await fork.exec(["sh", "deep/er/run.sh"])
+        _expect(ran.stdout == "ran\n", f"the fork cannot run commands once its parent closed: {_short(ran.stderr)}")
+        async with _forked(fork) as grandchild:
+            _expect(await grandchild.read_file("blob.bin") == bytes(range(256)) * 4, "a fork of a fork lost files")
+    finally:
+        await fork.close()
+
+
+async def check_fork_close_cleans_up(factory: SandboxFactory) -> None:
+    """A closed fork refuses commands and is not alive (closing it twice is fine); its parent keeps working with its
+    own files, and forks again."""
+    async with _fresh(factory) as box:
+        await _seeded(box)
+        fork = await box.fork()
+        await fork.write_file("fork.txt", "gone with the fork")
+        await fork.close()
+        await fork.close()
+        _expect(not fork.alive, "a closed fork is still alive")
+        try:
+            await fork.exec(["true"])
+        except SandboxError:
+            pass
+        else:
+            raise CheckFailed("a closed fork still runs commands")
+        _expect("fork.txt" not in await box.list_files(), "the fork's file shows in the parent")
+        _expect(await box.read_file("notes/a.txt") == "héllo\n".encode(), "the parent lost a file")
+        async with _forked(box) as again:
+            _expect("fork.txt" not in await again.list_files(), "a new fork sees a closed fork's file")
+
+
 # -- isolation ------------------------------------------------------------------------------------------------------
 
 
@@ -665,6 +807,11 @@ CHECKS: CheckRegistry[Check] = CheckRegistry(
         "files_read_cap": check_files_read_cap,
         "fresh_sandbox_is_empty": check_fresh_sandbox_is_empty,
         "reset_between_uses": check_reset_between_uses,
+        "fork_copies_files": check_fork_copies_files,
+        "fork_isolated_both_ways": check_fork_isolated_both_ways,
+        "fork_keeps_limits": check_fork_keeps_limits,
+        "fork_survives_parent_close": check_fork_survives_parent_close,
+        "fork_close_cleans_up": check_fork_close_cleans_up,
         "network_egress_blocked": check_network_egress_blocked,
         "host_secret_env_not_visible": check_host_secret_env_not_visible,
         "host_files_not_visible": check_host_files_not_visible,
@@ -674,6 +821,16 @@ CHECKS: CheckRegistry[Check] = CheckRegistry(
     },
 )
 """Every check by name, in the order ``run_conformance`` runs them."""
+
+FORK_CHECKS = (
+    "fork_copies_files",
+    "fork_isolated_both_ways",
+    "fork_keeps_limits",
+    "fork_survives_parent_close",
+    "fork_close_cleans_up",
+)
+"""The checks of ``Sandbox.fork()``: a backend that cannot fork (the base's ``fork``) declares these as known
+failures."""
 
 
 async def run_check(name: str, check: Check, factory: SandboxFactory, *, known_failure: bool = False) -> CheckResult:

@@ -8,7 +8,7 @@ import pytest
 
 from agentflow.errors import PathOutsideWorkdirError
 from agentflow.sandboxes import ExecResult, LocalSandbox, Sandbox
-from agentflow.sandboxes.conformance import CHECKS, CheckResult, run_check, run_conformance
+from agentflow.sandboxes.conformance import CHECKS, FORK_CHECKS, CheckResult, run_check, run_conformance
 
 from .conftest import require_namespaces
 
@@ -88,3 +88,36 @@ async def test_a_check_that_raises_or_hangs_is_reported_not_raised(monkeypatch: 
 async def test_unknown_check_names_are_rejected() -> None:
     with pytest.raises(KeyError, match="no_such_check"):
         await run_conformance(LocalSandbox.create, only=["no_such_check"])
+
+
+async def _shared_fork() -> Sandbox:
+    """A broken fork: a second sandbox over the same workdir instead of a copy (threads in one checkout)."""
+    box = await LocalSandbox.create(mode="process")
+
+    async def fork() -> Sandbox:
+        view = await LocalSandbox.create(mode="process")
+        view._host_workdir = box._host_workdir
+        view._sandbox_uid, view._sandbox_gid = box._sandbox_uid, box._sandbox_gid
+        view.forked_from = repr(box)
+        return view
+
+    box.fork = fork  # type: ignore[method-assign]
+    return box
+
+
+async def _cannot_fork() -> Sandbox:
+    """A backend that keeps the base's fork(), which refuses."""
+    box = await LocalSandbox.create(mode="process")
+    box.fork = lambda: Sandbox.fork(box)  # type: ignore[method-assign]
+    return box
+
+
+async def test_the_fork_checks_catch_a_shared_workdir_and_a_backend_that_cannot_fork() -> None:
+    assert all(name in CHECKS for name in FORK_CHECKS) and len(FORK_CHECKS) == 5
+    shared = _by_name(await run_conformance(_shared_fork, known_failures=(), only=["fork_isolated_both_ways"]))
+    assert shared["fork_isolated_both_ways"].status == "failed"
+    assert "written in the fork" in shared["fork_isolated_both_ways"].detail
+    # a backend that cannot fork declares the fork checks as known failures
+    refused = _by_name(await run_conformance(_cannot_fork, known_failures=FORK_CHECKS, only=FORK_CHECKS))
+    assert {result.status for result in refused.values()} == {"known_failure"}
+    assert "cannot fork" in refused["fork_copies_files"].detail

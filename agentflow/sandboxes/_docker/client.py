@@ -23,6 +23,11 @@ IMAGE_ENV_VAR = "AGENTFLOW_DOCKER_IMAGE"
 LABEL = "agentflow.sandbox"
 OWNER_LABEL = "agentflow.owner"
 POOL_LABEL = "agentflow.pool"
+FORK_OF_LABEL = "agentflow.fork_of"
+"""On a forked sandbox's container and its snapshot image: the id of the container it was forked from."""
+SNAPSHOT_LABEL = "agentflow.fork_snapshot"
+"""On the image a fork's container starts from (``docker commit`` of its parent): the owner (host:pid) that made it."""
+SNAPSHOT_REPOSITORY = "agentflow-fork"
 
 _START_HINT = (
     "start the Docker engine (`sudo systemctl start docker`, or run `dockerd` in the background as root) "
@@ -143,12 +148,60 @@ def _remove_container(container_id: str) -> None:
             _owned.discard(container_id)
 
 
+# Snapshot images of this process's forks still to remove: one whose removal met a conflict (a fork of the fork
+# was committed on top of it, or its container is not gone yet) waits here and is tried again after each removal.
+_owned_images: set[str] = set()
+_snapshot_removal_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while a removal holds it
+
+
+def _remove_snapshot_image(image_id: str) -> None:
+    """Remove a fork's snapshot image once nothing needs it, then any left waiting that can now go; never raises
+    for an image in use (it stays owned: the next removal, exit or ``agentflow sandbox cleanup`` takes it)."""
+    with _owned_lock:
+        _owned_images.add(image_id)
+    _remove_free_snapshots()
+
+
+def _remove_free_snapshots() -> None:
+    docker = _docker()
+    with _snapshot_removal_lock:  # forks closing at once: one removes an image, not two racing for it
+        progress = True
+        while progress:
+            progress = False
+            with _owned_lock:
+                waiting = list(_owned_images)
+            for image_id in waiting:
+                try:
+                    docker_client().api.remove_image(image_id, noprune=False)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code == 409:  # still used by a container or a child image: tried again later
+                        continue
+                    if not _image_gone(image_id):
+                        raise
+                with _owned_lock:
+                    _owned_images.discard(image_id)
+                progress = True
+
+
+def _image_gone(image_id: str) -> bool:
+    """Whether the engine no longer holds an image (its removal may answer 500 when another removal won the race)."""
+    try:
+        docker_client().api.inspect_image(image_id)
+    except _docker().errors.NotFound:
+        return True
+    return False
+
+
 def _remove_owned() -> None:
     with _owned_lock:
         leftover = list(_owned)
     for container_id in leftover:
         with contextlib.suppress(Exception):
             _remove_container(container_id)
+    with contextlib.suppress(Exception):
+        _remove_free_snapshots()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -169,13 +222,15 @@ def _install_exit_handlers() -> None:
 
 
 def cleanup_containers(*, everything: bool = False) -> list[str]:
-    """Remove agentflow sandbox containers left behind by processes that are gone.
+    """Remove agentflow sandbox containers left behind by processes that are gone, and the snapshot images their
+    forks started from (``agentflow-fork:<parent>-<random>``).
 
     Args:
-        everything: remove every agentflow sandbox container on the engine, also those of running processes.
+        everything: remove every agentflow sandbox container and fork snapshot image on the engine, also those of
+            running processes.
 
     Returns:
-        The names of the containers removed.
+        The names of the containers and images removed.
     """
     client = docker_client()
     host = socket.gethostname()
@@ -192,6 +247,32 @@ def cleanup_containers(*, everything: bool = False) -> list[str]:
     for volume in client.api.volumes(filters={"label": LABEL, "dangling": True}).get("Volumes") or []:
         with contextlib.suppress(_docker().errors.APIError):
             client.api.remove_volume(volume["Name"])
+    removed.extend(_cleanup_snapshots(client, host, everything=everything))
+    return removed
+
+
+def _cleanup_snapshots(client: Any, host: str, *, everything: bool) -> list[str]:
+    """Remove the fork snapshot images of processes that are gone (all of them with ``everything``), newest first:
+    a fork of a fork was committed on top of its parent's snapshot, which can go only after it."""
+    removed = []
+    images = client.api.images(filters={"label": SNAPSHOT_LABEL})
+    for summary in sorted(images, key=lambda image: image.get("Created", 0), reverse=True):
+        owner = (summary.get("Labels") or {}).get(SNAPSHOT_LABEL, "")
+        owner_host, _, owner_pid = owner.rpartition(":")
+        # another host's process may still run: only --all removes its snapshots
+        abandoned = owner_host == host and owner_pid.isdigit() and not pid_alive(int(owner_pid))
+        if not (everything or abandoned):
+            continue
+        try:
+            client.api.remove_image(summary["Id"])
+        except _docker().errors.NotFound:
+            continue
+        except _docker().errors.APIError:
+            continue  # in use by a container still running (another host's, or one kept): left for a later run
+        tags = [tag for tag in summary.get("RepoTags") or [] if tag != "<none>:<none>"]
+        removed.append(tags[0] if tags else summary["Id"].removeprefix("sha256:")[:12])
+        with _owned_lock:
+            _owned_images.discard(summary["Id"])
     return removed
 
 

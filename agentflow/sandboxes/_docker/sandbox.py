@@ -7,12 +7,16 @@ import contextlib
 import contextvars
 import io
 import os
+import secrets
 import signal
 import socket
 import ssl
+import stat
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +33,20 @@ from agentflow.sandboxes._base import (
 from agentflow.sandboxes._docker.channel import _Channel
 from agentflow.sandboxes._docker.client import (
     DEFAULT_IMAGE,
+    FORK_OF_LABEL,
     IMAGE_ENV_VAR,
     LABEL,
     OWNER_LABEL,
+    POOL_LABEL,
+    SNAPSHOT_LABEL,
+    SNAPSHOT_REPOSITORY,
     _docker,
     _install_exit_handlers,
     _owned,
     _owned_lock,
     _owner,
     _remove_container,
+    _remove_snapshot_image,
     cleanup_containers,
     docker_client,
 )
@@ -221,6 +230,18 @@ def _start_container(
     return container_id, own
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How a container was asked for beyond its limits and image: what a fork repeats."""
+
+    cpus: float = 1.0
+    workdir_mb: int = 512
+    labels: dict[str, str] = field(default_factory=lambda: {})
+    task_system: bool = False
+    run_as: str | None = None
+    switch_users: bool = False
+
+
 @sandbox("docker")
 class DockerSandbox(Sandbox):
     """A hardened container driven by an exec server; see the package docstring for what it isolates.
@@ -244,6 +265,8 @@ class DockerSandbox(Sandbox):
         self._channel = channel
         self._details = details
         self._closed = False
+        self._options = _Options()
+        self._snapshot_image: str | None = None  # the image a fork started from, removed when it closes
 
     @classmethod
     async def create(
@@ -285,18 +308,37 @@ class DockerSandbox(Sandbox):
         image = image or os.environ.get(IMAGE_ENV_VAR) or DEFAULT_IMAGE
         if (run_as is not None or switch_users) and not task_system:
             raise SandboxError("run_as and switch_users apply to a task's own system (task_system=True)")
-        switch_users = switch_users or run_as is not None
-        _install_exit_handlers()
-        started = time.monotonic()
-        container_id, own = await asyncio.to_thread(
-            _start_container,
-            image,
-            limits,
+        options = _Options(
             cpus=cpus,
             workdir_mb=workdir_mb,
             labels=dict(labels or {}),
             task_system=task_system,
-            switch_users=switch_users,
+            run_as=run_as,
+            switch_users=switch_users or run_as is not None,
+        )
+        return await cls._launch(limits, image, image, options)
+
+    @classmethod
+    async def _launch(
+        cls,
+        limits: SandboxLimits,
+        image: str,
+        start_image: str,
+        options: _Options,
+        details: Mapping[str, Any] | None = None,
+    ) -> DockerSandbox:
+        """Start a container of ``start_image`` (``image``, or a fork's snapshot of its parent) and its exec server."""
+        _install_exit_handlers()
+        started = time.monotonic()
+        container_id, own = await asyncio.to_thread(
+            _start_container,
+            start_image,
+            limits,
+            cpus=options.cpus,
+            workdir_mb=options.workdir_mb,
+            labels=options.labels,
+            task_system=options.task_system,
+            switch_users=options.switch_users,
         )
         try:
             reader, writer = await asyncio.open_connection(sock=own, limit=2**20)
@@ -314,18 +356,21 @@ class DockerSandbox(Sandbox):
             own.close()
             await asyncio.to_thread(_remove_container, container_id)
             raise
-        details = {
+        report = {
             "image": image,
             "container": container_id[:12],
             "server_python": ready.get("python"),
             "start_s": round(time.monotonic() - started, 4),
-            "cpus": cpus,
-            "workdir_mb": workdir_mb,
-            "task_system": task_system,
-            "run_as": run_as,
-            "switch_users": switch_users,
+            "cpus": options.cpus,
+            "workdir_mb": options.workdir_mb,
+            "task_system": options.task_system,
+            "run_as": options.run_as,
+            "switch_users": options.switch_users,
+            **(details or {}),
         }
-        return cls(limits=limits, image=image, container_id=container_id, channel=channel, details=details)
+        created = cls(limits=limits, image=image, container_id=container_id, channel=channel, details=report)
+        created._options = options
+        return created
 
     # -- exec -------------------------------------------------------------------------------------------------
 
@@ -475,6 +520,69 @@ class DockerSandbox(Sandbox):
             raise FileNotFoundError(f"{path!r} does not exist in the sandbox") from None
         await asyncio.to_thread(_untar, archive, Path(dest_dir))
 
+    # -- fork -------------------------------------------------------------------------------------------------
+
+    async def fork(self) -> DockerSandbox:
+        """A new container with this one's limits, network setting, user, workdir size, labels (plus
+        ``agentflow.fork_of``, naming this container) and options, whose files are a copy of this one's.
+
+        Two steps, because ``docker commit`` captures the container's writable layer but neither volumes nor tmpfs
+        mounts: the new container starts from a ``docker commit`` snapshot of this one (what a task's own system,
+        ``task_system``, changed in its root filesystem: ``/app``, ``/tests``), and the workdir, a tmpfs volume,
+        is copied over through the engine's archive API (modes, owners, symlinks and empty folders kept). A
+        read-only container (the default) has no writable layer to snapshot, so its fork starts from the same
+        image. ``/tmp`` and ``/dev/shm`` (tmpfs) are not copied, nor processes. The snapshot image
+        (``agentflow-fork:<parent>-<random>``) is removed when the fork closes (or when a fork of the fork, built on
+        it, has closed too); ``agentflow sandbox cleanup`` removes those a killed process left.
+
+        The fork is independent (writes in either never show in the other, closing this one leaves it working)
+        and never pooled.
+
+        Raises:
+            SandboxError: this sandbox is closed, or the engine failed to snapshot, start or copy.
+        """
+        self._ensure_open()
+        snapshot: str | None = None
+        if self._options.task_system:
+            snapshot = await asyncio.to_thread(self._commit_snapshot)
+        labels = {key: value for key, value in self._options.labels.items() if key != POOL_LABEL}
+        options = replace(self._options, labels={**labels, FORK_OF_LABEL: self.container_id})
+        details = {"forked_from": self.container_id[:12], "snapshot_image": snapshot}
+        try:
+            forked = await self._launch(self.limits, self.image, snapshot or self.image, options, details)
+        except BaseException:
+            if snapshot is not None:
+                await asyncio.to_thread(_remove_snapshot_image, snapshot)
+            raise
+        forked._snapshot_image = snapshot
+        forked.forked_from = repr(self)
+        try:
+            mode = await asyncio.to_thread(_copy_workdir, self.container_id, forked.container_id)
+            if mode is not None and mode != _WORKDIR_MODE:  # the archive API leaves the target folder's own mode
+                changed = await forked.exec(["chmod", f"{mode:o}", WORKDIR])
+                if changed.exit_code != 0:
+                    raise SandboxError(f"could not give the fork's workdir mode {mode:o}: {changed.stderr.strip()}")
+        except BaseException:
+            await forked.close()
+            raise
+        return forked
+
+    def _commit_snapshot(self) -> str:
+        """``docker commit`` this container (paused meanwhile) to a labelled snapshot image; return its id."""
+        docker = _docker()
+        owner = _owner()
+        try:
+            committed = docker_client().api.commit(
+                self.container_id,
+                repository=SNAPSHOT_REPOSITORY,
+                tag=f"{self.container_id[:12]}-{secrets.token_hex(4)}",
+                changes=[f"LABEL {SNAPSHOT_LABEL}={owner} {FORK_OF_LABEL}={self.container_id}"],
+            )
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"the Docker engine could not snapshot {self.container_id[:12]}: {exc}") from exc
+        image_id: str = committed["Id"]
+        return image_id
+
     # -- pool support, report and lifecycle -------------------------------------------------------------------
 
     async def reset(self, timeout: float = 15.0) -> bool:
@@ -542,6 +650,8 @@ class DockerSandbox(Sandbox):
         self._closed = True
         self._channel.close()
         await asyncio.to_thread(_remove_container, self.container_id)
+        if self._snapshot_image is not None:
+            await asyncio.to_thread(_remove_snapshot_image, self._snapshot_image)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("alive" if self.alive else "dead")
@@ -569,3 +679,70 @@ def _untar(archive: bytes, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as members:
         members.extractall(dest, filter="data")
+
+
+_WORKDIR_MODE = 0o755  # as the tmpfs volume is made (see _host_config)
+_SPOOL_BYTES = 64 << 20  # a workdir copy up to this size stays in memory on its way; a larger one goes to a file
+
+
+def _copy_workdir(source_id: str, target_id: str) -> int | None:
+    """Copy the workdir of one container into another's (empty) one, as a tar through the archive API; return the
+    mode of the source workdir itself (None when the archive did not hold it), which the engine does not apply.
+
+    ``get_archive`` names every member under ``workspace/``; ``put_archive`` must target the workdir itself (the
+    volume: the root filesystem may be read-only), so the members are renamed on the way. The tar keeps modes,
+    owners, symlinks and empty folders.
+    """
+    docker = _docker()
+    client = docker_client()
+    top = WORKDIR.rsplit("/", 1)[1]
+    mode: int | None = None
+    try:
+        chunks, _ = client.api.get_archive(source_id, WORKDIR)
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            with (
+                tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as source,
+                tarfile.open(fileobj=spool, mode="w|") as target,
+            ):
+                for member in source:
+                    if member.name == top:
+                        mode = stat.S_IMODE(member.mode)
+                        continue
+                    if not member.name.startswith(top + "/"):
+                        continue
+                    # A long or non-ASCII name also sits in the member's PAX header, which tarfile writes as it
+                    # was: the renamed fields alone would not change it.
+                    member.pax_headers = {
+                        key: value for key, value in member.pax_headers.items() if key not in ("path", "linkpath")
+                    }
+                    member.name = member.name[len(top) + 1 :]
+                    if member.islnk() and member.linkname.startswith(top + "/"):  # a hard link names its first path
+                        member.linkname = member.linkname[len(top) + 1 :]
+                    target.addfile(member, source.extractfile(member) if member.isfile() else None)
+            spool.seek(0)
+            client.api.put_archive(target_id, WORKDIR, spool)
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"the Docker engine could not copy the workdir into the fork: {exc}") from exc
+    return mode
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (the archive API's stream), for ``tarfile`` in stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = chunk
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
