@@ -16,6 +16,7 @@ from agentflow.runtime import compile_workflow, run_workflow
 from agentflow.traces import Event, EventType, TraceStore, realized_graph
 from tests.cli.test_cli import agentflow, assert_one_line_error
 from tests.runtime.conftest import Workspace
+from tests.support.require import require
 
 SANDBOX_DIRS = f"agentflow-sandbox-{os.getpid()}-"
 
@@ -312,3 +313,25 @@ def test_a_malformed_best_of_is_a_spec_error_at_its_place(ws: Workspace, best_of
 
     assert problem in str(caught.value)
     assert caught.value.location is not None and caught.value.location.line > 1
+
+
+async def test_on_docker_the_kept_fork_becomes_the_runs_sandbox_and_no_container_or_snapshot_is_left(
+    tmp_path: Path, examples: Path
+) -> None:
+    from agentflow.sandboxes._docker import DEFAULT_IMAGE, docker_available, docker_client, image_available
+    from agentflow.sandboxes._docker.client import OWNER_LABEL, SNAPSHOT_LABEL, _owner
+
+    available, reason = docker_available()
+    require(available, f"no Docker engine: {reason}")
+    require(image_available(DEFAULT_IMAGE), f"image {DEFAULT_IMAGE} missing: run `agentflow sandbox build python`")
+    store = TraceStore(tmp_path / ".agentflow")
+
+    result = await run_workflow(examples / "fix_failing_test_best_of.yaml", sandbox="docker", store=store)
+
+    assert result.status == "succeeded", result.error
+    assert result.final_state["tests_passed"] is True
+    assert _choice(store.load_trace(result.run_id).events)["chosen"] == "code#1"
+    client = docker_client()
+    owned = {"label": f"{OWNER_LABEL}={_owner()}"}
+    assert client.containers.list(all=True, filters=owned) == []
+    assert client.api.images(filters={"label": f"{SNAPSHOT_LABEL}={_owner()}"}) == []
