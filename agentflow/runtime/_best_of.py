@@ -136,6 +136,8 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
             for candidate, forked in zip(candidates, forks, strict=True):
                 candidate.branch.sandbox = forked
         await _run_concurrently(shared, candidates)
+        if baselines is not None:
+            await baselines  # all of the hook's starts are recorded, even for candidates that failed before scoring
         chosen = _choose(ctx, best_of, candidates)
         visit.finished = {"best_of": _record(best_of, candidates, chosen)}
         visit.unscored_branches = tuple(c.branch.id for c in candidates if c is not chosen)
@@ -149,7 +151,7 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
             forks.remove(chosen.branch.sandbox)
         return dict(chosen.updates or {})
     finally:
-        await _settle([baselines] if baselines is not None else [])
+        await _settle([baselines] if baselines is not None else [])  # cut short only when the visit failed
         if not ctx.replays_hooks:
             for candidate in candidates:
                 try:
