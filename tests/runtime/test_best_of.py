@@ -335,3 +335,12 @@ async def test_on_docker_the_kept_fork_becomes_the_runs_sandbox_and_no_container
     owned = {"label": f"{OWNER_LABEL}={_owner()}"}
     assert client.containers.list(all=True, filters=owned) == []
     assert client.api.images(filters={"label": f"{SNAPSHOT_LABEL}={_owner()}"}) == []
+
+
+def test_the_worst_case_node_executions_count_every_candidate(examples: Path) -> None:
+    from agentflow.graph import build_template_graph, compute_metrics
+    from agentflow.spec import load_workflow
+
+    metrics = compute_metrics(build_template_graph(load_workflow(examples / "fix_failing_test_best_of.yaml")))
+
+    assert metrics.max_steps == 1 + 4 + 1  # plan, the four candidates of code, test
