@@ -4,7 +4,8 @@
 (``Branch(kind="best_of")``, id ``<node>#<i>``) whose events carry that id in ``data.branch``:
 
 1. Each candidate beyond the first counts as one more step against ``max_steps``; model calls and tokens of every
-   candidate count against the run's limits as they happen.
+   candidate count against the run's limits as they happen. A limit of the run reached by one candidate stops them
+   all; a candidate's own ``max_turns`` ends only that candidate (it failed).
 2. With ``sandbox: fork`` each candidate gets its own copy of the sandbox the node runs in
    (``ctx.current_sandbox().fork()``); with ``shared`` (the default) they all work in that sandbox, like threads in
    one working copy (for candidates that only read).
