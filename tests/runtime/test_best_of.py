@@ -344,3 +344,24 @@ def test_the_worst_case_node_executions_count_every_candidate(examples: Path) ->
     metrics = compute_metrics(build_template_graph(load_workflow(examples / "fix_failing_test_best_of.yaml")))
 
     assert metrics.max_steps == 1 + 4 + 1  # plan, the four candidates of code, test
+
+
+@pytest.mark.parametrize(
+    ("by", "script"),
+    [
+        ("hooks.py:broken", [{"candidates": [["first"], ["second, longer"]]}]),  # no score anywhere: the first kept
+        ("hooks.py:longest", [{"candidates": [[{"tool_calls": [{"name": "list_files", "arguments": {}}]}] * 3, ["b"]]}]),
+    ],
+    ids=["hook-fails-everywhere", "a-candidate-fails"],
+)
+async def test_a_tape_replay_makes_the_recorded_choice_again(ws: Workspace, by: str, script: list[Any]) -> None:
+    ws.file("hooks.py", LONGEST_ANSWER)
+    workflow = _best_of_workflow(ws, {"n": 2, "by": by, "sandbox": "fork"}, script)
+    recorded = await run_workflow(workflow, store=ws.store)
+    assert recorded.status == "succeeded", recorded.error
+
+    report = await replay_run(ws.store, recorded.run_id, mode="tape")
+
+    assert report.identical, report.divergence
+    choice = _choice(ws.store.load_trace(recorded.run_id).events, "work")
+    assert _choice(ws.store.load_trace(report.replay_run_id).events, "work") == choice
