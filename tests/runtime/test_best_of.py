@@ -346,11 +346,14 @@ def test_the_worst_case_node_executions_count_every_candidate(examples: Path) ->
     assert metrics.max_steps == 1 + 4 + 1  # plan, the four candidates of code, test
 
 
+LOOPING = {"tool_calls": [{"name": "list_files", "arguments": {}}]}
+
+
 @pytest.mark.parametrize(
     ("by", "script"),
     [
         ("hooks.py:broken", [{"candidates": [["first"], ["second, longer"]]}]),  # no score anywhere: the first kept
-        ("hooks.py:longest", [{"candidates": [[{"tool_calls": [{"name": "list_files", "arguments": {}}]}] * 3, ["b"]]}]),
+        ("hooks.py:longest", [{"candidates": [[LOOPING, LOOPING, LOOPING], ["b"]]}]),  # the first runs out of turns
     ],
     ids=["hook-fails-everywhere", "a-candidate-fails"],
 )
