@@ -12,10 +12,9 @@
 3. The ``by`` hook starts a run of its own per candidate (its ``start_run`` with the run id
    ``<run_id>/<branch>``, on the node's sandbox as the candidate starts from it), so a stateful hook (the tests
    before, for ``tests_delta``) compares each candidate with the node's starting point, never with another
-   candidate. With ``shared`` this happens before the candidates start; with ``fork`` the node's own sandbox does
-   not change during the visit, so it happens while the forks are made and the candidates run (each candidate's
-   score waits for it). The candidates' starts go one after the other, so the hook's commands are recorded on the
-   run's main path in the same order in every execution.
+   candidate. This happens before any candidate starts (with ``fork``, while the forks are made), one candidate
+   after the other, so the hook's commands are recorded on the run's main path in the same order in every
+   execution, and nothing of the main path comes amid the candidates' events.
 4. The candidates run concurrently, each calling ``Model.for_candidate(i)`` (the scripted model: its own list of
    a ``candidates`` entry) with its own seed (``vary: seed``: the run's or model's seed + i) or temperature.
 5. Each finished candidate is scored in its branch as one node step (``kind="node"``, its events); the hook's
@@ -83,7 +82,6 @@ class _Candidate:
     updates: dict[str, Any] | None = None  # its state updates, once it finished
     failure: BaseException | None = None
     events: list[Event] = field(default_factory=lambda: [])
-    started: asyncio.Event = field(default_factory=asyncio.Event)  # the hook's start_run for it is over
 
     def pick_model(self, node_model: Model) -> Model:
         self.model = node_model.for_candidate(self.index)
@@ -121,24 +119,23 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
     shared = _BestOfVisit(ctx, visit, node, hook, best_of)
     forks: list[Sandbox] = []
     home = ctx.current_sandbox()
-    baselines: asyncio.Task[None] | None = None
     try:
-        if ctx.replays_hooks:
-            for candidate in candidates:
-                candidate.started.set()
-        else:
-            baselines = asyncio.create_task(_start_scoring(shared, candidates, home))
-            if best_of.sandbox == "shared":  # the candidates are about to change that sandbox
-                await baselines
-            # with forks the node's own sandbox stays as it is during the visit: the hook takes each candidate's
-            # starting point there while the forks are made and the candidates run
-        if best_of.sandbox == "fork":
-            forks = await _fork(ctx, len(candidates))
-            for candidate, forked in zip(candidates, forks, strict=True):
-                candidate.branch.sandbox = forked
+        # the hook takes each candidate's starting point while the forks are made (both only read the node's
+        # sandbox), and before any candidate starts: the run's main path records nothing amid the candidates' events
+        forked, started = await asyncio.gather(
+            _fork(ctx, len(candidates)) if best_of.sandbox == "fork" else _no_forks(),
+            _nothing() if ctx.replays_hooks else _start_scoring(shared, candidates, home),
+            return_exceptions=True,  # both run to their end before a failure of either is raised
+        )
+        if isinstance(started, BaseException):
+            await _close_all(forked if isinstance(forked, list) else [])
+            raise started
+        if isinstance(forked, BaseException):
+            raise forked
+        forks = forked
+        for candidate, sandbox in zip(candidates, forks, strict=False):
+            candidate.branch.sandbox = sandbox
         await _run_concurrently(shared, candidates)
-        if baselines is not None:
-            await baselines  # all of the hook's starts are recorded, even for candidates that failed before scoring
         chosen = _choose(ctx, best_of, candidates)
         visit.finished = {"best_of": _record(best_of, candidates, chosen)}
         visit.unscored_branches = tuple(c.branch.id for c in candidates if c is not chosen)
@@ -152,7 +149,6 @@ async def run_best_of(visit: Visit, node: AgentNode, best_of: BestOfSpec) -> dic
             forks.remove(chosen.branch.sandbox)
         return dict(chosen.updates or {})
     finally:
-        await _settle([baselines] if baselines is not None else [])  # cut short only when the visit failed
         if not ctx.replays_hooks:
             for candidate in candidates:
                 try:
@@ -174,12 +170,12 @@ def _sampling(best_of: BestOfSpec, config: Any, ctx: RunContext, index: int) -> 
     return {"temperature": round(low + (high - low) * index / (best_of.n - 1), 4)}
 
 
-async def _settle(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for tasks still running (cancelled first when the visit is ending early)."""
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+async def _no_forks() -> list[Sandbox]:
+    return []
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _fork(ctx: RunContext, count: int) -> list[Sandbox]:
@@ -224,7 +220,6 @@ async def _run_candidate(shared: _BestOfVisit, candidate: _Candidate) -> None:
         finally:
             candidate.events = ctx.events_since(first_index)
         if not ctx.replays_hooks and candidate.events:
-            await candidate.started.wait()
             await _score(shared, candidate)
 
 
@@ -262,13 +257,8 @@ async def _start_scoring(shared: _BestOfVisit, candidates: list[_Candidate], san
     """The hook's ``start_run`` for each candidate in turn on ``sandbox`` (the node's, as the candidates start from
     it), on the run's main path: one after the other, so its commands are recorded in the same order in every
     execution (a verify replay compares them). A failure is recorded, never raised."""
-    try:
-        for candidate in candidates:
-            await _start_scoring_one(shared, candidate, sandbox)
-            candidate.started.set()
-    finally:
-        for candidate in candidates:  # cancelled: no candidate waits for what will not come
-            candidate.started.set()
+    for candidate in candidates:
+        await _start_scoring_one(shared, candidate, sandbox)
 
 
 async def _start_scoring_one(shared: _BestOfVisit, candidate: _Candidate, sandbox: Sandbox) -> None:

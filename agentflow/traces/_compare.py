@@ -171,8 +171,9 @@ def _branch(event: Event) -> str | None:
 
 
 def _by_branch(events: Sequence[Event], volatile: re.Pattern[str] | None) -> list[tuple[Event, dict[str, Any]]]:
-    """The events with their comparable views placed by branch: the main path's events first, then each branch's in
-    the order branches first appear; ``seq``, ``parent`` and ``target_seq`` become ``[branch, position]``."""
+    """The events with their comparable views placed by branch: the main path's events first, then each branch's, the
+    branches in the order of their ids (not of their first events, which depends on how the tasks were scheduled);
+    ``seq``, ``parent`` and ``target_seq`` become ``[branch, position]``."""
     places: dict[int, list[Any]] = {}
     counts: dict[str | None, int] = {}
     streams: dict[str | None, list[Event]] = {}
@@ -181,7 +182,8 @@ def _by_branch(events: Sequence[Event], volatile: re.Pattern[str] | None) -> lis
         places[event.seq] = [branch, counts.get(branch, 0)]
         counts[branch] = counts.get(branch, 0) + 1
         streams.setdefault(branch, []).append(event)
-    ordered = [*streams.pop(None, []), *(event for stream in streams.values() for event in stream)]
+    main = streams.pop(None, [])
+    ordered = [*main, *(event for branch in sorted(streams, key=str) for event in streams[branch])]
     placed: list[tuple[Event, dict[str, Any]]] = []
     for event in ordered:
         view = comparable(event, volatile)
