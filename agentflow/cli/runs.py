@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from agentflow.cli._console import console
@@ -308,7 +309,9 @@ def _describe(event: Event) -> str:
             return f"visit {started.get('visit')} attempt {started.get('attempt')}"
         case EventType.NODE_FINISHED:
             finished = event.data_as(NodeFinishedData)
-            return f"{finished.get('status')} updates={json.dumps(finished.get('updates'), default=str)[:120]}"
+            best_of = finished.get("best_of")
+            chosen = f" best of {len(best_of['candidates'])}: {best_of['chosen']}" if best_of else ""
+            return f"{finished.get('status')}{chosen} updates={json.dumps(finished.get('updates'), default=str)[:120]}"
         case EventType.MODEL_REQUEST:
             request = event.data_as(ModelRequestData)
             return f"{request.get('model')} ({len(request.get('messages') or [])} messages)"
@@ -345,6 +348,17 @@ def _describe(event: Event) -> str:
             return ""
 
 
+def _describe_best_of(choice: dict[str, Any]) -> str:
+    """One line per best-of visit: the hook, each candidate's score (or why it has none), the one kept."""
+    parts = []
+    for candidate in choice["candidates"]:
+        score = candidate.get("score")
+        shown = f"{score:.2f}" if isinstance(score, int | float) else f"no score ({candidate.get('error')})"
+        mark = " (kept)" if candidate.get("branch") == choice.get("chosen") else ""
+        parts.append(f"{candidate.get('branch')} {shown}{mark}")
+    return f"best of {choice.get('node')} by {choice.get('by')}: " + "; ".join(parts)
+
+
 def _describe_reward(data: RewardData) -> str:
     not_scored, aggregate = data.get("not_scored"), data.get("aggregate")
     if not_scored:
@@ -373,6 +387,7 @@ def show(
             "problems": [{"kind": p.kind, "line": p.line, "seq": p.seq, "message": p.message} for p in trace.problems],
             "aggregates": _aggregates(trace.events),
             "grading_passes": passes,
+            "best_of": realized_graph(trace.events)["best_of"],
             "events": [event.model_dump(mode="json") for event in trace.events],
         }
         print(json.dumps(payload, indent=2, default=str))
@@ -382,9 +397,12 @@ def show(
     columns = ("seq", "branch", "node", "event", "detail") if branched else ("seq", "node", "event", "detail")
     table = Table(*columns, title=f"run {trace.run_id}", box=box.SIMPLE_HEAD)
     for event in trace.events:
-        branch = [str(event.data.get("branch") or "")] if branched else []
-        table.add_row(str(event.seq), *branch, event.node or "", event.type.value, _describe(event))
+        # trace text goes into the table as text, never as markup (a model's "[red]" stays literally "[red]")
+        branch = [escape(str(event.data.get("branch") or ""))] if branched else []
+        table.add_row(str(event.seq), *branch, escape(event.node or ""), event.type.value, escape(_describe(event)))
     out.print(table)
+    for choice in realized_graph(trace.events)["best_of"]:
+        out.print(_describe_best_of(choice), markup=False)
     for problem in trace.problems:
         out.print(f"trace problem ({problem.kind}): {problem.message}", style="red", markup=False)
     _print_summary(summary.to_dict(), {}, str(trace.path))

@@ -9,7 +9,7 @@ import networkx as nx
 
 from agentflow.graph._branches import find_fanouts, map_item_nodes
 from agentflow.graph._build import TemplateGraph
-from agentflow.spec._models import END
+from agentflow.spec._models import END, AgentNode, NodeSpec
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class CycleInfo:
 @dataclass(frozen=True)
 class GraphMetrics:
     """``depth`` counts the nodes on the longest start→END path once back edges are removed; ``width`` is the most
-    nodes sharing one depth level; ``max_steps`` is the worst-case node executions allowed by the loop bounds."""
+    nodes sharing one depth level; ``max_steps`` is the worst-case node executions allowed by the loop bounds (each
+    candidate of a best-of node counts, as the run's ``max_steps`` limit counts it)."""
 
     nodes: int
     edges: int
@@ -82,6 +83,7 @@ def compute_metrics(template: TemplateGraph) -> GraphMetrics:
         CycleInfo(nodes=cycle, max_iterations=_cycle_bound(template, cycle))
         for cycle in sorted(nx.simple_cycles(graph), key=lambda c: (len(c), c))
     ]
+    spec_nodes = template.workflow.spec.nodes
     kinds: dict[str, int] = {}
     for name in template.workflow.spec.nodes:
         kind = template.workflow.spec.nodes[name].kind
@@ -93,7 +95,7 @@ def compute_metrics(template: TemplateGraph) -> GraphMetrics:
         width=max(widths.values(), default=0),
         cycles=cycles,
         critical_path=critical,
-        max_steps=sum(template.max_visits(n) for n in template.workflow.spec.nodes),
+        max_steps=sum(template.max_visits(n) * _executions_per_visit(node) for n, node in spec_nodes.items()),
         kinds=kinds,
         branches=_branches(template),
     )
@@ -106,6 +108,12 @@ def _branches(template: TemplateGraph) -> dict[str, dict[str, list[str]]]:
     for item, name in map_item_nodes(template).items():
         found[name] = {f"{name}[i]": [item]}
     return found
+
+
+def _executions_per_visit(node: NodeSpec) -> int:
+    """How many node executions one visit makes: ``n`` for an agent with ``best_of``, else one."""
+    best_of = node.best_of if isinstance(node, AgentNode) else None
+    return best_of.n if best_of is not None else 1
 
 
 def _cycle_bound(template: TemplateGraph, cycle: list[str]) -> int | None:

@@ -117,6 +117,7 @@ def validate_template(
         *_check_tools(template, checkers),
         *_check_tool_arguments(template, tool_parameters or {}),
         *_check_rewards(template, checkers),
+        *_check_best_of(template, checkers),
         *_check_state(template),
         *check_branches(template),
         *_check_expressions(template, _child_specs(template)),
@@ -447,6 +448,23 @@ def _check_rewards(template: TemplateGraph, checkers: Checkers) -> Iterator[Diag
             if name not in spec.nodes:
                 where = workflow.locate("rewards", index, "nodes", position)
                 yield _unknown("node", name, spec.nodes, where, "graph.unknown-node")
+
+
+def _check_best_of(template: TemplateGraph, checkers: Checkers) -> Iterator[Diagnostic]:
+    """The hook a `best_of` scores its candidates with must exist, as a reward's must."""
+    workflow = template.workflow
+    hook_names = checkers.reward_hooks()
+    for name, node in workflow.spec.nodes.items():
+        best_of = node.best_of if isinstance(node, AgentNode) else None
+        if best_of is None:
+            continue
+        where = workflow.locate("nodes", name, "best_of", "by")
+        if is_plugin_ref(best_of.by):
+            problem = _plugin_problem(best_of.by, workflow.base_dir, where, code="best_of", kind="reward hook")
+            if problem is not None:
+                yield problem[0]
+        elif best_of.by not in hook_names:
+            yield _unknown("reward hook", best_of.by, hook_names, where, "best_of.unknown-hook")
 
 
 def _state_reads(template: TemplateGraph) -> Iterator[tuple[str, SourceLocation]]:

@@ -87,5 +87,18 @@ class Model(abc.ABC):
     ) -> ModelResponse:
         """Return the next assistant turn. Raises ``ModelAPIError`` when the provider fails."""
 
+    def for_candidate(self, index: int) -> Model:
+        """The model candidate ``index`` (0-based) of a best-of-N visit calls.
+
+        A provider whose calls are independent of each other returns itself: its candidates differ by the seed or
+        temperature the node varies. A model that keeps a position between calls (the scripted model) returns a
+        copy that continues from where this one stands, serving that candidate its own responses.
+        """
+        return self
+
+    def continue_from(self, candidate: Model) -> None:  # noqa: B027 - optional hook, most models keep no position
+        """After a best-of-N visit, go on from where the chosen candidate's model (from :meth:`for_candidate`)
+        stands; nothing for a model that keeps no position."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most models hold nothing
         """Release connections."""

@@ -10,6 +10,7 @@ the replayed events are the recorded ones.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,14 +30,23 @@ class ReplayModel(Model):
         responses: the recorded run's responses.
         impersonate: the model string this model stands in for (its ``model_id`` becomes that string, so requests
             and their hashes are the recorded ones); None matches requests made under any recorded model.
+        branch: the id of the branch of the run making the call (read at each call), so that a request made in a
+            branch gets the responses that branch got; None: every call is on the run's main path.
     """
 
     provider = "replay"
 
-    def __init__(self, responses: RecordedResponses, *, impersonate: str | None = None) -> None:
+    def __init__(
+        self,
+        responses: RecordedResponses,
+        *,
+        impersonate: str | None = None,
+        branch: Callable[[], str | None] | None = None,
+    ) -> None:
         super().__init__(responses.run_id)
         self.responses = responses
         self.impersonate = impersonate
+        self.branch = branch
         if impersonate is not None:
             self.provider, self.name = parse_model_string(impersonate)
 
@@ -51,7 +61,8 @@ class ReplayModel(Model):
         settings_data = settings.request_data()
         candidates = [self.model_id] if self.impersonate is not None else self.responses.model_ids
         hashes = [self.responses.request_key(model_id, messages, tools, settings_data) for model_id in candidates]
-        return ModelResponse.from_recorded(self.responses.next_response(hashes), self.model_id)
+        branch = self.branch() if self.branch is not None else None
+        return ModelResponse.from_recorded(self.responses.next_response(hashes, branch), self.model_id)
 
 
 @model_provider("replay")

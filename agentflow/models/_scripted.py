@@ -30,6 +30,23 @@ script answers every task of a benchmark its own way::
 
 The model picks its conversation at its first call and serves that conversation's responses from then on.
 
+An entry may instead hold ``candidates``: the turns of one best-of-N visit (an agent node with ``best_of``), one
+list of responses per candidate::
+
+    responses:
+      - ...                                  # the turns before the best-of node
+      - candidates:                          # candidate i is served the i-th list (i modulo the number of lists)
+          - [{tool_calls: [...]}, "Fixed mean only."]
+          - [{tool_calls: [...]}, {tool_calls: [...]}, "Fixed mean and median."]
+      - ...                                  # the turns after it
+
+Each candidate gets a copy of the model (``for_candidate``) that continues from the same position in the script;
+at a ``candidates`` entry it serves its own list, then the entry after it. Once the node has chosen, the run goes
+on from the chosen candidate's position (``continue_from``), past the ``candidates`` entry if the chosen
+candidate's visit ended inside its list (the rest of the list goes unused). A model serving no candidate (a node without
+``best_of``) takes the first list. Tool call ids of a candidate's turn read ``call_<n>.<c>.<k>_<i>``: entry ``n``,
+list ``c``, turn ``k`` of the list (all 1-based).
+
 Token usage is estimated deterministically at one token per 4 characters, rounded up (the rule of thumb OpenAI
 gives for English text): input counts the text of every message (content, tool-call names and arguments) plus the
 compact JSON of the tool schemas; output counts the response's content, tool-call names and argument text.
@@ -107,7 +124,7 @@ class ScriptedError(BaseModel):
 
 
 class ScriptedResponse(BaseModel):
-    """One scripted model turn."""
+    """One scripted model turn, or (``candidates``) the turns of each candidate of one best-of-N visit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,6 +133,9 @@ class ScriptedResponse(BaseModel):
     usage: ScriptedUsage | None = None
     error: ScriptedError | None = None
     latency_s: float = Field(default=0.0, ge=0, description="seconds the model takes to answer")
+    candidates: tuple[tuple[ScriptedResponse, ...], ...] | None = Field(
+        default=None, description="one list of turns per candidate of a best-of-N visit", min_length=1
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +145,15 @@ class ScriptedResponse(BaseModel):
     @model_validator(mode="after")
     def _has_a_turn(self) -> ScriptedResponse:
         answers = self.content is not None or bool(self.tool_calls)
+        if self.candidates is not None:
+            if answers or self.error is not None or self.usage is not None:
+                raise ValueError("an entry with 'candidates' holds nothing else: each candidate's turns are its list")
+            for turns in self.candidates:
+                if not turns:
+                    raise ValueError("each list of 'candidates' needs at least one response")
+                if any(turn.candidates is not None for turn in turns):
+                    raise ValueError("a candidate's turn cannot hold 'candidates' again")
+            return self
         if self.error is not None and answers:
             raise ValueError("a response with 'error' cannot also have 'content' or 'tool_calls'")
         if self.error is None and not answers:
@@ -221,6 +250,9 @@ class ScriptedModel(Model):
         self.source = source or name
         self.requests: list[ScriptedRequest] = []
         self._next_index = 0
+        self._turn = 0  # the position inside the `candidates` entry at _next_index
+        self._candidate = 0  # which list of a `candidates` entry this model serves
+        self._chosen = not self.conversations  # the conversation is picked (at the first call)
         self._lock = threading.Lock()
 
     @classmethod
@@ -276,12 +308,38 @@ class ScriptedModel(Model):
         """Continue after the first ``answered`` responses (a resumed run, whose earlier process got those)."""
         with self._lock:
             self._next_index = min(answered, len(self.responses))
+            self._turn = 0
 
     def reset(self) -> None:
         """Start again from the first response and forget recorded requests (e.g. before the next benchmark task)."""
         with self._lock:
             self._next_index = 0
+            self._turn = 0
+            self._chosen = not self.conversations
             self.requests.clear()
+
+    def for_candidate(self, index: int) -> ScriptedModel:
+        """A copy for candidate ``index`` of a best-of-N visit: the same script, from the same position, serving
+        the ``index``-th list (modulo their number) of a ``candidates`` entry; its requests are recorded here too."""
+        fork = ScriptedModel(self.name, self.responses, source=self.source, conversations=self.conversations)
+        with self._lock:
+            fork.responses, fork._chosen = self.responses, self._chosen
+            fork._next_index, fork._turn = self._next_index, self._turn
+        fork._candidate = index
+        fork.requests = self.requests  # one record of every call the script answered
+        return fork
+
+    def continue_from(self, candidate: Model) -> None:
+        """Go on from the position of the chosen candidate's copy (from :meth:`for_candidate`)."""
+        if not isinstance(candidate, ScriptedModel) or candidate is self:
+            return
+        with candidate._lock:
+            responses, chosen, position = candidate.responses, candidate._chosen, candidate._next_index
+            turn = candidate._turn
+        if turn:  # the kept candidate's visit ended inside its list: the rest of the list goes unused
+            position, turn = position + 1, 0
+        with self._lock:
+            self.responses, self._chosen, self._next_index, self._turn = responses, chosen, position, turn
 
     async def complete(
         self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
@@ -294,9 +352,11 @@ class ScriptedModel(Model):
         """
         request = ScriptedRequest(copy.deepcopy(messages), copy.deepcopy(tools), settings)
         with self._lock:
-            if self.conversations and not self.requests:
+            if not self._chosen:
                 self.responses = self._conversation_for(messages).responses
+                self._chosen = True
             self.requests.append(request)
+            self._skip_finished_list()
             index = self._next_index
             if index >= len(self.responses):
                 raise ModelScriptExhausted(
@@ -304,11 +364,36 @@ class ScriptedModel(Model):
                     f"call #{index + 1} asked for another; add responses to the script or lower the workflow's "
                     "max_turns/loop limits"
                 )
-            self._next_index = index + 1
-        scripted = self.responses[index]
+            scripted, number = self._take(index)
         if scripted.latency_s:
             await asyncio.sleep(scripted.latency_s)
-        return self._build_response(index, scripted, request)
+        return self._build_response(number, scripted, request)
+
+    def _skip_finished_list(self) -> None:
+        """Past a ``candidates`` entry whose list this model has served to its end (a shorter list than the one
+        the model stood in when it was copied); called under the lock."""
+        if self._turn and self._next_index < len(self.responses):
+            entry = self.responses[self._next_index]
+            if entry.candidates is not None:
+                variant = entry.candidates[self._candidate % len(entry.candidates)]
+                if self._turn >= len(variant):
+                    self._next_index, self._turn = self._next_index + 1, 0
+
+    def _take(self, index: int) -> tuple[ScriptedResponse, str]:
+        """The response at the cursor and its number (``n``, or ``n.c.k`` in a ``candidates`` entry), moving the
+        cursor on; called under the lock."""
+        entry = self.responses[index]
+        if entry.candidates is None:
+            self._next_index = index + 1
+            return entry, str(index + 1)
+        variant = self._candidate % len(entry.candidates)
+        turns = entry.candidates[variant]
+        turn = self._turn
+        if turn + 1 >= len(turns):  # this list is done: the entry after the `candidates` comes next
+            self._next_index, self._turn = index + 1, 0
+        else:
+            self._turn = turn + 1
+        return turns[turn], f"{index + 1}.{variant + 1}.{turn + 1}"
 
     def _conversation_for(self, messages: Sequence[Message]) -> ScriptedConversation:
         """The conversation whose ``when`` the first request's messages contain (else the one without ``when``)."""
@@ -324,14 +409,13 @@ class ScriptedModel(Model):
             "(a conversation without `when`)"
         )
 
-    def _build_response(self, index: int, scripted: ScriptedResponse, request: ScriptedRequest) -> ModelResponse:
+    def _build_response(self, number: str, scripted: ScriptedResponse, request: ScriptedRequest) -> ModelResponse:
         if scripted.error is not None:
             raise ModelAPIError(
-                f"{self.model_id}: scripted error at response {index + 1}: {scripted.error.message}",
+                f"{self.model_id}: scripted error at response {number}: {scripted.error.message}",
                 status_code=scripted.error.status_code,
                 body=scripted.error.body,
             )
-        number = index + 1
         tool_calls = [
             ToolCall(id=call.id or f"call_{number}_{position}", name=call.name, arguments=call.argument_text())
             for position, call in enumerate(scripted.tool_calls, start=1)

@@ -75,11 +75,7 @@ class Tape:
         # its hook events are found by its position in its own stream of events, whatever the interleaving
         self.branched = any(isinstance(event.data.get("branch"), str) for event in self._recorded)
         masking = volatile if mode == "verify" else None
-        self.responses: RecordedResponses = (
-            BranchResponses(run_id, self._recorded, masking)
-            if self.branched
-            else RecordedResponses(run_id, self._recorded, masking)
-        )
+        self.responses = RecordedResponses(run_id, self._recorded, masking)  # per branch, by the request's branch
         self.streams: dict[str | None, list[Event]] = {}
         for event in self._recorded:
             self.streams.setdefault(_branch_of(event), []).append(event)
@@ -165,30 +161,10 @@ def _branch_of(event: Event) -> str | None:
     return tag if isinstance(tag, str) else None
 
 
-class BranchResponses(RecordedResponses):
-    """Recorded responses served per branch: a branch gets the responses its own requests got when recorded.
-
-    Concurrent branches may send the same request (two map items with the same prompt) and interleave differently
-    on replay, so one queue per request hash would hand one branch the other's answer.
-    """
-
-    def __init__(self, run_id: str, events: Sequence[Event], volatile: re.Pattern[str] | None = None) -> None:
-        super().__init__(run_id, events, volatile)
-        streams: dict[str | None, list[Event]] = {}
-        for event in events:
-            streams.setdefault(_branch_of(event), []).append(event)
-        self._by_branch = {branch: RecordedResponses(run_id, mine, volatile) for branch, mine in streams.items()}
-
-    def __len__(self) -> int:
-        return sum(len(responses) for responses in self._by_branch.values())
-
-    def take(self, request_hashes: Sequence[str]) -> dict[str, Any] | None:
-        branch = current_branch.get()
-        responses = self._by_branch.get(None if branch is None else branch.id)
-        found = responses.take(request_hashes) if responses is not None else None
-        if found is not None:
-            self.served += 1
-        return found
+def _current_branch_id() -> str | None:
+    """The id of the branch making the call (None on the run's main path): what a replay serves per branch."""
+    branch = current_branch.get()
+    return None if branch is None else branch.id
 
 
 def _tool_key(tool: Any, call_id: Any, arguments: Any) -> tuple[str, str, str]:
@@ -214,7 +190,7 @@ class VerifyPlan(RunPlan):
 
     def model(self, model_string: str, base_dir: Path) -> Model:
         # impersonating the recorded model keeps the requests, and their hashes, the recorded ones
-        return ReplayModel(self.tape.responses, impersonate=model_string)
+        return ReplayModel(self.tape.responses, impersonate=model_string, branch=_current_branch_id)
 
     async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
         replayed = run_started.copy()

@@ -15,9 +15,10 @@ from agentflow.graph._build import TemplateGraph, build_template_graph
 from agentflow.graph._validate import validate_template
 from agentflow.models import model_providers
 from agentflow.models._scripted import resolve_script_path
-from agentflow.rewards import reward_hooks
+from agentflow.rewards import RewardHook, reward_hooks
 from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode, routing_hash
 from agentflow.runtime import _nodes, _parallel
+from agentflow.runtime._best_of import best_of_hooks
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
 from agentflow.spec._loader import LoadedWorkflow, load_workflow
@@ -65,6 +66,7 @@ class CompiledWorkflow:
     routers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # the `policy: qtable` routers by node
     offers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # agent -> the a_priori router after it
     wiring: Any = None  # its fan-outs, joins and maps (`_parallel.wiring`), once compiled
+    best_of_hooks: dict[str, RewardHook] = field(default_factory=lambda: {})  # node -> its `best_of.by` hook
 
     def bind_routers(self, store: QTableStore | None, mode: RoutingMode | None = None) -> None:
         """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`.
@@ -179,6 +181,7 @@ def compile_workflow(
         prefix=prefix,
         children=children,
         diagnostics=diagnostics,
+        best_of_hooks=best_of_hooks(spec, loaded.base_dir),
     )
     compiled.routers, compiled.offers = _qtable_routers(compiled)
     compiled.wiring = _parallel.wiring(compiled)

@@ -129,10 +129,21 @@ class RunContext:
             self._models[key] = self.plan.model(chosen, base_dir)
         return self._models[key]
 
+    def retrying_key(self, label: str) -> str:
+        """The key of a node's model call in flight in ``model_retrying``: the node's label, and inside a branch
+        its id too, so the concurrent calls of one node's branches each keep their own entry."""
+        branch = current_branch.get()
+        return label if branch is None else f"{label}|{branch.id}"
+
     def retries_in_flight(self, label: str | None = None) -> list[dict[str, Any]]:
-        """The retries of the model calls still in flight (of one node, or of every node)."""
+        """The retries of the model calls still in flight (of one node, its branches' included, or of every node)."""
         if label is not None:
-            return list(self.model_retrying.get(label, []))
+            return [
+                retry
+                for key, retries in self.model_retrying.items()
+                if key == label or key.startswith(label + "|")
+                for retry in retries
+            ]
         return [retry for retries in self.model_retrying.values() for retry in retries]
 
     async def close_models(self) -> None:

@@ -55,6 +55,8 @@ class Visit:
     name: str
     state: Mapping[str, Any]
     started: Event
+    finished: dict[str, Any] | None = None  # more data of the visit's node_finished (a best-of choice)
+    unscored_branches: tuple[str, ...] = ()  # branches whose events the node's reward hooks do not score
 
     @property
     def label(self) -> str:
@@ -119,12 +121,13 @@ async def _attempt(
     started = ctx.emit(EventType.NODE_STARTED, node=label, data=started_data)
     first_index = len(ctx.events) - 1
     clock = time.perf_counter()
+    visit_of_node = Visit(ctx, compiled, name, state, started)
     try:
         if timeout is None:  # the usual case: no timer to schedule and cancel
-            updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
+            updates = await _dispatch(visit_of_node, node)
         else:
             async with asyncio.timeout(timeout):  # no task per node, unlike wait_for
-                updates = await _dispatch(Visit(ctx, compiled, name, state, started), node)
+                updates = await _dispatch(visit_of_node, node)
     except Exception as exc:
         if isinstance(exc, TimeoutError):
             exc = _timeout_error(ctx, f"node {label!r} ran past its timeout of {timeout:g}s", label)
@@ -135,17 +138,29 @@ async def _attempt(
             "duration_s": seconds_since(clock),
             "error": str(exc),
         }
+        if visit_of_node.finished:
+            failed.update(visit_of_node.finished)  # type: ignore[typeddict-item]  # keys NodeFinishedData declares
         ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=failed)
         ctx.flush()  # a retry runs the node's effects again
         raise exc from None
     _parallel.merge_updates(ctx.state, compiled, name, updates)
     finished: NodeFinishedData = {"status": "ok", "updates": updates, "duration_s": seconds_since(clock)}
+    if visit_of_node.finished:
+        finished.update(visit_of_node.finished)  # type: ignore[typeddict-item]  # keys NodeFinishedData declares
     ctx.emit(EventType.NODE_FINISHED, node=label, parent=started.seq, data=finished)
     if compiled.hooks.wants("node", name):
-        await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=ctx.events_since(first_index))
+        events = ctx.events_since(first_index)
+        if visit_of_node.unscored_branches:  # a best-of visit: the node is what the chosen candidate did
+            events = [event for event in events if not _in_branches(event, visit_of_node.unscored_branches)]
+        await compiled.hooks.score(ctx, kind="node", node=name, label=label, events=events)
     # The node's updates go to LangGraph (the next node, a LangGraph checkpoint): its events are written first.
     ctx.flush()
     return updates
+
+
+def _in_branches(event: Event, branches: tuple[str, ...]) -> bool:
+    tag = event.data.get("branch")
+    return isinstance(tag, str) and any(tag == branch or tag.startswith(branch + "/") for branch in branches)
 
 
 def _timeout_error(ctx: RunContext, message: str, label: str | None) -> RunError:
@@ -179,6 +194,10 @@ def error_data(exc: BaseException) -> ErrorData:
 
 async def _dispatch(visit: Visit, node: NodeSpec) -> dict[str, Any]:
     if isinstance(node, AgentNode):
+        if node.best_of is not None:
+            from agentflow.runtime._best_of import run_best_of  # it runs candidates through _run_agent
+
+            return await run_best_of(visit, node, node.best_of)
         return await _run_agent(visit, node)
     if isinstance(node, ToolNode):
         return await _run_tool_node(visit, node)
@@ -262,7 +281,15 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
+async def _run_agent(
+    visit: Visit,
+    node: AgentNode,
+    *,
+    candidate_model: Callable[[Model], Model] | None = None,
+    sampling: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One visit of an agent node. A best-of-N candidate passes the model it calls instead of the node's (given
+    the node's: ``Model.for_candidate``) and what it samples with (``sampling``: settings over the node's)."""
     ctx, compiled, name, state, started, label = (
         visit.ctx,
         visit.compiled,
@@ -274,9 +301,13 @@ async def _run_agent(visit: Visit, node: AgentNode) -> dict[str, Any]:
     spec = compiled.loaded.spec
     config = spec.models[node.model]
     model = ctx.model(config.model, compiled.loaded.base_dir)
+    if candidate_model is not None:
+        model = candidate_model(model)
     settings = ModelSettings.model_validate(config.model_dump(exclude={"model"}))
     if ctx.seed is not None:
         settings = settings.model_copy(update={"seed": ctx.seed})
+    if sampling:
+        settings = settings.model_copy(update=dict(sampling))
     tools = {tool_name: compiled.tools[tool_name] for tool_name in node.tools}
     schemas = [tool.openai_schema() for tool in tools.values()]
     system = _templating.render(node.prompt, state)
@@ -353,11 +384,12 @@ async def _complete(
 ) -> ModelResponse:
     """One model call, its retries watched while it goes (see ``_timeout_error``)."""
     in_flight: list[dict[str, Any]] = []
-    ctx.model_retrying[label] = in_flight
+    key = ctx.retrying_key(label)  # concurrent branches call the same node's model at once
+    ctx.model_retrying[key] = in_flight
     ctx.flush()  # the request goes out of the process: what led to it is written first
     with observe_retries(lambda retry: in_flight.append(retry.to_dict())):
         response = await model.complete(list(messages), schemas, settings)
-    del ctx.model_retrying[label]  # a call cut by a timeout stays, for _timeout_error to find
+    del ctx.model_retrying[key]  # a call cut by a timeout stays, for _timeout_error to find
     return response
 
 

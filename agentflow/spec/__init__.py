@@ -4,6 +4,7 @@ from agentflow.spec._loader import LoadedDocument, LoadedWorkflow, load_document
 from agentflow.spec._models import (
     END,
     AgentNode,
+    BestOfSpec,
     EdgeSpec,
     LimitsSpec,
     LoopSpec,
@@ -28,6 +29,7 @@ from agentflow.spec._models import (
 __all__ = [
     "END",
     "AgentNode",
+    "BestOfSpec",
     "EdgeSpec",
     "LimitsSpec",
     "LoadedDocument",

@@ -154,6 +154,42 @@ class _NodeBase(_Strict):
     )
 
 
+class BestOfSpec(_Strict):
+    """Best-of-N on an agent node: ``n`` candidate visits run concurrently, the ``by`` hook scores each, the best
+    is kept (its state updates, and with ``sandbox: fork`` its sandbox); ties go to the lowest index.
+
+    Candidate ``i`` (0-based) samples with ``seed`` = the run's (or the model's) seed + ``i`` (``vary: seed``), or
+    with the ``i``-th of ``temperatures`` (``vary: temperature``; default: evenly spaced from the model's
+    temperature, or 0, up to 1). The scripted model serves candidate ``i`` its own responses (see its ``candidates``
+    entries).
+    """
+
+    n: int = Field(ge=2, description="how many candidates")
+    by: str = Field(description="the reward hook that scores each candidate: a registered name or file.py:name")
+    options: dict[str, Any] = Field(default_factory=lambda: {}, description="options of the `by` hook")
+    sandbox: Literal["shared", "fork"] = Field(
+        default="shared",
+        description="shared: the candidates work in the run's sandbox together (for candidates that only read); "
+        "fork: each works in its own copy of the workdir, and the chosen one's copy becomes the run's",
+    )
+    vary: Literal["seed", "temperature"] = Field(default="seed", description="what differs between candidates")
+    temperatures: list[float] | None = Field(
+        default=None, description="vary temperature: one temperature per candidate (default: evenly spaced to 1)"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="wall-clock limit of scoring one candidate")
+
+    @model_validator(mode="after")
+    def _temperatures(self) -> BestOfSpec:
+        if self.temperatures is not None:
+            if self.vary != "temperature":
+                raise ValueError("`temperatures` needs `vary: temperature`")
+            if len(self.temperatures) != self.n:
+                raise ValueError(f"`temperatures` lists {len(self.temperatures)} values for n = {self.n} candidates")
+            if len(set(self.temperatures)) != len(self.temperatures):
+                raise ValueError("`temperatures` repeats a value: candidates would sample alike")
+        return self
+
+
 class AgentNode(_NodeBase):
     """A model with a system prompt and tools, looping model ↔ tools until it answers without tool calls."""
 
@@ -168,6 +204,9 @@ class AgentNode(_NodeBase):
     output: dict[str, str] = Field(
         default_factory=lambda: {},
         description="state key -> CEL expression over `answer` (final text), `json` (answer parsed) and `state`",
+    )
+    best_of: BestOfSpec | None = Field(
+        default=None, description="sample n candidate visits concurrently and keep the one the `by` hook scores best"
     )
 
 

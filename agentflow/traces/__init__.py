@@ -33,6 +33,8 @@ from agentflow.traces._open import open_store
 from agentflow.traces._otel import OTLP_ENV, export_to_otlp
 from agentflow.traces._payloads import (
     BenchTag,
+    BestOfCandidateData,
+    BestOfData,
     ErrorData,
     EventData,
     ForkedFrom,
@@ -100,6 +102,8 @@ __all__ = [
     "BenchItem",
     "BenchRunInfo",
     "BenchTag",
+    "BestOfCandidateData",
+    "BestOfData",
     "Divergence",
     "ErrorData",
     "ErrorInfo",

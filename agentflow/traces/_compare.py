@@ -8,6 +8,10 @@ changed workflow shows in ``run_started``'s ``template_hash``. A resumed run is 
 execution (see :func:`without_abandoned`). Text that differs between two executions of the same command
 (``VOLATILE_TEXT``: test runners' timings) can be masked before comparing.
 
+A run with branches (events carrying ``data.branch``: best-of candidates, parallel branches, map items) interleaves
+their events as the concurrent tasks happened to run, which no second execution repeats. Such traces are compared
+branch by branch (:func:`in_branch_order`): each stretch of branch events is put in branch order, renumbered.
+
 Replay (``agentflow.rerun``) compares a replay with its recording through these; so can anything else that holds
 two traces of the same workflow.
 """

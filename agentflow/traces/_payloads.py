@@ -167,16 +167,39 @@ class NodeStartedData(TypedDict):
     attempt: int
 
 
+class BestOfCandidateData(TypedDict):
+    """One candidate of a best-of-N visit: its branch id (``<node>#<i>``), the ``by`` hook's score of it (None when
+    the candidate failed or the hook failed or abstained: ``error`` says which), and what it sampled with."""
+
+    branch: str
+    score: float | None
+    error: str | None
+    seed: NotRequired[int]
+    temperature: NotRequired[float]
+
+
+class BestOfData(TypedDict):
+    """The choice of a best-of-N visit (``node_finished.best_of``): the hook, every candidate, the kept one."""
+
+    by: str
+    vary: str
+    sandbox: str
+    candidates: list[BestOfCandidateData]
+    chosen: str | None
+
+
 class NodeFinishedData(TypedDict):
     """``node_finished``: the attempt ended (``status`` ``ok`` or ``failed``) with the state updates it made.
 
-    ``error`` is the failure's message (failed attempts only); ``duration_s`` is missing in imported runs.
+    ``error`` is the failure's message (failed attempts only); ``duration_s`` is missing in imported runs;
+    ``best_of`` is the choice of a node with ``best_of`` (its updates are the chosen candidate's).
     """
 
     status: str
     updates: dict[str, Any]
     duration_s: NotRequired[float]
     error: NotRequired[str]
+    best_of: NotRequired[BestOfData]
 
 
 class ModelRequestData(TypedDict):

@@ -4,6 +4,8 @@ A response is found by the content hash of its request (model, messages, tools, 
 replayed conversation gets each answer exactly when it asks the question the recording asked; several identical
 requests get their responses in recorded order. The key is computed now from the recorded request, not read from
 the trace, so that a trace recorded when the hash still covered the retry policy matches the same request today.
+Responses are kept per branch of the run (the request's ``data.branch``: a best-of candidate, a parallel branch):
+a request made in a branch gets the responses that branch got, however the branches interleaved.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class RecordedResponses:
         self.volatile = volatile
         self.served = 0
         self.model_ids: list[str] = []  # the recorded models, in the order they were first asked
-        self._queues: dict[str, deque[dict[str, Any]]] = {}
+        self._queues: dict[tuple[str | None, str], deque[dict[str, Any]]] = {}  # (branch, request hash) -> responses
         requests: dict[int, Event] = {}
         for event in events:
             if event.type is EventType.MODEL_REQUEST:
@@ -51,7 +53,8 @@ class RecordedResponses:
             request.get("tools") or [],
             without_retry_policy(request.get("settings")),
         )
-        self._queues.setdefault(key, deque()).append(dict(response))
+        branch = request.get("branch")
+        self._queues.setdefault((branch if isinstance(branch, str) else None, key), deque()).append(dict(response))
         if model_id not in self.model_ids:
             self.model_ids.append(model_id)
 
@@ -65,26 +68,28 @@ class RecordedResponses:
             messages = masked(messages, self.volatile)
         return request_hash(model_id, messages, tools, settings)
 
-    def take(self, request_hashes: Sequence[str]) -> dict[str, Any] | None:
-        """The next recorded response to a request with one of these hashes, or None if none is left."""
+    def take(self, request_hashes: Sequence[str], branch: str | None = None) -> dict[str, Any] | None:
+        """The next recorded response to a request with one of these hashes made in ``branch`` (None: the run's
+        main path), or None if none is left."""
         for digest in request_hashes:
-            queue = self._queues.get(digest)
+            queue = self._queues.get((branch, digest))
             if queue:
                 self.served += 1
                 return queue.popleft()
         return None
 
-    def next_response(self, request_hashes: Sequence[str]) -> dict[str, Any]:
+    def next_response(self, request_hashes: Sequence[str], branch: str | None = None) -> dict[str, Any]:
         """Like :meth:`take`, for a replay, where a request the recording never made is a divergence.
 
         Raises:
             ReplayDivergence: no (more) response to this request was recorded.
         """
-        response = self.take(request_hashes)
+        response = self.take(request_hashes, branch)
         if response is None:
             shown = ", ".join(digest[:12] for digest in request_hashes)
+            where = f" in branch {branch!r}" if branch is not None else ""
             raise ReplayDivergence(
-                f"the model request (hash {shown}) is not on the tape of run {self.run_id}: the conversation "
+                f"the model request (hash {shown}){where} is not on the tape of run {self.run_id}: the conversation "
                 "differs from the recorded one here"
             )
         return response

@@ -492,6 +492,15 @@ class _BranchStreams:
         return sources
 
 
+def _best_of_visits(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """Each visit of a ``best_of`` node: its node, hook, candidates and the one kept (its ``node_finished``)."""
+    return [
+        {"node": event.node, **event.data_as(NodeFinishedData)["best_of"]}
+        for event in events
+        if event.type is EventType.NODE_FINISHED and "best_of" in event.data
+    ]
+
+
 def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     """Return the part of the template graph one run actually took, with visit and edge counts.
 
@@ -499,11 +508,15 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     visits, so they add no edge). ``route`` events add the conditions that chose an edge, and the edges that no node
     start shows: a route to ``END`` / ``__end__``, or a route whose target never started (the run stopped first).
 
+    A visit of a node with ``best_of`` is one visit on the path; its candidates are listed under ``best_of``, one
+    entry per such visit, in order: ``{"node", "by", "candidates": [{"branch", "score", "error", ...}], "chosen"}``
+    (what its ``node_finished`` recorded).
+
     Returns:
         ``{"start": first node or None, "path": [node, ...] in visit order, "nodes": {name: {"visits": n}},
-        "edges": [{"from": a, "to": b, "count": n, "conditions": [...]}]}``, JSON-serialisable; edges in the order
-        they were first taken. A run with parallel branches or map items also has ``"branches": {branch id: [node,
-        ...]}`` (the branches side by side), and each node inside one lists its ``"branches"``.
+        "edges": [{"from": a, "to": b, "count": n, "conditions": [...]}], "best_of": [...]}``, JSON-serialisable;
+        edges in the order they were first taken. A run with parallel branches or map items also has ``"branches":
+        {branch id: [node, ...]}`` (the branches side by side), and each node inside one lists its ``"branches"``.
     """
     path: list[str] = []
     visits_seen: dict[str, set[int]] = {}
@@ -511,6 +524,7 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
     conditions: dict[tuple[str, str], list[Any]] = {}
     routes: list[tuple[str, str, Any]] = []
     streams = _BranchStreams()
+    events = list(events)
     for event in events:
         if event.type is EventType.NODE_STARTED and event.node is not None:
             visit = event.data_as(NodeStartedData).get("visit")
@@ -552,6 +566,7 @@ def realized_graph(events: Iterable[Event]) -> dict[str, Any]:
             {"from": source, "to": target, "count": count, "conditions": conditions.get((source, target), [])}
             for (source, target), count in edge_counts.items()
         ],
+        "best_of": _best_of_visits(events),
     }
     if branches:  # concurrent branches, side by side: id -> its nodes in visit order
         result["branches"] = branches

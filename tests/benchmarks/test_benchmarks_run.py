@@ -100,3 +100,8 @@ def test_branching_prefix() -> None:
     figures = run_benchmark("branching_prefix.py", "--quick")
     assert {"prefix_ratio", "original_prefix_s", "rebuild_s", "prefixes_wall_s"} <= set(figures)
     assert figures["rebuilt_tool_calls"] == 7  # the prefix's tool calls, run once for the group
+
+
+def test_branching_best_of() -> None:
+    figures = run_benchmark("branching_best_of.py", "--quick")
+    assert {"single_visit_s", "best_of_4_s", "best_of_overhead"} <= set(figures)

@@ -292,3 +292,65 @@ async def test_a_script_with_conversations_answers_each_first_request_its_own_wa
     both.write_text("responses: [x]\nconversations:\n  - {responses: [y]}\n")
     with pytest.raises(SpecError, match="either 'responses' or 'conversations'"):
         ScriptedModel.from_file(both)
+
+
+CANDIDATES = """\
+responses:
+  - "plan"
+  - candidates:
+      - ["zero"]
+      - [{tool_calls: [{name: read_file, arguments: {path: a.py}}]}, "one, after reading"]
+  - "after"
+"""
+
+
+async def _answer(model: ScriptedModel) -> str:
+    response = await model.complete(USER_TURN, [], SETTINGS)
+    return str(response.message.get("content") or response.tool_calls[0].id)
+
+
+async def test_each_candidate_copy_serves_its_own_list_and_the_model_goes_on_from_the_kept_one(
+    tmp_path: Path,
+) -> None:
+    model = ScriptedModel.from_file(write(tmp_path, "best.script.yaml", CANDIDATES))
+    assert await _answer(model) == "plan"
+    copies = [model.for_candidate(index) for index in range(3)]  # 3 candidates, 2 lists: the third takes the first
+
+    assert [await _answer(copy) for copy in copies] == ["zero", "call_2.2.1_1", "zero"]
+    assert await _answer(copies[1]) == "one, after reading"
+    model.continue_from(copies[1])
+
+    assert await _answer(model) == "after"
+    assert len(model.requests) == 6  # the copies' calls are recorded on the model they came from
+
+
+async def test_a_model_serving_no_candidate_takes_the_first_list(tmp_path: Path) -> None:
+    model = ScriptedModel.from_file(write(tmp_path, "best.script.yaml", CANDIDATES))
+
+    assert [await _answer(model) for _ in range(3)] == ["plan", "zero", "after"]
+
+
+async def test_a_kept_candidate_that_stopped_inside_its_list_goes_on_after_the_entry(tmp_path: Path) -> None:
+    model = ScriptedModel.from_file(write(tmp_path, "best.script.yaml", CANDIDATES))
+    await _answer(model)
+    kept = model.for_candidate(1)
+    await _answer(kept)  # its visit ended after one of its two turns
+
+    model.continue_from(kept)
+
+    assert await _answer(model) == "after"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{candidates: [[a], []]}", "at least one response"),
+        ("{candidates: [[a]], content: b}", "holds nothing else"),
+        ("{candidates: [[{candidates: [[a]]}]]}", "cannot hold 'candidates' again"),
+    ],
+)
+def test_malformed_candidates_are_refused_at_their_line(tmp_path: Path, entry: str, expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        ScriptedModel.from_file(write(tmp_path, "bad.script.yaml", f"responses:\n  - ok\n  - {entry}\n"))
+    assert expected in str(caught.value)
+    assert caught.value.location is not None and caught.value.location.line == 3

@@ -177,13 +177,18 @@ function graphSvg(run) {
     group.append(el("svg:text", { x: x(index) + 6, y: y + 19 }, `${name}${visits ? " (" + visits + ")" : ""}`));
     svg.append(group);
   });
-  const order = el("p", { id: "path" }, "path: " + realized.path.join(" → "));
+  const order = el("div", {}, el("p", { id: "path" }, "path: " + realized.path.join(" → ")));
+  for (const choice of realized.best_of || []) {  // a best-of visit: every candidate, its score, the one kept
+    const parts = choice.candidates.map((c) => `${c.branch} ${typeof c.score === "number" ? fmt(c.score) : "no score"}` +
+      (c.branch === choice.chosen ? " (kept)" : ""));
+    order.append(el("p", { class: "best-of" }, `best of ${choice.node} by ${choice.by}: ${parts.join(" · ")}`));
+  }
   return [svg, order];
 }
 
 function describe(event) {
   const data = event.data || {};
-  const bits = [event.seq, event.type, event.node || ""];
+  const bits = [event.seq, event.type, (event.node || "") + (data.branch ? ` [${data.branch}]` : "")];
   if (data.tool) bits.push(data.tool);
   if (data.value !== undefined) bits.push("reward " + fmt(data.value));
   const message = data.message && typeof data.message === "object" ? data.message.content : data.message;
