@@ -105,3 +105,8 @@ def test_branching_prefix() -> None:
 def test_branching_best_of() -> None:
     figures = run_benchmark("branching_best_of.py", "--quick")
     assert {"single_visit_s", "best_of_4_s", "best_of_overhead"} <= set(figures)
+
+
+def test_branching_all_parts() -> None:
+    figures = run_benchmark("branching.py", "--quick")
+    assert {"parallel_efficiency", "best_of_overhead", "fork_ms_local", "prefix_ratio"} <= set(figures)
