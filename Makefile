@@ -39,7 +39,7 @@ typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed-test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15  # the slowest tests listed at the end (CI keeps under 20 minutes)
 
 schema: $(VENV)/.installed-run
 	$(BIN)/agentflow schema --output agentflow.schema.json
