@@ -38,8 +38,9 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# The 15 slowest tests are listed at the end: CI keeps the whole run under 20 minutes.
 unit: $(VENV)/.installed-test
-	$(BIN)/pytest -q --durations=15  # the slowest tests listed at the end (CI keeps under 20 minutes)
+	$(BIN)/pytest -q --durations=15
 
 schema: $(VENV)/.installed-run
 	$(BIN)/agentflow schema --output agentflow.schema.json
