@@ -68,7 +68,7 @@ def event_json(event: Event) -> dict[str, Any]:
 
 def template_graph(trace: Trace) -> dict[str, Any] | None:
     """The workflow's nodes and edges, read from the run's workflow file if it is still there."""
-    from agentflow.spec import load_workflow  # only when a run page asks
+    from agentflow.spec import load_workflow  # imported by create_app already: the first run page does not wait
 
     first = trace.events[0] if trace.events else None
     workflow_file = first.data.get("workflow_file") if first is not None else None
@@ -274,6 +274,8 @@ def _plain(value: Any) -> Any:
 
 def create_app(store: Store, *, token: str | None = None) -> Starlette:
     """The viewer over ``store``. With ``token``, every request must carry it (``?token=`` or the cookie it sets)."""
+    import agentflow.spec  # noqa: F401 - the workflow loader every run page uses, loaded with the server (0.2 s)
+
     viewer = Viewer(store)
 
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
