@@ -381,7 +381,8 @@ class LocalSandbox(Sandbox):
         self._sandbox_uid = _SANDBOX_UID_BASE + secrets.randbelow(_SANDBOX_UID_SPAN) if self._is_root else os.getuid()
         self._sandbox_gid = self._sandbox_uid if self._is_root else os.getgid()
         self._probe_reason = ""
-        self._running: set[asyncio.subprocess.Process] = set()
+        # execs in flight: their process, transport and exit (close() kills them and closes their transports)
+        self._running: dict[asyncio.subprocess.Process, tuple[asyncio.SubprocessTransport, asyncio.Future[None]]] = {}
         # execs cut off (Ctrl-C) whose exit was not reported yet: their transports are closed by close()
         self._unclosed: list[tuple[asyncio.SubprocessTransport, asyncio.Future[None]]] = []
         self._closed = False
@@ -545,14 +546,14 @@ class LocalSandbox(Sandbox):
             os.close(status_write)
             os.close(config_fd)
         process = asyncio.subprocess.Process(transport, protocol, loop)
-        self._running.add(process)
+        self._running[process] = (transport, protocol.exited)
         try:
             timed_out, stdout, stderr = await self._collect(process, protocol.exited, stdin_bytes, request.timeout)
         except BaseException:
             os.close(status_read)
             raise
         finally:
-            self._running.discard(process)
+            self._running.pop(process, None)
             if not await _close_transport(transport, process, protocol.exited):
                 self._unclosed.append((transport, protocol.exited))
         status = _read_status(status_read)
@@ -923,7 +924,11 @@ class LocalSandbox(Sandbox):
         self._closed = True
         for process in list(self._running):
             _kill_group(process.pid)
-        for transport, exited in self._unclosed:  # killed already: their exits come (bounded: a stuck one is left)
+        # An exec still in flight (its task cancelled, its cleanup not run yet: Ctrl-C cancels both at once) has its
+        # transport closed here too, once its exit is reported, so that none is left to the garbage collector after
+        # the event loop has closed. Closing it twice is harmless.
+        pending = [*self._running.values(), *self._unclosed]
+        for transport, exited in pending:  # killed already: their exits come (bounded: a stuck one is left)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), _CLOSE_WAIT_S)
             if exited.done():
