@@ -37,6 +37,7 @@ from typing import Any, Literal
 from agentflow._tempdirs import owned_tempdir, sweep_stale
 from agentflow.errors import FileTooLargeError, PathOutsideWorkdirError, SandboxError, SandboxUnavailableError
 from agentflow.sandboxes._base import ExecOutput, ExecRequest, IsolationReport, Sandbox, SandboxLimits, file_error
+from agentflow.sandboxes._launch_server import LAUNCHER, Launch, LaunchServer, launch_server
 from agentflow.sandboxes._registry import sandbox
 
 LocalMode = Literal["auto", "namespaces", "process"]
@@ -48,13 +49,12 @@ WORKSPACE = "/workspace"
 TIMEOUT_EXIT_CODE = -signal.SIGKILL
 """``ExecResult.exit_code`` of a command killed on timeout (``timed_out`` is True): -9, as for SIGKILL."""
 
-_LAUNCHER = str(Path(__file__).with_name("_nsinit.py"))
 _CONFIG_ENV_VAR = "AGENTFLOW_SANDBOX_LAUNCH"
 _INNER_UID = 1000
 _SANDBOX_UID_BASE = 1_600_000_000  # far above any real account, below the 32-bit "no uid" value
 _SANDBOX_UID_SPAN = 100_000_000
 _OUTPUT_GRACE_S = 1.0  # how long output may still flow once the command has ended or was killed
-_CLOSE_WAIT_S = 10.0  # how long close() waits for the exit of an exec that Ctrl-C cut off
+_CLOSE_WAIT_S = 10.0  # how long close() waits for the exit of an exec it killed
 _READ_CHUNK = 65536
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _PROCESS_KNOWN_FAILURES = ("kill_process_tree_on_timeout",)
@@ -151,7 +151,7 @@ def _run_probe() -> _Probe:
         config_fd = _config_fd(config)
         try:
             completed = subprocess.run(
-                [sys.executable, "-I", "-S", _LAUNCHER],
+                [sys.executable, "-I", "-S", LAUNCHER],
                 env={_CONFIG_ENV_VAR: str(config_fd)},
                 pass_fds=(status_write, config_fd),
                 capture_output=True,
@@ -223,49 +223,83 @@ def _read_status(status_read: int) -> _Status:
 
 
 class _CappedBuffer:
-    """Keeps the first ``cap`` bytes of a stream and drains the rest, so a flood neither hangs nor eats memory."""
+    """Keeps the first ``cap`` bytes of a stream and drops the rest, so a flood neither hangs nor eats memory."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.data = bytearray()
         self.truncated = False
 
-    async def drain(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(_READ_CHUNK):
-            room = self.cap - len(self.data)
-            if room > 0:
-                self.data += chunk[:room]
-            if len(chunk) > room:
-                self.truncated = True
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        if len(chunk) > room:
+            self.truncated = True
 
 
-async def _feed_stdin(stream: asyncio.StreamWriter | None, data: bytes | None) -> None:
-    if stream is None:
-        return
-    try:
-        if data:
-            stream.write(data)
-            await stream.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the command exited or closed stdin without reading everything; not an error of the sandbox
-    finally:
-        stream.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await stream.wait_closed()
+class _PipeEnd:
+    """Our end of one of an exec's pipes, served by the event loop with no transport: closing it is ``os.close``,
+    so nothing is left for the garbage collector to clean up on a loop that has closed (Ctrl-C)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.done: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        if not self.done.done():
+            self.done.set_result(None)
 
 
-class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Tells when the process itself exits: ``Process.wait()`` also waits for its pipes to close, which never
-    happens while a process that escaped the group (process mode) still holds them."""
+class _OutputReader(_PipeEnd):
+    """Drains stdout or stderr into a capped buffer until end of file."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2**16, loop=loop)
-        self.exited: asyncio.Future[None] = loop.create_future()
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int) -> None:
+        super().__init__(loop, fd)
+        self.buffer = _CappedBuffer(cap)
+        loop.add_reader(fd, self._readable)
 
-    def process_exited(self) -> None:
-        super().process_exited()
-        if not self.exited.done():
-            self.exited.set_result(None)
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self.buffer.add(chunk)
+        else:
+            self.close()
+
+
+class _InputWriter(_PipeEnd):
+    """Feeds stdin, then closes it; a command that exits or closes stdin early is not an error of the sandbox."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+        super().__init__(loop, fd)
+        self.rest = memoryview(data)
+        if self.rest:
+            loop.add_writer(fd, self._writable)
+        else:
+            self.close()
+
+    def _writable(self) -> None:
+        try:
+            self.rest = self.rest[os.write(self.fd, self.rest[:_READ_CHUNK]) :]
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the reader is gone
+            self.rest = memoryview(b"")
+        if not self.rest:
+            self.close()
 
 
 @functools.cache
@@ -308,26 +342,6 @@ def _file_error_for(exc: OSError, path: str) -> OSError:
     if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink put in place after the path was checked
         return PathOutsideWorkdirError(f"{path!r} is a symlink that appeared while it was opened")
     return OSError(exc.errno, f"{path!r}: {exc.strerror}")
-
-
-async def _close_transport(
-    transport: asyncio.SubprocessTransport, process: asyncio.subprocess.Process, exited: asyncio.Future[None]
-) -> bool:
-    """Close an exec's transport while the loop runs, once the launcher's exit has been reported; False when the
-    exit was not reported in time (the sandbox's ``close()`` closes it then).
-
-    A transport left to the garbage collector (an exec cancelled by Ctrl-C) schedules its cleanup on a loop that is
-    closed by then and prints a traceback at exit; closed before its exit was reported, its own ``poll()`` would
-    reap the process under asyncio's child watcher (which then warns of an unknown child). A cancelled exec has
-    killed its processes already, so the exit follows within moments.
-    """
-    if process.returncode is None:
-        try:
-            await asyncio.wait_for(asyncio.shield(exited), _OUTPUT_GRACE_S)
-        except (TimeoutError, asyncio.CancelledError):  # (an exception is leaving the exec already)
-            return False
-    transport.close()
-    return True
 
 
 def _kill_group(pid: int) -> None:
@@ -381,10 +395,7 @@ class LocalSandbox(Sandbox):
         self._sandbox_uid = _SANDBOX_UID_BASE + secrets.randbelow(_SANDBOX_UID_SPAN) if self._is_root else os.getuid()
         self._sandbox_gid = self._sandbox_uid if self._is_root else os.getgid()
         self._probe_reason = ""
-        # execs in flight: their process, transport and exit (close() kills them and closes their transports)
-        self._running: dict[asyncio.subprocess.Process, tuple[asyncio.SubprocessTransport, asyncio.Future[None]]] = {}
-        # execs cut off (Ctrl-C) whose exit was not reported yet: their transports are closed by close()
-        self._unclosed: list[tuple[asyncio.SubprocessTransport, asyncio.Future[None]]] = []
+        self._running: dict[int, tuple[LaunchServer, Launch]] = {}  # execs in flight (close() kills them)
         self._closed = False
         for directory in (self._host_workdir, self._host_tmp, self._rootfs):
             directory.mkdir(mode=0o700)
@@ -510,61 +521,64 @@ class LocalSandbox(Sandbox):
         return str(PurePosixPath(self.workdir) / relative)
 
     async def _exec(self, request: ExecRequest) -> ExecOutput:
-        """Run one command through the launcher (see ``Sandbox.exec``; the program is looked up on the sandbox's
-        ``PATH``, ``env`` is added to the scrubbed environment).
+        """Run one command through a launcher forked by the launch server (see ``Sandbox.exec``; the program is
+        looked up on the sandbox's ``PATH``, ``env`` is added to the scrubbed environment).
 
         Raises:
             PathOutsideWorkdirError: ``cwd`` is outside the workdir.
             FileNotFoundError: ``cwd`` does not exist.
-            SandboxError: isolation could not be set up for this command.
+            SandboxError: isolation could not be set up for this command, or the launch server stopped under it.
         """
         config = self._launch_config(request.argv, cwd=self._command_cwd(request.cwd), env=request.env)
-        status_read, status_write = os.pipe()
-        config["status_fd"] = status_write
-        stdin_bytes = request.stdin
+        server = await launch_server()
         loop = asyncio.get_running_loop()
+        # Theirs (the launcher's, closed here once the server holds them) and ours (served on the loop).
+        stdin_theirs, stdin_ours = os.pipe() if request.stdin is not None else (os.open(os.devnull, os.O_RDONLY), -1)
+        stdout_ours, stdout_theirs = os.pipe()
+        stderr_ours, stderr_theirs = os.pipe()
+        status_read, status_write = os.pipe()
         config_fd = _config_fd(config)
+        ours: list[_PipeEnd] = []
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _ExitAwareProtocol(loop),
-                sys.executable,
-                "-I",
-                "-S",
-                _LAUNCHER,
-                # An inherited file, not argv, carries the config: argv would show the command's env in any `ps`.
-                env={_CONFIG_ENV_VAR: str(config_fd)},
-                stdin=asyncio.subprocess.PIPE if stdin_bytes is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(status_write, config_fd),
-                start_new_session=True,
+            ours = [
+                _OutputReader(loop, stdout_ours, self.limits.output_bytes),
+                _OutputReader(loop, stderr_ours, self.limits.output_bytes),
+            ]
+            if stdin_ours >= 0:
+                ours.append(_InputWriter(loop, stdin_ours, request.stdin or b""))
+            launch = await server.launch(
+                config_fd=config_fd, stdio=(stdin_theirs, stdout_theirs, stderr_theirs), status_fd=status_write
             )
-        except OSError as exc:
-            os.close(status_read)
-            raise SandboxError(f"could not start the local sandbox launcher: {exc}") from exc
-        finally:
-            os.close(status_write)
-            os.close(config_fd)
-        process = asyncio.subprocess.Process(transport, protocol, loop)
-        self._running[process] = (transport, protocol.exited)
-        try:
-            timed_out, stdout, stderr = await self._collect(process, protocol.exited, stdin_bytes, request.timeout)
         except BaseException:
+            for end in ours:
+                end.close()
+            for fd in (stdout_ours, stderr_ours, stdin_ours)[len(ours) :]:
+                if fd >= 0:
+                    os.close(fd)
             os.close(status_read)
             raise
         finally:
-            self._running.pop(process, None)
-            if not await _close_transport(transport, process, protocol.exited):
-                self._unclosed.append((transport, protocol.exited))
-        status = _read_status(status_read)
+            for fd in (stdin_theirs, stdout_theirs, stderr_theirs, status_write, config_fd):
+                os.close(fd)
+        self._running[launch.ident] = (server, launch)
+        try:
+            timed_out, wait_status = await self._collect(server, launch, ours, request.timeout)
+        finally:
+            del self._running[launch.ident]
+            for end in ours:
+                end.close()
+            status = _read_status(status_read)
+        if wait_status is None:
+            raise SandboxError("the local sandbox's launch server stopped while the command ran; its result is unknown")
         if status.setup_error and not timed_out:
             raise SandboxError(f"the local sandbox could not isolate the command: {status.setup_error}")
         if timed_out:
             exit_code = TIMEOUT_EXIT_CODE
         elif status.exit_code is not None:
             exit_code = status.exit_code
-        else:
-            exit_code = process.returncode if process.returncode is not None else TIMEOUT_EXIT_CODE
+        else:  # process mode: the launcher became the command
+            exit_code = os.waitstatus_to_exitcode(wait_status)
+        stdout, stderr = (end.buffer for end in ours[:2] if isinstance(end, _OutputReader))
         return ExecOutput(
             exit_code=exit_code,
             stdout=bytes(stdout.data),
@@ -574,39 +588,26 @@ class LocalSandbox(Sandbox):
         )
 
     async def _collect(
-        self,
-        process: asyncio.subprocess.Process,
-        exited: asyncio.Future[None],
-        stdin: bytes | None,
-        timeout: float,
-    ) -> tuple[bool, _CappedBuffer, _CappedBuffer]:
-        """Wait for the command within its timeout while draining its output; kill its processes on expiry."""
-        assert process.stdout is not None
-        assert process.stderr is not None
-        stdout, stderr = _CappedBuffer(self.limits.output_bytes), _CappedBuffer(self.limits.output_bytes)
-        io_tasks = [
-            asyncio.create_task(stdout.drain(process.stdout)),
-            asyncio.create_task(stderr.drain(process.stderr)),
-            asyncio.create_task(_feed_stdin(process.stdin, stdin)),
-        ]
+        self, server: LaunchServer, launch: Launch, ours: list[_PipeEnd], timeout: float
+    ) -> tuple[bool, int | None]:
+        """Wait for the launcher within the timeout (killing its processes on expiry), then for the output to end.
+
+        Returns whether it timed out, and the launcher's raw wait status (None: the server stopped first).
+        """
         try:
-            done, _ = await asyncio.wait({exited}, timeout=timeout)
+            done, _ = await asyncio.wait({launch.exited}, timeout=timeout)
             timed_out = not done
-            if timed_out or self.mode == "process":
-                # In namespaces mode the launcher's exit already ended the pid namespace; in process mode this
-                # takes what the command left behind in its process group.
-                _kill_group(process.pid)
-            await exited
-            _, pending = await asyncio.wait(io_tasks, timeout=_OUTPUT_GRACE_S)
-            for task in pending:  # a process that escaped the group still holds the pipe (process mode only)
-                task.cancel()
-            await asyncio.gather(*io_tasks, return_exceptions=True)
+            if timed_out:
+                server.kill(launch)
+            wait_status = await launch.exited
+            # In namespaces mode the launcher's exit ended the pid namespace, and in process mode the server has
+            # killed what the command left in its process group: only a process that escaped the group (process
+            # mode) can still hold the pipes, and it gets no longer than this.
+            await asyncio.wait([end.done for end in ours], timeout=_OUTPUT_GRACE_S)
         except BaseException:
-            _kill_group(process.pid)
-            for task in io_tasks:
-                task.cancel()
+            server.kill(launch)
             raise
-        return timed_out, stdout, stderr
+        return timed_out, wait_status
 
     # -- files ------------------------------------------------------------------------------------------------
 
@@ -922,18 +923,12 @@ class LocalSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        for process in list(self._running):
-            _kill_group(process.pid)
-        # An exec still in flight (its task cancelled, its cleanup not run yet: Ctrl-C cancels both at once) has its
-        # transport closed here too, once its exit is reported, so that none is left to the garbage collector after
-        # the event loop has closed. Closing it twice is harmless.
-        pending = [*self._running.values(), *self._unclosed]
-        for transport, exited in pending:  # killed already: their exits come (bounded: a stuck one is left)
+        running = list(self._running.values())
+        for server, launch in running:
+            server.kill(launch)
+        for _, launch in running:  # killed: their exits come within moments (bounded: a stuck one is left)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), _CLOSE_WAIT_S)
-            if exited.done():
-                transport.close()
-        self._unclosed.clear()
+                await asyncio.wait_for(asyncio.shield(launch.exited), _CLOSE_WAIT_S)
         if self.mode == "process" and self._is_root:
             await asyncio.to_thread(_kill_uid, self._sandbox_uid)
         await asyncio.to_thread(shutil.rmtree, self._root, True)
