@@ -10,6 +10,9 @@ Two modes, chosen once per process by a probe and reported by ``isolation()``:
   process group with the same resource limits and a scrubbed environment; when agentflow runs as root the command
   still drops to a per-sandbox unprivileged uid. The network and the host's files stay reachable, and a process
   that leaves the process group (``setsid``) survives a timeout until ``close()``.
+
+Every exec's launcher (``_nsinit.py``) is forked by this process's launch server (``_launch_server.py``), a warm
+interpreter, so a command costs a fork and the namespace setup rather than an interpreter start.
 """
 
 from __future__ import annotations
@@ -342,6 +345,19 @@ def _file_error_for(exc: OSError, path: str) -> OSError:
     if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink put in place after the path was checked
         return PathOutsideWorkdirError(f"{path!r} is a symlink that appeared while it was opened")
     return OSError(exc.errno, f"{path!r}: {exc.strerror}")
+
+
+def _unlock_tree(top: str) -> None:
+    """Give the owner back every directory under ``top`` (a command may have locked one with ``chmod 000``), so that
+    it can be removed without root's override; symlinks are never followed."""
+    with contextlib.suppress(OSError):
+        os.chmod(top, 0o700)
+    for folder, directories, _ in os.walk(top):
+        for name in directories:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o700)
 
 
 def _kill_group(pid: int) -> None:
@@ -918,17 +934,55 @@ class LocalSandbox(Sandbox):
             details=details,
         )
 
-    async def close(self) -> None:
-        """Kill whatever still runs and remove the workdir; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+    async def reset(self) -> bool:
+        """Make the sandbox as new for a pool's next user: no process of it left, the workdir and ``/tmp`` empty.
+
+        Nothing an exec started outlives it in namespaces mode (its pid namespace ends with it); in process mode as
+        root every process of the sandbox's own uid is killed. In process mode without root a process that left its
+        process group cannot be found, so this returns False and a pool starts a fresh sandbox instead.
+
+        Raises:
+            SandboxError: the sandbox is closed, or something could not be removed.
+        """
+        self._ensure_open()
+        if self.mode == "process" and not self._is_root:
+            return False
+        await self._kill_running()
+        if self.mode == "process":
+            await asyncio.to_thread(_kill_uid, self._sandbox_uid)
+        left = await asyncio.to_thread(self._empty_private_dirs)
+        if left:
+            raise SandboxError(f"the local sandbox could not be emptied for reuse: {left[:5]} remain")
+        return True
+
+    def _empty_private_dirs(self) -> list[str]:
+        """Remove everything in the workdir and the private ``/tmp``, even what a user locked (``chmod 000``)."""
+
+        for directory in (self._host_workdir, self._host_tmp):
+            for entry in os.scandir(directory):
+                if entry.is_dir(follow_symlinks=False):
+                    _unlock_tree(entry.path)
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        return [entry.name for directory in (self._host_workdir, self._host_tmp) for entry in os.scandir(directory)]
+
+    async def _kill_running(self) -> None:
+        """Kill the execs still in flight (a caller cancelled) and wait, bounded, for their exits."""
         running = list(self._running.values())
         for server, launch in running:
             server.kill(launch)
         for _, launch in running:  # killed: their exits come within moments (bounded: a stuck one is left)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(launch.exited), _CLOSE_WAIT_S)
+
+    async def close(self) -> None:
+        """Kill whatever still runs and remove the workdir; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._kill_running()
         if self.mode == "process" and self._is_root:
             await asyncio.to_thread(_kill_uid, self._sandbox_uid)
         await asyncio.to_thread(shutil.rmtree, self._root, True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentflow.errors import PathOutsideWorkdirError
-from agentflow.sandboxes import ExecResult, LocalSandbox, Sandbox
+from agentflow.sandboxes import ExecResult, LocalSandbox, Sandbox, SandboxPool
 from agentflow.sandboxes.conformance import CHECKS, FORK_CHECKS, CheckResult, run_check, run_conformance
 
 from .conftest import require_namespaces
@@ -21,6 +21,14 @@ async def test_local_namespaces_passes_every_check() -> None:
     require_namespaces()
     results = await run_conformance(lambda: LocalSandbox.create(mode="namespaces"))
     assert [r.name for r in results] == list(CHECKS)
+    not_passed = [str(r) for r in results if r.status != "passed"]
+    assert not_passed == []
+
+
+async def test_a_warm_local_pool_passes_every_check_with_reused_sandboxes() -> None:
+    require_namespaces()
+    async with SandboxPool(lambda: LocalSandbox.create(mode="namespaces"), size=2, max_size=2) as pool:
+        results = await run_conformance(pool.acquire)
     not_passed = [str(r) for r in results if r.status != "passed"]
     assert not_passed == []
 

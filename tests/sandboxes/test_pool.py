@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 
 import pytest
 
@@ -11,23 +13,59 @@ from agentflow.sandboxes import LocalSandbox, SandboxPool
 from agentflow.sandboxes._docker import DockerSandbox, docker_client
 
 from ._docker_support import require_docker
+from .conftest import require_namespaces
 
 
-async def test_a_local_pool_discards_what_it_cannot_reset_and_stays_full() -> None:
-    # LocalSandbox has no reset(): every release discards it and a fresh one is started in its place.
-    async with SandboxPool(LocalSandbox.create, size=2) as pool:
-        assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
+@pytest.mark.parametrize("mode", ["namespaces", "process"])
+async def test_a_local_pool_reuses_a_reset_sandbox(mode: str) -> None:
+    if mode == "namespaces":
+        require_namespaces()
+    async with SandboxPool(lambda: LocalSandbox.create(mode=mode), size=1, max_size=1) as pool:  # type: ignore[arg-type]
         box = await pool.acquire()
-        await box.write_file("mine.txt", "x")
+        workdir = box.inner._host_workdir  # type: ignore[attr-defined]
+        await box.write_file("deep/er/file.txt", "x")
+        made = await box.exec(["sh", "-c", 'echo t > "$TMPDIR/t"; chmod 000 deep; (sleep 39.25 &)'])
+        assert made.exit_code == 0, made.stderr
         await box.close()
         await box.close()  # twice is fine
         with pytest.raises(SandboxError, match="given back"):
             await box.exec(["true"])
+        again = await pool.acquire()
+        assert again.inner._host_workdir == workdir  # type: ignore[attr-defined]  # the same sandbox, reset
+        assert await again.list_files() == []
+        assert (await again.exec(["sh", "-c", 'ls -A "$TMPDIR"'])).stdout == ""
+        assert "sleep 39.25" not in (await asyncio.to_thread(_host_processes))
+        await again.write_file("deep/er/file.txt", "y")
+        assert await again.read_file("deep/er/file.txt") == b"y"
+        await again.close()
+
+
+async def test_a_local_pool_discards_what_it_cannot_reset_and_stays_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def cannot_reset(self: LocalSandbox) -> bool:
+        return False  # as process mode without root: a process that left its group cannot be found
+
+    monkeypatch.setattr(LocalSandbox, "reset", cannot_reset)
+    async with SandboxPool(LocalSandbox.create, size=2) as pool:
+        assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
+        box = await pool.acquire()
+        workdir = box.inner._host_workdir  # type: ignore[attr-defined]
+        await box.write_file("mine.txt", "x")
+        await box.close()
         await pool.start()  # waits for the replacement
         assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
+        assert not workdir.exists()  # discarded, not reused
         again = await pool.acquire()
         assert await again.list_files() == []
         await again.close()
+
+
+def _host_processes() -> str:
+    commands = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                commands.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(commands)
 
 
 async def test_an_exhausted_pool_waits_then_fails_clearly() -> None:
