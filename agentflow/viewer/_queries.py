@@ -54,7 +54,8 @@ class RunsQuery:
 
 _COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer, forked_from, fork_group"
+    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer, forked_from, fork_group,"
+    " outcome, cost"
 )
 
 
