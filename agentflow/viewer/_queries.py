@@ -150,7 +150,9 @@ def _generic_page(store: Store, query: RunsQuery) -> tuple[int, list[RunInfo]]:
     attribute = SORT_COLUMNS[query.sort]
     present = [info for info in kept if getattr(info, attribute) is not None]
     present.sort(key=lambda info: (getattr(info, attribute), info.run_id), reverse=query.descending)
-    ordered = present + [info for info in kept if getattr(info, attribute) is None]
+    absent = [info for info in kept if getattr(info, attribute) is None]
+    absent.sort(key=lambda info: info.run_id, reverse=query.descending)  # as in SQL: run_id breaks the tie
+    ordered = present + absent
     return len(ordered), ordered[query.offset : query.offset + query.limit]
 
 

@@ -76,7 +76,7 @@ function fmt(value) { return typeof value === "number" ? (Number.isInteger(value
 // Dollars; a run no price covers has no cost, which is unknown, not free.
 function money(value) {
   if (typeof value !== "number") return "n/a";
-  return "$" + (value === 0 || value >= 0.01 ? value.toFixed(4) : value.toLocaleString("en-US", { maximumSignificantDigits: 3 }));
+  return "$" + (value === 0 || value >= 0.0001 ? value.toFixed(4) : value.toLocaleString("en-US", { maximumSignificantDigits: 3 }));
 }
 function outcomeClass(value) { return typeof value !== "number" ? "" : value >= SOLVED_OUTCOME ? "passed" : "unsolved"; }
 
