@@ -274,7 +274,7 @@ class SummaryBuilder:
         self._visits_seen: dict[str, set[int]] = {}
         self._model_requests: dict[str | None, int] = {}
         self._model_responses: dict[str | None, int] = {}
-        self._model_of_request: dict[int, str] = {}  # model_request seq -> the model it asked
+        self._model_of_request: dict[int | None, str] = {}  # model_request seq -> the model it asked
         self._tool_results: dict[str | None, int] = {}
         self._first_ts: str | None = None
         self._last_ts: str | None = None
@@ -379,7 +379,7 @@ class SummaryBuilder:
             tokens_in, tokens_out = _as_int(usage.get("input_tokens")), _as_int(usage.get("output_tokens"))
             self._summary.tokens_in += tokens_in
             self._summary.tokens_out += tokens_out
-            model = self._model_of_request.get(event.parent) if event.parent is not None else None
+            model = self._model_of_request.get(event.parent)
             if model is not None:
                 used = self._summary.usage_by_model.get(model)
                 if used is None:
