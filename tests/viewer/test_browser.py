@@ -166,6 +166,9 @@ def test_runs_list_shows_sorts_and_filters_outcome_and_cost(page: Watched, tmp_p
         page.page.wait_for_function("() => " + READY + " && location.hash.includes('outcome=failed')")
         assert _column(page, "outcome") == [(dear_fail, "0", "unsolved")]
         assert page.page.input_value("select[name=outcome]") == "failed"  # the form shows the filter in force
+        page.page.click(f"#runs a[href='#/run/{dear_fail}']")
+        page.page.wait_for_selector("#run-cost")
+        assert (page.page.text_content("#run-outcome"), page.page.text_content("#run-cost")) == ("0", "$0.0060")
 
 
 def test_recorded_runs_show_their_outcome_and_no_cost(page: Watched, server: str, recorded_store: Any) -> None:
@@ -180,6 +183,9 @@ def test_recorded_runs_show_their_outcome_and_no_cost(page: Watched, server: str
     assert [run for run, _, _ in _column(page, "outcome")][:2] == [runs["succeeded"], runs["failed"]]
     # a run outside a benchmark has no prices: its cost is unknown
     assert {text for _, text, _ in _column(page, "cost")} == {"n/a"}
+    page.page.click(f"#runs a[href='#/run/{runs['succeeded']}']")
+    page.page.wait_for_selector("#run-outcome.passed")
+    assert page.page.text_content("#run-outcome") == "1" and page.page.locator("#run-cost").count() == 0
 
 
 def test_run_page_draws_the_realized_path_and_opens_a_step(page: Watched, server: str, recorded_store: Any) -> None:

@@ -222,6 +222,10 @@ async function runPageView(runId) {
   const run = await getJSON("api/runs/" + encodeURIComponent(runId));
   const header = el("h2", { id: "run-title" }, `${run.run_id} · ${run.summary.workflow || ""} · `,
     el("span", { class: run.summary.status, id: "run-status" }, run.summary.status));
+  if (typeof run.summary.outcome === "number") {
+    header.append(" · outcome ", el("span", { class: outcomeClass(run.summary.outcome), id: "run-outcome" }, fmt(run.summary.outcome)));
+  }
+  if (typeof run.summary.cost === "number") header.append(" · ", el("span", { id: "run-cost" }, money(run.summary.cost)));
   const problems = el("p", { class: "error", id: "problems" }, run.problems.join("; "));
   const [svg, order] = graphSvg(run);
   const timeline = el("div", { id: "timeline" });
