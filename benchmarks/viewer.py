@@ -35,7 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def fill_index(store: TraceStore, runs: int) -> None:
-    """``runs`` finished runs in the index, in one transaction."""
+    """``runs`` finished runs in the index, in one transaction (outcome and cost too: the list draws them)."""
     statuses = ["succeeded", "failed", "error", "succeeded"]
     rows = [
         (
@@ -51,6 +51,8 @@ def fill_index(store: TraceStore, runs: int) -> None:
             index * 37 % 100_000,
             (index % 101) / 100 if index % 5 else None,
             "boom" if index % 4 == 2 else None,
+            float(index % 3 == 0) if index % 6 else None,  # outcome: passed, failed, or not scored
+            index * 37 % 100_000 * 2e-6 if index % 2 else None,  # cost: half the runs priced
         )
         for index in range(runs)
     ]
@@ -59,7 +61,8 @@ def fill_index(store: TraceStore, runs: int) -> None:
         connection.execute("BEGIN")
         connection.executemany(
             "INSERT INTO runs (run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls,"
-            " model_calls, tokens, reward_mean, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " model_calls, tokens, reward_mean, error, outcome, cost)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         connection.execute("COMMIT")

@@ -24,20 +24,16 @@ from agentflow.bench._passk import pass_at_k
 from agentflow.bench._rollouts import RolloutGroup, rollout_groups
 from agentflow.bench._runner import FINISHED, _outcome_of, chosen_attempts
 from agentflow.grading import evaluate_checkpoints, load_checkpoints
+from agentflow.traces import SOLVED_OUTCOME as SOLVED
 from agentflow.traces import (
     BenchItem,
     BenchRunInfo,
     Event,
-    EventType,
-    ModelRequestData,
-    ModelResponseData,
     Store,
     realized_graph,
     summarize,
+    usage_cost,
 )
-
-SOLVED = 0.5
-"""An outcome at or above this counts as a correct sample."""
 
 
 @dataclass
@@ -248,7 +244,10 @@ class _Tally:
         self.model_calls += summary.model_calls
         task.tokens += summary.tokens
         if self.prices and task.cost is not None and self.cost is not None:
-            run_cost = _cost(events, self.prices, self.unpriced, self.priced)
+            used = summary.usage_by_model
+            self.priced.update(used.keys() & self.prices.keys())
+            self.unpriced.update(used.keys() - self.prices.keys())
+            run_cost = usage_cost(used, self.prices) or 0.0  # None: no priced model here, maybe in other runs
             task.cost += run_cost
             self.cost += run_cost
         if item.status == "errored":
@@ -337,29 +336,6 @@ class _Tally:
 
 def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
-
-
-def _cost(
-    events: Sequence[Event], prices: Mapping[str, Mapping[str, float]], unpriced: set[str], priced: set[str]
-) -> float:
-    """Dollars of one run's model calls, by the price of the model each request named."""
-    models = {
-        event.seq: event.data_as(ModelRequestData)["model"] for event in events if event.type is EventType.MODEL_REQUEST
-    }
-    total = 0.0
-    for event in events:
-        if event.type is not EventType.MODEL_RESPONSE or event.parent not in models:
-            continue
-        model = models[event.parent]
-        price = prices.get(model)
-        if price is None:
-            unpriced.add(model)
-            continue
-        priced.add(model)
-        usage = event.data_as(ModelResponseData)["usage"]
-        total += usage["input_tokens"] * float(price["input_per_mtok"]) / 1e6
-        total += usage["output_tokens"] * float(price["output_per_mtok"]) / 1e6
-    return total
 
 
 def _wall(items: Sequence[BenchItem]) -> float | None:

@@ -28,9 +28,8 @@ from typing import Any
 from agentflow.errors import AgentflowError
 from agentflow.rerun import Fork, first_error_step, steps_of
 from agentflow.runtime import CompiledWorkflow
+from agentflow.traces import SOLVED_OUTCOME as SOLVED
 from agentflow.traces import BenchItem, Event, Store
-
-SOLVED = 0.5  # as the report's: an outcome at or above it is a correct sample
 
 FORK_AT_CHOICES = ("first_error", "each_step")
 

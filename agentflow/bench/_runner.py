@@ -53,11 +53,13 @@ from agentflow.traces import (
     EventType,
     ModelRequestData,
     ModelResponseData,
+    PriceData,
     Recorder,
     RewardData,
     RunStartedData,
     Store,
     VerifierTag,
+    token_cost,
 )
 
 ORACLE_WORKFLOW = Path(__file__).with_name("oracle.yaml")
@@ -251,7 +253,13 @@ class BenchPlan(RunPlan):
             task_id=self.pair.task.id,
             epoch=self.pair.epoch,
             attempt=self.attempt,
+            outcome_hook=self.bench.outcome_hook,  # the run's outcome and cost, read from its trace alone
         )
+        if self.bench.prices:
+            tagged["bench"]["prices"] = {
+                model: PriceData(input_per_mtok=price["input_per_mtok"], output_per_mtok=price["output_per_mtok"])
+                for model, price in self.bench.prices.items()
+            }
         environment = self.pair.task.environment
         if environment is not None and self.prepared is not None:
             tagged["bench"]["verifier"] = VerifierTag(
@@ -271,8 +279,7 @@ class BenchPlan(RunPlan):
             self.tokens += usage["input_tokens"] + usage["output_tokens"]
             price = self.bench.prices.get(self._requested.get(event.parent or -1, ""))
             if price is not None:
-                self.cost = (self.cost or 0.0) + usage["input_tokens"] * price["input_per_mtok"] / 1e6
-                self.cost += usage["output_tokens"] * price["output_per_mtok"] / 1e6
+                self.cost = (self.cost or 0.0) + token_cost(price, usage["input_tokens"], usage["output_tokens"])
         elif event.type is EventType.REWARD and _is_outcome(
             reward := event.data_as(RewardData), self.bench.outcome_hook
         ):

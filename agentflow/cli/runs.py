@@ -197,6 +197,11 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _money(value: float | None) -> str:
+    # no price covered the run's models: its cost is unknown, not zero
+    return "n/a" if value is None else f"${value:.4f}"
+
+
 def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_path: str) -> None:
     out = console()
     table = Table(
@@ -226,6 +231,8 @@ def _print_summary(summary: dict[str, Any], isolation: dict[str, Any], trace_pat
         f"duration {_fmt(summary['duration_s'])} s"
     )
     out.print(f"path {' -> '.join(summary['nodes_visited'])}", markup=False)
+    if summary.get("outcome") is not None or summary.get("cost") is not None:
+        out.print(f"outcome {_fmt(summary.get('outcome'))}  cost {_money(summary.get('cost'))}", markup=False)
     if summary.get("error"):
         out.print(f"error {summary['error']}", style="red", markup=False)
     if summary["status"] == "errored":
@@ -269,6 +276,9 @@ def runs(  # noqa: PLR0917 - typer maps each parameter to an option
     columns = ["run id", "workflow", "status", "time s", "steps", "tools", "model", "tokens", "reward"]
     if out.width < 110:
         columns = ["run id", "workflow", "status", "time s", "reward"]
+    if out.width >= 110:  # a run-level hook's verdict, and the dollars of a benchmark's priced models
+        columns[3:3] = ["outcome"] if any(info.outcome is not None for info in infos) else []
+        columns += ["cost"] if any(info.cost is not None for info in infos) else []
     if any(info.replay_of for info in infos):  # a replay names the run it replays
         columns.append("replay of")
     if any(info.forked_from for info in infos):  # a continuation names the run it was forked from, and its group
@@ -293,6 +303,8 @@ def runs(  # noqa: PLR0917 - typer maps each parameter to an option
             "model": str(info.model_calls),
             "tokens": str(info.tokens),
             "reward": _fmt(info.reward_mean),
+            "outcome": _fmt(info.outcome),
+            "cost": _money(info.cost),
             "replay of": info.replay_of or "",
             "fork of": info.forked_from or "",
             "fork group": info.fork_group or "",

@@ -25,6 +25,7 @@ Export for training and other tools (``agentflow traces export``)::
 
 from agentflow.traces._atif import ATIF_VERSION, export_atif, import_atif, validate_atif
 from agentflow.traces._compare import VOLATILE_TEXT, Divergence, content_digest, first_divergence, without_abandoned
+from agentflow.traces._cost import ModelUsage, token_cost, usage_cost
 from agentflow.traces._events import DATA_TYPES, Event, EventType
 from agentflow.traces._export import EXPORT_FORMATS, export_records, to_jsonl
 from agentflow.traces._export_messages import export_openai_messages
@@ -43,6 +44,7 @@ from agentflow.traces._payloads import (
     ModelResponseData,
     NodeFinishedData,
     NodeStartedData,
+    PriceData,
     RequestedToolCall,
     RewardData,
     RouteData,
@@ -78,6 +80,7 @@ from agentflow.traces._rollouts import EPSILON as ADVANTAGE_EPSILON
 from agentflow.traces._rollouts import export_rollouts, group_advantages
 from agentflow.traces._store import FsyncPolicy, TraceStore
 from agentflow.traces._summary import (
+    SOLVED_OUTCOME,
     ErrorInfo,
     HookRewards,
     LimitInfo,
@@ -98,6 +101,7 @@ __all__ = [
     "IMPORT_FORMATS",
     "LIVE_REWARDS",
     "OTLP_ENV",
+    "SOLVED_OUTCOME",
     "VOLATILE_TEXT",
     "BenchItem",
     "BenchRunInfo",
@@ -119,10 +123,12 @@ __all__ = [
     "LimitInfo",
     "ModelRequestData",
     "ModelResponseData",
+    "ModelUsage",
     "NodeFinishedData",
     "NodeStartedData",
     "NodeSummary",
     "PostgresStore",
+    "PriceData",
     "QTableChange",
     "QTableEpisode",
     "RecordedResponses",
@@ -165,6 +171,8 @@ __all__ = [
     "sandbox_exec_data",
     "summarize",
     "to_jsonl",
+    "token_cost",
+    "usage_cost",
     "validate_atif",
     "without_abandoned",
 ]

@@ -81,6 +81,11 @@ _FORK_COLUMNS = [
     "CREATE INDEX IF NOT EXISTS runs_by_fork_group ON runs (fork_group)",
 ]
 
+_OUTCOME_COLUMNS = [
+    "ALTER TABLE runs ADD COLUMN outcome {real}",
+    "ALTER TABLE runs ADD COLUMN cost {real}",
+]
+
 SQLITE_MIGRATIONS: list[list[str]] = [
     # 1: the run index of the foundation.
     [_SQLITE_RUNS, "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"],
@@ -96,6 +101,8 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     [statement.format(real="REAL") for statement in _RUN_VIEW_COLUMNS],
     # 7: which run a forked run was forked from, and its fork group, so `agentflow runs` lists a group.
     _FORK_COLUMNS,
+    # 8: the run's outcome reward and its cost in dollars, the last columns of the viewer's runs list.
+    [statement.format(real="REAL") for statement in _OUTCOME_COLUMNS],
 ]
 
 
@@ -172,6 +179,8 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     [statement.format(real="DOUBLE PRECISION") for statement in _RUN_VIEW_COLUMNS],
     # 7: as SQLite's 7.
     _FORK_COLUMNS,
+    # 8: as SQLite's 8.
+    [statement.format(real="DOUBLE PRECISION") for statement in _OUTCOME_COLUMNS],
 ]
 
 _POSTGRES_LOCK_KEY = 0x6167_666C  # "agfl": the advisory lock that serialises migrators

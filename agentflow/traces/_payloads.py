@@ -27,6 +27,7 @@ __all__ = [
     "ModelResponseData",
     "NodeFinishedData",
     "NodeStartedData",
+    "PriceData",
     "RequestedToolCall",
     "RewardData",
     "RouteData",
@@ -54,15 +55,29 @@ class VerifierTag(TypedDict):
     user: NotRequired[str | None]
 
 
+class PriceData(TypedDict):
+    """What a model's tokens cost, in dollars per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+
 class BenchTag(TypedDict):
     """Which benchmark run, task, epoch and attempt a run is (``agentflow bench run``), and the task's verifier
-    when it brings one."""
+    when it brings one.
+
+    Keys:
+        outcome_hook: the benchmark's outcome scorer: its run-level reward is the run's outcome.
+        prices: the benchmark's prices (``provider:model`` -> price), which the run's cost is computed at.
+    """
 
     bench_run_id: str
     task_id: str
     epoch: int
     attempt: int
     verifier: NotRequired[VerifierTag]
+    outcome_hook: NotRequired[str]
+    prices: NotRequired[dict[str, PriceData]]
 
 
 class ForkedFrom(TypedDict):
@@ -85,7 +100,8 @@ class RunStartedData(TypedDict):
         resumable: LangGraph checkpoints were saved after every node (``agentflow resume`` can continue the run).
         imported_from, metadata: an imported run's source (``file:line``) and the source record's metadata.
         seed: the sampling seed every model call of the run asked for (a benchmark's, per task and epoch).
-        bench: the benchmark run, task, epoch and attempt the run is (``agentflow bench run``).
+        bench: the benchmark run, task, epoch and attempt the run is (``agentflow bench run``), with the
+            benchmark's outcome hook and prices (the run's outcome and cost).
         forked_from: a forked run's parent and the seq of the parent's last event its prefix holds
             (``{"run_id", "seq"}``); its events up to that seq were served from the parent's tape.
         fork_group, fork_index: the group id the continuations of one fork share, and this one's index (0..K-1).

@@ -186,6 +186,9 @@ class RunInfo:
     # From migration 7 on:
     forked_from: str | None = None  # the run this one was forked from (``agentflow fork``)
     fork_group: str | None = None  # the group of continuations of one fork this run belongs to
+    # From migration 8 on (see RunSummary.outcome and .cost):
+    outcome: float | None = None  # the value of its outcome hook's run-level reward
+    cost: float | None = None  # dollars of its model calls at a benchmark's prices (None: no priced model answered)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the row as JSON-serialisable data."""

@@ -7,7 +7,14 @@ trace imported from another tool agree. Definitions (the CLI and the index use t
   visit and a higher ``attempt``); a **step** is one node execution, i.e. any ``node_started`` (retries included);
 - a **tool call** is a ``tool_call`` event; it is ok or failed by the ``ok`` flag of its ``tool_result``;
 - a **model call** is a ``model_request`` (importers that record only responses count their ``model_response``);
-  tokens come from ``model_response.usage``;
+  tokens come from ``model_response.usage``, and are kept per model: the model its ``model_request`` parent names;
+- the **cost** is those tokens in dollars, at the prices the run's ``run_started`` carries (``bench.prices``: a
+  benchmark's ``prices:``), see :mod:`agentflow.traces._cost`; ``None`` when no answering model has a price;
+- the **outcome** is the run's verdict: the value of its outcome hook's run-level reward (``on: run``), the last
+  one if it gave several. The outcome hook is the one ``run_started.bench.outcome_hook`` names (a benchmark's
+  outcome scorer, so the outcome is the one its report counts); a run outside a benchmark has the lowest value
+  of its run-level rewards (one hook in the usual case; with several, the run passed only if each passed).
+  ``None`` when there is none (the hook abstained, or the run errored and was not scored);
 - a **reward** is a ``reward`` event; means ignore rewards whose value is ``None`` (a hook that abstained); a
   ``reward`` event carrying ``aggregate`` figures is the run's aggregate of a hook's rewards, kept apart, not counted;
   one carrying ``not_scored`` (the run ``errored``: its run-level hooks and aggregates gave no verdict) is neither a
@@ -25,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from agentflow.traces._cost import ModelUsage, usage_cost
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._payloads import (
     ErrorData,
@@ -42,6 +50,7 @@ from agentflow.traces._payloads import (
 )
 
 __all__ = [
+    "SOLVED_OUTCOME",
     "ErrorInfo",
     "HookRewards",
     "LimitInfo",
@@ -52,6 +61,9 @@ __all__ = [
     "realized_graph",
     "summarize",
 ]
+
+SOLVED_OUTCOME = 0.5
+"""An outcome at or above it is a solved run: a correct sample of a benchmark, a passed run in the viewer."""
 
 END_NODE_NAMES = frozenset({"END", "__end__"})
 """Route targets that mean "the run ends here" (the YAML's ``END`` and LangGraph's ``__end__``)."""
@@ -173,6 +185,9 @@ class RunSummary:
     limit_exceeded: LimitInfo | None = None
     not_scored: dict[str, str] = field(default_factory=lambda: {})  # hook -> why it gave the run no verdict
     final_answer: str | None = None  # the text of the last model answer that called no tool
+    usage_by_model: dict[str, ModelUsage] = field(default_factory=lambda: {})  # model requested -> its tokens
+    prices: dict[str, dict[str, float]] = field(default_factory=lambda: {})  # model -> price, from run_started
+    outcome_hook: str | None = None  # the hook whose run-level reward is the outcome, from run_started
 
     @property
     def tokens(self) -> int:
@@ -197,6 +212,20 @@ class RunSummary:
         first_refuted = next((reward.seq for reward in self.rewards if reward.label == -1), None)
         return min((seq for seq in (first_error, first_refuted) if seq is not None), default=None)
 
+    @property
+    def outcome(self) -> float | None:
+        """The run's outcome reward (see the module): its outcome hook's run-level value, else the lowest
+        run-level value; ``None`` when there is none."""
+        run_rewards = [reward for reward in self.rewards if reward.on == "run"]
+        if self.outcome_hook is not None:
+            return next((r.value for r in reversed(run_rewards) if r.hook == self.outcome_hook), None)
+        return min((reward.value for reward in run_rewards if reward.value is not None), default=None)
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars of the run's model calls at the prices it was run with; ``None`` when none of them is priced."""
+        return usage_cost(self.usage_by_model, self.prices) if self.prices else None
+
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as JSON-serialisable data, derived values (means, token totals) included."""
         data = asdict(self)
@@ -204,6 +233,8 @@ class RunSummary:
         data["reward_mean"] = self.reward_mean
         data["reward_min"] = self.reward_min
         data["first_error_seq"] = self.first_error_seq
+        data["outcome"] = self.outcome
+        data["cost"] = self.cost
         for name, node in self.nodes.items():
             data["nodes"][name]["reward_mean"] = node.reward_mean
             data["nodes"][name]["tokens"] = node.tokens
@@ -214,6 +245,14 @@ class RunSummary:
 
 def _as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _price(value: Any) -> dict[str, float] | None:
+    """A recorded price as numbers, or None when it is not one."""
+    if not isinstance(value, dict):
+        return None
+    price = {key: _as_number(value.get(key)) for key in ("input_per_mtok", "output_per_mtok")}
+    return None if None in price.values() else {key: number for key, number in price.items() if number is not None}
 
 
 def _as_number(value: Any) -> float | None:
@@ -235,6 +274,7 @@ class SummaryBuilder:
         self._visits_seen: dict[str, set[int]] = {}
         self._model_requests: dict[str | None, int] = {}
         self._model_responses: dict[str | None, int] = {}
+        self._model_of_request: dict[int | None, str] = {}  # model_request seq -> the model it asked
         self._tool_results: dict[str | None, int] = {}
         self._first_ts: str | None = None
         self._last_ts: str | None = None
@@ -273,6 +313,14 @@ class SummaryBuilder:
         fork_group = data.get("fork_group")
         self._summary.fork_group = fork_group if isinstance(fork_group, str) else None
         self._summary.started_at = event.ts
+        bench = data.get("bench")
+        if isinstance(bench, dict):
+            outcome_hook = bench.get("outcome_hook")
+            self._summary.outcome_hook = outcome_hook if isinstance(outcome_hook, str) else None
+            prices = bench.get("prices")
+            if isinstance(prices, dict):
+                read = {str(model): _price(price) for model, price in prices.items()}
+                self._summary.prices = {model: price for model, price in read.items() if price is not None}
 
     def _on_run_finished(self, event: Event, node: str | None, data: RunFinishedData) -> None:
         summary = self._summary
@@ -312,6 +360,9 @@ class SummaryBuilder:
 
     def _on_model_request(self, event: Event, node: str | None, data: ModelRequestData) -> None:
         self._model_requests[node] = self._model_requests.get(node, 0) + 1
+        model = data.get("model")
+        if isinstance(model, str):
+            self._model_of_request[event.seq] = model
         self._recount_model_calls(node)
 
     def _on_model_response(self, event: Event, node: str | None, data: ModelResponseData) -> None:
@@ -328,6 +379,14 @@ class SummaryBuilder:
             tokens_in, tokens_out = _as_int(usage.get("input_tokens")), _as_int(usage.get("output_tokens"))
             self._summary.tokens_in += tokens_in
             self._summary.tokens_out += tokens_out
+            model = self._model_of_request.get(event.parent)
+            if model is not None:
+                used = self._summary.usage_by_model.get(model)
+                if used is None:
+                    used = self._summary.usage_by_model[model] = ModelUsage()
+                used.calls += 1
+                used.input_tokens += tokens_in
+                used.output_tokens += tokens_out
             if node is not None:
                 stats = self._node(node)
                 stats.tokens_in += tokens_in

@@ -23,7 +23,8 @@ from agentflow.traces._summary import RunSummary
 
 _RUN_COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer, forked_from, fork_group"
+    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer, forked_from, fork_group,"
+    " outcome, cost"
 )
 FINAL_ANSWER_CHARS = 2000  # what the index keeps of a run's final answer (for the viewer's text filter)
 
@@ -94,8 +95,8 @@ class StoreTables:
             self._sql(
                 "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, steps = ?, tool_calls = ?,"
                 " model_calls = ?, tokens = ?, reward_mean = ?, error = ?, events = ?, last_hash = ?, replay_of = ?,"
-                " reward_min = ?, first_error_seq = ?, final_answer = ?, forked_from = ?, fork_group = ?"
-                " WHERE run_id = ?"
+                " reward_min = ?, first_error_seq = ?, final_answer = ?, forked_from = ?, fork_group = ?, outcome = ?,"
+                " cost = ? WHERE run_id = ?"
             ),
             (
                 status,
@@ -115,6 +116,8 @@ class StoreTables:
                 summary.final_answer[:FINAL_ANSWER_CHARS] if summary.final_answer else None,
                 summary.forked_from,
                 summary.fork_group,
+                summary.outcome,
+                summary.cost,
                 run_id,
             ),
         )

@@ -107,6 +107,7 @@ class Viewer:
             since=params.get("since") or None,
             until=params.get("until") or None,
             text=params.get("text") or None,
+            outcome=params.get("outcome") or None,
             sort=params.get("sort") or "started_at",
             descending=params.get("order", "desc") != "asc",
             offset=_int(request, "offset", 0),

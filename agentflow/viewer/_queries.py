@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from agentflow.traces import RunInfo, Store, TraceStore
+from agentflow.traces import SOLVED_OUTCOME, RunInfo, Store, TraceStore
 
 # The sortable columns, by the name the front end sends; only these names ever reach the SQL text.
 SORT_COLUMNS = {
@@ -24,7 +24,11 @@ SORT_COLUMNS = {
     "tokens": "tokens",
     "duration": "duration_s",
     "steps": "steps",
+    "outcome": "outcome",
+    "cost": "cost",
 }
+# The outcome filter: a solved run has an outcome of at least SOLVED_OUTCOME (as a benchmark counts a correct sample).
+OUTCOME_FILTERS = ("passed", "failed", "none")
 MAX_PAGE = 500
 
 
@@ -38,6 +42,7 @@ class RunsQuery:
     since: str | None = None  # ISO date or time, inclusive
     until: str | None = None  # ISO date or time, exclusive
     text: str | None = None  # substring of the run's final answer or its error
+    outcome: str | None = None  # passed | failed | none (no outcome)
     sort: str = "started_at"
     descending: bool = True
     offset: int = 0
@@ -50,11 +55,14 @@ class RunsQuery:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         if self.offset < 0:
             raise ValueError("offset must be >= 0")
+        if self.outcome is not None and self.outcome not in OUTCOME_FILTERS:
+            raise ValueError(f"unknown outcome filter {self.outcome!r} (one of {', '.join(OUTCOME_FILTERS)})")
 
 
 _COLUMNS = (
     "run_id, workflow, status, started_at, finished_at, duration_s, steps, tool_calls, model_calls, tokens,"
-    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer, forked_from, fork_group"
+    " reward_mean, error, replay_of, reward_min, first_error_seq, final_answer, forked_from, fork_group,"
+    " outcome, cost"
 )
 
 
@@ -82,7 +90,25 @@ def _where(query: RunsQuery) -> tuple[str, list[Any]]:
             " OR instr(lower(coalesce(error, '')), lower(?)) > 0)"
         )
         params.extend([query.text, query.text])
+    if query.outcome == "passed":
+        clauses.append("outcome >= ?")
+        params.append(SOLVED_OUTCOME)
+    elif query.outcome == "failed":
+        clauses.append("outcome < ?")
+        params.append(SOLVED_OUTCOME)
+    elif query.outcome == "none":
+        clauses.append("outcome IS NULL")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _outcome_kept(wanted: str | None, outcome: float | None) -> bool:
+    if wanted == "passed":
+        return outcome is not None and outcome >= SOLVED_OUTCOME
+    if wanted == "failed":
+        return outcome is not None and outcome < SOLVED_OUTCOME
+    if wanted == "none":
+        return outcome is None
+    return True
 
 
 def _sqlite_page(store: TraceStore, query: RunsQuery) -> tuple[int, list[RunInfo]]:
@@ -117,13 +143,16 @@ def _generic_page(store: Store, query: RunsQuery) -> tuple[int, list[RunInfo]]:
             and (not query.since or info.started_at >= query.since)
             and (not query.until or info.started_at < query.until)
             and (not query.text or query.text.lower() in f"{info.final_answer or ''}\n{info.error or ''}".lower())
+            and _outcome_kept(query.outcome, info.outcome)
         )
 
     kept = [info for info in infos if keep(info)]
     attribute = SORT_COLUMNS[query.sort]
     present = [info for info in kept if getattr(info, attribute) is not None]
     present.sort(key=lambda info: (getattr(info, attribute), info.run_id), reverse=query.descending)
-    ordered = present + [info for info in kept if getattr(info, attribute) is None]
+    absent = [info for info in kept if getattr(info, attribute) is None]
+    absent.sort(key=lambda info: info.run_id, reverse=query.descending)  # as in SQL: run_id breaks the tie
+    ordered = present + absent
     return len(ordered), ordered[query.offset : query.offset + query.limit]
 
 

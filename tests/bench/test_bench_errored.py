@@ -86,10 +86,21 @@ async def test_errored_runs_are_retried_and_left_out_of_pass_at_k(
     assert report.pass_at_k == {1: pytest.approx(8 / 9)}  # q9 has no verdict, q5 is the one failure
     assert report.retried == 3
     # cost: every model call's tokens at the benchmark's prices, the same live (progress) and in the report
-    summaries = [summarize(store.load_trace(i.run_id).events) for i in store.list_bench_items(bench.info.bench_run_id)]
+    items = store.list_bench_items(bench.info.bench_run_id)
+    summaries = [summarize(store.load_trace(i.run_id).events) for i in items]
     expected_cost = sum(s.tokens_in * 2.0 / 1e6 + s.tokens_out * 8.0 / 1e6 for s in summaries)
     assert expected_cost > 0
     assert report.cost == pytest.approx(expected_cost)
     assert seen[-1].cost == pytest.approx(expected_cost) and seen[-1].done == 10
+    # the runs index has each run's own cost and outcome, from its trace alone: an attempt whose every call failed
+    # has no cost (nothing was answered, so nothing was priced), and an errored one no outcome
+    rows = {info.run_id: info for info in store.list_runs(limit=100)}
+    for item, summary in zip(items, summaries, strict=True):
+        row = rows[item.run_id]
+        answered = summary.tokens_in * 2.0 / 1e6 + summary.tokens_out * 8.0 / 1e6 if summary.tokens else None
+        assert (row.cost, row.outcome) == (pytest.approx(answered), item.outcome), item
+    assert [rows[i.run_id].outcome for i in items if i.task_id == "q5"] == [0.0]
+    assert all(rows[i.run_id].outcome == 1.0 for i in items if i.status == "succeeded" and i.task_id != "q5")
+    assert sum(rows[i.run_id].cost or 0.0 for i in items) == pytest.approx(report.cost)
     errored_task = next(task for task in report.tasks if task.task_id == "q9")
     assert (errored_task.samples, errored_task.errored, errored_task.pass_at_k) == (0, 1, {})

@@ -77,7 +77,9 @@ def test_every_pair_runs_tagged_scored_and_reported(bench_file: Path, tmp_path: 
         ("t5", 0, "succeeded", 1.0),
         ("t5", 1, "succeeded", 1.0),
     ]
-    # each run says in its trace which bench run, task, epoch and attempt it is, and got its pair's seed
+    # each run says in its trace which bench run, task, epoch and attempt it is, and which hook is its outcome (the
+    # benchmark prices no model: no prices), and got its pair's seed
+    rows = {info.run_id: info for info in store.list_runs()}
     for item in items:
         started = store.load_trace(item.run_id).events[0]
         assert started.data["bench"] == {
@@ -85,7 +87,9 @@ def test_every_pair_runs_tagged_scored_and_reported(bench_file: Path, tmp_path: 
             "task_id": item.task_id,
             "epoch": item.epoch,
             "attempt": 1,
+            "outcome_hook": "outcome",
         }
+        assert (rows[item.run_id].outcome, rows[item.run_id].cost) == (item.outcome, None)
         assert started.data["seed"] == item.seed == pair_seed(11, item.task_id, item.epoch)
         assert started.data["inputs"]["a"] == json.loads(TASKS[int(item.task_id[1]) - 1])["a"]
         assert_data_declared(store.load_trace(item.run_id).events)  # the bench tag and seed are declared data

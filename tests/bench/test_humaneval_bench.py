@@ -69,3 +69,8 @@ def test_a_benchmark_whose_models_have_no_price_reports_no_cost(humaneval: objec
     assert report.unpriced_models == ["scripted:scripted.script.json"]
     assert "cost n/a" in report.to_markdown()
     assert seen and seen[-1].cost is None
+    # each run in the index: no cost either, and the humaneval scorer's verdict as its outcome
+    rows = {info.run_id: info for info in store.list_runs()}
+    items = store.list_bench_items(bench.info.bench_run_id)
+    assert [(rows[i.run_id].cost, rows[i.run_id].outcome) for i in items] == [(None, i.outcome) for i in items]
+    assert all(i.outcome is not None for i in items)

@@ -49,6 +49,39 @@ def record_errored_run(store: TraceStore) -> str:
         return recorder.summary().run_id
 
 
+PRICED_MODEL = "openai:priced-model"
+PRICES = {PRICED_MODEL: {"input_per_mtok": 2.0, "output_per_mtok": 8.0}}
+
+
+def record_priced_run(store: TraceStore, *, tokens_in: int, tokens_out: int, outcome: float | None) -> str:
+    """A benchmark attempt recorded through the store's API: its run_started carries the benchmark's outcome hook
+    and prices, one model call answers with the given tokens, and the outcome hook scores the run (None: no reward)."""
+    with store.new_run(workflow="priced") as recorder:
+        bench = {"bench_run_id": "b1", "task_id": "t1", "epoch": 0, "attempt": 1, "outcome_hook": "outcome"}
+        recorder.emit(
+            EventType.RUN_STARTED, data={"workflow": "priced", "inputs": {}, "bench": {**bench, "prices": PRICES}}
+        )
+        started = recorder.emit(EventType.NODE_STARTED, node="solve", data={"visit": 1, "attempt": 1})
+        request = recorder.emit(
+            EventType.MODEL_REQUEST,
+            node="solve",
+            parent=started.seq,
+            data={"model": PRICED_MODEL, "messages": [], "tools": []},
+        )
+        usage = {"input_tokens": tokens_in, "output_tokens": tokens_out}
+        recorder.emit(
+            EventType.MODEL_RESPONSE,
+            node="solve",
+            parent=request.seq,
+            data={"model": PRICED_MODEL, "message": {"role": "assistant", "content": "done"}, "usage": usage},
+        )
+        recorder.emit(EventType.NODE_FINISHED, node="solve", parent=started.seq, data={"visit": 1, "status": "ok"})
+        if outcome is not None:
+            recorder.emit(EventType.REWARD, data={"hook": "outcome", "on": "run", "value": outcome, "label": None})
+        recorder.finish("succeeded")
+        return recorder.summary().run_id
+
+
 @pytest.fixture(scope="session")
 def recorded_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, dict[str, str]]:
     """A store holding a succeeded run of graphs/examples/fix_failing_test.yaml, a failed one, an errored one and a

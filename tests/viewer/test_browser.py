@@ -20,7 +20,7 @@ import yaml
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import create_app
 from tests.support.require import require
-from tests.viewer.conftest import ROOT
+from tests.viewer.conftest import ROOT, record_hostile_run, record_priced_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "document.getElementById('page').dataset.ready === location.hash"
@@ -113,12 +113,79 @@ def test_runs_list_filters_and_sorts(page: Watched, server: str, recorded_store:
     page.page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length > 1")
     page.page.click("th[data-sort=tokens]")  # descending first
     page.page.wait_for_function("() => " + READY + " && location.hash.includes('sort=tokens')")
-    tokens = page.page.locator("#runs tbody tr td:nth-child(7)").all_text_contents()
+    tokens = page.page.locator("#runs tbody td[data-column=tokens]").all_text_contents()
     assert [int(t) for t in tokens] == sorted((int(t) for t in tokens), reverse=True)
     page.page.click("th[data-sort=tokens]")
     page.page.wait_for_function("() => " + READY + " && location.hash.includes('order=asc')")
-    tokens = page.page.locator("#runs tbody tr td:nth-child(7)").all_text_contents()
+    tokens = page.page.locator("#runs tbody td[data-column=tokens]").all_text_contents()
     assert [int(t) for t in tokens] == sorted(int(t) for t in tokens)
+
+
+def _column(page: Watched, column: str) -> list[tuple[str, str, str]]:
+    """(run id, text, class) of each row's cell of ``column``, top to bottom."""
+    found: list[list[str]] = page.page.locator(f"#runs tbody td[data-column={column}]").evaluate_all(
+        "cells => cells.map(c => [c.parentElement.dataset.run, c.textContent, c.className])"
+    )
+    return [(run, text, kind) for run, text, kind in found]
+
+
+def _sort_by(page: Watched, column: str, order: str) -> None:
+    page.page.click(f"th[data-sort={column}]")
+    page.page.wait_for_function(
+        "([column, order]) => " + READY + " && location.hash.includes('sort=' + column)"
+        " && location.hash.includes('order=' + order)",
+        arg=[column, order],
+    )
+
+
+def test_runs_list_shows_sorts_and_filters_outcome_and_cost(page: Watched, tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    cheap_pass = record_priced_run(store, tokens_in=1000, tokens_out=0, outcome=1.0)  # $0.002
+    dear_fail = record_priced_run(store, tokens_in=1000, tokens_out=500, outcome=0.0)  # $0.006
+    tiny = record_priced_run(store, tokens_in=3, tokens_out=0, outcome=None)  # $0.000006, not scored
+    unpriced = record_hostile_run(store)  # a model no price covers: no cost, which is not a cost of 0
+    with serving(store) as url:
+        page.page.goto(url + "/")
+        page.page.wait_for_selector("#runs tbody tr")
+        _sort_by(page, "cost", "desc")  # descending first
+        assert _column(page, "cost") == [
+            (dear_fail, "$0.0060", ""),
+            (cheap_pass, "$0.0020", ""),
+            (tiny, "$0.000006", ""),
+            (unpriced, "n/a", ""),
+        ]
+        _sort_by(page, "cost", "asc")
+        assert [run for run, _, _ in _column(page, "cost")] == [tiny, cheap_pass, dear_fail, unpriced]
+        _sort_by(page, "outcome", "desc")
+        cells = _column(page, "outcome")
+        assert cells[:2] == [(cheap_pass, "1", "passed"), (dear_fail, "0", "unsolved")]
+        assert sorted(cells[2:]) == sorted([(tiny, "", ""), (unpriced, "", "")])  # no outcome: last, blank
+        page.shot("runs-outcome-cost")
+        page.page.select_option("select[name=outcome]", "failed")
+        page.page.click("#filters button")
+        page.page.wait_for_function("() => " + READY + " && location.hash.includes('outcome=failed')")
+        assert _column(page, "outcome") == [(dear_fail, "0", "unsolved")]
+        assert page.page.input_value("select[name=outcome]") == "failed"  # the form shows the filter in force
+        page.page.click(f"#runs a[href='#/run/{dear_fail}']")
+        page.page.wait_for_selector("#run-cost")
+        assert (page.page.text_content("#run-outcome"), page.page.text_content("#run-cost")) == ("0", "$0.0060")
+
+
+def test_recorded_runs_show_their_outcome_and_no_cost(page: Watched, server: str, recorded_store: Any) -> None:
+    runs = recorded_store[1]
+    page.page.goto(server + "/#/?sort=outcome&order=desc")
+    page.page.wait_for_function("() => " + READY + " && document.querySelectorAll('#runs tbody tr').length > 1")
+    outcomes = {run: (text, kind) for run, text, kind in _column(page, "outcome")}
+    # the example's outcome hook (tests pass) scored the succeeded run 1 and the one its script cut short 0
+    assert outcomes[runs["succeeded"]] == ("1", "passed")
+    assert outcomes[runs["failed"]] == ("0", "unsolved")
+    assert outcomes[runs["errored"]] == ("", "")  # not scored: the infrastructure failed
+    assert [run for run, _, _ in _column(page, "outcome")][:2] == [runs["succeeded"], runs["failed"]]
+    # a run outside a benchmark has no prices: its cost is unknown
+    assert {text for _, text, _ in _column(page, "cost")} == {"n/a"}
+    page.page.click(f"#runs a[href='#/run/{runs['succeeded']}']")
+    page.page.wait_for_selector("#run-outcome.passed")
+    assert page.page.text_content("#run-outcome") == "1" and page.page.locator("#run-cost").count() == 0
 
 
 def test_run_page_draws_the_realized_path_and_opens_a_step(page: Watched, server: str, recorded_store: Any) -> None:

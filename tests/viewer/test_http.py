@@ -9,7 +9,8 @@ from starlette.testclient import TestClient
 
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import CSP, create_app
-from tests.viewer.conftest import XSS, record_hostile_run
+from agentflow.viewer._queries import RunsQuery, _generic_page
+from tests.viewer.conftest import XSS, record_hostile_run, record_priced_run
 
 
 @pytest.fixture
@@ -152,6 +153,40 @@ def test_runs_list_sorts_by_lowest_reward_and_first_error_and_finds_text_in_the_
     assert (
         client.get("/api/runs", params={"text": "tool crashed"}).json()["runs"] == []
     )  # a finished run's error is its run_finished error
+
+
+def test_runs_list_sorts_by_outcome_and_cost_and_filters_by_outcome(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    cheap_pass = record_priced_run(store, tokens_in=1000, tokens_out=0, outcome=1.0)  # $0.002
+    dear_fail = record_priced_run(store, tokens_in=1000, tokens_out=500, outcome=0.0)  # $0.006
+    half = record_priced_run(store, tokens_in=0, tokens_out=0, outcome=0.5)  # priced, no tokens: $0
+    unscored = record_priced_run(store, tokens_in=10, tokens_out=10, outcome=None)
+    unpriced = record_hostile_run(store)  # no price covers its model: no cost
+    client = TestClient(create_app(store))
+    rows = {run["run_id"]: run for run in client.get("/api/runs").json()["runs"]}
+    assert rows[cheap_pass]["cost"] == pytest.approx(0.002) and rows[dear_fail]["cost"] == pytest.approx(0.006)
+    assert rows[half]["cost"] == 0.0 and rows[unpriced]["cost"] is None
+    assert [rows[run]["outcome"] for run in (cheap_pass, dear_fail, half, unscored)] == [1.0, 0.0, 0.5, None]
+
+    def order(**params: str) -> list[str]:
+        return [run["run_id"] for run in client.get("/api/runs", params=params).json()["runs"]]
+
+    # runs without a value last either way
+    assert order(sort="cost", order="desc") == [dear_fail, cheap_pass, unscored, half, unpriced]
+    assert order(sort="cost", order="asc") == [half, unscored, cheap_pass, dear_fail, unpriced]
+    assert order(sort="outcome", order="desc")[:3] == [cheap_pass, half, dear_fail]
+    assert set(order(sort="outcome", order="desc")[3:]) == {unscored, unpriced}
+    # passed: an outcome of at least 0.5, as a benchmark counts a correct sample
+    assert sorted(order(outcome="passed")) == sorted([cheap_pass, half])
+    assert order(outcome="failed") == [dear_fail]
+    assert sorted(order(outcome="none")) == sorted([unscored, unpriced])
+    bad = client.get("/api/runs", params={"outcome": "maybe"})
+    assert bad.status_code == 400 and "unknown outcome filter" in bad.json()["error"]
+    # a store the viewer lists through Store.list_runs (PostgreSQL) sorts and filters the same
+    for query in (RunsQuery(sort="cost"), RunsQuery(sort="outcome", descending=False), RunsQuery(outcome="passed")):
+        _, infos = _generic_page(store, query)
+        params = {"sort": query.sort, "order": "desc" if query.descending else "asc", "outcome": query.outcome or ""}
+        assert [info.run_id for info in infos] == order(**params)
 
 
 def test_an_errored_run_is_listed_apart_from_failed_ones(

@@ -38,14 +38,20 @@ function loadExported(key) {
 
 // The exported runs list is one file; filters, sort and pages are applied here as the server would.
 const SORT_FIELDS = { started_at: "started_at", status: "status", workflow: "workflow", reward: "reward_mean",
-  reward_min: "reward_min", first_error: "first_error_seq", tokens: "tokens", duration: "duration_s", steps: "steps" };
+  reward_min: "reward_min", first_error: "first_error_seq", tokens: "tokens", duration: "duration_s", steps: "steps",
+  outcome: "outcome", cost: "cost" };
+// A solved run's outcome is at least this (as a benchmark counts a correct sample); agentflow.traces.SOLVED_OUTCOME.
+const SOLVED_OUTCOME = 0.5;
+const OUTCOME_FILTERS = { passed: (o) => o !== null && o >= SOLVED_OUTCOME, failed: (o) => o !== null && o < SOLVED_OUTCOME,
+  none: (o) => o === null };
 function exportedRuns(query) {
   return loadExported("api/runs").then((all) => {
     const q = Object.fromEntries(query);
     let runs = all.runs.filter((run) => (!q.workflow || run.workflow === q.workflow) && (!q.status || run.status === q.status)
       && (!q.since || run.started_at >= q.since) && (!q.until || run.started_at < q.until)
       && (!q.text || ((run.final_answer || "") + "\n" + (run.error || "")).toLowerCase().includes(q.text.toLowerCase()))
-      && (!q.bench || (all.bench_members[q.bench] || []).includes(run.run_id)));
+      && (!q.bench || (all.bench_members[q.bench] || []).includes(run.run_id))
+      && (!q.outcome || (OUTCOME_FILTERS[q.outcome] || (() => false))(run.outcome ?? null)));
     const field = SORT_FIELDS[q.sort || "started_at"] || "started_at";
     const sign = q.order === "asc" ? 1 : -1;
     runs.sort((a, b) => (a[field] === null) - (b[field] === null) || sign * ((a[field] > b[field]) - (a[field] < b[field]))
@@ -67,11 +73,18 @@ async function getJSON(path) {
 }
 
 function fmt(value) { return typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(3)) : (value ?? ""); }
+// Dollars; a run no price covers has no cost, which is unknown, not free.
+function money(value) {
+  if (typeof value !== "number") return "n/a";
+  return "$" + (value === 0 || value >= 0.0001 ? value.toFixed(4) : value.toLocaleString("en-US", { maximumSignificantDigits: 3 }));
+}
+function outcomeClass(value) { return typeof value !== "number" ? "" : value >= SOLVED_OUTCOME ? "passed" : "unsolved"; }
 
 // -- runs list -----------------------------------------------------------------------------------------------
 const COLUMNS = [["run_id", null], ["workflow", "workflow"], ["status", "status"], ["started_at", "started_at"],
-  ["duration_s", "duration"], ["steps", "steps"], ["tokens", "tokens"], ["reward_mean", "reward"],
-  ["reward_min", "reward_min"], ["first_error_seq", "first_error"], ["final_answer", null], ["error", null]];
+  ["outcome", "outcome"], ["duration_s", "duration"], ["steps", "steps"], ["tokens", "tokens"], ["cost", "cost"],
+  ["reward_mean", "reward"], ["reward_min", "reward_min"], ["first_error_seq", "first_error"], ["final_answer", null],
+  ["error", null]];
 
 async function runsPage(params) {
   const state = Object.fromEntries(params);
@@ -79,6 +92,13 @@ async function runsPage(params) {
   for (const name of ["workflow", "status", "bench", "since", "until", "text"]) {
     form.append(el("label", {}, name + " ", el("input", { name, value: state[name] || "" })), " ");
   }
+  const outcome = el("select", { name: "outcome" });
+  for (const [value, label] of [["", "any"], ["passed", "passed"], ["failed", "failed"], ["none", "none"]]) {
+    const option = el("option", { value }, label);
+    option.selected = (state.outcome || "") === value;
+    outcome.append(option);
+  }
+  form.append(el("label", {}, "outcome ", outcome), " ");
   form.append(el("button", { type: "submit" }, "filter"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -105,9 +125,11 @@ async function runsPage(params) {
   for (const run of data.runs) {
     const tr = el("tr", { "data-run": run.run_id });
     for (const [column] of COLUMNS) {
-      const td = el("td", column === "status" ? { class: run.status } : {});
+      const td = el("td", { class: column === "status" ? run.status : column === "outcome" ? outcomeClass(run.outcome) : "",
+        "data-column": column });
       if (column === "run_id") td.append(el("a", { href: "#/run/" + encodeURIComponent(run.run_id) }, run.run_id));
       else if (column === "final_answer") td.textContent = (run.final_answer || "").slice(0, 80);
+      else if (column === "cost") td.textContent = money(run.cost ?? null);
       else td.textContent = fmt(run[column]);
       tr.append(td);
     }
@@ -200,6 +222,10 @@ async function runPageView(runId) {
   const run = await getJSON("api/runs/" + encodeURIComponent(runId));
   const header = el("h2", { id: "run-title" }, `${run.run_id} · ${run.summary.workflow || ""} · `,
     el("span", { class: run.summary.status, id: "run-status" }, run.summary.status));
+  if (typeof run.summary.outcome === "number") {
+    header.append(" · outcome ", el("span", { class: outcomeClass(run.summary.outcome), id: "run-outcome" }, fmt(run.summary.outcome)));
+  }
+  if (typeof run.summary.cost === "number") header.append(" · ", el("span", { id: "run-cost" }, money(run.summary.cost)));
   const problems = el("p", { class: "error", id: "problems" }, run.problems.join("; "));
   const [svg, order] = graphSvg(run);
   const timeline = el("div", { id: "timeline" });
