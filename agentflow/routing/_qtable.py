@@ -120,19 +120,26 @@ def update_episode(
     transitions: Sequence[Transition],
     settings: QTableSettings,
     actions_of: Mapping[str, Sequence[str]],
+    *,
+    ended: bool = True,
 ) -> list[ValueUpdate]:
     """Update ``table`` in place over one finished episode, in order, and return each update.
 
     ``Q(s,a) += lr·(r' + β·H(softmax Q(s,·)) + γ·max_a' Q(s',a') − Q(s,a))`` where ``s'`` is the next transition's
     state (END after the last, whose row is empty: max 0), and ``r'`` is ``r`` times ``terminal_multiplier`` for a
-    positive reward of the last transition. ``actions_of`` gives each agent's actions (the router's candidates).
+    positive reward of the last transition (``ended``: the episode reached END; one stopped early ends with no
+    END reward to multiply). ``actions_of`` gives each agent's actions (the router's candidates).
+    ``update_order`` backward applies the last transition first, so each update sees the one after it already
+    updated; ``lr_schedule`` visits replaces lr by ``max(lr, 1/n)`` for the n-th update of a pair.
     """
     done: list[ValueUpdate] = []
-    for index, step in enumerate(transitions):
+    order = range(len(transitions))
+    for index in reversed(order) if settings.update_order == "backward" else order:
+        step = transitions[index]
         last = index == len(transitions) - 1
         next_state = END if last else transitions[index + 1].state
         reward = step.reward
-        if last and reward > 0:
+        if last and ended and reward > 0:
             reward *= settings.terminal_multiplier
         row = table.row(step.state, actions_of.get(state_agent(step.state), ()))
         entropy = softmax_entropy(row.values())
@@ -140,10 +147,20 @@ def update_episode(
         next_best = max(next_row.values(), default=0.0)
         before = table.q(step.state, step.action)
         target = reward + settings.entropy_weight * entropy + settings.gamma * next_best
-        after = before + settings.lr * (target - before)
+        after = before + learning_rate(settings, table.updates.get(step.state, {}).get(step.action, 0)) * (
+            target - before
+        )
         table.set(step.state, step.action, after)
         done.append(ValueUpdate(step.state, step.action, before, after, target))
     return done
+
+
+def learning_rate(settings: QTableSettings, updates_before: int) -> float:
+    """The step size of a pair's next update after ``updates_before`` updates: lr, or ``max(lr, 1/n)`` under the
+    visits schedule (n = updates_before + 1, so a first update takes its target whole)."""
+    if settings.lr_schedule == "visits":
+        return max(settings.lr, 1.0 / (updates_before + 1))
+    return settings.lr
 
 
 def transition_reward(

@@ -252,6 +252,16 @@ class QTableSettings(_Strict):
     )
     learn: bool = Field(default=True, description="update the table after each finished run (episode)")
     lr: float = Field(default=0.1, gt=0, le=1, description="learning rate")
+    lr_schedule: Literal["constant", "visits"] = Field(
+        default="constant",
+        description="constant: every update uses lr (the paper); visits: the n-th update of a (state, action) uses "
+        "max(lr, 1/n), the running mean of its targets until 1/n falls to lr (beyond the paper)",
+    )
+    update_order: Literal["forward", "backward"] = Field(
+        default="forward",
+        description="order of an episode's updates: forward, first transition first (the paper); backward, from END "
+        "back, so one episode carries the terminal reward to its first decision (beyond the paper)",
+    )
     gamma: float = Field(default=0.9, ge=0, le=1, description="discount factor")
     entropy_weight: float = Field(default=0.01, ge=0, description="beta of the entropy bonus H(softmax Q(s,.))")
     terminal_multiplier: float = Field(default=1.5, gt=0, description="factor of a positive terminal reward")
@@ -283,6 +293,11 @@ class QTableSettings(_Strict):
     min_path_length: int = Field(default=5, ge=0, description="... path_penalty * max(0, min_path_length - len)")
     path_penalty: float = Field(default=10.0)
     early_stop_below: float = Field(default=-50.0, description="stop an episode whose cumulative reward is below")
+    learn_stopped: bool = Field(
+        default=False,
+        description="learn from an episode stopped early too, its last transition terminal without END's reward "
+        "(beyond the paper, whose stopped episodes teach nothing)",
+    )
     max_retries: int = Field(default=3, ge=0, description="restarts of an episode stopped early, from `start`")
     prune_below: float = Field(default=-50.0, description="actions with Q <= this are no longer offered")
     features: list[QTableFeature] = Field(

@@ -44,6 +44,39 @@ def test_update_of_one_episode_matches_the_hand_computed_values() -> None:
     assert table.updates["planner"]["coder"] == 2
 
 
+def test_backward_order_carries_the_terminal_reward_to_the_first_decision_in_one_episode() -> None:
+    settings = QTableSettings(update_order="backward")
+    table = QTable()
+    updates = update_episode(
+        table, [Transition("planner", "coder", -5.0), Transition("coder", "END", 60.0)], settings, ACTIONS
+    )
+    assert [(u.state, u.action) for u in updates] == [("coder", "END"), ("planner", "coder")]
+    q_ce = 0.1 * (60 * 1.5 + 0.01 * math.log(3))
+    assert table.q("coder", "END") == pytest.approx(q_ce)
+    # planner -> coder already sees the updated coder -> END (forward order sees 0 there on a first episode)
+    assert table.q("planner", "coder") == pytest.approx(0.1 * (-5 + 0.01 * math.log(3) + 0.9 * q_ce))
+
+
+def test_visits_schedule_averages_the_targets_until_one_over_n_reaches_lr() -> None:
+    settings = QTableSettings(lr_schedule="visits", lr=0.25, entropy_weight=0.0)
+    table = QTable()
+    rewards = [-20.0, -10.0, -30.0, -40.0, -50.0, -10.0]
+    for reward in rewards:
+        update_episode(table, [Transition("coder", "END", reward)], settings, ACTIONS)
+    # 1, 1/2, 1/3, 1/4: the running mean of the first four targets; then the floor lr = 0.25
+    mean = sum(rewards[:4]) / 4
+    expected = mean + 0.25 * (rewards[4] - mean)
+    expected += 0.25 * (rewards[5] - expected)
+    assert table.q("coder", "END") == pytest.approx(expected)
+    assert table.updates["coder"]["END"] == len(rewards)
+
+
+def test_an_episode_stopped_early_has_no_terminal_multiplier() -> None:
+    table = QTable()
+    update_episode(table, [Transition("coder", "planner", 4.0)], SETTINGS, ACTIONS, ended=False)
+    assert table.q("coder", "planner") == pytest.approx(0.1 * (4.0 + 0.01 * math.log(3)))
+
+
 def test_negative_terminal_reward_is_not_multiplied() -> None:
     table = QTable()
     update_episode(table, [Transition("coder", "END", -20.0)], SETTINGS, ACTIONS)
