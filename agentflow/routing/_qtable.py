@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from agentflow.spec._models import END, QTableSettings
 
-Chooser = Literal["greedy", "random", "model", "cold_start", "fallback", "early_stop", "retry"]
+Chooser = Literal["greedy", "random", "ucb", "model", "cold_start", "fallback", "early_stop", "retry"]
 
 
 def state_key(agent: str, features: Mapping[str, Any] | None = None) -> str:
@@ -130,7 +130,7 @@ def update_episode(
     positive reward of the last transition (``ended``: the episode reached END; one stopped early ends with no
     END reward to multiply). ``actions_of`` gives each agent's actions (the router's candidates).
     ``update_order`` backward applies the last transition first, so each update sees the one after it already
-    updated; ``lr_schedule`` visits replaces lr by ``max(lr, 1/n)`` for the n-th update of a pair.
+    updated.
     """
     done: list[ValueUpdate] = []
     order = range(len(transitions))
@@ -147,20 +147,10 @@ def update_episode(
         next_best = max(next_row.values(), default=0.0)
         before = table.q(step.state, step.action)
         target = reward + settings.entropy_weight * entropy + settings.gamma * next_best
-        after = before + learning_rate(settings, table.updates.get(step.state, {}).get(step.action, 0)) * (
-            target - before
-        )
+        after = before + settings.lr * (target - before)
         table.set(step.state, step.action, after)
         done.append(ValueUpdate(step.state, step.action, before, after, target))
     return done
-
-
-def learning_rate(settings: QTableSettings, updates_before: int) -> float:
-    """The step size of a pair's next update after ``updates_before`` updates: lr, or ``max(lr, 1/n)`` under the
-    visits schedule (n = updates_before + 1, so a first update takes its target whole)."""
-    if settings.lr_schedule == "visits":
-        return max(settings.lr, 1.0 / (updates_before + 1))
-    return settings.lr
 
 
 def transition_reward(
@@ -248,6 +238,24 @@ def decide_greedy(
     if epsilon > 0 and rng.random() < epsilon:
         return Decision(rng.choice(actions), "random", state, dict(row), epsilon, actions)
     return Decision(_greedy(row, rng), "greedy", state, dict(row), epsilon, actions)
+
+
+def ucb_bonus(table: QTable, state: str, actions: Iterable[str], weight: float) -> dict[str, float]:
+    """Each action's exploration bonus ``weight·sqrt(ln(1 + N(s)) / (1 + n(s,a)))`` from the table's update counts."""
+    counts = table.updates.get(state, {})
+    chosen = list(actions)
+    visits = sum(counts.get(action, 0) for action in chosen)
+    return {action: weight * math.sqrt(math.log(1 + visits) / (1 + counts.get(action, 0))) for action in chosen}
+
+
+def decide_ucb(
+    row: Mapping[str, float], bonus: Mapping[str, float], rng: random.Random, *, epsilon: float, state: str
+) -> Decision:
+    """The best ``Q + bonus`` (ties to a random one); chooser ``ucb`` when the bonus changed the greedy choice."""
+    scored = {action: q + bonus.get(action, 0.0) for action, q in row.items()}
+    choice = _greedy(scored, rng)
+    chooser: Chooser = "greedy" if row[choice] == max(row.values()) else "ucb"
+    return Decision(choice, chooser, state, dict(row), epsilon, list(row))
 
 
 def _greedy(row: Mapping[str, float], rng: random.Random) -> str:

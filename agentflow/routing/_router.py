@@ -26,11 +26,13 @@ from agentflow.routing._qtable import (
     available_actions,
     decide_a_priori,
     decide_greedy,
+    decide_ucb,
     discretize,
     epsilon_after,
     offer,
     state_key,
     transition_reward,
+    ucb_bonus,
     update_episode,
 )
 from agentflow.spec._loader import LoadedWorkflow
@@ -255,6 +257,10 @@ class QTableRouter:
         offered = episode.offers.pop(current, None)
         if self.settings.mode == "a_priori" and offered is not None:
             decision = decide_a_priori(row, offered, epsilon, answer, episode.rng, state=key, cold_start=cold)
+        elif self.settings.exploration == "ucb" and not cold and not self.frozen:
+            bonus = ucb_bonus(episode.table, key, row, self.settings.ucb_weight)
+            decision = decide_ucb(row, bonus, episode.rng, epsilon=0.0, state=key)  # no random step
+            record["ucb_bonus"] = bonus
         else:
             decision = decide_greedy(row, epsilon, episode.rng, cold_start=cold, state=key)
         if decision.choice == END:

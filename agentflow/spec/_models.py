@@ -252,11 +252,6 @@ class QTableSettings(_Strict):
     )
     learn: bool = Field(default=True, description="update the table after each finished run (episode)")
     lr: float = Field(default=0.1, gt=0, le=1, description="learning rate")
-    lr_schedule: Literal["constant", "visits"] = Field(
-        default="constant",
-        description="constant: every update uses lr (the paper); visits: the n-th update of a (state, action) uses "
-        "max(lr, 1/n), the running mean of its targets until 1/n falls to lr (beyond the paper)",
-    )
     update_order: Literal["forward", "backward"] = Field(
         default="forward",
         description="order of an episode's updates: forward, first transition first (the paper); backward, from END "
@@ -269,6 +264,13 @@ class QTableSettings(_Strict):
     epsilon_decay: float = Field(default=0.995, gt=0, le=1, description="factor of epsilon per episode")
     epsilon_min: float = Field(default=0.1, ge=0, le=1, description="floor of epsilon")
     cold_start_decisions: int = Field(default=50, ge=0, description="decisions that offer every agent")
+    exploration: Literal["epsilon", "ucb"] = Field(
+        default="epsilon",
+        description="epsilon: a random action with probability epsilon (the paper); ucb (mode greedy, beyond the "
+        "paper): no random action, the best Q(s,a) + ucb_weight * sqrt(ln(1 + N(s)) / (1 + n(s,a))), n the pair's "
+        "updates and N(s) the state's",
+    )
+    ucb_weight: float = Field(default=20.0, ge=0, description="weight of the ucb exploration bonus")
     salary: dict[str, float] = Field(
         default_factory=lambda: {}, description="agent -> declared cost of one visit (default: default_salary)"
     )

@@ -98,3 +98,14 @@ def test_an_episode_stopped_early_teaches_nothing_by_default_and_charges_its_act
         q, updates = stored.values[("planner", "coder")]
         assert q == pytest.approx(0.1 * (-80 + 0.01 * math.log(2))) and updates == 1
         assert store.qtable_episodes("team", "route")[0].record["stopped_early"] is True
+
+
+def test_ucb_exploration_takes_no_random_step_and_records_its_bonus() -> None:
+    settings = QTableSettings(exploration="ucb", cold_start_decisions=0, epsilon=1.0, epsilon_min=1.0)
+    router = _router(settings)
+    events: list[Event] = []
+    _visit(events, "planner", {})
+    outcome = router.decide("r", 3, events, {}, lambda _name: True)
+    # an empty table: every action has the same bonus (0, no update yet), so the choice is a greedy tie
+    assert outcome.decision.chooser == "greedy" and outcome.decision.epsilon == 0.0
+    assert outcome.record["ucb_bonus"] == {"coder": 0.0, "END": 0.0}
