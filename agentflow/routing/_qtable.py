@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from agentflow.spec._models import END, QTableSettings
 
-Chooser = Literal["greedy", "random", "model", "cold_start", "fallback", "early_stop", "retry"]
+Chooser = Literal["greedy", "random", "ucb", "model", "cold_start", "fallback", "early_stop", "retry"]
 
 
 def state_key(agent: str, features: Mapping[str, Any] | None = None) -> str:
@@ -120,19 +120,26 @@ def update_episode(
     transitions: Sequence[Transition],
     settings: QTableSettings,
     actions_of: Mapping[str, Sequence[str]],
+    *,
+    ended: bool = True,
 ) -> list[ValueUpdate]:
     """Update ``table`` in place over one finished episode, in order, and return each update.
 
     ``Q(s,a) += lr·(r' + β·H(softmax Q(s,·)) + γ·max_a' Q(s',a') − Q(s,a))`` where ``s'`` is the next transition's
     state (END after the last, whose row is empty: max 0), and ``r'`` is ``r`` times ``terminal_multiplier`` for a
-    positive reward of the last transition. ``actions_of`` gives each agent's actions (the router's candidates).
+    positive reward of the last transition (``ended``: the episode reached END; one stopped early ends with no
+    END reward to multiply). ``actions_of`` gives each agent's actions (the router's candidates).
+    ``update_order`` backward applies the last transition first, so each update sees the one after it already
+    updated.
     """
     done: list[ValueUpdate] = []
-    for index, step in enumerate(transitions):
+    order = range(len(transitions))
+    for index in reversed(order) if settings.update_order == "backward" else order:
+        step = transitions[index]
         last = index == len(transitions) - 1
         next_state = END if last else transitions[index + 1].state
         reward = step.reward
-        if last and reward > 0:
+        if last and ended and reward > 0:
             reward *= settings.terminal_multiplier
         row = table.row(step.state, actions_of.get(state_agent(step.state), ()))
         entropy = softmax_entropy(row.values())
@@ -231,6 +238,24 @@ def decide_greedy(
     if epsilon > 0 and rng.random() < epsilon:
         return Decision(rng.choice(actions), "random", state, dict(row), epsilon, actions)
     return Decision(_greedy(row, rng), "greedy", state, dict(row), epsilon, actions)
+
+
+def ucb_bonus(table: QTable, state: str, actions: Iterable[str], weight: float) -> dict[str, float]:
+    """Each action's exploration bonus ``weight·sqrt(ln(1 + N(s)) / (1 + n(s,a)))`` from the table's update counts."""
+    counts = table.updates.get(state, {})
+    chosen = list(actions)
+    visits = sum(counts.get(action, 0) for action in chosen)
+    return {action: weight * math.sqrt(math.log(1 + visits) / (1 + counts.get(action, 0))) for action in chosen}
+
+
+def decide_ucb(
+    row: Mapping[str, float], bonus: Mapping[str, float], rng: random.Random, *, epsilon: float, state: str
+) -> Decision:
+    """The best ``Q + bonus`` (ties to a random one); chooser ``ucb`` when the bonus changed the greedy choice."""
+    scored = {action: q + bonus.get(action, 0.0) for action, q in row.items()}
+    choice = _greedy(scored, rng)
+    chooser: Chooser = "greedy" if row[choice] == max(row.values()) else "ucb"
+    return Decision(choice, chooser, state, dict(row), epsilon, list(row))
 
 
 def _greedy(row: Mapping[str, float], rng: random.Random) -> str:

@@ -26,11 +26,13 @@ from agentflow.routing._qtable import (
     available_actions,
     decide_a_priori,
     decide_greedy,
+    decide_ucb,
     discretize,
     epsilon_after,
     offer,
     state_key,
     transition_reward,
+    ucb_bonus,
     update_episode,
 )
 from agentflow.spec._loader import LoadedWorkflow
@@ -255,6 +257,10 @@ class QTableRouter:
         offered = episode.offers.pop(current, None)
         if self.settings.mode == "a_priori" and offered is not None:
             decision = decide_a_priori(row, offered, epsilon, answer, episode.rng, state=key, cold_start=cold)
+        elif self.settings.exploration == "ucb" and not cold and not self.frozen:
+            bonus = ucb_bonus(episode.table, key, row, self.settings.ucb_weight)
+            decision = decide_ucb(row, bonus, episode.rng, epsilon=0.0, state=key)  # no random step
+            record["ucb_bonus"] = bonus
         else:
             decision = decide_greedy(row, epsilon, episode.rng, cold_start=cold, state=key)
         if decision.choice == END:
@@ -275,6 +281,21 @@ class QTableRouter:
     def _stop_early(self, run_id: str, episode: _Episode, current: str, record: dict[str, Any]) -> RouteOutcome:
         record["early_stop"] = {"cumulative_reward": episode.total, "retry": episode.retries + 1}
         record["cumulative_reward"] = episode.total
+        if self.settings.learn_stopped and self.learning and self.store is not None and episode.transitions:
+            # Without this, the actions that sink an episode are never charged for it (the paper's behaviour).
+            stored = learn_episode(
+                self.store,
+                workflow=self.workflow,
+                router=self.label,
+                template_hash=self.template_hash,
+                settings=self.settings,
+                actions_of=self.actions_of(),
+                transitions=episode.transitions,
+                run_id=run_id,
+                ignored=episode.ignored,
+                ended=False,
+            )
+            record["early_stop"]["learned_episode"] = stored.episodes
         empty = Decision(END, "early_stop", current, {}, self._epsilon(episode.table), [])
         if episode.retries < self.settings.max_retries and self.start in self.candidates:
             # Start the episode over from the first agent (its stopped transitions teach nothing, as in the paper).
@@ -366,14 +387,16 @@ def learn_episode(
     transitions: Sequence[Transition],
     run_id: str | None,
     ignored: Sequence[dict[str, Any]] = (),
+    ended: bool = True,
 ) -> StoredQTable:
-    """Apply one episode's update to the stored table, atomically; non-finite rewards are left out and recorded."""
+    """Apply one episode's update to the stored table, atomically; non-finite rewards are left out and recorded
+    (``ended`` False: the episode was stopped early, see :func:`update_episode`)."""
     finite = [t for t in transitions if math.isfinite(t.reward)]
     skipped = [{"state": t.state, "action": t.action, "reward": str(t.reward)} for t in transitions if t not in finite]
 
     def change(stored: StoredQTable) -> QTableChange:
         table = table_from_stored(stored)
-        updates = update_episode(table, finite, settings, actions_of)
+        updates = update_episode(table, finite, settings, actions_of, ended=ended)
         touched = {(u.state, u.action) for u in updates}
         values = {pair: (table.values[pair[0]][pair[1]], table.updates[pair[0]][pair[1]]) for pair in touched}
         total = sum(t.reward for t in finite)
@@ -381,6 +404,7 @@ def learn_episode(
             "transitions": [t.to_dict() for t in finite],
             "updates": [u.to_dict() for u in updates],
             "ignored": [*ignored, *skipped],
+            **({} if ended else {"stopped_early": True}),
         }
         epsilon = epsilon_after(settings, stored.episodes)
         return QTableChange(values, len(finite), run_id, total, epsilon, record)

@@ -252,6 +252,11 @@ class QTableSettings(_Strict):
     )
     learn: bool = Field(default=True, description="update the table after each finished run (episode)")
     lr: float = Field(default=0.1, gt=0, le=1, description="learning rate")
+    update_order: Literal["forward", "backward"] = Field(
+        default="forward",
+        description="order of an episode's updates: forward, first transition first (the paper); backward, from END "
+        "back, so one episode carries the terminal reward to its first decision (beyond the paper)",
+    )
     gamma: float = Field(default=0.9, ge=0, le=1, description="discount factor")
     entropy_weight: float = Field(default=0.01, ge=0, description="beta of the entropy bonus H(softmax Q(s,.))")
     terminal_multiplier: float = Field(default=1.5, gt=0, description="factor of a positive terminal reward")
@@ -259,6 +264,13 @@ class QTableSettings(_Strict):
     epsilon_decay: float = Field(default=0.995, gt=0, le=1, description="factor of epsilon per episode")
     epsilon_min: float = Field(default=0.1, ge=0, le=1, description="floor of epsilon")
     cold_start_decisions: int = Field(default=50, ge=0, description="decisions that offer every agent")
+    exploration: Literal["epsilon", "ucb"] = Field(
+        default="epsilon",
+        description="epsilon: a random action with probability epsilon (the paper); ucb (mode greedy, beyond the "
+        "paper): no random action, the best Q(s,a) + ucb_weight * sqrt(ln(1 + N(s)) / (1 + n(s,a))), n the pair's "
+        "updates and N(s) the state's",
+    )
+    ucb_weight: float = Field(default=20.0, ge=0, description="weight of the ucb exploration bonus")
     salary: dict[str, float] = Field(
         default_factory=lambda: {}, description="agent -> declared cost of one visit (default: default_salary)"
     )
@@ -283,6 +295,11 @@ class QTableSettings(_Strict):
     min_path_length: int = Field(default=5, ge=0, description="... path_penalty * max(0, min_path_length - len)")
     path_penalty: float = Field(default=10.0)
     early_stop_below: float = Field(default=-50.0, description="stop an episode whose cumulative reward is below")
+    learn_stopped: bool = Field(
+        default=False,
+        description="learn from an episode stopped early too, its last transition terminal without END's reward "
+        "(beyond the paper, whose stopped episodes teach nothing)",
+    )
     max_retries: int = Field(default=3, ge=0, description="restarts of an episode stopped early, from `start`")
     prune_below: float = Field(default=-50.0, description="actions with Q <= this are no longer offered")
     features: list[QTableFeature] = Field(

@@ -356,7 +356,7 @@ RouteData = TypedDict(
 )
 RouteData.__doc__ = """``route``: a node's way out was chosen: ``from`` node, ``to`` node (or ``END``), by ``condition``
 (the ``when`` expression that held, None for the default edge); a ``policy: qtable`` router adds ``qtable``: the
-state, the Q-values it saw, epsilon, the candidates offered, who chose (``chosen_by``: greedy, random, model,
+state, the Q-values it saw, epsilon, the candidates offered, who chose (``chosen_by``: greedy, random, ucb, model,
 cold_start, fallback, early_stop, retry) and the episode so far. A functional TypedDict (``from`` is a keyword):
 build it as an annotated literal, ``route: RouteData = {"from": ..., "to": ..., "condition": ...}``."""
 

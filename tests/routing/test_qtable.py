@@ -17,7 +17,7 @@ from agentflow.routing import (
     transition_reward,
     update_episode,
 )
-from agentflow.routing._qtable import available_actions, best_groups, offer
+from agentflow.routing._qtable import available_actions, best_groups, decide_ucb, offer, ucb_bonus
 from agentflow.spec import QTableSettings
 
 SETTINGS = QTableSettings()
@@ -42,6 +42,25 @@ def test_update_of_one_episode_matches_the_hand_computed_values() -> None:
     entropy = -sum(w / sum(weights) * math.log(w / sum(weights)) for w in weights)
     assert table.q("planner", "coder") == pytest.approx(q_pc + 0.1 * (-5 + 0.01 * entropy + 0.9 * q_ce - q_pc))
     assert table.updates["planner"]["coder"] == 2
+
+
+def test_backward_order_carries_the_terminal_reward_to_the_first_decision_in_one_episode() -> None:
+    settings = QTableSettings(update_order="backward")
+    table = QTable()
+    updates = update_episode(
+        table, [Transition("planner", "coder", -5.0), Transition("coder", "END", 60.0)], settings, ACTIONS
+    )
+    assert [(u.state, u.action) for u in updates] == [("coder", "END"), ("planner", "coder")]
+    q_ce = 0.1 * (60 * 1.5 + 0.01 * math.log(3))
+    assert table.q("coder", "END") == pytest.approx(q_ce)
+    # planner -> coder already sees the updated coder -> END (forward order sees 0 there on a first episode)
+    assert table.q("planner", "coder") == pytest.approx(0.1 * (-5 + 0.01 * math.log(3) + 0.9 * q_ce))
+
+
+def test_an_episode_stopped_early_has_no_terminal_multiplier() -> None:
+    table = QTable()
+    update_episode(table, [Transition("coder", "planner", 4.0)], SETTINGS, ACTIONS, ended=False)
+    assert table.q("coder", "planner") == pytest.approx(0.1 * (4.0 + 0.01 * math.log(3)))
 
 
 def test_negative_terminal_reward_is_not_multiplied() -> None:
@@ -121,3 +140,20 @@ def test_a_priori_takes_the_models_choice_and_falls_back_to_greedy() -> None:
     assert (not_offered.choice, not_offered.chooser) == ("tester", "fallback")
     garbled = decide_a_priori(row, offered, 0.1, "who knows", random.Random(0), state="p", cold_start=False)
     assert (garbled.choice, garbled.chooser, garbled.model_said) == ("tester", "fallback", None)
+
+
+def test_ucb_bonus_from_the_update_counts_sends_the_router_to_the_action_tried_least() -> None:
+    table = QTable(
+        values={"coder": {"tester": 10.0, "END": 4.0}},
+        updates={"coder": {"tester": 8, "END": 1}},
+    )
+    bonus = ucb_bonus(table, "coder", ["tester", "END", "planner"], 20.0)
+    # N(coder) = 9 updates: weight * sqrt(ln 10 / (1 + n))
+    assert bonus["tester"] == pytest.approx(20 * math.sqrt(math.log(10) / 9))
+    assert bonus["END"] == pytest.approx(20 * math.sqrt(math.log(10) / 2))
+    assert bonus["planner"] == pytest.approx(20 * math.sqrt(math.log(10)))  # never tried: the largest bonus
+    row = table.row("coder", ["tester", "END", "planner"])
+    explored = decide_ucb(row, bonus, random.Random(0), epsilon=0.0, state="coder")
+    assert (explored.choice, explored.chooser) == ("planner", "ucb")
+    greedy = decide_ucb(row, ucb_bonus(table, "coder", row, 0.0), random.Random(0), epsilon=0.0, state="coder")
+    assert (greedy.choice, greedy.chooser) == ("tester", "greedy")

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agentflow.routing import QTableRouter
 from agentflow.spec import QTableSettings
 from agentflow.traces import Event, EventType, TraceStore
@@ -70,3 +72,40 @@ def test_an_episode_below_the_floor_stops_and_restarts_from_start() -> None:
     _visit(events, "planner", {})
     again = router.decide("r", 2, events, {}, lambda _name: True)
     assert again.record["path"] == ["planner"]  # a new episode
+
+
+def test_an_episode_stopped_early_teaches_nothing_by_default_and_charges_its_actions_with_learn_stopped(
+    tmp_path: Path,
+) -> None:
+    def stop_one_episode(settings: QTableSettings, store: TraceStore) -> None:
+        router = _router(settings, store)
+        events: list[Event] = []
+        _visit(events, "planner", {})
+        assert router.decide("r", 2, events, {}, lambda name: name != "END").decision.choice == "coder"
+        _visit(events, "coder", {})
+        stopped = router.decide("r", 2, events, {}, lambda _name: True)
+        assert stopped.decision.chooser == "early_stop"
+
+    base = {"salary": {"coder": 40}, "cold_start_decisions": 0, "epsilon": 0.0, "epsilon_min": 0.0, "max_retries": 0}
+    with TraceStore(tmp_path / "paper" / ".agentflow") as store:
+        stop_one_episode(QTableSettings(**base), store)
+        assert store.load_qtable("team", "route") is None  # the paper: a stopped episode is not learned
+    with TraceStore(tmp_path / "learn" / ".agentflow") as store:
+        stop_one_episode(QTableSettings(**base, learn_stopped=True), store)
+        stored = store.load_qtable("team", "route")
+        assert stored is not None and stored.episodes == 1
+        # planner -> coder: -2 * 40, the last transition of the stopped episode (terminal, no END to bootstrap)
+        q, updates = stored.values[("planner", "coder")]
+        assert q == pytest.approx(0.1 * (-80 + 0.01 * math.log(2))) and updates == 1
+        assert store.qtable_episodes("team", "route")[0].record["stopped_early"] is True
+
+
+def test_ucb_exploration_takes_no_random_step_and_records_its_bonus() -> None:
+    settings = QTableSettings(exploration="ucb", cold_start_decisions=0, epsilon=1.0, epsilon_min=1.0)
+    router = _router(settings)
+    events: list[Event] = []
+    _visit(events, "planner", {})
+    outcome = router.decide("r", 3, events, {}, lambda _name: True)
+    # an empty table: every action has the same bonus (0, no update yet), so the choice is a greedy tie
+    assert outcome.decision.chooser == "greedy" and outcome.decision.epsilon == 0.0
+    assert outcome.record["ucb_bonus"] == {"coder": 0.0, "END": 0.0}
