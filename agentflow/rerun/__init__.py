@@ -15,9 +15,9 @@ Fork a run after its 15th step into 8 continuations that go on live::
 
 from agentflow.rerun._fork import Fork, ForkPlan, ForkPoint, Step, first_error_step, fork_run, steps_of
 from agentflow.rerun._rebuild import Rebuilt, rebuild_sandbox
-from agentflow.rerun._recorded import RecordedRun
+from agentflow.rerun._recorded import RecordedRun, ServedModel
 from agentflow.rerun._replay import ReplayMode, ReplayReport, Tape, TapePlan, TapeSandbox, VerifyPlan, replay_run
-from agentflow.rerun._resume import ResumeModel, ResumePlan, ResumePoint, resume_run
+from agentflow.rerun._resume import ResumePlan, ResumePoint, resume_run
 
 __all__ = [
     "Fork",
@@ -27,9 +27,9 @@ __all__ = [
     "RecordedRun",
     "ReplayMode",
     "ReplayReport",
-    "ResumeModel",
     "ResumePlan",
     "ResumePoint",
+    "ServedModel",
     "Step",
     "Tape",
     "TapePlan",

@@ -45,7 +45,7 @@ from typing import Any, Literal, cast
 from agentflow.errors import ConfigError, ReplayDivergence, SandboxError, TraceError
 from agentflow.models import Message, Model, ModelResponse, ModelSettings, ScriptedModel, ToolCall
 from agentflow.rerun._rebuild import Rebuilt, rebuild_sandbox
-from agentflow.rerun._recorded import RecordedRun
+from agentflow.rerun._recorded import RecordedRun, ServedModel
 from agentflow.rerun._replay import Tape, copy_hook_events
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, ServedTool
 from agentflow.sandboxes import Sandbox
@@ -296,7 +296,7 @@ class ForkPlan(RunPlan):
         if isinstance(inner, ScriptedModel):
             # the script is the conversation: continue it after the responses the prefix took from it
             inner.skip(self.point.answered_by(inner.model_id))
-        return ForkModel(inner, self)
+        return ServedModel(inner, self.served_model_response)
 
     async def start(self, ctx: RunContext, compiled: CompiledWorkflow, run_started: RunStartedData) -> None:
         forked = run_started.copy()
@@ -362,27 +362,6 @@ def _content_hash(messages: Any, tools: Any, settings: Any) -> str:
     """A request's content without its model and seed, which a continuation has its own of."""
     plain = {k: v for k, v in settings.items() if k != "seed"} if isinstance(settings, dict) else settings
     return request_hash("", messages, tools, plain)
-
-
-class ForkModel(Model):
-    """A continuation's model: the parent's responses while the prefix lasts, then the real model."""
-
-    def __init__(self, inner: Model, plan: ForkPlan) -> None:
-        super().__init__(inner.name)
-        self.provider = inner.provider
-        self.inner = inner
-        self.plan = plan
-
-    async def complete(
-        self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
-    ) -> ModelResponse:
-        served = self.plan.served_model_response(messages, tools, settings)
-        if served is not None:
-            return served
-        return await self.inner.complete(messages, tools, settings)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @dataclass

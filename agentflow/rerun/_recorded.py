@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow.errors import ConfigError, TraceError
+from agentflow.models import Message, Model, ModelResponse, ModelSettings
 from agentflow.runtime import CompiledWorkflow, RunPlan, RunResult, compile_workflow, run_workflow
 from agentflow.traces import Event, EventType, Store, Trace
 
@@ -105,3 +106,30 @@ class RecordedRun:
             on_event=on_event,
             plan=plan,
         )
+
+
+ServeRecorded = Callable[[list[Message], list[dict[str, Any]], ModelSettings], ModelResponse | None]
+"""The recorded response to a request (messages, tools, settings), or None when the live model must answer."""
+
+
+class ServedModel(Model):
+    """A model that answers from the recording while it has an answer (``serve``), and calls through after: what
+    a resumed visit and a forked continuation run with."""
+
+    def __init__(self, inner: Model, serve: ServeRecorded) -> None:
+        super().__init__(inner.name)
+        self.provider = inner.provider
+        self.inner = inner
+        self.serve = serve
+
+    async def complete(
+        self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
+    ) -> ModelResponse:
+        """The recorded response to this request if there is one, else the model's."""
+        served = self.serve(messages, tools, settings)
+        if served is not None:
+            return served
+        return await self.inner.complete(messages, tools, settings)
+
+    async def close(self) -> None:
+        await self.inner.close()

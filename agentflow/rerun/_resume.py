@@ -39,7 +39,7 @@ import agentflow
 from agentflow.errors import ConfigError, TraceError
 from agentflow.models import Message, Model, ModelResponse, ModelSettings, ScriptedModel
 from agentflow.rerun._rebuild import rebuild_sandbox
-from agentflow.rerun._recorded import RecordedRun
+from agentflow.rerun._recorded import RecordedRun, ServedModel, ServeRecorded
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult
 from agentflow.sandboxes import ExecObserver, ExecResult
 from agentflow.traces import (
@@ -220,7 +220,20 @@ class ResumePlan(RunPlan):
         if isinstance(model, ScriptedModel):
             # A script is the scripted model's conversation: continue it where the killed process left it.
             model.skip(self.point.answered[model.model_id])
-        return ResumeModel(model, self.point.responses)
+        return ServedModel(model, self._served_response(model))
+
+    def _served_response(self, model: Model) -> ServeRecorded:
+        """The killed process's response to a request of the visit that runs again, when it already had one."""
+        responses = self.point.responses
+
+        def serve(
+            messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
+        ) -> ModelResponse | None:
+            key = responses.request_key(model.model_id, messages, tools, settings.request_data())
+            recorded = responses.take([key])
+            return None if recorded is None else ModelResponse.from_recorded(recorded, model.model_id)
+
+        return serve
 
     def graph_input(self, initial: dict[str, Any]) -> dict[str, Any] | None:
         return None  # LangGraph continues from the checkpoint
@@ -265,29 +278,6 @@ class ResumePlan(RunPlan):
             observer_of=lambda call: _collector_of_rebuild(execs, call),
         )
         return rebuilt.tool_calls, rebuilt.differed
-
-
-class ResumeModel(Model):
-    """A model that serves recorded responses to the requests of the visit that runs again, then calls through."""
-
-    def __init__(self, inner: Model, responses: RecordedResponses) -> None:
-        super().__init__(inner.name)
-        self.provider = inner.provider
-        self.inner = inner
-        self.responses = responses
-
-    async def complete(
-        self, messages: list[Message], tools: list[dict[str, Any]], settings: ModelSettings
-    ) -> ModelResponse:
-        """The recorded response to this request if the killed process already had one, else the model's."""
-        key = self.responses.request_key(self.model_id, messages, tools, settings.request_data())
-        recorded = self.responses.take([key])
-        if recorded is None:
-            return await self.inner.complete(messages, tools, settings)
-        return ModelResponse.from_recorded(recorded, self.model_id)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def _collector_of_rebuild(execs: list[tuple[Event, SandboxExecData]], call: Event) -> ExecObserver:
