@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agentflow.errors import GraphValidationError, SpecError
-from agentflow.rerun import replay_run
+from agentflow.errors import GraphValidationError, SpecError, TraceError
+from agentflow.rerun import replay_run, resume_run
 from agentflow.runtime import compile_workflow, run_workflow
 from agentflow.traces import Event, EventType, TraceStore, realized_graph
 from tests.cli.test_cli import agentflow, assert_one_line_error
@@ -369,3 +369,15 @@ async def test_a_tape_replay_makes_the_recorded_choice_again(ws: Workspace, by: 
     assert report.identical, report.divergence
     choice = _choice(ws.store.load_trace(recorded.run_id).events, "work")
     assert _choice(ws.store.load_trace(report.replay_run_id).events, "work") == choice
+
+
+async def test_resume_refuses_a_run_whose_best_of_candidates_ran(ws: Workspace) -> None:
+    # Candidates are concurrent branches with forked sandboxes and per-branch responses, which resume does not
+    # restore: a run that visited a best-of node is refused, not resumed into a half-restored state.
+    script = [{"candidates": [["short"], ["the longest one"]]}]
+    ws.file("hooks.py", LONGEST_ANSWER)
+    workflow = _best_of_workflow(ws, {"n": 2, "by": "hooks.py:longest"}, script)
+    result = await run_workflow(workflow, store=ws.store, resumable=True)
+    assert result.status == "succeeded", result.error
+    with pytest.raises(TraceError, match="concurrent branches"):
+        await resume_run(ws.store, result.run_id)
