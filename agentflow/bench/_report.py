@@ -15,7 +15,7 @@ import csv
 import io
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from agentflow.traces import (
     BenchItem,
     BenchRunInfo,
     Event,
+    RunSummary,
     Store,
     realized_graph,
     summarize,
@@ -176,8 +177,15 @@ class BenchReport:
         return buffer.getvalue()
 
 
-async def build_report(store: Store, bench_run_id: str) -> BenchReport:
+AttemptObserver = Callable[[BenchItem, Sequence[Event], RunSummary], None]
+
+
+async def build_report(store: Store, bench_run_id: str, *, on_attempt: AttemptObserver | None = None) -> BenchReport:
     """Build the report of a benchmark run from the store (its attempts and their traces).
+
+    ``on_attempt`` is given each counted attempt that finished (errored ones too) with its events and summary, as
+    the report reads them: figures the report does not keep (the viewer's per-run rewards) need no second read of
+    every trace.
 
     Raises:
         TraceError: no such benchmark run.
@@ -195,7 +203,9 @@ async def build_report(store: Store, bench_run_id: str) -> BenchReport:
                 tally.unfinished += 1
                 continue
             events = store.load_trace(item.run_id).events
-            tally.add(item, events)
+            summary = tally.add(item, events)
+            if on_attempt is not None:
+                on_attempt(item, events, summary)
             if checkpoint_spec is not None and item.status != "errored":
                 checked = await evaluate_checkpoints(checkpoint_spec, events)
                 tally.pqs.append(checked.pqs)
@@ -234,8 +244,9 @@ class _Tally:
         self.loops: list[int] = []
         self.paths: Counter[str] = Counter()
 
-    def add(self, item: BenchItem, events: Sequence[Event]) -> None:
-        """Count one finished attempt (errored ones count for tokens and cost, not as samples)."""
+    def add(self, item: BenchItem, events: Sequence[Event]) -> RunSummary:
+        """Count one finished attempt (errored ones count for tokens and cost, not as samples); return its
+        summary."""
         task = self.tasks[item.task_id]
         self.finished += 1
         task.run_ids.append(item.run_id)
@@ -253,7 +264,7 @@ class _Tally:
         if item.status == "errored":
             self.errored += 1
             task.errored += 1
-            return
+            return summary
         task.samples += 1
         task.outcomes.append(item.outcome)
         task.correct += item.outcome is not None and item.outcome >= SOLVED
@@ -273,6 +284,7 @@ class _Tally:
         self.edges.append(len(graph.get("edges", [])))
         self.loops.append(len(path) - len(set(path)))
         self.paths[" → ".join(path)] += 1
+        return summary
 
     def report(
         self,

@@ -7,7 +7,6 @@ import hmac
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +93,7 @@ class Viewer:
         # A finished run's trace never changes: the last few are kept, so paging through a 50,000-event trace
         # loads and verifies it once, not once per page. A run still going is read afresh every time.
         self._finished: OrderedDict[str, Trace] = OrderedDict()
+        self._bench_pages: OrderedDict[tuple[str, Any], dict[str, Any]] = OrderedDict()
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(function, *args)
@@ -197,10 +197,22 @@ class Viewer:
         return JSONResponse({"bench_runs": [info.to_dict() for info in infos]})
 
     async def bench_run(self, request: Request) -> Response:
-        from agentflow.bench import build_report  # the bench layer only when a bench page asks
+        from agentflow.viewer._bench import bench_page, bench_page_key  # the bench layer only when a bench page asks
 
-        report = await build_report(self.store, request.path_params["bench_run_id"])
-        return JSONResponse(_plain(report))
+        info = await self._blocking(self.store.get_bench_run, request.path_params["bench_run_id"])
+        items = await self._blocking(self.store.list_bench_items, info.bench_run_id)
+        # Reading every run of a benchmark (164 tasks x 5 epochs) takes a while: a page of a bench run none of
+        # whose attempts is still running is built once, until one changes (a resume).
+        key = (info.bench_run_id, bench_page_key(items))
+        data = self._bench_pages.get(key)
+        if data is None:
+            # in a thread of its own, as the other endpoints read the store: the server answers meanwhile
+            data = await self._blocking(asyncio.run, bench_page(self.store, info.bench_run_id))
+            if all(item.status != "running" for item in items):
+                self._bench_pages[key] = data
+                while len(self._bench_pages) > TRACES_KEPT:
+                    self._bench_pages.popitem(last=False)
+        return JSONResponse(data)
 
     async def live(self, request: Request) -> Response:
         run_id: str = await self._blocking(self.store.resolve_run_id, request.path_params["run_id"])
@@ -260,17 +272,6 @@ def fork_tree(store: Store, run_id: str, depth: int = FORK_DEPTH) -> dict[str, A
             }
         )
     return {"run_id": run_id, "groups": listed}
-
-
-def _plain(value: Any) -> Any:
-    """A report dataclass (or anything JSON can hold) as JSON data."""
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    try:
-        return asdict(value)
-    except TypeError:
-        return json.loads(json.dumps(value, default=str))
 
 
 def create_app(store: Store, *, token: str | None = None) -> Starlette:
