@@ -4,6 +4,7 @@ run whose model output is hostile markup."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,79 @@ def recorded_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore
     runs["hostile"] = record_hostile_run(store)
     runs["errored"] = record_errored_run(store)
     return store, runs
+
+
+TEAM_BENCH = """
+name: team_bench
+workflow: dynamic_team.yaml
+tasks: {path: team_tasks.jsonl}
+inputs: {task: "{task}", expected: "{expected}"}
+outcome: {hook: outcome, options: {mode: contains, key: plan, expected: "{expected}"}}
+epochs: 2
+concurrency: 1
+prices:
+  "scripted:dynamic_team/planner.script.yaml": {input_per_mtok: 1.0, output_per_mtok: 2.0}
+"""
+
+ARITH_WORKFLOW = """
+name: add
+state:
+  a: {type: int, default: 0}
+  b: {type: int, default: 0}
+  expected: {type: int, default: 0}
+  answer: {type: str, default: ""}
+tools: [python]
+start: compute
+nodes:
+  compute: {kind: tool, tool: python, args: {code: "print({a} + {b})"}, output: {answer: result.stdout}}
+edges:
+  - {from: compute, to: END}
+"""
+
+ARITH_BENCH = """
+name: arith
+workflow: add.yaml
+tasks: {path: arith_tasks.jsonl}
+inputs: {a: "{a}", b: "{b}", expected: "{expected}"}
+outcome: {hook: outcome, options: {mode: numeric, key: answer, expected: "{expected}"}}
+epochs: 3
+concurrency: 2
+"""
+
+
+@pytest.fixture(scope="session")
+def bench_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, dict[str, str]]:
+    """A store of two benchmark runs on scripted and tool-only workflows: ``team``, graphs/examples/dynamic_team.yaml
+    learning its Q-table (``bench run --learn``) over 5 tasks x 2 epochs, 2 of the tasks unsolvable, one model
+    priced; and ``arith``, a python tool adding numbers over 4 tasks x 3 epochs, one task's answer wrong, no prices
+    and no Q-table."""
+    from agentflow.bench import BenchOptions, BenchRun, load_bench
+
+    base = tmp_path_factory.mktemp("bench")
+    shutil.copytree(ROOT / "graphs" / "examples", base / "examples")
+    examples = base / "examples"
+    team = examples / "dynamic_team.yaml"  # with a state key for what the plan of each task should say
+    team.write_text(
+        team.read_text().replace("  task: {type: str}\n", "  task: {type: str}\n  expected: {type: str}\n", 1)
+    )
+    # the planner's first answer says "reverse": a task expecting it is solved, one expecting "nowhere" is not
+    team_tasks = [
+        {"id": f"team-{i}", "task": f"task {i}", "expected": "nowhere" if i in (1, 3) else "reverse"} for i in range(5)
+    ]
+    (examples / "team_tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in team_tasks))
+    (examples / "team_bench.yaml").write_text(TEAM_BENCH)
+    arith_tasks = [{"id": f"add-{i}", "a": i, "b": 2 * i, "expected": 3 * i + (i == 2)} for i in range(4)]
+    (examples / "arith_tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in arith_tasks))
+    (examples / "add.yaml").write_text(ARITH_WORKFLOW)
+    (examples / "arith.yaml").write_text(ARITH_BENCH)
+    store = TraceStore(base / ".agentflow")
+    benches = {}
+    for name, file, options in (
+        ("team", "team_bench.yaml", BenchOptions(routing="learn")),
+        ("arith", "arith.yaml", BenchOptions()),
+    ):
+        bench = BenchRun(load_bench(examples / file), store, options=options)
+        outcome = asyncio.run(bench.run())
+        assert outcome.ran == len(outcome.items), outcome
+        benches[name] = bench.info.bench_run_id
+    return store, benches

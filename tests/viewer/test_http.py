@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from agentflow.bench import build_report
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import CSP, create_app
 from agentflow.viewer._queries import RunsQuery, _generic_page
@@ -226,3 +229,47 @@ def test_a_run_page_lists_its_forks_as_a_tree(tmp_path: Path) -> None:
     child_page = client.get(f"/api/runs/{children[1].run_id}").json()
     assert child_page["summary"]["forked_from"] == parent.run_id
     assert client.get(f"/api/runs/{grandchild.run_id}/forks").json()["groups"] == []
+
+
+def test_a_bench_page_has_the_report_every_attempt_the_rewards_of_each_run_and_the_learning_curve(
+    bench_store: tuple[TraceStore, dict[str, str]],
+) -> None:
+    store, benches = bench_store
+    client = TestClient(create_app(store))
+    page = client.get(f"/api/bench/{benches['team']}").json()
+    report = asyncio.run(build_report(store, benches["team"])).to_dict()
+    assert {key: page[key] for key in report} == json.loads(json.dumps(report))  # the report, as the CLI builds it
+    assert page["pass_at_k"] == {"pass@1": 0.6, "pass@2": 0.6}
+    items = store.list_bench_items(benches["team"])
+    assert [(a["task_id"], a["epoch"], a["run_id"], a["counted"]) for a in page["attempts"]] == [
+        (item.task_id, item.epoch, item.run_id, True) for item in items
+    ]
+    # the outcome of each counted run, and its mean reward of the one process-reward hook, as the runs' rewards say
+    assert sorted((o["run_id"], o["value"]) for o in page["outcomes"]) == sorted((i.run_id, i.outcome) for i in items)
+    assert set(page["run_rewards"]) == {"constant"} == set(page["process_rewards"])
+    for run in page["run_rewards"]["constant"]:
+        values = [r.value for r in store.list_rewards(run["run_id"]) if r.hook == "constant" and r.value is not None]
+        assert run["mean"] == pytest.approx(sum(values) / len(values))
+    means = [run["mean"] for run in page["run_rewards"]["constant"]]
+    assert sum(means) / len(means) == pytest.approx(page["process_rewards"]["constant"]["mean_of_run_means"])
+    # the team router learned once per run of the benchmark, in the order the runs finished
+    [curve] = page["learning"]
+    assert (curve["workflow"], curve["router"]) == ("dynamic_team", "team")
+    episodes = store.qtable_episodes("dynamic_team", "team")
+    assert [(p["episode"], p["run_id"], p["total_reward"]) for p in curve["episodes"]] == [
+        (e.episode, e.run_id, e.total_reward) for e in episodes
+    ]
+    assert {p["run_id"] for p in curve["episodes"]} == {item.run_id for item in items}
+
+
+def test_a_bench_page_without_prices_or_a_qtable_says_so(bench_store: tuple[TraceStore, dict[str, str]]) -> None:
+    store, benches = bench_store
+    page = TestClient(create_app(store)).get(f"/api/bench/{benches['arith']}").json()
+    assert (page["cost"], page["cost_per_success"]) == (None, None)  # unknown, not free
+    assert page["learning"] == [] and page["run_rewards"] == {}
+    assert page["pass_at_k"]["pass@1"] == pytest.approx(0.75)
+    assert [task["run_ids"] for task in page["tasks"]] == [
+        [a["run_id"] for a in page["attempts"] if a["task_id"] == task["task_id"]] for task in page["tasks"]
+    ]
+    missing = TestClient(create_app(store)).get("/api/bench/bench-nothing-like-it")
+    assert missing.status_code == 404

@@ -348,7 +348,7 @@ function groupsList(parentId, groups) {
   return list;
 }
 
-// -- compare and bench ------------------------------------------------------------------------------------------
+// -- compare ------------------------------------------------------------------------------------------
 async function comparePage(a, b) {
   const data = await getJSON(`api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
   const table = el("table", { id: "compare" }, el("tr", {}, el("th"), el("th", {}, a), el("th", {}, b)));
@@ -363,18 +363,190 @@ async function comparePage(a, b) {
   page.replaceChildren(el("h2", {}, "compare"), table, divergence);
 }
 
-async function benchPage(id) {
-  if (!id) {
-    const data = await getJSON("api/bench");
-    const list = el("ul", { id: "bench-runs" });
-    for (const run of data.bench_runs) {
-      list.append(el("li", {}, el("a", { href: "#/bench/" + encodeURIComponent(run.bench_run_id) }, run.bench_run_id), " ", run.name));
-    }
-    page.replaceChildren(el("h2", {}, "benchmark runs"), list);
-    return;
+// -- bench pages ------------------------------------------------------------------------------------------------
+function seconds(value) { return typeof value === "number" ? value.toFixed(1) + " s" : "n/a"; }
+function share(value) { return typeof value === "number" ? value.toFixed(3) : "n/a"; }
+
+async function benchList() {
+  const data = await getJSON("api/bench");
+  const table = el("table", { id: "bench-runs" }, el("thead", {}, el("tr", {},
+    ...["bench run", "name", "created", "tasks", "epochs", "routing"].map((name) => el("th", {}, name)))));
+  const body = el("tbody");
+  for (const run of data.bench_runs) {
+    const config = run.config || {};
+    body.append(el("tr", { "data-bench": run.bench_run_id },
+      el("td", {}, el("a", { href: "#/bench/" + encodeURIComponent(run.bench_run_id) }, run.bench_run_id)),
+      el("td", {}, run.name), el("td", {}, run.created_at), el("td", {}, fmt((config.task_ids || []).length)),
+      el("td", {}, fmt(config.epochs)), el("td", {}, config.routing || "")));
   }
+  table.append(body);
+  page.replaceChildren(el("h2", {}, "benchmark runs"), table);
+}
+
+function benchFigures(report) {
+  const config = report.config || {};
+  const figures = [["tasks", fmt(report.tasks.length)], ["epochs", fmt(config.epochs)],
+    ["pairs", fmt(report.pairs)], ["scored", fmt(report.scored)], ["correct", fmt(report.correct)]];
+  for (const [k, value] of Object.entries(report.pass_at_k)) figures.push([k, share(value), value]);
+  figures.push(["errored", fmt(report.errored)], ["retried", fmt(report.retried)], ["unfinished", fmt(report.unfinished)],
+    ["tokens", fmt(report.tokens)], ["model calls", fmt(report.model_calls)], ["cost", money(report.cost)],
+    ["cost per success", money(report.cost_per_success)], ["wall time", seconds(report.wall_s)],
+    ["model", config.model || "as in the workflow"]);
+  if (config.routing) figures.push(["routing", config.routing]);
+  if ((report.unpriced_models || []).length) figures.push(["no price for", report.unpriced_models.join(", ")]);
+  const table = el("table", { id: "bench-figures" });
+  for (const [name, text, value] of figures) {
+    const row = el("tr", { "data-figure": name }, el("th", {}, name), el("td", {}, text));
+    if (value !== undefined) row.dataset.value = String(value);  // the exact figure, for whoever reads the page
+    table.append(row);
+  }
+  return table;
+}
+
+function attemptLink(attempt) {
+  const verdict = attempt.status === "errored" ? "errored" : outcomeClass(attempt.outcome);
+  const label = `e${attempt.epoch}` + (attempt.attempt > 1 ? `.${attempt.attempt}` : "");
+  return el("a", { href: "#/run/" + encodeURIComponent(attempt.run_id), "data-run": attempt.run_id,
+    class: [verdict, attempt.counted ? "" : "superseded"].filter(Boolean).join(" "),
+    title: `epoch ${attempt.epoch}, attempt ${attempt.attempt}: ${attempt.status}, outcome ${fmt(attempt.outcome ?? "none")}` +
+      (attempt.counted ? "" : " (not counted)") }, label);
+}
+
+function taskTable(report) {
+  const ks = Object.keys(report.pass_at_k);
+  const attempts = {};
+  for (const attempt of report.attempts) (attempts[attempt.task_id] = attempts[attempt.task_id] || []).push(attempt);
+  const columns = [["task", (t) => t.task_id], ["samples", (t) => t.samples], ["correct", (t) => t.correct],
+    ...ks.map((k) => [k, (t) => t.pass_at_k[k] ?? null]), ["errored", (t) => t.errored], ["tokens", (t) => t.tokens],
+    ["cost", (t) => t.cost ?? null]];
+  const cell = (name, value) => name === "cost" ? money(value) : ks.includes(name) ? (value === null ? "" : share(value)) : fmt(value);
+  const body = el("tbody");
+  let sorted = { column: "task", sign: 1 };
+  function draw() {
+    const key = columns.find(([name]) => name === sorted.column)[1];
+    // unknown figures (no sample, no price) sort last either way
+    const tasks = [...report.tasks].sort((a, b) => (key(a) === null) - (key(b) === null)
+      || sorted.sign * ((key(a) > key(b)) - (key(a) < key(b))) || (a.task_id > b.task_id) - (a.task_id < b.task_id));
+    body.replaceChildren(...tasks.map((task) => {
+      const row = el("tr", { "data-task": task.task_id });
+      for (const [name, value] of columns) row.append(el("td", { "data-column": name }, cell(name, value(task))));
+      const links = el("td", { "data-column": "runs" });
+      const mine = (attempts[task.task_id] || []).sort((a, b) => a.epoch - b.epoch || a.attempt - b.attempt);
+      mine.forEach((attempt, index) => { if (index) links.append(" "); links.append(attemptLink(attempt)); });
+      row.append(links);
+      return row;
+    }));
+  }
+  const head = el("tr");
+  for (const [name] of columns) {
+    const th = el("th", { "data-key": name }, name);
+    th.addEventListener("click", () => {
+      sorted = { column: name, sign: sorted.column === name ? -sorted.sign : name === "task" ? 1 : -1 };
+      head.querySelectorAll("th").forEach((other) => { delete other.dataset.order; });
+      th.dataset.order = sorted.sign > 0 ? "asc" : "desc";
+      draw();
+    });
+    head.append(th);
+  }
+  head.append(el("th", {}, "runs"));
+  draw();
+  return el("table", { id: "bench-tasks" }, el("thead", {}, head), body);
+}
+
+const HIST_W = 320, HIST_H = 120, HIST_BINS = 10;
+function histogram(name, values) {
+  const box = el("div", { class: "distribution", "data-hook": name }, el("h4", {}, name));
+  if (!values.length) { box.append(el("p", {}, "no values")); return box; }
+  const low = Math.min(0, ...values), high = Math.max(1, ...values);
+  const counts = new Array(HIST_BINS).fill(0);
+  for (const value of values) counts[Math.min(HIST_BINS - 1, Math.floor((value - low) / (high - low) * HIST_BINS))]++;
+  const tallest = Math.max(...counts), width = HIST_W / HIST_BINS;
+  const svg = el("svg:svg", { class: "histogram", width: HIST_W + 40, height: HIST_H + 36 });
+  counts.forEach((count, bin) => {
+    const height = count / tallest * HIST_H;
+    const from = low + (high - low) * bin / HIST_BINS, to = from + (high - low) / HIST_BINS;
+    const bar = el("svg:rect", { class: "bar", x: 30 + bin * width + 1, y: 10 + HIST_H - height, width: width - 2,
+      height, fill: rewardColour(((from + to) / 2 - low) / (high - low)), "data-count": count, "data-from": from, "data-to": to },
+    el("svg:title", {}, `${fmt(from)} to ${fmt(to)}: ${count} runs`));
+    svg.append(bar);
+  });
+  svg.append(el("svg:line", { x1: 30, y1: 10 + HIST_H, x2: 30 + HIST_W, y2: 10 + HIST_H, stroke: "#000" }),
+    el("svg:text", { x: 30, y: HIST_H + 26 }, fmt(low)), el("svg:text", { x: HIST_W + 10, y: HIST_H + 26 }, fmt(high)),
+    el("svg:text", { x: 0, y: 20 }, String(tallest)), el("svg:text", { x: 8, y: 10 + HIST_H }, "0"));
+  const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
+  box.append(svg, el("p", { class: "figures" },
+    `${values.length} runs · min ${fmt(Math.min(...values))} · mean ${fmt(mean)} · max ${fmt(Math.max(...values))}`));
+  return box;
+}
+
+function distributions(report) {
+  const section = el("section", { id: "bench-rewards" }, el("h3", {}, "reward distributions"));
+  const outcomes = report.outcomes.map((o) => o.value).filter((value) => typeof value === "number");
+  const box = histogram(`outcome (${report.config.outcome.hook})`, outcomes);
+  box.dataset.hook = "outcome";
+  const unscored = report.outcomes.length - outcomes.length;
+  if (unscored) box.append(el("p", {}, `${unscored} samples without an outcome`));
+  section.append(box);
+  for (const [hook, runs] of Object.entries(report.run_rewards)) {
+    const figures = report.process_rewards[hook] || {};
+    const shown = histogram(`${hook}: each run's mean reward`, runs.map((run) => run.mean));
+    shown.dataset.hook = hook;
+    if (typeof figures.first_error_index === "number") shown.append(el("p", {}, `mean first-error index ${fmt(figures.first_error_index)}`));
+    section.append(shown);
+  }
+  return section;
+}
+
+const CURVE_W = 640, CURVE_H = 180, CURVE_WINDOW = 10;
+function learningCurve(curve) {
+  const points = curve.episodes.filter((point) => typeof point.total_reward === "number");
+  const box = el("div", { class: "learning", "data-router": curve.router },
+    el("h4", {}, `Q-table ${curve.workflow} / ${curve.router}: episode reward`));
+  if (!points.length) { box.append(el("p", {}, "no episode has a reward")); return box; }
+  const span = Math.min(CURVE_WINDOW, points.length);  // the moving average's window: the last `span` episodes
+  const averages = points.map((_, index) => {
+    const recent = points.slice(Math.max(0, index - span + 1), index + 1);
+    return recent.reduce((sum, point) => sum + point.total_reward, 0) / recent.length;
+  });
+  const rewards = points.map((point) => point.total_reward);
+  let low = Math.min(...rewards), high = Math.max(...rewards);
+  if (high === low) { low -= 1; high += 1; }
+  const x = (index) => 50 + (points.length > 1 ? index / (points.length - 1) : 0.5) * CURVE_W;
+  const y = (value) => 10 + (high - value) / (high - low) * CURVE_H;
+  const svg = el("svg:svg", { class: "curve", width: CURVE_W + 70, height: CURVE_H + 40 });
+  svg.append(el("svg:line", { x1: 50, y1: 10 + CURVE_H, x2: 50 + CURVE_W, y2: 10 + CURVE_H, stroke: "#000" }),
+    el("svg:line", { x1: 50, y1: 10, x2: 50, y2: 10 + CURVE_H, stroke: "#000" }),
+    el("svg:text", { x: 0, y: 20 }, fmt(high)), el("svg:text", { x: 0, y: 10 + CURVE_H }, fmt(low)),
+    el("svg:text", { x: 50, y: CURVE_H + 30 }, "episode " + points[0].episode),
+    el("svg:text", { x: CURVE_W - 40, y: CURVE_H + 30 }, "episode " + points[points.length - 1].episode));
+  svg.append(el("svg:polyline", { class: "episode-reward", fill: "none", stroke: "#99a", "stroke-width": 1,
+    points: points.map((point, index) => `${x(index)},${y(point.total_reward)}`).join(" ") }));
+  svg.append(el("svg:polyline", { class: "moving-average", fill: "none", stroke: "#225", "stroke-width": 3,
+    points: averages.map((value, index) => `${x(index)},${y(value)}`).join(" ") }));
+  points.forEach((point, index) => {
+    svg.append(el("svg:circle", { class: "episode " + outcomeClass(point.outcome), cx: x(index), cy: y(point.total_reward), r: 3,
+      fill: typeof point.outcome !== "number" ? "#999" : point.outcome >= SOLVED_OUTCOME ? "#070" : "#b00",
+      "data-run": point.run_id },
+    el("svg:title", {}, `episode ${point.episode} (${point.task_id}, epoch ${point.epoch}): reward ${fmt(point.total_reward)}, ` +
+      `outcome ${fmt(point.outcome ?? "none")}, epsilon ${fmt(point.epsilon ?? "none")}`)));
+  });
+  const solved = (part) => part.filter((point) => typeof point.outcome === "number" && point.outcome >= SOLVED_OUTCOME).length;
+  const half = Math.floor(points.length / 2);
+  box.append(svg, el("p", { class: "figures" }, `${points.length} episodes · moving average of ${span} · ` +
+    `mean reward ${fmt(rewards.reduce((sum, value) => sum + value, 0) / rewards.length)} · last average ${fmt(averages[averages.length - 1])} · ` +
+    `solved ${solved(points.slice(0, half))}/${half} in the first half, ${solved(points.slice(half))}/${points.length - half} in the second`));
+  return box;
+}
+
+async function benchPage(id) {
+  if (!id) return benchList();
   const report = await getJSON("api/bench/" + encodeURIComponent(id));
-  page.replaceChildren(el("h2", {}, "bench " + id), el("pre", { id: "bench-report" }, JSON.stringify(report, null, 2)));
+  const parts = [el("h2", { id: "bench-title" }, `${report.name} · bench run ${report.bench_run_id}`), benchFigures(report),
+    el("h3", {}, "tasks"), taskTable(report), distributions(report)];
+  if (report.learning.length) {
+    parts.push(el("section", { id: "bench-learning" }, el("h3", {}, "learning curve"), ...report.learning.map(learningCurve)));
+  }
+  page.replaceChildren(...parts);
 }
 
 async function route() {
