@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -340,3 +342,135 @@ def test_exported_site_opens_from_file(page: Watched, recorded_store: Any, tmp_p
     page.page.goto((site / "index.html").as_uri() + f"#/compare/{runs['succeeded']}/{runs['failed']}")
     page.page.wait_for_selector("#divergence")
     page.shot("export")
+
+
+@pytest.fixture(scope="module")
+def bench_server(bench_store: tuple[TraceStore, dict[str, str]]) -> Iterator[str]:
+    with serving(bench_store[0]) as url:
+        yield url
+
+
+def _bench_report(store: TraceStore, bench_run_id: str) -> dict[str, Any]:
+    from agentflow.bench import build_report
+
+    # in a thread of its own: Playwright's sync API holds this thread's event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        report: dict[str, Any] = pool.submit(lambda: asyncio.run(build_report(store, bench_run_id))).result().to_dict()
+    return report
+
+
+def _figures(page: Watched) -> dict[str, tuple[str, str | None]]:
+    """The bench page's header figures: name -> (text shown, exact value)."""
+    rows: list[list[Any]] = page.page.locator("#bench-figures tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.figure, r.querySelector('td').textContent, r.dataset.value ?? null])"
+    )
+    return {name: (text, value) for name, text, value in rows}
+
+
+def _check_team_page(page: Watched, store: TraceStore, bench_run_id: str) -> None:
+    """The Q-table benchmark's page shows its report's figures, one row per task with a link to each of its runs,
+    a histogram of the outcomes and of the process rewards, and the learning curve of its router."""
+    report = _bench_report(store, bench_run_id)
+    figures = _figures(page)
+    for k, value in report["pass_at_k"].items():
+        assert figures[k] == (f"{value:.3f}", repr(value))
+    assert figures["tasks"][0] == str(len(report["tasks"])) == "5"
+    assert figures["epochs"][0] == "2"
+    assert (figures["errored"][0], figures["retried"][0]) == (str(report["errored"]), str(report["retried"]))
+    assert (figures["tokens"][0], figures["model calls"][0]) == (str(report["tokens"]), str(report["model_calls"]))
+    assert figures["cost"][0] == f"${report['cost']:.4f}"
+    assert figures["cost per success"][0] == f"${report['cost_per_success']:.4f}"
+    assert figures["routing"][0] == "learn"
+    rows = page.page.locator("#bench-tasks tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.task, r.querySelector('[data-column=\"pass@1\"]').textContent,"
+        " [...r.querySelectorAll('[data-column=runs] a')].map(a => a.dataset.run)])"
+    )
+    assert rows == [
+        [task["task_id"], f"{task['pass_at_k']['pass@1']:.3f}", task["run_ids"]] for task in report["tasks"]
+    ]
+    bars = page.page.locator("#bench-rewards .distribution[data-hook=outcome] rect.bar").evaluate_all(
+        "bars => bars.map(b => Number(b.dataset.count))"
+    )
+    assert sum(bars) == report["scored"] and sum(1 for count in bars if count) == 2  # solved ones and unsolved ones
+    assert page.page.locator("#bench-rewards .distribution[data-hook=constant] rect.bar[data-count='10']").count() == 1
+    assert page.page.locator(".learning[data-router=team] circle.episode").count() == report["scored"]
+    average = page.page.get_attribute(".learning[data-router=team] polyline.moving-average", "points") or ""
+    assert len(average.split()) == report["scored"]
+
+
+def test_bench_page_shows_pass_at_k_the_tasks_runs_rewards_and_the_learning_curve(
+    page: Watched, bench_server: str, bench_store: Any
+) -> None:
+    store, benches = bench_store
+    page.page.goto(bench_server + "/#/bench")
+    page.page.wait_for_selector("#bench-runs tbody tr")
+    page.page.click(f"#bench-runs a[href='#/bench/{benches['team']}']")
+    page.page.wait_for_selector("#bench-figures")
+    _check_team_page(page, store, benches["team"])
+    page.shot("bench")
+    # sorted by pass@1, best first, then back
+    page.page.click("#bench-tasks th[data-key='pass@1']")
+    passes = page.page.locator("#bench-tasks td[data-column='pass@1']").all_text_contents()
+    assert passes == sorted(passes, reverse=True) and passes[0] != passes[-1]
+    page.page.click("#bench-tasks th[data-key='pass@1']")
+    assert page.page.locator("#bench-tasks td[data-column='pass@1']").all_text_contents() == sorted(passes)
+    # a task's run opens its run page
+    run_id = page.page.get_attribute("#bench-tasks tbody tr td[data-column=runs] a", "data-run")
+    page.page.click(f"#bench-tasks a[data-run='{run_id}']")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    assert run_id in (page.page.text_content("#run-title") or "")
+
+
+def test_bench_page_of_an_unpriced_benchmark_without_a_qtable(
+    page: Watched, bench_server: str, bench_store: Any
+) -> None:
+    store, benches = bench_store
+    report = _bench_report(store, benches["arith"])
+    page.page.goto(bench_server + f"/#/bench/{benches['arith']}")
+    page.page.wait_for_selector("#bench-figures")
+    figures = _figures(page)
+    assert (figures["cost"][0], figures["cost per success"][0]) == ("n/a", "n/a")  # no price: unknown, not $0
+    assert figures["pass@3"] == (f"{report['pass_at_k']['pass@3']:.3f}", repr(report["pass_at_k"]["pass@3"]))
+    assert page.page.locator("#bench-learning").count() == 0
+    assert page.page.locator("#bench-rewards .distribution").count() == 1  # the outcome only: no process reward
+    costs = page.page.locator("#bench-tasks td[data-column=cost]").all_text_contents()
+    assert costs == ["n/a"] * 4
+    page.shot("bench-unpriced")
+
+
+def test_exported_bench_page_opens_from_file(page: Watched, bench_store: Any, tmp_path: Path) -> None:
+    store, benches = bench_store
+    site = tmp_path / "site"
+    command = "import sys; from agentflow.cli import main; sys.argv[0] = 'agentflow'; main()"
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            command,
+            "view",
+            "--store",
+            str(store.root),
+            "--export",
+            str(site),
+            "--bench",
+            benches["team"],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert exported.returncode == 0, exported.stderr
+    page.page.goto((site / "index.html").as_uri() + "#/bench")
+    page.page.wait_for_selector("#bench-runs tbody tr")
+    assert page.page.locator("#bench-runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.bench)") == [
+        benches["team"]
+    ]
+    page.page.click(f"#bench-runs a[href='#/bench/{benches['team']}']")
+    page.page.wait_for_selector("#bench-figures")
+    _check_team_page(page, store, benches["team"])
+    page.shot("bench-export")
+    run_id = page.page.get_attribute("#bench-tasks tbody tr:last-child td[data-column=runs] a", "data-run")
+    page.page.click(f"#bench-tasks a[data-run='{run_id}']")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    assert run_id in (page.page.text_content("#run-title") or "")

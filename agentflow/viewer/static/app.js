@@ -393,14 +393,17 @@ function benchFigures(report) {
     ["cost per success", money(report.cost_per_success)], ["wall time", seconds(report.wall_s)],
     ["model", config.model || "as in the workflow"]);
   if (config.routing) figures.push(["routing", config.routing]);
-  if ((report.unpriced_models || []).length) figures.push(["no price for", report.unpriced_models.join(", ")]);
   const table = el("table", { id: "bench-figures" });
   for (const [name, text, value] of figures) {
     const row = el("tr", { "data-figure": name }, el("th", {}, name), el("td", {}, text));
     if (value !== undefined) row.dataset.value = String(value);  // the exact figure, for whoever reads the page
     table.append(row);
   }
-  return table;
+  const notes = [table];
+  if ((report.unpriced_models || []).length) {
+    notes.push(el("p", { id: "bench-unpriced" }, "no price for " + report.unpriced_models.join(", ") + " (their tokens are not in the cost)"));
+  }
+  return notes;
 }
 
 function attemptLink(attempt) {
@@ -497,13 +500,14 @@ function distributions(report) {
   return section;
 }
 
-const CURVE_W = 640, CURVE_H = 180, CURVE_WINDOW = 10;
+// the moving average covers the last 10 episodes, or a twentieth of them on a long benchmark
+const CURVE_W = 640, CURVE_H = 180, CURVE_WINDOW = 10, CURVE_WINDOWS = 20;
 function learningCurve(curve) {
   const points = curve.episodes.filter((point) => typeof point.total_reward === "number");
   const box = el("div", { class: "learning", "data-router": curve.router },
     el("h4", {}, `Q-table ${curve.workflow} / ${curve.router}: episode reward`));
   if (!points.length) { box.append(el("p", {}, "no episode has a reward")); return box; }
-  const span = Math.min(CURVE_WINDOW, points.length);  // the moving average's window: the last `span` episodes
+  const span = Math.min(points.length, Math.max(CURVE_WINDOW, Math.round(points.length / CURVE_WINDOWS)));
   const averages = points.map((_, index) => {
     const recent = points.slice(Math.max(0, index - span + 1), index + 1);
     return recent.reduce((sum, point) => sum + point.total_reward, 0) / recent.length;
@@ -541,7 +545,7 @@ function learningCurve(curve) {
 async function benchPage(id) {
   if (!id) return benchList();
   const report = await getJSON("api/bench/" + encodeURIComponent(id));
-  const parts = [el("h2", { id: "bench-title" }, `${report.name} · bench run ${report.bench_run_id}`), benchFigures(report),
+  const parts = [el("h2", { id: "bench-title" }, `${report.name} · bench run ${report.bench_run_id}`), ...benchFigures(report),
     el("h3", {}, "tasks"), taskTable(report), distributions(report)];
   if (report.learning.length) {
     parts.push(el("section", { id: "bench-learning" }, el("h3", {}, "learning curve"), ...report.learning.map(learningCurve)));
