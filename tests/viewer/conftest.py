@@ -4,6 +4,7 @@ run whose model output is hostile markup."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import shutil
 from pathlib import Path
@@ -176,7 +177,9 @@ def bench_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, d
         ("arith", "arith.yaml", BenchOptions()),
     ):
         bench = BenchRun(load_bench(examples / file), store, options=options)
-        outcome = asyncio.run(bench.run())
+        # in a thread of its own: a browser test may ask for this store while Playwright holds this thread's loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            outcome = pool.submit(asyncio.run, bench.run()).result()
         assert outcome.ran == len(outcome.items), outcome
         benches[name] = bench.info.bench_run_id
     return store, benches
