@@ -149,8 +149,8 @@ concurrency: 2
 def bench_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, dict[str, str]]:
     """A store of two benchmark runs on scripted and tool-only workflows: ``team``, graphs/examples/dynamic_team.yaml
     learning its Q-table (``bench run --learn``) over 5 tasks x 2 epochs, 2 of the tasks unsolvable, one model
-    priced; and ``arith``, a python tool adding numbers over 4 tasks x 3 epochs, one task's answer wrong, no prices
-    and no Q-table."""
+    priced; and ``arith``, a python tool adding numbers over 4 tasks x 3 epochs, one task's answer wrong, one task's id
+    hostile markup, no prices and no Q-table."""
     from agentflow.bench import BenchOptions, BenchRun, load_bench
 
     base = tmp_path_factory.mktemp("bench")
@@ -167,6 +167,7 @@ def bench_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, d
     (examples / "team_tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in team_tasks))
     (examples / "team_bench.yaml").write_text(TEAM_BENCH)
     arith_tasks = [{"id": f"add-{i}", "a": i, "b": 2 * i, "expected": 3 * i + (i == 2)} for i in range(4)]
+    arith_tasks[3]["id"] = "add-3" + XSS  # a task file is input too: its ids are shown as text
     (examples / "arith_tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in arith_tasks))
     (examples / "add.yaml").write_text(ARITH_WORKFLOW)
     (examples / "arith.yaml").write_text(ARITH_BENCH)

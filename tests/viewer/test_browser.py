@@ -22,7 +22,7 @@ import yaml
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import create_app
 from tests.support.require import require
-from tests.viewer.conftest import ROOT, record_hostile_run, record_priced_run
+from tests.viewer.conftest import ROOT, XSS, record_hostile_run, record_priced_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "document.getElementById('page').dataset.ready === location.hash"
@@ -435,6 +435,9 @@ def test_bench_page_of_an_unpriced_benchmark_without_a_qtable(
     assert page.page.locator("#bench-rewards .distribution").count() == 1  # the outcome only: no process reward
     costs = page.page.locator("#bench-tasks td[data-column=cost]").all_text_contents()
     assert costs == ["n/a"] * 4
+    # the task whose id is markup: shown as its text, run nowhere
+    assert page.page.locator("#bench-tasks td[data-column=task]").all_text_contents()[-1] == "add-3" + XSS
+    assert page.page.locator("#page script, #page img, #page a[href^=javascript]").count() == 0
     page.shot("bench-unpriced")
 
 

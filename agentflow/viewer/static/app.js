@@ -485,7 +485,8 @@ function histogram(name, values) {
 function distributions(report) {
   const section = el("section", { id: "bench-rewards" }, el("h3", {}, "reward distributions"));
   const outcomes = report.outcomes.map((o) => o.value).filter((value) => typeof value === "number");
-  const box = histogram(`outcome (${report.config.outcome.hook})`, outcomes);
+  const hook = report.config.outcome.hook;
+  const box = histogram(hook === "outcome" ? "outcome" : `outcome (${hook})`, outcomes);
   box.dataset.hook = "outcome";
   const unscored = report.outcomes.length - outcomes.length;
   if (unscored) box.append(el("p", {}, `${unscored} samples without an outcome`));
