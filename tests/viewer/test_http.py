@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from agentflow.bench import build_report
-from agentflow.traces import EventType, TraceStore
+from agentflow.traces import BenchItem, EventType, TraceStore
 from agentflow.viewer import CSP, create_app
 from agentflow.viewer._queries import RunsQuery, _generic_page
-from tests.viewer.conftest import XSS, record_hostile_run, record_priced_run
+from tests.viewer.conftest import PRICES, XSS, record_errored_run, record_hostile_run, record_priced_run
 
 
 @pytest.fixture
@@ -273,3 +274,44 @@ def test_a_bench_page_without_prices_or_a_qtable_says_so(bench_store: tuple[Trac
     ]
     missing = TestClient(create_app(store)).get("/api/bench/bench-nothing-like-it")
     assert missing.status_code == 404
+
+
+def test_a_bench_page_tells_retried_and_errored_attempts_and_follows_a_bench_run_that_goes_on(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    config = {"task_ids": ["t1"], "epochs": 2, "outcome": {"hook": "outcome"}, "prices": PRICES}
+    info = store.create_bench_run(name="retries", config=config)
+
+    def attempt(epoch: int, number: int, run_id: str, status: str, outcome: float | None) -> BenchItem:
+        item = BenchItem(info.bench_run_id, "t1", epoch, number, run_id, None, "running", None, "2026-01-01T00:00:00Z")
+        store.start_bench_item(item)
+        finished = replace(item, status=status, outcome=outcome, finished_at="2026-01-01T00:00:01Z")
+        store.finish_bench_item(finished)
+        return finished
+
+    # epoch 0: an outage, then a solved retry; epoch 1: an outage only (the pair is errored, out of pass@k)
+    attempt(0, 1, record_errored_run(store), "errored", None)
+    solved = attempt(0, 2, record_priced_run(store, tokens_in=1000, tokens_out=500, outcome=1.0), "succeeded", 1.0)
+    attempt(1, 1, record_errored_run(store), "errored", None)
+    client = TestClient(create_app(store))
+    page = client.get(f"/api/bench/{info.bench_run_id}").json()
+    assert (page["errored"], page["retried"], page["scored"], page["correct"]) == (1, 1, 1, 1)
+    assert page["pass_at_k"] == {"pass@1": 1.0}
+    assert page["cost"] == page["cost_per_success"] == pytest.approx(0.006)
+    assert [(a["epoch"], a["attempt"], a["status"], a["counted"]) for a in page["attempts"]] == [
+        (0, 1, "errored", False),  # superseded by the retry that finished
+        (0, 2, "succeeded", True),
+        (1, 1, "errored", True),
+    ]
+    assert [(o["run_id"], o["value"]) for o in page["outcomes"]] == [(solved.run_id, 1.0)]
+    # a second try of the errored pair starts: the page shows it running, then (not a kept copy) how it ended
+    retried = record_priced_run(store, tokens_in=10, tokens_out=10, outcome=0.0)
+    running = BenchItem(info.bench_run_id, "t1", 1, 2, retried, None, "running", None, "2026-01-01T00:00:02Z")
+    store.start_bench_item(running)
+    assert client.get(f"/api/bench/{info.bench_run_id}").json()["attempts"][-1]["status"] == "running"
+    store.finish_bench_item(replace(running, status="succeeded", outcome=0.0, finished_at="2026-01-01T00:00:03Z"))
+    page = client.get(f"/api/bench/{info.bench_run_id}").json()
+    assert (page["attempts"][-1]["status"], page["errored"], page["pass_at_k"]) == (
+        "succeeded",
+        0,
+        {"pass@1": 0.5, "pass@2": 1.0},
+    )
