@@ -438,7 +438,12 @@ def test_bench_page_of_an_unpriced_benchmark_without_a_qtable(
     # the task whose id is markup: shown as its text, run nowhere
     assert page.page.locator("#bench-tasks td[data-column=task]").all_text_contents()[-1] == "add-3" + XSS
     assert page.page.locator("#page script, #page img, #page a[href^=javascript]").count() == 0
+    assert page.page.text_content("#bench-paths") == "12 × compute"
     page.shot("bench-unpriced")
+    page.page.click("#bench-runs-link")  # the runs list, filtered to the benchmark's runs
+    page.page.wait_for_function("() => " + READY + " && location.hash.startsWith('#/?bench=')")
+    listed = page.page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
+    assert sorted(listed) == sorted(run for task in report["tasks"] for run in task["run_ids"])
 
 
 def test_exported_bench_page_opens_from_file(page: Watched, bench_store: Any, tmp_path: Path) -> None:

@@ -393,13 +393,15 @@ function benchFigures(report) {
     ["cost per success", money(report.cost_per_success)], ["wall time", seconds(report.wall_s)],
     ["model", config.model || "as in the workflow"]);
   if (config.routing) figures.push(["routing", config.routing]);
+  if (report.checkpoints) figures.push(["checkpoint PQS", share(report.checkpoints.pqs)], ["overthinking", share(report.checkpoints.overthinking)]);
   const table = el("table", { id: "bench-figures" });
   for (const [name, text, value] of figures) {
     const row = el("tr", { "data-figure": name }, el("th", {}, name), el("td", {}, text));
     if (value !== undefined) row.dataset.value = String(value);  // the exact figure, for whoever reads the page
     table.append(row);
   }
-  const notes = [table];
+  const notes = [table, el("p", {}, el("a", { id: "bench-runs-link", href: "#/?bench=" + encodeURIComponent(report.bench_run_id) },
+    "its runs in the runs list"))];
   if ((report.unpriced_models || []).length) {
     notes.push(el("p", { id: "bench-unpriced" }, "no price for " + report.unpriced_models.join(", ") + " (their tokens are not in the cost)"));
   }
@@ -548,9 +550,17 @@ async function benchPage(id) {
   const report = await getJSON("api/bench/" + encodeURIComponent(id));
   const parts = [el("h2", { id: "bench-title" }, `${report.name} · bench run ${report.bench_run_id}`), ...benchFigures(report),
     el("h3", {}, "tasks"), taskTable(report), distributions(report)];
+  const structure = report.structure;
+  const shape = el("section", { id: "bench-structure" }, el("h3", {}, "realized graphs"), el("p", {},
+    `steps ${share(structure.steps_mean)} on average (variance across tasks ${share(structure.steps_variance_across_tasks)}), ` +
+    `distinct nodes ${share(structure.nodes_mean)}, edges ${share(structure.edges_mean)}, loop iterations ${share(structure.loop_iterations_mean)}`));
+  const paths = el("ul", { id: "bench-paths" });
+  for (const [path, count] of structure.common_paths) paths.append(el("li", {}, `${count} × ${path}`));
+  shape.append(paths);
   if (report.learning.length) {
     parts.push(el("section", { id: "bench-learning" }, el("h3", {}, "learning curve"), ...report.learning.map(learningCurve)));
   }
+  parts.push(shape);
   page.replaceChildren(...parts);
 }
 
