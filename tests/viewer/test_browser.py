@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -20,7 +21,7 @@ import yaml
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import create_app
 from tests.support.require import require
-from tests.viewer.conftest import ROOT, record_hostile_run, record_priced_run
+from tests.viewer.conftest import ROOT, record_hostile_run, record_priced_run, record_replayed_pair
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "document.getElementById('page').dataset.ready === location.hash"
@@ -222,6 +223,15 @@ def test_compare_page_shows_the_first_divergence(page: Watched, server: str, rec
     page.page.click("#cmp-go")
     page.page.wait_for_selector("#divergence")
     assert "first difference at event" in (page.page.text_content("#divergence") or "")
+    # both realized graphs, side by side, each with its visited nodes
+    for side in ("a", "b"):
+        assert page.page.locator(f"#graph-{side} g.node[data-visits]:not([data-visits='0'])").count() >= 1
+    # rewards per node: a row per visited node, with both runs' values where they have one
+    rows = page.page.locator("#compare-rewards tr[data-node]")
+    assert rows.count() >= 3
+    api = page.page.evaluate(f"fetch('api/compare?a={runs['succeeded']}&b={runs['failed']}').then(r => r.json())")
+    visited = set(api["a"]["realized"]["nodes"]) | set(api["b"]["realized"]["nodes"])
+    assert {rows.nth(i).get_attribute("data-node") for i in range(rows.count())} == visited
     page.shot("compare")
 
 
@@ -340,3 +350,17 @@ def test_exported_site_opens_from_file(page: Watched, recorded_store: Any, tmp_p
     page.page.goto((site / "index.html").as_uri() + f"#/compare/{runs['succeeded']}/{runs['failed']}")
     page.page.wait_for_selector("#divergence")
     page.shot("export")
+
+
+def test_a_replay_links_its_report(page: Watched, tmp_path: Path) -> None:
+    # recorded in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        store, original, replay = pool.submit(record_replayed_pair, tmp_path, "date +%s%N", "verify").result()
+    with serving(store) as url:
+        page.page.goto(url + f"/#/run/{replay}")
+        page.page.wait_for_selector("#replay-report")
+        page.page.click("#replay-report")
+        page.page.wait_for_selector("#divergence")
+        assert f"{replay} replays {original}" in (page.page.text_content("h2") or "")
+        assert "node second" in (page.page.text_content("#divergence") or "")
+        page.shot("replay-report")

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import CSP, create_app
 from agentflow.viewer._queries import RunsQuery, _generic_page
-from tests.viewer.conftest import XSS, record_hostile_run, record_priced_run
+from tests.viewer.conftest import XSS, record_hostile_run, record_priced_run, record_replayed_pair
 
 
 @pytest.fixture
@@ -226,3 +226,28 @@ def test_a_run_page_lists_its_forks_as_a_tree(tmp_path: Path) -> None:
     child_page = client.get(f"/api/runs/{children[1].run_id}").json()
     assert child_page["summary"]["forked_from"] == parent.run_id
     assert client.get(f"/api/runs/{grandchild.run_id}/forks").json()["groups"] == []
+
+
+def _replayed_pair(tmp_path: Path, command: str, mode: str) -> tuple[TestClient, str, str]:
+    store, original, replay = record_replayed_pair(tmp_path, command, mode)
+    return TestClient(create_app(store)), original, replay
+
+
+def test_a_replay_and_its_original_compare_as_the_replay_report(tmp_path: Path) -> None:
+    client, original, replay = _replayed_pair(tmp_path, "echo two", "tape")
+    report = client.get("/api/compare", params={"a": original, "b": replay}).json()
+    assert report["replay"] == {"original": original, "replay": replay}
+    assert report["divergence"] is None  # a tape replay records the same events
+    # either order: the replay is recognised by its replay_of, not by its place
+    assert client.get("/api/compare", params={"a": replay, "b": original}).json()["replay"] == report["replay"]
+    # both sides carry what their graphs are drawn with: template, realized path and per-node rewards
+    for side in (report["a"], report["b"]):
+        assert side["template"] is not None and side["realized"]["path"] == ["first", "second"]
+        assert {reward["node"] for reward in side["rewards"]} == {"first", "second"}
+
+
+def test_a_verify_replay_that_differs_names_its_first_divergence(tmp_path: Path) -> None:
+    client, original, replay = _replayed_pair(tmp_path, "date +%s%N", "verify")  # the command's output changes
+    report = client.get("/api/compare", params={"a": original, "b": replay}).json()
+    assert report["replay"] == {"original": original, "replay": replay}
+    assert report["divergence"] is not None and report["divergence"]["node"] == "second"

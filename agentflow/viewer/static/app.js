@@ -166,7 +166,7 @@ function rewardColour(value) {
   return `hsl(${Math.round(clamped * 120)}, 70%, 60%)`;
 }
 
-function graphSvg(run) {
+function graphSvg(run, id = "graph") {
   const realized = run.realized;
   const names = run.template ? [...run.template.nodes] : Object.keys(realized.nodes);
   const edges = run.template ? run.template.edges : realized.edges;
@@ -177,7 +177,7 @@ function graphSvg(run) {
     if (nodeReward[name] === undefined && node && typeof node.reward === "number") nodeReward[name] = node.reward;
   }
   const x = (index) => 20 + index * 150, y = 40;
-  const svg = el("svg:svg", { id: "graph", width: Math.max(300, names.length * 150 + 40), height: 150 });
+  const svg = el("svg:svg", { id, width: Math.max(300, names.length * 150 + 40), height: 150 });
   const taken = new Map(realized.edges.map((edge) => [edge.from + "\u0000" + edge.to, edge.count]));
   for (const edge of edges) {
     const a = names.indexOf(edge.from), b = names.indexOf(edge.to);
@@ -226,6 +226,10 @@ async function runPageView(runId) {
     header.append(" · outcome ", el("span", { class: outcomeClass(run.summary.outcome), id: "run-outcome" }, fmt(run.summary.outcome)));
   }
   if (typeof run.summary.cost === "number") header.append(" · ", el("span", { id: "run-cost" }, money(run.summary.cost)));
+  if (run.summary.replay_of) {  // a replay: its report is the comparison with the run it replays
+    header.append(" · ", el("a", { id: "replay-report",
+      href: `#/compare/${encodeURIComponent(run.summary.replay_of)}/${encodeURIComponent(run.run_id)}` }, "replay report"));
+  }
   const problems = el("p", { class: "error", id: "problems" }, run.problems.join("; "));
   const [svg, order] = graphSvg(run);
   const timeline = el("div", { id: "timeline" });
@@ -351,16 +355,49 @@ function groupsList(parentId, groups) {
 // -- compare and bench ------------------------------------------------------------------------------------------
 async function comparePage(a, b) {
   const data = await getJSON(`api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
-  const table = el("table", { id: "compare" }, el("tr", {}, el("th"), el("th", {}, a), el("th", {}, b)));
-  for (const key of ["status", "workflow", "steps", "tokens", "duration_s"]) {
-    table.append(el("tr", {}, el("td", {}, key), el("td", {}, fmt(data.a.summary[key])), el("td", {}, fmt(data.b.summary[key]))));
+  const runs = [data.a, data.b];
+  const table = el("table", { id: "compare" }, el("tr", {}, el("th"),
+    ...runs.map((run) => el("th", {}, el("a", { href: "#/run/" + encodeURIComponent(run.run_id) }, run.run_id)))));
+  for (const key of ["status", "workflow", "outcome", "steps", "tokens", "cost", "duration_s"]) {
+    const cell = (run) => key === "cost" ? money(run.summary.cost) : fmt(run.summary[key]);
+    table.append(el("tr", {}, el("td", {}, key), ...runs.map((run) => el("td", { "data-key": key }, cell(run)))));
   }
-  table.append(el("tr", {}, el("td", {}, "path"), el("td", {}, data.a.realized.path.join(" → ")),
-    el("td", {}, data.b.realized.path.join(" → "))));
+  // The realized graphs side by side, each over its template and coloured by its own rewards.
+  const graphs = el("div", { id: "compare-graphs", class: "side-by-side" });
+  runs.forEach((run, index) => {
+    const [svg, order] = graphSvg(run, `graph-${"ab"[index]}`);
+    graphs.append(el("div", { class: "side" }, el("h3", {}, run.run_id), svg, order));
+  });
+  // Rewards per node: each run's node-level rewards (their mean when a node has several) and visits.
+  const perNode = runs.map((run) => nodeRewards(run));
+  const nodes = [...new Set([...Object.keys(data.a.realized.nodes), ...Object.keys(data.b.realized.nodes)])];
+  const rewards = el("table", { id: "compare-rewards" },
+    el("tr", {}, el("th", {}, "node"), el("th", {}, "visits A"), el("th", {}, "reward A"), el("th", {}, "visits B"),
+      el("th", {}, "reward B"), el("th", {}, "B − A")));
+  for (const node of nodes) {
+    const [ra, rb] = perNode.map((rewardsOf) => rewardsOf[node]);
+    const delta = typeof ra === "number" && typeof rb === "number" ? fmt(rb - ra) : "";
+    rewards.append(el("tr", { "data-node": node }, el("td", {}, node),
+      el("td", {}, fmt(data.a.realized.nodes[node]?.visits ?? 0)), el("td", {}, fmt(ra)),
+      el("td", {}, fmt(data.b.realized.nodes[node]?.visits ?? 0)), el("td", {}, fmt(rb)), el("td", {}, delta)));
+  }
+  const title = data.replay
+    ? el("h2", {}, `replay report: ${data.replay.replay} replays ${data.replay.original}`)
+    : el("h2", {}, "compare");
   const divergence = data.divergence
     ? el("pre", { id: "divergence" }, `first difference at event ${data.divergence.index} (node ${data.divergence.node ?? "-"})\n${data.divergence.diff}`)
-    : el("p", { id: "divergence" }, "no difference");
-  page.replaceChildren(el("h2", {}, "compare"), table, divergence);
+    : el("p", { id: "divergence" }, data.replay ? "identical: the replay recorded the same events" : "no difference");
+  page.replaceChildren(title, table, graphs, el("h3", {}, "rewards per node"), rewards, el("h3", {}, "first divergence"), divergence);
+}
+
+function nodeRewards(run) {
+  const sums = {}, counts = {};
+  for (const reward of run.rewards) {
+    if (!reward.node || typeof reward.value !== "number") continue;
+    sums[reward.node] = (sums[reward.node] || 0) + reward.value;
+    counts[reward.node] = (counts[reward.node] || 0) + 1;
+  }
+  return Object.fromEntries(Object.keys(sums).map((node) => [node, sums[node] / counts[node]]));
 }
 
 async function benchPage(id) {
