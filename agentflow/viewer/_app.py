@@ -35,6 +35,7 @@ from agentflow.traces import (
     volatile_pattern,
     without_abandoned,
 )
+from agentflow.viewer._diffs import step_diffs
 from agentflow.viewer._queries import RunsQuery, runs_page
 
 STATIC = Path(__file__).parent / "static"
@@ -167,6 +168,11 @@ class Viewer:
         requested = request.path_params["run_id"]
         trace: Trace = await self._blocking(self._trace, requested)
         return JSONResponse(await self._blocking(self._run_view, trace, requested))
+
+    async def diffs(self, request: Request) -> Response:
+        trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
+        found = await self._blocking(step_diffs, self.store, trace.events)
+        return JSONResponse({str(seq): diffs for seq, diffs in found.items()})
 
     async def forks(self, request: Request) -> Response:
         run_id: str = await self._blocking(self.store.resolve_run_id, request.path_params["run_id"])
@@ -325,6 +331,7 @@ def create_app(store: Store, *, token: str | None = None) -> Starlette:
         Route("/api/runs/{run_id}", viewer.run),
         Route("/api/runs/{run_id}/events", viewer.events),
         Route("/api/runs/{run_id}/forks", viewer.forks),
+        Route("/api/runs/{run_id}/diffs", viewer.diffs),
         Route("/api/runs/{run_id}/live", viewer.live),
         Route("/api/blobs/{digest}", viewer.blob),
         Route("/api/compare", viewer.compare),

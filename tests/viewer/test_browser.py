@@ -364,3 +364,31 @@ def test_a_replay_links_its_report(page: Watched, tmp_path: Path) -> None:
         assert f"{replay} replays {original}" in (page.page.text_content("h2") or "")
         assert "node second" in (page.page.text_content("#divergence") or "")
         page.shot("replay-report")
+
+
+def test_a_step_shows_its_messages_its_command_and_the_diff_it_made(
+    page: Watched, server: str, recorded_store: Any
+) -> None:
+    run_id = recorded_store[1]["succeeded"]
+    trace = recorded_store[0].load_trace(run_id).events
+    first = {}
+    for event in trace:
+        key = "patch" if event.type is EventType.TOOL_CALL and event.data.get("tool") == "apply_patch" else event.type
+        first.setdefault(key, event.seq)
+    page.page.goto(server + f"/#/run/{run_id}")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+
+    def open_step(seq: int) -> None:
+        page.page.evaluate(f"document.getElementById('timeline').scrollTop = {seq} * 22")
+        page.page.wait_for_selector(f"#timeline .row[data-seq='{seq}']")
+        page.page.click(f"#timeline .row[data-seq='{seq}']")
+        page.page.wait_for_selector(f"#detail h3:text-matches('^#{seq} ')")
+
+    open_step(first[EventType.MODEL_REQUEST])
+    assert page.page.locator("#detail .message.system, #detail .message.user").count() >= 1
+    open_step(first[EventType.SANDBOX_EXEC])
+    assert (page.page.text_content("#detail pre.command") or "").startswith("$ ")
+    open_step(first["patch"])
+    page.page.wait_for_selector("#detail pre.diff")
+    assert page.page.locator("#detail pre.diff span.added, #detail pre.diff span.removed").count() >= 1
+    page.shot("step-diff")

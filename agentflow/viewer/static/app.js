@@ -212,10 +212,59 @@ function describe(event) {
   const data = event.data || {};
   const bits = [event.seq, event.type, (event.node || "") + (data.branch ? ` [${data.branch}]` : "")];
   if (data.tool) bits.push(data.tool);
+  if (event.type === "sandbox_exec" && Array.isArray(data.cmd)) bits.push(`$ ${data.cmd.join(" ").slice(0, 60)} → ${data.exit_code}`);
+  if (typeof data.duration_s === "number") bits.push(`${data.duration_s.toFixed(3)} s`);
   if (data.value !== undefined) bits.push("reward " + fmt(data.value));
   const message = data.message && typeof data.message === "object" ? data.message.content : data.message;
   if (message) bits.push(String(message).slice(0, 80));
   return bits.join("  ");
+}
+
+// A step's own parts, each as text: the messages of a model turn, a tool call's arguments and result, a command.
+function stepParts(event) {
+  const data = event.data || {};
+  const text = (value) => typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  const parts = [];
+  if (event.type === "model_request" && Array.isArray(data.messages)) {
+    for (const message of data.messages) {
+      parts.push(el("div", { class: "message " + String(message.role) }, el("b", {}, String(message.role) + ": "), text(message.content ?? "")));
+    }
+    if (Array.isArray(data.tools) && data.tools.length) {
+      parts.push(el("p", { class: "tools" }, "tools offered: " + data.tools.map((t) => (t.function || t).name).join(", ")));
+    }
+  } else if (event.type === "model_response") {
+    const message = data.message || {};
+    parts.push(el("div", { class: "message assistant" }, el("b", {}, "assistant: "), text(message.content ?? "")));
+    for (const call of data.tool_calls || []) parts.push(el("pre", { class: "tool-call" }, `${call.name}(${prettyJson(call.arguments)})`));
+    if (data.usage) parts.push(el("p", {}, `tokens: ${data.usage.input_tokens} in, ${data.usage.output_tokens} out`));
+  } else if (event.type === "tool_call") {
+    parts.push(el("pre", { class: "tool-call" }, `${data.tool}(${prettyJson(data.arguments)})`));
+  } else if (event.type === "tool_result") {
+    parts.push(el("p", { class: data.ok ? "passed" : "error" }, data.ok ? "ok" : "error: " + text(data.error)));
+    parts.push(el("pre", { class: "output" }, text(data.content ?? "")));
+  } else if (event.type === "sandbox_exec") {
+    parts.push(el("pre", { class: "command" }, `$ ${(data.cmd || []).join(" ")}\nexit ${data.exit_code}` +
+      (data.timed_out ? " (timed out)" : "") + (data.truncated ? " (output truncated)" : "") + ` · by ${data.by}`));
+    if (data.stdout) parts.push(el("pre", { class: "output" }, text(data.stdout)));
+    if (data.stderr) parts.push(el("pre", { class: "output stderr" }, text(data.stderr)));
+  }
+  return parts;
+}
+
+function prettyJson(value) {
+  if (typeof value !== "string") return JSON.stringify(value, null, 2);
+  try { return JSON.stringify(JSON.parse(value), null, 2); } catch { return value; }
+}
+
+// A unified diff, a line per element so that added and removed lines are coloured by class, never by markup.
+function diffView(change) {
+  const view = el("pre", { class: "diff", "data-path": change.path });
+  for (const line of change.diff.split("\n")) {
+    const kind = line.startsWith("+++") || line.startsWith("---") ? "file" : line.startsWith("+") ? "added"
+      : line.startsWith("-") ? "removed" : line.startsWith("@@") ? "hunk" : "same";
+    view.append(el("span", { class: kind }, line + "\n"));
+  }
+  return el("div", { class: "diffs" }, el("h4", {}, "file diff" + (change.path ? ": " + change.path : "")), view);
 }
 
 async function runPageView(runId) {
@@ -275,13 +324,19 @@ async function runPageView(runId) {
       rows.set(seq, row);
     }
   }
-  function showStep(event) {
+  let diffs = null;  // the file diffs of the run's steps (by tool_call seq), fetched on the first step opened
+  async function showStep(event) {
     const related = run.rewards.filter((reward) => reward.target_seq === event.seq);
-    detail.replaceChildren(el("div", { id: "step" }, JSON.stringify(event, null, 2)));
+    detail.replaceChildren(el("h3", {}, `#${event.seq} ${event.type}${event.node ? " · " + event.node : ""}` +
+      (event.data && event.data.branch ? ` [${event.data.branch}]` : "") +
+      (event.data && typeof event.data.duration_s === "number" ? ` · ${event.data.duration_s.toFixed(3)} s` : "")));
+    detail.append(...stepParts(event));
     for (const reward of related) {
       detail.append(el("div", { class: "reward" }, `reward ${reward.hook}: ${fmt(reward.value)} ${reward.explanation}\n` +
         JSON.stringify(reward.components, null, 2)));
     }
+    const raw = el("details", {}, el("summary", {}, "the event as recorded"), el("pre", { id: "step" }, JSON.stringify(event, null, 2)));
+    detail.append(raw);
     for (const match of JSON.stringify(event.data).matchAll(/"\$blob":"([0-9a-f]{64})"/g)) {
       const button = el("button", {}, "load payload " + match[1].slice(0, 12));
       button.addEventListener("click", async () => {
@@ -290,6 +345,10 @@ async function runPageView(runId) {
         button.replaceWith(el("div", { class: "blob" }, text));
       });
       detail.append(button);
+    }
+    if (event.type === "tool_call") {
+      diffs = diffs || await getJSON(`api/runs/${encodeURIComponent(run.run_id)}/diffs`);
+      for (const change of diffs[String(event.seq)] || []) detail.append(diffView(change));
     }
   }
   timeline.addEventListener("scroll", () => { render(); });
