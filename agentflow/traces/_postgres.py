@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from agentflow.errors import MissingExtraError, TraceError
 from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD, StoreBase
 from agentflow.traces._events import EventType
-from agentflow.traces._hashing import _scrub_surrogates, sha256_hex
+from agentflow.traces._hashing import scrub_surrogates, sha256_hex
 from agentflow.traces._migrations import migrate_postgres
 from agentflow.traces._protocol import Trace
 from agentflow.traces._recorder import EncodedEvent, RecorderBase
@@ -260,7 +260,7 @@ class PostgresRecorder(RecorderBase):
             if node_field is None:
                 node = str(event.node)  # not None: None is in the table from the start
                 # The line holds lone surrogates as U+FFFD (see encode_event); so does the column.
-                node_field = _copy_field((node if node.isascii() else _scrub_surrogates(node)).encode("utf-8"))
+                node_field = _copy_field((node if node.isascii() else scrub_surrogates(node)).encode("utf-8"))
                 node_fields[event.node] = node_field
             parts += (
                 row_start,

@@ -138,3 +138,22 @@ def test_events_are_written_as_utf8_whatever_client_encoding_the_url_asks_for(po
         assert nodes[:5] == [*(f"nœud {text}" for text in texts), "ß"]
     finally:
         store.close()
+
+
+def test_a_node_name_with_a_lone_surrogate_is_stored_as_the_trace_line_holds_it(postgres_url: str) -> None:
+    from agentflow.traces import EventType
+
+    store = PostgresStore(postgres_url)
+    try:
+        with store.new_run(workflow="surrogates") as recorder:
+            recorder.hold_events()
+            for _ in range(2):  # held, then written by one COPY
+                recorder.emit(EventType.ROUTE, node="file-\udcff", data={"from": "a", "to": "b"})
+            recorder.finish("succeeded")
+        trace = store.load_trace(recorder.run_id)
+        assert [event.node for event in trace.events[:2]] == ["file-\ufffd", "file-\ufffd"]
+        with store.connect() as connection:
+            nodes = [row[0] for row in connection.execute("SELECT node FROM events ORDER BY seq").fetchall()]
+        assert nodes[:2] == ["file-\ufffd", "file-\ufffd"]
+    finally:
+        store.close()
