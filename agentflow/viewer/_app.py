@@ -82,11 +82,18 @@ def template_graph(trace: Trace) -> dict[str, Any] | None:
         spec = load_workflow(workflow_file).spec
     except (AgentflowError, OSError):
         return None
-    edges = [{"from": edge.from_, "to": edge.to, "when": edge.when} for edge in spec.edges]
+    edges: list[dict[str, Any]] = [
+        {"from": edge.from_, "to": edge.to, "when": edge.when, "kind": "edge"} for edge in spec.edges
+    ]
     for name, node in spec.nodes.items():
         for route in getattr(node, "routes", None) or []:
-            edges.append({"from": name, "to": route.to, "when": route.when})
-    edges += [{"from": name, "to": "END", "when": None} for name in spec.end]
+            edges.append({"from": name, "to": route.to, "when": route.when, "kind": "route"})
+        # fan-outs, joins and maps are edges too: without them a branch would float apart from its fan-out
+        edges += [{"from": name, "to": branch, "when": None, "kind": "parallel"} for branch in node.parallel]
+        edges += [{"from": branch, "to": name, "when": None, "kind": "join"} for branch in node.after]
+        if node.kind == "map":
+            edges.append({"from": name, "to": node.node, "when": None, "kind": "map"})
+    edges += [{"from": name, "to": "END", "when": None, "kind": "edge"} for name in spec.end]
     return {"start": spec.start, "nodes": list(spec.nodes), "edges": edges}
 
 

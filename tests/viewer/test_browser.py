@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import os
@@ -18,6 +19,7 @@ import pytest
 import uvicorn
 import yaml
 
+from agentflow.runtime import run_workflow
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import create_app
 from tests.support.require import require
@@ -392,3 +394,34 @@ def test_a_step_shows_its_messages_its_command_and_the_diff_it_made(
     page.page.wait_for_selector("#detail pre.diff")
     assert page.page.locator("#detail pre.diff span.added, #detail pre.diff span.removed").count() >= 1
     page.shot("step-diff")
+
+
+def _record_example(folder: Path, name: str) -> tuple[TraceStore, str]:
+    shutil.copytree(ROOT / "graphs" / "examples", folder / "graphs" / "examples")
+    shutil.copytree(ROOT / "tools", folder / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    store = TraceStore(folder / ".agentflow")
+    result = asyncio.run(run_workflow(folder / "graphs" / "examples" / f"{name}.yaml", store=store))
+    assert result.status == "succeeded", result.error
+    return store, result.run_id
+
+
+def test_parallel_branches_are_drawn_side_by_side_between_fan_out_and_join(page: Watched, tmp_path: Path) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs a loop in this thread
+        store, run_id = pool.submit(_record_example, tmp_path, "parallel_review").result()
+    with serving(store) as url:
+        page.page.goto(url + f"/#/run/{run_id}")
+        page.page.wait_for_selector("#graph g.node")
+        place = {
+            name: (
+                int(page.page.get_attribute(f"g.node[data-node={name}]", "data-column") or -1),
+                int(page.page.get_attribute(f"g.node[data-node={name}]", "data-row") or -1),
+            )
+            for name in ("inventory", "style", "docs", "tests", "summarize")
+        }
+        branches = [place[name] for name in ("style", "docs", "tests")]
+        assert {column for column, _ in branches} == {place["inventory"][0] + 1}  # one column after the fan-out
+        assert len({row for _, row in branches}) == 3  # each branch in its own row: side by side
+        assert place["summarize"][0] == place["inventory"][0] + 2  # the join after them
+        assert page.page.locator("path.taken[data-kind=parallel]").count() == 3
+        assert page.page.locator("path.taken[data-kind=join]").count() == 3
+        page.shot("parallel-run")

@@ -166,6 +166,37 @@ function rewardColour(value) {
   return `hsl(${Math.round(clamped * 120)}, 70%, 60%)`;
 }
 
+// Columns by the longest path from the start over forward edges (a loop's edge back is found by a depth-first walk
+// and drawn bending below), rows within a column in template order: parallel branches stand side by side.
+function layers(names, edges, start) {
+  const out = new Map(names.map((name) => [name, []]));
+  for (const edge of edges) if (out.has(edge.from) && out.has(edge.to)) out.get(edge.from).push(edge.to);
+  const back = new Set(), state = new Map();
+  const visit = (name) => {
+    state.set(name, "open");
+    for (const next of out.get(name)) {
+      if (state.get(next) === "open") back.add(name + "\u0000" + next);
+      else if (!state.has(next)) visit(next);
+    }
+    state.set(name, "done");
+  };
+  if (start && out.has(start)) visit(start);
+  for (const name of names) if (!state.has(name)) visit(name);
+  const column = Object.fromEntries(names.map((name) => [name, 0]));
+  for (let pass = 0; pass < names.length; pass++) {  // longest path: relax the forward edges until nothing moves
+    let moved = false;
+    for (const [from, targets] of out) {
+      for (const to of targets) {
+        if (!back.has(from + "\u0000" + to) && column[to] < column[from] + 1) { column[to] = column[from] + 1; moved = true; }
+      }
+    }
+    if (!moved) break;
+  }
+  const row = {}, used = {};
+  for (const name of names) { row[name] = used[column[name]] || 0; used[column[name]] = row[name] + 1; }
+  return { column, row, back };
+}
+
 function graphSvg(run, id = "graph") {
   const realized = run.realized;
   const names = run.template ? [...run.template.nodes] : Object.keys(realized.nodes);
@@ -176,29 +207,36 @@ function graphSvg(run, id = "graph") {
   for (const [name, node] of Object.entries(run.summary.nodes || {})) {
     if (nodeReward[name] === undefined && node && typeof node.reward === "number") nodeReward[name] = node.reward;
   }
-  const x = (index) => 20 + index * 150, y = 40;
-  const svg = el("svg:svg", { id, width: Math.max(300, names.length * 150 + 40), height: 150 });
+  const { column, row, back } = layers(names, edges, run.template ? run.template.start : realized.path[0]);
+  const x = (name) => 20 + column[name] * 150, y = (name) => 40 + row[name] * 55;
+  const rows = Math.max(1, ...names.map((name) => row[name] + 1));
+  const columns = Math.max(1, ...names.map((name) => column[name] + 1));
+  const svg = el("svg:svg", { id, width: Math.max(300, columns * 150 + 40), height: rows * 55 + 110 });
   const taken = new Map(realized.edges.map((edge) => [edge.from + "\u0000" + edge.to, edge.count]));
   for (const edge of edges) {
-    const a = names.indexOf(edge.from), b = names.indexOf(edge.to);
-    if (a < 0 || b < 0) continue;
+    if (!names.includes(edge.from) || !names.includes(edge.to)) continue;
     const count = taken.get(edge.from + "\u0000" + edge.to) || 0;
-    const bend = b <= a ? 60 : -30;
-    const path = el("svg:path", {
-      d: `M${x(a) + 55},${y + 15} Q${(x(a) + x(b)) / 2 + 55},${y + 15 + bend} ${x(b) + 55},${y + 15}`,
+    // forward edges go from a node's right side to the next column; a loop back bends below both nodes
+    const loop = back.has(edge.from + "\u0000" + edge.to);
+    const [x1, y1] = loop ? [x(edge.from) + 55, y(edge.from) + 30] : [x(edge.from) + 110, y(edge.from) + 15];
+    const [x2, y2] = loop ? [x(edge.to) + 55, y(edge.to) + 30] : [x(edge.to), y(edge.to) + 15];
+    const [cx, cy] = loop ? [(x1 + x2) / 2, Math.max(y1, y2) + 45] : [(x1 + x2) / 2, (y1 + y2) / 2];
+    svg.append(el("svg:path", {
+      d: `M${x1},${y1} Q${cx},${cy} ${x2},${y2}`, "data-kind": edge.kind || "edge",
       fill: "none", stroke: count ? "#225" : "#bbb", "stroke-width": count ? 3 : 1, class: count ? "taken" : "untaken",
-    });
-    svg.append(path);
-    if (count) svg.append(el("svg:text", { x: (x(a) + x(b)) / 2 + 55, y: y + 15 + bend / 2 + 4 }, "×" + count));
+      "stroke-dasharray": edge.kind === "parallel" || edge.kind === "join" || edge.kind === "map" ? "4 3" : "none",
+    }));
+    if (count) svg.append(el("svg:text", { x: cx, y: loop ? cy - 18 : cy - 4 }, "×" + count));
   }
-  names.forEach((name, index) => {
+  for (const name of names) {
     const visits = realized.nodes[name] ? realized.nodes[name].visits : 0;
-    const group = el("svg:g", { class: "node", "data-node": name, "data-visits": visits });
-    group.append(el("svg:rect", { x: x(index), y, width: 110, height: 30, rx: 6,
+    const group = el("svg:g", { class: "node", "data-node": name, "data-visits": visits,
+      "data-column": column[name], "data-row": row[name] });
+    group.append(el("svg:rect", { x: x(name), y: y(name), width: 110, height: 30, rx: 6,
       fill: visits ? rewardColour(nodeReward[name]) : "#f4f4f4", stroke: visits ? "#000" : "#bbb" }));
-    group.append(el("svg:text", { x: x(index) + 6, y: y + 19 }, `${name}${visits ? " (" + visits + ")" : ""}`));
+    group.append(el("svg:text", { x: x(name) + 6, y: y(name) + 19 }, `${name}${visits ? " (" + visits + ")" : ""}`));
     svg.append(group);
-  });
+  }
   const order = el("div", {}, el("p", { id: "path" }, "path: " + realized.path.join(" → ")));
   for (const choice of realized.best_of || []) {  // a best-of visit: every candidate, its score, the one kept
     const parts = choice.candidates.map((c) => `${c.branch} ${typeof c.score === "number" ? fmt(c.score) : "no score"}` +
