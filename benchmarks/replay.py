@@ -4,10 +4,20 @@
    tape mode: both wall times and ``replay_ratio`` = tape replay wall time / original wall time.
 2. Re-grade 1,000 stored traces offline with three hooks: traces per second.
 3. Event append throughput with 8 concurrent writers, SQLite (JSONL + index) vs PostgreSQL (when one is configured:
-   AGENTFLOW_TEST_POSTGRES_URL or the file .ci/setup-postgres.sh writes). Each writer records as a run does: it holds
-   its events and flushes every EVENTS_PER_FLUSH events (a run flushes before each external effect and at the end of
-   each node), so ``*_events_per_s`` is the rate with that batch size; ``postgres_unbatched_events_per_s`` is the
-   rate with one committed write per event (a recorder that does not hold events).
+   AGENTFLOW_TEST_POSTGRES_URL or the file .ci/setup-postgres.sh writes). Each writer records one run as a run does:
+   it holds its events and flushes every EVENTS_PER_FLUSH events (a run flushes before each external effect and at
+   the end of each node), and each store is written the way it is deployed:
+   - ``postgres_events_per_s``: 8 writer *processes*, each with the store opened on its own. On a cluster every
+     bench worker is a process of its own (a Ray worker) writing its runs straight into the shared database, so
+     this is the figure of the target. ``postgres_events_per_s_threads``: 8 threads of one process sharing one
+     store object (one worker's concurrent runs), bound by that process's one core for Python (the GIL).
+   - ``sqlite_events_per_s``: 8 threads of one process, as before: a folder store is written by one process (a
+     local run, or the driver recording the events its Ray workers ship back). ``sqlite_events_per_s_processes``:
+     8 processes sharing the folder, whose index writes then wait on SQLite's lock.
+   - ``postgres_vs_sqlite``: ``postgres_events_per_s / sqlite_events_per_s`` (each store as deployed);
+     ``postgres_vs_sqlite_threads`` compares the two thread figures (like for like in one process).
+   - ``postgres_unbatched_events_per_s``: 8 processes with one committed write per event (a recorder that does not
+     hold events): about the server's commit rate.
 
 Usage: .venv/bin/python benchmarks/replay.py [--json]
 """
@@ -17,10 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,24 +142,74 @@ async def bench_regrade(root: Path) -> dict[str, float]:
     }
 
 
-def append_throughput(store: Store, *, events_per_flush: int | None = EVENTS_PER_FLUSH) -> float:
-    def write() -> None:
-        with store.new_run(workflow="bench") as recorder:
-            if events_per_flush is not None:
-                recorder.hold_events()
-            for index in range(EVENTS_PER_WRITER):
-                recorder.emit(EventType.ROUTE, node="n", data={"from": "a", "to": "b", "i": index})
-                if events_per_flush is not None and (index + 1) % events_per_flush == 0:
-                    recorder.flush()
-            recorder.finish("succeeded")
+def write_run(store: Store, events_per_flush: int | None) -> None:
+    """One writer: a run of EVENTS_PER_WRITER events (and run_finished), flushed every ``events_per_flush``."""
+    with store.new_run(workflow="bench") as recorder:
+        if events_per_flush is not None:
+            recorder.hold_events()
+        for index in range(EVENTS_PER_WRITER):
+            recorder.emit(EventType.ROUTE, node="n", data={"from": "a", "to": "b", "i": index})
+            if events_per_flush is not None and (index + 1) % events_per_flush == 0:
+                recorder.flush()
+        recorder.finish("succeeded")
 
-    threads = [threading.Thread(target=write) for _ in range(WRITERS)]
+
+def append_threads(store: Store, *, events_per_flush: int | None = EVENTS_PER_FLUSH) -> float:
+    """Events/s of WRITERS threads writing one run each into one store object."""
+    threads = [threading.Thread(target=write_run, args=(store, events_per_flush)) for _ in range(WRITERS)]
     clock = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     return WRITERS * (EVENTS_PER_WRITER + 1) / (time.perf_counter() - clock)
+
+
+def _writer_process(
+    open_store: Callable[[], Store], events_per_flush: int | None, ready: Any, start: Any, done: Any
+) -> None:
+    try:
+        store = open_store()
+        try:
+            ready.put(None)
+            start.wait()
+            write_run(store, events_per_flush)
+        finally:
+            store.close()
+    except BaseException as exc:
+        done.put(f"{type(exc).__name__}: {exc}")
+        raise
+    done.put(None)
+
+
+def append_processes(open_store: Callable[[], Store], *, events_per_flush: int | None = EVENTS_PER_FLUSH) -> float:
+    """Events/s of WRITERS processes writing one run each, each into the store it opened (``open_store``).
+
+    The clock runs from when all of them have opened the store until all have closed their runs, as the threads'
+    does from their start (the store is open) to their end.
+    """
+    context = multiprocessing.get_context("fork")  # the writers inherit what this process imported
+    ready, done, start = context.Queue(), context.Queue(), context.Event()
+    writers = [
+        context.Process(target=_writer_process, args=(open_store, events_per_flush, ready, start, done))
+        for _ in range(WRITERS)
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        for _ in writers:
+            ready.get(timeout=60)
+        clock = time.perf_counter()
+        start.set()
+        failures = [failure for failure in (done.get(timeout=300) for _ in writers) if failure is not None]
+        elapsed = time.perf_counter() - clock
+    finally:
+        start.set()
+        for writer in writers:
+            writer.join(timeout=60)
+    if failures:
+        raise RuntimeError(f"{len(failures)} writer(s) failed: {failures[0]}")
+    return WRITERS * (EVENTS_PER_WRITER + 1) / elapsed
 
 
 def postgres_url() -> str | None:
@@ -159,14 +221,19 @@ def postgres_url() -> str | None:
 
 
 def bench_stores(root: Path) -> dict[str, Any]:
-    sqlite_rate = append_throughput(TraceStore(root / "append-store"))
+    sqlite_rate = append_threads(TraceStore(root / "append-store"))
+    TraceStore(root / "append-store-processes").close()  # created once: the writers only open it
+    sqlite_processes_rate = append_processes(lambda: TraceStore(root / "append-store-processes"))
     figures: dict[str, Any] = {
         "writers": WRITERS,
         "events_per_flush": EVENTS_PER_FLUSH,
         "sqlite_events_per_s": round(sqlite_rate),
+        "sqlite_events_per_s_processes": round(sqlite_processes_rate),
         "postgres_events_per_s": None,
+        "postgres_events_per_s_threads": None,
         "postgres_unbatched_events_per_s": None,
         "postgres_vs_sqlite": None,
+        "postgres_vs_sqlite_threads": None,
     }
     url = postgres_url()
     if url is None:
@@ -177,16 +244,21 @@ def bench_stores(root: Path) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
-        store = PostgresStore(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}")
-        postgres_rate = append_throughput(store)
-        unbatched_rate = append_throughput(store, events_per_flush=None)
+        schema_url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+        PostgresStore(schema_url).close()  # migrated once: the writers only open it
+        postgres_rate = append_processes(lambda: PostgresStore(schema_url))
+        unbatched_rate = append_processes(lambda: PostgresStore(schema_url), events_per_flush=None)
+        store = PostgresStore(schema_url)
+        postgres_threads_rate = append_threads(store)
         store.close()
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
     figures["postgres_events_per_s"] = round(postgres_rate)
+    figures["postgres_events_per_s_threads"] = round(postgres_threads_rate)
     figures["postgres_unbatched_events_per_s"] = round(unbatched_rate)
     figures["postgres_vs_sqlite"] = round(postgres_rate / sqlite_rate, 3)
+    figures["postgres_vs_sqlite_threads"] = round(postgres_threads_rate / sqlite_rate, 3)
     return figures
 
 
@@ -205,12 +277,15 @@ def main() -> None:
     print(f"  replay_ratio {figures['replay_ratio']:.3f}")
     print(f"re-grade {TRACES} traces with 3 hooks: {figures['regrade_traces_per_s']:.0f} traces/s")
     print(f"event appends, {WRITERS} concurrent writers, a flush every {EVENTS_PER_FLUSH} events:")
-    print(f"  SQLite {figures['sqlite_events_per_s']} events/s", end="")
+    print(f"  SQLite, threads of one process: {figures['sqlite_events_per_s']} events/s", end="")
+    print(f" ({figures['sqlite_events_per_s_processes']} with {WRITERS} processes)")
     if figures["postgres_events_per_s"] is None:
-        print(", PostgreSQL not configured")
-    else:
-        print(f", PostgreSQL {figures['postgres_events_per_s']} events/s (x{figures['postgres_vs_sqlite']})")
-        print(f"  PostgreSQL with one commit per event: {figures['postgres_unbatched_events_per_s']} events/s")
+        print("  PostgreSQL not configured")
+        return
+    print(f"  PostgreSQL, processes: {figures['postgres_events_per_s']} events/s (x{figures['postgres_vs_sqlite']})")
+    print(f"  PostgreSQL, threads of one process: {figures['postgres_events_per_s_threads']} events/s", end="")
+    print(f" (x{figures['postgres_vs_sqlite_threads']})")
+    print(f"  PostgreSQL with one commit per event, processes: {figures['postgres_unbatched_events_per_s']} events/s")
 
 
 if __name__ == "__main__":

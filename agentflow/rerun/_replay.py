@@ -43,9 +43,9 @@ from agentflow.traces import (
     Store,
     content_digest,
     first_divergence,
+    volatile_pattern,
     without_abandoned,
 )
-from agentflow.traces._compare import volatile_pattern
 from agentflow.traces._events import ran_by_hook
 
 ReplayMode = Literal["tape", "verify"]

@@ -278,23 +278,28 @@ class QTableRouter:
             record["ignored_rewards"] = list(episode.ignored)
         return RouteOutcome(decision, record)
 
+    def _learn(self, run_id: str, episode: _Episode, *, ended: bool) -> StoredQTable:
+        """Update the stored table from the episode's transitions (``ended``: it reached END, else it stopped)."""
+        assert self.store is not None
+        return learn_episode(
+            self.store,
+            workflow=self.workflow,
+            router=self.label,
+            template_hash=self.template_hash,
+            settings=self.settings,
+            actions_of=self.actions_of(),
+            transitions=episode.transitions,
+            run_id=run_id,
+            ignored=episode.ignored,
+            ended=ended,
+        )
+
     def _stop_early(self, run_id: str, episode: _Episode, current: str, record: dict[str, Any]) -> RouteOutcome:
         record["early_stop"] = {"cumulative_reward": episode.total, "retry": episode.retries + 1}
         record["cumulative_reward"] = episode.total
         if self.settings.learn_stopped and self.learning and self.store is not None and episode.transitions:
             # Without this, the actions that sink an episode are never charged for it (the paper's behaviour).
-            stored = learn_episode(
-                self.store,
-                workflow=self.workflow,
-                router=self.label,
-                template_hash=self.template_hash,
-                settings=self.settings,
-                actions_of=self.actions_of(),
-                transitions=episode.transitions,
-                run_id=run_id,
-                ignored=episode.ignored,
-                ended=False,
-            )
+            stored = self._learn(run_id, episode, ended=False)
             record["early_stop"]["learned_episode"] = stored.episodes
         empty = Decision(END, "early_stop", current, {}, self._epsilon(episode.table), [])
         if episode.retries < self.settings.max_retries and self.start in self.candidates:
@@ -361,17 +366,7 @@ class QTableRouter:
         }
         if not self.learning or self.store is None:
             return summary
-        stored = learn_episode(
-            self.store,
-            workflow=self.workflow,
-            router=self.label,
-            template_hash=self.template_hash,
-            settings=self.settings,
-            actions_of=self.actions_of(),
-            transitions=episode.transitions,
-            run_id=run_id,
-            ignored=episode.ignored,
-        )
+        stored = self._learn(run_id, episode, ended=True)
         summary.update(learned=True, episode=stored.episodes)
         return summary
 

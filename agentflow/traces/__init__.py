@@ -24,7 +24,14 @@ Export for training and other tools (``agentflow traces export``)::
 """
 
 from agentflow.traces._atif import ATIF_VERSION, export_atif, import_atif, validate_atif
-from agentflow.traces._compare import VOLATILE_TEXT, Divergence, content_digest, first_divergence, without_abandoned
+from agentflow.traces._compare import (
+    VOLATILE_TEXT,
+    Divergence,
+    content_digest,
+    first_divergence,
+    volatile_pattern,
+    without_abandoned,
+)
 from agentflow.traces._cost import ModelUsage, token_cost, usage_cost
 from agentflow.traces._events import DATA_TYPES, Event, EventType
 from agentflow.traces._export import EXPORT_FORMATS, export_records, to_jsonl
@@ -174,5 +181,6 @@ __all__ = [
     "token_cost",
     "usage_cost",
     "validate_atif",
+    "volatile_pattern",
     "without_abandoned",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "encode_event",
     "event_hash",
     "normalise_json_value",
+    "scrub_surrogates",
     "sha256_hex",
     "stored_event_hash",
     "to_json_value",
@@ -188,7 +189,7 @@ class _Normaliser:
         # Exact type checks first: this runs for every value of every event, and the common cases must stay cheap.
         kind = type(value)
         if kind is str:
-            text = value if value.isascii() else _scrub_surrogates(value)
+            text = value if value.isascii() else scrub_surrogates(value)
             return text if self.on_str is None else self.on_str(text)
         if kind is dict:
             normalised: dict[str, Any] = {}
@@ -230,7 +231,7 @@ class _Normaliser:
         if type(key) is not str:
             key = _normalise_key(key)
         if not key.isascii():
-            key = _scrub_surrogates(key)
+            key = scrub_surrogates(key)
             if max(key) > "\uffff":
                 self.plain = False
         return str(key)
@@ -309,7 +310,7 @@ def encode_event(
     # an int outside the safe range. For plain data the two encodings are the same string, serialised once.
     data_json = _PLAIN_ENCODER.encode(data) if encoded is None else encoded
     canonical_data = data_json if plain else canonical_json(data).decode("utf-8")
-    node_json = "null" if node is None else _encode_string(node if node.isascii() else _scrub_surrogates(node))
+    node_json = "null" if node is None else _encode_string(node if node.isascii() else scrub_surrogates(node))
     parent_json = "null" if parent is None else str(parent)
     prev_json = "null" if prev_hash is None else f'"{prev_hash}"'
     run_json, type_json, ts_json = _encode_string(run_id), _encode_string(event_type), _encode_string(ts)
@@ -381,7 +382,8 @@ def _normalise_key(key: Any) -> str:
     raise _UnsupportedValue(f"a dict key of type {type(key).__name__}")
 
 
-def _scrub_surrogates(text: str) -> str:
+def scrub_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (from ``surrogateescape`` decoding) replaced by U+FFFD."""
     return _SURROGATE.sub("\ufffd", text)
 
 

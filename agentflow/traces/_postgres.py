@@ -6,14 +6,16 @@ loaded from PostgreSQL goes through the very parser and hash checks of a JSONL t
 ``INSERT``: a killed writer leaves every event it emitted, and no partial one; a recorder holding events
 (``hold_events``, as a run does) writes those held since the last ``flush`` with one ``COPY`` in one transaction,
 committed before ``flush`` returns (so before the effect the flush precedes), all or none: the embedded store's
-promise of what a killed run keeps, at one round trip and one commit per flush instead of one per event. Payloads over
-the spill threshold go to the ``blobs`` table, content-addressed. The schema is versioned
-(``agentflow/traces/_migrations.py``).
+promise of what a killed run keeps, at one commit per flush instead of one per event. The ``COPY`` is in the binary
+format, its rows assembled here from the bytes the recorder already has (no per-value adaptation by psycopg, no
+escaping, no parsing of text on the server). Payloads over the spill threshold go to the ``blobs`` table,
+content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agentflow.errors import MissingExtraError, TraceError
 from agentflow.traces._base import DEFAULT_SPILL_THRESHOLD, StoreBase
-from agentflow.traces._hashing import sha256_hex
+from agentflow.traces._events import EventType
+from agentflow.traces._hashing import scrub_surrogates, sha256_hex
 from agentflow.traces._migrations import migrate_postgres
 from agentflow.traces._protocol import Trace
 from agentflow.traces._recorder import EncodedEvent, RecorderBase
@@ -98,10 +101,14 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
         return redact_url(self.url)
 
     def connect(self) -> Any:
-        """Open a new autocommit psycopg connection to the store's database."""
+        """Open a new autocommit psycopg connection to the store's database (client encoding UTF-8)."""
         psycopg = _psycopg()
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+            # UTF-8 whatever the URL or the server's default says: recorders send the trace lines' UTF-8 bytes as
+            # they are (binary COPY), and the server reads them in the client encoding.
+            return psycopg.connect(
+                self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, client_encoding="UTF8"
+            )
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split()).replace(self.url, self.location)
             password = urlsplit(self.url).password
@@ -181,7 +188,24 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
 
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)"
-_COPY_EVENTS = "COPY events (run_id, seq, type, node, hash, line) FROM STDIN"
+_COPY_EVENTS = "COPY events (run_id, seq, type, node, hash, line) FROM STDIN (FORMAT BINARY)"
+
+# PostgreSQL's binary COPY format: a signature, flags and header extension length (both 0), then per row its field
+# count and each field as a length (-1 for NULL) and that many bytes, then -1 as the trailer. A text or integer
+# field's bytes are its value's binary form: UTF-8 text (in the client encoding), a big-endian int4.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = struct.pack(">h", -1)
+_FIELD_LENGTH = struct.Struct(">i")
+_SEQ_FIELD = struct.Struct(">ii")  # the length 4, then the seq
+_NULL_FIELD = _FIELD_LENGTH.pack(-1)
+_EVENT_COLUMNS = struct.pack(">h", 6)
+
+
+def _copy_field(value: bytes) -> bytes:
+    return _FIELD_LENGTH.pack(len(value)) + value
+
+
+_TYPE_FIELDS = {event_type: _copy_field(event_type.value.encode("ascii")) for event_type in EventType}
 
 
 class PostgresRecorder(RecorderBase):
@@ -197,6 +221,9 @@ class PostgresRecorder(RecorderBase):
 
     def __init__(self, store: PostgresStore, run_id: str, workflow: str, *, resume: Trace | None = None) -> None:
         self.store = store
+        # What every COPY row of this run starts with (the field count and the run id), and the node fields seen.
+        self._row_start = _EVENT_COLUMNS + _copy_field(run_id.encode("utf-8"))
+        self._node_fields: dict[str | None, bytes] = {None: _NULL_FIELD}
         self._connection = store.connect()
         try:
             super().__init__(run_id, workflow, store.spill_threshold, index=self._connection, resume=resume)
@@ -211,20 +238,41 @@ class PostgresRecorder(RecorderBase):
         return _insert_blob(self._connection, payload)
 
     def _append(self, events: list[EncodedEvent]) -> None:
-        rows = [
-            (self.run_id, event.seq, str(event.type), event.node, event.hash, event.line.decode("utf-8"))
-            for event in events
-        ]
         try:
-            if len(rows) == 1:  # autocommit: one statement is its own transaction
-                self._connection.execute(_INSERT_EVENT, rows[0])
+            if len(events) == 1:  # autocommit: one statement is its own transaction
+                event = events[0]
+                row = (self.run_id, event.seq, str(event.type), event.node, event.hash, event.line.decode("utf-8"))
+                self._connection.execute(_INSERT_EVENT, row)
             else:  # autocommit: one COPY is one statement, so one transaction (all rows or none) and one commit
+                rows = self._copy_rows(events)
                 with self._connection.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                    copy.write(rows)
         except _psycopg().Error as exc:
             seqs = f"{events[0].seq}" if len(events) == 1 else f"{events[0].seq}-{events[-1].seq}"
             raise TraceError(f"cannot write event {seqs} of run {self.run_id} to {self.store.location}: {exc}") from exc
+
+    def _copy_rows(self, events: list[EncodedEvent]) -> bytes:
+        """The events as the data of one binary COPY, header and trailer included."""
+        parts = [_COPY_HEADER]
+        row_start, node_fields = self._row_start, self._node_fields
+        for event in events:
+            node_field = node_fields.get(event.node)
+            if node_field is None:
+                node = str(event.node)  # not None: None is in the table from the start
+                # The line holds lone surrogates as U+FFFD (see encode_event); so does the column.
+                node_field = _copy_field((node if node.isascii() else scrub_surrogates(node)).encode("utf-8"))
+                node_fields[event.node] = node_field
+            parts += (
+                row_start,
+                _SEQ_FIELD.pack(4, event.seq),
+                _TYPE_FIELDS[event.type],
+                node_field,
+                _copy_field(event.hash.encode("ascii")),
+                _FIELD_LENGTH.pack(len(event.line)),
+                event.line,
+            )
+        parts.append(_COPY_TRAILER)
+        return b"".join(parts)
 
     def _release(self) -> None:
         self._connection.close()

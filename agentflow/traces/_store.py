@@ -453,15 +453,29 @@ class _BackgroundSync:
 
     ``os.fsync`` takes milliseconds on a real disk; done inline it would stall every run sharing the event loop.
     Each request holds its own duplicate of the file descriptor, so the recorder may close its own meanwhile.
-    Pending requests are completed before the interpreter exits normally (``atexit``).
+    Pending requests are completed before the interpreter exits normally (``atexit``). A process forked from one
+    that had started the thread starts afresh: it has no such thread, and the requests pending at the fork are the
+    parent's to complete.
     """
 
     def __init__(self) -> None:
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
         self._requests: queue.Queue[tuple[int, Path]] = queue.Queue()
         self._failures: dict[Path, str] = {}
         self._reported: set[Path] = set()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close its copies of the descriptors pending in the parent, and start afresh."""
+        # Read without the queue's lock, which another thread of the parent may have held at the fork; this
+        # thread is now the only one, and holds the GIL it forked with.
+        inherited = list(self._requests.queue)
+        self._start_afresh()
+        for descriptor, _path in inherited:
+            os.close(descriptor)
 
     def sync_file(self, fd: int, path: Path) -> None:
         """Have the file open as ``fd`` fsynced (its duplicate: ``fd`` may be closed right after)."""
@@ -515,3 +529,5 @@ class _BackgroundSync:
 
 _SYNCER = _BackgroundSync()
 atexit.register(_SYNCER.drain)
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_SYNCER.forget_after_fork)

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from agentflow.errors import AgentflowError
 from agentflow.traces import (
+    VOLATILE_TEXT,
     Event,
     EventType,
     RunInfo,
@@ -30,7 +31,10 @@ from agentflow.traces import (
     live_rewards,
     realized_graph,
     summarize,
+    volatile_pattern,
+    without_abandoned,
 )
+from agentflow.viewer._diffs import step_diffs
 from agentflow.viewer._queries import RunsQuery, runs_page
 
 STATIC = Path(__file__).parent / "static"
@@ -77,11 +81,18 @@ def template_graph(trace: Trace) -> dict[str, Any] | None:
         spec = load_workflow(workflow_file).spec
     except (AgentflowError, OSError):
         return None
-    edges = [{"from": edge.from_, "to": edge.to, "when": edge.when} for edge in spec.edges]
+    edges: list[dict[str, Any]] = [
+        {"from": edge.from_, "to": edge.to, "when": edge.when, "kind": "edge"} for edge in spec.edges
+    ]
     for name, node in spec.nodes.items():
         for route in getattr(node, "routes", None) or []:
-            edges.append({"from": name, "to": route.to, "when": route.when})
-    edges += [{"from": name, "to": "END", "when": None} for name in spec.end]
+            edges.append({"from": name, "to": route.to, "when": route.when, "kind": "route"})
+        # fan-outs, joins and maps are edges too: without them a branch would float apart from its fan-out
+        edges += [{"from": name, "to": branch, "when": None, "kind": "parallel"} for branch in node.parallel]
+        edges += [{"from": branch, "to": name, "when": None, "kind": "join"} for branch in node.after]
+        if node.kind == "map":
+            edges.append({"from": name, "to": node.node, "when": None, "kind": "map"})
+    edges += [{"from": name, "to": "END", "when": None, "kind": "edge"} for name in spec.end]
     return {"start": spec.start, "nodes": list(spec.nodes), "edges": edges}
 
 
@@ -145,24 +156,30 @@ class Viewer:
         ]
         return live + graded
 
+    def _run_view(self, trace: Trace, requested: str) -> dict[str, Any]:
+        """What a run page and each side of a compare page draw: summary, template, realized path, rewards."""
+        run_id = trace.events[0].run_id if trace.events else requested
+        return {
+            "run_id": run_id,
+            "summary": summarize(trace.events).to_dict(),
+            "events": len(trace.events),
+            # Without run_finished the run may still be going (in another process): the page tails it.
+            "finished": bool(trace.events) and trace.events[-1].type is EventType.RUN_FINISHED,
+            "problems": [str(problem) for problem in trace.problems],
+            "template": template_graph(trace),
+            "realized": realized_graph(trace.events),
+            "rewards": self._rewards(trace, run_id),
+        }
+
     async def run(self, request: Request) -> Response:
+        requested = request.path_params["run_id"]
+        trace: Trace = await self._blocking(self._trace, requested)
+        return JSONResponse(await self._blocking(self._run_view, trace, requested))
+
+    async def diffs(self, request: Request) -> Response:
         trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
-        run_id = trace.events[0].run_id if trace.events else request.path_params["run_id"]
-        rewards = await self._blocking(self._rewards, trace, run_id)
-        summary = summarize(trace.events)
-        return JSONResponse(
-            {
-                "run_id": run_id,
-                "summary": summary.to_dict(),
-                "events": len(trace.events),
-                # Without run_finished the run may still be going (in another process): the page tails it.
-                "finished": bool(trace.events) and trace.events[-1].type is EventType.RUN_FINISHED,
-                "problems": [str(problem) for problem in trace.problems],
-                "template": template_graph(trace),
-                "realized": realized_graph(trace.events),
-                "rewards": rewards,
-            }
-        )
+        found = await self._blocking(step_diffs, self.store, trace.events)
+        return JSONResponse({str(seq): diffs for seq, diffs in found.items()})
 
     async def forks(self, request: Request) -> Response:
         run_id: str = await self._blocking(self.store.resolve_run_id, request.path_params["run_id"])
@@ -181,16 +198,37 @@ class Viewer:
         return Response(content, media_type="text/plain; charset=utf-8")
 
     async def compare(self, request: Request) -> Response:
-        first: Trace = await self._blocking(self._trace, request.query_params.get("a", ""))
-        second: Trace = await self._blocking(self._trace, request.query_params.get("b", ""))
-        divergence = first_divergence(first.events, second.events)
         return JSONResponse(
-            {
-                "a": {"summary": summarize(first.events).to_dict(), "realized": realized_graph(first.events)},
-                "b": {"summary": summarize(second.events).to_dict(), "realized": realized_graph(second.events)},
-                "divergence": divergence.to_dict() if divergence is not None else None,
-            }
+            await self._blocking(self._compare, request.query_params.get("a", ""), request.query_params.get("b", ""))
         )
+
+    def _compare(self, first_id: str, second_id: str) -> dict[str, Any]:
+        """Both runs as their run pages draw them, and where they first differ.
+
+        When one run is a replay of the other this is the replay's own report: the original's abandoned attempts
+        left out and the volatile text (test runners' timings) masked, exactly as ``agentflow replay`` compares.
+        """
+        first, second = self._trace(first_id), self._trace(second_id)
+        a, b = self._run_view(first, first_id), self._run_view(second, second_id)
+        replay = None
+        if b["summary"].get("replay_of") == a["run_id"]:
+            replay = {"original": a["run_id"], "replay": b["run_id"]}
+            divergence = first_divergence(
+                without_abandoned(first.events), second.events, volatile_pattern(VOLATILE_TEXT)
+            )
+        elif a["summary"].get("replay_of") == b["run_id"]:
+            replay = {"original": b["run_id"], "replay": a["run_id"]}
+            divergence = first_divergence(
+                without_abandoned(second.events), first.events, volatile_pattern(VOLATILE_TEXT)
+            )
+        else:
+            divergence = first_divergence(first.events, second.events)
+        return {
+            "a": a,
+            "b": b,
+            "replay": replay,
+            "divergence": divergence.to_dict() if divergence is not None else None,
+        }
 
     async def bench_runs(self, request: Request) -> Response:
         infos = await self._blocking(self.store.list_bench_runs)
@@ -301,6 +339,7 @@ def create_app(store: Store, *, token: str | None = None) -> Starlette:
         Route("/api/runs/{run_id}", viewer.run),
         Route("/api/runs/{run_id}/events", viewer.events),
         Route("/api/runs/{run_id}/forks", viewer.forks),
+        Route("/api/runs/{run_id}/diffs", viewer.diffs),
         Route("/api/runs/{run_id}/live", viewer.live),
         Route("/api/blobs/{digest}", viewer.blob),
         Route("/api/compare", viewer.compare),

@@ -83,6 +83,7 @@ class _Exporter:
     async def run(self, run_id: str) -> None:
         run = await self.copy(f"api/runs/{run_id}")
         await self.copy(f"api/runs/{run_id}/forks")
+        await self.copy(f"api/runs/{run_id}/diffs")
         for start in range(0, max(run["events"], 1), EVENTS_PAGE):
             page = await self.copy(f"api/runs/{run_id}/events?from={start}&limit={EVENTS_PAGE}")
             for digest in set(_BLOB.findall(json.dumps(page["events"]))):

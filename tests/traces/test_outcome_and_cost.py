@@ -184,7 +184,7 @@ def test_an_sqlite_index_of_migration_7_gains_the_columns(tmp_path: Path) -> Non
     assert (rows["old-run"].outcome, rows["old-run"].cost) == (None, None)
     assert (rows["new-run"].outcome, rows["new-run"].cost) == (1.0, pytest.approx(500 * 2.0 / 1e6))
     with sqlite3.connect(store.index_path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS) == 8
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS)
     connection.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import pytest
 
@@ -72,5 +73,87 @@ def test_a_flush_is_one_transaction_all_of_its_events_or_none(postgres_url: str)
             ]
         assert seqs == [0, 3]  # run_started and the intruder's row, none of the flushed batch
         recorder.close()
+    finally:
+        store.close()
+
+
+def test_a_database_of_version_8_loses_the_events_foreign_key_and_keeps_its_runs(postgres_url: str) -> None:
+    import psycopg
+
+    from agentflow.traces import EventType
+
+    with psycopg.connect(postgres_url, autocommit=True) as connection:  # the schema as migration 8 left it
+        connection.execute("CREATE TABLE agentflow_schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        for version, statements in enumerate(POSTGRES_MIGRATIONS[:8], start=1):
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("INSERT INTO agentflow_schema_migrations (version) VALUES (%s)", (version,))
+        connection.execute(
+            "INSERT INTO runs (run_id, workflow, status, started_at) VALUES ('old', 'w', 'running', 't')"
+        )
+
+    def foreign_keys(connection: psycopg.Connection[Any]) -> list[str]:
+        rows = connection.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'f'"
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    with psycopg.connect(postgres_url) as connection:
+        assert foreign_keys(connection) == ["events_run_id_fkey"]
+    store = PostgresStore(postgres_url)
+    try:
+        with store.connect() as connection:
+            assert foreign_keys(connection) == []
+        assert [run.run_id for run in store.list_runs()] == ["old"]
+        with store.new_run(workflow="after") as recorder:
+            recorder.hold_events()
+            for index in range(3):
+                recorder.emit(EventType.ROUTE, node="a", data={"from": "a", "to": "b", "i": index})
+            recorder.finish("succeeded")
+        assert [event.seq for event in store.load_trace(recorder.run_id).events] == [0, 1, 2, 3]
+    finally:
+        store.close()
+
+
+def test_events_are_written_as_utf8_whatever_client_encoding_the_url_asks_for(postgres_url: str) -> None:
+    from agentflow.traces import EventType
+
+    latin1_url = f"{postgres_url}&client_encoding=LATIN1"
+    store = PostgresStore(latin1_url)
+    texts = ["café", "日本語", "emoji \U0001f600", "tab\tback\\slash\nnewline"]
+    try:
+        with store.new_run(workflow="encodings") as recorder:
+            recorder.hold_events()
+            for text in texts:  # held, then written by one COPY
+                recorder.emit(EventType.ROUTE, node=f"nœud {text}", data={"from": text, "to": "b"})
+            recorder.flush()
+            recorder.emit(EventType.ROUTE, node="ß", data={"from": "é", "to": "b"})  # alone: one INSERT
+            recorder.flush()
+            recorder.finish("succeeded")
+        trace = store.load_trace(recorder.run_id)  # verifies every hash against the stored lines
+        assert [event.data["from"] for event in trace.events[:5]] == [*texts, "é"]
+        assert [event.node for event in trace.events[:5]] == [*(f"nœud {text}" for text in texts), "ß"]
+        with store.connect() as connection:
+            nodes = [row[0] for row in connection.execute("SELECT node FROM events ORDER BY seq").fetchall()]
+        assert nodes[:5] == [*(f"nœud {text}" for text in texts), "ß"]
+    finally:
+        store.close()
+
+
+def test_a_node_name_with_a_lone_surrogate_is_stored_as_the_trace_line_holds_it(postgres_url: str) -> None:
+    from agentflow.traces import EventType
+
+    store = PostgresStore(postgres_url)
+    try:
+        with store.new_run(workflow="surrogates") as recorder:
+            recorder.hold_events()
+            for _ in range(2):  # held, then written by one COPY
+                recorder.emit(EventType.ROUTE, node="file-\udcff", data={"from": "a", "to": "b"})
+            recorder.finish("succeeded")
+        trace = store.load_trace(recorder.run_id)
+        assert [event.node for event in trace.events[:2]] == ["file-\ufffd", "file-\ufffd"]
+        with store.connect() as connection:
+            nodes = [row[0] for row in connection.execute("SELECT node FROM events ORDER BY seq").fetchall()]
+        assert nodes[:2] == ["file-\ufffd", "file-\ufffd"]
     finally:
         store.close()

@@ -427,3 +427,29 @@ def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: A
     recorder.close()
     store.close()  # the boundary fsyncs are a background thread's: wait for them
     assert len(synced) == expected_fsyncs
+
+
+def _record_in_a_forked_child(folder: Path) -> None:
+    store = TraceStore(folder)
+    with store.new_run(workflow="child", run_id="child-run") as recorder:
+        recorder.emit(EventType.ROUTE, node="a", data={"from": "a", "to": "b"})
+        recorder.finish("succeeded")  # a boundary: fsynced by the child's own background thread
+    store.close()  # waits for that fsync
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform cannot fork")
+def test_a_forked_child_records_and_closes_a_store_after_its_parent_used_one(tmp_path: Path) -> None:
+    import multiprocessing
+
+    parent_store = TraceStore(tmp_path / "parent")
+    with parent_store.new_run(workflow="parent") as recorder:
+        recorder.finish("succeeded")  # the parent's background fsync thread is running now
+    child = multiprocessing.get_context("fork").Process(target=_record_in_a_forked_child, args=(tmp_path / "child",))
+    child.start()
+    child.join(timeout=60)
+    if child.exitcode is None:  # it waited for the parent's fsync thread, which a forked process does not have
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert TraceStore(tmp_path / "child").load_trace("child-run").ok
+    parent_store.close()

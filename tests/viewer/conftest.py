@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
 from agentflow.traces import EventType, TraceStore
 
@@ -184,3 +185,30 @@ def bench_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[TraceStore, d
         assert outcome.ran == len(outcome.items), outcome
         benches[name] = bench.info.bench_run_id
     return store, benches
+
+
+def record_replayed_pair(folder: Path, command: str, mode: str) -> tuple[TraceStore, str, str]:
+    """A store with a run of two shell nodes (the second runs ``command``; exit_code scores each node) and its
+    replay in ``mode`` (``tape`` or ``verify``): returns the store, the original's id and the replay's."""
+    workflow = folder / "two.yaml"
+    workflow.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two",
+                "tools": ["shell"],
+                "start": "first",
+                "nodes": {
+                    "first": {"kind": "tool", "tool": "shell", "args": {"command": "echo one"}},
+                    "second": {"kind": "tool", "tool": "shell", "args": {"command": command}},
+                },
+                "edges": [{"from": "first", "to": "second"}],
+                "end": ["second"],
+                "rewards": [{"hook": "exit_code", "on": "node"}],
+            }
+        )
+    )
+    store = TraceStore(folder / "store")
+    original = asyncio.run(run_workflow(workflow, store=store))
+    assert original.status == "succeeded", original.error
+    report = asyncio.run(replay_run(store, original.run_id, mode=mode))  # type: ignore[arg-type]
+    return store, original.run_id, report.replay_run_id

@@ -19,10 +19,11 @@ import pytest
 import uvicorn
 import yaml
 
+from agentflow.runtime import run_workflow
 from agentflow.traces import EventType, TraceStore
 from agentflow.viewer import create_app
 from tests.support.require import require
-from tests.viewer.conftest import ROOT, XSS, record_hostile_run, record_priced_run
+from tests.viewer.conftest import ROOT, XSS, record_hostile_run, record_priced_run, record_replayed_pair
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "document.getElementById('page').dataset.ready === location.hash"
@@ -224,6 +225,15 @@ def test_compare_page_shows_the_first_divergence(page: Watched, server: str, rec
     page.page.click("#cmp-go")
     page.page.wait_for_selector("#divergence")
     assert "first difference at event" in (page.page.text_content("#divergence") or "")
+    # both realized graphs, side by side, each with its visited nodes
+    for side in ("a", "b"):
+        assert page.page.locator(f"#graph-{side} g.node[data-visits]:not([data-visits='0'])").count() >= 1
+    # rewards per node: a row per visited node, with both runs' values where they have one
+    rows = page.page.locator("#compare-rewards tr[data-node]")
+    assert rows.count() >= 3
+    api = page.page.evaluate(f"fetch('api/compare?a={runs['succeeded']}&b={runs['failed']}').then(r => r.json())")
+    visited = set(api["a"]["realized"]["nodes"]) | set(api["b"]["realized"]["nodes"])
+    assert {rows.nth(i).get_attribute("data-node") for i in range(rows.count())} == visited
     page.shot("compare")
 
 
@@ -482,3 +492,76 @@ def test_exported_bench_page_opens_from_file(page: Watched, bench_store: Any, tm
     page.page.click(f"#bench-tasks a[data-run='{run_id}']")
     page.page.wait_for_selector("#timeline .row[data-seq='0']")
     assert run_id in (page.page.text_content("#run-title") or "")
+
+
+def test_a_replay_links_its_report(page: Watched, tmp_path: Path) -> None:
+    # recorded in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        store, original, replay = pool.submit(record_replayed_pair, tmp_path, "date +%s%N", "verify").result()
+    with serving(store) as url:
+        page.page.goto(url + f"/#/run/{replay}")
+        page.page.wait_for_selector("#replay-report")
+        page.page.click("#replay-report")
+        page.page.wait_for_selector("#divergence")
+        assert f"{replay} replays {original}" in (page.page.text_content("h2") or "")
+        assert "node second" in (page.page.text_content("#divergence") or "")
+        page.shot("replay-report")
+
+
+def test_a_step_shows_its_messages_its_command_and_the_diff_it_made(
+    page: Watched, server: str, recorded_store: Any
+) -> None:
+    run_id = recorded_store[1]["succeeded"]
+    trace = recorded_store[0].load_trace(run_id).events
+    first = {}
+    for event in trace:
+        key = "patch" if event.type is EventType.TOOL_CALL and event.data.get("tool") == "apply_patch" else event.type
+        first.setdefault(key, event.seq)
+    page.page.goto(server + f"/#/run/{run_id}")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+
+    def open_step(seq: int) -> None:
+        page.page.evaluate(f"document.getElementById('timeline').scrollTop = {seq} * 22")
+        page.page.wait_for_selector(f"#timeline .row[data-seq='{seq}']")
+        page.page.click(f"#timeline .row[data-seq='{seq}']")
+        page.page.wait_for_selector(f"#detail h3:text-matches('^#{seq} ')")
+
+    open_step(first[EventType.MODEL_REQUEST])
+    assert page.page.locator("#detail .message.system, #detail .message.user").count() >= 1
+    open_step(first[EventType.SANDBOX_EXEC])
+    assert (page.page.text_content("#detail pre.command") or "").startswith("$ ")
+    open_step(first["patch"])
+    page.page.wait_for_selector("#detail pre.diff")
+    assert page.page.locator("#detail pre.diff span.added, #detail pre.diff span.removed").count() >= 1
+    page.shot("step-diff")
+
+
+def _record_example(folder: Path, name: str) -> tuple[TraceStore, str]:
+    shutil.copytree(ROOT / "graphs" / "examples", folder / "graphs" / "examples")
+    shutil.copytree(ROOT / "tools", folder / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    store = TraceStore(folder / ".agentflow")
+    result = asyncio.run(run_workflow(folder / "graphs" / "examples" / f"{name}.yaml", store=store))
+    assert result.status == "succeeded", result.error
+    return store, result.run_id
+
+
+def test_parallel_branches_are_drawn_side_by_side_between_fan_out_and_join(page: Watched, tmp_path: Path) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs a loop in this thread
+        store, run_id = pool.submit(_record_example, tmp_path, "parallel_review").result()
+    with serving(store) as url:
+        page.page.goto(url + f"/#/run/{run_id}")
+        page.page.wait_for_selector("#graph g.node")
+        place = {
+            name: (
+                int(page.page.get_attribute(f"g.node[data-node={name}]", "data-column") or -1),
+                int(page.page.get_attribute(f"g.node[data-node={name}]", "data-row") or -1),
+            )
+            for name in ("inventory", "style", "docs", "tests", "summarize")
+        }
+        branches = [place[name] for name in ("style", "docs", "tests")]
+        assert {column for column, _ in branches} == {place["inventory"][0] + 1}  # one column after the fan-out
+        assert len({row for _, row in branches}) == 3  # each branch in its own row: side by side
+        assert place["summarize"][0] == place["inventory"][0] + 2  # the join after them
+        assert page.page.locator("path.taken[data-kind=parallel]").count() == 3
+        assert page.page.locator("path.taken[data-kind=join]").count() == 3
+        page.shot("parallel-run")

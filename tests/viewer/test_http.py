@@ -14,7 +14,14 @@ from agentflow.bench import build_report
 from agentflow.traces import BenchItem, EventType, TraceStore
 from agentflow.viewer import CSP, create_app
 from agentflow.viewer._queries import RunsQuery, _generic_page
-from tests.viewer.conftest import PRICES, XSS, record_errored_run, record_hostile_run, record_priced_run
+from tests.viewer.conftest import (
+    PRICES,
+    XSS,
+    record_errored_run,
+    record_hostile_run,
+    record_priced_run,
+    record_replayed_pair,
+)
 
 
 @pytest.fixture
@@ -315,3 +322,28 @@ def test_a_bench_page_tells_retried_and_errored_attempts_and_follows_a_bench_run
         0,
         {"pass@1": 0.5, "pass@2": 1.0},
     )
+
+
+def _replayed_pair(tmp_path: Path, command: str, mode: str) -> tuple[TestClient, str, str]:
+    store, original, replay = record_replayed_pair(tmp_path, command, mode)
+    return TestClient(create_app(store)), original, replay
+
+
+def test_a_replay_and_its_original_compare_as_the_replay_report(tmp_path: Path) -> None:
+    client, original, replay = _replayed_pair(tmp_path, "echo two", "tape")
+    report = client.get("/api/compare", params={"a": original, "b": replay}).json()
+    assert report["replay"] == {"original": original, "replay": replay}
+    assert report["divergence"] is None  # a tape replay records the same events
+    # either order: the replay is recognised by its replay_of, not by its place
+    assert client.get("/api/compare", params={"a": replay, "b": original}).json()["replay"] == report["replay"]
+    # both sides carry what their graphs are drawn with: template, realized path and per-node rewards
+    for side in (report["a"], report["b"]):
+        assert side["template"] is not None and side["realized"]["path"] == ["first", "second"]
+        assert {reward["node"] for reward in side["rewards"]} == {"first", "second"}
+
+
+def test_a_verify_replay_that_differs_names_its_first_divergence(tmp_path: Path) -> None:
+    client, original, replay = _replayed_pair(tmp_path, "date +%s%N", "verify")  # the command's output changes
+    report = client.get("/api/compare", params={"a": original, "b": replay}).json()
+    assert report["replay"] == {"original": original, "replay": replay}
+    assert report["divergence"] is not None and report["divergence"]["node"] == "second"

@@ -166,7 +166,38 @@ function rewardColour(value) {
   return `hsl(${Math.round(clamped * 120)}, 70%, 60%)`;
 }
 
-function graphSvg(run) {
+// Columns by the longest path from the start over forward edges (a loop's edge back is found by a depth-first walk
+// and drawn bending below), rows within a column in template order: parallel branches stand side by side.
+function layers(names, edges, start) {
+  const out = new Map(names.map((name) => [name, []]));
+  for (const edge of edges) if (out.has(edge.from) && out.has(edge.to)) out.get(edge.from).push(edge.to);
+  const back = new Set(), state = new Map();
+  const visit = (name) => {
+    state.set(name, "open");
+    for (const next of out.get(name)) {
+      if (state.get(next) === "open") back.add(name + "\u0000" + next);
+      else if (!state.has(next)) visit(next);
+    }
+    state.set(name, "done");
+  };
+  if (start && out.has(start)) visit(start);
+  for (const name of names) if (!state.has(name)) visit(name);
+  const column = Object.fromEntries(names.map((name) => [name, 0]));
+  for (let pass = 0; pass < names.length; pass++) {  // longest path: relax the forward edges until nothing moves
+    let moved = false;
+    for (const [from, targets] of out) {
+      for (const to of targets) {
+        if (!back.has(from + "\u0000" + to) && column[to] < column[from] + 1) { column[to] = column[from] + 1; moved = true; }
+      }
+    }
+    if (!moved) break;
+  }
+  const row = {}, used = {};
+  for (const name of names) { row[name] = used[column[name]] || 0; used[column[name]] = row[name] + 1; }
+  return { column, row, back };
+}
+
+function graphSvg(run, id = "graph") {
   const realized = run.realized;
   const names = run.template ? [...run.template.nodes] : Object.keys(realized.nodes);
   const edges = run.template ? run.template.edges : realized.edges;
@@ -176,29 +207,36 @@ function graphSvg(run) {
   for (const [name, node] of Object.entries(run.summary.nodes || {})) {
     if (nodeReward[name] === undefined && node && typeof node.reward === "number") nodeReward[name] = node.reward;
   }
-  const x = (index) => 20 + index * 150, y = 40;
-  const svg = el("svg:svg", { id: "graph", width: Math.max(300, names.length * 150 + 40), height: 150 });
+  const { column, row, back } = layers(names, edges, run.template ? run.template.start : realized.path[0]);
+  const x = (name) => 20 + column[name] * 150, y = (name) => 40 + row[name] * 55;
+  const rows = Math.max(1, ...names.map((name) => row[name] + 1));
+  const columns = Math.max(1, ...names.map((name) => column[name] + 1));
+  const svg = el("svg:svg", { id, width: Math.max(300, columns * 150 + 40), height: rows * 55 + 110 });
   const taken = new Map(realized.edges.map((edge) => [edge.from + "\u0000" + edge.to, edge.count]));
   for (const edge of edges) {
-    const a = names.indexOf(edge.from), b = names.indexOf(edge.to);
-    if (a < 0 || b < 0) continue;
+    if (!names.includes(edge.from) || !names.includes(edge.to)) continue;
     const count = taken.get(edge.from + "\u0000" + edge.to) || 0;
-    const bend = b <= a ? 60 : -30;
-    const path = el("svg:path", {
-      d: `M${x(a) + 55},${y + 15} Q${(x(a) + x(b)) / 2 + 55},${y + 15 + bend} ${x(b) + 55},${y + 15}`,
+    // forward edges go from a node's right side to the next column; a loop back bends below both nodes
+    const loop = back.has(edge.from + "\u0000" + edge.to);
+    const [x1, y1] = loop ? [x(edge.from) + 55, y(edge.from) + 30] : [x(edge.from) + 110, y(edge.from) + 15];
+    const [x2, y2] = loop ? [x(edge.to) + 55, y(edge.to) + 30] : [x(edge.to), y(edge.to) + 15];
+    const [cx, cy] = loop ? [(x1 + x2) / 2, Math.max(y1, y2) + 45] : [(x1 + x2) / 2, (y1 + y2) / 2];
+    svg.append(el("svg:path", {
+      d: `M${x1},${y1} Q${cx},${cy} ${x2},${y2}`, "data-kind": edge.kind || "edge",
       fill: "none", stroke: count ? "#225" : "#bbb", "stroke-width": count ? 3 : 1, class: count ? "taken" : "untaken",
-    });
-    svg.append(path);
-    if (count) svg.append(el("svg:text", { x: (x(a) + x(b)) / 2 + 55, y: y + 15 + bend / 2 + 4 }, "×" + count));
+      "stroke-dasharray": edge.kind === "parallel" || edge.kind === "join" || edge.kind === "map" ? "4 3" : "none",
+    }));
+    if (count) svg.append(el("svg:text", { x: cx, y: loop ? cy - 18 : cy - 4 }, "×" + count));
   }
-  names.forEach((name, index) => {
+  for (const name of names) {
     const visits = realized.nodes[name] ? realized.nodes[name].visits : 0;
-    const group = el("svg:g", { class: "node", "data-node": name, "data-visits": visits });
-    group.append(el("svg:rect", { x: x(index), y, width: 110, height: 30, rx: 6,
+    const group = el("svg:g", { class: "node", "data-node": name, "data-visits": visits,
+      "data-column": column[name], "data-row": row[name] });
+    group.append(el("svg:rect", { x: x(name), y: y(name), width: 110, height: 30, rx: 6,
       fill: visits ? rewardColour(nodeReward[name]) : "#f4f4f4", stroke: visits ? "#000" : "#bbb" }));
-    group.append(el("svg:text", { x: x(index) + 6, y: y + 19 }, `${name}${visits ? " (" + visits + ")" : ""}`));
+    group.append(el("svg:text", { x: x(name) + 6, y: y(name) + 19 }, `${name}${visits ? " (" + visits + ")" : ""}`));
     svg.append(group);
-  });
+  }
   const order = el("div", {}, el("p", { id: "path" }, "path: " + realized.path.join(" → ")));
   for (const choice of realized.best_of || []) {  // a best-of visit: every candidate, its score, the one kept
     const parts = choice.candidates.map((c) => `${c.branch} ${typeof c.score === "number" ? fmt(c.score) : "no score"}` +
@@ -212,10 +250,59 @@ function describe(event) {
   const data = event.data || {};
   const bits = [event.seq, event.type, (event.node || "") + (data.branch ? ` [${data.branch}]` : "")];
   if (data.tool) bits.push(data.tool);
+  if (event.type === "sandbox_exec" && Array.isArray(data.cmd)) bits.push(`$ ${data.cmd.join(" ").slice(0, 60)} → ${data.exit_code}`);
+  if (typeof data.duration_s === "number") bits.push(`${data.duration_s.toFixed(3)} s`);
   if (data.value !== undefined) bits.push("reward " + fmt(data.value));
   const message = data.message && typeof data.message === "object" ? data.message.content : data.message;
   if (message) bits.push(String(message).slice(0, 80));
   return bits.join("  ");
+}
+
+// A step's own parts, each as text: the messages of a model turn, a tool call's arguments and result, a command.
+function stepParts(event) {
+  const data = event.data || {};
+  const text = (value) => typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  const parts = [];
+  if (event.type === "model_request" && Array.isArray(data.messages)) {
+    for (const message of data.messages) {
+      parts.push(el("div", { class: "message " + String(message.role) }, el("b", {}, String(message.role) + ": "), text(message.content ?? "")));
+    }
+    if (Array.isArray(data.tools) && data.tools.length) {
+      parts.push(el("p", { class: "tools" }, "tools offered: " + data.tools.map((t) => (t.function || t).name).join(", ")));
+    }
+  } else if (event.type === "model_response") {
+    const message = data.message || {};
+    parts.push(el("div", { class: "message assistant" }, el("b", {}, "assistant: "), text(message.content ?? "")));
+    for (const call of data.tool_calls || []) parts.push(el("pre", { class: "tool-call" }, `${call.name}(${prettyJson(call.arguments)})`));
+    if (data.usage) parts.push(el("p", {}, `tokens: ${data.usage.input_tokens} in, ${data.usage.output_tokens} out`));
+  } else if (event.type === "tool_call") {
+    parts.push(el("pre", { class: "tool-call" }, `${data.tool}(${prettyJson(data.arguments)})`));
+  } else if (event.type === "tool_result") {
+    parts.push(el("p", { class: data.ok ? "passed" : "error" }, data.ok ? "ok" : "error: " + text(data.error)));
+    parts.push(el("pre", { class: "output" }, text(data.content ?? "")));
+  } else if (event.type === "sandbox_exec") {
+    parts.push(el("pre", { class: "command" }, `$ ${(data.cmd || []).join(" ")}\nexit ${data.exit_code}` +
+      (data.timed_out ? " (timed out)" : "") + (data.truncated ? " (output truncated)" : "") + ` · by ${data.by}`));
+    if (data.stdout) parts.push(el("pre", { class: "output" }, text(data.stdout)));
+    if (data.stderr) parts.push(el("pre", { class: "output stderr" }, text(data.stderr)));
+  }
+  return parts;
+}
+
+function prettyJson(value) {
+  if (typeof value !== "string") return JSON.stringify(value, null, 2);
+  try { return JSON.stringify(JSON.parse(value), null, 2); } catch { return value; }
+}
+
+// A unified diff, a line per element so that added and removed lines are coloured by class, never by markup.
+function diffView(change) {
+  const view = el("pre", { class: "diff", "data-path": change.path });
+  for (const line of change.diff.split("\n")) {
+    const kind = line.startsWith("+++") || line.startsWith("---") ? "file" : line.startsWith("+") ? "added"
+      : line.startsWith("-") ? "removed" : line.startsWith("@@") ? "hunk" : "same";
+    view.append(el("span", { class: kind }, line + "\n"));
+  }
+  return el("div", { class: "diffs" }, el("h4", {}, "file diff" + (change.path ? ": " + change.path : "")), view);
 }
 
 async function runPageView(runId) {
@@ -226,6 +313,10 @@ async function runPageView(runId) {
     header.append(" · outcome ", el("span", { class: outcomeClass(run.summary.outcome), id: "run-outcome" }, fmt(run.summary.outcome)));
   }
   if (typeof run.summary.cost === "number") header.append(" · ", el("span", { id: "run-cost" }, money(run.summary.cost)));
+  if (run.summary.replay_of) {  // a replay: its report is the comparison with the run it replays
+    header.append(" · ", el("a", { id: "replay-report",
+      href: `#/compare/${encodeURIComponent(run.summary.replay_of)}/${encodeURIComponent(run.run_id)}` }, "replay report"));
+  }
   const problems = el("p", { class: "error", id: "problems" }, run.problems.join("; "));
   const [svg, order] = graphSvg(run);
   const timeline = el("div", { id: "timeline" });
@@ -271,13 +362,19 @@ async function runPageView(runId) {
       rows.set(seq, row);
     }
   }
-  function showStep(event) {
+  let diffs = null;  // the file diffs of the run's steps (by tool_call seq), fetched on the first step opened
+  async function showStep(event) {
     const related = run.rewards.filter((reward) => reward.target_seq === event.seq);
-    detail.replaceChildren(el("div", { id: "step" }, JSON.stringify(event, null, 2)));
+    detail.replaceChildren(el("h3", {}, `#${event.seq} ${event.type}${event.node ? " · " + event.node : ""}` +
+      (event.data && event.data.branch ? ` [${event.data.branch}]` : "") +
+      (event.data && typeof event.data.duration_s === "number" ? ` · ${event.data.duration_s.toFixed(3)} s` : "")));
+    detail.append(...stepParts(event));
     for (const reward of related) {
       detail.append(el("div", { class: "reward" }, `reward ${reward.hook}: ${fmt(reward.value)} ${reward.explanation}\n` +
         JSON.stringify(reward.components, null, 2)));
     }
+    const raw = el("details", {}, el("summary", {}, "the event as recorded"), el("pre", { id: "step" }, JSON.stringify(event, null, 2)));
+    detail.append(raw);
     for (const match of JSON.stringify(event.data).matchAll(/"\$blob":"([0-9a-f]{64})"/g)) {
       const button = el("button", {}, "load payload " + match[1].slice(0, 12));
       button.addEventListener("click", async () => {
@@ -286,6 +383,10 @@ async function runPageView(runId) {
         button.replaceWith(el("div", { class: "blob" }, text));
       });
       detail.append(button);
+    }
+    if (event.type === "tool_call") {
+      diffs = diffs || await getJSON(`api/runs/${encodeURIComponent(run.run_id)}/diffs`);
+      for (const change of diffs[String(event.seq)] || []) detail.append(diffView(change));
     }
   }
   timeline.addEventListener("scroll", () => { render(); });
@@ -351,16 +452,49 @@ function groupsList(parentId, groups) {
 // -- compare ------------------------------------------------------------------------------------------
 async function comparePage(a, b) {
   const data = await getJSON(`api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
-  const table = el("table", { id: "compare" }, el("tr", {}, el("th"), el("th", {}, a), el("th", {}, b)));
-  for (const key of ["status", "workflow", "steps", "tokens", "duration_s"]) {
-    table.append(el("tr", {}, el("td", {}, key), el("td", {}, fmt(data.a.summary[key])), el("td", {}, fmt(data.b.summary[key]))));
+  const runs = [data.a, data.b];
+  const table = el("table", { id: "compare" }, el("tr", {}, el("th"),
+    ...runs.map((run) => el("th", {}, el("a", { href: "#/run/" + encodeURIComponent(run.run_id) }, run.run_id)))));
+  for (const key of ["status", "workflow", "outcome", "steps", "tokens", "cost", "duration_s"]) {
+    const cell = (run) => key === "cost" ? money(run.summary.cost) : fmt(run.summary[key]);
+    table.append(el("tr", {}, el("td", {}, key), ...runs.map((run) => el("td", { "data-key": key }, cell(run)))));
   }
-  table.append(el("tr", {}, el("td", {}, "path"), el("td", {}, data.a.realized.path.join(" → ")),
-    el("td", {}, data.b.realized.path.join(" → "))));
+  // The realized graphs side by side, each over its template and coloured by its own rewards.
+  const graphs = el("div", { id: "compare-graphs", class: "side-by-side" });
+  runs.forEach((run, index) => {
+    const [svg, order] = graphSvg(run, `graph-${"ab"[index]}`);
+    graphs.append(el("div", { class: "side" }, el("h3", {}, run.run_id), svg, order));
+  });
+  // Rewards per node: each run's node-level rewards (their mean when a node has several) and visits.
+  const perNode = runs.map((run) => nodeRewards(run));
+  const nodes = [...new Set([...Object.keys(data.a.realized.nodes), ...Object.keys(data.b.realized.nodes)])];
+  const rewards = el("table", { id: "compare-rewards" },
+    el("tr", {}, el("th", {}, "node"), el("th", {}, "visits A"), el("th", {}, "reward A"), el("th", {}, "visits B"),
+      el("th", {}, "reward B"), el("th", {}, "B − A")));
+  for (const node of nodes) {
+    const [ra, rb] = perNode.map((rewardsOf) => rewardsOf[node]);
+    const delta = typeof ra === "number" && typeof rb === "number" ? fmt(rb - ra) : "";
+    rewards.append(el("tr", { "data-node": node }, el("td", {}, node),
+      el("td", {}, fmt(data.a.realized.nodes[node]?.visits ?? 0)), el("td", {}, fmt(ra)),
+      el("td", {}, fmt(data.b.realized.nodes[node]?.visits ?? 0)), el("td", {}, fmt(rb)), el("td", {}, delta)));
+  }
+  const title = data.replay
+    ? el("h2", {}, `replay report: ${data.replay.replay} replays ${data.replay.original}`)
+    : el("h2", {}, "compare");
   const divergence = data.divergence
     ? el("pre", { id: "divergence" }, `first difference at event ${data.divergence.index} (node ${data.divergence.node ?? "-"})\n${data.divergence.diff}`)
-    : el("p", { id: "divergence" }, "no difference");
-  page.replaceChildren(el("h2", {}, "compare"), table, divergence);
+    : el("p", { id: "divergence" }, data.replay ? "identical: the replay recorded the same events" : "no difference");
+  page.replaceChildren(title, table, graphs, el("h3", {}, "rewards per node"), rewards, el("h3", {}, "first divergence"), divergence);
+}
+
+function nodeRewards(run) {
+  const sums = {}, counts = {};
+  for (const reward of run.rewards) {
+    if (!reward.node || typeof reward.value !== "number") continue;
+    sums[reward.node] = (sums[reward.node] || 0) + reward.value;
+    counts[reward.node] = (counts[reward.node] || 0) + 1;
+  }
+  return Object.fromEntries(Object.keys(sums).map((node) => [node, sums[node] / counts[node]]));
 }
 
 // -- bench pages ------------------------------------------------------------------------------------------------
