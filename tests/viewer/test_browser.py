@@ -565,3 +565,31 @@ def test_parallel_branches_are_drawn_side_by_side_between_fan_out_and_join(page:
         assert page.page.locator("path.taken[data-kind=parallel]").count() == 3
         assert page.page.locator("path.taken[data-kind=join]").count() == 3
         page.shot("parallel-run")
+
+
+def test_a_step_scored_by_the_language_server_shows_its_analysis_bundle(
+    page: Watched, server: str, recorded_store: Any
+) -> None:
+    run_id = recorded_store[1]["succeeded"]
+    store = recorded_store[0]
+    rewards = [
+        e
+        for e in store.load_trace(run_id).events
+        if e.type is EventType.REWARD and e.data.get("hook") == "lsp_diagnostics"
+    ]
+    scored = next(e for e in rewards if e.data.get("target_seq") is not None)
+    bundle = scored.data["components"]["bundle"]
+    page.page.goto(server + f"/#/run/{run_id}")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    seq = scored.data["target_seq"]
+    page.page.evaluate(f"document.getElementById('timeline').scrollTop = {seq} * 22")
+    page.page.wait_for_selector(f"#timeline .row[data-seq='{seq}']")
+    page.page.click(f"#timeline .row[data-seq='{seq}']")
+    page.page.wait_for_selector("#detail .lsp-bundle")
+    header = page.page.text_content("#detail .lsp-bundle h4") or ""
+    assert bundle["server"]["name"] in header
+    shown = page.page.locator(
+        f"#detail .lsp-bundle[data-bundle='{scored.data['components']['bundle_id']}'] tr.diagnostic"
+    )
+    assert shown.count() == len(bundle["diagnostics"])
+    page.shot("lsp-bundle")

@@ -294,6 +294,29 @@ function prettyJson(value) {
   try { return JSON.stringify(JSON.parse(value), null, 2); } catch { return value; }
 }
 
+// An LSP reward's analysis bundle: the server that judged the step, the counts the reward was computed from, the
+// safety checks, the names it resolved and every diagnostic (LSP severities: 1 error, 2 warning, 3 info, 4 hint).
+const SEVERITY = { 1: "error", 2: "warning", 3: "info", 4: "hint" };
+function lspBundle(bundleId, bundle) {
+  const server = bundle.server || {};
+  const safety = Object.entries(bundle.safety || {}).map(([check, ok]) => `${check} ${ok ? "ok" : "FAILED"}`).join(", ");
+  const symbols = bundle.symbols || {};
+  const view = el("div", { class: "lsp-bundle", "data-bundle": String(bundleId || "") },
+    el("h4", {}, `LSP analysis: ${server.name || "?"} ${server.version || ""}`),
+    el("p", {}, `diagnostics ${fmt(bundle.d_prev)} → ${fmt(bundle.d)} · safety: ${safety || "-"} · names resolved ` +
+      `${fmt(symbols.resolved)}/${fmt(symbols.queried)}${symbols.method ? " (" + symbols.method + ")" : ""}`));
+  const table = el("table", { class: "diagnostics" },
+    el("tr", {}, el("th", {}, "file"), el("th", {}, "line"), el("th", {}, "severity"), el("th", {}, "code"), el("th", {}, "message")));
+  for (const d of bundle.diagnostics) {
+    const line = Array.isArray(d.range) ? `${d.range[0] + 1}:${d.range[1] + 1}` : "";
+    table.append(el("tr", { class: "diagnostic " + (SEVERITY[d.severity] || "") }, el("td", {}, d.path), el("td", {}, line),
+      el("td", {}, SEVERITY[d.severity] || String(d.severity)), el("td", {}, d.code ?? ""), el("td", {}, d.message)));
+  }
+  if (!bundle.diagnostics.length) table.append(el("tr", {}, el("td", { colspan: 5 }, "no diagnostics")));
+  view.append(table);
+  return view;
+}
+
 // A unified diff, a line per element so that added and removed lines are coloured by class, never by markup.
 function diffView(change) {
   const view = el("pre", { class: "diff", "data-path": change.path });
@@ -370,8 +393,12 @@ async function runPageView(runId) {
       (event.data && typeof event.data.duration_s === "number" ? ` · ${event.data.duration_s.toFixed(3)} s` : "")));
     detail.append(...stepParts(event));
     for (const reward of related) {
-      detail.append(el("div", { class: "reward" }, `reward ${reward.hook}: ${fmt(reward.value)} ${reward.explanation}\n` +
-        JSON.stringify(reward.components, null, 2)));
+      const bundle = reward.components && reward.components.bundle;
+      const shown = bundle ? { ...reward.components, bundle: undefined } : reward.components;
+      const box = el("div", { class: "reward" }, `reward ${reward.hook}: ${fmt(reward.value)} ${reward.explanation}\n` +
+        JSON.stringify(shown, null, 2));
+      if (bundle && Array.isArray(bundle.diagnostics)) box.append(lspBundle(reward.components.bundle_id, bundle));
+      detail.append(box);
     }
     const raw = el("details", {}, el("summary", {}, "the event as recorded"), el("pre", { id: "step" }, JSON.stringify(event, null, 2)));
     detail.append(raw);
