@@ -49,9 +49,8 @@ from agentflow.traces import (
     EventType,
     PostgresStore,
     Recorder,
+    RelayStore,
     Store,
-    TraceFollower,
-    TraceStore,
 )
 from agentflow.traces._base import new_run_id
 
@@ -144,11 +143,8 @@ class BenchWorker:
 
     def _loaded(self) -> BenchRun:
         if self._bench is None:
-            store: Store
-            if self._store_url:
-                store = PostgresStore(self._store_url)
-            else:  # a staging area, fsync-free: the driver records the run in its own store
-                store = TraceStore(self._root / "store", fsync="never")
+            # without a shared store, runs are kept in memory and their lines shipped to the driver's store
+            store: Store = PostgresStore(self._store_url) if self._store_url else RelayStore()
             options = BenchOptions(task_file=str(self._task_file))
             self._bench = BenchRun(
                 load_bench(self._bench_file, check_tasks=False), store, options=options, attach=self._info
@@ -161,51 +157,51 @@ class BenchWorker:
         return self._bench
 
     async def run(self, task_id: str, epoch: int, attempt: int, run_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Run one attempt (a Ray generator): with a store of its own, yield ``{"events": [...]}`` with what the run
-        wrote since the last message, every ``STREAM_INTERVAL_S``; last, ``{"item", "tokens", "cost", "events"}``
-        (``events`` None with a shared store, where the run is already recorded)."""
+        """Run one attempt (a Ray generator): with a store of its own, yield ``{"lines", "blobs"}`` with what the
+        run wrote since the last message, every ``STREAM_INTERVAL_S``; last, ``{"item", "tokens", "cost", "lines",
+        "blobs"}`` (``lines`` None with a shared store, where the run is already recorded)."""
         bench = self._loaded()
         running = asyncio.create_task(
             bench.run_attempt(self._pairs[(task_id, epoch)], attempt, run_id=run_id, record_item=False)
         )
-        follower: TraceFollower | None = None
         try:
             if self._store_url:
                 item, plan = await running
-                yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": None}
+                yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "lines": None, "blobs": None}
                 return
+            assert isinstance(bench.store, RelayStore)
+            lines: bytes = b""
+            blobs: dict[str, bytes] = {}
             while not running.done():
                 await asyncio.wait({running}, timeout=STREAM_INTERVAL_S)
-                follower = follower or self._follow(bench.store, run_id)
-                batch = self._shipped(bench.store, follower)
-                if batch:
-                    yield {"events": batch}
+                lines, blobs = self._taken(bench.store, run_id)
+                if lines and not running.done():
+                    yield {"lines": lines, "blobs": blobs}
+                    lines, blobs = b"", {}
             item, plan = running.result()
-            follower = follower or self._follow(bench.store, run_id)
-            rest = self._shipped(bench.store, follower) if follower is not None else []
-            yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": rest}
+            rest, more_blobs = self._taken(bench.store, run_id)
+            yield {
+                "item": item,
+                "tokens": plan.tokens,
+                "cost": plan.cost,
+                "lines": lines + rest,
+                "blobs": {**blobs, **more_blobs},
+            }
         finally:
             if not running.done():  # the driver cancelled the call
                 running.cancel()
                 await asyncio.gather(running, return_exceptions=True)
             if not self._store_url:  # the run is the driver's now: forget it here
-                assert isinstance(bench.store, TraceStore)
-                shutil.rmtree(bench.store.run_dir(run_id), ignore_errors=True)
+                assert isinstance(bench.store, RelayStore)
+                bench.store.forget(run_id)
 
     @staticmethod
-    def _follow(store: Store, run_id: str) -> TraceFollower | None:
-        """A follower of the run, once the run exists in the worker's store (None before)."""
+    def _taken(store: RelayStore, run_id: str) -> tuple[bytes, dict[str, bytes]]:
+        """What the run wrote since the last take (nothing before it exists)."""
         try:
-            return store.follow_trace(run_id)
+            return store.take(run_id)
         except TraceError:
-            return None
-
-    @staticmethod
-    def _shipped(store: Store, follower: TraceFollower | None) -> list[ShippedEvent]:
-        """What the run wrote since the last poll, its spilled payloads read back (the driver has no blobs)."""
-        if follower is None:
-            return []
-        return [(str(e.type), e.node, e.parent, store.resolve_blobs(e.data)) for e in follower.poll()]
+            return b"", {}
 
     async def shutdown(self) -> None:
         """Close the sandbox pool and the store, remove the worker's directory."""
@@ -217,12 +213,8 @@ class BenchWorker:
             shutil.rmtree(self._root, ignore_errors=True)
 
 
-ShippedEvent = tuple[str, str | None, int | None, Any]
-"""An event as a worker ships it: its type, node, parent and data (the driver's recorder adds the rest)."""
-
-
 class ShippedRun:
-    """The driver's recording of a run a worker records elsewhere, event by event as batches arrive."""
+    """The driver's recording of a run a worker records elsewhere: its lines appended as they arrive."""
 
     def __init__(self, store: Store, workflow: str, run_id: str) -> None:
         self.store = store
@@ -231,18 +223,14 @@ class ShippedRun:
         self._recorder: Recorder | None = None
         self._finished = False
 
-    def record(self, events: list[ShippedEvent]) -> None:
-        """Record the next events of the run, in the order the worker wrote them."""
-        for event_type, node, parent, data in events:
-            if self._recorder is None:
-                self._recorder = self.store.new_run(workflow=self.workflow, run_id=self.run_id)
-                self._recorder.hold_events()
-            if event_type == EventType.RUN_FINISHED:
-                rest = dict(data)
-                self._recorder.finish(str(rest.pop("status")), **rest)
-                self._finished = True
-            else:
-                self._recorder.emit(EventType(event_type), node=node, parent=parent, data=data)
+    def record(self, lines: bytes | None, blobs: dict[str, bytes] | None) -> None:
+        """Append the next lines of the run (and the blobs they spilled), as the worker's recorder wrote them."""
+        if not lines:
+            return
+        if self._recorder is None:
+            self._recorder = self.store.new_run(workflow=self.workflow, run_id=self.run_id)
+        self._recorder.append_encoded(lines, blobs)
+        self._finished = self._recorder.finished
 
     def abandon(self, status: str, reason: str) -> None:
         """End a run whose worker stopped before it did (kept with what arrived, and why it ends here)."""
@@ -393,7 +381,7 @@ class RayExecutor:
         try:
             async for reference in stream:
                 message: dict[str, Any] = await reference
-                shipped.record(message["events"] or [])
+                shipped.record(message["lines"], message["blobs"])
                 if "item" in message:
                     result = message
         except asyncio.CancelledError:
