@@ -473,8 +473,14 @@ class RayExecutor:
 
     def _send_queued(self, index: int) -> None:
         batch, self._queued[index] = self._queued[index], []
-        calls = self._workers[index].run_batch.options(num_returns="streaming")
-        stream = calls.remote([sent.order for sent in batch])
+        try:
+            calls = self._workers[index].run_batch.options(num_returns="streaming")
+            stream = calls.remote([sent.order for sent in batch])
+        except Exception as exc:  # noqa: BLE001 - (called by the event loop) each attempt of the batch raises it
+            for sent in batch:
+                if not sent.ended.done():
+                    sent.ended.set_exception(exc)
+            return
         self._background(self._receiving, self._receive(stream, {sent.order[3]: sent for sent in batch}))
 
     async def _receive(self, stream: Any, batch: dict[str, _Sent]) -> None:
@@ -523,6 +529,8 @@ class RayExecutor:
 
     def _cancel_queued(self, index: int) -> None:
         run_ids, self._cancelling[index] = self._cancelling[index], []
+        if not run_ids:
+            return
         self._background(self._cancellations, _quietly(self._workers[index].cancel_runs.remote(run_ids)))
 
     @staticmethod
@@ -536,9 +544,13 @@ class RayExecutor:
         if not self._started:
             return
         ray = _ray()
+        for index, cancelling in enumerate(self._cancelling):
+            if cancelling:  # cancellations the event loop has not sent yet
+                self._cancel_queued(index)
         for receiving in self._receiving:  # batches no attempt waits for any more
             receiving.cancel()
-        await asyncio.gather(*self._receiving, *self._cancellations, return_exceptions=True)
+        if self._receiving or self._cancellations:  # (a worker restarting may answer late, or never)
+            await asyncio.wait({*self._receiving, *self._cancellations}, timeout=_SHUTDOWN_TIMEOUT_S)
         closing = [worker.shutdown.remote() for worker in self._workers]
         try:
             await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), _SHUTDOWN_TIMEOUT_S)
