@@ -195,8 +195,12 @@ class BenchWorker:
                     done, pending = done | also, pending - also
                 shipments: list[RunShipment] = []
                 for task in done:
+                    run_id = running[task]
                     if not task.cancelled():  # (a cancelled run's driver has stopped listening)
-                        shipments.append((running[task], *self._taken(relay, running[task]), task.result()))
+                        shipments.append((run_id, *self._taken(relay, run_id), task.result()))
+                    self._running.pop(run_id, None)
+                    if relay is not None:  # the run is the driver's now (or abandoned): forget it here
+                        relay.forget(run_id)
                 if relay is not None and loop.time() >= shipped_at + STREAM_INTERVAL_S:
                     shipped_at = loop.time()
                     for task in pending:
@@ -211,7 +215,7 @@ class BenchWorker:
             await asyncio.gather(*pending, return_exceptions=True)
             for run_id in running.values():
                 self._running.pop(run_id, None)
-                if relay is not None:  # the run is the driver's now: forget it here
+                if relay is not None:
                     relay.forget(run_id)
 
     async def _attempt(self, bench: BenchRun, task_id: str, epoch: int, attempt: int, run_id: str) -> AttemptEnd:
