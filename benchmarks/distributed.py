@@ -4,7 +4,7 @@
 total, with (a) the local executor, (b) Ray with one node, (c) Ray with two nodes, both on this machine (started
 with ``ray.cluster_utils.Cluster``, one CPU each). Each figure is ``BenchRun.run()`` once the bench workers are up
 (``ray_workers_start_s``: starting them, one process per node that imports agentflow and unpacks the benchmark,
-paid once per bench run); for Ray it includes the driver recording every run the workers ship back (the embedded
+paid once per bench run); for Ray it includes the driver appending every run the workers ship back (the embedded
 folder store). ``ray_vs_local`` = ray2_runs_per_s / local_runs_per_s (target >=
 0.9). ``ray_overhead_ms_per_task``: 20 tasks without latency one at a time, (Ray two nodes wall - local wall) / 20,
 what the round trip to a worker adds to one attempt.

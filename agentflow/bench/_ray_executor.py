@@ -1,39 +1,43 @@
 """``agentflow bench run --executor ray``: a benchmark's attempts on a Ray cluster (the ``ray`` extra).
 
 The driver (the ``bench run`` process) decides what runs, as the local executor does: which pairs and attempts,
-how many at once (``concurrency`` in total), the progress display and the report. Each attempt is a call to one of
-the cluster's **bench workers**, one long-lived Ray actor per node, pinned to it, which keeps the benchmark loaded
-and a warm sandbox pool on its node (the local or docker backend there, reset between runs) for every attempt it
-runs, at most ``ceil(concurrency / nodes)`` at once. Nothing assumes the driver's filesystem: the folders of the
-benchmark file, its workflow and its task file are packed once and shipped to every worker through Ray's object
-store, and unpacked there under a private directory at the same relative places.
+how many at once (``concurrency`` in total), the progress display and the report. Attempts run on the cluster's
+**bench workers**, one long-lived Ray actor per node, pinned to it, which keeps the benchmark loaded and a warm
+sandbox pool on its node (the local or docker backend there, reset between runs) for every attempt it runs, at most
+``ceil(concurrency / nodes)`` at once (the driver gives each attempt to the worker with the fewest). The attempts
+the driver starts together (as many as a message of ended runs let start) go to a worker in one call, a Ray
+generator that yields each run's end as it comes: one call and a share of one message per attempt, not a call and
+messages of its own. Nothing assumes the driver's filesystem: the folders of the benchmark file, its workflow and
+its task file are packed once and shipped to every worker through Ray's object store, and unpacked there under a
+private directory at the same relative places.
 
 Events: with a PostgreSQL store each worker writes its runs into it directly; with the embedded folder store a
-worker records the run in a store of its own and streams what it has written (every ``STREAM_INTERVAL_S``, a Ray
-generator) back to the driver, which records it in its store as it arrives (same run id, seqs, parents, nodes and
-data; the driver's recorder writes the hash chain, so the timestamps are when the driver recorded the events, the
-durations in their data are the worker's). The driver records each attempt in the bench tables before it is sent
-out and when it comes back.
+worker records its runs in memory (a :class:`~agentflow.traces.RelayStore`: each event encoded and hashed as any
+store does) and ships what each run wrote (every ``STREAM_INTERVAL_S`` while it runs, the rest with its end) back to
+the driver, which appends the lines as they are to its store (``Recorder.append_encoded``, which checks that they
+continue the run's hash chain): the driver's trace of a run is the worker's, timestamps included. The driver
+records each attempt in the bench tables before it is sent out and when it comes back.
 
 Faults: an attempt whose worker process dies (SIGKILL, its node leaves the cluster) is marked ``interrupted`` (kept,
-never counted) and runs again as a new attempt on the worker with the fewest calls in flight, preferring another
+never counted) and runs again as a new attempt on the worker with the fewest attempts in flight, preferring another
 one; Ray restarts the dead worker. With the folder store the abandoned attempt's run keeps what its worker had
-streamed (at most ``STREAM_INTERVAL_S`` behind what the worker wrote) and ends ``errored``, with an ``error`` event
-saying the worker died: the infrastructure failed, not the agent. A cancelled driver (Ctrl-C) cancels the calls in
-flight (their attempts and runs are recorded ``cancelled``), then each worker closes its sandbox pool and removes
-its directory: the bench run is resumable.
+shipped (at most ``STREAM_INTERVAL_S`` behind what the worker wrote) and ends ``errored``, with an ``error`` event
+saying the worker died: the infrastructure failed, not the agent. A cancelled driver (Ctrl-C) cancels the attempts
+in flight on their workers (their attempts and runs are recorded ``cancelled``), then each worker closes its sandbox
+pool and removes its directory: the bench run is resumable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import math
 import os
 import shutil
 import tarfile
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,9 +53,8 @@ from agentflow.traces import (
     EventType,
     PostgresStore,
     Recorder,
+    RelayStore,
     Store,
-    TraceFollower,
-    TraceStore,
 )
 from agentflow.traces._base import new_run_id
 
@@ -66,7 +69,17 @@ WORKER_DIR_PREFIX = "agentflow-ray-"
 _SKIPPED_NAMES = frozenset({".agentflow", ".git", "__pycache__", ".venv", "node_modules"})
 _SHUTDOWN_TIMEOUT_S = 60.0
 STREAM_INTERVAL_S = 0.2
-"""How often a bench worker sends the driver what its run wrote since the last time (folder store)."""
+"""How often a bench worker sends the driver what its runs wrote since the last time (folder store)."""
+COALESCE_S = 0.005
+"""How long a bench worker waits, once a run of a batch has ended, for others ending with it (one message)."""
+
+AttemptOrder = tuple[str, int, int, str]
+"""An attempt as the driver sends it to a worker: task id, epoch, attempt number, run id."""
+AttemptEnd = tuple[BenchItem, int, float | None] | Exception
+"""How an attempt ended on a worker: its bench item, tokens and cost; or what it raised."""
+RunShipment = tuple[str, bytes | None, dict[str, bytes] | None, AttemptEnd | None]
+"""A run's message to the driver: its id, the lines and blobs it wrote since the last one (None with a shared
+store), and how the attempt ended (None while it runs)."""
 PLACEMENT_WAIT_S = 30.0
 """How long starting the bench workers waits for each to run on its own node (see ``RayExecutor._place_on``)."""
 
@@ -132,6 +145,7 @@ class BenchWorker:
         self._store_url = store_url
         self._bench: BenchRun | None = None
         self._pairs: dict[tuple[str, int], Pair] = {}
+        self._running: dict[str, asyncio.Task[AttemptEnd]] = {}
         sweep_stale(WORKER_DIR_PREFIX)  # a killed worker's folder on this node (its sandboxes go in _loaded)
         self._loaded()
 
@@ -144,11 +158,8 @@ class BenchWorker:
 
     def _loaded(self) -> BenchRun:
         if self._bench is None:
-            store: Store
-            if self._store_url:
-                store = PostgresStore(self._store_url)
-            else:  # a staging area, fsync-free: the driver records the run in its own store
-                store = TraceStore(self._root / "store", fsync="never")
+            # without a shared store, runs are kept in memory and their lines shipped to the driver's store
+            store: Store = PostgresStore(self._store_url) if self._store_url else RelayStore()
             options = BenchOptions(task_file=str(self._task_file))
             self._bench = BenchRun(
                 load_bench(self._bench_file, check_tasks=False), store, options=options, attach=self._info
@@ -160,52 +171,80 @@ class BenchWorker:
             sandbox_backends.get(backend).cleanup()
         return self._bench
 
-    async def run(self, task_id: str, epoch: int, attempt: int, run_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Run one attempt (a Ray generator): with a store of its own, yield ``{"events": [...]}`` with what the run
-        wrote since the last message, every ``STREAM_INTERVAL_S``; last, ``{"item", "tokens", "cost", "events"}``
-        (``events`` None with a shared store, where the run is already recorded)."""
+    async def run_batch(self, attempts: list[AttemptOrder]) -> AsyncIterator[list[RunShipment]]:
+        """Run attempts together (a Ray generator), yielding their shipments (see :data:`RunShipment`): a run's
+        last one as soon as it ends, with any other run ending in the next ``COALESCE_S``; with a store of its own,
+        every ``STREAM_INTERVAL_S`` what each run still going wrote since its last one."""
         bench = self._loaded()
-        running = asyncio.create_task(
-            bench.run_attempt(self._pairs[(task_id, epoch)], attempt, run_id=run_id, record_item=False)
-        )
-        follower: TraceFollower | None = None
+        relay = bench.store if isinstance(bench.store, RelayStore) else None
+        running = {
+            asyncio.create_task(self._attempt(bench, task_id, epoch, attempt, run_id)): run_id
+            for task_id, epoch, attempt, run_id in attempts
+        }
+        self._running.update({run_id: task for task, run_id in running.items()})
+        loop = asyncio.get_running_loop()
+        pending = set(running)
+        shipped_at = loop.time()
         try:
-            if self._store_url:
-                item, plan = await running
-                yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": None}
-                return
-            while not running.done():
-                await asyncio.wait({running}, timeout=STREAM_INTERVAL_S)
-                follower = follower or self._follow(bench.store, run_id)
-                batch = self._shipped(bench.store, follower)
-                if batch:
-                    yield {"events": batch}
-            item, plan = running.result()
-            follower = follower or self._follow(bench.store, run_id)
-            rest = self._shipped(bench.store, follower) if follower is not None else []
-            yield {"item": item, "tokens": plan.tokens, "cost": plan.cost, "events": rest}
+            while pending:
+                wait = max(0.0, shipped_at + STREAM_INTERVAL_S - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if done and pending and COALESCE_S:
+                    await asyncio.sleep(COALESCE_S)
+                    also = {task for task in pending if task.done()}
+                    done, pending = done | also, pending - also
+                shipments: list[RunShipment] = []
+                for task in done:
+                    run_id = running[task]
+                    if not task.cancelled():  # (a cancelled run's driver has stopped listening)
+                        shipments.append((run_id, *self._taken(relay, run_id), task.result()))
+                    self._running.pop(run_id, None)
+                    if relay is not None:  # the run is the driver's now (or abandoned): forget it here
+                        relay.forget(run_id)
+                if relay is not None and loop.time() >= shipped_at + STREAM_INTERVAL_S:
+                    shipped_at = loop.time()
+                    for task in pending:
+                        lines, blobs = self._taken(relay, running[task])
+                        if lines:
+                            shipments.append((running[task], lines, blobs, None))
+                if shipments:
+                    yield shipments
         finally:
-            if not running.done():  # the driver cancelled the call
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-            if not self._store_url:  # the run is the driver's now: forget it here
-                assert isinstance(bench.store, TraceStore)
-                shutil.rmtree(bench.store.run_dir(run_id), ignore_errors=True)
+            for task in pending:  # the driver cancelled the call
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for run_id in running.values():
+                self._running.pop(run_id, None)
+                if relay is not None:
+                    relay.forget(run_id)
 
-    @staticmethod
-    def _follow(store: Store, run_id: str) -> TraceFollower | None:
-        """A follower of the run, once the run exists in the worker's store (None before)."""
+    async def _attempt(self, bench: BenchRun, task_id: str, epoch: int, attempt: int, run_id: str) -> AttemptEnd:
+        pair = self._pairs[(task_id, epoch)]
         try:
-            return store.follow_trace(run_id)
-        except TraceError:
-            return None
+            item, plan = await bench.run_attempt(pair, attempt, run_id=run_id, record_item=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an agentflow bug or a broken store: the driver raises it
+            return exc
+        return item, plan.tokens, plan.cost
+
+    async def cancel_runs(self, run_ids: list[str]) -> None:
+        """Cancel attempts of the batches running here (each run records its cancellation; the driver has
+        stopped listening to them)."""
+        for run_id in run_ids:
+            task = self._running.get(run_id)
+            if task is not None:
+                task.cancel()
 
     @staticmethod
-    def _shipped(store: Store, follower: TraceFollower | None) -> list[ShippedEvent]:
-        """What the run wrote since the last poll, its spilled payloads read back (the driver has no blobs)."""
-        if follower is None:
-            return []
-        return [(str(e.type), e.node, e.parent, store.resolve_blobs(e.data)) for e in follower.poll()]
+    def _taken(relay: RelayStore | None, run_id: str) -> tuple[bytes | None, dict[str, bytes] | None]:
+        """What the run wrote since the last take (None with a shared store, which has it already)."""
+        if relay is None:
+            return None, None
+        try:
+            return relay.take(run_id)
+        except TraceError:  # not started yet
+            return b"", {}
 
     async def shutdown(self) -> None:
         """Close the sandbox pool and the store, remove the worker's directory."""
@@ -217,44 +256,52 @@ class BenchWorker:
             shutil.rmtree(self._root, ignore_errors=True)
 
 
-ShippedEvent = tuple[str, str | None, int | None, Any]
-"""An event as a worker ships it: its type, node, parent and data (the driver's recorder adds the rest)."""
-
-
 class ShippedRun:
-    """The driver's recording of a run a worker records elsewhere, event by event as batches arrive."""
+    """The driver's recording of a run a worker records elsewhere: its lines appended as they arrive."""
 
     def __init__(self, store: Store, workflow: str, run_id: str) -> None:
         self.store = store
         self.workflow = workflow
         self.run_id = run_id
         self._recorder: Recorder | None = None
-        self._finished = False
 
-    def record(self, events: list[ShippedEvent]) -> None:
-        """Record the next events of the run, in the order the worker wrote them."""
-        for event_type, node, parent, data in events:
-            if self._recorder is None:
-                self._recorder = self.store.new_run(workflow=self.workflow, run_id=self.run_id)
-                self._recorder.hold_events()
-            if event_type == EventType.RUN_FINISHED:
-                rest = dict(data)
-                self._recorder.finish(str(rest.pop("status")), **rest)
-                self._finished = True
-            else:
-                self._recorder.emit(EventType(event_type), node=node, parent=parent, data=data)
+    def record(self, lines: bytes | None, blobs: dict[str, bytes] | None) -> None:
+        """Append the next lines of the run (and the blobs they spilled), as the worker's recorder wrote them."""
+        if not lines:
+            return
+        if self._recorder is None:
+            self._recorder = self.store.new_run(workflow=self.workflow, run_id=self.run_id)
+        self._recorder.append_encoded(lines, blobs)
 
     def abandon(self, status: str, reason: str) -> None:
         """End a run whose worker stopped before it did (kept with what arrived, and why it ends here)."""
-        if self._recorder is None or self._finished:
+        if self._recorder is None or self._recorder.finished:
             return
         self._recorder.emit(EventType.ERROR, data={"kind": "BenchWorkerLost", "message": reason})
         self._recorder.finish(status, error=reason)
-        self._finished = True
 
     def close(self) -> None:
         if self._recorder is not None:
             self._recorder.close()
+
+
+class _WorkerLost(Exception):
+    """The bench worker running an attempt died (its process was killed, its node left the cluster)."""
+
+
+@dataclass
+class _Sent:
+    """An attempt sent to a bench worker: what was sent, the driver's recording of its run, and its end."""
+
+    order: AttemptOrder
+    shipped: ShippedRun
+    ended: asyncio.Future[AttemptEnd]
+
+
+async def _quietly(reference: Any) -> None:
+    """Wait for a call whose failure changes nothing (a cancellation sent to a worker that died meanwhile)."""
+    with contextlib.suppress(Exception):
+        await reference
 
 
 def _refuse_qtables_without_a_shared_store(bench: BenchRun) -> None:
@@ -290,7 +337,11 @@ class RayExecutor:
         self.address = address
         self.store_url = store_url
         self._workers: list[Any] = []
-        self._in_flight: list[int] = []
+        self._in_flight: list[int] = []  # attempts per worker
+        self._queued: list[list[_Sent]] = []  # per worker: attempts to send in its next batch
+        self._cancelling: list[list[str]] = []  # per worker: runs to cancel in its next call
+        self._receiving: set[asyncio.Task[None]] = set()  # one per batch in flight
+        self._cancellations: set[asyncio.Task[None]] = set()  # on their way to the workers
         self._lost_on: dict[tuple[str, int], int] = {}  # pair -> the worker that died under its last attempt
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -326,8 +377,9 @@ class RayExecutor:
                 # pinned to its node (soft: a node that left has its worker restarted elsewhere); no CPU claimed,
                 # since its runs wait on models and sandboxes, and its calls at once are capped instead
                 strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-                # one call more than its share: its pid and shutdown calls never wait behind its attempts
-                options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node + 1}
+                # a batch call per attempt at most, and two calls more: its pid, cancellation and shutdown calls
+                # never wait behind its batches
+                options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node + 2}
                 return actor.options(scheduling_strategy=strategy, **options).remote(
                     bundle, str(bench.loaded.path.resolve()), str(bench.task_set.path.resolve()), info, self.store_url
                 )
@@ -335,6 +387,8 @@ class RayExecutor:
             self._workers = [worker_on(node) for node in nodes]
             await self._place_on(nodes, worker_on)
             self._in_flight = [0] * len(self._workers)
+            self._queued = [[] for _ in self._workers]
+            self._cancelling = [[] for _ in self._workers]
             self._started = True
 
     async def _place_on(self, nodes: list[str], worker_on: Callable[[str], Any]) -> None:
@@ -371,7 +425,6 @@ class RayExecutor:
 
     async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
         await self._start(bench)
-        ray = _ray()
         item = BenchItem(
             bench_run_id=bench.info.bench_run_id,
             task_id=pair.task.id,
@@ -386,39 +439,122 @@ class RayExecutor:
         bench.store.start_bench_item(item)  # before it is sent out: a killed driver loses no attempt
         index = self._pick(self._lost_on.get((pair.task.id, pair.epoch)))
         self._in_flight[index] += 1
-        calls = self._workers[index].run.options(num_returns="streaming")
-        stream = calls.remote(pair.task.id, pair.epoch, attempt, item.run_id)
-        shipped = ShippedRun(bench.store, bench.workflow.spec.name, item.run_id)
-        result: dict[str, Any] = {}
+        sent = _Sent(
+            (pair.task.id, pair.epoch, attempt, item.run_id),
+            ShippedRun(bench.store, bench.workflow.spec.name, item.run_id),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._send(index, sent)
         try:
-            async for reference in stream:
-                message: dict[str, Any] = await reference
-                shipped.record(message["events"] or [])
-                if "item" in message:
-                    result = message
+            end = await sent.ended
         except asyncio.CancelledError:
-            ray.cancel(stream)
-            shipped.abandon("cancelled", "the bench run was cancelled while this attempt ran")
+            self._cancel(index, item.run_id)
+            sent.shipped.abandon("cancelled", "the bench run was cancelled while this attempt ran")
             bench.store.finish_bench_item(replace(item, status="cancelled", finished_at=_utc_now()))
             raise
-        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-            shipped.abandon("errored", f"the bench worker running this attempt died ({type(exc).__name__})")
+        except _WorkerLost as lost:
+            sent.shipped.abandon("errored", f"the bench worker running this attempt died ({lost})")
             abandoned = replace(item, status="interrupted", finished_at=_utc_now())
             bench.store.finish_bench_item(abandoned)  # kept, marked, never counted: the bench run tries again
             self._lost_on[(pair.task.id, pair.epoch)] = index  # its retry goes to another worker
             return AttemptResult(abandoned)
         finally:
             self._in_flight[index] -= 1
-            shipped.close()
-        finished: BenchItem = result["item"]
+            sent.shipped.close()
+        if isinstance(end, Exception):
+            raise end
+        finished, tokens, cost = end
         bench.store.finish_bench_item(finished)
-        return AttemptResult(finished, int(result["tokens"]), result["cost"])
+        return AttemptResult(finished, tokens, cost)
+
+    def _send(self, index: int, sent: _Sent) -> None:
+        """Queue an attempt for a worker; the attempts queued by the time the event loop gets to it go in one call
+        (attempts start in bursts: each message that ends some lets as many others start)."""
+        queue = self._queued[index]
+        queue.append(sent)
+        if len(queue) == 1:
+            asyncio.get_running_loop().call_soon(self._send_queued, index)
+
+    def _send_queued(self, index: int) -> None:
+        batch, self._queued[index] = self._queued[index], []
+        try:
+            calls = self._workers[index].run_batch.options(num_returns="streaming")
+            stream = calls.remote([sent.order for sent in batch])
+        except Exception as exc:  # noqa: BLE001 - (called by the event loop) each attempt of the batch raises it
+            for sent in batch:
+                if not sent.ended.done():
+                    sent.ended.set_exception(exc)
+            return
+        self._background(self._receiving, self._receive(stream, {sent.order[3]: sent for sent in batch}))
+
+    async def _receive(self, stream: Any, batch: dict[str, _Sent]) -> None:
+        """Record what a batch's runs ship as it arrives, and end each attempt with its run."""
+        ray = _ray()
+        died: str | None = None
+        closing = False
+        failure: Exception = TraceError("the bench worker ended a batch before all of its attempts")
+        try:
+            async for reference in stream:
+                shipments: list[RunShipment] = await reference
+                for run_id, lines, blobs, end in shipments:
+                    sent = batch[run_id]
+                    if sent.ended.done():  # cancelled
+                        continue
+                    try:
+                        sent.shipped.record(lines, blobs)
+                    except TraceError as exc:  # the driver's store failed: this attempt fails with it
+                        sent.ended.set_exception(exc)
+                        continue
+                    if end is not None:
+                        sent.ended.set_result(end)
+        except asyncio.CancelledError:  # the executor is closing: the attempts still waiting are cancelled
+            closing = True
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+            died = type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - raised by each attempt still waiting (below)
+            failure = exc
+        finally:
+            for sent in batch.values():
+                if sent.ended.done():
+                    continue
+                if closing:
+                    sent.ended.cancel()
+                elif died is not None:
+                    sent.ended.set_exception(_WorkerLost(died))
+                else:
+                    sent.ended.set_exception(failure)
+
+    def _cancel(self, index: int, run_id: str) -> None:
+        queue = self._cancelling[index]
+        queue.append(run_id)
+        if len(queue) == 1:
+            asyncio.get_running_loop().call_soon(self._cancel_queued, index)
+
+    def _cancel_queued(self, index: int) -> None:
+        run_ids, self._cancelling[index] = self._cancelling[index], []
+        if not run_ids:
+            return
+        self._background(self._cancellations, _quietly(self._workers[index].cancel_runs.remote(run_ids)))
+
+    @staticmethod
+    def _background(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def close(self) -> None:
         """Let every worker close its sandbox pool and remove its directory, then stop the workers."""
         if not self._started:
             return
         ray = _ray()
+        for index, cancelling in enumerate(self._cancelling):
+            if cancelling:  # cancellations the event loop has not sent yet
+                self._cancel_queued(index)
+        for receiving in self._receiving:  # batches no attempt waits for any more
+            receiving.cancel()
+        if self._receiving or self._cancellations:  # (a worker restarting may answer late, or never)
+            await asyncio.wait({*self._receiving, *self._cancellations}, timeout=_SHUTDOWN_TIMEOUT_S)
         closing = [worker.shutdown.remote() for worker in self._workers]
         try:
             await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), _SHUTDOWN_TIMEOUT_S)

@@ -82,6 +82,7 @@ from agentflow.traces._protocol import (
 )
 from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, StoredQTable
 from agentflow.traces._recorder import FINISHED_STATUSES
+from agentflow.traces._relay import RelayStore
 from agentflow.traces._responses import RecordedResponses
 from agentflow.traces._rollouts import EPSILON as ADVANTAGE_EPSILON
 from agentflow.traces._rollouts import export_rollouts, group_advantages
@@ -140,6 +141,7 @@ __all__ = [
     "QTableEpisode",
     "RecordedResponses",
     "Recorder",
+    "RelayStore",
     "RequestedToolCall",
     "RewardData",
     "RewardInfo",

@@ -15,6 +15,7 @@ build spans with :class:`SpanBuilder`, so a run exported live and exported later
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -317,6 +318,15 @@ class LiveExport:
         event = self.recorder.emit(type, node=node, parent=parent, data=data)
         self._observe(event)
         return event
+
+    def append_encoded(self, lines: bytes, blobs: Mapping[str, bytes] | None = None) -> list[Event]:
+        """Record events encoded elsewhere, then add them to the run's spans (all of them flushed once it ends)."""
+        events = self.recorder.append_encoded(lines, blobs)
+        for event in events:
+            self._observe(event)
+        if self.recorder.finished:
+            self._flush()
+        return events
 
     def hold_events(self) -> None:
         """Have the recorder hold events until :meth:`flush` (spans are built as events are emitted either way)."""

@@ -14,7 +14,7 @@ Events are identical in both: the same fields, the same hashes, verified the sam
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +53,10 @@ class Recorder(Protocol):
 
         ``data`` is the event type's data (``DATA_TYPES``), built by name: ``ToolResultData(tool=..., ok=...)``.
         """
+        ...
+
+    def append_encoded(self, lines: bytes, blobs: Mapping[str, bytes] | None = None) -> list[Event]:
+        """Append this run's events as another recorder of it encoded them, verbatim (see ``RunRecorder``)."""
         ...
 
     def hold_events(self) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, cast
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
-from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value
+from agentflow.traces._hashing import encode_event, encode_if_plain, normalise_json_value, sha256_hex
 from agentflow.traces._payloads import EventData, RunFinishedData
 from agentflow.traces._summary import RunSummary, SummaryBuilder
 
@@ -269,6 +271,106 @@ class RecorderBase(abc.ABC):
             if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= INDEX_REFRESH_S:
                 self._update_index("running")  # keeps `agentflow runs` current for a run in progress
         return event
+
+    def append_encoded(self, lines: bytes, blobs: Mapping[str, bytes] | None = None) -> list[Event]:
+        """Append events of this run that a recorder elsewhere encoded and hashed (a process recording the run on
+        this store's behalf, such as a Ray bench worker over a :class:`~agentflow.traces.RelayStore`): each line is
+        written as it is, with its timestamp and hash; ``blobs`` (digest to payload) are the spilled payloads they
+        refer to, stored first.
+
+        The lines must continue this trace: this run's id, the next seq, ``prev_hash`` the hash of the event before.
+        Each is parsed, for the run's summary and index row, but not hashed again: loading the trace verifies every
+        hash, as it does for events emitted here. Events held here (:meth:`hold_events`) are written first, and a
+        ``run_finished`` line finishes the run as :meth:`finish` does.
+
+        Args:
+            lines: the events' trace lines, each ending in a newline.
+            blobs: the payloads the lines spilled, by sha256 (each checked against its digest).
+
+        Returns:
+            The events appended.
+
+        Raises:
+            TraceError: the recorder is closed or the run finished, a line is not an event continuing the trace, a
+                blob does not match its digest, or the store cannot be written.
+        """
+        if lines and not lines.endswith(b"\n"):
+            raise TraceError(f"the lines given for run {self.run_id} do not end with a newline")
+        raw_lines = lines.splitlines(keepends=True)
+        try:
+            stored_events = [json.loads(line) for line in raw_lines]
+        except ValueError as exc:
+            raise TraceError(f"the lines given for run {self.run_id} are not JSON: {exc}") from None
+        with self._lock:
+            if self._closed or self._finishing:
+                state = "closed" if self._closed else "finished"
+                raise TraceError(f"run {self.run_id} is {state}; no more events can be recorded")
+            if self._write_failure is not None:
+                raise TraceError(f"run {self.run_id} cannot record more events: {self._write_failure}")
+            events = self._continuing(stored_events)
+            for digest, payload in (blobs or {}).items():
+                if sha256_hex(payload) != digest:
+                    raise TraceError(f"the blob given as {digest} for run {self.run_id} does not match its digest")
+                self._write_blob(payload)
+            self._write_held()
+            if not events:
+                return []
+            try:
+                self._append(
+                    [
+                        EncodedEvent(event.seq, event.type, event.node, event.hash, line)
+                        for event, line in zip(events, raw_lines, strict=True)
+                    ]
+                )
+            except TraceError as exc:
+                self._write_failure = str(exc)
+                raise
+            self._next_seq = events[-1].seq + 1
+            self._last_hash = events[-1].hash
+            self._unsummarized.extend(events)
+            last = events[-1]
+            if last.type is EventType.RUN_FINISHED:
+                self._finishing = self._finished = True
+                self._update_index(str(last.data["status"]))
+            elif time.monotonic() - self._index_refreshed >= INDEX_REFRESH_S:
+                self._update_index("running")
+        return events
+
+    def _continuing(self, stored_events: list[Any]) -> list[Event]:
+        """The parsed lines as events, checked to continue the trace (called under the lock)."""
+        events: list[Event] = []
+        seq, last_hash = self._next_seq, self._last_hash
+        for stored in stored_events:
+            try:
+                if not isinstance(stored["data"], dict):
+                    raise TypeError("data is not an object")
+                event = Event.trusted(
+                    run_id=stored["run_id"],
+                    seq=stored["seq"],
+                    type=EventType(stored["type"]),
+                    ts=stored["ts"],
+                    node=stored["node"],
+                    parent=stored["parent"],
+                    data=stored["data"],
+                    prev_hash=stored["prev_hash"],
+                    hash=stored["hash"],
+                )
+            except (KeyError, TypeError, ValueError):
+                raise TraceError(f"line {len(events) + 1} given for run {self.run_id} is not an event") from None
+            if event.run_id != self.run_id or event.seq != seq or event.prev_hash != last_hash:
+                raise TraceError(
+                    f"event {event.run_id}#{event.seq} does not continue run {self.run_id} (next seq {seq}, "
+                    f"after hash {str(last_hash)[:12]})"
+                )
+            if events and events[-1].type is EventType.RUN_FINISHED:
+                raise TraceError(f"event {event.seq} of run {self.run_id} follows its run_finished")
+            if event.type is EventType.RUN_FINISHED and event.data.get("status") not in FINISHED_STATUSES:
+                raise TraceError(
+                    f"run_finished of run {self.run_id} has an unknown status {event.data.get('status')!r}"
+                )
+            events.append(event)
+            seq, last_hash = seq + 1, event.hash
+        return events
 
     def _normalise(self, given: dict[str, Any]) -> tuple[dict[str, Any], bool, str | None]:
         """The event's data as the trace holds it, whether it is plain, and its JSON if the encoder vouched for it."""

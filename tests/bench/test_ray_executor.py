@@ -229,6 +229,39 @@ def test_a_worker_killed_mid_task_has_its_task_run_again_on_another(ray_cluster:
     assert _leftovers(set(killed)) == []
 
 
+def test_a_worker_killed_with_several_attempts_has_each_run_again(ray_cluster: Any, tmp_path: Path) -> None:
+    tasks = [task.replace('"delay": 0', '"delay": 4') for task in (TASKS[0], TASKS[1], TASKS[3])]
+    bench_file = _bench_files(tmp_path / "bench", tasks, BENCH.replace("epochs: 2", "epochs: 1"))
+    store = TraceStore(tmp_path / "ray")
+    executor = RayExecutor()
+    bench = BenchRun(load_bench(bench_file), store, executor=executor)
+    killed: dict[int, int] = {}
+
+    async def run_and_kill() -> None:
+        running = asyncio.create_task(bench.run())
+        while sum(item.status == "running" for item in store.list_bench_items(bench.info.bench_run_id)) < 3:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # each attempt in its sandbox command, two of them on one worker
+        killed.update(await executor.worker_pids())
+        [busiest] = [pid for pid, calls in killed.items() if calls == 2]
+        os.kill(busiest, signal.SIGKILL)
+        await running
+
+    asyncio.run(run_and_kill())
+    attempts: dict[str, list[str]] = {}
+    items = sorted(store.list_bench_items(bench.info.bench_run_id), key=lambda item: item.attempt)
+    for item in items:
+        attempts.setdefault(item.task_id, []).append(item.status)
+    assert sorted(attempts.values()) == [["interrupted", "succeeded"], ["interrupted", "succeeded"], ["succeeded"]]
+    for item in items:  # each abandoned run ends errored after what its worker had shipped; every run verifies
+        trace = store.load_trace(item.run_id)
+        assert trace.ok, trace.problems
+        ended = trace.events[-1].data["status"]
+        assert ended == ("errored" if item.status == "interrupted" else "succeeded")
+    assert [o[3:] for o in _outcomes(store, bench.info.bench_run_id)] == [("succeeded", 1.0)] * 3
+    assert _leftovers(set(killed)) == []
+
+
 def test_a_cancelled_driver_leaves_a_resumable_bench_run(ray_cluster: Any, tmp_path: Path) -> None:
     tasks = [task.replace('"delay": 0', '"delay": 3') for task in TASKS]
     bench_file = _bench_files(tmp_path / "bench", tasks, BENCH.replace("epochs: 2", "epochs: 1"))
