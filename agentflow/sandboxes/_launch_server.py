@@ -116,6 +116,11 @@ class LaunchServer:
             launch = self._launches.get(ident) if kind == "S" else self._launches.pop(ident, None)
         if launch is None:
             return
+        if kind == "F":
+            reason = f"the local sandbox could not start a command: fork failed: {os.strerror(value)}"
+            with contextlib.suppress(RuntimeError):
+                launch.loop.call_soon_threadsafe(_settle, launch.started, None, reason)
+            return
         if kind == "S":
             launch.pid = value
         future = launch.started if kind == "S" else launch.exited

@@ -7,9 +7,9 @@ Two entry points:
   forks one launcher per exec, so an exec pays a fork instead of an interpreter start-up and the import of ctypes
   (about 11 ms of the 23 an exec cost when every exec started its own interpreter). Messages, ASCII:
   ``L ID`` with five descriptors (config file, stdin, stdout, stderr, status pipe) launches; ``K ID`` kills the
-  launch's process group if it has not been reaped yet; the server answers ``S ID PID`` once it forked and
-  ``E ID WAITSTATUS`` once it reaped the launcher (and killed what was left in its process group). When the socket
-  closes, or its parent dies, it kills every launch it still has and exits.
+  launch's process group if it has not been reaped yet; the server answers ``S ID PID`` once it forked (``F ID
+  ERRNO`` when it could not fork), and ``E ID WAITSTATUS`` once it reaped the launcher and killed what was left in
+  its process group. When the socket closes, or its parent dies, it kills every launch it still has and exits.
 * ``python -I -S _nsinit.py`` with the config file named by ``AGENTFLOW_SANDBOX_LAUNCH``: one launch in this very
   process (the namespaces probe uses it, before any server exists).
 
@@ -470,7 +470,13 @@ class _LaunchServer:
             return False
         kind, _, ident = message.partition(b" ")
         if kind == b"L" and len(fds) == 5:
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # out of processes or memory: this launch fails, the server goes on
+                self.channel.send(b"F " + ident + b" " + str(exc.errno or 0).encode())
+                for fd in fds:
+                    os.close(fd)
+                return True
             if pid == 0:
                 _forked_launch(self.pid, [self.channel.fileno(), self.wake_read, self.wake_write], fds)
             self.launches[pid] = ident

@@ -201,3 +201,19 @@ def _parent_of(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+async def test_a_launch_the_server_could_not_fork_fails_alone(sandbox: LocalSandbox) -> None:
+    # The server answers F when fork() fails (out of processes or memory); a real one cannot be provoked here (the
+    # server runs as root, which RLIMIT_NPROC does not bind), so the answer is handed to the host's reader directly.
+    await sandbox.exec(["true"])
+    server = await _launch_server.launch_server()
+    loop = asyncio.get_running_loop()
+    launch = _launch_server.Launch(10**9, loop, loop.create_future())
+    with server._lock:
+        server._launches[launch.ident] = launch
+    await asyncio.to_thread(server._answer, f"F {launch.ident} 11".encode())
+    with pytest.raises(SandboxError, match="fork failed"):
+        await launch.started
+    assert launch.ident not in server._launches
+    assert (await sandbox.exec(["sh", "-c", "echo still"])).stdout == "still\n"  # the server goes on
