@@ -398,9 +398,13 @@ class RayExecutor:
         affinity then puts its worker on another node: the benchmark would still run, on fewer nodes than it has.
         """
         ray = _ray()
-        deadline = asyncio.get_running_loop().time() + PLACEMENT_WAIT_S
+        deadline: float | None = None
         while True:
             placed = [node for _, node in await asyncio.gather(*(worker.pid.remote() for worker in self._workers))]
+            # counted from the first placements, not from the first start: starting the workers can itself take
+            # longer than the wait on a loaded machine, and the wait is for the scheduler to see the new nodes
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + PLACEMENT_WAIT_S
             alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
             misplaced = [i for i, node in enumerate(nodes) if placed[i] != node and node in alive]
             if not misplaced or asyncio.get_running_loop().time() > deadline:
