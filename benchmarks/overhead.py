@@ -7,9 +7,16 @@ every node. The benchmark measures orchestration, not isolation: its pure counte
 so it runs in the agentflow process (a plugin tool runs in the run's sandbox by default, one exec per call).
 Both are timed in the same process, interleaved, and the medians per node are compared.
 
+A straight run of nodes like this one runs as one LangGraph node (one superstep for the 50 nodes, see
+``agentflow/runtime/_chains.py``), which is what ``agentflow_us_per_node`` and ``ratio`` measure. The same runs with
+one LangGraph node per node (the graph a ``--resumable`` run uses, and what a node costs between routers, where
+every node is its own superstep) are timed too, interleaved with the others: ``stepwise_us_per_node`` and
+``stepwise_ratio``.
+
     python benchmarks/overhead.py [--nodes 50] [--runs 30] [--json]
 
-With --json it prints one object: bare_us_per_node, agentflow_us_per_node, ratio (target: ratio <= 1.3).
+With --json it prints one object: bare_us_per_node, agentflow_us_per_node, ratio (target: ratio <= 1.3),
+stepwise_us_per_node, stepwise_ratio.
 """
 
 from __future__ import annotations
@@ -85,26 +92,33 @@ async def measure(nodes: int, runs: int) -> dict[str, Any]:
     graph = bare_graph(nodes)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        compiled = compile_workflow(agentflow_workflow(folder, nodes))
+        path = agentflow_workflow(folder, nodes)
+        compiled = compile_workflow(path)
+        stepwise = compile_workflow(path)
+        stepwise.graph = stepwise.stepwise_graph  # one LangGraph node per node
         store = TraceStore(folder / ".agentflow")
-        # warm both paths (imports, caches, the sandbox probe)
+        # warm every path (imports, caches, the sandbox probe)
         assert (await graph.ainvoke({"x": 0}))["x"] == nodes
-        warm = await run_workflow(compiled, store=store)
-        assert warm.succeeded, warm.error
-        assert warm.final_state["x"] == nodes
+        for workflow in (compiled, stepwise):
+            warm = await run_workflow(workflow, store=store)
+            assert warm.succeeded, warm.error
+            assert warm.final_state["x"] == nodes
         bare_s: list[float] = []
         agentflow_s: list[float] = []
+        stepwise_s: list[float] = []
         for _ in range(runs):
             started = time.perf_counter()
             await graph.ainvoke({"x": 0})
             bare_s.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            result = await run_workflow(compiled, store=store)
-            agentflow_s.append(time.perf_counter() - started)
-            assert result.succeeded
+            for workflow, times in ((compiled, agentflow_s), (stepwise, stepwise_s)):
+                started = time.perf_counter()
+                result = await run_workflow(workflow, store=store)
+                times.append(time.perf_counter() - started)
+                assert result.succeeded and result.final_state["x"] == nodes
         events = len(store.load_trace(result.run_id).events)
     bare_us = statistics.median(bare_s) / nodes * 1e6
     agentflow_us = statistics.median(agentflow_s) / nodes * 1e6
+    stepwise_us = statistics.median(stepwise_s) / nodes * 1e6
     return {
         "nodes": nodes,
         "runs": runs,
@@ -112,6 +126,8 @@ async def measure(nodes: int, runs: int) -> dict[str, Any]:
         "bare_us_per_node": round(bare_us, 1),
         "agentflow_us_per_node": round(agentflow_us, 1),
         "ratio": round(agentflow_us / bare_us, 3),
+        "stepwise_us_per_node": round(stepwise_us, 1),
+        "stepwise_ratio": round(stepwise_us / bare_us, 3),
     }
 
 
@@ -130,6 +146,8 @@ def main() -> None:
         events = figures["events_per_run"]
         print(f"  agentflow          {figures['agentflow_us_per_node']:9.1f} us/node  ({events} events per run)")
         print(f"  ratio              {figures['ratio']:9.3f}  (target <= 1.3)")
+        print(f"  stepwise           {figures['stepwise_us_per_node']:9.1f} us/node  (one LangGraph node per node)")
+        print(f"  stepwise ratio     {figures['stepwise_ratio']:9.3f}")
 
 
 if __name__ == "__main__":

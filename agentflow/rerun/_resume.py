@@ -97,7 +97,7 @@ async def resume_run(
             fix="restore the workflow file the run started with, or start a new run",
         )
     async with open_checkpointer(store) as saver:
-        graph = compiled.graph.copy(update={"checkpointer": saver})
+        graph = compiled.stepwise_graph.copy(update={"checkpointer": saver})
         snapshot = await graph.aget_state({"configurable": {"thread_id": recorded.run_id}})
         if snapshot.created_at is None:
             raise TraceError(

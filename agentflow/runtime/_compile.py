@@ -17,7 +17,7 @@ from agentflow.models import model_providers
 from agentflow.models._scripted import resolve_script_path
 from agentflow.rewards import RewardHook, reward_hooks
 from agentflow.routing._router import QTableRouter, QTableStore, RoutingMode, routing_hash
-from agentflow.runtime import _nodes, _parallel
+from agentflow.runtime import _chains, _nodes, _parallel
 from agentflow.runtime._best_of import best_of_hooks
 from agentflow.runtime._context import RunContext
 from agentflow.runtime._hooks import RewardEngine
@@ -56,7 +56,7 @@ class CompiledWorkflow:
 
     loaded: LoadedWorkflow
     template: TemplateGraph
-    graph: Any  # langgraph CompiledStateGraph
+    graph: Any  # langgraph CompiledStateGraph: straight runs of nodes as one LangGraph node each (see `_chains`)
     tools: dict[str, Tool]
     hooks: RewardEngine
     recursion_limit: int
@@ -67,6 +67,17 @@ class CompiledWorkflow:
     offers: dict[str, QTableRouter] = field(default_factory=lambda: {})  # agent -> the a_priori router after it
     wiring: Any = None  # its fan-outs, joins and maps (`_parallel.wiring`), once compiled
     best_of_hooks: dict[str, RewardHook] = field(default_factory=lambda: {})  # node -> its `best_of.by` hook
+    build_graph: Callable[[bool], Any] | None = None  # the LangGraph graph, stepwise or not (set by compile)
+    _stepwise_graph: Any = None
+
+    @property
+    def stepwise_graph(self) -> Any:
+        """The LangGraph graph with one LangGraph node per node: what a run saving a checkpoint after every node
+        (and its resume) runs. Built on first use; the same graph as ``graph`` when the workflow has no chains."""
+        if self._stepwise_graph is None:
+            assert self.build_graph is not None, "compile_workflow sets build_graph"
+            self._stepwise_graph = self.build_graph(True) if _chains.linear_chains(self) else self.graph
+        return self._stepwise_graph
 
     def bind_routers(self, store: QTableStore | None, mode: RoutingMode | None = None) -> None:
         """Give the Q-table routers (of this workflow and its subgraphs) their store and an override of `learn`.
@@ -127,9 +138,6 @@ def compile_workflow(
         GraphValidationError: a static rule fails; ``diagnostics`` lists every finding.
         ToolLoadError, UnknownBackendError: a tool or hook cannot be loaded.
     """
-    from langgraph.graph import END as LANGGRAPH_END
-    from langgraph.graph import START, StateGraph
-
     loaded = workflow if isinstance(workflow, LoadedWorkflow) else load_workflow(workflow)
     template = build_template_graph(loaded)
     spec = loaded.spec
@@ -185,9 +193,27 @@ def compile_workflow(
     )
     compiled.routers, compiled.offers = _qtable_routers(compiled)
     compiled.wiring = _parallel.wiring(compiled)
+    compiled.build_graph = lambda stepwise: _build_graph(compiled, state_type, stepwise=stepwise)
+    compiled.graph = compiled.build_graph(False)
+    return compiled
+
+
+def _build_graph(compiled: CompiledWorkflow, state_type: Any, *, stepwise: bool) -> Any:
+    """The LangGraph graph of a compiled workflow: its straight runs of nodes as one LangGraph node each (see
+    `_chains`), or with ``stepwise`` one LangGraph node, so one superstep and one checkpoint, per node."""
+    from langgraph.graph import END as LANGGRAPH_END
+    from langgraph.graph import START, StateGraph
+
+    spec, template = compiled.loaded.spec, compiled.template
+    chains = {} if stepwise else _chains.linear_chains(compiled)
+    langgraph_node = {member: head for head, members in chains.items() for member in members}
+    inside = {member for members in chains.values() for member in members[:-1]}  # ways out within the chain
     builder: Any = StateGraph(state_type)  # the state type is built at run time, so its generics say nothing
     for name in spec.nodes:
-        builder.add_node(name, _parallel.wrap_node(compiled, name, _node_function(compiled, name), CONTEXT_KEY))
+        if name in chains:
+            builder.add_node(name, _chains.chain_function(compiled, chains[name], CONTEXT_KEY))
+        elif name not in langgraph_node:
+            builder.add_node(name, _parallel.wrap_node(compiled, name, _node_function(compiled, name), CONTEXT_KEY))
     _parallel.add_branch_nodes(builder, compiled, CONTEXT_KEY)
 
     def entry(target: str) -> str:
@@ -195,16 +221,16 @@ def compile_workflow(
 
     builder.add_edge(START, entry(spec.start))
     for name, transitions in template.transitions.items():
-        if _parallel.handles_transitions(compiled, name):
+        if name in inside or _parallel.handles_transitions(compiled, name):
             continue
+        source = langgraph_node.get(name, name)  # a chain's ways out leave from the chain's LangGraph node
         if len(transitions) == 1 and transitions[0].when is None and name not in compiled.routers:
-            builder.add_edge(name, entry(transitions[0].target))
+            builder.add_edge(source, entry(transitions[0].target))
         else:
             targets: dict[Hashable, str] = {t.target: entry(t.target) for t in transitions}
-            builder.add_conditional_edges(name, _route_function(compiled, name), targets)
+            builder.add_conditional_edges(source, _route_function(compiled, name), targets)
     _parallel.add_branch_edges(builder, compiled, lambda name: _route_function(compiled, name), entry, CONTEXT_KEY)
-    compiled.graph = builder.compile()
-    return compiled
+    return builder.compile()
 
 
 def _qtable_routers(compiled: CompiledWorkflow) -> tuple[dict[str, QTableRouter], dict[str, QTableRouter]]:

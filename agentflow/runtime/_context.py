@@ -34,6 +34,7 @@ class RunContext:
     model_override: str | None = None
     seed: int | None = None  # the sampling seed of every model call, over the workflow's settings
     on_event: Callable[[Event], None] | None = None  # told of every event as it is recorded (CLI progress)
+    stepwise: bool = False  # a LangGraph checkpoint follows every node: subgraphs run their stepwise graphs too
     events: list[Event] = field(default_factory=lambda: [])
     visits: Counter[str] = field(default_factory=Counter)
     state: dict[str, Any] = field(default_factory=lambda: {})

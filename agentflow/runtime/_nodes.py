@@ -425,7 +425,8 @@ async def _run_subgraph(visit: Visit, node: SubgraphNode) -> dict[str, Any]:
     child = visit.compiled.children[visit.name]
     child_inputs = {key: _expr.evaluate(expression, {"state": dict(state)}) for key, expression in node.inputs.items()}
     child_state = {**child.initial_state(), **child_inputs}
-    final = await child.graph.ainvoke(child_state, config=child.invoke_config(ctx))
+    graph = child.stepwise_graph if ctx.stepwise else child.graph
+    final = await graph.ainvoke(child_state, config=child.invoke_config(ctx))
     return {key: _expr.evaluate(expression, {"state": dict(final)}) for key, expression in node.outputs.items()}
 
 

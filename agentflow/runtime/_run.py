@@ -138,6 +138,7 @@ async def run_workflow(
             model_override=model,
             seed=seed,
             on_event=on_event,
+            stepwise=checkpointer is not None,
         )
         outcome.isolation = box.isolation().to_dict()
         ctx.state.update(initial)
@@ -310,7 +311,7 @@ async def _invoke(
     if checkpointer is None:
         final: dict[str, Any] | None = await compiled.graph.ainvoke(graph_input, config=config)
         return final
-    graph = compiled.graph.copy(update={"checkpointer": checkpointer})
+    graph = compiled.stepwise_graph.copy(update={"checkpointer": checkpointer})
     config["configurable"]["thread_id"] = ctx.run_id
     final = await graph.ainvoke(graph_input, config=config, durability="sync")
     return final
