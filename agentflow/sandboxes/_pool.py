@@ -90,20 +90,25 @@ class SandboxPool:
         task.add_done_callback(self._background.discard)
 
     async def _warm_one(self) -> None:
+        counted = True  # in `_starting` until it is idle: counted neither twice nor not at all, so never past max_size
         try:
-            created = await self._create()
-        except Exception as exc:  # noqa: BLE001 - kept for start() to raise; the pool stays usable
-            self.start_errors.append(exc)
-            created = None
+            try:
+                created = await self._create()
+            except Exception as exc:  # noqa: BLE001 - kept for start() to raise; the pool stays usable
+                self.start_errors.append(exc)
+                created = None
+            async with self._changed:
+                self._starting -= 1
+                counted = False
+                if created is not None:
+                    if self._closed:
+                        await created.close()
+                    else:
+                        self._idle.append(created)
+                self._changed.notify_all()
         finally:
-            self._starting -= 1
-        async with self._changed:
-            if created is not None:
-                if self._closed:
-                    await created.close()
-                else:
-                    self._idle.append(created)
-            self._changed.notify_all()
+            if counted:  # cancelled while starting or while waiting for the lock
+                self._starting -= 1
 
     async def _create(self) -> Sandbox:
         async with self._starts:

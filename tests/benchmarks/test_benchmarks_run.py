@@ -28,7 +28,9 @@ def run_benchmark(name: str, *args: str) -> dict[str, object]:
 
 def test_overhead() -> None:
     figures = run_benchmark("overhead.py", "--nodes", "3", "--runs", "2")
-    assert {"bare_us_per_node", "agentflow_us_per_node", "ratio", "stepwise_us_per_node", "stepwise_ratio"} <= set(figures)
+    assert {"bare_us_per_node", "agentflow_us_per_node", "ratio", "stepwise_us_per_node", "stepwise_ratio"} <= set(
+        figures
+    )
 
 
 def test_branching_parallel() -> None:

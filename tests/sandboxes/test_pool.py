@@ -83,6 +83,31 @@ async def test_an_exhausted_pool_waits_then_fails_clearly() -> None:
         await second.close()
 
 
+async def test_acquirers_racing_the_warm_up_never_take_the_pool_past_max_size() -> None:
+    # Warm-ups that finished starting and wait for the pool's lock to put their sandbox out are still counted: an
+    # acquirer that saw them as neither starting nor idle started sandboxes of its own (97 for a pool of 50).
+    created: list[LocalSandbox] = []
+
+    async def factory() -> LocalSandbox:
+        box = await LocalSandbox.create()
+        created.append(box)
+        return box
+
+    pool = await SandboxPool(factory, size=20, max_size=20, start_concurrency=2).start(wait=False)
+    try:
+
+        async def use() -> None:
+            for _ in range(3):
+                async with await pool.acquire():
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(use() for _ in range(20)))
+        assert len(created) == 20
+        assert pool.stats() == {"idle": 20, "in_use": 0, "starting": 0}
+    finally:
+        await pool.close()
+
+
 async def test_a_closed_pool_refuses_and_closes_what_it_lent() -> None:
     pool = await SandboxPool(LocalSandbox.create, size=1).start()
     lent = await pool.acquire()
