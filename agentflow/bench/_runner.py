@@ -5,7 +5,8 @@ epoch, attempt) and in the store's bench tables, which record each attempt as it
 What that buys:
 
 - **Concurrency**: at most ``concurrency`` runs at once (asyncio), their sandboxes lent by one warm pool per
-  benchmark, reset between runs; sandboxes are started two at a time while the pool ramps up, not all at once.
+  benchmark, reset between runs; sandboxes are started a few at a time while the pool ramps up (two containers,
+  eight local sandboxes: the backend's ``start_concurrency``), not all at once, and closed as the last runs end.
 - **Errored runs** (an outage of the model provider or the sandbox, never the agent's failure) are run again as
   new attempts, up to ``retry_errored`` times, and reported apart; they are never counted as failures.
 - **Resume**: ``--resume BENCH_RUN_ID`` runs only the pairs without a finished, non-errored attempt (and errored
@@ -42,7 +43,14 @@ from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_task
 from agentflow.errors import ConfigError, SandboxError, TraceError
 from agentflow.routing import RoutingMode
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
-from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, copy_folder_to, create_sandbox
+from agentflow.sandboxes import (
+    Sandbox,
+    SandboxPool,
+    copy_files_in,
+    copy_folder_to,
+    create_sandbox,
+    sandbox_backends,
+)
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
 from agentflow.traces import (
     BenchItem,
@@ -472,29 +480,20 @@ class BenchRun:
         cancelled = False
         rollout_problems: list[str] = []
 
+        waiting = len(todo)  # pairs not yet started
+        running = 0
+
         async def one(pair: Pair, attempt: int, errored: int) -> None:
+            nonlocal waiting, running
             async with semaphore:
-                lost = 0
-                while True:
-                    result = await self.executor.attempt(self, pair, attempt)
-                    item = result.item
-                    progress.tokens += result.tokens
-                    if result.cost is not None:
-                        progress.cost = (progress.cost or 0.0) + result.cost
-                    if result.abandoned and lost < LOST_WORKER_RETRIES:
-                        lost += 1  # its worker died: kept as `interrupted`, never counted, and run again
-                    elif item.status != "errored" or errored >= self._retries:
-                        break
-                    else:
-                        errored += 1
-                    attempt += 1
-                    progress.retried += 1
-                progress.done += 1
-                progress.passed += item.outcome is not None and item.outcome >= 0.5 and item.status != "errored"
-                progress.errored += item.status == "errored"
-                if self.on_progress is not None:
-                    self.on_progress(progress)
-                rollout_problems.extend(await self._fork_rollouts(pair, item))
+                waiting -= 1
+                running += 1
+                try:
+                    rollout_problems.extend(await self._settle_pair(pair, attempt, errored, progress))
+                finally:
+                    running -= 1
+                    if waiting == 0 and self._pool is not None:
+                        self._pool.shrink(running)  # the last runs are in flight: nobody else needs a sandbox
 
         try:
             await asyncio.gather(*(one(pair, attempt, errored) for pair, attempt, errored in todo))
@@ -514,6 +513,31 @@ class BenchRun:
             cancelled=cancelled,
             rollout_problems=rollout_problems,
         )
+
+    async def _settle_pair(self, pair: Pair, attempt: int, errored: int, progress: BenchProgress) -> list[str]:
+        """Attempt a pair until it finished (or its errored attempts ran out) and note how it went; return the
+        problems of its rollouts, if asked for."""
+        lost = 0
+        while True:
+            result = await self.executor.attempt(self, pair, attempt)
+            item = result.item
+            progress.tokens += result.tokens
+            if result.cost is not None:
+                progress.cost = (progress.cost or 0.0) + result.cost
+            if result.abandoned and lost < LOST_WORKER_RETRIES:
+                lost += 1  # its worker died: kept as `interrupted`, never counted, and run again
+            elif item.status != "errored" or errored >= self._retries:
+                break
+            else:
+                errored += 1
+            attempt += 1
+            progress.retried += 1
+        progress.done += 1
+        progress.passed += item.outcome is not None and item.outcome >= 0.5 and item.status != "errored"
+        progress.errored += item.status == "errored"
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        return await self._fork_rollouts(pair, item)
 
     async def _fork_rollouts(self, pair: Pair, item: BenchItem) -> list[str]:
         """The rollout groups of a pair's counted attempt (``--rollouts``; see ``bench._rollouts``), if asked for;
@@ -650,7 +674,7 @@ class BenchRun:
             return await open_task_sandbox(environment, prepared, spec.sandbox.limits, labels)
 
     async def sandbox(self) -> Sandbox:
-        """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up two at a time)."""
+        """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up a few at a time)."""
         async with self._pool_lock:
             if self._pool is None:
                 spec = self.compiled.loaded.spec
@@ -663,7 +687,14 @@ class BenchRun:
                     )
 
                 size = min(int(self.config["concurrency"]), len(self.pairs))
-                self._pool = SandboxPool(fresh, size=size, max_size=size, acquire_timeout=3600, start_concurrency=2)
+                kind = sandbox_backends.get(backend) if backend in sandbox_backends else None  # unknown: fails below
+                self._pool = SandboxPool(
+                    fresh,
+                    size=size,
+                    max_size=size,
+                    acquire_timeout=3600,
+                    start_concurrency=getattr(kind, "start_concurrency", 2),
+                )
                 await self._pool.start(wait=False)
         return await self._pool.acquire()
 

@@ -28,6 +28,8 @@ from agentflow.tools import resolve_tool, tool_registry
 from agentflow.tools._base import Tool
 
 _PYTHON_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+# Built once: a TypeAdapter builds its validator when made, which costs more than checking every input of a run.
+_VALIDATORS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(python) for name, python in _PYTHON_TYPES.items()}
 CONTEXT_KEY = "agentflow_run"
 
 
@@ -120,7 +122,7 @@ def _check_type(key: str, declared: StateKey, value: Any) -> Any:
     if declared.type == "any" or value is None:
         return value
     try:
-        return TypeAdapter(_PYTHON_TYPES[declared.type]).validate_python(value)
+        return _VALIDATORS[declared.type].validate_python(value)
     except ValidationError:
         raise ConfigError(
             f"input {key!r} should be {declared.type}, got {type(value).__name__} {value!r}",

@@ -175,6 +175,8 @@ class SandboxPool:
                 raise SandboxError("a forked sandbox is never handed back to a pool: close it, which removes it")
             return
         healthy = not self._closed and inner.alive and inner.forked_from is None
+        if healthy and len(self._idle) + len(self._in_use) > self.size:
+            healthy = False  # shrunk meanwhile: one fewer to keep, so not reset but closed (in the background)
         if healthy:
             try:
                 healthy = await inner.reset()  # False: the backend cannot reset, so a fresh one replaces it
@@ -194,6 +196,17 @@ class SandboxPool:
         task = asyncio.create_task(box.close())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def shrink(self, size: int) -> None:
+        """Keep at most ``size`` sandboxes warm from now on: idle ones beyond that are closed now (in the
+        background), lent ones when they come back, and none is started to replace them.
+
+        A benchmark whose last runs are in flight needs no more than they hold: its pool is emptied while those
+        runs still wait for their model, instead of all at once after the last one.
+        """
+        self.size = max(0, min(self.size, size))
+        while self._idle and self._total() > self.size:
+            self._discard(self._idle.pop())
 
     # -- state and lifecycle --------------------------------------------------------------------------------------
 

@@ -108,6 +108,23 @@ async def test_acquirers_racing_the_warm_up_never_take_the_pool_past_max_size() 
         await pool.close()
 
 
+async def test_a_shrunk_pool_closes_what_it_no_longer_keeps_and_starts_no_replacement() -> None:
+    async with SandboxPool(LocalSandbox.create, size=4) as pool:
+        lent = [await pool.acquire() for _ in range(3)]
+        inner = [box.inner for box in lent]
+        pool.shrink(2)  # the one idle sandbox is one too many now
+        assert pool.stats() == {"idle": 0, "in_use": 3, "starting": 0}
+        await lent[0].close()  # three kept with it, two wanted: closed, not reset
+        await lent[1].close()  # two with it: reset and kept
+        await asyncio.sleep(0.05)  # let the background close finish
+        assert pool.stats() == {"idle": 1, "in_use": 1, "starting": 0}
+        with pytest.raises(SandboxError):
+            await inner[0].exec(["true"])
+        assert (await inner[1].exec(["true"])).exit_code == 0
+        await lent[2].close()
+        assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
+
+
 async def test_a_closed_pool_refuses_and_closes_what_it_lent() -> None:
     pool = await SandboxPool(LocalSandbox.create, size=1).start()
     lent = await pool.acquire()
