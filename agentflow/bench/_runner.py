@@ -157,6 +157,11 @@ class BenchExecutor(Protocol):
     The bench run decides which pairs and attempts run, how many at once, and records progress; an executor runs
     one attempt and says how it ended (``interrupted``: its worker died, so the bench run tries again)."""
 
+    async def start(self, bench: BenchRun) -> None:
+        """Get ready to run ``bench``'s attempts (start workers, warm sandboxes); the bench run calls it before its
+        first attempt, and calling it again does nothing."""
+        ...
+
     async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
         """Run one attempt at a pair, recorded in ``bench.store``."""
         ...
@@ -168,6 +173,13 @@ class BenchExecutor(Protocol):
 
 class LocalExecutor:
     """Every attempt as a run in this process, sandboxes lent by the bench run's warm pool."""
+
+    async def start(self, bench: BenchRun) -> None:
+        # The pool's first sandbox before any run starts: its start probes the backend once (the local sandbox's
+        # namespaces: a process), which took three times as long while the first runs' setup held the event loop,
+        # and every run waits for a sandbox.
+        if any(pair.task.environment is None for pair in bench.pairs):
+            await bench.warm_pool()
 
     async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
         item, plan = await bench.run_attempt(pair, attempt)
@@ -496,6 +508,8 @@ class BenchRun:
                         self._pool.shrink(running)  # the last runs are in flight: nobody else needs a sandbox
 
         try:
+            if todo:
+                await self.executor.start(self)
             await asyncio.gather(*(one(pair, attempt, errored) for pair, attempt, errored in todo))
         except asyncio.CancelledError:
             cancelled = True
@@ -673,8 +687,20 @@ class BenchRun:
         async with self._task_sandbox_starts:
             return await open_task_sandbox(environment, prepared, spec.sandbox.limits, labels)
 
+    async def warm_pool(self) -> None:
+        """Start the benchmark's warm pool and wait for its first sandbox (or for its starts to fail: the runs then
+        meet the error)."""
+        await self._open_pool()
+        assert self._pool is not None
+        await self._pool.wait_ready()
+
     async def sandbox(self) -> Sandbox:
         """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up a few at a time)."""
+        await self._open_pool()
+        assert self._pool is not None
+        return await self._pool.acquire()
+
+    async def _open_pool(self) -> None:
         async with self._pool_lock:
             if self._pool is None:
                 spec = self.compiled.loaded.spec
@@ -696,7 +722,6 @@ class BenchRun:
                     start_concurrency=getattr(kind, "start_concurrency", 2),
                 )
                 await self._pool.start(wait=False)
-        return await self._pool.acquire()
 
 
 def _with_benchmark(loaded: LoadedWorkflow, bench: LoadedBench) -> LoadedWorkflow:

@@ -80,6 +80,15 @@ class SandboxPool:
                 raise self.start_errors[0]
         return self
 
+    async def wait_ready(self, count: int = 1) -> None:
+        """Wait until ``count`` sandboxes are idle, or until none is starting (the starts failed: ``start_errors``,
+        or the rest are in use), or the pool is closed."""
+        async with self._changed:
+            while len(self._idle) < count and self._starting > 0 and not self._closed:
+                # a start by acquire() ends without notifying: looked at again every half second
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.5)
+
     def _total(self) -> int:
         return len(self._idle) + len(self._in_use) + self._starting
 

@@ -125,6 +125,23 @@ async def test_a_shrunk_pool_closes_what_it_no_longer_keeps_and_starts_no_replac
         assert pool.stats() == {"idle": 2, "in_use": 0, "starting": 0}
 
 
+async def test_wait_ready_returns_once_a_sandbox_is_warm_or_every_start_failed() -> None:
+    pool = await SandboxPool(LocalSandbox.create, size=3).start(wait=False)
+    try:
+        await asyncio.wait_for(pool.wait_ready(), 30)
+        assert pool.stats()["idle"] >= 1
+    finally:
+        await pool.close()
+
+    async def broken() -> LocalSandbox:
+        raise SandboxError("no sandbox here")
+
+    failing = await SandboxPool(broken, size=2).start(wait=False)
+    await asyncio.wait_for(failing.wait_ready(), 30)  # returns: nothing is starting any more
+    assert [str(error) for error in failing.start_errors] == ["no sandbox here"] * 2
+    await failing.close()
+
+
 async def test_a_closed_pool_refuses_and_closes_what_it_lent() -> None:
     pool = await SandboxPool(LocalSandbox.create, size=1).start()
     lent = await pool.acquire()
