@@ -2,12 +2,12 @@
 
 400 tasks, each a run of one model turn against a scripted model that answers after 200 ms, at concurrency 50 in
 total, with (a) the local executor, (b) Ray with one node, (c) Ray with two nodes, both on this machine (started
-with ``ray.cluster_utils.Cluster``, one CPU each). Each figure is ``BenchRun.run()`` once the bench workers are up
-(``ray_workers_start_s``: starting them, one process per node that imports agentflow and unpacks the benchmark,
-paid once per bench run); for Ray it includes the driver appending every run the workers ship back (the embedded
-folder store). ``ray_vs_local`` = ray2_runs_per_s / local_runs_per_s (target >=
-0.9). ``ray_overhead_ms_per_task``: 20 tasks without latency one at a time, (Ray two nodes wall - local wall) / 20,
-what the round trip to a worker adds to one attempt.
+with ``ray.cluster_utils.Cluster``, one CPU each). Each figure is ``BenchRun.run()`` once the executor is started
+(``ray_workers_start_s``: starting the bench workers, one process per node that imports agentflow and unpacks the
+benchmark, paid once per bench run; the local executor's start is its warm pool's first sandbox); for Ray it
+includes the driver appending every run the workers ship back (the embedded folder store). ``ray_vs_local`` =
+ray2_runs_per_s / local_runs_per_s (target >= 0.9). ``ray_overhead_ms_per_task``: 20 tasks without latency one at a
+time, (Ray two nodes wall - local wall) / 20, what the round trip to a worker adds to one attempt.
 
     python benchmarks/distributed.py [--tasks 400] [--concurrency 50] [--latency 0.2] [--json]
 """
@@ -70,8 +70,7 @@ def _wall(bench_file: Path, store: Path, executor: BenchExecutor, concurrency: i
 
     async def timed() -> tuple[float, float]:
         clock = time.perf_counter()
-        if isinstance(executor, RayExecutor):
-            await executor.start(bench)
+        await executor.start(bench)  # Ray: its workers; local: the warm pool's first sandbox
         started = time.perf_counter()
         outcome = await bench.run()
         statuses = {item.status for item in outcome.items}
