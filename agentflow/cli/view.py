@@ -60,6 +60,9 @@ def view(  # noqa: PLR0917 - typer maps each parameter to an argument or option
             listener = socket.socket(family, kind, proto)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(address)
+            # Listening before the URL is printed: whoever reads it can connect at once (the connection waits in
+            # the backlog until uvicorn accepts it), not only once the server has started.
+            listener.listen(socket.SOMAXCONN)
         except OSError as error:
             raise ConfigError(f"cannot bind {host}:{port}: {error.strerror or error}") from None
         bound_host, bound_port = listener.getsockname()[:2]

@@ -99,6 +99,7 @@ from agentflow.traces._summary import (
     summarize,
 )
 from agentflow.traces._tables import live_rewards
+from agentflow.traces._verify import TraceVerification, VerificationProgress
 
 __all__ = [
     "ADVANTAGE_EPSILON",
@@ -163,6 +164,8 @@ __all__ = [
     "TraceFollower",
     "TraceProblem",
     "TraceStore",
+    "TraceVerification",
+    "VerificationProgress",
     "VerifierTag",
     "content_digest",
     "export_atif",

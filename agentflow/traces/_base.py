@@ -48,7 +48,7 @@ from agentflow.traces._protocol import (
 from agentflow.traces._qtable_tables import QTableChange, QTableEpisode, QTableTables, StoredQTable
 from agentflow.traces._recorder import RecorderBase
 from agentflow.traces._tables import IndexRow, StoreTables, live_rewards
-from agentflow.traces._verify import check_against_index, parse_and_verify
+from agentflow.traces._verify import TraceVerification, parse_and_verify
 
 __all__ = ["DEFAULT_SPILL_THRESHOLD", "RunFollower", "StoreBase", "check_reopenable", "check_run_id"]
 
@@ -281,12 +281,28 @@ class StoreBase(abc.ABC, Generic[RecorderT]):
         Raises:
             TraceError: no such run (the message lists the closest run ids), or its trace cannot be read.
         """
+        return self.verify_in_steps(run_id).trace()
+
+    def verify_in_steps(self, run_id: str) -> TraceVerification:
+        """Read one run's trace, to be verified a part at a time: :meth:`load_trace` in steps
+        (:meth:`TraceVerification.advance`), each step's events a verified prefix of the chain.
+
+        Raises:
+            TraceError: no such run, or its trace cannot be read.
+        """
         full_id = self.resolve_run_id(run_id)
-        events, problems = parse_and_verify(self._read_trace(full_id), full_id)
+        # The index first: if it says the run finished, the trace read after it holds every event it recorded.
         indexed = self._index_row(full_id)
-        if indexed is not None and indexed.status != "running":
-            check_against_index(events, indexed.events, indexed.last_hash, problems)
-        return Trace(run_id=full_id, path=self._trace_path(full_id), events=events, problems=problems, store=self)
+        finished_as = None if indexed is None or indexed.status == "running" else (indexed.events, indexed.last_hash)
+        raw = self._read_trace(full_id)
+        return TraceVerification(self, full_id, self._trace_path(full_id), raw, finished_as)
+
+    def run_info(self, run_id: str) -> RunInfo | None:
+        """The index's row of one run (by its full id), as :meth:`list_runs` lists it, or None when it has none."""
+        if not self._has_index():
+            return None
+        with self._connection() as connection:
+            return self._tables.run_info(connection, run_id)
 
     def follow_trace(self, run_id: str) -> RunFollower:
         """Read a run's trace as it grows: each :meth:`RunFollower.poll` returns the events appended since the

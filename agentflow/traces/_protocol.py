@@ -18,12 +18,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from agentflow.errors import TraceError
 from agentflow.traces._events import Event, EventType
 from agentflow.traces._payloads import EventData
 from agentflow.traces._summary import RunSummary, summarize
+
+if TYPE_CHECKING:
+    from agentflow.traces._verify import TraceVerification
 
 GradingMode = Literal["append", "overwrite"]
 LIVE_REWARDS = "live"
@@ -329,6 +332,14 @@ class Store(Protocol):
 
     def follow_trace(self, run_id: str) -> TraceFollower:
         """Read one run's events as they are appended (a run still going), each verified as it arrives."""
+        ...
+
+    def verify_in_steps(self, run_id: str) -> TraceVerification:
+        """Read one run's trace to verify it a part at a time (``load_trace`` in steps)."""
+        ...
+
+    def run_info(self, run_id: str) -> RunInfo | None:
+        """The index's row of one run (by its full id), or None."""
         ...
 
     def read_blob(self, digest: str) -> bytes:

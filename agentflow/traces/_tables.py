@@ -157,6 +157,12 @@ class StoreTables:
         ).fetchone()
         return None if row is None else IndexRow(str(row[0]), int(row[1]), row[2], row[3], row[4])
 
+    def run_info(self, connection: Any, run_id: str) -> RunInfo | None:
+        """One run's row as :meth:`list_runs` reads it, if it has one."""
+        query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"  # noqa: S608 - a constant column list
+        row = connection.execute(self._sql(query), (run_id,)).fetchone()
+        return None if row is None else RunInfo(*row)
+
     def running_here(self, connection: Any) -> list[tuple[str, int | None]]:
         """``(run_id, pid)`` of the runs indexed as ``running`` by a process of this host."""
         rows = connection.execute(

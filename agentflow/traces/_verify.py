@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from agentflow.traces._events import Event
 from agentflow.traces._hashing import event_hash, stored_event_hash
-from agentflow.traces._protocol import TraceProblem
+from agentflow.traces._protocol import Store, Trace, TraceProblem
 
 
 def parse_and_verify(
@@ -52,16 +55,45 @@ def _no_cyclic_collection() -> Iterator[None]:
 def _parse_and_verify(
     raw: bytes, run_id: str, after: Event | None, first_line: int
 ) -> tuple[list[Event], list[TraceProblem]]:
+    events, problems, _clean = verify_lines(
+        raw.split(b"\n"), run_id, after=after, first_line=first_line, last_unterminated=not raw.endswith(b"\n")
+    )
+    return events, problems
+
+
+def verify_lines(
+    lines: Sequence[bytes], run_id: str, *, after: Event | None, first_line: int, last_unterminated: bool
+) -> tuple[list[Event], list[TraceProblem], int]:
+    """:func:`parse_and_verify` over lines already split (a trace checked a part at a time splits it once).
+
+    Args:
+        lines: the lines, without their newlines.
+        run_id: see :func:`parse_and_verify`.
+        after: see :func:`parse_and_verify`.
+        first_line: see :func:`parse_and_verify`.
+        last_unterminated: whether the last of ``lines`` had no newline after it (an incomplete last line).
+
+    Returns:
+        The events, the problems, and how many of the events come before the first problem (all of them when
+        there is none): a prefix of the chain whose every event passed every check.
+    """
+    with _no_cyclic_collection():
+        return _verify_lines(lines, run_id, after, first_line, last_unterminated)
+
+
+def _verify_lines(
+    lines: Sequence[bytes], run_id: str, after: Event | None, first_line: int, last_unterminated: bool
+) -> tuple[list[Event], list[TraceProblem], int]:
     events: list[Event] = []
     problems: list[TraceProblem] = []
-    lines = raw.split(b"\n")
-    ends_with_newline = raw.endswith(b"\n")
+    clean: int | None = None
     previous_hash: str | None = None if after is None else after.hash
     expected_seq = 0 if after is None else after.seq + 1
+    last_number = first_line + len(lines) - 1
     for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
-        unterminated = number == first_line + len(lines) - 1 and not ends_with_newline
+        unterminated = last_unterminated and number == last_number
         try:
             stored = json.loads(line)
             event = Event.model_validate(stored)
@@ -88,10 +120,12 @@ def _parse_and_verify(
             )
         if seq != expected_seq:
             problems.append(TraceProblem("seq_gap", number, seq, f"expected seq {expected_seq}"))
+        if problems and clean is None:
+            clean = len(events)  # this event, and every one after it, is not part of the verified prefix
         events.append(event)
         previous_hash = event.hash
         expected_seq = seq + 1
-    return events, problems
+    return events, problems, len(events) if clean is None else clean
 
 
 def check_against_index(
@@ -108,4 +142,129 @@ def check_against_index(
                 f"the index recorded {indexed_events} events ending in {str(indexed_last_hash)[:12]}, "
                 f"the trace has {len(events)} ending in {str(last_hash)[:12]}",
             )
+        )
+
+
+@dataclass(frozen=True)
+class VerificationProgress:
+    """How far a :class:`TraceVerification` has got."""
+
+    lines: int  # the trace's lines as read: its events, when it is intact
+    checked: int  # events checked so far
+    verified: int  # the first ``verified`` events passed every check: a verified prefix of the hash chain
+    problems: tuple[TraceProblem, ...]  # what the checks found so far
+    done: bool  # every line checked, and a finished run's trace compared with the index
+
+
+class TraceVerification:
+    """One run's trace verified a part at a time (``Store.verify_in_steps``): what ``Store.load_trace`` does, in
+    steps, so that a long trace's first events can be shown, verified, before its last ones are checked.
+
+    The trace is read once, when this is made. Each :meth:`advance` checks the next lines exactly as ``load_trace``
+    checks them (each event's hash, its ``prev_hash`` link to the event before it, its run and seq), so the events
+    before the first problem found are always a verified prefix of the hash chain, whatever follows them. After the
+    last line, a finished run's trace is compared with what the index recorded, and :meth:`trace` is the very
+    ``Trace`` that ``load_trace`` returns.
+
+    Thread-safe: one thread can advance it while others read its progress and events.
+
+    Args:
+        store: the store the trace is in (the ``Trace`` keeps it, to resolve blobs).
+        run_id: the run's full id.
+        path: where the trace is, for messages.
+        raw: the trace's stored lines.
+        finished_as: what the index recorded when the run finished (its number of events and last hash), or None
+            for a run that has not finished (or is not indexed): then its end is not compared.
+    """
+
+    def __init__(
+        self, store: Store, run_id: str, path: Path, raw: bytes, finished_as: tuple[int, str | None] | None
+    ) -> None:
+        self.run_id = run_id
+        self._store = store
+        self._path = path
+        self._finished_as = finished_as
+        self._lines = raw.split(b"\n")
+        self._last_unterminated = not raw.endswith(b"\n")
+        self._line_count = len(self._lines) - (not self._lines[-1])  # the last is empty after a final newline
+        self._next_line = 0  # index into _lines of the first line not checked yet
+        self._events: list[Event] = []
+        self._problems: list[TraceProblem] = []
+        self._verified: int | None = None  # fixed once a problem is found: the prefix ends before it
+        self._done = False
+        self._state = threading.Lock()  # held briefly, to change or read the state as one
+        self._advancing = threading.Lock()  # held while lines are checked: one thread checks at a time
+
+    def __repr__(self) -> str:
+        return f"TraceVerification({self.run_id!r}, {self.progress()})"
+
+    def progress(self) -> VerificationProgress:
+        """Where the verification is now."""
+        with self._state:
+            return self._progress()
+
+    def _progress(self) -> VerificationProgress:
+        verified = len(self._events) if self._verified is None else self._verified
+        return VerificationProgress(self._line_count, len(self._events), verified, tuple(self._problems), self._done)
+
+    def advance(self, lines: int | None = None) -> VerificationProgress:
+        """Check the next ``lines`` lines (every line left when None); the progress after them.
+
+        A thread that calls this while another is checking waits for it, then checks the lines after its.
+        """
+        with self._advancing:
+            if self._done:
+                return self.progress()
+            start = self._next_line
+            stop = len(self._lines) if lines is None else min(len(self._lines), start + max(lines, 1))
+            last = stop == len(self._lines)
+            events, problems, clean = verify_lines(
+                self._lines[start:stop],
+                self.run_id,
+                after=self._events[-1] if self._events else None,
+                first_line=start + 1,
+                last_unterminated=last and self._last_unterminated,
+            )
+            with self._state:
+                if problems and self._verified is None:
+                    self._verified = len(self._events) + clean
+                self._events.extend(events)
+                self._problems.extend(problems)
+                self._next_line = stop
+                if last:
+                    if self._finished_as is not None:
+                        check_against_index(self._events, *self._finished_as, self._problems)
+                    self._lines = []  # every event is parsed: the bytes are not needed any more
+                    self._done = True
+                return self._progress()
+
+    def events(self, start: int, stop: int) -> tuple[list[Event], list[Event]]:
+        """The events at positions ``start`` to ``stop`` in the trace: first those of the verified prefix, then the
+        rest of the range, *unverified*: events checked that failed or follow a failure, and lines not checked yet
+        (parsed as events, with no check at all; a line that does not parse is left out).
+
+        Positions are of the trace's events (an event's seq, in an intact trace); beyond the events checked, the
+        position of a line counts the lines after them.
+        """
+        start, stop = max(start, 0), max(stop, 0)
+        with self._state:
+            checked = len(self._events)
+            verified = checked if self._verified is None else self._verified
+            good = self._events[start : min(stop, verified)]
+            failed = self._events[max(start, verified) : min(stop, checked)]
+            first, lines = max(start, checked), self._lines
+            offset = self._next_line - checked  # the line of position p >= checked is p + offset
+        unchecked: list[Event] = []
+        for line in lines[first + offset : stop + offset] if stop > first else []:
+            try:
+                unchecked.append(Event.model_validate_json(line))
+            except (ValueError, ValidationError):
+                continue
+        return good, failed + unchecked
+
+    def trace(self) -> Trace:
+        """The verified trace, as ``load_trace`` returns it (every line left is checked first)."""
+        self.advance()
+        return Trace(
+            run_id=self.run_id, path=self._path, events=self._events, problems=self._problems, store=self._store
         )

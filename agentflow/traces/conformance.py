@@ -115,13 +115,16 @@ def _reopen_builtin(store: Store) -> Store:
 
 
 def check_record_list_load(store: Store) -> None:
-    """A recorded run is listed with its counts and loads back verified, by id or unique prefix."""
+    """A recorded run is listed with its counts (its row also by its id) and loads back verified, by id or unique
+    prefix."""
     run_id = _record(store, events=5)
     infos = store.list_runs()
     _expect(len(infos) == 1, f"one run recorded, {len(infos)} listed")
     info = infos[0]
     got = (info.run_id, info.workflow, info.status, info.steps)
     _expect(got == (run_id, "demo", "succeeded", 1), f"listed as {got}")
+    _expect(store.run_info(run_id) == info, f"its row by id is {store.run_info(run_id)}, listed as {info}")
+    _expect(store.run_info(run_id + "-other") is None, "a run never recorded has a row")
     trace = store.load_trace(run_id[:12])
     _expect(trace.ok, f"problems: {trace.problems}")
     _expect([e.seq for e in trace.events] == list(range(9)), "events are not seq 0..8")
@@ -419,6 +422,40 @@ def check_tampered_event_reported(store: Store, tamper: Tamper) -> None:
     _raises("tampered", trace.raise_for_problems)
 
 
+def check_verified_in_steps(store: Store, tamper: Tamper) -> None:
+    """A trace verified a few lines at a time (``verify_in_steps``, how a viewer shows a long trace's start before
+    its end is checked): after each step the verified events are a prefix of the chain and the rest unverified; at
+    the end the events and problems are those ``load_trace`` finds. An event changed behind the store's back ends
+    the verified prefix: neither it nor any event after it is ever verified."""
+    intact = _record(store, events=8)  # 12 events: run_started, node_started, 8 routes, node_finished, run_finished
+    verification = store.verify_in_steps(intact)
+    first = verification.advance(5)
+    _expect((first.lines, first.checked, first.verified, first.done) == (12, 5, 5, False), f"after 5 lines: {first}")
+    verified, unverified = verification.events(3, 8)
+    seqs = ([e.seq for e in verified], [e.seq for e in unverified])
+    _expect(seqs == ([3, 4], [5, 6, 7]), f"events 3 to 8 after 5 lines: verified, unverified {seqs}")
+    while not verification.advance(5).done:
+        pass
+    end = verification.progress()
+    _expect((end.verified, end.problems) == (12, ()), f"an intact trace verified in steps: {end}")
+    loaded = store.load_trace(intact)
+    _expect([e.hash for e in verification.trace().events] == [e.hash for e in loaded.events], "steps and load differ")
+    damaged = _record(store, events=8)
+    tamper(store, damaged, 6, '"i == 4"', '"i == 9"')
+    verification = store.verify_in_steps(damaged)
+    before = verification.advance(4)
+    _expect((before.verified, before.problems) == (4, ()), f"before the changed event: {before}")
+    found = verification.advance(4)
+    got = [(p.kind, p.seq) for p in found.problems]
+    _expect((found.checked, found.verified, got) == (8, 6, [("tampered", 6)]), f"past the changed event: {found}")
+    verified, unverified = verification.events(0, 12)
+    seqs = ([e.seq for e in verified], [e.seq for e in unverified])
+    _expect(seqs == ([0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]), f"events of the damaged trace: {seqs}")
+    last = verification.advance()
+    _expect(last.done and last.verified == 6, f"the damaged trace verified to its end: {last}")
+    _expect(list(last.problems) == store.load_trace(damaged).problems, "steps and load find different problems")
+
+
 def check_trace_followed(store: Store, tamper: Tamper) -> None:
     """A run followed while it records: each poll gives exactly the events appended since the last, in order,
     verified as they arrive (an event changed before it was read is reported); ``finished`` after run_finished."""
@@ -474,6 +511,7 @@ CHECKS: CheckRegistry[Callable[..., None]] = CheckRegistry(
         "realized_graphs": check_realized_graphs,
         "tampered_event_reported": check_tampered_event_reported,
         "trace_followed": check_trace_followed,
+        "verified_in_steps": check_verified_in_steps,
         "opened_again": check_opened_again,
     },
 )
@@ -506,6 +544,7 @@ def run_conformance(
     extras: dict[str, tuple[Any, ...]] = {
         "tampered_event_reported": (tamper or tamper_builtin,),
         "trace_followed": (tamper or tamper_builtin,),
+        "verified_in_steps": (tamper or tamper_builtin,),
         "opened_again": (reopen or _reopen_builtin,),
     }
 

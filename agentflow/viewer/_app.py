@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -27,6 +30,8 @@ from agentflow.traces import (
     Store,
     Trace,
     TraceFollower,
+    TraceVerification,
+    VerificationProgress,
     first_divergence,
     live_rewards,
     realized_graph,
@@ -52,6 +57,15 @@ SECURITY_HEADERS = {
 }
 LIVE_POLL_S = 0.5
 TRACES_KEPT = 4
+# A run page is answered once the trace's first lines are verified (the timeline's first page, static/app.js); the
+# rest is verified in the background, this many lines at a time (a few milliseconds), its progress shown meanwhile.
+FIRST_VERIFIED = 500
+VERIFY_STEP = 500
+# Between steps the background verification gives way to the requests being answered, for up to this long: a page
+# being drawn or scrolled is not slowed by it.
+GIVE_WAY_S = 0.25
+# What of a run page's header only the whole trace can tell: until it is verified, the index's values are shown.
+FROM_INDEX = ("status", "outcome", "cost")
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -69,11 +83,10 @@ def event_json(event: Event) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
-def template_graph(trace: Trace) -> dict[str, Any] | None:
-    """The workflow's nodes and edges, read from the run's workflow file if it is still there."""
+def template_graph(first: Event | None) -> dict[str, Any] | None:
+    """The workflow's nodes and edges, read from the workflow file the run's first event names, if it is there."""
     from agentflow.spec import load_workflow  # imported by create_app already: the first run page does not wait
 
-    first = trace.events[0] if trace.events else None
     workflow_file = first.data.get("workflow_file") if first is not None else None
     if not isinstance(workflow_file, str) or not Path(workflow_file).is_file():
         return None
@@ -96,14 +109,95 @@ def template_graph(trace: Trace) -> dict[str, Any] | None:
     return {"start": spec.start, "nodes": list(spec.nodes), "edges": edges}
 
 
+class _Requests:
+    """How many requests the server is answering (not counting live tails, which stay open)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def started(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def give_way(self) -> None:
+        """Wait while requests are being answered (up to GIVE_WAY_S): Python runs one thread at a time, and a
+        thread verifying a trace would halve the speed of every answer."""
+        deadline = time.monotonic() + GIVE_WAY_S
+        while self._count > 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+
+class _Verifying:
+    """A run's trace as the viewer verifies it: its first lines before the page is answered, the rest in a thread of
+    its own (:meth:`start`); ``error`` says why the verification stopped, if it could not go on."""
+
+    def __init__(self, verification: TraceVerification, requests: _Requests) -> None:
+        self.verification = verification
+        self.error: str | None = None
+        self._requests = requests
+        self._started = threading.Lock()
+        self._thread: threading.Thread | None = None
+        verification.advance(FIRST_VERIFIED)
+
+    def start(self) -> None:
+        """Verify the rest of the trace in the background (once; nothing is left of a short one)."""
+        with self._started:
+            if self._thread is None and not self.verification.progress().done:
+                self._thread = threading.Thread(target=self._verify_rest, name="agentflow-view-verify", daemon=True)
+                self._thread.start()
+
+    def _verify_rest(self) -> None:
+        try:
+            while True:
+                self._requests.give_way()
+                if self.verification.advance(VERIFY_STEP).done:
+                    return
+        except Exception as error:  # noqa: BLE001 - shown on the page, which would otherwise wait for it forever
+            self.error = f"the trace could not be verified: {error}"
+
+    def trace(self) -> Trace:
+        """The whole trace, verified (what is left is checked in the calling thread if need be)."""
+        return self.verification.trace()
+
+    def finished(self) -> bool:
+        """Whether the trace, verified to its end, ends with ``run_finished`` (a run still going does not)."""
+        if not self.verification.progress().done:
+            return False
+        events = self.verification.trace().events
+        return bool(events) and events[-1].type is EventType.RUN_FINISHED
+
+    def status(self, progress: VerificationProgress | None = None) -> dict[str, Any]:
+        """How far the verification is, as the page shows it."""
+        progress = progress or self.verification.progress()
+        problems = [str(problem) for problem in progress.problems]
+        if self.error is not None:
+            problems.append(self.error)
+        state = "verifying" if not progress.done and self.error is None else "damaged" if problems else "verified"
+        return {
+            "state": state,
+            "verified": progress.verified,
+            "checked": progress.checked,
+            "total": progress.checked if progress.done else progress.lines,
+            "problems": problems,
+            "problem_seqs": sorted({problem.seq for problem in progress.problems if problem.seq is not None}),
+        }
+
+
 class Viewer:
     """The endpoints, over one open store. Every one only reads."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         # A finished run's trace never changes: the last few are kept, so paging through a 50,000-event trace
-        # loads and verifies it once, not once per page. A run still going is read afresh every time.
-        self._finished: OrderedDict[str, Trace] = OrderedDict()
+        # loads and verifies it once, not once per page. A run still going is read afresh for each run page.
+        self._traces: OrderedDict[str, _Verifying] = OrderedDict()
+        self._traces_lock = threading.Lock()
+        self.requests = _Requests()
         self._bench_pages: OrderedDict[tuple[str, Any], dict[str, Any]] = OrderedDict()
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -129,26 +223,34 @@ class Viewer:
             {"total": total, "offset": query.offset, "limit": query.limit, "runs": [i.to_dict() for i in infos]}
         )
 
-    def _trace(self, run_id: str) -> Trace:
+    def _verifying(self, run_id: str, *, again_if_unfinished: bool = False) -> _Verifying:
+        """The run's trace being verified (its first lines verified here if it was not yet): kept while its run is
+        finished or its verification goes on; with ``again_if_unfinished``, a run still going is read again."""
         resolved = self.store.resolve_run_id(run_id)
-        cached = self._finished.get(resolved)
-        if cached is not None:
-            self._finished.move_to_end(resolved)
-            return cached
-        trace = self.store.load_trace(resolved)
-        if trace.events and trace.events[-1].type is EventType.RUN_FINISHED:
-            self._finished[resolved] = trace
-            while len(self._finished) > TRACES_KEPT:
-                self._finished.popitem(last=False)
-        return trace
+        with self._traces_lock:
+            known = self._traces.get(resolved)
+            if known is not None and (
+                not again_if_unfinished or not known.verification.progress().done or known.finished()
+            ):
+                self._traces.move_to_end(resolved)
+                return known
+            verifying = _Verifying(self.store.verify_in_steps(resolved), self.requests)
+            self._traces[resolved] = verifying
+            while len(self._traces) > TRACES_KEPT:
+                self._traces.popitem(last=False)
+            return verifying
 
-    def _rewards(self, trace: Trace, run_id: str) -> list[dict[str, Any]]:
-        """The run's live rewards (read from the trace already loaded), then its grading passes' rewards.
+    def _trace(self, run_id: str) -> Trace:
+        """The run's whole trace, verified (a run still going: as it is now)."""
+        return self._verifying(run_id, again_if_unfinished=True).trace()
+
+    def _rewards(self, events: list[Event], run_id: str) -> list[dict[str, Any]]:
+        """The run's live rewards (read from the events already loaded), then its grading passes' rewards.
 
         ``Store.list_rewards`` would load and verify the trace a second time: seconds for a 50,000-event run.
         """
         passes = [grading for grading in self.store.list_grading_passes() if run_id in grading.run_ids]
-        live = [reward.to_dict() for reward in live_rewards(trace.events, passes) if reward.superseded_by is None]
+        live = [reward.to_dict() for reward in live_rewards(events, passes) if reward.superseded_by is None]
         graded = [
             reward.to_dict()
             for grading in passes
@@ -166,15 +268,63 @@ class Viewer:
             # Without run_finished the run may still be going (in another process): the page tails it.
             "finished": bool(trace.events) and trace.events[-1].type is EventType.RUN_FINISHED,
             "problems": [str(problem) for problem in trace.problems],
-            "template": template_graph(trace),
+            "template": template_graph(trace.events[0] if trace.events else None),
             "realized": realized_graph(trace.events),
-            "rewards": self._rewards(trace, run_id),
+            "rewards": self._rewards(trace.events, run_id),
+            "covers": len(trace.events),  # the events the summary, the realized graph and the rewards are of
+            "from_index": [],  # the summary's fields that are the index's, not the trace's
         }
 
+    def _page_view(self, requested: str, again: bool) -> tuple[dict[str, Any], _Verifying]:
+        """A run page: the whole run once its trace is verified; until then, and for a damaged trace, the part
+        verified (before the first damage).
+
+        That part is drawn as the whole is: the summary, the realized graph and the rewards are of the verified
+        events only (``covers`` says how many), the header's status, outcome and cost those the index recorded
+        (``from_index``: only the whole trace tells them); ``events`` counts the trace's lines while they are
+        checked. Nothing beyond the verified prefix is in it. Without ``again``, a run still going is not read
+        again: the page is of the trace its verification read.
+        """
+        verifying = self._verifying(requested, again_if_unfinished=again)
+        progress = verifying.verification.progress()
+        if progress.done and progress.verified == progress.checked:
+            view = self._run_view(verifying.trace(), requested)
+            return {**view, "verification": verifying.status(progress)}, verifying
+        prefix, _ = verifying.verification.events(0, progress.verified)
+        run_id = verifying.verification.run_id
+        summary = summarize(prefix).to_dict()
+        info = self.store.run_info(run_id)
+        for key in FROM_INDEX:
+            summary[key] = getattr(info, key) if info is not None else None
+        if info is None:
+            summary["status"] = "unknown"
+        events = progress.checked if progress.done else progress.lines
+        _, last = verifying.verification.events(events - 1, events)  # not verified: only to know whether to tail
+        view = {
+            "run_id": run_id,
+            "summary": summary,
+            "events": events,
+            "finished": bool(last) and last[-1].type is EventType.RUN_FINISHED,
+            "problems": [str(problem) for problem in progress.problems],
+            "template": template_graph(prefix[0] if prefix else None),
+            "realized": realized_graph(prefix),
+            "rewards": self._rewards(prefix, run_id),
+            "covers": len(prefix),
+            "from_index": list(FROM_INDEX) if info is not None else [],
+            "verification": verifying.status(progress),
+        }
+        return view, verifying
+
     async def run(self, request: Request) -> Response:
-        requested = request.path_params["run_id"]
-        trace: Trace = await self._blocking(self._trace, requested)
-        return JSONResponse(await self._blocking(self._run_view, trace, requested))
+        again = request.query_params.get("again") != "no"
+        view, verifying = await self._blocking(self._page_view, request.path_params["run_id"], again)
+        # the rest of the trace is verified once the page has its answer
+        return JSONResponse(view, background=BackgroundTask(verifying.start))
+
+    async def verification(self, request: Request) -> Response:
+        verifying: _Verifying = await self._blocking(self._verifying, request.path_params["run_id"])
+        verifying.start()
+        return JSONResponse(verifying.status())
 
     async def diffs(self, request: Request) -> Response:
         trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
@@ -186,11 +336,21 @@ class Viewer:
         return JSONResponse(await self._blocking(fork_tree, self.store, run_id))
 
     async def events(self, request: Request) -> Response:
-        start = _int(request, "from", 0)
-        limit = min(_int(request, "limit", 500), EVENTS_PAGE_MAX)
-        trace: Trace = await self._blocking(self._trace, request.path_params["run_id"])
-        page = [event_json(event) for event in trace.events[max(start, 0) : max(start, 0) + max(limit, 0)]]
-        return JSONResponse({"total": len(trace.events), "from": start, "events": page})
+        """A page of a run's events: ``events`` of the verified prefix, then ``unverified`` the rest of the page
+        (lines not checked yet, or the events of a damaged trace from its first damage on), which the page marks."""
+        start = max(_int(request, "from", 0), 0)
+        limit = max(min(_int(request, "limit", 500), EVENTS_PAGE_MAX), 0)
+        verifying: _Verifying = await self._blocking(self._verifying, request.path_params["run_id"])
+        verified, unverified = await self._blocking(verifying.verification.events, start, start + limit)
+        status = verifying.status()
+        body = {
+            "total": status["total"],
+            "from": start,
+            "events": [event_json(event) for event in verified],
+            "unverified": [event_json(event) for event in unverified],
+            "verification": status,
+        }
+        return JSONResponse(body, background=BackgroundTask(verifying.start))
 
     async def blob(self, request: Request) -> Response:
         content: bytes = await self._blocking(self.store.read_blob, request.path_params["digest"])
@@ -325,11 +485,14 @@ def create_app(store: Store, *, token: str | None = None) -> Starlette:
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return _secured(JSONResponse({"error": "a valid access token is required"}, status_code=401))
             sets_cookie = "token" in request.query_params
+        viewer.requests.started()
         try:
-            response = await call_next(request)
+            response = await call_next(request)  # a live tail counts until its stream starts
         except (AgentflowError, ValueError, KeyError) as error:
             status = 400 if isinstance(error, ValueError) else 404
             response = JSONResponse({"error": str(error)}, status_code=status)
+        finally:
+            viewer.requests.ended()
         if sets_cookie and token is not None:
             response.set_cookie("agentflow_view_token", token, httponly=True, samesite="strict")
         return _secured(response)
@@ -338,6 +501,7 @@ def create_app(store: Store, *, token: str | None = None) -> Starlette:
         Route("/api/runs", viewer.runs),
         Route("/api/runs/{run_id}", viewer.run),
         Route("/api/runs/{run_id}/events", viewer.events),
+        Route("/api/runs/{run_id}/verification", viewer.verification),
         Route("/api/runs/{run_id}/forks", viewer.forks),
         Route("/api/runs/{run_id}/diffs", viewer.diffs),
         Route("/api/runs/{run_id}/live", viewer.live),

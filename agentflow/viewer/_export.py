@@ -81,12 +81,15 @@ class _Exporter:
         return members
 
     async def run(self, run_id: str) -> None:
-        run = await self.copy(f"api/runs/{run_id}")
-        await self.copy(f"api/runs/{run_id}/forks")
+        # The diffs are of the whole trace: asked for first, they have it verified to its end (the server verifies
+        # a run page's trace in the background), so every page exported is of the whole verified trace.
         await self.copy(f"api/runs/{run_id}/diffs")
+        run = await self.get(f"api/runs/{run_id}?again=no")  # that trace, not read again if the run is going on
+        self.write(f"api/runs/{run_id}", run)
+        await self.copy(f"api/runs/{run_id}/forks")
         for start in range(0, max(run["events"], 1), EVENTS_PAGE):
             page = await self.copy(f"api/runs/{run_id}/events?from={start}&limit={EVENTS_PAGE}")
-            for digest in set(_BLOB.findall(json.dumps(page["events"]))):
+            for digest in set(_BLOB.findall(json.dumps([page["events"], page["unverified"]]))):
                 await self.copy(f"api/blobs/{digest}")
 
     async def index(self, run_ids: list[str], bench_members: dict[str, list[str]]) -> None:

@@ -7,14 +7,17 @@ import asyncio
 import concurrent.futures
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from agentflow.rerun import replay_run
 from agentflow.runtime import run_workflow
-from agentflow.traces import EventType, TraceStore
+from agentflow.traces import EventType, TraceStore, TraceVerification, VerificationProgress
 
 ROOT = Path(__file__).parents[2]
 XSS = '<script>alert(1)</script><img src=x onerror="alert(2)"><a href="javascript:alert(3)">x</a>'
@@ -50,6 +53,58 @@ def record_errored_run(store: TraceStore) -> str:
         )
         recorder.finish("errored", error=outage)
         return recorder.summary().run_id
+
+
+def record_long_run(store: TraceStore, visits: int) -> str:
+    """A finished run of ``4 * visits + 2`` events recorded through the store's recorder: run_started at seq 0, then
+    per visit of plan, code or test (in turn) node_started, tool_call, tool_result (seq ``4 * i + 3``, its output
+    ``"x"``) and node_finished, and run_finished (succeeded) last."""
+    with store.new_run(workflow="long") as recorder:
+        recorder.hold_events()
+        recorder.emit(EventType.RUN_STARTED, data={"workflow": "long", "inputs": {}})
+        for visit in range(visits):
+            node = ("plan", "code", "test")[visit % 3]
+            started = recorder.emit(EventType.NODE_STARTED, node=node, data={"visit": visit // 3 + 1, "attempt": 1})
+            call = recorder.emit(
+                EventType.TOOL_CALL, node=node, parent=started.seq, data={"tool": "read_file", "args": {"p": "a"}}
+            )
+            recorder.emit(
+                EventType.TOOL_RESULT, node=node, parent=call.seq, data={"tool": "read_file", "ok": True, "output": "x"}
+            )
+            recorder.emit(EventType.NODE_FINISHED, node=node, parent=started.seq, data={"visit": visit // 3 + 1})
+        recorder.flush()
+        recorder.finish("succeeded")
+        return recorder.summary().run_id
+
+
+class HeldStore(TraceStore):
+    """A folder store whose traces verify past their first lines only once the test says so (``released.set()``):
+    what a page shows of a long trace still being verified, without racing the thread that verifies it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.released = threading.Event()
+
+    def verify_in_steps(self, run_id: str) -> TraceVerification:
+        verification = super().verify_in_steps(run_id)
+        advance = verification.advance
+
+        def held(lines: int | None = None) -> VerificationProgress:
+            if verification.progress().checked:  # the first lines, verified as the page is answered, are not held
+                self.released.wait(60)
+            return advance(lines)
+
+        verification.advance = held  # type: ignore[method-assign]
+        return verification
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60) -> None:
+    """Wait for ``condition()`` to be true (the background verification of a trace to end, say)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not {what} after {timeout} s")
+        time.sleep(0.02)
 
 
 PRICED_MODEL = "openai:priced-model"

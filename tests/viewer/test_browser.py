@@ -21,9 +21,18 @@ import yaml
 
 from agentflow.runtime import run_workflow
 from agentflow.traces import EventType, TraceStore
+from agentflow.traces.conformance import tamper_builtin
 from agentflow.viewer import create_app
 from tests.support.require import require
-from tests.viewer.conftest import ROOT, XSS, record_hostile_run, record_priced_run, record_replayed_pair
+from tests.viewer.conftest import (
+    ROOT,
+    XSS,
+    HeldStore,
+    record_hostile_run,
+    record_long_run,
+    record_priced_run,
+    record_replayed_pair,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "document.getElementById('page').dataset.ready === location.hash"
@@ -314,6 +323,95 @@ def _wait_for_new_run(store: TraceStore, before: set[str], page: Watched) -> str
             return new.pop()
         page.page.wait_for_timeout(50)
     raise AssertionError("agentflow run never started its run")
+
+
+def _row(page: Watched, seq: int) -> tuple[str, str]:
+    """The class of the timeline's row of event ``seq`` (scrolled to it) and the mark it carries, if any."""
+    page.page.evaluate(f"document.getElementById('timeline').scrollTop = {seq} * 22")
+    row = page.page.wait_for_selector(f"#timeline .row[data-seq='{seq}']")
+    assert row is not None
+    found: list[str] = row.evaluate("r => [r.className, r.querySelector('.mark')?.textContent ?? '']")
+    return found[0], found[1]
+
+
+def _open_held_run(page: Watched, url: str, run_id: str) -> None:
+    """Open a run page whose trace is held after its first lines: it is drawn from them, and says so."""
+    page.page.goto(url + f"/#/run/{run_id}")
+    page.page.wait_for_selector("#timeline .row[data-seq='0']")
+    page.page.wait_for_selector("#graph g.node")
+    assert page.page.get_attribute("#verification", "data-state") == "verifying"
+    assert page.page.text_content("#verification") == "verifying the trace: 500 / 3,002 events checked"
+
+
+def test_a_long_trace_is_drawn_from_its_first_events_verified_then_verified_whole(
+    page: Watched, tmp_path: Path
+) -> None:
+    store = HeldStore(tmp_path / "store")
+    run_id = record_long_run(store, 750)  # 3,002 events: the first 500 are verified before the page is answered
+    with serving(store) as url:
+        _open_held_run(page, url, run_id)
+        partial = page.page.text_content("#partial") or ""
+        assert "of the first 500 events, the ones verified so far" in partial
+        assert page.page.get_attribute("#run-status", "class") == "succeeded from-index"  # the index's, said so
+        assert page.page.get_attribute("g.node[data-node=plan]", "data-visits") == "42"  # in the first 500 events
+        assert _row(page, 0) == ("row", "")
+        assert _row(page, 2000) == ("row unverified", "unverified")  # fetched before it was checked: marked
+        page.page.click("#timeline .row[data-seq='2000']")
+        assert "not verified yet" in (page.page.text_content("#step-unverified") or "")
+        page.shot("run-verifying")
+        store.released.set()
+        page.page.wait_for_selector("#verification[data-state=verified]", timeout=30_000)
+        assert page.page.text_content("#verification") == "trace verified: 3,002 events"
+        assert _row(page, 2000) == ("row", "")
+        assert page.page.locator("#step-unverified").count() == 0  # the step shown is drawn again, verified
+        assert page.page.text_content("#partial") == "" and page.page.text_content("#problems") == ""
+        assert page.page.get_attribute("g.node[data-node=plan]", "data-visits") == "250"
+        assert page.page.get_attribute("#run-status", "class") == "succeeded"
+        assert page.page.text_content("#count") == "3002 events"
+
+
+def test_a_trace_tampered_in_the_middle_ends_with_the_damage_banner(page: Watched, tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "store")
+    run_id = record_long_run(store, 750)
+    tamper_builtin(store, run_id, 1503, '"output":"x"', '"output":"tampered"')  # a tool result, its hash kept
+    with serving(store) as url:
+        _open_held_run(page, url, run_id)
+        assert page.page.text_content("#problems") == ""
+        assert _row(page, 1503) == ("row unverified", "unverified")
+        store.released.set()
+        page.page.wait_for_selector("#verification[data-state=damaged]", timeout=30_000)
+        assert "line 1504, seq 1503: tampered" in (page.page.text_content("#problems") or "")
+        assert (
+            page.page.text_content("#verification")
+            == "trace damaged: only its first 1,503 of 3,002 events are verified"
+        )
+        assert "of the first 1,503 events, the ones before the damage" in (page.page.text_content("#partial") or "")
+        assert _row(page, 1502) == ("row", "")
+        assert _row(page, 1504) == ("row unverified", "unverified")  # nor is any event after it
+        assert _row(page, 1503) == ("row unverified", "damaged")  # never shown as verified, then or now
+        page.page.click("#timeline .row[data-seq='1503']")
+        assert "failed verification" in (page.page.text_content("#step-unverified") or "")
+        assert '"output": "tampered"' in (page.page.text_content("#step") or "")
+        page.shot("run-damaged")
+
+
+def test_a_trace_tampered_at_its_end_ends_with_the_damage_banner(page: Watched, tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "store")
+    run_id = record_long_run(store, 750)
+    tamper_builtin(store, run_id, 3001, '"status":"succeeded"', '"status":"failed"')  # run_finished, its hash kept
+    with serving(store) as url:
+        _open_held_run(page, url, run_id)
+        store.released.set()
+        page.page.wait_for_selector("#verification[data-state=damaged]", timeout=30_000)
+        assert "line 3002, seq 3001: tampered" in (page.page.text_content("#problems") or "")
+        assert (
+            page.page.text_content("#verification")
+            == "trace damaged: only its first 3,001 of 3,002 events are verified"
+        )
+        # the changed run_finished tells nothing: the status shown is still the index's, said so
+        assert page.page.get_attribute("#run-status", "class") == "succeeded from-index"
+        assert _row(page, 3000) == ("row", "")
+        assert _row(page, 3001) == ("row unverified", "damaged")
 
 
 def test_exported_site_opens_from_file(page: Watched, recorded_store: Any, tmp_path: Path) -> None:

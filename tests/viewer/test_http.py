@@ -6,21 +6,26 @@ import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from agentflow.bench import build_report
-from agentflow.traces import BenchItem, EventType, TraceStore
+from agentflow.traces import BenchItem, EventType, TraceStore, realized_graph
+from agentflow.traces.conformance import tamper_builtin
 from agentflow.viewer import CSP, create_app
 from agentflow.viewer._queries import RunsQuery, _generic_page
 from tests.viewer.conftest import (
     PRICES,
     XSS,
+    HeldStore,
     record_errored_run,
     record_hostile_run,
+    record_long_run,
     record_priced_run,
     record_replayed_pair,
+    wait_until,
 )
 
 
@@ -71,6 +76,73 @@ def test_events_are_paged_by_seq(client: TestClient, recorded_store: tuple[Trace
     assert page["total"] == total
     assert [event["seq"] for event in page["events"]] == [5, 6, 7, 8]
     assert client.get(f"/api/runs/{run_id}/events", params={"from": total}).json()["events"] == []
+
+
+def _seqs(page: dict[str, Any]) -> tuple[list[int], list[int]]:
+    return [event["seq"] for event in page["events"]], [event["seq"] for event in page["unverified"]]
+
+
+def test_a_long_trace_is_answered_from_its_first_lines_verified_then_verified_in_the_background(
+    tmp_path: Path,
+) -> None:
+    store = HeldStore(tmp_path / "store")
+    run_id = record_long_run(store, 750)  # 3,002 events
+    client = TestClient(create_app(store))
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["verification"] == {
+        "state": "verifying",
+        "verified": 500,
+        "checked": 500,
+        "total": 3002,
+        "problems": [],
+        "problem_seqs": [],
+    }
+    assert (run["events"], run["covers"], run["problems"]) == (3002, 500, [])
+    # what the first 500 events tell (125 visits), and what only the whole trace can: the index's, said so
+    assert len(run["realized"]["path"]) == 125 and run["realized"]["nodes"]["plan"]["visits"] == 42
+    assert run["summary"]["status"] == "succeeded" and run["from_index"] == ["status", "outcome", "cost"]
+    page = client.get(f"/api/runs/{run_id}/events", params={"from": 495, "limit": 10}).json()
+    assert _seqs(page) == ([495, 496, 497, 498, 499], [500, 501, 502, 503, 504])  # beyond the verified: marked
+    assert page["total"] == 3002
+    store.released.set()
+    wait_until(lambda: client.get(f"/api/runs/{run_id}/verification").json()["state"] != "verifying", "verified")
+    assert client.get(f"/api/runs/{run_id}/verification").json()["state"] == "verified"
+    page = client.get(f"/api/runs/{run_id}/events", params={"from": 495, "limit": 10}).json()
+    assert _seqs(page) == (list(range(495, 505)), [])
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert (run["covers"], run["from_index"], len(run["realized"]["path"])) == (3002, [], 750)
+    assert run["realized"] == realized_graph(store.load_trace(run_id).events)
+
+
+def test_a_trace_tampered_in_the_middle_is_verified_up_to_the_changed_event_only(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "store")
+    run_id = record_long_run(store, 750)
+    tamper_builtin(store, run_id, 1503, '"output":"x"', '"output":"tampered"')  # a tool result, its hash kept
+    client = TestClient(create_app(store))
+    assert client.get(f"/api/runs/{run_id}").json()["verification"]["state"] == "verifying"
+    wait_until(lambda: client.get(f"/api/runs/{run_id}/verification").json()["state"] != "verifying", "verified")
+    status = client.get(f"/api/runs/{run_id}/verification").json()
+    assert (status["state"], status["verified"], status["problem_seqs"]) == ("damaged", 1503, [1503])
+    assert "tampered" in status["problems"][0]
+    page = client.get(f"/api/runs/{run_id}/events", params={"from": 1500, "limit": 6}).json()
+    assert _seqs(page) == ([1500, 1501, 1502], [1503, 1504, 1505])  # the changed event and all after it
+    assert page["unverified"][0]["data"]["output"] == "tampered"  # shown as it is, but never as verified
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["problems"] == status["problems"] and run["verification"]["state"] == "damaged"
+
+
+def test_damage_in_the_first_lines_is_in_the_first_answer(tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "store")
+    run_id = record_long_run(store, 750)
+    tamper_builtin(store, run_id, 3, '"output":"x"', '"output":"tampered"')
+    client = TestClient(create_app(store))
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["verification"]["state"] == "verifying"  # the rest is still to be checked
+    assert (run["verification"]["verified"], run["covers"]) == (3, 3) and "tampered" in run["problems"][0]
+    assert len(run["realized"]["path"]) == 1  # drawn from the three events before the damage only
+    page = client.get(f"/api/runs/{run_id}/events", params={"from": 0, "limit": 6}).json()
+    assert _seqs(page) == ([0, 1, 2], [3, 4, 5])
+    store.released.set()
 
 
 def test_compare_names_the_first_divergence(

@@ -2,6 +2,8 @@
 // textContent, never innerHTML, so a model's output can only ever be shown, not run.
 const page = document.getElementById("page");
 const ROW = 22;
+const VERIFICATION_POLL_MS = 250;
+const EVENTS_PAGE = 500;  // events per request of the timeline (agentflow/viewer/_export.py writes pages of as many)
 
 function el(tag, attrs = {}, ...children) {
   const node = tag.startsWith("svg:")
@@ -328,45 +330,92 @@ function diffView(change) {
   return el("div", { class: "diffs" }, el("h4", {}, "file diff" + (change.path ? ": " + change.path : "")), view);
 }
 
-async function runPageView(runId) {
-  const run = await getJSON("api/runs/" + encodeURIComponent(runId));
-  const header = el("h2", { id: "run-title" }, `${run.run_id} · ${run.summary.workflow || ""} · `,
-    el("span", { class: run.summary.status, id: "run-status" }, run.summary.status));
+// The header's parts: the run, its workflow, its status, outcome and cost (the run index's, marked so, until the
+// whole trace is verified), and its replay report.
+function runHeader(run) {
+  const fromIndex = new Set(run.from_index || []);
+  const marked = (key, attrs) => fromIndex.has(key)
+    ? { ...attrs, class: `${attrs.class || ""} from-index`.trim(), title: "as the run index recorded it: only the whole trace, verified, would tell" }
+    : attrs;
+  const parts = [`${run.run_id} · ${run.summary.workflow || ""} · `,
+    el("span", marked("status", { class: run.summary.status, id: "run-status" }), run.summary.status)];
   if (typeof run.summary.outcome === "number") {
-    header.append(" · outcome ", el("span", { class: outcomeClass(run.summary.outcome), id: "run-outcome" }, fmt(run.summary.outcome)));
+    parts.push(" · outcome ", el("span", marked("outcome", { class: outcomeClass(run.summary.outcome), id: "run-outcome" }), fmt(run.summary.outcome)));
   }
-  if (typeof run.summary.cost === "number") header.append(" · ", el("span", { id: "run-cost" }, money(run.summary.cost)));
+  if (typeof run.summary.cost === "number") parts.push(" · ", el("span", marked("cost", { id: "run-cost" }), money(run.summary.cost)));
   if (run.summary.replay_of) {  // a replay: its report is the comparison with the run it replays
-    header.append(" · ", el("a", { id: "replay-report",
+    parts.push(" · ", el("a", { id: "replay-report",
       href: `#/compare/${encodeURIComponent(run.summary.replay_of)}/${encodeURIComponent(run.run_id)}` }, "replay report"));
   }
-  const problems = el("p", { class: "error", id: "problems" }, run.problems.join("; "));
-  const [svg, order] = graphSvg(run);
+  return parts;
+}
+
+// How far the server has verified the trace (each event's hash and its link to the one before, from the first on).
+function verificationText(status) {
+  const count = (n) => n.toLocaleString("en-US");
+  if (status.state === "verifying") return `verifying the trace: ${count(status.checked)} / ${count(status.total)} events checked`;
+  if (status.state === "verified") return `trace verified: ${count(status.total)} events`;
+  return `trace damaged: only its first ${count(status.verified)} of ${count(status.total)} events are verified`;
+}
+
+async function runPageView(runId) {
+  // The timeline is virtual: only the rows in view exist, and pages of events are fetched as they scroll in.
+  // `events` holds only verified events; what the server sent unverified is kept apart and shown marked.
+  const events = [], pages = new Map(), uncertainPages = new Set();
+  let unverified = new Map();
+  function fetchPage(start) {
+    return getJSON(`api/runs/${encodeURIComponent(runId)}/events?from=${start}&limit=${EVENTS_PAGE}`).then((data) => {
+      data.events.forEach((event) => { events[event.seq] = event; });
+      for (const event of data.unverified || []) if (!events[event.seq]) unverified.set(event.seq, event);
+      if ((data.unverified || []).length) uncertainPages.add(start);
+    });
+  }
+  // The first page is asked for with the run itself: the server answers both from the trace's first lines verified.
+  const firstPage = fetchPage(0);
+  firstPage.catch(() => {});  // a run that is not there is reported by the run's own answer
+  pages.set(0, firstPage);
+  let run = await getJSON("api/runs/" + encodeURIComponent(runId));
+  const header = el("h2", { id: "run-title" });
+  const problems = el("p", { class: "error", id: "problems" });
+  const verification = el("p", { id: "verification" });
+  const partial = el("p", { id: "partial" });
+  const drawing = el("div", { id: "drawing" });
   const timeline = el("div", { id: "timeline" });
   const spacer = el("div", {});
   timeline.append(spacer);
   const detail = el("div", { id: "detail" }, "click a step");
   const forks = el("div", { id: "forks" });
-  page.replaceChildren(header, problems, svg, order, forks, el("p", { id: "count" }), timeline, detail);
+  page.replaceChildren(header, verification, problems, drawing, partial, forks, el("p", { id: "count" }), timeline, detail);
+  let liveFinished = false;
+  function drawRun() {
+    header.replaceChildren(...runHeader(run));
+    if (liveFinished) document.getElementById("run-status").textContent = "finished";
+    drawing.replaceChildren(...graphSvg(run));
+    const which = run.verification.state === "verifying" ? "the ones verified so far" : "the ones before the damage";
+    partial.textContent = run.covers < run.events
+      ? `the graph, the path and the rewards are of the first ${run.covers.toLocaleString("en-US")} events, ${which}` : "";
+  }
+  function showVerification(status) {
+    verification.dataset.state = status.state;
+    verification.textContent = verificationText(status);
+    problems.textContent = [...new Set([...status.problems, ...liveProblems])].join("; ");
+  }
+  drawRun();
   forkTree(run, forks);  // drawn when it arrives: the timeline does not wait for it
 
-  // The timeline is virtual: only the rows in view exist, and pages of events are fetched as they scroll in.
-  const events = [];
+  let damaged = new Set(run.verification.problem_seqs);
   let total = run.events;
-  const pages = new Map();
+  const liveProblems = [];
   function setTotal(next) {
     total = next;
     spacer.style.height = `${total * ROW}px`;
     document.getElementById("count").textContent = `${total} events`;
   }
   setTotal(total);
+  showVerification(run.verification);
   async function ensure(from, to) {
-    const size = 500;
-    for (let start = Math.floor(from / size) * size; start < to; start += size) {
-      if (pages.has(start)) continue;
-      pages.set(start, getJSON(`api/runs/${encodeURIComponent(run.run_id)}/events?from=${start}&limit=${size}`).then((data) => {
-        data.events.forEach((event) => { events[event.seq] = event; });
-      }));
+    for (let start = Math.floor(from / EVENTS_PAGE) * EVENTS_PAGE; start < to; start += EVENTS_PAGE) {
+      if (!pages.has(start)) pages.set(start, fetchPage(start));
     }
     await Promise.all([...pages.values()]);
   }
@@ -377,20 +426,41 @@ async function runPageView(runId) {
     await ensure(first, last);
     for (const [seq, row] of rows) if (seq < first || seq >= last) { row.remove(); rows.delete(seq); }
     for (let seq = first; seq < last; seq++) {
-      if (rows.has(seq) || !events[seq]) continue;
-      const row = el("div", { class: "row", "data-seq": seq }, describe(events[seq]));
+      const event = events[seq] || unverified.get(seq);
+      if (rows.has(seq) || !event) continue;
+      const row = el("div", { class: events[seq] ? "row" : "row unverified", "data-seq": seq }, describe(event));
+      if (!events[seq]) {
+        const mark = damaged.has(seq) ? "damaged" : "unverified";
+        row.prepend(el("span", { class: "mark " + mark, title: mark === "damaged" ? "this event failed verification"
+          : "this event is not part of the verified trace" }, mark), " ");
+      }
       row.style.top = `${seq * ROW}px`;
-      row.addEventListener("click", () => showStep(events[seq]));
+      row.addEventListener("click", () => showSeq(seq));
       spacer.append(row);
       rows.set(seq, row);
     }
   }
+  function redrawRows() {  // after the verification moved on: every row drawn again, marked as it is now
+    for (const row of rows.values()) row.remove();
+    rows.clear();
+    return render();
+  }
   let diffs = null;  // the file diffs of the run's steps (by tool_call seq), fetched on the first step opened
-  async function showStep(event) {
-    const related = run.rewards.filter((reward) => reward.target_seq === event.seq);
+  let opened = null;  // the seq of the step shown, drawn again once the verification has moved on
+  function showSeq(seq) { return events[seq] ? showStep(events[seq], true) : showStep(unverified.get(seq), false); }
+  async function showStep(event, verified) {
+    if (!event) return;
+    opened = event.seq;
+    const related = verified ? run.rewards.filter((reward) => reward.target_seq === event.seq) : [];
     detail.replaceChildren(el("h3", {}, `#${event.seq} ${event.type}${event.node ? " · " + event.node : ""}` +
       (event.data && event.data.branch ? ` [${event.data.branch}]` : "") +
       (event.data && typeof event.data.duration_s === "number" ? ` · ${event.data.duration_s.toFixed(3)} s` : "")));
+    if (!verified) {
+      detail.append(el("p", { class: "error", id: "step-unverified" }, damaged.has(event.seq)
+        ? "this event failed verification: its content is not what was recorded"
+        : run.verification.state === "verifying" ? "not verified yet: the trace is still being verified"
+        : "not verified: it comes after the damage in this trace"));
+    }
     detail.append(...stepParts(event));
     for (const reward of related) {
       const bundle = reward.components && reward.components.bundle;
@@ -411,7 +481,7 @@ async function runPageView(runId) {
       });
       detail.append(button);
     }
-    if (event.type === "tool_call") {
+    if (verified && event.type === "tool_call") {
       diffs = diffs || await getJSON(`api/runs/${encodeURIComponent(run.run_id)}/diffs`);
       for (const change of diffs[String(event.seq)] || []) detail.append(diffView(change));
     }
@@ -419,23 +489,65 @@ async function runPageView(runId) {
   timeline.addEventListener("scroll", () => { render(); });
   await render();
 
-  if (!run.finished && !EXPORTED) {
+  let tailing = false;
+  function tail() {
+    if (run.finished || EXPORTED || tailing) return;
+    tailing = true;
     const source = new EventSource(`api/runs/${encodeURIComponent(run.run_id)}/live?after=${total - 1}`);
     source.addEventListener("trace", (message) => {
       const event = JSON.parse(message.data);
-      events[event.seq] = event;
+      events[event.seq] = event;  // the server verified it, against the chain from the trace's first event
+      unverified.delete(event.seq);
       if (event.seq >= total) setTotal(event.seq + 1);
       render();
     });
     source.addEventListener("problem", (message) => {
-      const shown = document.getElementById("problems");
-      shown.textContent = [shown.textContent, JSON.parse(message.data)].filter(Boolean).join("; ");
+      liveProblems.push(JSON.parse(message.data));
+      problems.textContent = [...new Set([...run.verification.problems, ...liveProblems])].join("; ");
     });
     source.addEventListener("finished", () => {
       source.close();
+      liveFinished = true;
       document.getElementById("run-status").textContent = "finished";
     });
   }
+  tail();
+
+  // Until the whole trace is verified, its progress is asked for; then the page is drawn again from the whole run.
+  async function poll() {
+    if (!verification.isConnected) return;  // the page shows another view now
+    let status;
+    try {
+      status = await getJSON(`api/runs/${encodeURIComponent(run.run_id)}/verification`);
+      if (status.state !== "verifying") {
+        // the run as verified: of the very trace read for this page, not read again if the run is still going
+        run = await getJSON(`api/runs/${encodeURIComponent(run.run_id)}?again=no`);
+      }
+    } catch (error) {
+      verification.dataset.state = "unknown";
+      verification.textContent = "the verification's progress is unknown: " + String(error.message || error);
+      return;
+    }
+    if (!verification.isConnected) return;
+    if (status.state === "verifying") {
+      showVerification(status);
+      setTimeout(poll, VERIFICATION_POLL_MS);
+      return;
+    }
+    await Promise.allSettled([...pages.values()]);  // a page asked for before the end is dropped with the others
+    if (!verification.isConnected) return;
+    damaged = new Set(run.verification.problem_seqs);
+    unverified = new Map();
+    for (const start of uncertainPages) pages.delete(start);
+    uncertainPages.clear();
+    drawRun();
+    setTotal(Math.max(run.events, tailing ? total : 0));
+    await redrawRows();
+    if (opened !== null) showSeq(opened);
+    showVerification(run.verification);  // last: once it says so, every part of the page is drawn anew
+    tail();
+  }
+  if (run.verification.state === "verifying" && !EXPORTED) setTimeout(poll, VERIFICATION_POLL_MS);
 }
 
 // -- forks: the run a run was forked from, and its fork groups as a tree of continuations ----------------------
