@@ -5,8 +5,8 @@ epoch, attempt) and in the store's bench tables, which record each attempt as it
 What that buys:
 
 - **Concurrency**: at most ``concurrency`` runs at once (asyncio), their sandboxes lent by one warm pool per
-  benchmark, reset between runs; sandboxes are started a few at a time while the pool ramps up (two containers,
-  eight local sandboxes: the backend's ``start_concurrency``), not all at once, and closed as the last runs end.
+  benchmark, reset between runs; sandboxes are started two at a time while the pool ramps up, not all at once, and
+  closed as the last runs end.
 - **Errored runs** (an outage of the model provider or the sandbox, never the agent's failure) are run again as
   new attempts, up to ``retry_errored`` times, and reported apart; they are never counted as failures.
 - **Resume**: ``--resume BENCH_RUN_ID`` runs only the pairs without a finished, non-errored attempt (and errored
@@ -43,14 +43,7 @@ from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_task
 from agentflow.errors import ConfigError, SandboxError, TraceError
 from agentflow.routing import RoutingMode
 from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
-from agentflow.sandboxes import (
-    Sandbox,
-    SandboxPool,
-    copy_files_in,
-    copy_folder_to,
-    create_sandbox,
-    sandbox_backends,
-)
+from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, copy_folder_to, create_sandbox
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
 from agentflow.traces import (
     BenchItem,
@@ -695,7 +688,7 @@ class BenchRun:
         await self._pool.wait_ready()
 
     async def sandbox(self) -> Sandbox:
-        """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up a few at a time)."""
+        """A sandbox for one run: from the benchmark's warm pool (created on first use, ramped up two at a time)."""
         await self._open_pool()
         assert self._pool is not None
         return await self._pool.acquire()
@@ -713,14 +706,7 @@ class BenchRun:
                     )
 
                 size = min(int(self.config["concurrency"]), len(self.pairs))
-                kind = sandbox_backends.get(backend) if backend in sandbox_backends else None  # unknown: fails below
-                self._pool = SandboxPool(
-                    fresh,
-                    size=size,
-                    max_size=size,
-                    acquire_timeout=3600,
-                    start_concurrency=getattr(kind, "start_concurrency", 2),
-                )
+                self._pool = SandboxPool(fresh, size=size, max_size=size, acquire_timeout=3600, start_concurrency=2)
                 await self._pool.start(wait=False)
 
 

@@ -121,9 +121,6 @@ class Sandbox(abc.ABC):
     """The limits the sandbox was created with (every backend sets it)."""
     leftover_kind: ClassVar[str] = "leftover"
     """What ``cleanup()`` removes, in words (``container``, ``workdir``), for ``agentflow sandbox cleanup``."""
-    start_concurrency: ClassVar[int] = 2
-    """How many of these a pool starts at once while it ramps up: starting a container or a cloud sandbox is a
-    burst of CPU and I/O, so two at a time; a backend whose start is light says more."""
     forked_from: str | None = None
     """What this sandbox is a fork of (the parent as ``repr`` shows it), None for a sandbox made fresh. A fork is
     never pooled: ``SandboxPool.release`` refuses one."""

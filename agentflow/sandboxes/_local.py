@@ -397,7 +397,6 @@ class LocalSandbox(Sandbox):
 
     backend = "local"
     leftover_kind = "workdir"
-    start_concurrency = 8  # a start is a few directories (no process until the first exec): no burst to spread
 
     def __init__(self, *, limits: SandboxLimits, _root: Path, _mode: Literal["namespaces", "process"]) -> None:
         self.limits = limits
@@ -460,19 +459,10 @@ class LocalSandbox(Sandbox):
                     f"the local sandbox cannot use Linux namespaces here: {reason}; enable unprivileged user "
                     f"namespaces (sysctl kernel.unprivileged_userns_clone=1) or use mode 'process'"
                 )
-        # Its directories are made in a worker thread: a handful of mkdir, chmod and chown calls, about a
-        # millisecond of system calls that would otherwise hold up every run sharing the event loop (a benchmark
-        # starts dozens of sandboxes while its first runs are already waiting for their model).
-        sandbox = await asyncio.to_thread(
-            cls._in_new_root, limits or SandboxLimits(), "namespaces" if available else "process"
-        )
+        root = owned_tempdir(_ROOT_PREFIX)  # removed by a later run if this process is killed
+        sandbox = cls(limits=limits or SandboxLimits(), _root=root, _mode="namespaces" if available else "process")
         sandbox._probe_reason = reason
         return sandbox
-
-    @classmethod
-    def _in_new_root(cls, limits: SandboxLimits, mode: Literal["namespaces", "process"]) -> LocalSandbox:
-        root = owned_tempdir(_ROOT_PREFIX)  # removed by a later run if this process is killed
-        return cls(limits=limits, _root=root, _mode=mode)
 
     # -- what commands see ------------------------------------------------------------------------------------
 
