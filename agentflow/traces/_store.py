@@ -64,6 +64,7 @@ INDEX_FILE = "index.sqlite"
 
 _BUSY_TIMEOUT_S = 10.0
 _IDLE_CONNECTIONS = 4  # kept for the store's own reads and writes; more only while that many run at once
+_IDLE_LEASES = 16  # kept when recorders give theirs back: the next runs' recorders take them instead of opening one
 # The folder store claims a run id by creating the run's directory, so its index row replaces one left behind by a
 # run whose directory was deleted.
 _SQLITE_TABLES = StoreTables("?", insert_run="INSERT OR REPLACE")
@@ -113,12 +114,14 @@ class TraceStore(StoreBase["RunRecorder"]):
         self.spill_threshold = spill_threshold
         # One connection kept open while the store records, used for nothing: closing the *last* connection of a
         # WAL database checkpoints it (an fsync), which would cost every run milliseconds when its recorder closes.
-        # (Handing a recorder's connection on to the next run instead made every other run slower: measured.)
+        # (Handing a recorder's connection on to the next run instead of keeping one made every other run slower:
+        # measured. Recorders do give their connections back, to the idle ones below, for the next recorder.)
         self._keeper: sqlite3.Connection | None = None
         self._keeper_lock = threading.Lock()
         self._keeper_pid = os.getpid()
-        # Connections of the store's own reads and writes, given back for the next one: opening one (connect,
-        # pragmas, the schema version check) costs about as much as the statements of a benchmark attempt.
+        # Connections of the store's own reads and writes and of finished recorders, given back for the next one:
+        # opening one (connect, pragmas, the schema version check) costs about as much as the statements of a
+        # benchmark attempt (a tenth of its CPU).
         self._idle: list[sqlite3.Connection] = []
         self._idle_identity: tuple[int, int] | None = None
 
@@ -187,13 +190,46 @@ class TraceStore(StoreBase["RunRecorder"]):
         return connection
 
     def _lease_index(self) -> sqlite3.Connection:
-        """A connection to the index for a recorder (closed when it is released), the keeper opened first."""
-        connection = self.open_index()
+        """A connection to the index for a recorder (given back by :meth:`_end_lease`), the keeper opened first."""
         with self._keeper_lock:
             self._forget_parent_connections()
             if self._keeper is None:
                 self._keeper = self.open_index()
+        return self._take_idle() or self.open_index()
+
+    def _end_lease(self, connection: sqlite3.Connection) -> None:
+        self._give_back(connection, _IDLE_LEASES)
+
+    def _take_idle(self) -> sqlite3.Connection | None:
+        """A connection given back earlier, if one is still connected to the index file there is now (not one
+        deleted or replaced since) and this process opened it."""
+        identity = self._index_identity()
+        connection = None
+        stale: list[sqlite3.Connection] = []
+        with self._keeper_lock:
+            self._forget_parent_connections()
+            if self._idle_identity != identity:
+                stale, self._idle = self._idle, []
+                self._idle_identity = identity
+            if self._idle:
+                connection = self._idle.pop()
+        for old in stale:
+            old.close()
         return connection
+
+    def _give_back(self, connection: sqlite3.Connection, keep: int) -> None:
+        """Keep a connection for the next :meth:`_take_idle` (while fewer than ``keep`` are idle), else close it."""
+        given_back = False
+        if not connection.in_transaction:
+            with self._keeper_lock:
+                self._forget_parent_connections()
+                if len(self._idle) < keep:
+                    if self._idle_identity is None:
+                        self._idle_identity = self._index_identity()
+                    self._idle.append(connection)
+                    given_back = True
+        if not given_back:
+            connection.close()
 
     def _forget_parent_connections(self) -> None:
         # Called under the keeper lock. A forked child must neither use nor close the connections its parent opened.
@@ -210,36 +246,12 @@ class TraceStore(StoreBase["RunRecorder"]):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one read or write of the store: one an earlier call gave back when it is still
-        connected to the index file there is now (not one deleted or replaced since) and this process opened it."""
-        identity = self._index_identity()
-        connection = None
-        stale: list[sqlite3.Connection] = []
-        with self._keeper_lock:
-            self._forget_parent_connections()
-            if self._idle_identity != identity:
-                stale, self._idle = self._idle, []
-                self._idle_identity = identity
-            if self._idle:
-                connection = self._idle.pop()
-        for old in stale:
-            old.close()
-        if connection is None:
-            connection = self.open_index()
+        """A connection for one read or write of the store (one given back earlier, see :meth:`_take_idle`)."""
+        connection = self._take_idle() or self.open_index()
         try:
             yield connection
         finally:
-            given_back = False
-            if not connection.in_transaction:
-                with self._keeper_lock:
-                    self._forget_parent_connections()
-                    if len(self._idle) < _IDLE_CONNECTIONS:
-                        if self._idle_identity is None:
-                            self._idle_identity = self._index_identity()
-                        self._idle.append(connection)
-                        given_back = True
-            if not given_back:
-                connection.close()
+            self._give_back(connection, _IDLE_CONNECTIONS)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -445,7 +457,7 @@ class RunRecorder(RecorderBase):
 
     def _release(self) -> None:
         os.close(self._fd)
-        self._index.close()  # not the index's last connection (the store's keeper is open): no checkpoint here
+        self.store._end_lease(self._index)  # never the index's last connection (the keeper is open): no checkpoint
 
 
 class _BackgroundSync:
