@@ -21,6 +21,7 @@ import json
 import json.encoder
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
@@ -54,7 +55,10 @@ def sha256_hex(data: bytes) -> str:
 def request_hash(model: str, messages: Any, tools: Any, settings: Any) -> str:
     """sha256 of a model request's canonical content; replay matches recorded responses by it."""
     content = {"model": model, "messages": messages, "tools": tools, "settings": settings}
-    return hashlib.sha256(canonical_json(content)).hexdigest()
+    # Plain content (the usual request) is its RFC 8785 form in one pass of the C encoder: the same bytes
+    # canonical_json gives (see encode_if_plain), in a tenth of the time, on every model call.
+    plain = encode_if_plain(content, sys.maxsize)
+    return hashlib.sha256(canonical_json(content) if plain is None else plain.encode("utf-8")).hexdigest()
 
 
 def event_hash(event_fields: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from agentflow.traces._hashing import (
     encode_event,
     event_hash,
     normalise_json_value,
+    request_hash,
     sha256_hex,
     stored_event_hash,
     to_json_value,
@@ -215,6 +216,18 @@ def test_recorder_fast_path_hashes_exactly_like_the_rfc8785_library() -> None:
         assert stored_event_hash(stored) == digest  # what load_trace recomputes from the line
     assert plain_seen[True] > 100
     assert plain_seen[False] > 100
+
+
+def test_request_hash_is_the_sha256_of_the_requests_rfc8785_form_on_its_fast_path_too() -> None:
+    # Replays match recorded responses by this hash: the C encoder's fast path must give the library's bytes.
+    rng = random.Random(4242)
+    for _ in range(2000):
+        messages, _ = normalise_json_value([{"role": "user", "content": _random_value(rng)}], None)
+        settings = rng.choice([{}, {"temperature": 0.7, "max_tokens": 200}, {"temperature": 1.0}, {"seed": 2**60}])
+        tools = rng.choice([[], [{"name": "échec", "parameters": {"type": "object"}}]])
+        content = {"model": "scripted:x", "messages": messages, "tools": tools, "settings": settings}
+        expected = sha256_hex(canonical_json(normalise_json_value(content, None)[0]))
+        assert request_hash("scripted:x", messages, tools, normalise_json_value(settings, None)[0]) == expected
 
 
 def test_plain_flag_is_cleared_by_floats_and_keys_the_fast_encoder_would_get_wrong() -> None:
