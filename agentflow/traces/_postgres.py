@@ -269,33 +269,26 @@ def _copy_in(connection: Any, data: bytes) -> None:
 
     The same messages as ``cursor.copy()`` (the statement, the data, its end, then the outcome), without the cursor,
     copy object and generators around them, which cost a writer more CPU than the rows it copies. Every wait is
-    on the socket, with the GIL released, and can be interrupted; an interrupted COPY leaves the connection in an
-    unknown state, so it is closed (its rows are committed or not, as with any interrupted commit).
+    on the socket, with the GIL released, and can be interrupted (see ``PostgresRecorder._append``).
 
     Raises:
         psycopg.Error: the server refused the COPY or a row of it, or the connection failed.
     """
     psycopg = _psycopg()
     pgconn, status = connection.pgconn, psycopg.pq.ExecStatus
-    try:
-        pgconn.send_query(_COPY_EVENTS)
-        _flush(pgconn)
-        result = _next_result(pgconn)
-        if result is None or result.status != status.COPY_IN:
-            _drain(pgconn)
-            raise _error(psycopg, pgconn, result)
-        if pgconn.put_copy_data(data) != 1 or pgconn.put_copy_end() != 1:
-            raise psycopg.OperationalError(pgconn.get_error_message())
-        _flush(pgconn)
-        outcome = _next_result(pgconn)
+    pgconn.send_query(_COPY_EVENTS)
+    _flush(pgconn)
+    result = _next_result(pgconn)
+    if result is None or result.status != status.COPY_IN:
         _drain(pgconn)
-        if outcome is None or outcome.status != status.COMMAND_OK:
-            raise _error(psycopg, pgconn, outcome)
-    except psycopg.Error:
-        raise
-    except BaseException:
-        pgconn.finish()
-        raise
+        raise _error(psycopg, pgconn, result)
+    if pgconn.put_copy_data(data) != 1 or pgconn.put_copy_end() != 1:
+        raise psycopg.OperationalError(pgconn.get_error_message())
+    _flush(pgconn)
+    outcome = _next_result(pgconn)
+    _drain(pgconn)
+    if outcome is None or outcome.status != status.COMMAND_OK:
+        raise _error(psycopg, pgconn, outcome)
 
 
 def _wait(pgconn: Any, events: int) -> None:
@@ -388,6 +381,19 @@ class PostgresRecorder(RecorderBase):
         except _psycopg().Error as exc:
             seqs = f"{events[0].seq}" if len(events) == 1 else f"{events[0].seq}-{events[-1].seq}"
             raise TraceError(f"cannot write event {seqs} of run {self.run_id} to {self.store.location}: {exc}") from exc
+        except BaseException:
+            # Interrupted (a signal) inside the statement: the server may still commit it or not, and the connection
+            # is in the middle of it, so it is closed; every later write fails, and the trace ends before these.
+            if self._connection.pgconn.transaction_status == _psycopg().pq.TransactionStatus.ACTIVE:
+                self._connection.pgconn.finish()
+            raise
+
+    def _update_index(self, status: str) -> None:
+        if self._connection.closed:  # closed by an interrupted write: the index row still gets its final counts
+            self.store._give_back(self._connection, self._owner)
+            self._connection, self._owner = self.store._lease()
+            self._index_connection = self._connection
+        super()._update_index(status)
 
     def _copy_rows(self, events: list[EncodedEvent]) -> bytes:
         """The events as the data of one binary COPY, header and trailer included."""
