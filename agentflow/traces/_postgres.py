@@ -8,8 +8,13 @@ loaded from PostgreSQL goes through the very parser and hash checks of a JSONL t
 committed before ``flush`` returns (so before the effect the flush precedes), all or none: the embedded store's
 promise of what a killed run keeps, at one commit per flush instead of one per event. The ``COPY`` is in the binary
 format, its rows assembled here from the bytes the recorder already has (no per-value adaptation by psycopg, no
-escaping, no parsing of text on the server). Payloads over the spill threshold go to the ``blobs`` table,
-content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
+escaping, no parsing of text on the server), and sent through libpq itself. Payloads over the spill threshold go to
+the ``blobs`` table, content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
+
+Connections are kept per store: each recorder has one to itself while it records, and gives it back when it is
+closed, for the next run or the store's own reads; a store keeps a few idle ones (the first is the one that checked
+the schema) and closes them with :meth:`PostgresStore.close`. Opening one costs the server a process and both
+sides a password exchange, as much CPU as writing a few hundred events.
 """
 
 from __future__ import annotations
@@ -344,9 +349,9 @@ _TYPE_FIELDS = {event_type: _copy_field(event_type.value.encode("ascii")) for ev
 class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
-    Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
-    threads get unique, increasing seq numbers. Each event is one committed INSERT (held events: one COPY in one
-    transaction per flush), so a killed writer loses nothing it wrote.
+    Each recorder has a connection of its own (leased from its store until it is closed), so concurrent runs write
+    in parallel; events of one recorder from several threads get unique, increasing seq numbers. Each event is one
+    committed INSERT (held events: one COPY in one transaction per flush), so a killed writer loses nothing it wrote.
     """
 
     spill_under_lock = True  # spilled blobs go through the recorder's one connection
