@@ -8,13 +8,20 @@ loaded from PostgreSQL goes through the very parser and hash checks of a JSONL t
 committed before ``flush`` returns (so before the effect the flush precedes), all or none: the embedded store's
 promise of what a killed run keeps, at one commit per flush instead of one per event. The ``COPY`` is in the binary
 format, its rows assembled here from the bytes the recorder already has (no per-value adaptation by psycopg, no
-escaping, no parsing of text on the server). Payloads over the spill threshold go to the ``blobs`` table,
-content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
+escaping, no parsing of text on the server), and sent through libpq itself. Payloads over the spill threshold go to
+the ``blobs`` table, content-addressed. The schema is versioned (``agentflow/traces/_migrations.py``).
+
+Connections are kept per store: each recorder has one to itself while it records, and gives it back when it is
+closed, for the next run or the store's own reads; a store keeps a few idle ones (the first is the one that checked
+the schema) and closes them with :meth:`PostgresStore.close`. Opening one costs the server a process and both
+sides a password exchange, as much CPU as writing a few hundred events.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import struct
 import threading
 from collections.abc import Iterator
@@ -34,6 +41,7 @@ from agentflow.traces._tables import StoreTables
 __all__ = ["PostgresRecorder", "PostgresStore", "redact_url"]
 
 _CONNECT_TIMEOUT_S = 5
+_IDLE_CONNECTIONS = 4  # kept for the next lease; more only while that many are in use at once
 _POSTGRES_TABLES = StoreTables("%s")
 
 
@@ -54,6 +62,17 @@ def _psycopg() -> Any:
     except ImportError as exc:
         raise MissingExtraError("psycopg", "postgres") from exc
     return psycopg
+
+
+def _still_connected(connection: Any) -> bool:
+    """Whether an idle connection can be used: the server may have ended it meanwhile (a restart, an idle timeout,
+    ``pg_terminate_backend``), which only its socket tells. An idle session gets nothing unasked (the store neither
+    listens nor changes settings), so anything to read (the server's goodbye, the end of the stream) retires it."""
+    if connection.closed:
+        return False
+    poller = select.poll()
+    poller.register(connection.pgconn.socket, select.POLLIN)
+    return not poller.poll(0)
 
 
 def _insert_blob(connection: Any, payload: bytes) -> str:
@@ -84,13 +103,21 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
         self.url = url
         self.spill_threshold = spill_threshold
         self.fsync = "boundary"  # PostgreSQL commits each event durably; kept for parity with TraceStore
-        self._lock = threading.Lock()
-        self._shared = self.connect()
+        self._lock = threading.Lock()  # guards the idle connections and the closed flag
+        self._closed = False
+        self._pid = os.getpid()
+        # Connections nobody uses right now, given back by the store's reads and by finished recorders for the next
+        # ones: a new connection costs a server process and a password exchange, about 9 ms of CPU here, as much as
+        # writing 250 events. The one that migrated the schema is the first.
+        self._idle: list[Any] = []
+        self._parents_connections: list[Any] = []
+        connection = self.connect()
         try:
-            migrate_postgres(self._shared)
+            migrate_postgres(connection)
         except Exception:
-            self._shared.close()
+            connection.close()
             raise
+        self._idle.append(connection)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r})"
@@ -117,16 +144,67 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
             raise TraceError(f"cannot connect to the PostgreSQL store {self.location}: {reason}") from None
 
     def close(self) -> None:
-        """Close the store's shared connection (recorders have their own)."""
+        """Close the store's idle connections; a recorder still open keeps its own until it is closed."""
         with self._lock:
-            self._shared.close()
+            self._forget_parent_connections()
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _forget_parent_connections(self) -> None:
+        # Called under the lock. A forked child shares its parent's sockets: it must neither use nor close (end) the
+        # sessions its parent opened, and keeps them referenced so that they are not reported as left open.
+        if self._pid != os.getpid():
+            self._parents_connections, self._idle = [*self._parents_connections, *self._idle], []
+            self._pid = os.getpid()
+
+    def _lease(self) -> tuple[Any, int]:
+        """A connection for the caller alone, and the process it belongs to, until :meth:`_give_back`: an idle one
+        still connected, else a new one.
+
+        Raises:
+            TraceError: the store is closed, or no new connection can be opened.
+        """
+        found, stale = None, []
+        with self._lock:
+            if self._closed:
+                raise TraceError(f"the store {self.location} is closed")
+            self._forget_parent_connections()
+            while self._idle and found is None:
+                connection = self._idle.pop()  # the most recently used one
+                if _still_connected(connection):
+                    found = connection
+                else:
+                    stale.append(connection)
+        for connection in stale:
+            connection.close()
+        return (found if found is not None else self.connect()), os.getpid()
+
+    def _give_back(self, connection: Any, owner: int) -> None:
+        """Keep a connection leased by process ``owner`` for the next lease, or close it (closed store, broken
+        connection, one left inside a transaction, enough idle ones); one of a parent process is left alone."""
+        if owner != os.getpid():
+            return
+        with self._lock:
+            self._forget_parent_connections()
+            if (
+                not self._closed
+                and len(self._idle) < _IDLE_CONNECTIONS
+                and not connection.closed
+                and connection.pgconn.transaction_status == _psycopg().pq.TransactionStatus.IDLE
+            ):
+                self._idle.append(connection)
+                return
+        connection.close()
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
-        with self._lock:
-            if self._shared.closed:
-                raise TraceError(f"the store {self.location} is closed")
-            yield self._shared
+        connection, owner = self._lease()
+        try:
+            yield connection
+        finally:
+            self._give_back(connection, owner)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -188,7 +266,67 @@ class PostgresStore(StoreBase["PostgresRecorder"]):
 
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, type, node, hash, line) VALUES (%s, %s, %s, %s, %s, %s)"
-_COPY_EVENTS = "COPY events (run_id, seq, type, node, hash, line) FROM STDIN (FORMAT BINARY)"
+_COPY_EVENTS = b"COPY events (run_id, seq, type, node, hash, line) FROM STDIN (FORMAT BINARY)"
+
+
+def _copy_in(connection: Any, data: bytes) -> None:
+    """Run ``_COPY_EVENTS`` with ``data`` as all of its input, on libpq itself (psycopg's ``pq`` wrapper).
+
+    The same messages as ``cursor.copy()`` (the statement, the data, its end, then the outcome), without the cursor,
+    copy object and generators around them, which cost a writer more CPU than the rows it copies. Every wait is
+    on the socket, with the GIL released, and can be interrupted (see ``PostgresRecorder._append``).
+
+    Raises:
+        psycopg.Error: the server refused the COPY or a row of it, or the connection failed.
+    """
+    psycopg = _psycopg()
+    pgconn, status = connection.pgconn, psycopg.pq.ExecStatus
+    pgconn.send_query(_COPY_EVENTS)
+    _flush(pgconn)
+    result = _next_result(pgconn)
+    if result is None or result.status != status.COPY_IN:
+        _drain(pgconn)
+        raise _error(psycopg, pgconn, result)
+    if pgconn.put_copy_data(data) != 1 or pgconn.put_copy_end() != 1:
+        raise psycopg.OperationalError(pgconn.get_error_message())
+    _flush(pgconn)
+    outcome = _next_result(pgconn)
+    _drain(pgconn)
+    if outcome is None or outcome.status != status.COMMAND_OK:
+        raise _error(psycopg, pgconn, outcome)
+
+
+def _wait(pgconn: Any, events: int) -> None:
+    poller = select.poll()
+    poller.register(pgconn.socket, events)
+    poller.poll()
+
+
+def _flush(pgconn: Any) -> None:
+    while pgconn.flush():  # 1: not all of it is sent yet (psycopg connections are non-blocking)
+        _wait(pgconn, select.POLLOUT)
+
+
+def _next_result(pgconn: Any) -> Any:
+    while pgconn.is_busy():
+        _wait(pgconn, select.POLLIN)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
+def _drain(pgconn: Any) -> None:
+    while _next_result(pgconn) is not None:
+        pass
+
+
+def _error(psycopg: Any, pgconn: Any, result: Any) -> Exception:
+    error: Exception = (
+        psycopg.OperationalError(pgconn.get_error_message())
+        if result is None
+        else psycopg.errors.error_from_result(result, encoding="utf-8")
+    )
+    return error
+
 
 # PostgreSQL's binary COPY format: a signature, flags and header extension length (both 0), then per row its field
 # count and each field as a length (-1 for NULL) and that many bytes, then -1 as the trailer. A text or integer
@@ -211,9 +349,9 @@ _TYPE_FIELDS = {event_type: _copy_field(event_type.value.encode("ascii")) for ev
 class PostgresRecorder(RecorderBase):
     """Appends the events of one run to PostgreSQL; the same contract as :class:`~agentflow.traces.RunRecorder`.
 
-    Each recorder has its own connection, so concurrent runs write in parallel; events of one recorder from several
-    threads get unique, increasing seq numbers. Each event is one committed INSERT (held events: one COPY in one
-    transaction per flush), so a killed writer loses nothing it wrote.
+    Each recorder has a connection of its own (leased from its store until it is closed), so concurrent runs write
+    in parallel; events of one recorder from several threads get unique, increasing seq numbers. Each event is one
+    committed INSERT (held events: one COPY in one transaction per flush), so a killed writer loses nothing it wrote.
     """
 
     spill_under_lock = True  # spilled blobs go through the recorder's one connection
@@ -224,11 +362,11 @@ class PostgresRecorder(RecorderBase):
         # What every COPY row of this run starts with (the field count and the run id), and the node fields seen.
         self._row_start = _EVENT_COLUMNS + _copy_field(run_id.encode("utf-8"))
         self._node_fields: dict[str | None, bytes] = {None: _NULL_FIELD}
-        self._connection = store.connect()
+        self._connection, self._owner = store._lease()
         try:
             super().__init__(run_id, workflow, store.spill_threshold, index=self._connection, resume=resume)
         except BaseException:
-            self._connection.close()
+            store._give_back(self._connection, self._owner)
             raise
 
     def __repr__(self) -> str:
@@ -244,12 +382,23 @@ class PostgresRecorder(RecorderBase):
                 row = (self.run_id, event.seq, str(event.type), event.node, event.hash, event.line.decode("utf-8"))
                 self._connection.execute(_INSERT_EVENT, row)
             else:  # autocommit: one COPY is one statement, so one transaction (all rows or none) and one commit
-                rows = self._copy_rows(events)
-                with self._connection.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
-                    copy.write(rows)
+                _copy_in(self._connection, self._copy_rows(events))
         except _psycopg().Error as exc:
             seqs = f"{events[0].seq}" if len(events) == 1 else f"{events[0].seq}-{events[-1].seq}"
             raise TraceError(f"cannot write event {seqs} of run {self.run_id} to {self.store.location}: {exc}") from exc
+        except BaseException:
+            # Interrupted (a signal) inside the statement: the server may still commit it or not, and the connection
+            # is in the middle of it, so it is closed; every later write fails, and the trace ends before these.
+            if self._connection.pgconn.transaction_status == _psycopg().pq.TransactionStatus.ACTIVE:
+                self._connection.pgconn.finish()
+            raise
+
+    def _update_index(self, status: str) -> None:
+        if self._connection.closed:  # closed by an interrupted write: the index row still gets its final counts
+            self.store._give_back(self._connection, self._owner)
+            self._connection, self._owner = self.store._lease()
+            self._index_connection = self._connection
+        super()._update_index(status)
 
     def _copy_rows(self, events: list[EncodedEvent]) -> bytes:
         """The events as the data of one binary COPY, header and trailer included."""
@@ -275,4 +424,4 @@ class PostgresRecorder(RecorderBase):
         return b"".join(parts)
 
     def _release(self) -> None:
-        self._connection.close()
+        self.store._give_back(self._connection, self._owner)

@@ -36,6 +36,11 @@ WRITTEN_AT_ONCE = frozenset({EventType.RUN_STARTED, EventType.RUN_RESUMED, *BOUN
 # would cost more than the node's own bookkeeping.
 INDEX_REFRESH_S = 1.0
 
+# How many events wait, at most, to be added to the run's summary: adding them in batches keeps that work off each
+# emit, and bounding the batch keeps a run's memory from growing with its events (they are dropped once summarised,
+# and new ones reuse their memory: a writer holding all its events until the end spent a fifth of its time more).
+SUMMARY_BATCH = 64
+
 _second_prefix: tuple[int, str] = (-1, "")
 
 
@@ -109,6 +114,7 @@ class RecorderBase(abc.ABC):
         # The events emitted and not yet written (None: each event is written as it is emitted).
         self._held: list[EncodedEvent] | None = None
         self._write_failure: str | None = None  # why writing held events failed: the trace ends before them
+        self._hash_before_held: str | None = None  # the hash the first held event follows
         if resume is None:
             self._tables.insert_running(index, run_id, workflow)
             return
@@ -172,8 +178,16 @@ class RecorderBase(abc.ABC):
         self._held = []
         try:
             self._append(held)
-        except TraceError as exc:
-            self._write_failure = str(exc)
+        except BaseException as exc:
+            # The trace ends before these events (an interruption, a signal or a cancelled thread, may have stored
+            # them or not: they are no longer held, and writing later ones could leave a gap in the chain), and the
+            # index records the trace as it is without them.
+            self._write_failure = (
+                str(exc)
+                if isinstance(exc, TraceError)
+                else f"writing events {held[0].seq}-{held[-1].seq} was interrupted ({type(exc).__name__})"
+            )
+            self._next_seq, self._last_hash = held[0].seq, self._hash_before_held
             raise
 
     def _spill(self, text: str) -> Any:
@@ -217,11 +231,7 @@ class RecorderBase(abc.ABC):
             if not isinstance(data, dict):
                 raise TraceError(f"event data must be a dict, got {data.__class__.__name__}")
             given = cast(dict[str, Any], data)  # the typed data is a plain dict at run time
-            if self.spill_under_lock:
-                with self._lock:
-                    payload, plain, encoded = self._normalise(given)
-            else:
-                payload, plain, encoded = self._normalise(given)
+            payload, plain, encoded = self._normalise(given)
         if node is not None and not isinstance(node, str):
             raise TraceError(f"event node must be a str, got {node.__class__.__name__}")
         with self._lock:
@@ -246,14 +256,7 @@ class RecorderBase(abc.ABC):
                 encoded=encoded,
             )
             encoded_event = EncodedEvent(seq, event_type, node, digest, line)
-            held = self._held
-            if held is None:
-                self._append([encoded_event])
-            elif event_type in WRITTEN_AT_ONCE:
-                held.append(encoded_event)
-                self._write_held()
-            else:
-                held.append(encoded_event)
+            self._hold_or_write(encoded_event)
             event = Event.trusted(
                 run_id=self.run_id,
                 seq=seq,
@@ -267,7 +270,10 @@ class RecorderBase(abc.ABC):
             )
             self._next_seq = seq + 1
             self._last_hash = digest
-            self._unsummarized.append(event)
+            unsummarized = self._unsummarized
+            unsummarized.append(event)
+            if len(unsummarized) >= SUMMARY_BATCH:
+                self._catch_up_summary()
             if event_type is EventType.NODE_FINISHED and time.monotonic() - self._index_refreshed >= INDEX_REFRESH_S:
                 self._update_index("running")  # keeps `agentflow runs` current for a run in progress
         return event
@@ -376,11 +382,28 @@ class RecorderBase(abc.ABC):
         """The event's data as the trace holds it, whether it is plain, and its JSON if the encoder vouched for it."""
         encoded = encode_if_plain(given, self._spill_threshold)
         if encoded is not None:
-            # Already plain JSON: the event holds the caller's dict itself, so emitters must not change `data`
-            # after emitting (the runtime builds a fresh dict per event). The stored line is fixed.
+            # Already plain JSON, with nothing to spill (so no lock: spilling is what may need it): the event holds
+            # the caller's dict itself, so emitters must not change `data` after emitting (the runtime builds a
+            # fresh dict per event). The stored line is fixed.
             return given, True, encoded
-        payload, plain = normalise_json_value(given, self._spill)
+        if self.spill_under_lock:
+            with self._lock:
+                payload, plain = normalise_json_value(given, self._spill)
+        else:
+            payload, plain = normalise_json_value(given, self._spill)
         return payload, plain, None
+
+    def _hold_or_write(self, event: EncodedEvent) -> None:
+        # Called under the lock.
+        held = self._held
+        if held is None:
+            self._append([event])
+            return
+        if not held:
+            self._hash_before_held = self._last_hash
+        held.append(event)
+        if event.type in WRITTEN_AT_ONCE:
+            self._write_held()
 
     def _catch_up_summary(self) -> SummaryBuilder:
         for event in self._unsummarized:

@@ -157,3 +157,133 @@ def test_a_node_name_with_a_lone_surrogate_is_stored_as_the_trace_line_holds_it(
         assert nodes[:2] == ["file-\ufffd", "file-\ufffd"]
     finally:
         store.close()
+
+
+def _sessions(postgres_url: str, application: str) -> list[int]:
+    """The server processes of the sessions opened with this application name, seen from a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid", (application,)
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def _named_url(postgres_url: str) -> tuple[str, str]:
+    import secrets
+
+    application = f"agentflow-pool-{secrets.token_hex(4)}"
+    return f"{postgres_url}&application_name={application}", application
+
+
+def test_runs_recorded_one_after_another_reuse_the_session_the_store_opened(postgres_url: str) -> None:
+    from agentflow.traces import EventType
+
+    url, application = _named_url(postgres_url)
+    with PostgresStore(url) as store:
+        [opened] = _sessions(postgres_url, application)  # the one that checked the schema
+        for index in range(3):
+            with store.new_run(workflow="pooled") as recorder:
+                recorder.hold_events()
+                for step in range(4):
+                    recorder.emit(EventType.ROUTE, node="a", data={"from": "a", "to": "b", "i": step})
+                assert _sessions(postgres_url, application) == [opened]  # the recorder writes on it
+                recorder.finish("succeeded")
+            assert len(store.list_runs()) == index + 1
+        assert _sessions(postgres_url, application) == [opened]
+        with store.new_run(workflow="first") as first, store.new_run(workflow="second") as second:
+            assert len(_sessions(postgres_url, application)) == 2  # runs at once: one session each
+            first.finish("succeeded")
+            second.finish("succeeded")
+        assert all(store.load_trace(run.run_id).ok for run in store.list_runs())
+    assert _sessions(postgres_url, application) == []  # closing the store ends the sessions it kept
+
+
+def test_a_session_the_server_ended_while_idle_is_not_used_again(postgres_url: str) -> None:
+    import psycopg
+
+    url, application = _named_url(postgres_url)
+    with PostgresStore(url) as store:
+        with store.new_run(workflow="before") as recorder:
+            recorder.finish("succeeded")
+        [idle] = _sessions(postgres_url, application)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # as a restart or an idle timeout would
+            admin.execute("SELECT pg_terminate_backend(%s)", (idle,))
+        for _ in range(50):  # the session ends soon after the signal
+            if idle not in _sessions(postgres_url, application):
+                break
+        assert [run.workflow for run in store.list_runs()] == ["before"]
+        with store.new_run(workflow="after") as recorder:
+            recorder.finish("succeeded")
+        assert store.load_trace(recorder.run_id).ok
+        assert idle not in _sessions(postgres_url, application)
+
+
+def _record_and_close_in_a_child(store: PostgresStore, done: Any) -> None:
+    try:
+        with store.new_run(workflow="child") as recorder:
+            recorder.finish("succeeded")
+        store.list_runs()
+        store.close()
+    except BaseException as exc:
+        done.put(f"{type(exc).__name__}: {exc}")
+        raise
+    done.put(None)
+
+
+def test_a_forked_child_neither_uses_nor_ends_its_parents_sessions(postgres_url: str) -> None:
+    import multiprocessing
+
+    url, application = _named_url(postgres_url)
+    with PostgresStore(url) as store:
+        [parents] = _sessions(postgres_url, application)
+        context = multiprocessing.get_context("fork")
+        done = context.Queue()
+        child = context.Process(target=_record_and_close_in_a_child, args=(store, done))
+        child.start()
+        assert done.get(timeout=60) is None
+        child.join(timeout=60)
+        assert _sessions(postgres_url, application) == [parents]  # the child's own session is gone, not this one
+        with store.new_run(workflow="parent") as recorder:
+            recorder.finish("succeeded")
+        assert sorted(run.workflow for run in store.list_runs()) == ["child", "parent"]
+
+
+def test_an_interrupted_flush_closes_its_connection_and_the_trace_ends_before_it(postgres_url: str) -> None:
+    import signal
+
+    import psycopg
+
+    from agentflow.traces import EventType
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    with PostgresStore(postgres_url) as store:
+        recorder = store.new_run(workflow="interrupted")
+        recorder.hold_events()
+        recorder.emit(EventType.ROUTE, node="a", data={"from": "a", "to": "b"})
+        recorder.flush()
+        for step in "bc":  # two events: one COPY
+            recorder.emit(EventType.ROUTE, node="a", data={"from": step, "to": "d"})
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            with psycopg.connect(postgres_url) as locker:  # the COPY waits for this lock until the alarm
+                locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                with pytest.raises(Interrupted):
+                    recorder.flush()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        with pytest.raises(TraceError, match=r"writing events 1-2 was interrupted \(Interrupted\)"):
+            recorder.emit(EventType.ROUTE, node="a", data={"from": "d", "to": "e"})  # no gap after the lost ones
+        recorder.close()
+        trace = store.load_trace(recorder.run_id)
+        assert [event.data.get("from") for event in trace.events] == ["a"]
+        assert trace.ok  # the index agrees: one event, ending in its hash
+        assert [run.status for run in store.list_runs()] == ["interrupted"]

@@ -202,3 +202,28 @@ def test_recorder_summary_and_index_agree_with_the_stored_trace(tmp_path: Path) 
     assert (info.steps, info.tool_calls, info.model_calls, info.tokens) == (8, 6, 5, 810)
     assert info.reward_mean == pytest.approx(4.3 / 6)
     assert (info.status, info.duration_s, info.error) == ("succeeded", 12.5, None)
+
+
+def test_recorder_summary_agrees_with_the_trace_over_many_summary_batches(tmp_path: Path) -> None:
+    from agentflow.traces._recorder import SUMMARY_BATCH
+
+    run = [event for event in _fix_failing_test_run() if event.type is not EventType.RUN_FINISHED]
+    store = TraceStore(tmp_path / "store")
+    with store.new_run(workflow="fix_failing_test") as recorder:
+        recorder.hold_events()
+        emitted = 0
+        for repeat in range(2 * SUMMARY_BATCH // len(run) + 2):  # past two batches, ending inside a third
+            for event in run[1:] if repeat else run:
+                recorder.emit(event.type, node=event.node, parent=event.parent, data=event.data)
+                emitted += 1
+                if emitted in (SUMMARY_BATCH - 1, SUMMARY_BATCH, 2 * SUMMARY_BATCH + 1):
+                    recorder.flush()
+                    live = recorder.summary()
+                    stored = summarize(store.load_trace(recorder.run_id).events)
+                    assert live.to_dict() == stored.to_dict()
+        assert emitted > 2 * SUMMARY_BATCH + 1
+        recorder.finish("succeeded")
+        final = recorder.summary()
+    assert final.to_dict() == summarize(store.load_trace(recorder.run_id).events).to_dict()
+    [info] = store.list_runs()
+    assert (info.tool_calls, info.model_calls) == (final.tool_calls, final.model_calls)
