@@ -63,8 +63,9 @@ TRACE_FILE = "trace.jsonl"
 INDEX_FILE = "index.sqlite"
 
 _BUSY_TIMEOUT_S = 10.0
-_IDLE_CONNECTIONS = 4  # kept for the store's own reads and writes; more only while that many run at once
-_IDLE_LEASES = 16  # kept when recorders give theirs back: the next runs' recorders take them instead of opening one
+# Idle index connections kept for the store's reads and writes and for the next recorders (each recorder holds one
+# while its run goes, so a bench run's runs at once give back about that many as they end).
+_IDLE_CONNECTIONS = 16
 # The folder store claims a run id by creating the run's directory, so its index row replaces one left behind by a
 # run whose directory was deleted.
 _SQLITE_TABLES = StoreTables("?", insert_run="INSERT OR REPLACE")
@@ -198,7 +199,7 @@ class TraceStore(StoreBase["RunRecorder"]):
         return self._take_idle() or self.open_index()
 
     def _end_lease(self, connection: sqlite3.Connection) -> None:
-        self._give_back(connection, _IDLE_LEASES)
+        self._give_back(connection)
 
     def _take_idle(self) -> sqlite3.Connection | None:
         """A connection given back earlier, if one is still connected to the index file there is now (not one
@@ -217,13 +218,14 @@ class TraceStore(StoreBase["RunRecorder"]):
             old.close()
         return connection
 
-    def _give_back(self, connection: sqlite3.Connection, keep: int) -> None:
-        """Keep a connection for the next :meth:`_take_idle` (while fewer than ``keep`` are idle), else close it."""
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        """Keep a connection for the next :meth:`_take_idle` (while fewer than ``_IDLE_CONNECTIONS`` are idle), else
+        close it."""
         given_back = False
         if not connection.in_transaction:
             with self._keeper_lock:
                 self._forget_parent_connections()
-                if len(self._idle) < keep:
+                if len(self._idle) < _IDLE_CONNECTIONS:
                     if self._idle_identity is None:
                         self._idle_identity = self._index_identity()
                     self._idle.append(connection)
@@ -251,7 +253,7 @@ class TraceStore(StoreBase["RunRecorder"]):
         try:
             yield connection
         finally:
-            self._give_back(connection, _IDLE_CONNECTIONS)
+            self._give_back(connection)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -306,9 +308,12 @@ class TraceStore(StoreBase["RunRecorder"]):
 
     def _start_run(self, run_id: str, workflow: str) -> RunRecorder | None:
         directory = self.run_dir(run_id)
-        directory.parent.mkdir(parents=True, exist_ok=True)
         try:
-            directory.mkdir()
+            try:
+                directory.mkdir()
+            except FileNotFoundError:  # the store's first run (or its runs folder was removed): one mkdir more
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                directory.mkdir()
         except FileExistsError:
             return None
         return RunRecorder(self, run_id, workflow)
