@@ -370,6 +370,15 @@ def test_a_long_trace_is_drawn_from_its_first_events_verified_then_verified_whol
         assert page.page.text_content("#count") == "3002 events"
 
 
+def _ends_damaged_at(page: Watched, seq: int, *, total: int) -> None:
+    """Wait for the verification to end and check it names the tampered event and the verified prefix before it."""
+    page.page.wait_for_selector("#verification[data-state=damaged]", timeout=30_000)
+    assert f"line {seq + 1}, seq {seq}: tampered" in (page.page.text_content("#problems") or "")
+    assert page.page.text_content("#verification") == (
+        f"trace damaged: only its first {seq:,} of {total:,} events are verified"
+    )
+
+
 def test_a_trace_tampered_in_the_middle_ends_with_the_damage_banner(page: Watched, tmp_path: Path) -> None:
     store = HeldStore(tmp_path / "store")
     run_id = record_long_run(store, 750)
@@ -379,12 +388,7 @@ def test_a_trace_tampered_in_the_middle_ends_with_the_damage_banner(page: Watche
         assert page.page.text_content("#problems") == ""
         assert _row(page, 1503) == ("row unverified", "unverified")
         store.released.set()
-        page.page.wait_for_selector("#verification[data-state=damaged]", timeout=30_000)
-        assert "line 1504, seq 1503: tampered" in (page.page.text_content("#problems") or "")
-        assert (
-            page.page.text_content("#verification")
-            == "trace damaged: only its first 1,503 of 3,002 events are verified"
-        )
+        _ends_damaged_at(page, 1503, total=3002)
         assert "of the first 1,503 events, the ones before the damage" in (page.page.text_content("#partial") or "")
         assert _row(page, 1502) == ("row", "")
         assert _row(page, 1504) == ("row unverified", "unverified")  # nor is any event after it
@@ -402,12 +406,7 @@ def test_a_trace_tampered_at_its_end_ends_with_the_damage_banner(page: Watched, 
     with serving(store) as url:
         _open_held_run(page, url, run_id)
         store.released.set()
-        page.page.wait_for_selector("#verification[data-state=damaged]", timeout=30_000)
-        assert "line 3002, seq 3001: tampered" in (page.page.text_content("#problems") or "")
-        assert (
-            page.page.text_content("#verification")
-            == "trace damaged: only its first 3,001 of 3,002 events are verified"
-        )
+        _ends_damaged_at(page, 3001, total=3002)
         # the changed run_finished tells nothing: the status shown is still the index's, said so
         assert page.page.get_attribute("#run-status", "class") == "succeeded from-index"
         assert _row(page, 3000) == ("row", "")
