@@ -453,3 +453,32 @@ def test_a_forked_child_records_and_closes_a_store_after_its_parent_used_one(tmp
     assert child.exitcode == 0
     assert TraceStore(tmp_path / "child").load_trace("child-run").ok
     parent_store.close()
+
+
+def test_recorders_and_the_stores_own_reads_reuse_index_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, the store's reads gave connections back under a smaller cap than recorders did, so each read closed one
+    # that a finished recorder had left, and every later recorder opened a connection of its own again.
+    store = TraceStore(tmp_path / "store")
+    opened: list[sqlite3.Connection] = []
+    original = TraceStore.open_index
+
+    def counting(self: TraceStore) -> sqlite3.Connection:
+        connection = original(self)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(TraceStore, "open_index", counting)
+    at_once = 6
+    for _ in range(5):
+        recorders = [store.new_run(workflow="wf") for _ in range(at_once)]
+        for recorder in recorders:
+            recorder.emit(EventType.RUN_STARTED, data={"workflow": "wf"})
+            recorder.finish("succeeded")
+            recorder.close()
+            assert store.list_runs()  # a read of the store between the runs ending
+    assert len(store.list_runs()) == 5 * at_once
+    # the keeper, the first batch's own connections and one for the reads; every later run took a given-back one
+    assert len(opened) <= at_once + 2
+    store.close()
