@@ -447,7 +447,10 @@ async function runPageView(runId) {
   }
   let diffs = null;  // the file diffs of the run's steps (by tool_call seq), fetched on the first step opened
   let opened = null;  // the seq of the step shown, drawn again once the verification has moved on
-  function showSeq(seq) { return events[seq] ? showStep(events[seq], true) : showStep(unverified.get(seq), false); }
+  async function showSeq(seq) {
+    if (!events[seq] && !unverified.has(seq)) await ensure(seq, seq + 1);  // its page was dropped meanwhile
+    return events[seq] ? showStep(events[seq], true) : showStep(unverified.get(seq), false);
+  }
   async function showStep(event, verified) {
     if (!event) return;
     opened = event.seq;
@@ -543,7 +546,7 @@ async function runPageView(runId) {
     drawRun();
     setTotal(Math.max(run.events, tailing ? total : 0));
     await redrawRows();
-    if (opened !== null) showSeq(opened);
+    if (opened !== null) await showSeq(opened);
     showVerification(run.verification);  // last: once it says so, every part of the page is drawn anew
     tail();
   }
