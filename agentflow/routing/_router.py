@@ -23,6 +23,7 @@ from agentflow.routing._qtable import (
     Decision,
     QTable,
     Transition,
+    ValueUpdate,
     available_actions,
     decide_a_priori,
     decide_greedy,
@@ -33,7 +34,6 @@ from agentflow.routing._qtable import (
     state_key,
     transition_reward,
     ucb_bonus,
-    ValueUpdate,
     update_episode,
 )
 from agentflow.spec._loader import LoadedWorkflow

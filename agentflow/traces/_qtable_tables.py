@@ -66,9 +66,7 @@ class StoredQTable:
     updated_at: str | None = None
     # Inside an update only: reads earlier episodes of this table by number, those learned on the table's current
     # template hash (a migrated table's older episodes are not recalled), in the update's transaction.
-    recall: Callable[[Sequence[int]], dict[int, dict[str, Any]]] | None = field(
-        default=None, repr=False, compare=False
-    )
+    recall: Callable[[Sequence[int]], dict[int, dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
