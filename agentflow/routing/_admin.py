@@ -83,7 +83,7 @@ def describe_qtables(path: str | Path, store: QTableAdminStore, router: str | No
     reports = []
     for name, node in qtable_routers(loaded, router).items():
         stored = store.load_qtable(loaded.spec.name, name)
-        table = table_from_stored(stored)
+        table = table_from_stored(stored, node.qtable.initial_q)
         reports.append(
             QTableReport(
                 workflow=loaded.spec.name,

@@ -52,25 +52,34 @@ def discretize(value: Any, bins: Sequence[float] | None) -> Any:
 
 @dataclass
 class QTable:
-    """State → action → Q, with how often each value was updated, the episodes learned and decisions learned."""
+    """State → action → Q, with how often each value was updated, the episodes learned and decisions learned.
+
+    ``initial`` is the Q of a pair never updated (``initial_q``; the paper's 0).
+    """
 
     values: dict[str, dict[str, float]] = field(default_factory=lambda: {})
     updates: dict[str, dict[str, int]] = field(default_factory=lambda: {})
     episodes: int = 0
     decisions: int = 0
+    initial: float = 0.0
 
     def row(self, state: str, actions: Iterable[str]) -> dict[str, float]:
-        """Q(state, ·) over ``actions`` (0 for a pair never updated)."""
+        """Q(state, ·) over ``actions`` (``initial`` for a pair never updated)."""
         known = self.values.get(state, {})
-        return {action: known.get(action, 0.0) for action in actions}
+        return {action: known.get(action, self.initial) for action in actions}
 
     def q(self, state: str, action: str) -> float:
-        return self.values.get(state, {}).get(action, 0.0)
+        return self.values.get(state, {}).get(action, self.initial)
 
-    def set(self, state: str, action: str, value: float) -> None:
+    def update_count(self, state: str, action: str) -> int:
+        """How often the pair was updated from an episode of its own (replays not counted)."""
+        return self.updates.get(state, {}).get(action, 0)
+
+    def set(self, state: str, action: str, value: float, *, count: bool = True) -> None:
+        """Store Q(state, action); ``count`` adds one to the pair's updates (a replayed episode does not)."""
         self.values.setdefault(state, {})[action] = value
         counts = self.updates.setdefault(state, {})
-        counts[action] = counts.get(action, 0) + 1
+        counts[action] = counts.get(action, 0) + (1 if count else 0)
 
 
 def epsilon_after(settings: QTableSettings, episodes: int) -> float:
@@ -122,6 +131,7 @@ def update_episode(
     actions_of: Mapping[str, Sequence[str]],
     *,
     ended: bool = True,
+    replayed: bool = False,
 ) -> list[ValueUpdate]:
     """Update ``table`` in place over one finished episode, in order, and return each update.
 
@@ -130,7 +140,9 @@ def update_episode(
     positive reward of the last transition (``ended``: the episode reached END; one stopped early ends with no
     END reward to multiply). ``actions_of`` gives each agent's actions (the router's candidates).
     ``update_order`` backward applies the last transition first, so each update sees the one after it already
-    updated.
+    updated. With ``lr_schedule`` visits the n-th update of a pair uses ``max(lr, 1/n)``; a ``replayed`` episode
+    (one learned before, learned again) always uses ``lr`` and leaves the pairs' update counts alone, so the counts
+    (and the exploration bonus read from them) stay those of real visits.
     """
     done: list[ValueUpdate] = []
     order = range(len(transitions))
@@ -147,8 +159,11 @@ def update_episode(
         next_best = max(next_row.values(), default=0.0)
         before = table.q(step.state, step.action)
         target = reward + settings.entropy_weight * entropy + settings.gamma * next_best
-        after = before + settings.lr * (target - before)
-        table.set(step.state, step.action, after)
+        rate = settings.lr
+        if settings.lr_schedule == "visits" and not replayed:
+            rate = max(rate, 1 / (table.update_count(step.state, step.action) + 1))
+        after = before + rate * (target - before)
+        table.set(step.state, step.action, after, count=not replayed)
         done.append(ValueUpdate(step.state, step.action, before, after, target))
     return done
 

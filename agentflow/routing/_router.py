@@ -23,6 +23,7 @@ from agentflow.routing._qtable import (
     Decision,
     QTable,
     Transition,
+    ValueUpdate,
     available_actions,
     decide_a_priori,
     decide_greedy,
@@ -80,9 +81,9 @@ def routing_hash(loaded: LoadedWorkflow) -> str:
     return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
-def table_from_stored(stored: StoredQTable | None) -> QTable:
-    """The in-memory table of a stored one (an empty table for None)."""
-    table = QTable()
+def table_from_stored(stored: StoredQTable | None, initial: float = 0.0) -> QTable:
+    """The in-memory table of a stored one (an empty table for None); ``initial`` is the Q of pairs never updated."""
+    table = QTable(initial=initial)
     if stored is None:
         return table
     for (state, action), (q, updates) in stored.values.items():
@@ -160,13 +161,13 @@ class QTableRouter:
     def load(self) -> QTable:
         """The table as the store holds it now (empty without a store, or before its first update)."""
         if self.store is None:
-            return QTable()
+            return QTable(initial=self.settings.initial_q)
         stored = self.store.load_qtable(self.workflow, self.label)
         if stored is not None and stored.template_hash != self.template_hash:
             from agentflow.traces._qtable_tables import version_refused
 
             raise version_refused(self.workflow, self.label, stored.template_hash, self.template_hash)
-        return table_from_stored(stored)
+        return table_from_stored(stored, self.settings.initial_q)
 
     def check_version(self) -> None:
         """Raise ConfigError when the store's table was learned on another template hash."""
@@ -390,18 +391,56 @@ def learn_episode(
     skipped = [{"state": t.state, "action": t.action, "reward": str(t.reward)} for t in transitions if t not in finite]
 
     def change(stored: StoredQTable) -> QTableChange:
-        table = table_from_stored(stored)
+        table = table_from_stored(stored, settings.initial_q)
         updates = update_episode(table, finite, settings, actions_of, ended=ended)
         touched = {(u.state, u.action) for u in updates}
-        values = {pair: (table.values[pair[0]][pair[1]], table.updates[pair[0]][pair[1]]) for pair in touched}
-        total = sum(t.reward for t in finite)
-        record = {
+        record: dict[str, Any] = {
             "transitions": [t.to_dict() for t in finite],
             "updates": [u.to_dict() for u in updates],
             "ignored": [*ignored, *skipped],
             **({} if ended else {"stopped_early": True}),
         }
+        if settings.replay_episodes > 0:
+            replayed, replay_updates = replay_earlier(table, stored, settings, actions_of, run_id)
+            touched |= {(u.state, u.action) for u in replay_updates}
+            record["replay"] = {"episodes": replayed, "updates": len(replay_updates)}
+        values = {pair: (table.values[pair[0]][pair[1]], table.updates[pair[0]][pair[1]]) for pair in touched}
+        total = sum(t.reward for t in finite)
         epsilon = epsilon_after(settings, stored.episodes)
         return QTableChange(values, len(finite), run_id, total, epsilon, record)
 
     return store.update_qtable(workflow, router, template_hash, change)
+
+
+def replay_earlier(
+    table: QTable,
+    stored: StoredQTable,
+    settings: QTableSettings,
+    actions_of: Mapping[str, Sequence[str]],
+    run_id: str | None,
+) -> tuple[list[int], list[ValueUpdate]]:
+    """Experience replay: learn again, in ``table``, from ``replay_episodes`` earlier episodes of the stored table.
+
+    They are drawn without replacement from the last ``replay_window`` episodes before this one, seeded by the
+    table's episode count and the run, so a rerun of the same episodes replays the same ones; episodes learned on
+    another template hash are not recalled (:attr:`StoredQTable.recall`). Returns the episode numbers replayed, in
+    order, and their updates.
+    """
+    if stored.recall is None or stored.episodes == 0:
+        return [], []
+    window = range(max(1, stored.episodes - settings.replay_window + 1), stored.episodes + 1)
+    # Sampling, not secrecy: the draw must repeat for the same table and run.
+    rng = random.Random(f"{stored.episodes}:{run_id}")  # noqa: S311
+    drawn = rng.sample(window, min(settings.replay_episodes, len(window)))
+    records = stored.recall(drawn)
+    replayed: list[int] = []
+    done: list[ValueUpdate] = []
+    for number in drawn:
+        record = records.get(number)
+        if record is None:  # learned on another version of the workflow
+            continue
+        transitions = [Transition(t["state"], t["action"], float(t["reward"])) for t in record["transitions"]]
+        ended = not record.get("stopped_early", False)
+        done += update_episode(table, transitions, settings, actions_of, ended=ended, replayed=True)
+        replayed.append(number)
+    return replayed, done

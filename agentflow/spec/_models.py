@@ -252,6 +252,27 @@ class QTableSettings(_Strict):
     )
     learn: bool = Field(default=True, description="update the table after each finished run (episode)")
     lr: float = Field(default=0.1, gt=0, le=1, description="learning rate")
+    lr_schedule: Literal["constant", "visits"] = Field(
+        default="constant",
+        description="constant: every update uses lr (the paper); visits (beyond the paper): the n-th update of a "
+        "(state, action) pair uses max(lr, 1/n), so a pair's first values are averages of what it earned instead of "
+        "small steps away from its initial value",
+    )
+    initial_q: float = Field(
+        default=0.0,
+        description="Q of a (state, action) pair never updated (the paper: 0); an optimistic value above any "
+        "return makes the table try every action before it settles (beyond the paper)",
+    )
+    replay_episodes: int = Field(
+        default=0,
+        ge=0,
+        description="after each episode's update, learn again from this many earlier episodes of the same table "
+        "version, drawn from the store without replacement (experience replay, beyond the paper; 0: none). Replayed "
+        "updates use lr and do not count as visits",
+    )
+    replay_window: int = Field(
+        default=500, ge=1, description="replay draws from the last replay_window episodes learned before this one"
+    )
     update_order: Literal["forward", "backward"] = Field(
         default="forward",
         description="order of an episode's updates: forward, first transition first (the paper); backward, from END "

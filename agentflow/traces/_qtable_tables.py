@@ -11,7 +11,7 @@ replayed and plotted.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,9 @@ class StoredQTable:
     decisions: int = 0
     values: dict[tuple[str, str], tuple[float, int]] = field(default_factory=lambda: {})
     updated_at: str | None = None
+    # Inside an update only: reads earlier episodes of this table by number, those learned on the table's current
+    # template hash (a migrated table's older episodes are not recalled), in the update's transaction.
+    recall: Callable[[Sequence[int]], dict[int, dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -99,6 +102,13 @@ def version_refused(workflow: str, router: str, stored: str, wanted: str) -> Con
         fix="run `agentflow qtable migrate FILE` to keep the values of the states and actions that still exist, "
         "or `agentflow qtable reset FILE` to start over",
     )
+
+
+# Earlier episodes' records by number; the IN list gets one placeholder per number asked for.
+_RECALL = (
+    "SELECT episode, record FROM qtable_episodes WHERE workflow = ? AND router = ? AND template_hash = ?"
+    " AND episode IN ({numbers})"
+)
 
 
 class QTableTables:
@@ -163,7 +173,9 @@ class QTableTables:
             raise version_refused(workflow, router, header.template_hash, template_hash)
         table = self.load(connection, workflow, router)
         assert table is not None
+        table.recall = lambda numbers: self._recall(connection, workflow, router, template_hash, numbers)
         result = change(table)
+        table.recall = None  # the transaction ends with this call
         for (state, action), (q, updates) in result.values.items():
             connection.execute(
                 self._sql(
@@ -201,6 +213,15 @@ class QTableTables:
             ),
         )
         return table
+
+    def _recall(
+        self, connection: Any, workflow: str, router: str, template_hash: str, numbers: Sequence[int]
+    ) -> dict[int, dict[str, Any]]:
+        if not numbers:
+            return {}
+        query = self._sql(_RECALL.format(numbers=", ".join("?" for _ in numbers)))
+        rows = connection.execute(query, (workflow, router, template_hash, *numbers)).fetchall()
+        return {int(row[0]): json.loads(row[1]) for row in rows}
 
     def episodes(self, connection: Any, workflow: str, router: str) -> list[QTableEpisode]:
         rows = connection.execute(

@@ -157,3 +157,41 @@ def test_ucb_bonus_from_the_update_counts_sends_the_router_to_the_action_tried_l
     assert (explored.choice, explored.chooser) == ("planner", "ucb")
     greedy = decide_ucb(row, ucb_bonus(table, "coder", row, 0.0), random.Random(0), epsilon=0.0, state="coder")
     assert (greedy.choice, greedy.chooser) == ("tester", "greedy")
+
+
+def test_optimistic_initial_values_and_the_visit_count_learning_rate() -> None:
+    settings = QTableSettings(initial_q=150.0, lr_schedule="visits")
+    table = QTable(initial=settings.initial_q)
+    assert table.row("planner", ACTIONS["planner"]) == {"coder": 150.0, "tester": 150.0, "END": 150.0}
+    episode = [Transition("planner", "coder", -5.0), Transition("coder", "END", 60.0)]
+    update_episode(table, episode, settings, ACTIONS)
+    # a first update takes rate 1/1: Q becomes its target; the next state's untried actions bootstrap at 150
+    first_pc = -5 + 0.01 * math.log(3) + 0.9 * 150.0
+    assert table.q("planner", "coder") == pytest.approx(first_pc)
+    assert table.q("coder", "END") == pytest.approx(60 * 1.5 + 0.01 * math.log(3))
+    assert table.q("planner", "tester") == 150.0  # never updated: still the initial value
+    # the second update of a pair takes rate max(lr, 1/2): the mean of its two targets
+    row = [first_pc, 150.0, 150.0]
+    weights = [math.exp(v - max(row)) for v in row]
+    entropy = -sum(w / sum(weights) * math.log(w / sum(weights)) for w in weights)
+    second_target = -5 + 0.01 * entropy + 0.9 * 150.0  # coder's best is still an untried action at 150
+    update_episode(table, episode, settings, ACTIONS)
+    assert table.q("planner", "coder") == pytest.approx(first_pc + 0.5 * (second_target - first_pc))
+    assert table.update_count("planner", "coder") == 2
+    # the rate never falls below lr: after many updates it is lr itself
+    table.updates["planner"]["coder"] = 99
+    before = table.q("planner", "coder")
+    update = update_episode(table, episode[:1], settings, ACTIONS, ended=False)[0]
+    assert update.after == pytest.approx(before + 0.1 * (update.target - before))
+
+
+def test_a_replayed_episode_learns_at_lr_and_counts_no_visit() -> None:
+    settings = QTableSettings(lr_schedule="visits", lr=0.1)
+    table = QTable()
+    episode = [Transition("planner", "coder", -5.0), Transition("coder", "END", 60.0)]
+    update_episode(table, episode, settings, ACTIONS, replayed=True)
+    assert table.q("coder", "END") == pytest.approx(0.1 * (60 * 1.5 + 0.01 * math.log(3)))  # lr, not 1/1
+    assert table.update_count("coder", "END") == 0
+    assert table.update_count("planner", "coder") == 0
+    update_episode(table, episode, settings, ACTIONS)
+    assert table.update_count("coder", "END") == 1

@@ -20,13 +20,19 @@ ACTIONS = {"planner": ["coder", "tester", "END"], "coder": ["planner", "tester",
 EPISODE = [Transition("planner", "coder", -5.0), Transition("coder", "tester", -3.0), Transition("tester", "END", 70.0)]
 
 
-def _learn(store: Any, transitions: list[Transition] = EPISODE, template_hash: str = "v1", run_id: str = "r") -> Any:
+def _learn(
+    store: Any,
+    transitions: list[Transition] = EPISODE,
+    template_hash: str = "v1",
+    run_id: str = "r",
+    settings: QTableSettings = SETTINGS,
+) -> Any:
     return learn_episode(
         store,
         workflow="team",
         router="route",
         template_hash=template_hash,
-        settings=SETTINGS,
+        settings=settings,
         actions_of=ACTIONS,
         transitions=transitions,
         run_id=run_id,
@@ -92,6 +98,44 @@ def test_nan_and_infinite_rewards_are_ignored_and_recorded(any_store: Store) -> 
         ("coder", "END", "inf"),
     }
     assert len(record["transitions"]) == 1
+
+
+def _episode(number: int) -> list[Transition]:
+    """An episode whose rewards differ from every other's, so which ones are replayed shows in the values."""
+    return [Transition("planner", "coder", -float(number)), Transition("coder", "END", 10.0 * number)]
+
+
+def test_replay_learns_again_from_stored_episodes_of_the_same_version_only(any_store: Store) -> None:
+    _learn(any_store, _episode(1), template_hash="a" * 64)
+    any_store.migrate_qtable("team", "route", "b" * 64, lambda state, action: True)  # type: ignore[attr-defined]
+    for number in range(2, 7):
+        _learn(any_store, _episode(number), template_hash="b" * 64, run_id=f"run-{number}")
+    replaying = QTableSettings(replay_episodes=3, replay_window=10)
+    before = table_from_stored(any_store.load_qtable("team", "route"))  # type: ignore[attr-defined]
+
+    _learn(any_store, _episode(7), template_hash="b" * 64, run_id="run-7", settings=replaying)
+
+    record = any_store.qtable_episodes("team", "route")[-1].record  # type: ignore[attr-defined]
+    replayed = record["replay"]["episodes"]
+    # 3 of episodes 1-6 drawn, without replacement; episode 1 was learned on the old version and is never replayed
+    assert len(set(replayed)) == len(replayed) and set(replayed) <= {2, 3, 4, 5, 6}
+    assert len(replayed) >= 2
+    expected = before
+    update_episode(expected, _episode(7), replaying, ACTIONS)
+    for number in replayed:
+        update_episode(expected, _episode(number), replaying, ACTIONS, replayed=True)
+    assert record["replay"]["updates"] == 2 * len(replayed)
+    stored = table_from_stored(any_store.load_qtable("team", "route"))  # type: ignore[attr-defined]
+    for state, row in expected.values.items():
+        for action, q in row.items():
+            assert stored.q(state, action) == pytest.approx(q, abs=1e-12)
+    # replays count no visit: each pair was updated once per episode it was really in (7)
+    assert stored.update_count("planner", "coder") == 7 and stored.update_count("coder", "END") == 7
+
+    narrow = QTableSettings(replay_episodes=5, replay_window=2)
+    _learn(any_store, _episode(8), template_hash="b" * 64, run_id="run-8", settings=narrow)
+    record = any_store.qtable_episodes("team", "route")[-1].record  # type: ignore[attr-defined]
+    assert sorted(record["replay"]["episodes"]) == [6, 7]  # only the window's two, however many are asked for
 
 
 def _learn_in_process(location: str, index: int) -> None:
