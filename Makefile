@@ -38,9 +38,12 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-# The 15 slowest tests are listed at the end: CI keeps the whole run under 20 minutes.
+# The 15 slowest tests are listed at the end: CI keeps the whole run under 20 minutes. The test files are shared out
+# to one worker process per core (at most 4: the tests start sandboxes, servers and clusters of their own); a file's
+# tests stay together on one worker, since some share a module-scoped cluster or server.
+PYTEST_WORKERS ?= auto
 unit: $(VENV)/.installed-test
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --durations=15
 
 schema: $(VENV)/.installed-run
 	$(BIN)/agentflow schema --output agentflow.schema.json
