@@ -20,7 +20,8 @@ records each attempt in the bench tables before it is sent out and when it comes
 
 Faults: an attempt whose worker process dies (SIGKILL, its node leaves the cluster) is marked ``interrupted`` (kept,
 never counted) and runs again as a new attempt on the worker with the fewest attempts in flight, preferring another
-one; Ray restarts the dead worker. With the folder store the abandoned attempt's run keeps what its worker had
+one; Ray restarts a killed worker on its node, and a worker whose node left is given up (every attempt goes to the
+workers that stay). With the folder store the abandoned attempt's run keeps what its worker had
 shipped (at most ``STREAM_INTERVAL_S`` behind what the worker wrote) and ends ``errored``, with an ``error`` event
 saying the worker died: the infrastructure failed, not the agent. A cancelled driver (Ctrl-C) cancels the attempts
 in flight on their workers (their attempts and runs are recorded ``cancelled``), then each worker closes its sandbox
@@ -36,7 +37,7 @@ import math
 import os
 import shutil
 import tarfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,7 @@ from typing import Any
 from agentflow._tempdirs import owned_tempdir, sweep_stale
 from agentflow.bench._runner import AttemptResult, BenchOptions, BenchRun, Pair
 from agentflow.bench._spec import load_bench
-from agentflow.errors import ConfigError, MissingExtraError, TraceError
+from agentflow.errors import ConfigError, MissingExtraError, SandboxError, TraceError
 from agentflow.sandboxes import sandbox_backends
 from agentflow.traces import (
     BenchItem,
@@ -80,8 +81,6 @@ AttemptEnd = tuple[BenchItem, int, float | None] | Exception
 RunShipment = tuple[str, bytes | None, dict[str, bytes] | None, AttemptEnd | None]
 """A run's message to the driver: its id, the lines and blobs it wrote since the last one (None with a shared
 store), and how the attempt ended (None while it runs)."""
-PLACEMENT_WAIT_S = 30.0
-"""How long starting the bench workers waits for each to run on its own node (see ``RayExecutor._place_on``)."""
 
 
 def _ray() -> Any:
@@ -343,6 +342,8 @@ class RayExecutor:
         self._receiving: set[asyncio.Task[None]] = set()  # one per batch in flight
         self._cancellations: set[asyncio.Task[None]] = set()  # on their way to the workers
         self._lost_on: dict[tuple[str, int], int] = {}  # pair -> the worker that died under its last attempt
+        self._nodes: list[str] = []  # the node each worker is pinned to
+        self._gone: set[int] = set()  # workers whose node left the cluster: never sent an attempt again
         self._started = False
         self._start_lock = asyncio.Lock()
         self._we_initialised = False
@@ -352,7 +353,14 @@ class RayExecutor:
         """Start the bench workers for ``bench`` and wait until each is ready (the first attempt does it
         otherwise)."""
         await self._start(bench)
-        await asyncio.gather(*(worker.pid.remote() for worker in self._workers))
+        ready = await asyncio.gather(*(worker.pid.remote() for worker in self._workers), return_exceptions=True)
+        for index, answer in enumerate(ready):
+            if isinstance(answer, Exception):
+                if self._nodes[index] in self._alive_nodes():
+                    raise answer  # the worker itself failed to start (its constructor raised)
+                self._gone.add(index)  # its node left before the worker started
+        if len(self._gone) == len(self._workers):
+            raise SandboxError("every node the bench workers were started on left the Ray cluster")
 
     async def _start(self, bench: BenchRun) -> None:
         async with self._start_lock:
@@ -374,45 +382,24 @@ class RayExecutor:
             actor = ray.remote(BenchWorker)
 
             def worker_on(node: str) -> Any:
-                # pinned to its node (soft: a node that left has its worker restarted elsewhere); no CPU claimed,
-                # since its runs wait on models and sandboxes, and its calls at once are capped instead
-                strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-                # a batch call per attempt at most, and two calls more: its pid, cancellation and shutdown calls
-                # never wait behind its batches
+                # Pinned to its node, hard: a soft affinity was seen to start a worker on another node more often
+                # than not, even on a quiet machine, and each try again cost a worker start (about six seconds).
+                # A killed worker is restarted on its node; one whose node left cannot be, and is given up (see
+                # `attempt`). No CPU claimed, since its runs wait on models and sandboxes, and its calls at once are
+                # capped instead: a batch call per attempt at most, and two calls more (its pid, cancellation and
+                # shutdown calls never wait behind its batches).
+                strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
                 options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": per_node + 2}
                 return actor.options(scheduling_strategy=strategy, **options).remote(
                     bundle, str(bench.loaded.path.resolve()), str(bench.task_set.path.resolve()), info, self.store_url
                 )
 
+            self._nodes = nodes
             self._workers = [worker_on(node) for node in nodes]
-            await self._place_on(nodes, worker_on)
             self._in_flight = [0] * len(self._workers)
             self._queued = [[] for _ in self._workers]
             self._cancelling = [[] for _ in self._workers]
             self._started = True
-
-    async def _place_on(self, nodes: list[str], worker_on: Callable[[str], Any]) -> None:
-        """Start each worker again until it runs on its own node (for up to ``PLACEMENT_WAIT_S``).
-
-        A node that has just joined may be alive but not yet in the scheduler's view of the cluster, and a soft
-        affinity then puts its worker on another node: the benchmark would still run, on fewer nodes than it has.
-        """
-        ray = _ray()
-        deadline: float | None = None
-        while True:
-            placed = [node for _, node in await asyncio.gather(*(worker.pid.remote() for worker in self._workers))]
-            # counted from the first placements, not from the first start: starting the workers can itself take
-            # longer than the wait on a loaded machine, and the wait is for the scheduler to see the new nodes
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + PLACEMENT_WAIT_S
-            alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
-            misplaced = [i for i, node in enumerate(nodes) if placed[i] != node and node in alive]
-            if not misplaced or asyncio.get_running_loop().time() > deadline:
-                return
-            await asyncio.sleep(0.5)
-            for index in misplaced:
-                ray.kill(self._workers[index], no_restart=True)
-                self._workers[index] = worker_on(nodes[index])
 
     async def worker_pids(self) -> dict[int, int]:
         """Each bench worker's process id and how many calls it has in flight (for diagnostics and tests)."""
@@ -423,8 +410,21 @@ class RayExecutor:
         """The node id of each bench worker."""
         return [node for _, node in await asyncio.gather(*(worker.pid.remote() for worker in self._workers))]
 
+    @staticmethod
+    def _alive_nodes() -> set[str]:
+        return {str(node["NodeID"]) for node in _ray().nodes() if node.get("Alive")}
+
     def _pick(self, avoid: int | None) -> int:
-        candidates = [index for index in range(len(self._workers)) if index != avoid] or [0]
+        """The worker with the fewest attempts in flight, not ``avoid`` (the one a pair's last attempt died on)
+        when there is another, never one whose node left.
+
+        Raises:
+            SandboxError: every worker's node left the cluster (the bench run can be resumed on another one).
+        """
+        staying = [index for index in range(len(self._workers)) if index not in self._gone]
+        if not staying:
+            raise SandboxError("every node the bench workers ran on left the Ray cluster")
+        candidates = [index for index in staying if index != avoid] or staying
         return min(candidates, key=lambda index: self._in_flight[index])
 
     async def attempt(self, bench: BenchRun, pair: Pair, attempt: int) -> AttemptResult:
@@ -461,6 +461,8 @@ class RayExecutor:
             abandoned = replace(item, status="interrupted", finished_at=_utc_now())
             bench.store.finish_bench_item(abandoned)  # kept, marked, never counted: the bench run tries again
             self._lost_on[(pair.task.id, pair.epoch)] = index  # its retry goes to another worker
+            if self._nodes[index] not in self._alive_nodes():
+                self._gone.add(index)  # its node left: Ray cannot restart it there, and nothing is sent to it again
             return AttemptResult(abandoned)
         finally:
             self._in_flight[index] -= 1

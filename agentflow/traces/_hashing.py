@@ -58,7 +58,16 @@ def request_hash(model: str, messages: Any, tools: Any, settings: Any) -> str:
     # Plain content (the usual request) is its RFC 8785 form in one pass of the C encoder: the same bytes
     # canonical_json gives (see encode_if_plain), in a tenth of the time, on every model call.
     plain = encode_if_plain(content, sys.maxsize)
-    return hashlib.sha256(canonical_json(content) if plain is None else plain.encode("utf-8")).hexdigest()
+    if plain is None:
+        # Usually an integral float in the settings (`timeout_s: 120.0`), which RFC 8785 writes as an integer: the
+        # walk makes it one, and plain normalised content is still one pass of the C encoder. The walk changes no
+        # hash canonical_json gives: what else it rewrites (NaN, unsafe integers, lone surrogates) canonical_json
+        # refuses, and such a request is now hashed as the recorder records it.
+        normalised, is_plain = normalise_json_value(content, None)
+        if not is_plain:
+            return hashlib.sha256(canonical_json(content)).hexdigest()
+        plain = _PLAIN_ENCODER.encode(normalised)
+    return hashlib.sha256(plain.encode("utf-8")).hexdigest()
 
 
 def event_hash(event_fields: Mapping[str, Any]) -> str:

@@ -87,8 +87,7 @@ def ray_cluster() -> Iterator[Any]:
 
 def _wait_until_schedulable(cpus: int) -> None:
     """Wait until the scheduler counts every node's CPU: a node that `wait_for_nodes` reports alive may not be in
-    the scheduler's resource view yet, and a soft node-affinity placement (one bench worker per node) then falls
-    back to another node (seen on a loaded machine: all three workers on the head node)."""
+    the scheduler's resource view yet, and the executor starts one bench worker on each node it sees."""
     import ray
 
     deadline = time.monotonic() + 60

@@ -228,6 +228,11 @@ def test_request_hash_is_the_sha256_of_the_requests_rfc8785_form_on_its_fast_pat
         content = {"model": "scripted:x", "messages": messages, "tools": tools, "settings": settings}
         expected = sha256_hex(canonical_json(normalise_json_value(content, None)[0]))
         assert request_hash("scripted:x", messages, tools, normalise_json_value(settings, None)[0]) == expected
+    # Settings as a workflow gives them, not normalised: an integral float (which RFC 8785 writes as an integer)
+    # and an exponent form hash as the library encodes them.
+    for settings in ({"timeout_s": 120.0, "seed": 7}, {"temperature": 1e-7, "timeout_s": 120.0}, {"top_p": 0.5}):
+        content = {"model": "m", "messages": [{"role": "user", "content": "1.0 e5"}], "tools": [], "settings": settings}
+        assert request_hash("m", content["messages"], [], settings) == sha256_hex(canonical_json(content))
 
 
 def test_plain_flag_is_cleared_by_floats_and_keys_the_fast_encoder_would_get_wrong() -> None:
