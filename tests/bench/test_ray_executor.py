@@ -18,6 +18,7 @@ import pytest
 
 from agentflow._processes import pid_alive
 from agentflow.bench import BenchRun, RayExecutor, build_report, chosen_attempts, load_bench
+from agentflow.errors import SandboxError
 from agentflow.rerun import replay_run
 from agentflow.traces import PostgresStore, Store, TraceStore
 from tests.cli.test_cli import agentflow, assert_one_line_error
@@ -355,3 +356,18 @@ def test_a_node_that_leaves_has_its_tasks_run_again_on_the_others(ray_cluster: A
 
     asyncio.run(start_and_stop())
     assert _leftovers(pids) == []
+
+
+def test_a_worker_whose_node_left_is_never_picked_again_and_none_left_is_an_outage() -> None:
+    # (no cluster needed: the choice of a worker is the executor's own bookkeeping)
+    executor = RayExecutor()
+    executor._workers = [object(), object(), object()]
+    executor._in_flight = [3, 0, 1]
+    executor._gone = {1}  # the idle worker's node left: Ray cannot restart it there
+    assert executor._pick(None) == 2
+    assert executor._pick(2) == 0  # the pair's last attempt died on 2: another worker, if one stays
+    executor._gone = {0, 2}
+    assert executor._pick(1) == 1  # the only worker left, even for the pair that died on it
+    executor._gone = {0, 1, 2}
+    with pytest.raises(SandboxError, match="left the Ray cluster"):
+        executor._pick(None)
