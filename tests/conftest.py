@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +43,15 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     are errors) instead of whichever test happens to run when the collector does."""
     yield
     gc.collect()
+
+
+@pytest.fixture
+def machine_wide_cleanup() -> Iterator[None]:
+    """Held by a test that runs `agentflow sandbox cleanup` over the whole machine (or sets up what it removes):
+    the suite's worker processes run test files side by side, and one's cleanup would remove another's images."""
+    with open(Path(tempfile.gettempdir()) / "agentflow-tests-machine-wide-cleanup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -229,7 +229,7 @@ def test_cleanup_keeps_each_tasks_newest_image_and_never_touches_other_images(tm
             client.images.remove(tag)
 
 
-def test_sandbox_cleanup_lists_the_task_images_it_removed(tmp_path: Path) -> None:
+def test_sandbox_cleanup_lists_the_task_images_it_removed(tmp_path: Path, machine_wide_cleanup: None) -> None:
     require_docker()
     client = docker_client()
     task = f"cleanup-cli-{secrets.token_hex(4)}"

@@ -55,7 +55,7 @@ def test_docker_unreachable_is_one_line_exit_3(tmp_path: Path) -> None:
     assert "start the Docker engine" in one_line_error(result, 3)
 
 
-def test_exec_check_and_cleanup_with_docker(tmp_path: Path) -> None:
+def test_exec_check_and_cleanup_with_docker(tmp_path: Path, machine_wide_cleanup: None) -> None:
     require_docker()
     ran = agentflow("sandbox", "exec", "--backend", "docker", "--json", "--", "sh", "-c", "id -u; exit 3", cwd=tmp_path)
     assert ran.returncode == 1
