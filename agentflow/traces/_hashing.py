@@ -339,10 +339,12 @@ def encode_event(
     return digest, line.encode("utf-8")
 
 
-# Spellings in the C encoder's output that only a walk can settle: an integral float ("1.0"), an exponent form
-# ("1e-05", "2.5e+16"), a digit run as long as an unsafe integer. A match inside a string is a false alarm that
-# only costs the walk.
-_NEEDS_WALK = re.compile(r"[0-9](?:\.0(?![0-9])|e[-+]?[0-9]|[0-9]{15})")
+# Numbers in the C encoder's output that only a walk can settle: an integral float ("1.0"), an exponent form
+# ("1e-05", "2.5e+16"), a digit run as long as an unsafe integer. With no whitespace in the output, a number
+# always starts right after ":" (a value), "," or "[" (an array item), so only such tokens are looked at: a hex
+# digest or a version string ("0.1.0") inside a string no longer sends the event to the walk. A string holding
+# ":1.0" still does: a false alarm, which only costs the walk.
+_NEEDS_WALK = re.compile(r"[:,\[]-?[0-9.]*(?:[0-9]\.0(?![0-9])|[0-9]e|[0-9]{15})")
 
 
 def encode_if_plain(data: dict[str, Any], spill_threshold: int) -> str | None:

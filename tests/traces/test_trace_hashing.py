@@ -18,6 +18,7 @@ from agentflow.errors import TraceError
 from agentflow.traces._hashing import (
     canonical_json,
     encode_event,
+    encode_if_plain,
     event_hash,
     normalise_json_value,
     request_hash,
@@ -233,6 +234,32 @@ def test_request_hash_is_the_sha256_of_the_requests_rfc8785_form_on_its_fast_pat
     for settings in ({"timeout_s": 120.0, "seed": 7}, {"temperature": 1e-7, "timeout_s": 120.0}, {"top_p": 0.5}):
         content = {"model": "m", "messages": [{"role": "user", "content": "1.0 e5"}], "tools": [], "settings": settings}
         assert request_hash("m", content["messages"], [], settings) == sha256_hex(canonical_json(content))
+
+
+def test_the_fast_encoder_vouches_only_for_rfc8785_bytes_whatever_the_strings_look_like() -> None:
+    # encode_if_plain looks for risky numbers only where a number can start (after ":", "," or "["): strings that
+    # look like numbers (digests, versions, "x:1.0") must never hide a real one, nor pass a wrong encoding.
+    rng = random.Random(353)
+    numbers: list[Any] = [1.0, -3.0, 100.0, 1e-05, 2.5e16, 2**53 + 1, 0.1234567890123456, 0.25, 7, -0.0, 1e21]
+    texts = ["4e4", "0.1.0", "x:1.0", "a,2e5", "[3.0]", "e3581d5c40297120fe807b0620b9b4ab", "123456789012345678"]
+    vouched = refused = 0
+    for _ in range(3000):
+        value = {
+            rng.choice(["a", "b", "c"]): rng.choice(
+                [rng.choice(numbers), rng.choice(texts), [rng.choice(numbers), rng.choice(texts)], _random_value(rng)]
+            )
+            for _ in range(rng.randrange(1, 4))
+        }
+        encoded = encode_if_plain(value, 1 << 20)
+        if encoded is None:
+            refused += 1
+            continue
+        vouched += 1
+        assert encoded.encode("utf-8") == canonical_json(normalise_json_value(value, None)[0]), value
+    assert vouched > 500 and refused > 500
+    assert encode_if_plain({"hash": "e3581d5c40297120fe807b0620b9b4ab", "version": "0.1.0"}, 1 << 20) is not None
+    assert encode_if_plain({"value": 1.0}, 1 << 20) is None
+    assert encode_if_plain({"values": [0.5, 2.0]}, 1 << 20) is None
 
 
 def test_plain_flag_is_cleared_by_floats_and_keys_the_fast_encoder_would_get_wrong() -> None:
