@@ -65,7 +65,7 @@ INDEX_FILE = "index.sqlite"
 _BUSY_TIMEOUT_S = 10.0
 # Idle index connections kept for the store's reads and writes and for the next recorders (each recorder holds one
 # while its run goes, so a bench run's runs at once give back about that many as they end).
-_IDLE_CONNECTIONS = 16
+_IDLE_CONNECTIONS = 64
 # The folder store claims a run id by creating the run's directory, so its index row replaces one left behind by a
 # run whose directory was deleted.
 _SQLITE_TABLES = StoreTables("?", insert_run="INSERT OR REPLACE")
