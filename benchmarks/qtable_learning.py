@@ -34,7 +34,8 @@ online ones are reported beside them and are lower by the exploration the paper'
 JSON's ``settings`` lists whatever differs from the defaults): UCB exploration instead of ε-random steps, optimistic
 initial values, a visit-count learning rate, experience replay of 10 stored episodes after each update, backward
 updates without discount, learning from episodes stopped early, and the state features ``solved`` and ``step``
-(agents run so far: fewer than 5, or 5 and more).
+(agents run so far: fewer than 5, or 5 and more); in the HumanEval world also ``ok``, whether the last agent's step
+succeeded (for a coder: whether its completion passes the tests).
 With ``solved`` in the state the table may end a solved episode sooner or pad an unsolved one, so it can beat the
 oracle, which is the best *fixed* route (ratios above 1).
 
@@ -100,7 +101,9 @@ class World:
     static route, and whether a coder's code replaces the last (HumanEval) or only adds a chance (the simulation).
 
     ``graded`` holds, per HumanEval task, whether a good and a bad completion passed the task's tests in a real
-    sandbox (None: the simulation, where a step's success is its probability alone).
+    sandbox (None: the simulation, where a step's success is its probability alone). ``tuned_features`` are state
+    features the tuned table adds in this world, for what its steps' rewards tell (the learning settings are
+    ``TUNED``'s in every world).
     """
 
     name: str
@@ -109,6 +112,7 @@ class World:
     testers: frozenset[str]
     static: list[str]
     graded: list[tuple[str, bool, bool]] | None = None
+    tuned_features: tuple[dict[str, Any], ...] = ()
 
 
 SIMULATION = World("simulation", AGENTS, frozenset(CODERS), frozenset(TESTERS), STATIC)
@@ -245,6 +249,7 @@ def run_qtable(
     path: list[str] = []
     visits: dict[str, int] = {}
     decisions = 0
+    last_ok = False  # whether the last agent's step succeeded (its process reward), for a state feature
 
     def open_slot(name: str) -> bool:
         if name == router.name:
@@ -257,7 +262,8 @@ def run_qtable(
     while True:
         decisions += 1
         clock = time.perf_counter()
-        outcome = router.decide(run_id, episode, events, {"solved": team.tested, "step": len(path)}, open_slot)
+        state = {"solved": team.tested, "step": len(path), "last_ok": last_ok}
+        outcome = router.decide(run_id, episode, events, state, open_slot)
         elapsed = time.perf_counter() - clock
         choice = outcome.decision.choice
         timings["update" if choice == END else "decision"].append(elapsed)
@@ -270,6 +276,7 @@ def run_qtable(
         path.append(choice)
         visits[choice] = visits.get(choice, 0) + 1
         success = team.step(choice)
+        last_ok = success > 0
         emit(EventType.NODE_FINISHED, choice, {"status": "ok", "updates": {}, "duration_s": 0.0})
         emit(EventType.REWARD, choice, {"hook": "sim", "on": "node", "value": success})
 
@@ -327,6 +334,9 @@ def humaneval_world(tasks: int) -> World:
         frozenset({"tester"}),
         HUMANEVAL_STATIC,
         graded,
+        # A coder's reward here is whether its completion passes the tests (a `tests_passed` hook on the coder's
+        # node): in the state, the table can send a failing completion back to a coder instead of to the tester.
+        tuned_features=({"name": "ok", "expr": "state.last_ok"},),
     )
 
 
@@ -374,7 +384,8 @@ def measure_world(
         salary={name: salary for name, (salary, _) in world.agents.items()},
         end_when=None if paper_end else "state.solved",
     )
-    settings = QTableSettings.model_validate({**base.model_dump(), **TUNED}) if tuned else base
+    tuned_settings = {**TUNED, "features": [*TUNED["features"], *world.tuned_features]}
+    settings = QTableSettings.model_validate({**base.model_dump(), **tuned_settings}) if tuned else base
     oracle = oracle_route(world, base)
     results: dict[str, list[Episode]] = {}
 
