@@ -254,16 +254,23 @@ def test_cleanup_removes_containers_of_dead_owners() -> None:
     leftover = api.create_container(
         "agentflow/python:latest", command=["true"], labels={LABEL: "docker", OWNER_LABEL: dead_owner}
     )["Id"]
-    mine = api.create_container(
+    elsewhere = api.create_container(
         "agentflow/python:latest", command=["true"], labels={LABEL: "docker", OWNER_LABEL: f"x:{os.getpid()}"}
+    )["Id"]
+    starting = api.create_container(  # created, not yet started, by a process alive here (this one)
+        "agentflow/python:latest",
+        command=["true"],
+        labels={LABEL: "docker", OWNER_LABEL: f"{__import__('socket').gethostname()}:{os.getpid()}"},
     )["Id"]
     try:
         removed = cleanup_containers()
         assert not container_exists(leftover)
         assert any(name for name in removed)
-        # a created-but-never-started container is abandoned whoever owns it
-        assert not container_exists(mine)
+        # created but never started by a process of another machine: abandoned, nobody here will start it
+        assert not container_exists(elsewhere)
+        # a live process's container may be between create and start: a cleanup beside it leaves it alone
+        assert container_exists(starting)
     finally:
-        for container in (leftover, mine):
+        for container in (leftover, elsewhere, starting):
             if container_exists(container):
                 api.remove_container(container, force=True)

@@ -225,6 +225,11 @@ def cleanup_containers(*, everything: bool = False) -> list[str]:
     """Remove agentflow sandbox containers left behind by processes that are gone, and the snapshot images their
     forks started from (``agentflow-fork:<parent>-<random>``).
 
+    A container of a process alive on this machine is never touched (without ``everything``), whatever its state: a
+    "created" one may be starting this moment (a benchmark task's container between create and start, removed under
+    it by a cleanup run beside it). Created, exited or dead containers of another machine's processes, or of none
+    named, are taken as abandoned.
+
     Args:
         everything: remove every agentflow sandbox container and fork snapshot image on the engine, also those of
             running processes.
@@ -238,9 +243,10 @@ def cleanup_containers(*, everything: bool = False) -> list[str]:
     for summary in client.api.containers(all=True, filters={"label": LABEL}):
         owner = summary.get("Labels", {}).get(OWNER_LABEL, "")
         owner_host, _, owner_pid = owner.rpartition(":")
-        abandoned = summary.get("State") in ("created", "exited", "dead")
         if owner_host == host and owner_pid.isdigit():
-            abandoned = abandoned or not pid_alive(int(owner_pid))
+            abandoned = not pid_alive(int(owner_pid))
+        else:
+            abandoned = summary.get("State") in ("created", "exited", "dead")
         if everything or abandoned:
             _remove_container(summary["Id"])
             removed.append(summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"][:12])
