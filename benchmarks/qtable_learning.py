@@ -342,7 +342,7 @@ def humaneval_world(tasks: int) -> World:
 
 TUNED: dict[str, Any] = {  # --tuned: the options beyond the paper that this benchmark measured to help (README)
     "exploration": "ucb",
-    "ucb_weight": 5.0,
+    "ucb_weight": 5.0,  # beat 10 online in both worlds and greedy on HumanEval, 48 seeds each (README)
     "initial_q": 150.0,  # above any return here: every action is tried before the table settles
     "lr": 0.05,
     "lr_schedule": "visits",
