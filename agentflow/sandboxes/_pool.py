@@ -121,6 +121,11 @@ class SandboxPool:
 
     async def _create(self) -> Sandbox:
         async with self._starts:
+            # A turn of the event loop first: a factory that never suspends (the local sandbox's, once its probe is
+            # done) would otherwise start every sandbox of the ramp in one go, each start taking the semaphore freed
+            # by the one before, and hold the loop until the whole pool is warm (50 local sandboxes: 35-115 ms before
+            # a bench's first run could begin, `wait_ready()` included).
+            await asyncio.sleep(0)
             return await self._factory()
 
     # -- lending ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,36 @@ async def test_wait_ready_returns_once_a_sandbox_is_warm_or_every_start_failed()
     await asyncio.wait_for(failing.wait_ready(), 30)  # returns: nothing is starting any more
     assert [str(error) for error in failing.start_errors] == ["no sandbox here"] * 2
     await failing.close()
+
+
+async def test_the_warm_up_ramps_even_when_the_factory_never_suspends() -> None:
+    # The local sandbox's factory runs to its end without awaiting anything: without a turn of the event loop per
+    # start the whole pool started in one go, and wait_ready() (a benchmark's first run) waited for all of it.
+    size, created = 12, 0
+    interleaved: list[int] = []  # sandboxes created each time another task of the loop got to run
+
+    async def factory() -> LocalSandbox:
+        nonlocal created
+        created += 1
+        return await LocalSandbox.create()
+
+    async def other_work() -> None:
+        while created < size:
+            interleaved.append(created)
+            await asyncio.sleep(0)
+
+    await (await LocalSandbox.create()).close()  # the namespace probe done: from now on a start never suspends
+    pool = await SandboxPool(factory, size=size, start_concurrency=2).start(wait=False)
+    try:
+        watcher = asyncio.create_task(other_work())
+        await asyncio.wait_for(pool.wait_ready(), 30)
+        assert created < size, "wait_ready() returned only when the whole pool had started"
+        await pool.start()  # the rest of the ramp
+        await watcher
+        assert max(b - a for a, b in itertools.pairwise(interleaved)) <= 2  # at most start_concurrency per turn
+        assert pool.stats() == {"idle": size, "in_use": 0, "starting": 0}
+    finally:
+        await pool.close()
 
 
 async def test_a_closed_pool_refuses_and_closes_what_it_lent() -> None:
