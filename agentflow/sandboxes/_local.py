@@ -459,10 +459,23 @@ class LocalSandbox(Sandbox):
                     f"the local sandbox cannot use Linux namespaces here: {reason}; enable unprivileged user "
                     f"namespaces (sysctl kernel.unprivileged_userns_clone=1) or use mode 'process'"
                 )
-        root = owned_tempdir(_ROOT_PREFIX)  # removed by a later run if this process is killed
-        sandbox = cls(limits=limits or SandboxLimits(), _root=root, _mode="namespaces" if available else "process")
+        # Its folders are made on a worker thread: four mkdirs cost up to a few milliseconds where the temp folder's
+        # filesystem is slow to allocate (0.8 ms each in /tmp on our CI machines), and a warm pool starting fifty
+        # sandboxes on the event loop held back the runs already lent one.
+        sandbox = await asyncio.to_thread(
+            cls._in_new_root, limits or SandboxLimits(), "namespaces" if available else "process"
+        )
         sandbox._probe_reason = reason
         return sandbox
+
+    @classmethod
+    def _in_new_root(cls, limits: SandboxLimits, mode: Literal["namespaces", "process"]) -> LocalSandbox:
+        root = owned_tempdir(_ROOT_PREFIX)  # removed by a later run if this process is killed
+        try:
+            return cls(limits=limits, _root=root, _mode=mode)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
 
     # -- what commands see ------------------------------------------------------------------------------------
 

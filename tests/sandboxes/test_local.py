@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,36 @@ async def test_close_removes_everything_and_is_idempotent() -> None:
     assert not root.exists()
     with pytest.raises(SandboxError):
         await box.exec(["true"])
+
+
+async def test_create_makes_its_folders_off_the_event_loop_and_leaves_none_when_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A warm pool starts its sandboxes while the runs already lent one go on: the folders' system calls (0.8 ms a
+    # mkdir in /tmp on our CI machines) must not hold the event loop.
+    import agentflow.sandboxes._local as local
+
+    made_in: list[threading.Thread] = []
+    roots: list[Path] = []
+    real_owned_tempdir = local.owned_tempdir
+
+    def recording_owned_tempdir(prefix: str) -> Path:
+        made_in.append(threading.current_thread())
+        roots.append(real_owned_tempdir(prefix))
+        return roots[-1]
+
+    monkeypatch.setattr(local, "owned_tempdir", recording_owned_tempdir)
+    box = await LocalSandbox.create()
+    await box.close()
+    assert made_in and made_in[0] is not threading.main_thread()
+
+    def refused(self: Path, mode: int = 0o777, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "refused", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(PermissionError):
+        await LocalSandbox.create()
+    assert len(roots) == 2 and not roots[1].exists()  # the half-made sandbox's root is gone
 
 
 async def test_create_sandbox_copies_files_relative_to_base_dir(tmp_path: Path) -> None:
