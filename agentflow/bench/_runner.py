@@ -108,7 +108,12 @@ class Pair:
 
 @dataclass
 class BenchProgress:
-    """What a benchmark run has done so far, for a progress display (``on_progress`` gets it after each attempt)."""
+    """What a benchmark run has done so far, for a progress display (``on_progress`` gets it after each attempt).
+
+    ``done``, ``passed`` and ``errored`` count the whole bench run, the pairs a resumed run found finished
+    (``resumed``) included, so the pass rate is the bench run's; ``retried``, ``tokens`` and ``cost`` are what this
+    invocation spent, and the time left is estimated from its own pace.
+    """
 
     total: int
     done: int = 0
@@ -117,6 +122,7 @@ class BenchProgress:
     retried: int = 0
     tokens: int = 0
     cost: float | None = None  # dollars, when the benchmark gives prices
+    resumed: int = 0  # pairs finished before this invocation (counted in done, passed and errored)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -124,11 +130,18 @@ class BenchProgress:
         scored = self.done - self.errored
         return self.passed / scored if scored else None
 
+    def count(self, item: BenchItem) -> None:
+        """Count a pair done, by the attempt that counts for it."""
+        self.done += 1
+        self.passed += item.outcome is not None and item.outcome >= 0.5 and item.status != "errored"
+        self.errored += item.status == "errored"
+
     @property
     def eta_s(self) -> float | None:
-        if not self.done or self.done >= self.total:
+        ran = self.done - self.resumed
+        if ran <= 0 or self.done >= self.total:
             return None
-        return (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        return (time.monotonic() - self.started) / ran * (self.total - self.done)
 
 
 @dataclass(frozen=True)
@@ -520,6 +533,7 @@ class BenchRun:
         attempts = _latest_attempts(self.store.list_bench_items(self.info.bench_run_id))
         todo: list[tuple[Pair, int, int]] = []  # pair, next attempt number, errored attempts so far
         skipped = 0
+        progress = BenchProgress(total=len(self.pairs))
         for pair in self.pairs:
             previous = attempts.get((pair.task.id, pair.epoch), [])
             previous = [self._settled(item) for item in previous]
@@ -527,9 +541,10 @@ class BenchRun:
             last = previous[-1] if previous else None
             if last is not None and last.status in FINISHED and (last.status != "errored" or errored > self._retries):
                 skipped += 1
+                progress.count(last)  # a resumed run's pass rate is the bench run's, not this invocation's
                 continue
             todo.append((pair, len(previous) + 1, errored))
-        progress = BenchProgress(total=len(self.pairs), done=skipped)
+        progress.resumed = skipped
         semaphore = asyncio.Semaphore(int(self.config["concurrency"]))
         cancelled = False
         rollout_problems: list[str] = []
@@ -588,9 +603,7 @@ class BenchRun:
                 errored += 1
             attempt += 1
             progress.retried += 1
-        progress.done += 1
-        progress.passed += item.outcome is not None and item.outcome >= 0.5 and item.status != "errored"
-        progress.errored += item.status == "errored"
+        progress.count(item)
         if self.on_progress is not None:
             self.on_progress(progress)
         return await self._fork_rollouts(pair, item)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from agentflow.bench import BenchOptions, BenchRun, build_report, load_bench, pair_seed
+from agentflow.bench import BenchOptions, BenchProgress, BenchRun, build_report, load_bench, pair_seed
 from agentflow.errors import ConfigError, SpecError
 from agentflow.traces import EventType, TraceStore
 from tests.support.event_data import assert_data_declared
@@ -116,10 +117,15 @@ def test_resume_runs_only_what_did_not_finish(bench_file: Path, tmp_path: Path) 
     broken = replace(item, attempt=2, run_id=recorder.run_id, status="running")
     store.start_bench_item(broken)
     store.finish_bench_item(replace(item, status="cancelled"))
-    again = BenchRun(loaded, store, resume=first.info.bench_run_id[:20])
+    seen: list[BenchProgress] = []
+    again = BenchRun(loaded, store, resume=first.info.bench_run_id[:20], on_progress=seen.append)
     assert again.info.bench_run_id == first.info.bench_run_id
     outcome = asyncio.run(again.run())
     assert (outcome.ran, outcome.skipped) == (1, 1)
+    # the progress of the bench run as a whole: t1, finished before, counts as done and passed
+    last = seen[-1]
+    assert (last.total, last.done, last.passed, last.errored, last.resumed) == (2, 2, 2, 0, 1)
+    assert last.pass_rate == 1.0
     attempts = [(i.task_id, i.attempt, i.status) for i in store.list_bench_items(first.info.bench_run_id)]
     assert attempts == [
         ("t1", 1, "succeeded"),
@@ -130,6 +136,13 @@ def test_resume_runs_only_what_did_not_finish(bench_file: Path, tmp_path: Path) 
     report = asyncio.run(build_report(store, first.info.bench_run_id))
     assert report.pass_at_k == {1: 1.0}
     assert report.retried == 2
+
+
+def test_time_left_of_a_resumed_run_comes_from_its_own_pace() -> None:
+    # 4 pairs finished before, 2 in this invocation's 2 s: 4 left at 1 s each (not 2 s / 6 done per pair)
+    progress = BenchProgress(total=10, done=6, resumed=4, started=time.monotonic() - 2.0)
+    assert progress.eta_s is not None and 3.9 < progress.eta_s < 4.5
+    assert BenchProgress(total=10, done=4, resumed=4).eta_s is None  # nothing ran yet: no pace to go by
 
 
 def test_bench_file_mistakes_name_the_line(tmp_path: Path, bench_file: Path) -> None:
