@@ -43,7 +43,15 @@ from agentflow.bench._spec import LoadedBench
 from agentflow.bench._tasks import Task, TaskEnvironment, TaskProblem, read_tasks, task_inputs
 from agentflow.errors import ConfigError, SandboxError, TraceError
 from agentflow.routing import RoutingMode
-from agentflow.runtime import CompiledWorkflow, RunContext, RunPlan, RunResult, compile_workflow, run_workflow
+from agentflow.runtime import (
+    CompiledWorkflow,
+    RunContext,
+    RunPlan,
+    RunResult,
+    check_models,
+    compile_workflow,
+    run_workflow,
+)
 from agentflow.sandboxes import Sandbox, SandboxPool, copy_files_in, copy_folder_to, create_sandbox
 from agentflow.spec import LoadedWorkflow, RewardSpec, load_workflow
 from agentflow.traces import (
@@ -280,7 +288,7 @@ class BenchPlan(RunPlan):
         self.start_turn: StartTurn | None = None  # this run's turn through the bench's start ramp (ended once)
 
     def check(self, compiled: CompiledWorkflow, model_override: str | None) -> None:
-        return None  # checked once for the whole benchmark
+        return None  # checked once for the whole benchmark, when the bench run is made
 
     def open_recorder(self, store: Store, workflow: str) -> Recorder:
         recorder = store.new_run(workflow=workflow, run_id=self.run_id)
@@ -406,6 +414,12 @@ class BenchRun:
         workflow_file = ORACLE_WORKFLOW if self.oracle else loaded.resolve(spec.workflow)
         self.workflow = _with_benchmark(load_workflow(workflow_file), loaded)
         self.compiled = compile_workflow(self.workflow)
+        if attach is None:
+            # A missing API key or model script is the user's mistake: said now, before anything is recorded, not
+            # as every run of the benchmark errored (and retried) for it. (A worker's bench run was checked by its
+            # driver.)
+            model = resumed.config.get("model") if resumed is not None else options.model or spec.model
+            check_models(self.compiled, None if model is None else str(model))
         self.routing = options.routing
         self._compiled_by_timeout: dict[float, CompiledWorkflow] = {}
         self.outcome_hook = loaded.outcome_hook

@@ -2,7 +2,7 @@
 
 from agentflow.runtime._compile import CompiledWorkflow, InstalledCheckers, compile_workflow
 from agentflow.runtime._context import RunContext
-from agentflow.runtime._plan import RunPlan, ServedTool
+from agentflow.runtime._plan import RunPlan, ServedTool, check_models
 from agentflow.runtime._run import RunResult, run_workflow
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "RunPlan",
     "RunResult",
     "ServedTool",
+    "check_models",
     "compile_workflow",
     "run_workflow",
 ]

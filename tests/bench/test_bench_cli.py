@@ -151,3 +151,43 @@ def test_report_formats_and_runs_listing(bench_dir: Path) -> None:
         "bench", "run", "slow_arith.yaml", "--resume", bench_run["bench_run_id"], "--tasks", "t1", cwd=bench_dir
     )
     assert "--resume continues a bench run" in assert_one_line_error(resume_with_tasks, 2)
+
+
+AGENT_WORKFLOW = """
+name: ask
+state:
+  question: {type: str, default: ""}
+  answer: {type: str, default: ""}
+models:
+  m: {model: "scripted:answers.script.yaml"}
+start: ask
+nodes:
+  ask: {kind: agent, model: m, prompt: "{question}", max_turns: 1, output: {answer: answer}}
+edges:
+  - {from: ask, to: END}
+"""
+
+AGENT_BENCH = """
+name: questions
+workflow: ask.yaml
+tasks: {path: tasks.jsonl}
+inputs: {question: "{question}"}
+outcome: {hook: outcome, options: {mode: exact, key: answer, expected: "{expected}"}}
+"""
+
+
+@pytest.mark.parametrize("mistake", ["no API key", "no script"])
+def test_a_model_that_cannot_be_built_is_reported_before_any_pair_runs(tmp_path: Path, mistake: str) -> None:
+    # Every run would error on it (and be retried): the user's mistake is said once, up front, and nothing is kept.
+    (tmp_path / "ask.yaml").write_text(AGENT_WORKFLOW)
+    (tmp_path / "tasks.jsonl").write_text(json.dumps({"id": "q1", "question": "2+2?", "expected": "4"}) + "\n")
+    (tmp_path / "questions.yaml").write_text(AGENT_BENCH)
+    args = ["bench", "run", "questions.yaml", "--store", "store"]
+    if mistake == "no API key":
+        (tmp_path / "answers.script.yaml").write_text('responses: ["4"]\n')
+        args += ["--model", "openai:gpt-4o-mini"]
+    result = agentflow(*args, cwd=tmp_path, env={"OPENAI_API_KEY": ""})
+    line = assert_one_line_error(result, 2)
+    assert ("OPENAI_API_KEY" if mistake == "no API key" else "answers.script.yaml") in line
+    assert TraceStore(tmp_path / "store").list_bench_runs() == []
+    assert not (tmp_path / "store" / "runs").exists()
