@@ -104,6 +104,17 @@ class BenchOptions:
     rollouts: int = 0  # continuations per fork point of each pair's run (0: no rollout groups); see _rollouts
     fork_at: str = "first_error"  # where the pairs' runs are forked: first_error | each_step | STEP | seq:N
 
+    def __post_init__(self) -> None:
+        """Refuse a count out of range (a 0 meant the file's value before, silently).
+
+        Raises:
+            ConfigError: ``limit``, ``epochs`` or ``concurrency`` below 1, ``retry_errored`` or ``rollouts`` below 0.
+        """
+        for name, least in (("limit", 1), ("epochs", 1), ("concurrency", 1), ("retry_errored", 0), ("rollouts", 0)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ConfigError(f"{name} must be at least {least}, not {value}", fix=f"give {name} {least} or more")
+
 
 @dataclass(frozen=True)
 class Pair:

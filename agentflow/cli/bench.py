@@ -85,10 +85,14 @@ class _BenchProgressDisplay:
 @app.command("run")
 def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
     bench_file: Annotated[Path, typer.Argument(help="the benchmark file (graphs/bench/NAME.yaml)", show_default=False)],
-    limit: Annotated[int | None, typer.Option("--limit", help="only the first N tasks")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="only the first N tasks", min=1)] = None,
     tasks: Annotated[str | None, typer.Option("--tasks", help="only these task ids, comma-separated")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="samples per task (default: the file's)")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="runs at once (default: the file's)")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="samples per task (default: the file's)", min=1)
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="runs at once (default: the file's)", min=1)
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="provider:model for every model")] = None,
     sandbox: Annotated[str | None, typer.Option("--sandbox", help="sandbox backend for every run")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="the seed the pairs' seeds derive from")] = None,
@@ -96,7 +100,7 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         Path | None, typer.Option("--task-file", help="the task file instead of the benchmark's tasks.path")
     ] = None,
     retry_errored: Annotated[
-        int | None, typer.Option("--retry-errored", help="new attempts for an errored run (default: 2)")
+        int | None, typer.Option("--retry-errored", help="new attempts for an errored run (default: 2)", min=0)
     ] = None,
     resume: Annotated[
         str | None, typer.Option("--resume", help="continue this bench run: only its unfinished pairs run")

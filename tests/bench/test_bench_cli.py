@@ -191,3 +191,12 @@ def test_a_model_that_cannot_be_built_is_reported_before_any_pair_runs(tmp_path:
     assert ("OPENAI_API_KEY" if mistake == "no API key" else "answers.script.yaml") in line
     assert TraceStore(tmp_path / "store").list_bench_runs() == []
     assert not (tmp_path / "store" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "flag", [["--concurrency", "0"], ["--epochs", "0"], ["--limit", "0"], ["--retry-errored", "-1"]]
+)
+def test_a_count_out_of_range_is_a_usage_error(bench_dir: Path, flag: list[str]) -> None:
+    result = agentflow("bench", "run", "slow_arith.yaml", "--store", "store", *flag, cwd=bench_dir)
+    assert flag[0] in assert_one_line_error(result, 2)
+    assert not (bench_dir / "store" / "runs").exists()

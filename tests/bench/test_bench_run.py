@@ -296,3 +296,12 @@ def test_an_outcome_hook_by_path_is_found_next_to_the_bench_file(bench_file: Pat
     asyncio.run(bench.run())
     outcomes = {i.task_id: i.outcome for i in store.list_bench_items(bench.info.bench_run_id)}
     assert outcomes == {"t1": 1.0, "t3": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("limit", 0), ("epochs", 0), ("concurrency", 0), ("retry_errored", -1), ("rollouts", -1)]
+)
+def test_a_count_out_of_range_is_refused_not_taken_for_the_files_value(option: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=f"{option} must be at least"):
+        BenchOptions(**{option: value})
+    BenchOptions(**{option: value + 1})  # the least value is fine
