@@ -145,7 +145,9 @@ def read_tasks(path: Path, *, source: str, id_field: str | None = None) -> TaskS
             continue
         task_id = record.get(key)
         if not isinstance(task_id, str | int) or isinstance(task_id, bool) or str(task_id) == "":
-            found.problems.append(TaskProblem(line_number, f"no task id: the record needs a {key!r} field"))
+            found.problems.append(
+                TaskProblem(line_number, f"no task id: {key!r} must be a non-empty string or a number")
+            )
             continue
         task_id = str(task_id)
         if task_id in seen:
