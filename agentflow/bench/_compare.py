@@ -57,7 +57,7 @@ class BenchComparison:
         interval = "n/a" if self.interval is None else f"[{self.interval[0]:+.4f}, {self.interval[1]:+.4f}]"
         delta = "n/a" if self.pass_at_1_delta is None else f"{self.pass_at_1_delta:+.4f}"
         lines = [
-            f"# {self.run_b} vs {self.run_a}",
+            f"# B {self.run_b} against A {self.run_a}",  # named: B − A is what every figure below says
             "",
             f"- tasks in both: {len(self.tasks)} (only in A: {len(self.only_in_a)}, only in B: {len(self.only_in_b)})",
             f"- pass@1: A {_number(self.pass_at_1_a)}, B {_number(self.pass_at_1_b)}, B − A {delta} "

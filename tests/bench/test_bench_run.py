@@ -193,7 +193,10 @@ def test_compare_pairs_tasks_and_bootstraps_the_pass_at_1_difference(bench_file:
     assert comparison.interval == compare_reports(report_a, report_b).interval  # a fixed seed: the same interval
     assert paired_bootstrap([]) is None
     assert paired_bootstrap([0.5, 0.5, 0.5]) == (0.5, 0.5)
-    assert "| t3 | 0.000 | 1.000 | +1.000 |" in comparison.to_markdown()
+    markdown = comparison.to_markdown()
+    assert "| t3 | 0.000 | 1.000 | +1.000 |" in markdown
+    # the headline names which run is A and which is B, as the figures below it use them
+    assert markdown.splitlines()[0] == f"# B {second.info.bench_run_id} against A {first.info.bench_run_id}"
 
 
 def test_pass_at_k_is_the_unbiased_estimator() -> None:
