@@ -266,10 +266,13 @@ def runs_command(store: StoreOption = DEFAULT_STORE, json_output: JsonFlag = Fal
     """List bench runs, newest first."""
     with opened_store(store) as trace_store:
         infos = trace_store.list_bench_runs()
+        where = trace_store.location  # (a PostgreSQL URL without its password)
     if json_output:
         print(json.dumps([info.to_dict() for info in infos], indent=2, default=str))
         return EXIT_OK
     out = console()
+    if not infos:
+        out.print(f"no bench runs in {where} yet: `agentflow bench run BENCH.yaml` starts one", markup=False)
     for info in infos:
         config = info.config
         out.print(

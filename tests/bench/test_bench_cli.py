@@ -200,3 +200,10 @@ def test_a_count_out_of_range_is_a_usage_error(bench_dir: Path, flag: list[str])
     result = agentflow("bench", "run", "slow_arith.yaml", "--store", "store", *flag, cwd=bench_dir)
     assert flag[0] in assert_one_line_error(result, 2)
     assert not (bench_dir / "store" / "runs").exists()
+
+
+def test_bench_runs_on_a_store_without_any_says_so(tmp_path: Path) -> None:
+    listed = agentflow("bench", "runs", "--store", "store", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "no bench runs in store yet: `agentflow bench run BENCH.yaml` starts one"
+    assert json.loads(agentflow("bench", "runs", "--store", "store", "--json", cwd=tmp_path).stdout) == []
