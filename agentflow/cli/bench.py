@@ -178,11 +178,16 @@ def run_command(  # noqa: PLR0917 - typer maps each parameter to an option
         raise ConfigError(str(exc)) from None
     if learn and freeze:
         raise ConfigError("--learn and --freeze exclude each other", fix="pass one of them")
+    task_ids = None if tasks is None else [part.strip() for part in tasks.split(",") if part.strip()]
+    if task_ids == []:  # (an empty shell variable, say): not "every task", which may cost a real model's bill
+        raise ConfigError(
+            "--tasks names no task", fix="give task ids of the task file, comma-separated, or drop --tasks"
+        )
     loaded = load_bench(bench_file, check_tasks=task_file is None and resume is None)
     options = BenchOptions(
         routing="learn" if learn else "freeze" if freeze else None,
         limit=limit,
-        task_ids=[part.strip() for part in tasks.split(",") if part.strip()] if tasks else None,
+        task_ids=task_ids,
         epochs=epochs,
         concurrency=concurrency,
         model=model,
